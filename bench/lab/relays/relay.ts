@@ -1,0 +1,58 @@
+// What the lab needs to know about a relay (ka-proxy or a peer it is compared with): how to
+// start it between the app and the server with given keepalive settings, where the app then
+// connects, and which processes hold its sockets. One file per relay, registered in index.ts.
+
+import type { Lab } from '../lab.ts'
+import type { Endpoint } from '../ss.ts'
+
+/** Keepalive of one leg, in seconds and probes (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT). */
+export interface KeepaliveSettings {
+  idle: number
+  interval: number
+  count: number
+}
+
+export interface RelayOptions {
+  /** Keepalive on the target leg, the one crossing the NAT. */
+  target: KeepaliveSettings
+  /** Keepalive on the client leg, toward the app. */
+  client: KeepaliveSettings
+  /**
+   * TCP_USER_TIMEOUT in seconds on the target leg: undefined leaves the relay's own default
+   * (ka-proxy: idle + interval × count; the peers: none), 0 disables it.
+   */
+  userTimeout?: number
+}
+
+export interface RelayStart {
+  lab: Lab
+  /** Where the relay listens, in the client namespace. */
+  listen: Endpoint
+  /** The server it relays to, across the NAT. */
+  target: Endpoint
+  options: RelayOptions
+}
+
+export interface RunningRelay {
+  /** Where the app connects: the relay, or the server itself for a direct connection. */
+  address: Endpoint
+  /** Processes that hold the relay's sockets now; empty when there is no relay process. */
+  pids(): Promise<number[]>
+  /** The relay's structured log of ended sessions, when it writes one. */
+  sessionLog?(): Array<Record<string, unknown>>
+  stop(): Promise<void>
+}
+
+export interface Relay {
+  name: string
+  /** True for relays that are processes in the path; false for the direct connection. */
+  proxies: boolean
+  /** Null when the relay can run here, otherwise why not, in a few words. */
+  unavailable(): Promise<string | null>
+  start(ctx: RelayStart): Promise<RunningRelay>
+}
+
+/** The bound a relay promises for detecting a dead peer on one leg, in seconds. */
+export function keepaliveBound (k: KeepaliveSettings): number {
+  return k.idle + k.interval * k.count
+}

@@ -1,0 +1,70 @@
+// What sockets exist in a namespace, read with `ss` as a person would check by hand: the state,
+// both addresses, the keepalive/retransmit timer, and which processes hold the socket.
+
+import { runIn } from './exec.ts'
+
+export interface Endpoint {
+  host: string
+  port: number
+}
+
+export interface SocketInfo {
+  state: string
+  local: Endpoint
+  peer: Endpoint
+  /** Processes holding the socket; empty for an orphan the kernel is still closing. */
+  pids: number[]
+  /** `ss -o` timer, e.g. "keepalive,4.1sec,0" or "on,1.2sec,3". */
+  timer: string | null
+}
+
+function parseEndpoint (text: string): Endpoint {
+  const colon = text.lastIndexOf(':')
+  const host = text.slice(0, colon).replace(/^\[|\]$/g, '')
+  return { host, port: Number(text.slice(colon + 1)) }
+}
+
+export function parseSs (output: string): SocketInfo[] {
+  const sockets: SocketInfo[] = []
+  for (const line of output.split('\n')) {
+    const fields = line.trim().split(/\s+/)
+    if (fields.length < 5) continue
+    const [state, , , local, peer] = fields as [string, string, string, string, string]
+    const rest = fields.slice(5).join(' ')
+    sockets.push({
+      state,
+      local: parseEndpoint(local),
+      peer: parseEndpoint(peer),
+      pids: [...rest.matchAll(/pid=(\d+)/g)].map(m => Number(m[1])),
+      timer: /timer:\(([^)]*)\)/.exec(rest)?.[1] ?? null
+    })
+  }
+  return sockets
+}
+
+/** All TCP sockets in namespace `ns` (any state), with owners and timers. */
+export async function tcpSockets (ns: string): Promise<SocketInfo[]> {
+  const { stdout } = await runIn(ns, 'ss', ['-tanpoH'])
+  return parseSs(stdout)
+}
+
+/**
+ * Sockets held by any of `pids`, not counting listening ones: what a relay still has open.
+ * Orphans the kernel is still closing (FIN_WAIT, TIME_WAIT without an owner) are not held.
+ */
+export async function heldSockets (ns: string, pids: readonly number[]): Promise<SocketInfo[]> {
+  if (pids.length === 0) return []
+  const wanted = new Set(pids)
+  return (await tcpSockets(ns)).filter(s => s.state !== 'LISTEN' && s.pids.some(p => wanted.has(p)))
+}
+
+/** Waits until something listens on `port` in `ns`: for relays that do not say when they are ready. */
+export async function waitForListening (ns: string, port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const { stdout } = await runIn(ns, 'ss', ['-tlnH', `( sport = :${port} )`])
+    if (stdout.trim() !== '') return
+    if (Date.now() > deadline) throw new Error(`nothing listens on port ${port} in ${ns} after ${timeoutMs} ms`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}
