@@ -1,0 +1,106 @@
+// npm run bench:survival: how relays keep idle TCP sessions alive through an aggressive NAT and
+// how fast they notice dead peers, measured in network namespaces on this machine (as root).
+// Prints a table and writes JSON and an SVG chart to bench/results/. See --help.
+
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import {
+  blackholeTarget, clientVanishes, createLab, createWorkbench, labUnsupported, relayByName, survival,
+  type Entrant, type Outcome, type RelayOptions, type Workbench
+} from './lab/index.ts'
+import { parseOptions, type BenchSettings, type ScenarioName } from './survival/options.ts'
+import { newReport, summarize, type Report } from './survival/report.ts'
+import { renderTable } from './survival/table.ts'
+import { renderChart } from './survival/chart.ts'
+
+/** ka-proxy gets the chosen TCP_USER_TIMEOUT; HAProxy and socat the peers' one (none by default). */
+function relayOptions (s: BenchSettings, relay: string): RelayOptions {
+  const userTimeout = relay === 'ka-proxy' ? s.userTimeout : relay === 'haproxy' || relay === 'socat' ? s.peerUserTimeout : undefined
+  return { target: s.keepalive, client: s.clientKeepalive, ...(userTimeout === undefined ? {} : { userTimeout }) }
+}
+
+function describe (scenario: ScenarioName, s: BenchSettings): string {
+  switch (scenario) {
+    case 'survival': return `survival: ${s.sessions} sessions per relay stay idle ${s.idleTime} s (NAT timeout ${s.natTimeout} s)`
+    case 'blackhole': return `blackhole while idle: cut the server, wait up to ${s.window} s`
+    case 'inflight': return `blackhole with data in flight: cut the server, send, wait up to ${s.window} s`
+    case 'vanish': return `client vanishes: cut the app side, wait up to ${s.window} s`
+  }
+}
+
+function runScenario (wb: Workbench, scenario: ScenarioName, s: BenchSettings): Promise<Outcome[]> {
+  switch (scenario) {
+    case 'survival': return survival(wb, s.idleTime)
+    case 'blackhole': return blackholeTarget(wb, { inFlight: false, windowSeconds: s.window })
+    case 'inflight': return blackholeTarget(wb, { inFlight: true, windowSeconds: s.window })
+    case 'vanish': return clientVanishes(wb, s.window)
+  }
+}
+
+async function measure (report: Report, entrants: Entrant[]): Promise<void> {
+  const s = report.settings
+  const lab = await createLab({ natTimeout: s.natTimeout })
+  try {
+    const wb = await createWorkbench(lab, entrants, s.sessions)
+    for (const scenario of s.scenarios) {
+      const started = Date.now()
+      process.stdout.write(`${describe(scenario, s)} ... `)
+      for (const outcome of await runScenario(wb, scenario, s)) {
+        const entry = report.relays.find(r => r.relay === outcome.relay)
+        if (entry !== undefined) entry.results[scenario] = summarize(outcome)
+      }
+      process.stdout.write(`${((Date.now() - started) / 1000).toFixed(0)} s\n`)
+    }
+  } finally {
+    await lab.destroy()
+  }
+}
+
+function writeResults (report: Report): string[] {
+  mkdirSync(report.settings.outDir, { recursive: true })
+  const stamp = report.startedAt.replace(/[:.]/g, '-')
+  const files: Array<[string, string]> = [
+    [`survival-${stamp}.json`, JSON.stringify(report, null, 2) + '\n'],
+    [`survival-${stamp}.svg`, renderChart(report)]
+  ]
+  // Stable names too, so a person (or a README) can always point at the latest picture.
+  files.push(['survival-latest.json', files[0]?.[1] ?? ''], ['survival-latest.svg', files[1]?.[1] ?? ''])
+  return files.map(([name, text]) => {
+    const path = join(report.settings.outDir, name)
+    writeFileSync(path, text)
+    return path
+  })
+}
+
+async function run (): Promise<number> {
+  const settings = parseOptions()
+  const unsupported = await labUnsupported()
+  if (unsupported !== null) {
+    console.log(`bench:survival skipped: ${unsupported}`)
+    return 0
+  }
+  const report = newReport(settings)
+  const entrants: Entrant[] = []
+  for (const name of settings.relays) {
+    const relay = relayByName(name)
+    const skipped = await relay.unavailable()
+    if (skipped !== null) {
+      report.relays.push({ relay: name, skipped, results: {} })
+      continue
+    }
+    const options = relayOptions(settings, name)
+    entrants.push({ relay, options })
+    report.relays.push({ relay: name, options, results: {} })
+  }
+  await measure(report, entrants)
+  console.log()
+  console.log(renderTable(report))
+  console.log()
+  for (const path of writeResults(report)) console.log(`wrote ${path}`)
+  return 0
+}
+
+run().then(code => { process.exitCode = code }, (err: Error) => {
+  console.error(`bench:survival: ${err.message}`)
+  process.exitCode = 1
+})

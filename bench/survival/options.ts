@@ -1,0 +1,88 @@
+// Options of `npm run bench:survival`: flags -> one checked settings object.
+
+import yargs from 'yargs'
+import { hideBin } from 'yargs/helpers'
+import type { KeepaliveSettings } from '../lab/index.ts'
+
+export type ScenarioName = 'survival' | 'blackhole' | 'inflight' | 'vanish'
+export const SCENARIOS: readonly ScenarioName[] = ['survival', 'blackhole', 'inflight', 'vanish']
+export const DEFAULT_RELAYS = ['direct', 'ka-proxy', 'haproxy', 'socat', 'nginx']
+
+export interface BenchSettings {
+  /** Seconds the NAT keeps an idle flow. */
+  natTimeout: number
+  sessions: number
+  /** Seconds the survival sessions stay idle. */
+  idleTime: number
+  /** Target-leg keepalive for every relay that has settings. */
+  keepalive: KeepaliveSettings
+  /** Client-leg keepalive. */
+  clientKeepalive: KeepaliveSettings
+  /** ka-proxy's TCP_USER_TIMEOUT; undefined: its default (idle + interval × count). */
+  userTimeout: number | undefined
+  /** TCP_USER_TIMEOUT for HAProxy and socat; undefined: none, as they ship. */
+  peerUserTimeout: number | undefined
+  relays: string[]
+  scenarios: ScenarioName[]
+  /** Seconds to wait for a relay to notice a fault. */
+  window: number
+  outDir: string
+}
+
+function list (value: string): string[] {
+  return value.split(',').map(s => s.trim()).filter(Boolean)
+}
+
+export function parseOptions (argv = hideBin(process.argv)): BenchSettings {
+  const args = yargs(argv)
+    .scriptName('bench:survival')
+    .usage('Usage: npm run bench:survival -- [options]   (as root)\n\n' +
+      'Measures how relays keep idle TCP sessions alive through an aggressive NAT and how fast ' +
+      'they notice dead peers, in network namespaces on this machine.')
+    .version(false)
+    .wrap(Math.min(110, process.stdout.columns || 110))
+    .option('nat-timeout', { alias: 'T', type: 'number', default: 15, describe: 'seconds the NAT keeps an idle flow' })
+    .option('sessions', { alias: 'n', type: 'number', default: 50, describe: 'sessions per relay and scenario' })
+    .option('idle-time', { type: 'number', describe: 'seconds the survival sessions stay idle [default: 3 × nat-timeout]' })
+    .option('idle', { type: 'number', default: 5, describe: 'keepalive idle (TCP_KEEPIDLE), seconds' })
+    .option('interval', { type: 'number', default: 2, describe: 'keepalive interval (TCP_KEEPINTVL), seconds' })
+    .option('count', { type: 'number', default: 3, describe: 'keepalive probes (TCP_KEEPCNT)' })
+    .option('client-idle', { type: 'number', describe: 'client-leg keepalive idle [default: --idle]' })
+    .option('client-interval', { type: 'number', describe: 'client-leg keepalive interval [default: --interval]' })
+    .option('client-count', { type: 'number', describe: 'client-leg keepalive probes [default: --count]' })
+    .option('user-timeout', { type: 'number', describe: "ka-proxy's TCP_USER_TIMEOUT, seconds; 0 disables [default: its own, idle + interval × count]" })
+    .option('peer-user-timeout', { type: 'number', describe: 'TCP_USER_TIMEOUT for haproxy (tcp-ut) and socat, seconds [default: none]' })
+    .option('relays', { type: 'string', default: DEFAULT_RELAYS.join(','), describe: 'relays to compare, comma-separated' })
+    .option('scenarios', { type: 'string', default: SCENARIOS.join(','), describe: 'scenarios to run, comma-separated' })
+    .option('window', { type: 'number', default: 45, describe: 'seconds to wait for a relay to notice a fault' })
+    .option('out', { type: 'string', default: 'bench/results', describe: 'directory for the JSON and SVG results' })
+    .strict()
+    .help()
+    .parseSync()
+
+  const keepalive = { idle: args.idle, interval: args.interval, count: args.count }
+  const scenarios = list(args.scenarios)
+  for (const s of scenarios) {
+    if (!SCENARIOS.includes(s as ScenarioName)) throw new RangeError(`--scenarios: unknown "${s}"; known: ${SCENARIOS.join(', ')}`)
+  }
+  for (const [flag, value] of Object.entries({ 'nat-timeout': args.natTimeout, sessions: args.sessions, idle: args.idle, interval: args.interval, count: args.count, window: args.window })) {
+    if (!(value > 0)) throw new RangeError(`--${flag} must be a positive number (got ${value})`)
+  }
+  return {
+    natTimeout: args.natTimeout,
+    sessions: Math.floor(args.sessions),
+    idleTime: args.idleTime ?? 3 * args.natTimeout,
+    keepalive,
+    clientKeepalive: {
+      idle: args.clientIdle ?? keepalive.idle,
+      interval: args.clientInterval ?? keepalive.interval,
+      count: args.clientCount ?? keepalive.count
+    },
+    userTimeout: args.userTimeout,
+    peerUserTimeout: args.peerUserTimeout,
+    relays: list(args.relays),
+    scenarios: scenarios as ScenarioName[],
+    window: args.window,
+    outDir: args.out
+  }
+}
