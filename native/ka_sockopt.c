@@ -1,0 +1,237 @@
+// Socket options Node cannot set: TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT
+// (libuv only sets TCP_KEEPIDLE and forces interval 1 s / count 10), plus read-back
+// with getsockopt and TCP_INFO, so that what the proxy claims can be checked.
+//
+// Every entry point takes a file descriptor and returns or throws; a bad fd or a
+// value the kernel refuses becomes a JS error carrying the errno name as `code`.
+// Range checks live in the TypeScript wrapper; the kernel is the last word here.
+
+#include <errno.h>
+#include <string.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#ifdef __linux__
+#include <linux/sockios.h>
+#endif
+#include <node_api.h>
+
+#define CHECK_NAPI(env, call)                                     \
+  do {                                                            \
+    if ((call) != napi_ok) {                                      \
+      napi_throw_error((env), "KA_NATIVE_NAPI", #call " failed"); \
+      return NULL;                                                \
+    }                                                             \
+  } while (0)
+
+static const char* errno_name(int err) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  const char* name = strerrorname_np(err);
+  if (name != NULL) return name;
+#endif
+  switch (err) {
+    case EBADF: return "EBADF";
+    case EINVAL: return "EINVAL";
+    case ENOTSOCK: return "ENOTSOCK";
+    case ENOPROTOOPT: return "ENOPROTOOPT";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    default: return "EUNKNOWN";
+  }
+}
+
+// Throws Error{code: "EBADF", errno: 9, syscall: "setsockopt", option: "TCP_KEEPCNT"}.
+static napi_value throw_errno(napi_env env, int err, const char* syscall, const char* option) {
+  char message[192];
+  snprintf(message, sizeof message, "%s(%s): %s", syscall, option, strerror(err));
+  napi_value code, msg, error, value;
+  if (napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code) != napi_ok ||
+      napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg) != napi_ok ||
+      napi_create_error(env, code, msg, &error) != napi_ok) {
+    napi_throw_error(env, errno_name(err), message);
+    return NULL;
+  }
+  if (napi_create_int32(env, err, &value) == napi_ok) napi_set_named_property(env, error, "errno", value);
+  if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value) == napi_ok)
+    napi_set_named_property(env, error, "syscall", value);
+  if (napi_create_string_utf8(env, option, NAPI_AUTO_LENGTH, &value) == napi_ok)
+    napi_set_named_property(env, error, "option", value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int get_int_arg(napi_env env, napi_value* args, size_t argc, size_t index, int32_t* out) {
+  napi_valuetype type;
+  if (index >= argc || napi_typeof(env, args[index], &type) != napi_ok || type != napi_number) {
+    napi_throw_type_error(env, "KA_NATIVE_ARG", "expected integer arguments (fd, ...)");
+    return 0;
+  }
+  if (napi_get_value_int32(env, args[index], out) != napi_ok) {
+    napi_throw_type_error(env, "KA_NATIVE_ARG", "expected integer arguments (fd, ...)");
+    return 0;
+  }
+  return 1;
+}
+
+typedef struct {
+  int level;
+  int name;
+  const char* label;
+} sockopt_t;
+
+// Order matters for set(): SO_KEEPALIVE first so a refused enable stops the rest.
+enum { OPT_KEEPALIVE, OPT_IDLE, OPT_INTERVAL, OPT_COUNT, OPT_USER_TIMEOUT, OPT_COUNT_ALL };
+
+static const sockopt_t OPTIONS[OPT_COUNT_ALL] = {
+    {SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE"},
+#ifdef TCP_KEEPIDLE
+    {IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE"},
+#else
+    {IPPROTO_TCP, -1, "TCP_KEEPIDLE"},
+#endif
+#ifdef TCP_KEEPINTVL
+    {IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL"},
+#else
+    {IPPROTO_TCP, -1, "TCP_KEEPINTVL"},
+#endif
+#ifdef TCP_KEEPCNT
+    {IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT"},
+#else
+    {IPPROTO_TCP, -1, "TCP_KEEPCNT"},
+#endif
+#ifdef TCP_USER_TIMEOUT
+    {IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT"},
+#else
+    {IPPROTO_TCP, -1, "TCP_USER_TIMEOUT"},
+#endif
+};
+
+// setKeepalive(fd, enable, idleS, intervalS, count, userTimeoutMs)
+// A negative value for idle/interval/count/userTimeout leaves that option untouched.
+static napi_value set_keepalive(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value args[6];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, args, NULL, NULL));
+  int32_t values[OPT_COUNT_ALL + 1];
+  for (size_t i = 0; i < 6; i++) {
+    if (!get_int_arg(env, args, argc, i, &values[i])) return NULL;
+  }
+  int fd = values[0];
+  for (int opt = 0; opt < OPT_COUNT_ALL; opt++) {
+    int value = values[opt + 1];
+    if (opt != OPT_KEEPALIVE && value < 0) continue;
+    if (opt == OPT_KEEPALIVE) value = value ? 1 : 0;
+    if (OPTIONS[opt].name < 0) return throw_errno(env, ENOPROTOOPT, "setsockopt", OPTIONS[opt].label);
+    if (setsockopt(fd, OPTIONS[opt].level, OPTIONS[opt].name, &value, sizeof value) != 0)
+      return throw_errno(env, errno, "setsockopt", OPTIONS[opt].label);
+  }
+  return NULL;
+}
+
+static int set_int_property(napi_env env, napi_value obj, const char* key, double value) {
+  napi_value v;
+  if (napi_create_double(env, value, &v) != napi_ok) return 0;
+  return napi_set_named_property(env, obj, key, v) == napi_ok;
+}
+
+// getKeepalive(fd) -> { enabled, idle, interval, count, userTimeoutMs }; an option the
+// platform lacks reads as -1.
+static napi_value get_keepalive(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value args[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, args, NULL, NULL));
+  int32_t fd;
+  if (!get_int_arg(env, args, argc, 0, &fd)) return NULL;
+  static const char* keys[OPT_COUNT_ALL] = {"enabled", "idle", "interval", "count", "userTimeoutMs"};
+  napi_value result;
+  CHECK_NAPI(env, napi_create_object(env, &result));
+  for (int opt = 0; opt < OPT_COUNT_ALL; opt++) {
+    int value = -1;
+    if (OPTIONS[opt].name >= 0) {
+      socklen_t len = sizeof value;
+      if (getsockopt(fd, OPTIONS[opt].level, OPTIONS[opt].name, &value, &len) != 0)
+        return throw_errno(env, errno, "getsockopt", OPTIONS[opt].label);
+    }
+    if (opt == OPT_KEEPALIVE) {
+      napi_value b;
+      CHECK_NAPI(env, napi_get_boolean(env, value > 0, &b));
+      CHECK_NAPI(env, napi_set_named_property(env, result, keys[opt], b));
+    } else if (!set_int_property(env, result, keys[opt], value)) {
+      napi_throw_error(env, "KA_NATIVE_NAPI", "cannot build result");
+      return NULL;
+    }
+  }
+  return result;
+}
+
+// tcpInfo(fd) -> the TCP_INFO fields an operator looks at to judge a connection's health.
+// Times are in microseconds (rtt) or milliseconds (last_*), as the kernel reports them.
+static napi_value tcp_info(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value args[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, args, NULL, NULL));
+  int32_t fd;
+  if (!get_int_arg(env, args, argc, 0, &fd)) return NULL;
+#ifdef TCP_INFO
+  struct tcp_info ti;
+  memset(&ti, 0, sizeof ti);
+  socklen_t len = sizeof ti;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return throw_errno(env, errno, "getsockopt", "TCP_INFO");
+  napi_value result;
+  CHECK_NAPI(env, napi_create_object(env, &result));
+  int ok = set_int_property(env, result, "state", ti.tcpi_state) &&
+           set_int_property(env, result, "retransmits", ti.tcpi_retransmits) &&
+           set_int_property(env, result, "probes", ti.tcpi_probes) &&
+           set_int_property(env, result, "backoff", ti.tcpi_backoff) &&
+           set_int_property(env, result, "rtoUs", ti.tcpi_rto) &&
+           set_int_property(env, result, "unacked", ti.tcpi_unacked) &&
+           set_int_property(env, result, "lastDataSentMs", ti.tcpi_last_data_sent) &&
+           set_int_property(env, result, "lastDataRecvMs", ti.tcpi_last_data_recv) &&
+           set_int_property(env, result, "lastAckRecvMs", ti.tcpi_last_ack_recv) &&
+           set_int_property(env, result, "rttUs", ti.tcpi_rtt) &&
+           set_int_property(env, result, "rttvarUs", ti.tcpi_rttvar) &&
+           set_int_property(env, result, "sndCwnd", ti.tcpi_snd_cwnd) &&
+           set_int_property(env, result, "totalRetrans", ti.tcpi_total_retrans);
+  if (!ok) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot build result");
+    return NULL;
+  }
+  return result;
+#else
+  return throw_errno(env, ENOPROTOOPT, "getsockopt", "TCP_INFO");
+#endif
+}
+
+// sendQueueBytes(fd) -> bytes written but not yet acknowledged by the peer (SIOCOUTQ).
+// Decides whether a reset would discard data the peer has not received yet.
+static napi_value send_queue_bytes(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value args[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, args, NULL, NULL));
+  int32_t fd;
+  if (!get_int_arg(env, args, argc, 0, &fd)) return NULL;
+#ifdef SIOCOUTQ
+  int queued = 0;
+  if (ioctl(fd, SIOCOUTQ, &queued) != 0) return throw_errno(env, errno, "ioctl", "SIOCOUTQ");
+  napi_value result;
+  CHECK_NAPI(env, napi_create_int32(env, queued, &result));
+  return result;
+#else
+  return throw_errno(env, ENOPROTOOPT, "ioctl", "SIOCOUTQ");
+#endif
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"setKeepalive", NULL, set_keepalive, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"getKeepalive", NULL, get_keepalive, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tcpInfo", NULL, tcp_info, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sendQueueBytes", NULL, send_queue_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  CHECK_NAPI(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
