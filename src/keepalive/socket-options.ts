@@ -1,0 +1,133 @@
+// Every socket option ka-proxy sets, and the only place that touches a socket's fd.
+//
+// With the native addon: SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT and
+// TCP_USER_TIMEOUT, read back with getsockopt. Without it: Node's setKeepAlive, which on
+// Linux sets TCP_KEEPIDLE but forces TCP_KEEPINTVL = 1 and TCP_KEEPCNT = 10 and cannot
+// set TCP_USER_TIMEOUT. Any setKeepAlive call made after the native options resets
+// interval and count, so nothing here calls it on the native path.
+
+import type { Server, Socket } from 'node:net'
+import { SocketOptionError } from '../errors.ts'
+import { loadNative, type NativeSockopt, type NativeTcpInfo } from './native.ts'
+import type { KeepaliveSettings } from './settings.ts'
+
+/** Settings in force on a socket, and whether the native helper set them. */
+export interface AppliedKeepalive extends KeepaliveSettings {
+  native: boolean
+}
+
+/** What getsockopt reads back; `userTimeout` in seconds. */
+export interface KeepaliveReadback extends KeepaliveSettings {
+  enabled: boolean
+}
+
+export type TcpInfo = NativeTcpInfo
+
+const FALLBACK_INTERVAL = 1
+const FALLBACK_COUNT = 10
+
+/** The file descriptor behind a Node socket or server: the one reach into Node internals. */
+export function fdOf(socket: Socket | Server): number {
+  const handle = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle
+  const fd = handle?.fd
+  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
+    throw new SocketOptionError('fd', 'EBADF', 'socket has no file descriptor (closed, or not yet connected)')
+  }
+  return fd
+}
+
+function wrapNativeError(err: unknown): SocketOptionError {
+  const e = err as Error & { code?: string; option?: string }
+  return new SocketOptionError(e.option ?? 'unknown', e.code ?? 'EUNKNOWN', e.message, err)
+}
+
+function callNative<T>(fn: () => T): T {
+  try {
+    return fn()
+  } catch (err) {
+    throw wrapNativeError(err)
+  }
+}
+
+export class KeepaliveApplier {
+  readonly native: boolean
+  /** Why the native helper is not in use, when it is not. */
+  readonly fallbackReason: string | undefined
+  readonly #binding: NativeSockopt | undefined
+
+  constructor(options: { native?: boolean } = {}) {
+    const load = options.native === false ? { ok: false as const, reason: 'disabled by --no-native' } : loadNative()
+    this.native = load.ok
+    this.#binding = load.ok ? load.binding : undefined
+    this.fallbackReason = load.ok ? undefined : load.reason
+  }
+
+  /** What `apply` will really put in force: the fallback cannot honour interval, count or user timeout. */
+  effective(s: KeepaliveSettings): AppliedKeepalive {
+    if (this.native) return { ...s, native: true }
+    return { idle: s.idle, interval: FALLBACK_INTERVAL, count: FALLBACK_COUNT, userTimeout: 0, native: false }
+  }
+
+  /** Sets the options on a connected socket. */
+  apply(socket: Socket, s: KeepaliveSettings): AppliedKeepalive {
+    if (!this.#binding) {
+      socket.setKeepAlive(true, s.idle * 1000)
+      return this.effective(s)
+    }
+    setOnFd(this.#binding, fdOf(socket), s)
+    return this.effective(s)
+  }
+
+  /**
+   * Sets the options on a listening socket so that every accepted socket inherits them
+   * (Linux copies SO_KEEPALIVE, TCP_KEEP* and TCP_USER_TIMEOUT to the child): no system
+   * call per accepted connection. Returns false when the caller must `apply` per socket.
+   */
+  applyToListener(server: Server, s: KeepaliveSettings): boolean {
+    if (!this.#binding) return false
+    setOnFd(this.#binding, fdOf(server), s)
+    return true
+  }
+
+  read(socket: Socket | Server): KeepaliveReadback {
+    const binding = this.#requireBinding('read keepalive options')
+    const fd = fdOf(socket)
+    const raw = callNative(() => binding.getKeepalive(fd))
+    return {
+      enabled: raw.enabled,
+      idle: raw.idle,
+      interval: raw.interval,
+      count: raw.count,
+      userTimeout: raw.userTimeoutMs / 1000,
+    }
+  }
+
+  tcpInfo(socket: Socket): TcpInfo {
+    const binding = this.#requireBinding('read TCP_INFO')
+    const fd = fdOf(socket)
+    return callNative(() => binding.tcpInfo(fd))
+  }
+
+  /** Bytes sent but not yet acknowledged; undefined when it cannot be known. */
+  sendQueueBytes(socket: Socket): number | undefined {
+    if (!this.#binding) return undefined
+    const binding = this.#binding
+    try {
+      return binding.sendQueueBytes(fdOf(socket))
+    } catch {
+      return undefined
+    }
+  }
+
+  #requireBinding(what: string): NativeSockopt {
+    if (!this.#binding) {
+      throw new SocketOptionError('native', 'ENOTSUP', `cannot ${what}: native helper not in use (${this.fallbackReason})`)
+    }
+    return this.#binding
+  }
+}
+
+function setOnFd(binding: NativeSockopt, fd: number, s: KeepaliveSettings): void {
+  const userTimeoutMs = Math.round(s.userTimeout * 1000)
+  callNative(() => binding.setKeepalive(fd, 1, s.idle, s.interval, s.count, userTimeoutMs))
+}

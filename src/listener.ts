@@ -1,0 +1,130 @@
+// The accept loop: one listening socket, the set of live sessions, and the way the
+// whole thing stops. RUNNING -> DRAINING (not accepting, sessions finish) -> CLOSED.
+
+import net, { type AddressInfo, type Server, type Socket } from 'node:net'
+import type { Logger } from 'pino'
+import { formatEndpoint } from './config/endpoint.ts'
+import type { ProxyOptions } from './config/options.ts'
+import { ListenError } from './errors.ts'
+import type { AppliedKeepalive, KeepaliveApplier } from './keepalive/socket-options.ts'
+import { Session, type SessionContext } from './session.ts'
+
+export type ListenerState = 'idle' | 'running' | 'draining' | 'closed'
+
+export interface ListenerInfo {
+  address: string
+  port: number
+  clientKeepalive: AppliedKeepalive
+  targetKeepalive: AppliedKeepalive
+  /** True when accepted sockets inherit keepalive from the listening socket. */
+  inherited: boolean
+}
+
+export class ProxyListener {
+  state: ListenerState = 'idle'
+  readonly sessions = new Set<Session>()
+  readonly #options: ProxyOptions
+  readonly #logger: Logger
+  readonly #keepalive: KeepaliveApplier
+  readonly #server: Server
+  readonly #ctx: SessionContext
+  #drained: (() => void) | undefined
+
+  constructor(options: ProxyOptions, keepalive: KeepaliveApplier, logger: Logger) {
+    this.#options = options
+    this.#logger = logger
+    this.#keepalive = keepalive
+    // pauseOnConnect: nothing is read from a client before its target leg is up.
+    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true })
+    this.#ctx = {
+      target: options.target,
+      targetKeepalive: options.keepalive.target,
+      keepalive,
+      clientKeepalivePerSocket: undefined,
+      connectTimeoutMs: options.connectTimeout * 1000,
+      halfCloseTimeoutMs: options.halfCloseTimeout * 1000,
+      flushTimeoutMs: options.flushTimeout * 1000,
+      logger,
+      onClosed: (session) => this.#onSessionClosed(session),
+    }
+  }
+
+  /** Binds and starts accepting; rejects with ListenError (in use, not permitted...). */
+  async start(): Promise<ListenerInfo> {
+    const { host, port } = this.#options.listen
+    const shown = formatEndpoint(host, port)
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => reject(new ListenError(shown, err))
+      this.#server.once('error', onError)
+      this.#server.listen({ host, port }, () => {
+        this.#server.off('error', onError)
+        resolve()
+      })
+    })
+    // Set before the first accept (accepts run on a later loop turn than the listen callback).
+    const clientKa = this.#options.keepalive.client
+    const inherited = this.#keepalive.applyToListener(this.#server, clientKa)
+    if (!inherited) this.#ctx.clientKeepalivePerSocket = clientKa
+    this.#server.on('connection', (socket) => this.#onConnection(socket))
+    this.#server.on('error', (err) => this.#logger.error({ err }, 'listener error'))
+    this.state = 'running'
+    const addr = this.#server.address() as AddressInfo
+    return {
+      address: formatEndpoint(addr.address, addr.port),
+      port: addr.port,
+      clientKeepalive: this.#keepalive.effective(clientKa),
+      targetKeepalive: this.#keepalive.effective(this.#options.keepalive.target),
+      inherited,
+    }
+  }
+
+  get server(): Server {
+    return this.#server
+  }
+
+  #onConnection(socket: Socket): void {
+    if (this.state !== 'running') {
+      socket.resetAndDestroy()
+      return
+    }
+    const session = new Session(socket, this.#ctx)
+    this.sessions.add(session)
+    this.#logger.debug({ session: session.id, client: session.clientAddress }, 'session opened')
+    session.start()
+  }
+
+  #onSessionClosed(session: Session): void {
+    this.sessions.delete(session)
+    this.#logger.info(session.summary(), 'session closed')
+    if (this.sessions.size === 0) this.#drained?.()
+  }
+
+  /**
+   * Stops accepting, lets sessions finish for up to `graceMs`, then closes the rest with
+   * reason "shutdown". Resolves when every socket is closed.
+   */
+  async stop(graceMs: number): Promise<void> {
+    if (this.state === 'closed' || this.state === 'draining') return
+    this.state = 'draining'
+    const serverClosed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    if (this.sessions.size > 0) {
+      this.#logger.info({ sessions: this.sessions.size, graceMs }, 'draining sessions')
+      const drained = new Promise<void>((resolve) => (this.#drained = resolve))
+      let timer: NodeJS.Timeout | undefined
+      const graceOver = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))
+      await Promise.race([drained, graceOver])
+      clearTimeout(timer)
+      if (this.sessions.size > 0) {
+        for (const session of this.sessions) session.shutdown()
+        await drained
+      }
+    }
+    await serverClosed
+    this.state = 'closed'
+  }
+
+  /** Ends every session at once (second signal). */
+  terminate(): void {
+    for (const session of this.sessions) session.shutdown()
+  }
+}

@@ -1,0 +1,374 @@
+// One proxied connection: a client leg, a target leg, the bytes between them, and the
+// one place that decides how both end. "What happens when the target dies" is here.
+//
+// Rules:
+// - A FIN from one side becomes a FIN to the other (half-close); the session is over when
+//   both directions have ended, or when the half-closed state outlives its bound.
+// - When a leg dies abnormally (reset, keepalive or user timeout, unreachable) the other
+//   leg is closed at once with an RST, so its peer learns of the failure instead of a
+//   normal-looking FIN; unless data is still being flushed to it: then flush, then FIN.
+// - Exactly one log line per session, written when both sockets are closed.
+//
+// Socket handlers are module-level functions that find their session through a symbol:
+// no closures per connection, and stack traces name the handler.
+
+import net, { type Socket } from 'node:net'
+import type { Logger } from 'pino'
+import type { Endpoint } from './config/endpoint.ts'
+import { formatEndpoint } from './config/endpoint.ts'
+import type { KeepaliveApplier } from './keepalive/socket-options.ts'
+import type { KeepaliveSettings } from './keepalive/settings.ts'
+
+export type Leg = 'client' | 'target'
+
+export type CloseReason =
+  | 'client_end'
+  | 'target_end'
+  | 'client_reset'
+  | 'target_reset'
+  | 'keepalive_timeout'
+  | 'client_unreachable'
+  | 'target_unreachable'
+  | 'client_error'
+  | 'target_error'
+  | 'connect_failed'
+  | 'connect_timeout'
+  | 'half_close_timeout'
+  | 'shutdown'
+
+/** How the proxy ended a leg: FIN, RST, or it failed by itself (peer reset it, timeout). */
+export type LegClose = 'fin' | 'rst' | 'failed'
+
+/** Shared by all sessions of one listener: built once, never per connection. */
+export interface SessionContext {
+  target: Endpoint & { host: string }
+  targetKeepalive: KeepaliveSettings
+  keepalive: KeepaliveApplier
+  /** Client keepalive is inherited from the listening socket unless this is set. */
+  clientKeepalivePerSocket: KeepaliveSettings | undefined
+  connectTimeoutMs: number
+  halfCloseTimeoutMs: number
+  flushTimeoutMs: number
+  logger: Logger
+  onClosed(session: Session): void
+}
+
+export interface SessionSummary {
+  session: number
+  client: string
+  target: string
+  reason: CloseReason
+  leg: Leg | null
+  clientClose: LegClose | null
+  targetClose: LegClose | null
+  bytesToTarget: number
+  bytesToClient: number
+  durationMs: number
+  error?: string
+}
+
+const kSession = Symbol('ka.session')
+
+type LegSocket = Socket & { [kSession]: Session }
+
+let nextSessionId = 1
+
+export class Session {
+  readonly id = nextSessionId++
+  readonly client: Socket
+  target: Socket | undefined
+  readonly startedAt = performance.now()
+  bytesToTarget = 0
+  bytesToClient = 0
+  reason: CloseReason | undefined
+  reasonLeg: Leg | null = null
+  error: string | undefined
+  #ctx: SessionContext
+  #clientClosed = false
+  #targetClosed = true
+  #clientEnded = false
+  #targetEnded = false
+  #closeHow: Record<Leg, LegClose | null> = { client: null, target: null }
+  #timer: NodeJS.Timeout | undefined
+  #finished = false
+
+  constructor(client: Socket, ctx: SessionContext) {
+    this.client = client
+    this.#ctx = ctx
+    ;(client as LegSocket)[kSession] = this
+    client.on('error', socketOnError)
+    client.on('close', socketOnClose)
+  }
+
+  get clientAddress(): string {
+    return formatEndpoint(this.client.remoteAddress, this.client.remotePort)
+  }
+
+  get targetAddress(): string {
+    const t = this.target
+    if (t?.remoteAddress) return formatEndpoint(t.remoteAddress, t.remotePort)
+    return formatEndpoint(this.#ctx.target.host, this.#ctx.target.port)
+  }
+
+  /** Connects the target leg; the client leg stays paused until it is up. */
+  start(): void {
+    const ctx = this.#ctx
+    if (ctx.clientKeepalivePerSocket) {
+      try {
+        ctx.keepalive.apply(this.client, ctx.clientKeepalivePerSocket)
+      } catch (err) {
+        ctx.logger.warn({ session: this.id, err }, 'cannot set client keepalive')
+      }
+    }
+    const target = net.connect({
+      host: ctx.target.host,
+      port: ctx.target.port,
+      allowHalfOpen: true,
+      noDelay: true,
+    }) as LegSocket
+    target[kSession] = this
+    this.target = target
+    this.#targetClosed = false
+    target.on('connect', targetOnConnect)
+    target.on('error', socketOnError)
+    target.on('close', socketOnClose)
+    this.#timer = setTimeout(sessionOnConnectTimeout, ctx.connectTimeoutMs, this)
+  }
+
+  /** Ends the session from outside (shutdown): both legs get a FIN. */
+  shutdown(): void {
+    this.#setReason('shutdown', null)
+    this.#finishLeg('client', 'fin')
+    this.#finishLeg('target', 'fin')
+  }
+
+  onTargetConnect(): void {
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    const target = this.target!
+    try {
+      this.#ctx.keepalive.apply(target, this.#ctx.targetKeepalive)
+    } catch (err) {
+      this.#ctx.logger.warn({ session: this.id, err }, 'cannot set target keepalive')
+    }
+    for (const socket of [this.client, target]) {
+      socket.on('data', socketOnData)
+      socket.on('drain', socketOnDrain)
+      socket.on('end', socketOnEnd)
+    }
+    this.client.resume()
+  }
+
+  onConnectTimeout(): void {
+    this.#timer = undefined
+    this.error = 'ETIMEDOUT'
+    this.#abort('connect_timeout', 'target')
+  }
+
+  onData(from: Socket, chunk: Buffer): void {
+    const to = this.#peerOf(from)
+    if (from === this.client) this.bytesToTarget += chunk.length
+    else this.bytesToClient += chunk.length
+    if (to.destroyed) return
+    // Backpressure: stop reading until the slower side has taken what it has.
+    if (!to.write(chunk)) from.pause()
+  }
+
+  onDrain(socket: Socket): void {
+    const from = this.#peerOf(socket)
+    if (!from.destroyed) from.resume()
+  }
+
+  onEnd(socket: Socket): void {
+    const leg = this.#legOf(socket)
+    if (leg === 'client') this.#clientEnded = true
+    else this.#targetEnded = true
+    this.#setReason(leg === 'client' ? 'client_end' : 'target_end', leg)
+    const peer = this.#peerOf(socket)
+    if (!peer.destroyed) {
+      peer.end()
+      this.#closeHow[leg === 'client' ? 'target' : 'client'] ??= 'fin'
+    }
+    if (this.#clientEnded && this.#targetEnded) {
+      // Both directions are done; sockets close once their writes are flushed.
+      clearTimeout(this.#timer)
+      this.#timer = undefined
+    } else if (this.#timer === undefined) {
+      this.#timer = setTimeout(sessionOnHalfCloseTimeout, this.#ctx.halfCloseTimeoutMs, this)
+    }
+  }
+
+  onHalfCloseTimeout(): void {
+    this.#timer = undefined
+    this.#reasonOverride('half_close_timeout', null)
+    this.#finishLeg('client', 'fin')
+    this.#finishLeg('target', 'fin')
+  }
+
+  onError(socket: Socket, err: NodeJS.ErrnoException): void {
+    const leg = this.#legOf(socket)
+    this.#closeHow[leg] ??= 'failed'
+    this.error ??= err.code ?? err.message
+    if (leg === 'target' && this.target!.connecting) {
+      this.#abort('connect_failed', 'target')
+      return
+    }
+    this.#abort(classifyError(leg, err), leg)
+  }
+
+  onClose(socket: Socket): void {
+    const leg = this.#legOf(socket)
+    if (leg === 'client') this.#clientClosed = true
+    else this.#targetClosed = true
+    if (!this.#clientClosed || !this.#targetClosed) {
+      // A leg that closes without an error while the other is still open (e.g. destroyed
+      // by its own side after a FIN) takes the other with it.
+      if (this.reason === undefined) this.#abort(leg === 'client' ? 'client_end' : 'target_end', leg)
+      return
+    }
+    this.#finish()
+  }
+
+  /** A leg failed: record why and tell the other leg's peer, by RST unless data is being flushed to it. */
+  #abort(reason: CloseReason, leg: Leg): void {
+    this.#setReason(reason, leg)
+    this.#finishLeg(leg, 'failed')
+    this.#finishLeg(leg === 'client' ? 'target' : 'client', 'rst')
+  }
+
+  #finishLeg(leg: Leg, how: LegClose): void {
+    const socket = leg === 'client' ? this.client : this.target
+    if (!socket || socket.destroyed) return
+    if (how === 'failed') {
+      this.#closeHow[leg] ??= 'failed'
+      socket.destroy()
+      return
+    }
+    if (how === 'rst' && !this.#isFlushing(socket)) {
+      this.#closeHow[leg] = 'rst'
+      socket.resetAndDestroy()
+      return
+    }
+    // A FIN after the data still queued for this peer; bounded, since the peer may not read.
+    this.#closeHow[leg] = 'fin'
+    if (socket.writableLength > 0 || this.#isFlushing(socket)) {
+      socket.end()
+      clearTimeout(this.#timer)
+      this.#timer = setTimeout(sessionOnFlushTimeout, this.#ctx.flushTimeoutMs, this)
+    } else {
+      socket.destroy()
+    }
+  }
+
+  onFlushTimeout(): void {
+    this.#timer = undefined
+    for (const socket of [this.client, this.target]) {
+      if (socket && !socket.destroyed) socket.resetAndDestroy()
+    }
+  }
+
+  #isFlushing(socket: Socket): boolean {
+    if (socket.connecting) return false
+    return socket.writableLength > 0 || (this.#ctx.keepalive.sendQueueBytes(socket) ?? 0) > 0
+  }
+
+  #setReason(reason: CloseReason, leg: Leg | null): void {
+    if (this.reason !== undefined) return
+    this.reason = reason
+    this.reasonLeg = leg
+  }
+
+  /** A bound that expires replaces the normal end that started the wait. */
+  #reasonOverride(reason: CloseReason, leg: Leg | null): void {
+    this.reason = reason
+    this.reasonLeg = leg
+  }
+
+  #finish(): void {
+    if (this.#finished) return
+    this.#finished = true
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#ctx.onClosed(this)
+  }
+
+  summary(): SessionSummary {
+    const s: SessionSummary = {
+      session: this.id,
+      client: this.clientAddress,
+      target: this.targetAddress,
+      reason: this.reason ?? 'client_end',
+      leg: this.reasonLeg,
+      clientClose: this.#closeHow.client,
+      targetClose: this.#closeHow.target,
+      bytesToTarget: this.bytesToTarget,
+      bytesToClient: this.bytesToClient,
+      durationMs: Math.round(performance.now() - this.startedAt),
+    }
+    if (this.error !== undefined) s.error = this.error
+    return s
+  }
+
+  #legOf(socket: Socket): Leg {
+    return socket === this.client ? 'client' : 'target'
+  }
+
+  #peerOf(socket: Socket): Socket {
+    return socket === this.client ? this.target! : this.client
+  }
+}
+
+/** ETIMEDOUT on an established socket is the kernel giving up: keepalive probes or TCP_USER_TIMEOUT. */
+export function classifyError(leg: Leg, err: NodeJS.ErrnoException): CloseReason {
+  switch (err.code) {
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'ECONNABORTED':
+      return leg === 'client' ? 'client_reset' : 'target_reset'
+    case 'ETIMEDOUT':
+      return 'keepalive_timeout'
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EHOSTDOWN':
+    case 'ENETDOWN':
+      return leg === 'client' ? 'client_unreachable' : 'target_unreachable'
+    default:
+      return leg === 'client' ? 'client_error' : 'target_error'
+  }
+}
+
+function socketOnData(this: LegSocket, chunk: Buffer): void {
+  this[kSession].onData(this, chunk)
+}
+
+function socketOnDrain(this: LegSocket): void {
+  this[kSession].onDrain(this)
+}
+
+function socketOnEnd(this: LegSocket): void {
+  this[kSession].onEnd(this)
+}
+
+function socketOnError(this: LegSocket, err: Error): void {
+  this[kSession].onError(this, err)
+}
+
+function socketOnClose(this: LegSocket): void {
+  this[kSession].onClose(this)
+}
+
+function targetOnConnect(this: LegSocket): void {
+  this[kSession].onTargetConnect()
+}
+
+function sessionOnConnectTimeout(session: Session): void {
+  session.onConnectTimeout()
+}
+
+function sessionOnHalfCloseTimeout(session: Session): void {
+  session.onHalfCloseTimeout()
+}
+
+function sessionOnFlushTimeout(session: Session): void {
+  session.onFlushTimeout()
+}

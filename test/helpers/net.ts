@@ -1,0 +1,48 @@
+// Real loopback peers for the tests: servers on port 0, clients, and small waits.
+
+import net, { type Server, type Socket } from 'node:net'
+import { once } from 'node:events'
+
+export async function listen(onSocket: (s: Socket) => void, options: net.ServerOpts = {}): Promise<{ server: Server; port: number }> {
+  const server = net.createServer({ allowHalfOpen: true, ...options }, onSocket)
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  return { server, port: (server.address() as net.AddressInfo).port }
+}
+
+export async function connect(port: number, host = '127.0.0.1'): Promise<Socket> {
+  const socket = net.connect({ port, host, allowHalfOpen: true })
+  await once(socket, 'connect')
+  return socket
+}
+
+/** Reads until EOF; resolves with the bytes, or rejects with the socket's error (e.g. ECONNRESET). */
+export function readAll(socket: Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    socket.on('data', (c: Buffer) => chunks.push(c))
+    socket.once('end', () => resolve(Buffer.concat(chunks)))
+    socket.once('error', reject)
+  })
+}
+
+/** How a socket ended from our side's view: 'end' (FIN), or the error code (ECONNRESET for an RST). */
+export function endOf(socket: Socket): Promise<string> {
+  return new Promise((resolve) => {
+    socket.once('end', () => resolve('end'))
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'))
+    socket.resume()
+  })
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/** Polls `check` until it is true or `ms` pass; returns whether it became true. */
+export async function waitFor(check: () => boolean | Promise<boolean>, ms: number, stepMs = 20): Promise<boolean> {
+  const deadline = Date.now() + ms
+  while (Date.now() < deadline) {
+    if (await check()) return true
+    await sleep(stepMs)
+  }
+  return check()
+}

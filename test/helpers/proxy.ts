@@ -1,0 +1,61 @@
+// Starts a ProxyListener in this process, on 127.0.0.1 with a kernel-chosen port, with
+// its log lines captured as parsed JSON so tests assert on fields.
+
+import { Writable } from 'node:stream'
+import { pino } from 'pino'
+import { resolveOptions, type RawOptions } from '../../src/config/options.ts'
+import { KeepaliveApplier } from '../../src/keepalive/socket-options.ts'
+import { ProxyListener } from '../../src/listener.ts'
+import type { SessionSummary } from '../../src/session.ts'
+
+export interface LogLine {
+  msg: string
+  level: number
+  [key: string]: unknown
+}
+
+export interface TestProxy {
+  listener: ProxyListener
+  keepalive: KeepaliveApplier
+  port: number
+  logs: LogLine[]
+  /** Resolves with the next `n` session-closed lines (counting those already logged but not yet taken). */
+  closed(n?: number): Promise<SessionSummary[]>
+  stop(): Promise<void>
+}
+
+export async function startProxy(raw: Omit<RawOptions, 'listen'> & { target: string }): Promise<TestProxy> {
+  const options = resolveOptions({ listen: '127.0.0.1:0', ...raw })
+  const logs: LogLine[] = []
+  let taken = 0
+  let waiters: Array<() => void> = []
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n')) {
+        if (line) logs.push(JSON.parse(line) as LogLine)
+      }
+      const w = waiters
+      waiters = []
+      for (const wake of w) wake()
+      done()
+    },
+  })
+  const logger = pino({ level: 'debug' }, sink)
+  const keepalive = new KeepaliveApplier({ native: options.native })
+  const listener = new ProxyListener(options, keepalive, logger)
+  const info = await listener.start()
+  const closedLines = (): LogLine[] => logs.filter((l) => l.msg === 'session closed')
+  return {
+    listener,
+    keepalive,
+    port: info.port,
+    logs,
+    async closed(n = 1) {
+      while (closedLines().length < taken + n) await new Promise<void>((r) => waiters.push(r))
+      const lines = closedLines().slice(taken, taken + n)
+      taken += n
+      return lines as unknown as SessionSummary[]
+    },
+    stop: () => listener.stop(0),
+  }
+}

@@ -1,0 +1,119 @@
+// Byte-exact relay both ways, with half-close in each direction, on random chunking;
+// run once with the native helper and once on the setKeepAlive fallback.
+
+import t from 'tap'
+import { createHash } from 'node:crypto'
+import type { Socket } from 'node:net'
+import { connect, listen, readAll, waitFor } from './helpers/net.ts'
+import { payload, writeChunked } from './helpers/payload.ts'
+import { startProxy } from './helpers/proxy.ts'
+
+const SIZES = [1, 1000, 65_537, 1 << 20, 16 << 20]
+const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+for (const native of [true, false]) {
+  t.test(`relay (${native ? 'native helper' : 'setKeepAlive fallback'})`, async (t) => {
+    // The target answers what it read with its own payload, in the order the test asks.
+    let plan: { clientFirst: boolean; toClient: Buffer; received?: Promise<Buffer> } = {
+      clientFirst: true,
+      toClient: Buffer.alloc(0),
+    }
+    const { server, port } = await listen((s: Socket) => {
+      const current = plan
+      current.received = readAll(s)
+      if (current.clientFirst) {
+        // Client half-closes first; answer after its FIN, over the still-open direction.
+        void current.received.then(() => writeChunked(s, current.toClient, { end: true }))
+      } else {
+        void writeChunked(s, current.toClient, { end: true })
+      }
+    })
+    const proxy = await startProxy({ target: `127.0.0.1:${port}`, native })
+    t.teardown(async () => {
+      await proxy.stop()
+      server.close()
+    })
+    t.equal(proxy.keepalive.native, native, 'the helper in use is the one asked for')
+
+    for (const clientFirst of [true, false]) {
+      for (const size of SIZES) {
+        const label = `${size} B each way, ${clientFirst ? 'client' : 'target'} half-closes first`
+        const toTarget = payload(size)
+        const toClient = payload(size + 3)
+        plan = { clientFirst, toClient }
+        const client = await connect(proxy.port)
+        const fromTarget = readAll(client)
+        if (clientFirst) {
+          await writeChunked(client, toTarget, { end: true })
+        } else {
+          // Wait for the whole answer and its FIN before sending: the other direction stays open.
+          await fromTarget
+          await writeChunked(client, toTarget, { end: true })
+        }
+        const [got, gotByTarget] = await Promise.all([fromTarget, waitFor(() => plan.received !== undefined, 2000).then(() => plan.received!)])
+        t.equal(digest(got), digest(toClient), `${label}: client got the target's bytes`)
+        t.equal(gotByTarget.length, toTarget.length, `${label}: target got every byte`)
+        t.equal(digest(gotByTarget), digest(toTarget), `${label}: target's bytes are exact`)
+        const [line] = await proxy.closed()
+        t.match(line, {
+          reason: clientFirst ? 'client_end' : 'target_end',
+          bytesToTarget: size,
+          bytesToClient: size + 3,
+          clientClose: 'fin',
+          targetClose: 'fin',
+        }, `${label}: one log line with reason and byte counts`)
+      }
+    }
+    t.equal(proxy.listener.sessions.size, 0, 'no session left open')
+  })
+}
+
+t.test('bytes written just before the client closes still reach the target', async (t) => {
+  // The tcpproxy TestBufferedClose case: write, then close at once, before the target leg is up.
+  const gotByTarget: Promise<Buffer>[] = []
+  const { server, port } = await listen((s) => gotByTarget.push(readAll(s).finally(() => s.end())))
+  const proxy = await startProxy({ target: `127.0.0.1:${port}` })
+  t.teardown(async () => {
+    await proxy.stop()
+    server.close()
+  })
+  const client = await connect(proxy.port)
+  client.end('hello, then goodbye')
+  await waitFor(() => gotByTarget.length === 1, 2000)
+  t.equal((await gotByTarget[0]!).toString(), 'hello, then goodbye')
+  const [line] = await proxy.closed()
+  t.match(line, { reason: 'client_end', bytesToTarget: 19 })
+})
+
+t.test('backpressure: a target that does not read stops the proxy from reading the client', async (t) => {
+  let targetSocket: Socket | undefined
+  const { server, port } = await listen((s) => {
+    targetSocket = s
+    s.pause()
+  })
+  const proxy = await startProxy({ target: `127.0.0.1:${port}` })
+  t.teardown(async () => {
+    await proxy.stop()
+    server.close()
+  })
+  const client = await connect(proxy.port)
+  const chunk = Buffer.alloc(64 * 1024)
+  // Offer 64 MiB; only socket buffers' worth can be taken while the target reads nothing.
+  for (let i = 0; i < 1024 && client.write(chunk); i++);
+  await waitFor(() => proxy.listener.sessions.size === 1 && targetSocket !== undefined, 2000)
+  await new Promise((r) => setTimeout(r, 500))
+  const [session] = [...proxy.listener.sessions]
+  const buffered = session!.target!.writableLength
+  t.ok(buffered <= 1 << 20, `proxy holds at most 1 MiB for the stalled target (holds ${buffered} B)`)
+  t.ok(session!.bytesToTarget < 32 << 20, `proxy stopped reading the client (${session!.bytesToTarget} B read)`)
+  // Once the target reads again, everything flows.
+  let total = 0
+  targetSocket!.on('data', (c: Buffer) => (total += c.length))
+  targetSocket!.resume()
+  client.end()
+  await waitFor(() => total === client.bytesWritten, 10_000)
+  t.equal(total, client.bytesWritten, 'every byte arrives once the target reads')
+  targetSocket!.end()
+  const [line] = await proxy.closed()
+  t.equal(line!.bytesToTarget, client.bytesWritten)
+})
