@@ -2,6 +2,8 @@
 // run on normal exit, on an uncaught error, and on SIGINT/SIGTERM/SIGHUP. They are
 // synchronous because in those moments the event loop will not run again.
 
+import { constants } from 'node:os'
+
 type Teardown = () => void
 
 const teardowns = new Set<Teardown>()
@@ -19,8 +21,14 @@ function runAll (): void {
 function onSignal (sig: NodeJS.Signals): void {
   runAll()
   process.off(sig, onSignal)
-  // Keep the usual meaning of the signal (exit status 128+n) unless someone else handles it.
-  if (process.listenerCount(sig) === 0) process.kill(process.pid, sig)
+  // Keep the usual meaning of the signal: die by it, as if we had never handled it.
+  if (process.listenerCount(sig) === 0) {
+    process.kill(process.pid, sig)
+    return
+  }
+  // Others listen too. They may end the process; but some (signal-exit, used by test runners)
+  // only act when they are the sole listener and saw us: so exit anyway if nobody has soon.
+  setTimeout(() => process.exit(128 + (constants.signals[sig] ?? 0)), 500).unref()
 }
 
 function install (): void {

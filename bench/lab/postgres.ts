@@ -6,7 +6,8 @@ import { appendFileSync, chmodSync, existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { run, sleep } from './exec.ts'
 import type { Lab } from './lab.ts'
-import { waitForListening } from './ss.ts'
+import { waitForListening, type Endpoint } from './ss.ts'
+import { spawnScript } from './node-script.ts'
 
 const PG_USER = 'postgres'
 const BIN_DIRS = ['/usr/lib/postgresql/17/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/15/bin']
@@ -65,5 +66,32 @@ export async function startPostgres (lab: Lab, port = 5432): Promise<Postgres> {
       const deadline = Date.now() + 10_000
       while (proc.running && Date.now() < deadline) await sleep(50)
     }
+  }
+}
+
+export interface IdleQueryResult {
+  /** SELECT 1 right after connecting worked. */
+  first: boolean
+  /** SELECT 1 after the idle time worked. */
+  afterIdle: boolean
+  error?: string
+}
+
+/**
+ * A PostgreSQL client in the client namespace connects to `to`, runs SELECT 1, stays idle
+ * `idleSeconds`, and runs it again with `queryTimeoutMs` to answer: what a connection pool sees.
+ */
+export async function idleQuery (lab: Lab, to: Endpoint, idleSeconds: number, queryTimeoutMs: number): Promise<IdleQueryResult> {
+  const proc = spawnScript(lab, 'client', 'pg-client.ts', [to.host, String(to.port), String(idleSeconds), String(queryTimeoutMs)])
+  await proc.exited
+  const steps = proc.lines.flatMap(line => {
+    try { return [JSON.parse(line) as { step: string, ok: boolean, error?: string }] } catch { return [] }
+  })
+  const step = (name: string): { ok: boolean, error?: string } | undefined => steps.find(s => s.step === name)
+  const error = step('after-idle')?.error ?? step('first')?.error ?? (steps.length === 0 ? proc.stderr.trim().slice(-500) : undefined)
+  return {
+    first: step('first')?.ok === true,
+    afterIdle: step('after-idle')?.ok === true,
+    ...(error === undefined ? {} : { error })
   }
 }

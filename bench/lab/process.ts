@@ -130,6 +130,16 @@ export class LabProcess extends EventEmitter {
 }
 
 /**
+ * The environment of lab processes. NODE_OPTIONS is dropped: a test runner puts its
+ * instrumentation there, and relays must run as they do in production.
+ */
+function labEnv (extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra }
+  delete env.NODE_OPTIONS
+  return env
+}
+
+/**
  * Starts `cmd args` inside namespace `ns`. `ip netns exec` replaces itself with the command,
  * so the child's pid is the command's pid and signals reach it directly; `runuser` does not,
  * which is why processes run as another user are stopped through their own tools.
@@ -141,7 +151,7 @@ export function spawnIn (ns: string, name: string, cmd: string, args: readonly s
   const [c, a] = inNetns(ns, full[0], full[1])
   const child = spawn(c, a, {
     cwd: opts.cwd,
-    env: { ...process.env, ...opts.env },
+    env: labEnv(opts.env),
     stdio: ['pipe', 'pipe', 'pipe']
   })
   return new LabProcess(name, child)

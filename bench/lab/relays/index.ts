@@ -9,6 +9,7 @@ import { nginx } from './nginx.ts'
 
 export type { KeepaliveSettings, Relay, RelayOptions, RelayStart, RunningRelay } from './relay.ts'
 export { keepaliveBound } from './relay.ts'
+export { kaProxy } from './ka-proxy.ts'
 
 export const RELAYS: readonly Relay[] = [direct, kaProxy(), haproxy, socat, nginx]
 
