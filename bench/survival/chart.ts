@@ -17,7 +17,7 @@ const FALLBACK_COLORS = ['#d62728', '#8c564b', '#e377c2', '#17becf']
 
 const PANEL_W = 480
 const PANEL_H = 270
-const MARGIN = { left: 50, right: 15, top: 36, bottom: 40 }
+const MARGIN = { left: 50, right: 15, top: 46, bottom: 40 }
 const LEGEND_H = 76
 
 interface Panel {
@@ -98,6 +98,9 @@ function drawPanel (series: readonly Series[], panel: Panel, left: number, top: 
   for (const e of outcomes) {
     parts.push(`<path d="${stepPath(e.o, x, y)}" stroke="${e.color}" stroke-width="${e.width}" class="series"><title>${escapeXml(e.relay)}</title></path>`)
   }
+  // Coinciding lines hide who ended where: say it in words under the title.
+  const finals = outcomes.map(e => `<tspan fill="${e.color}">${escapeXml(e.relay)} ${e.o.sessions - e.o.ends.length}</tspan>`)
+  parts.push(`<text x="${left + MARGIN.left}" y="${top + 36}" class="note">live at the end: ${finals.join(' · ')}</text>`)
   parts.push(`<text x="${left + MARGIN.left + innerW / 2}" y="${top + PANEL_H - 6}" text-anchor="middle" class="axis">${escapeXml(panel.xLabel)}</text>`)
   parts.push(`<text transform="translate(${left + 14},${top + MARGIN.top + innerH / 2}) rotate(-90)" text-anchor="middle" class="axis">live sessions</text>`)
   return parts.join('\n')
