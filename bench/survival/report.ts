@@ -21,12 +21,20 @@ export interface RelayReport {
 export interface Report {
   startedAt: string
   settings: BenchSettings
+  /** TCP_USER_TIMEOUT as applied, spelled out: an unset option would vanish from the JSON. */
+  userTimeout: { kaProxy: number | 'default (idle + interval × count)', peers: number | 'none' }
   machine: { kernel: string, node: string }
   relays: RelayReport[]
 }
 
 export function newReport (settings: BenchSettings): Report {
-  return { startedAt: new Date().toISOString(), settings, machine: { kernel: release(), node: process.version }, relays: [] }
+  return {
+    startedAt: new Date().toISOString(),
+    settings,
+    userTimeout: { kaProxy: settings.userTimeout ?? 'default (idle + interval × count)', peers: settings.peerUserTimeout ?? 'none' },
+    machine: { kernel: release(), node: process.version },
+    relays: []
+  }
 }
 
 export function summarize<T extends Outcome> (outcome: T): Omit<T, 'sessionLog'> & { logReasons: Record<string, number> | null } {
