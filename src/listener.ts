@@ -7,7 +7,10 @@ import { formatEndpoint } from './config/endpoint.ts'
 import type { ProxyOptions } from './config/options.ts'
 import { ListenError } from './errors.ts'
 import type { AppliedKeepalive, KeepaliveApplier } from './keepalive/socket-options.ts'
-import { Session, type SessionContext } from './session.ts'
+import { checkPausedLegs, Session, type SessionContext } from './session.ts'
+
+/** How often legs paused by backpressure are checked for a dead peer. */
+const PAUSED_CHECK_MS = 1000
 
 export type ListenerState = 'idle' | 'running' | 'draining' | 'closed'
 
@@ -29,6 +32,7 @@ export class ProxyListener {
   readonly #server: Server
   readonly #ctx: SessionContext
   #drained: (() => void) | undefined
+  readonly #deadCheck: NodeJS.Timeout
 
   constructor(options: ProxyOptions, keepalive: KeepaliveApplier, logger: Logger) {
     this.#options = options
@@ -45,8 +49,10 @@ export class ProxyListener {
       halfCloseTimeoutMs: options.halfCloseTimeout * 1000,
       flushTimeoutMs: options.flushTimeout * 1000,
       logger,
+      pausedLegs: new Set(),
       onClosed: (session) => this.#onSessionClosed(session),
     }
+    this.#deadCheck = setInterval(checkPausedLegs, PAUSED_CHECK_MS, this.#ctx).unref()
   }
 
   /** Binds and starts accepting; rejects with ListenError (in use, not permitted...). */
@@ -120,6 +126,7 @@ export class ProxyListener {
       }
     }
     await serverClosed
+    clearInterval(this.#deadCheck)
     this.state = 'closed'
   }
 

@@ -50,6 +50,11 @@ export interface SessionContext {
   halfCloseTimeoutMs: number
   flushTimeoutMs: number
   logger: Logger
+  /**
+   * Legs not being read because their peer is slow. The kernel reports a reset or a
+   * keepalive timeout only to a reader, so the listener checks these for death.
+   */
+  pausedLegs: Set<Socket>
   onClosed(session: Session): void
 }
 
@@ -91,6 +96,8 @@ export class Session {
   #closeHow: Record<Leg, LegClose | null> = { client: null, target: null }
   #timer: NodeJS.Timeout | undefined
   #finished = false
+  #targetUp = false
+  #deadLeg: Socket | undefined
 
   constructor(client: Socket, ctx: SessionContext) {
     this.client = client
@@ -145,6 +152,7 @@ export class Session {
   onTargetConnect(): void {
     clearTimeout(this.#timer)
     this.#timer = undefined
+    this.#targetUp = true
     const target = this.target!
     try {
       this.#ctx.keepalive.apply(target, this.#ctx.targetKeepalive)
@@ -170,17 +178,38 @@ export class Session {
     if (from === this.client) this.bytesToTarget += chunk.length
     else this.bytesToClient += chunk.length
     if (to.destroyed) return
-    // Backpressure: stop reading until the slower side has taken what it has.
-    if (!to.write(chunk)) from.pause()
+    // Backpressure: stop reading until the slower side has taken what it has. A leg
+    // known dead is read to its end regardless: what is left is bounded by its receive buffer.
+    if (!to.write(chunk) && from !== this.#deadLeg) {
+      from.pause()
+      this.#ctx.pausedLegs.add(from)
+    }
   }
 
   onDrain(socket: Socket): void {
     const from = this.#peerOf(socket)
+    this.#ctx.pausedLegs.delete(from)
     if (!from.destroyed) from.resume()
+  }
+
+  /** The kernel closed a leg we had paused: read what it still holds, then its end arrives. */
+  onPausedLegDead(socket: Socket): void {
+    this.#deadLeg = socket
+    this.#ctx.pausedLegs.delete(socket)
+    socket.resume()
   }
 
   onEnd(socket: Socket): void {
     const leg = this.#legOf(socket)
+    // A reset or timeout that arrives while the reader is paused surfaces as a plain EOF;
+    // the kernel's state tells it from a FIN (CLOSE instead of CLOSE_WAIT). Once our own
+    // FIN is out, CLOSE is the normal end of the exchange instead.
+    const dead = socket.writableEnded ? undefined : this.#ctx.keepalive.deadReason(socket)
+    if (dead !== undefined) {
+      this.error ??= dead === 'reset' ? 'ECONNRESET' : 'ETIMEDOUT'
+      this.#abort(dead === 'reset' ? (leg === 'client' ? 'client_reset' : 'target_reset') : 'keepalive_timeout', leg)
+      return
+    }
     if (leg === 'client') this.#clientEnded = true
     else this.#targetEnded = true
     this.#setReason(leg === 'client' ? 'client_end' : 'target_end', leg)
@@ -198,18 +227,19 @@ export class Session {
     }
   }
 
+  /** A side that never finishes its half is an abnormal end: both peers are told with an RST. */
   onHalfCloseTimeout(): void {
     this.#timer = undefined
     this.#reasonOverride('half_close_timeout', null)
-    this.#finishLeg('client', 'fin')
-    this.#finishLeg('target', 'fin')
+    this.#finishLeg('client', 'rst')
+    this.#finishLeg('target', 'rst')
   }
 
   onError(socket: Socket, err: NodeJS.ErrnoException): void {
     const leg = this.#legOf(socket)
     this.#closeHow[leg] ??= 'failed'
     this.error ??= err.code ?? err.message
-    if (leg === 'target' && this.target!.connecting) {
+    if (leg === 'target' && !this.#targetUp) {
       this.#abort('connect_failed', 'target')
       return
     }
@@ -287,6 +317,8 @@ export class Session {
   #finish(): void {
     if (this.#finished) return
     this.#finished = true
+    this.#ctx.pausedLegs.delete(this.client)
+    if (this.target) this.#ctx.pausedLegs.delete(this.target)
     clearTimeout(this.#timer)
     this.#timer = undefined
     this.#ctx.onClosed(this)
@@ -334,6 +366,17 @@ export function classifyError(leg: Leg, err: NodeJS.ErrnoException): CloseReason
       return leg === 'client' ? 'client_unreachable' : 'target_unreachable'
     default:
       return leg === 'client' ? 'client_error' : 'target_error'
+  }
+}
+
+/**
+ * Run by one shared timer per listener: a paused leg whose connection the kernel has
+ * closed (reset, keepalive or user timeout) would otherwise go unnoticed, since only a
+ * reader is told.
+ */
+export function checkPausedLegs(ctx: SessionContext): void {
+  for (const socket of ctx.pausedLegs) {
+    if (ctx.keepalive.deadReason(socket) !== undefined) (socket as LegSocket)[kSession].onPausedLegDead(socket)
   }
 }
 

@@ -23,6 +23,7 @@ export interface KeepaliveReadback extends KeepaliveSettings {
 
 export type TcpInfo = NativeTcpInfo
 
+const TCP_CLOSE = 7
 const FALLBACK_INTERVAL = 1
 const FALLBACK_COUNT = 10
 
@@ -117,6 +118,24 @@ export class KeepaliveApplier {
     } catch {
       return undefined
     }
+  }
+
+  /**
+   * Whether the kernel has given up on this connection (TCP state CLOSE) although Node has
+   * not reported it: a reset or timeout on a socket that is not being read surfaces late,
+   * or as a plain EOF. 'timeout' when probes or retransmissions went unanswered (keepalive
+   * or TCP_USER_TIMEOUT), else 'reset'. undefined while alive, or when it cannot be known.
+   */
+  deadReason(socket: Socket): 'reset' | 'timeout' | undefined {
+    if (!this.#binding) return undefined
+    let info: NativeTcpInfo
+    try {
+      info = this.#binding.tcpInfo(fdOf(socket))
+    } catch {
+      return undefined
+    }
+    if (info.state !== TCP_CLOSE) return undefined
+    return info.probes > 0 || info.retransmits > 0 || info.backoff > 0 ? 'timeout' : 'reset'
   }
 
   #requireBinding(what: string): NativeSockopt {
