@@ -14,12 +14,12 @@ import { renderTable } from './survival/table.ts'
 import { renderChart } from './survival/chart.ts'
 
 /** ka-proxy gets the chosen TCP_USER_TIMEOUT; HAProxy and socat the peers' one (none by default). */
-function relayOptions (s: BenchSettings, relay: string): RelayOptions {
+function relayOptions(s: BenchSettings, relay: string): RelayOptions {
   const userTimeout = relay === 'ka-proxy' ? s.userTimeout : relay === 'haproxy' || relay === 'socat' ? s.peerUserTimeout : undefined
   return { target: s.keepalive, client: s.clientKeepalive, ...(userTimeout === undefined ? {} : { userTimeout }) }
 }
 
-function describe (scenario: ScenarioName, s: BenchSettings): string {
+function describe(scenario: ScenarioName, s: BenchSettings): string {
   switch (scenario) {
     case 'survival': return `survival: ${s.sessions} sessions per relay stay idle ${s.idleTime} s (NAT timeout ${s.natTimeout} s)`
     case 'blackhole': return `blackhole while idle: cut the server, wait up to ${s.window} s`
@@ -28,7 +28,7 @@ function describe (scenario: ScenarioName, s: BenchSettings): string {
   }
 }
 
-function runScenario (wb: Workbench, scenario: ScenarioName, s: BenchSettings): Promise<Outcome[]> {
+function runScenario(wb: Workbench, scenario: ScenarioName, s: BenchSettings): Promise<Outcome[]> {
   switch (scenario) {
     case 'survival': return survival(wb, s.idleTime)
     case 'blackhole': return blackholeTarget(wb, { inFlight: false, windowSeconds: s.window })
@@ -37,7 +37,7 @@ function runScenario (wb: Workbench, scenario: ScenarioName, s: BenchSettings): 
   }
 }
 
-async function measure (report: Report, entrants: Entrant[]): Promise<void> {
+async function measure(report: Report, entrants: Entrant[]): Promise<void> {
   const s = report.settings
   const lab = await createLab({ natTimeout: s.natTimeout })
   try {
@@ -56,7 +56,7 @@ async function measure (report: Report, entrants: Entrant[]): Promise<void> {
   }
 }
 
-function writeResults (report: Report): string[] {
+function writeResults(report: Report): string[] {
   mkdirSync(report.settings.outDir, { recursive: true })
   const stamp = report.startedAt.replace(/[:.]/g, '-')
   const files: Array<[string, string]> = [
@@ -72,7 +72,7 @@ function writeResults (report: Report): string[] {
   })
 }
 
-async function run (): Promise<number> {
+async function run(): Promise<number> {
   const settings = parseOptions()
   const unsupported = await labUnsupported()
   if (unsupported !== null) {

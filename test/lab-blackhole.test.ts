@@ -9,7 +9,7 @@ import { BOUND, OPTIONS, SLACK, labFor, labSkip } from './lab-support.ts'
 const SESSIONS = 5
 const skip = await labSkip()
 
-function checkDetection (t: Test, o: Outcome | undefined, reason: string): void {
+function checkDetection(t: Test, o: Outcome | undefined, reason: string): void {
   t.ok(o !== undefined, 'ka-proxy was measured')
   if (o === undefined) return
   t.equal(o.sessions, SESSIONS, 'all sessions opened')

@@ -13,7 +13,7 @@ import { NAT_TIMEOUT, labFor, labSkip } from './lab-support.ts'
 const skip = await labSkip(false)
 
 /** Alive and not a zombie waiting for a parent (which may be a container's init) to reap it. */
-function running (pid: number): boolean {
+function running(pid: number): boolean {
   try {
     return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
   } catch {
@@ -21,7 +21,7 @@ function running (pid: number): boolean {
   }
 }
 
-function netnsList (): string {
+function netnsList(): string {
   return runSync('ip', ['netns', 'list']).stdout
 }
 

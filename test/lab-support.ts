@@ -22,7 +22,7 @@ export const SLACK = 1.5
  * The reason to skip lab tests here, or false to run them. With `needsProxy`, also skips when
  * ka-proxy's sources are not there yet.
  */
-export async function labSkip (needsProxy = true): Promise<string | false> {
+export async function labSkip(needsProxy = true): Promise<string | false> {
   const unsupported = await labUnsupported()
   if (unsupported !== null) return unsupported
   if (needsProxy) {
@@ -33,7 +33,7 @@ export async function labSkip (needsProxy = true): Promise<string | false> {
 }
 
 /** A fresh lab for one test, removed when the test ends whatever happened in it. */
-export async function labFor (t: Test, natTimeout = NAT_TIMEOUT): Promise<Lab> {
+export async function labFor(t: Test, natTimeout = NAT_TIMEOUT): Promise<Lab> {
   const lab = await createLab({ natTimeout })
   t.teardown(() => lab.destroy())
   return lab

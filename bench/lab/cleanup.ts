@@ -10,7 +10,7 @@ const teardowns = new Set<Teardown>()
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
 let installed = false
 
-function runAll (): void {
+function runAll(): void {
   for (const teardown of [...teardowns]) {
     teardowns.delete(teardown)
     try { teardown() } catch { /* the next teardown must still run */ }
@@ -18,7 +18,7 @@ function runAll (): void {
 }
 
 /** Named so that a stack trace in a signal storm says what it is. */
-function onSignal (sig: NodeJS.Signals): void {
+function onSignal(sig: NodeJS.Signals): void {
   runAll()
   process.off(sig, onSignal)
   // Keep the usual meaning of the signal: die by it, as if we had never handled it.
@@ -31,7 +31,7 @@ function onSignal (sig: NodeJS.Signals): void {
   setTimeout(() => process.exit(128 + (constants.signals[sig] ?? 0)), 500).unref()
 }
 
-function install (): void {
+function install(): void {
   if (installed) return
   installed = true
   process.on('exit', runAll)
@@ -39,7 +39,7 @@ function install (): void {
 }
 
 /** Registers a teardown; returns the function that unregisters it once the async path ran. */
-export function onTeardown (teardown: Teardown): () => void {
+export function onTeardown(teardown: Teardown): () => void {
   install()
   teardowns.add(teardown)
   return () => { teardowns.delete(teardown) }

@@ -34,11 +34,11 @@ interface Command {
 const groups = new Map<string, Session[]>()
 let pingSeq = 0
 
-function emit (event: Record<string, unknown>): void {
+function emit(event: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify(event) + '\n')
 }
 
-function ended (session: Session, how: string): void {
+function ended(session: Session, how: string): void {
   if (session.closed) return
   session.closed = true
   emit({ ev: 'close', tag: session.tag, how, t: Date.now() })
@@ -46,7 +46,7 @@ function ended (session: Session, how: string): void {
 }
 
 /** Resolves true once `expected` has arrived, false on timeout or close. Consumes it. */
-function expect (session: Session, expected: string, timeoutMs: number): Promise<boolean> {
+function expect(session: Session, expected: string, timeoutMs: number): Promise<boolean> {
   return new Promise(resolve => {
     const check = (): void => {
       const at = session.received.indexOf(expected)
@@ -68,7 +68,7 @@ function expect (session: Session, expected: string, timeoutMs: number): Promise
   })
 }
 
-function openOne (tag: string, host: string, port: number, timeoutMs: number): Promise<Session | string> {
+function openOne(tag: string, host: string, port: number, timeoutMs: number): Promise<Session | string> {
   const socket = net.connect({ host, port })
   const session: Session = { tag, socket, received: '', closed: false, onReceive: null }
   socket.setEncoding('latin1')
@@ -86,7 +86,7 @@ function openOne (tag: string, host: string, port: number, timeoutMs: number): P
   })
 }
 
-async function open (cmd: Command): Promise<Record<string, unknown>> {
+async function open(cmd: Command): Promise<Record<string, unknown>> {
   const count = cmd.count ?? 1
   const results = await Promise.all(Array.from({ length: count }, (_, i) =>
     openOne(`${cmd.group}/${i}`, cmd.host ?? '127.0.0.1', cmd.port ?? 0, cmd.timeoutMs ?? 5000)))
@@ -95,7 +95,7 @@ async function open (cmd: Command): Promise<Record<string, unknown>> {
   return { opened: sessions.length, failed: results.filter(r => typeof r === 'string') }
 }
 
-async function ping (cmd: Command): Promise<Record<string, unknown>> {
+async function ping(cmd: Command): Promise<Record<string, unknown>> {
   const sessions = groups.get(cmd.group) ?? []
   const results: Record<string, string> = {}
   await Promise.all(sessions.map(async s => {
@@ -112,14 +112,14 @@ async function ping (cmd: Command): Promise<Record<string, unknown>> {
   return { results }
 }
 
-function send (cmd: Command): Record<string, unknown> {
+function send(cmd: Command): Record<string, unknown> {
   for (const s of groups.get(cmd.group) ?? []) {
     if (!s.closed) s.socket.write(cmd.text ?? 'x\n')
   }
   return { t: Date.now() }
 }
 
-function destroy (cmd: Command): Record<string, unknown> {
+function destroy(cmd: Command): Record<string, unknown> {
   const sessions = groups.get(cmd.group) ?? []
   for (const s of sessions) {
     s.closed = true
@@ -129,7 +129,7 @@ function destroy (cmd: Command): Record<string, unknown> {
   return { destroyed: sessions.length }
 }
 
-async function handle (cmd: Command): Promise<Record<string, unknown>> {
+async function handle(cmd: Command): Promise<Record<string, unknown>> {
   switch (cmd.op) {
     case 'open': return await open(cmd)
     case 'ping': return await ping(cmd)

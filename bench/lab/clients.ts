@@ -27,12 +27,12 @@ export class ClientDriver {
   private readonly pending = new Map<number, (reply: Reply) => void>()
   private nextId = 1
 
-  constructor (proc: LabProcess) {
+  constructor(proc: LabProcess) {
     this.proc = proc
     proc.on('line', (line: string) => this.onLine(line))
   }
 
-  private onLine (line: string): void {
+  private onLine(line: string): void {
     let msg: { ev?: string, re?: number } & Partial<AppClose>
     try { msg = JSON.parse(line) } catch { return }
     if (msg.ev === 'close' && msg.tag !== undefined) {
@@ -43,7 +43,7 @@ export class ClientDriver {
     }
   }
 
-  private request (op: string, fields: Record<string, unknown>): Promise<Reply> {
+  private request(op: string, fields: Record<string, unknown>): Promise<Reply> {
     const id = this.nextId++
     return new Promise((resolve, reject) => {
       this.pending.set(id, reply => {
@@ -55,32 +55,32 @@ export class ClientDriver {
   }
 
   /** Opens `count` sessions to `to`, each verified by one echo. Returns how many opened. */
-  async open (group: string, to: Endpoint, count: number, timeoutMs = 5000): Promise<number> {
+  async open(group: string, to: Endpoint, count: number, timeoutMs = 5000): Promise<number> {
     const reply = await this.request('open', { group, host: to.host, port: to.port, count, timeoutMs })
     return reply.opened as number
   }
 
   /** One echo round trip per open session of `group`. */
-  async ping (group: string, timeoutMs: number): Promise<Record<string, PingResult>> {
+  async ping(group: string, timeoutMs: number): Promise<Record<string, PingResult>> {
     return (await this.request('ping', { group, timeoutMs })).results as Record<string, PingResult>
   }
 
   /** Writes `text` on every open session of `group` without waiting; returns the time written. */
-  async send (group: string, text: string): Promise<number> {
+  async send(group: string, text: string): Promise<number> {
     return (await this.request('send', { group, text })).t as number
   }
 
-  async destroy (group: string): Promise<void> {
+  async destroy(group: string): Promise<void> {
     await this.request('destroy', { group })
   }
 
   /** Sessions of `group` that a relay or server has ended, by tag. */
-  closes (group: string): AppClose[] {
+  closes(group: string): AppClose[] {
     return [...this.closeEvents.values()].filter(c => c.tag.startsWith(`${group}/`))
   }
 }
 
-export async function startClientDriver (lab: Lab): Promise<ClientDriver> {
+export async function startClientDriver(lab: Lab): Promise<ClientDriver> {
   const proc = spawnScript(lab, 'client', 'client-driver.ts', [])
   const driver = new ClientDriver(proc)
   await proc.waitForLine(line => line.includes('"ready"'), 15_000, 'ready')

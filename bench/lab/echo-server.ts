@@ -19,18 +19,18 @@ interface Conn {
 
 const conns = new Map<Socket, Conn>()
 
-function emit (event: Record<string, unknown>): void {
+function emit(event: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify({ ...event, t: Date.now() }) + '\n')
 }
 
-function report (socket: Socket, how: string): void {
+function report(socket: Socket, how: string): void {
   const conn = conns.get(socket)
   if (conn === undefined || conn.closed) return
   conn.closed = true
   emit({ ev: 'close', port: conn.port, tag: conn.tag, how })
 }
 
-function onData (this: Socket, chunk: Buffer): void {
+function onData(this: Socket, chunk: Buffer): void {
   this.write(chunk)
   const conn = conns.get(this)
   if (conn === undefined || conn.tag !== null) return
@@ -41,20 +41,20 @@ function onData (this: Socket, chunk: Buffer): void {
   emit({ ev: 'open', port: conn.port, tag: conn.tag })
 }
 
-function onEnd (this: Socket): void {
+function onEnd(this: Socket): void {
   report(this, 'fin')
 }
 
-function onError (this: Socket, err: NodeJS.ErrnoException): void {
+function onError(this: Socket, err: NodeJS.ErrnoException): void {
   report(this, err.code === 'ECONNRESET' ? 'rst' : `error:${err.code ?? 'unknown'}`)
 }
 
-function onClose (this: Socket): void {
+function onClose(this: Socket): void {
   report(this, 'closed')
   conns.delete(this)
 }
 
-function listen (port: number): Promise<void> {
+function listen(port: number): Promise<void> {
   const server = net.createServer(socket => {
     conns.set(socket, { port, tag: null, head: '', closed: false })
     socket.on('data', onData)

@@ -17,7 +17,7 @@ export interface RunOptions {
 }
 
 /** The argument list that runs `cmd args` inside network namespace `ns`. */
-export function inNetns (ns: string, cmd: string, args: readonly string[]): [string, string[]] {
+export function inNetns(ns: string, cmd: string, args: readonly string[]): [string, string[]] {
   return ['ip', ['netns', 'exec', ns, cmd, ...args]]
 }
 
@@ -25,7 +25,7 @@ export function inNetns (ns: string, cmd: string, args: readonly string[]): [str
  * Runs a command to completion. It rejects with the command line and its stderr when the
  * command fails, because a half-built lab gives wrong numbers that look right.
  */
-export function run (cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = execFile(cmd, args, { encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1
@@ -41,7 +41,7 @@ export function run (cmd: string, args: readonly string[], opts: RunOptions = {}
 }
 
 /** `run` inside a namespace. */
-export function runIn (ns: string, cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+export function runIn(ns: string, cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const [c, a] = inNetns(ns, cmd, args)
   return run(c, a, opts)
 }
@@ -50,11 +50,11 @@ export function runIn (ns: string, cmd: string, args: readonly string[], opts: R
  * Synchronous variant for exit and signal handlers, where the event loop will not run again.
  * Never throws: cleanup must go on with the next step whatever this one did.
  */
-export function runSync (cmd: string, args: readonly string[]): RunResult {
+export function runSync(cmd: string, args: readonly string[]): RunResult {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 10_000 })
   return { code: r.status ?? 1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' }
 }
 
-export function sleep (ms: number): Promise<void> {
+export function sleep(ms: number): Promise<void> {
   return new Promise(resolve => setTimeout(resolve, ms))
 }

@@ -18,11 +18,11 @@ export class Faults {
   private readonly lab: Lab
   private frozen: number[] = []
 
-  constructor (lab: Lab) {
+  constructor(lab: Lab) {
     this.lab = lab
   }
 
-  async blackholeServer (): Promise<void> {
+  async blackholeServer(): Promise<void> {
     const server = this.lab.addresses.server
     await this.lab.exec('router', 'nft', ['-f', '-'], {
       input: `add rule inet kalab faults ip daddr ${server} drop\nadd rule inet kalab faults ip saddr ${server} drop\n`
@@ -30,7 +30,7 @@ export class Faults {
   }
 
   /** Drops, in both directions, the app's traffic to and from the relays listening on `ports`. */
-  async blackholeClientSide (ports: readonly number[]): Promise<void> {
+  async blackholeClientSide(ports: readonly number[]): Promise<void> {
     const set = `{ ${ports.join(', ')} }`
     await this.lab.exec('client', 'nft', ['-f', '-'], {
       input: `table inet ${CLIENT_FAULT_TABLE} {
@@ -45,24 +45,24 @@ export class Faults {
   }
 
   /** Stops every process in the server namespace (the app and, for PostgreSQL, its backends). */
-  async freezeServer (): Promise<void> {
+  async freezeServer(): Promise<void> {
     const { stdout } = await run('ip', ['netns', 'pids', this.lab.ns('server')])
     const pids = stdout.split(/\s+/).filter(Boolean).map(Number)
     for (const pid of pids) signalPid(pid, 'SIGSTOP')
     this.frozen.push(...pids)
   }
 
-  thawServer (): void {
+  thawServer(): void {
     for (const pid of this.frozen) signalPid(pid, 'SIGCONT')
     this.frozen = []
   }
 
   /** The server's kernel aborts its established connections on `port` with an RST. */
-  async resetServer (port: number): Promise<void> {
+  async resetServer(port: number): Promise<void> {
     await this.lab.exec('server', 'ss', ['-K', 'state', 'established', `( sport = :${port} )`])
   }
 
-  async heal (): Promise<void> {
+  async heal(): Promise<void> {
     this.thawServer()
     await this.lab.exec('router', 'nft', ['flush', 'chain', 'inet', 'kalab', 'faults'])
     // Absent unless the client side was blackholed: a failure here means nothing to undo.
@@ -70,6 +70,6 @@ export class Faults {
   }
 }
 
-function signalPid (pid: number, sig: NodeJS.Signals): void {
+function signalPid(pid: number, sig: NodeJS.Signals): void {
   try { process.kill(pid, sig) } catch { /* exited meanwhile */ }
 }

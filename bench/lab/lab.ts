@@ -34,7 +34,7 @@ export interface LabOptions {
 }
 
 /** The router's filter and NAT tables. `faults` is where blackholes are added and flushed. */
-function routerRuleset (): string {
+function routerRuleset(): string {
   return `
 table inet kalab {
   chain faults {
@@ -68,7 +68,7 @@ export class Lab {
   private readonly unregister: () => void
   private destroyed = false
 
-  constructor (names: LabNames, opts: LabOptions) {
+  constructor(names: LabNames, opts: LabOptions) {
     this.names = names
     this.natTimeout = opts.natTimeout
     this.faults = new Faults(this)
@@ -76,15 +76,15 @@ export class Lab {
     this.unregister = onTeardown(() => this.destroySync())
   }
 
-  ns (role: Role): string {
+  ns(role: Role): string {
     return this.names[role]
   }
 
-  exec (role: Role, cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult> {
+  exec(role: Role, cmd: string, args: readonly string[], opts?: RunOptions): Promise<RunResult> {
     return runIn(this.ns(role), cmd, args, opts)
   }
 
-  spawn (role: Role, name: string, cmd: string, args: readonly string[], opts?: SpawnOptions): LabProcess {
+  spawn(role: Role, name: string, cmd: string, args: readonly string[], opts?: SpawnOptions): LabProcess {
     const proc = spawnIn(this.ns(role), name, cmd, args, opts)
     this.processes.add(proc)
     proc.once('exit', () => this.processes.delete(proc))
@@ -92,20 +92,20 @@ export class Lab {
   }
 
   /** A temporary directory removed with the lab. */
-  tempDir (prefix: string): string {
+  tempDir(prefix: string): string {
     const dir = mkdtempSync(join(tmpdir(), `${this.names.id}-${prefix}-`))
     this.tempDirs.push(dir)
     return dir
   }
 
   /** Packets the NAT has dropped as INVALID (flows it had forgotten), both directions. */
-  async natDrops (): Promise<number> {
+  async natDrops(): Promise<number> {
     const { stdout } = await this.exec('router', 'nft', ['list', 'table', 'inet', 'kalab'])
     return [...stdout.matchAll(/ct state invalid counter packets (\d+)/g)]
       .reduce((sum, m) => sum + Number(m[1]), 0)
   }
 
-  async build (): Promise<void> {
+  async build(): Promise<void> {
     const { client, router, server } = this.names
     for (const ns of [client, router, server]) await run('ip', ['netns', 'add', ns])
     // Creating each veth pair directly inside its namespaces keeps the host's interface
@@ -130,13 +130,13 @@ export class Lab {
   }
 
   /** Stops every process, then removes the namespaces and temporary directories. Idempotent. */
-  async destroy (): Promise<void> {
+  async destroy(): Promise<void> {
     if (this.destroyed) return
     await Promise.all([...this.processes].map(p => p.stop(2000)))
     this.destroySync()
   }
 
-  private destroySync (): void {
+  private destroySync(): void {
     if (this.destroyed) return
     this.destroyed = true
     this.unregister()
@@ -149,7 +149,7 @@ export class Lab {
  * Builds a lab. On any failure the partial lab is removed before the error propagates.
  * Call `labUnsupported()` first to skip cleanly where the lab cannot run.
  */
-export async function createLab (opts: LabOptions): Promise<Lab> {
+export async function createLab(opts: LabOptions): Promise<Lab> {
   sweepStaleNamespaces()
   const lab = new Lab(labNames(), opts)
   try {

@@ -15,18 +15,18 @@ export interface LabNames {
 
 let sequence = 0
 
-export function labNames (): LabNames {
+export function labNames(): LabNames {
   sequence += 1
   const id = `${NETNS_PREFIX}-${process.pid}-${sequence}`
   return { id, client: `${id}-client`, router: `${id}-router`, server: `${id}-server` }
 }
 
-function ownerPid (ns: string): number | null {
+function ownerPid(ns: string): number | null {
   const m = new RegExp(`^${NETNS_PREFIX}-(\\d+)-\\d+-`).exec(ns)
   return m === null ? null : Number(m[1])
 }
 
-function alive (pid: number): boolean {
+function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true
@@ -36,7 +36,7 @@ function alive (pid: number): boolean {
 }
 
 /** Kills every process inside `ns` (by pid) and deletes it. Synchronous; never throws. */
-export function removeNetnsSync (ns: string): void {
+export function removeNetnsSync(ns: string): void {
   const pids = runSync('ip', ['netns', 'pids', ns]).stdout.split(/\s+/).filter(Boolean).map(Number)
   for (const pid of pids) {
     try { process.kill(pid, 'SIGKILL') } catch { /* gone already */ }
@@ -45,7 +45,7 @@ export function removeNetnsSync (ns: string): void {
 }
 
 /** Removes lab namespaces whose owning process no longer exists. Returns their names. */
-export function sweepStaleNamespaces (): string[] {
+export function sweepStaleNamespaces(): string[] {
   const listed = runSync('ip', ['netns', 'list']).stdout
   const stale = listed.split('\n')
     .map(line => line.split(' ')[0] ?? '')

@@ -8,12 +8,12 @@ import pg from 'pg'
 
 const [host = '127.0.0.1', port = '5432', idle = '1', timeout = '3000'] = process.argv.slice(2)
 
-function report (step: string, ok: boolean, error?: unknown): void {
+function report(step: string, ok: boolean, error?: unknown): void {
   const message = error instanceof Error ? error.message : error === undefined ? undefined : String(error)
   process.stdout.write(JSON.stringify({ step, ok, ...(message === undefined ? {} : { error: message }), t: Date.now() }) + '\n')
 }
 
-async function selectOne (client: pg.Client, step: string): Promise<void> {
+async function selectOne(client: pg.Client, step: string): Promise<void> {
   try {
     const { rows } = await client.query('SELECT 1 AS one')
     report(step, rows[0]?.one === 1)

@@ -3,7 +3,7 @@
 
 import { readdirSync, readFileSync } from 'node:fs'
 
-function parentOf (pid: number): number | null {
+function parentOf(pid: number): number | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     // The command name may contain spaces and parentheses; fields resume after the last ')'.
@@ -15,7 +15,7 @@ function parentOf (pid: number): number | null {
 }
 
 /** `root` and all its descendants that are alive now. */
-export function processTree (root: number): number[] {
+export function processTree(root: number): number[] {
   const children = new Map<number, number[]>()
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue

@@ -22,7 +22,7 @@ export interface Postgres {
 }
 
 /** The directory with initdb and postgres: from PATH first, then Debian's versioned directories. */
-async function findBinDir (): Promise<string | null> {
+async function findBinDir(): Promise<string | null> {
   const onPath = await run('sh', ['-c', 'command -v initdb'], { allowFail: true })
   if (onPath.code === 0) {
     const real = await run('readlink', ['-f', onPath.stdout.trim()])
@@ -32,13 +32,13 @@ async function findBinDir (): Promise<string | null> {
 }
 
 /** Null when PostgreSQL can run here, otherwise why not. */
-export async function postgresUnavailable (): Promise<string | null> {
+export async function postgresUnavailable(): Promise<string | null> {
   if (await findBinDir() === null) return 'PostgreSQL server not installed (apt-get install -y postgresql)'
   const user = await run('id', ['-u', PG_USER], { allowFail: true })
   return user.code === 0 ? null : `no "${PG_USER}" system user to run PostgreSQL as`
 }
 
-export async function startPostgres (lab: Lab, port = 5432): Promise<Postgres> {
+export async function startPostgres(lab: Lab, port = 5432): Promise<Postgres> {
   const bin = await findBinDir()
   if (bin === null) throw new Error('PostgreSQL server not installed (apt-get install -y postgresql)')
   const dir = lab.tempDir('pg')
@@ -58,7 +58,7 @@ export async function startPostgres (lab: Lab, port = 5432): Promise<Postgres> {
     port,
     user: PG_USER,
     database: 'postgres',
-    async stop () {
+    async stop() {
       const pidFile = join(data, 'postmaster.pid')
       if (!existsSync(pidFile)) return
       const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0])
@@ -81,7 +81,7 @@ export interface IdleQueryResult {
  * A PostgreSQL client in the client namespace connects to `to`, runs SELECT 1, stays idle
  * `idleSeconds`, and runs it again with `queryTimeoutMs` to answer: what a connection pool sees.
  */
-export async function idleQuery (lab: Lab, to: Endpoint, idleSeconds: number, queryTimeoutMs: number): Promise<IdleQueryResult> {
+export async function idleQuery(lab: Lab, to: Endpoint, idleSeconds: number, queryTimeoutMs: number): Promise<IdleQueryResult> {
   const proc = spawnScript(lab, 'client', 'pg-client.ts', [to.host, String(to.port), String(idleSeconds), String(queryTimeoutMs)])
   await proc.exited
   const steps = proc.lines.flatMap(line => {

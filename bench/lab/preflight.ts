@@ -6,7 +6,7 @@ import { NETNS_PREFIX } from './names.ts'
 
 let cached: Promise<string | null> | undefined
 
-async function probe (): Promise<string | null> {
+async function probe(): Promise<string | null> {
   if (process.platform !== 'linux') return `the survival lab needs Linux network namespaces (this is ${process.platform})`
   if (process.getuid?.() !== 0) return 'the survival lab needs root (network namespaces, nftables, sysctl): run as root'
   for (const [cmd, args, pkg] of [['ip', ['-V'], 'iproute2'], ['nft', ['--version'], 'nftables'], ['ss', ['-V'], 'iproute2']] as const) {
@@ -22,7 +22,7 @@ async function probe (): Promise<string | null> {
 }
 
 /** Null when the lab can run here, otherwise the reason in one line. Probed once per process. */
-export function labUnsupported (): Promise<string | null> {
+export function labUnsupported(): Promise<string | null> {
   cached ??= probe()
   return cached
 }

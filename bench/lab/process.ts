@@ -25,7 +25,7 @@ export class LabProcess extends EventEmitter {
   readonly exited: Promise<number | null>
   private exitCode: number | null | undefined
 
-  constructor (name: string, child: ChildProcess) {
+  constructor(name: string, child: ChildProcess) {
     super()
     this.name = name
     this.child = child
@@ -53,16 +53,16 @@ export class LabProcess extends EventEmitter {
     })
   }
 
-  get pid (): number {
+  get pid(): number {
     return this.child.pid ?? -1
   }
 
-  get running (): boolean {
+  get running(): boolean {
     return this.exitCode === undefined
   }
 
   /** Resolves with the first stdout line (seen so far or to come) that `match` accepts. */
-  waitForLine (match: (line: string) => boolean, timeoutMs: number, what = 'line'): Promise<string> {
+  waitForLine(match: (line: string) => boolean, timeoutMs: number, what = 'line'): Promise<string> {
     const seen = this.lines.find(match)
     if (seen !== undefined) return Promise.resolve(seen)
     return new Promise((resolve, reject) => {
@@ -93,7 +93,7 @@ export class LabProcess extends EventEmitter {
    * Resolves as `ready` does, or rejects if the process exits first: for programs that do not
    * say when they are ready, only start listening.
    */
-  readyWhen<T> (ready: Promise<T>, what: string): Promise<T> {
+  readyWhen<T>(ready: Promise<T>, what: string): Promise<T> {
     return new Promise((resolve, reject) => {
       const onExit = (code: number | null): void => {
         reject(new Error(`${this.name} exited (${code}) before ${what}: ${this.stderr.trim().slice(-2000)}`))
@@ -110,14 +110,14 @@ export class LabProcess extends EventEmitter {
     })
   }
 
-  signal (sig: NodeJS.Signals): void {
+  signal(sig: NodeJS.Signals): void {
     if (this.running && this.pid > 0) {
       try { process.kill(this.pid, sig) } catch { /* already gone */ }
     }
   }
 
   /** SIGTERM, then SIGKILL if it has not exited within `graceMs`. */
-  async stop (graceMs = 3000): Promise<number | null> {
+  async stop(graceMs = 3000): Promise<number | null> {
     if (!this.running) return this.exitCode ?? null
     this.signal('SIGTERM')
     const timer = setTimeout(() => this.signal('SIGKILL'), graceMs)
@@ -133,7 +133,7 @@ export class LabProcess extends EventEmitter {
  * The environment of lab processes. NODE_OPTIONS is dropped: a test runner puts its
  * instrumentation there, and relays must run as they do in production.
  */
-function labEnv (extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv {
+function labEnv(extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv {
   const env = { ...process.env, ...extra }
   delete env.NODE_OPTIONS
   return env
@@ -144,7 +144,7 @@ function labEnv (extra: NodeJS.ProcessEnv | undefined): NodeJS.ProcessEnv {
  * so the child's pid is the command's pid and signals reach it directly; `runuser` does not,
  * which is why processes run as another user are stopped through their own tools.
  */
-export function spawnIn (ns: string, name: string, cmd: string, args: readonly string[], opts: SpawnOptions = {}): LabProcess {
+export function spawnIn(ns: string, name: string, cmd: string, args: readonly string[], opts: SpawnOptions = {}): LabProcess {
   const full: [string, string[]] = opts.user === undefined
     ? [cmd, [...args]]
     : ['runuser', ['-u', opts.user, '--', cmd, ...args]]

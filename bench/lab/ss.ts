@@ -18,13 +18,13 @@ export interface SocketInfo {
   timer: string | null
 }
 
-function parseEndpoint (text: string): Endpoint {
+function parseEndpoint(text: string): Endpoint {
   const colon = text.lastIndexOf(':')
   const host = text.slice(0, colon).replace(/^\[|\]$/g, '')
   return { host, port: Number(text.slice(colon + 1)) }
 }
 
-export function parseSs (output: string): SocketInfo[] {
+export function parseSs(output: string): SocketInfo[] {
   const sockets: SocketInfo[] = []
   for (const line of output.split('\n')) {
     const fields = line.trim().split(/\s+/)
@@ -43,7 +43,7 @@ export function parseSs (output: string): SocketInfo[] {
 }
 
 /** All TCP sockets in namespace `ns` (any state), with owners and timers. */
-export async function tcpSockets (ns: string): Promise<SocketInfo[]> {
+export async function tcpSockets(ns: string): Promise<SocketInfo[]> {
   const { stdout } = await runIn(ns, 'ss', ['-tanpoH'])
   return parseSs(stdout)
 }
@@ -52,14 +52,14 @@ export async function tcpSockets (ns: string): Promise<SocketInfo[]> {
  * Sockets held by any of `pids`, not counting listening ones: what a relay still has open.
  * Orphans the kernel is still closing (FIN_WAIT, TIME_WAIT without an owner) are not held.
  */
-export async function heldSockets (ns: string, pids: readonly number[]): Promise<SocketInfo[]> {
+export async function heldSockets(ns: string, pids: readonly number[]): Promise<SocketInfo[]> {
   if (pids.length === 0) return []
   const wanted = new Set(pids)
   return (await tcpSockets(ns)).filter(s => s.state !== 'LISTEN' && s.pids.some(p => wanted.has(p)))
 }
 
 /** Waits until something listens on `port` in `ns`: for relays that do not say when they are ready. */
-export async function waitForListening (ns: string, port: number, timeoutMs: number): Promise<void> {
+export async function waitForListening(ns: string, port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const { stdout } = await runIn(ns, 'ss', ['-tlnH', `( sport = :${port} )`])

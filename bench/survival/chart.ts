@@ -28,16 +28,16 @@ interface Panel {
   marker: { at: number, label: string }
 }
 
-function escapeXml (text: string): string {
+function escapeXml(text: string): string {
   return text.replace(/[<>&"]/g, c => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c] as string)
 }
 
-function colorOf (relay: string, index: number): string {
+function colorOf(relay: string, index: number): string {
   return COLORS[relay] ?? FALLBACK_COLORS[index % FALLBACK_COLORS.length] as string
 }
 
 /** Whole-number axis ticks, about five of them. */
-function ticks (max: number): number[] {
+function ticks(max: number): number[] {
   const raw = max / 5
   const step = [1, 2, 5, 10, 20, 25, 50, 100, 200, 500].find(s => s >= raw) ?? Math.ceil(raw)
   const out: number[] = []
@@ -46,12 +46,12 @@ function ticks (max: number): number[] {
 }
 
 /** Stroke width of the i-th of n series: the first widest, the last 2 px. */
-function strokeWidth (i: number, n: number): number {
+function strokeWidth(i: number, n: number): number {
   return 2 + 1.5 * (n - 1 - i)
 }
 
 /** The path of live sessions over time: start at all sessions, step down at each end. */
-function stepPath (o: OutcomeSummary, x: (s: number) => number, y: (n: number) => number): string {
+function stepPath(o: OutcomeSummary, x: (s: number) => number, y: (n: number) => number): string {
   let live = o.sessions
   let d = `M${x(0).toFixed(1)},${y(live).toFixed(1)}`
   for (const end of o.ends) {
@@ -69,7 +69,7 @@ interface Series {
   results: Report['relays'][number]['results']
 }
 
-function drawPanel (series: readonly Series[], panel: Panel, left: number, top: number): string {
+function drawPanel(series: readonly Series[], panel: Panel, left: number, top: number): string {
   const outcomes = series
     .map(e => ({ ...e, o: e.results[panel.scenario] }))
     .filter((e): e is Series & { o: OutcomeSummary } => e.o !== undefined)
@@ -106,7 +106,7 @@ function drawPanel (series: readonly Series[], panel: Panel, left: number, top: 
   return parts.join('\n')
 }
 
-export function renderChart (report: Report): string {
+export function renderChart(report: Report): string {
   const s = report.settings
   const bound = s.keepalive.idle + s.keepalive.interval * s.keepalive.count
   const clientBound = s.clientKeepalive.idle + s.clientKeepalive.interval * s.clientKeepalive.count

@@ -29,11 +29,11 @@ export interface BenchSettings {
   outDir: string
 }
 
-function list (value: string): string[] {
+function list(value: string): string[] {
   return value.split(',').map(s => s.trim()).filter(Boolean)
 }
 
-export function parseOptions (argv = hideBin(process.argv)): BenchSettings {
+export function parseOptions(argv = hideBin(process.argv)): BenchSettings {
   const args = yargs(argv)
     .scriptName('bench:survival')
     .usage('Usage: npm run bench:survival -- [options]   (as root)\n\n' +

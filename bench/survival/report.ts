@@ -27,7 +27,7 @@ export interface Report {
   relays: RelayReport[]
 }
 
-export function newReport (settings: BenchSettings): Report {
+export function newReport(settings: BenchSettings): Report {
   return {
     startedAt: new Date().toISOString(),
     settings,
@@ -37,7 +37,7 @@ export function newReport (settings: BenchSettings): Report {
   }
 }
 
-export function summarize<T extends Outcome> (outcome: T): Omit<T, 'sessionLog'> & { logReasons: Record<string, number> | null } {
+export function summarize<T extends Outcome>(outcome: T): Omit<T, 'sessionLog'> & { logReasons: Record<string, number> | null } {
   const { sessionLog, ...rest } = outcome
   if (sessionLog === null) return { ...rest, logReasons: null }
   const logReasons: Record<string, number> = {}

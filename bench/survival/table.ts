@@ -3,12 +3,12 @@
 
 import type { Report, RelayReport, OutcomeSummary } from './report.ts'
 
-function seconds (s: number): string {
+function seconds(s: number): string {
   return s.toFixed(1)
 }
 
 /** "11.0–11.1 s" for the sessions that were closed, with a count when not all were. */
-function detection (o: OutcomeSummary | undefined): string {
+function detection(o: OutcomeSummary | undefined): string {
   if (o === undefined) return 'n/a'
   const ends = o.ends
   if (ends.length === 0) return `none in ${Math.round(o.window)} s`
@@ -19,7 +19,7 @@ function detection (o: OutcomeSummary | undefined): string {
 }
 
 /** "RST", "FIN", or a mix such as "FIN 30, RST 20"; "–" when nobody was told anything. */
-function peerSaw (o: OutcomeSummary | undefined): string {
+function peerSaw(o: OutcomeSummary | undefined): string {
   if (o === undefined) return 'n/a'
   const entries = Object.entries(o.peerSaw)
   if (entries.length === 0) return '–'
@@ -27,18 +27,18 @@ function peerSaw (o: OutcomeSummary | undefined): string {
   return entries.map(([how, n]) => `${how.toUpperCase()} ${n}`).join(', ')
 }
 
-function survival (r: RelayReport): string {
+function survival(r: RelayReport): string {
   const o = r.results.survival
   if (o === undefined) return 'n/a'
   const pct = o.sessions === 0 ? 0 : Math.round(100 * (o.survived ?? 0) / o.sessions)
   return `${o.survived}/${o.sessions} (${pct} %)`
 }
 
-function perFault (r: RelayReport, cell: (o: OutcomeSummary | undefined) => string): string {
+function perFault(r: RelayReport, cell: (o: OutcomeSummary | undefined) => string): string {
   return [r.results.blackhole, r.results.inflight, r.results.vanish].map(cell).join(' / ')
 }
 
-function socketsLeft (o: OutcomeSummary | undefined): string {
+function socketsLeft(o: OutcomeSummary | undefined): string {
   return o?.socketsLeft === null || o?.socketsLeft === undefined ? '–' : String(o.socketsLeft)
 }
 
@@ -52,7 +52,7 @@ const HEADERS = [
   'sockets left (idle / in flight / vanish)'
 ]
 
-export function renderTable (report: Report): string {
+export function renderTable(report: Report): string {
   const rows = report.relays.filter(r => r.skipped === undefined).map(r => [
     r.relay,
     survival(r),

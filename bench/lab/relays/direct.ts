@@ -6,14 +6,14 @@ import type { Relay } from './relay.ts'
 export const direct: Relay = {
   name: 'direct',
   proxies: false,
-  async unavailable () {
+  async unavailable() {
     return null
   },
-  async start ({ target }) {
+  async start({ target }) {
     return {
       address: target,
-      async pids () { return [] },
-      async stop () {}
+      async pids() { return [] },
+      async stop() {}
     }
   }
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import type { Relay, RelayStart } from './relay.ts'
 import { missingCommand, startCommandRelay } from './command.ts'
 
-function config ({ listen, target, options }: RelayStart): string {
+function config({ listen, target, options }: RelayStart): string {
   const { client: c, target: t, userTimeout } = options
   const ut = userTimeout !== undefined && userTimeout > 0 ? ` tcp-ut ${userTimeout}s` : ''
   return `global
@@ -36,7 +36,7 @@ export const haproxy: Relay = {
   name: 'haproxy',
   proxies: true,
   unavailable: () => missingCommand('haproxy', ['-v'], 'haproxy'),
-  async start (ctx) {
+  async start(ctx) {
     const file = join(ctx.lab.tempDir('haproxy'), 'haproxy.cfg')
     writeFileSync(file, config(ctx))
     return await startCommandRelay(ctx, 'haproxy', 'haproxy', ['-db', '-f', file])

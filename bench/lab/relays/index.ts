@@ -13,7 +13,7 @@ export { kaProxy } from './ka-proxy.ts'
 
 export const RELAYS: readonly Relay[] = [direct, kaProxy(), haproxy, socat, nginx]
 
-export function relayByName (name: string): Relay {
+export function relayByName(name: string): Relay {
   const relay = RELAYS.find(r => r.name === name)
   if (relay === undefined) throw new RangeError(`unknown relay "${name}"; known: ${RELAYS.map(r => r.name).join(', ')}`)
   return relay

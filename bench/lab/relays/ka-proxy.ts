@@ -11,22 +11,22 @@ import { processTree } from '../pids.ts'
 type Entry = 'src' | 'dist'
 
 /** The command's entry point: main.* runs the CLI (cli.* only exports it, in some versions). */
-function entryPath (entry: Entry): string {
+function entryPath(entry: Entry): string {
   const candidates = entry === 'dist' ? ['dist/main.js', 'dist/cli.js'] : ['src/main.ts', 'src/cli.ts']
   const paths = candidates.map(c => join(REPO_ROOT, c))
   return paths.find(p => existsSync(p)) ?? paths[0] as string
 }
 
-function entryArgs (entry: Entry): string[] {
+function entryArgs(entry: Entry): string[] {
   const path = entryPath(entry)
   return entry === 'dist' ? [path] : ['--import', 'tsx', path]
 }
 
-function keepaliveArgs (prefix: string, k: KeepaliveSettings): string[] {
+function keepaliveArgs(prefix: string, k: KeepaliveSettings): string[] {
   return [`--${prefix}idle`, String(k.idle), `--${prefix}interval`, String(k.interval), `--${prefix}count`, String(k.count)]
 }
 
-export function kaProxyArgs ({ listen, target, options }: RelayStart): string[] {
+export function kaProxyArgs({ listen, target, options }: RelayStart): string[] {
   return [
     '--listen', `${listen.host}:${listen.port}`,
     '--target', `${target.host}:${target.port}`,
@@ -37,7 +37,7 @@ export function kaProxyArgs ({ listen, target, options }: RelayStart): string[] 
   ]
 }
 
-function parseJson (line: string): Record<string, unknown> | null {
+function parseJson(line: string): Record<string, unknown> | null {
   try {
     const value: unknown = JSON.parse(line)
     return typeof value === 'object' && value !== null ? value as Record<string, unknown> : null
@@ -46,24 +46,24 @@ function parseJson (line: string): Record<string, unknown> | null {
   }
 }
 
-export function kaProxy (entry: Entry = process.env.KA_PROXY_ENTRY === 'dist' ? 'dist' : 'src'): Relay {
+export function kaProxy(entry: Entry = process.env.KA_PROXY_ENTRY === 'dist' ? 'dist' : 'src'): Relay {
   return {
     name: 'ka-proxy',
     proxies: true,
-    async unavailable () {
+    async unavailable() {
       const path = entryPath(entry)
       return existsSync(path) ? null : `ka-proxy not found at ${path}${entry === 'dist' ? ' (npm run build)' : ''}`
     },
-    async start (ctx) {
+    async start(ctx) {
       const proc = ctx.lab.spawn('client', 'ka-proxy', process.execPath, [...entryArgs(entry), ...kaProxyArgs(ctx)], { cwd: REPO_ROOT })
       await proc.waitForLine(line => parseJson(line)?.msg === 'listening', 20_000, 'its "listening" log line')
       return {
         address: ctx.listen,
-        async pids () { return proc.running ? processTree(proc.pid) : [] },
-        sessionLog () {
+        async pids() { return proc.running ? processTree(proc.pid) : [] },
+        sessionLog() {
           return proc.lines.map(parseJson).filter((e): e is Record<string, unknown> => e?.msg === 'session closed')
         },
-        async stop () {
+        async stop() {
           const code = await proc.stop(5000)
           // SIGTERM is a graceful stop that exits 0; anything else is a finding worth seeing.
           if (code !== 0) process.emitWarning(`ka-proxy exited ${code} on SIGTERM: ${proc.stderr.trim().slice(-500)}`)

@@ -9,7 +9,7 @@ import { missingCommand, startCommandRelay } from './command.ts'
 
 const STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so'
 
-function config ({ listen, target, options }: RelayStart, dir: string): string {
+function config({ listen, target, options }: RelayStart, dir: string): string {
   const c = options.client
   return `daemon off;
 master_process off;
@@ -32,12 +32,12 @@ stream {
 export const nginx: Relay = {
   name: 'nginx',
   proxies: true,
-  async unavailable () {
+  async unavailable() {
     const missing = await missingCommand('nginx', ['-v'], 'nginx-light')
     if (missing !== null) return missing
     return existsSync(STREAM_MODULE) ? null : 'nginx stream module not installed (apt-get install -y libnginx-mod-stream)'
   },
-  async start (ctx) {
+  async start(ctx) {
     const dir = ctx.lab.tempDir('nginx')
     const file = join(dir, 'nginx.conf')
     writeFileSync(file, config(ctx, dir))

@@ -53,6 +53,6 @@ export interface Relay {
 }
 
 /** The bound a relay promises for detecting a dead peer on one leg, in seconds. */
-export function keepaliveBound (k: KeepaliveSettings): number {
+export function keepaliveBound(k: KeepaliveSettings): number {
   return k.idle + k.interval * k.count
 }

@@ -5,7 +5,7 @@
 import type { KeepaliveSettings, Relay } from './relay.ts'
 import { missingCommand, startCommandRelay } from './command.ts'
 
-function keepalive (k: KeepaliveSettings): string {
+function keepalive(k: KeepaliveSettings): string {
   return `keepalive,keepidle=${k.idle},keepintvl=${k.interval},keepcnt=${k.count}`
 }
 
@@ -13,7 +13,7 @@ export const socat: Relay = {
   name: 'socat',
   proxies: true,
   unavailable: () => missingCommand('socat', ['-V'], 'socat'),
-  async start (ctx) {
+  async start(ctx) {
     const { listen, target, options } = ctx
     const ut = options.userTimeout !== undefined && options.userTimeout > 0
       ? `,setsockopt-int=6:18:${options.userTimeout * 1000}`

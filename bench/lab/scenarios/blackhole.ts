@@ -19,7 +19,7 @@ export interface BlackholeOptions {
 /** Time for a relay to finish closing after the app saw the close, before sockets are counted. */
 export const SETTLE_MS = 1000
 
-export async function blackholeTarget (wb: Workbench, opts: BlackholeOptions): Promise<Outcome[]> {
+export async function blackholeTarget(wb: Workbench, opts: BlackholeOptions): Promise<Outcome[]> {
   const deployed = await wb.deploy(opts.inFlight ? 'inflight' : 'blackhole')
   try {
     await wb.lab.faults.blackholeServer()

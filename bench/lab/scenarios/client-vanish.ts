@@ -7,7 +7,7 @@ import type { Outcome, Workbench } from './workbench.ts'
 import { tally, waitUntil } from './workbench.ts'
 import { SETTLE_MS } from './blackhole.ts'
 
-export async function clientVanishes (wb: Workbench, windowSeconds: number): Promise<Outcome[]> {
+export async function clientVanishes(wb: Workbench, windowSeconds: number): Promise<Outcome[]> {
   const deployed = await wb.deploy('vanish', e => e.relay.proxies)
   try {
     await wb.lab.faults.blackholeClientSide(deployed.map(d => d.listen.port))

@@ -11,7 +11,7 @@ export interface SurvivalOutcome extends Outcome {
   idleSeconds: number
 }
 
-export async function survival (wb: Workbench, idleSeconds: number, pingTimeoutMs = 3000): Promise<SurvivalOutcome[]> {
+export async function survival(wb: Workbench, idleSeconds: number, pingTimeoutMs = 3000): Promise<SurvivalOutcome[]> {
   const deployed = await wb.deploy('idle')
   try {
     const start = Date.now()

@@ -53,7 +53,7 @@ export class Workbench {
   readonly entrants: readonly Placed[]
   readonly sessions: number
 
-  constructor (lab: Lab, echo: EchoServer, driver: ClientDriver, entrants: readonly Placed[], sessions: number) {
+  constructor(lab: Lab, echo: EchoServer, driver: ClientDriver, entrants: readonly Placed[], sessions: number) {
     this.lab = lab
     this.echo = echo
     this.driver = driver
@@ -62,7 +62,7 @@ export class Workbench {
   }
 
   /** Starts every relay (or only those `which` accepts) and opens the sessions through each. */
-  async deploy (scenario: string, which: (e: Entrant) => boolean = () => true): Promise<Deployed[]> {
+  async deploy(scenario: string, which: (e: Entrant) => boolean = () => true): Promise<Deployed[]> {
     const deployed: Deployed[] = []
     try {
       for (const e of this.entrants.filter(which)) {
@@ -80,19 +80,19 @@ export class Workbench {
   }
 
   /** Removes faults, drops the app's sessions and stops the relays. */
-  async withdraw (deployed: readonly Deployed[]): Promise<void> {
+  async withdraw(deployed: readonly Deployed[]): Promise<void> {
     await this.lab.faults.heal()
     for (const d of deployed) await this.driver.destroy(d.group)
     for (const d of deployed) await d.running.stop()
   }
 
   /** Counts what the relay still holds. */
-  async socketsLeft (d: Deployed): Promise<number | null> {
+  async socketsLeft(d: Deployed): Promise<number | null> {
     if (!d.relay.proxies) return null
     return (await heldSockets(this.lab.ns('client'), await d.running.pids())).length
   }
 
-  async outcome (d: Deployed, ends: number[], window: number, peerSaw: Record<string, number>): Promise<Outcome> {
+  async outcome(d: Deployed, ends: number[], window: number, peerSaw: Record<string, number>): Promise<Outcome> {
     return {
       relay: d.relay.name,
       sessions: d.opened,
@@ -106,7 +106,7 @@ export class Workbench {
 }
 
 /** Sets up the echo server and the app for `entrants`, each with its own ports. */
-export async function createWorkbench (lab: Lab, entrants: readonly Entrant[], sessions: number): Promise<Workbench> {
+export async function createWorkbench(lab: Lab, entrants: readonly Entrant[], sessions: number): Promise<Workbench> {
   const placed = entrants.map((e, i) => ({
     ...e,
     listen: { host: '127.0.0.1', port: LISTEN_BASE + i },
@@ -118,11 +118,11 @@ export async function createWorkbench (lab: Lab, entrants: readonly Entrant[], s
 }
 
 /** Polls `done` until it is true or `deadline` (ms since epoch) passes. */
-export async function waitUntil (done: () => boolean, deadline: number, pollMs = 100): Promise<void> {
+export async function waitUntil(done: () => boolean, deadline: number, pollMs = 100): Promise<void> {
   while (!done() && Date.now() < deadline) await sleep(pollMs)
 }
 
-export function tally (hows: readonly string[]): Record<string, number> {
+export function tally(hows: readonly string[]): Record<string, number> {
   const counts: Record<string, number> = {}
   for (const how of hows) counts[how] = (counts[how] ?? 0) + 1
   return counts
