@@ -22,7 +22,7 @@ export interface Postgres {
 }
 
 /** The directory with initdb and postgres: from PATH first, then Debian's versioned directories. */
-async function findBinDir(): Promise<string | null> {
+export async function findBinDir(): Promise<string | null> {
   const onPath = await run('sh', ['-c', 'command -v initdb'], { allowFail: true })
   if (onPath.code === 0) {
     const real = await run('readlink', ['-f', onPath.stdout.trim()])

@@ -1,19 +1,37 @@
 // Socket state as the kernel reports it (`ss`), to check what the proxy really holds.
+// Filtering is done here on the parsed columns rather than with ss's filter language.
 
 import { execFileSync } from 'node:child_process'
 
-/** `ss -Htnoi` lines (with keepalive timers) for TCP sockets matching a filter, minus TIME-WAIT. */
-export function ssLines(filter: string, netns?: string): string[] {
-  const args = ['-Htnoi', 'state', 'all', filter]
+export interface SsSocket {
+  state: string
+  local: string
+  peer: string
+  /** The rest of the line: timers (`timer:(keepalive,...)`), process, and -i details. */
+  details: string
+}
+
+/** Every TCP socket but TIME-WAIT ones (no longer held by any process). */
+export function tcpSockets(netns?: string): SsSocket[] {
+  const args = ['-Htanoi']
   const out = netns
     ? execFileSync('ip', ['netns', 'exec', netns, 'ss', ...args], { encoding: 'utf8' })
     : execFileSync('ss', args, { encoding: 'utf8' })
-  // With -i, each socket's info continues on an indented line; join them.
-  const joined = out.replace(/\n\s+(?=\S)/g, ' ')
-  return joined.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('TIME-WAIT'))
+  // With -i, each socket's details continue on an indented line.
+  return out
+    .replace(/\n[ \t]+(?=\S)/g, ' ')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => {
+      const [state = '', , , local = '', peer = '', ...rest] = l.trim().split(/\s+/)
+      return { state, local, peer, details: rest.join(' ') }
+    })
+    .filter((s) => s.state !== 'TIME-WAIT')
 }
 
-/** Open sockets of a proxy: client legs (local port = proxy port) and target legs (remote port = target). */
-export function proxySockets(proxyPort: number, targetPort: number): string[] {
-  return ssLines(`( sport = :${proxyPort} or dport = :${targetPort} )`).filter((l) => !l.startsWith('LISTEN'))
+const port = (address: string): number => Number(address.slice(address.lastIndexOf(':') + 1))
+
+/** A proxy's sockets: client legs (local port = proxy port) and target legs (peer port = target port). */
+export function proxySockets(proxyPort: number, targetPort: number): SsSocket[] {
+  return tcpSockets().filter((s) => s.state !== 'LISTEN' && (port(s.local) === proxyPort || port(s.peer) === targetPort))
 }

@@ -1,0 +1,88 @@
+// Runs the real ka-proxy command (src/main.ts through tsx) as a child process and reads
+// its JSON log lines.
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import type { LogLine } from './proxy.ts'
+
+const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url))
+const NODE_ARGS = ['--import', 'tsx', MAIN]
+
+export interface RunResult {
+  status: number | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs ka-proxy to completion (for commands that exit by themselves). */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): RunResult {
+  const r = spawnSync(process.execPath, [...NODE_ARGS, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: 20_000,
+  })
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+export interface RunningProxy {
+  proc: ChildProcess
+  logs: LogLine[]
+  /** Resolves with the first log line (already seen or to come) that `match` accepts. */
+  line(match: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>
+  exited: Promise<number | null>
+  stop(signal?: NodeJS.Signals): Promise<number | null>
+}
+
+export function spawnProxy(args: string[], env: NodeJS.ProcessEnv = {}): RunningProxy {
+  const proc = spawn(process.execPath, [...NODE_ARGS, '--log-format', 'json', '--log-level', 'debug', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  const logs: LogLine[] = []
+  const waiters = new Set<() => void>()
+  createInterface({ input: proc.stdout! }).on('line', (text) => {
+    try {
+      logs.push(JSON.parse(text) as LogLine)
+    } catch {
+      logs.push({ msg: text, level: 0 })
+    }
+    for (const w of waiters) w()
+  })
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+  return {
+    proc,
+    logs,
+    exited,
+    line(match, timeoutMs = 10_000) {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          const found = logs.find(match)
+          if (found) {
+            waiters.delete(check)
+            clearTimeout(timer)
+            resolve(found)
+          }
+        }
+        const timer = setTimeout(() => {
+          waiters.delete(check)
+          reject(new Error(`no matching log line within ${timeoutMs} ms; got: ${logs.map((l) => l.msg).join(' | ')}`))
+        }, timeoutMs)
+        waiters.add(check)
+        check()
+      })
+    },
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal)
+      return exited
+    },
+  }
+}
+
+/** Starts ka-proxy on a kernel-chosen port and waits until it listens. */
+export async function startCliProxy(args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunningProxy & { port: number }> {
+  const running = spawnProxy(['--listen', '127.0.0.1:0', ...args], env)
+  const listening = await running.line((l) => l.msg === 'listening')
+  const port = Number(String(listening.address).split(':').pop())
+  return Object.assign(running, { port })
+}
