@@ -84,28 +84,27 @@ typedef struct {
 // Order matters for set(): SO_KEEPALIVE first so a refused enable stops the rest.
 enum { OPT_KEEPALIVE, OPT_IDLE, OPT_INTERVAL, OPT_COUNT, OPT_USER_TIMEOUT, OPT_COUNT_ALL };
 
+// An option the platform's headers lack is listed with name -1 and reported as ENOPROTOOPT.
+#define TCP_OPT(name) {IPPROTO_TCP, name, #name}
+#ifndef TCP_KEEPIDLE
+#define TCP_KEEPIDLE -1
+#endif
+#ifndef TCP_KEEPINTVL
+#define TCP_KEEPINTVL -1
+#endif
+#ifndef TCP_KEEPCNT
+#define TCP_KEEPCNT -1
+#endif
+#ifndef TCP_USER_TIMEOUT
+#define TCP_USER_TIMEOUT -1
+#endif
+
 static const sockopt_t OPTIONS[OPT_COUNT_ALL] = {
     {SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE"},
-#ifdef TCP_KEEPIDLE
-    {IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE"},
-#else
-    {IPPROTO_TCP, -1, "TCP_KEEPIDLE"},
-#endif
-#ifdef TCP_KEEPINTVL
-    {IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL"},
-#else
-    {IPPROTO_TCP, -1, "TCP_KEEPINTVL"},
-#endif
-#ifdef TCP_KEEPCNT
-    {IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT"},
-#else
-    {IPPROTO_TCP, -1, "TCP_KEEPCNT"},
-#endif
-#ifdef TCP_USER_TIMEOUT
-    {IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT"},
-#else
-    {IPPROTO_TCP, -1, "TCP_USER_TIMEOUT"},
-#endif
+    TCP_OPT(TCP_KEEPIDLE),
+    TCP_OPT(TCP_KEEPINTVL),
+    TCP_OPT(TCP_KEEPCNT),
+    TCP_OPT(TCP_USER_TIMEOUT),
 };
 
 // setKeepalive(fd, enable, idleS, intervalS, count, userTimeoutMs)

@@ -269,8 +269,9 @@ export class Session {
   #finishLeg(leg: Leg, how: LegClose): void {
     const socket = leg === 'client' ? this.client : this.target
     if (!socket || socket.destroyed) return
-    if (how === 'failed') {
-      this.#closeHow[leg] ??= 'failed'
+    if (how === 'failed' || socket.connecting) {
+      // A target still connecting has no peer to tell; resetAndDestroy would wait for the connect.
+      this.#closeHow[leg] ??= how === 'failed' ? 'failed' : 'rst'
       socket.destroy()
       return
     }
