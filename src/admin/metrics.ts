@@ -1,0 +1,133 @@
+// Prometheus metrics (prom-client, on a registry of our own). Nothing here runs per chunk:
+// counters move when a session opens, connects or closes, and live values (active
+// sessions, bytes of open sessions) are read at scrape time.
+
+import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { SessionSummary } from '../session.ts'
+
+/** What a scrape reads from the running proxy. */
+export interface MetricsSource {
+  routes(): Iterable<{
+    name: string
+    activeSessions: number
+    /** Bytes moved so far by sessions still open. */
+    openBytes(): { toTarget: number; toClient: number }
+    targets(): Iterable<{ address: string; up: boolean }>
+  }>
+}
+
+export class ProxyMetrics {
+  readonly registry = new Registry()
+  readonly #opened: Counter<'route'>
+  readonly #closed: Counter<'route' | 'reason' | 'leg'>
+  readonly #keepaliveDeaths: Counter<'route' | 'leg'>
+  readonly #connectFailures: Counter<'route' | 'reason'>
+  readonly #refused: Counter<'route' | 'reason'>
+  readonly #connectSeconds: Histogram<'route'>
+  /** Bytes of closed sessions; open sessions' bytes are added at scrape time. */
+  readonly #closedBytes = new Map<string, { toTarget: number; toClient: number }>()
+
+  constructor(source: MetricsSource) {
+    const registers = [this.registry]
+    this.#opened = new Counter({ name: 'ka_proxy_sessions_total', help: 'Sessions accepted', labelNames: ['route'], registers })
+    this.#closed = new Counter({
+      name: 'ka_proxy_sessions_closed_total',
+      help: 'Sessions ended, by reason and by the leg that caused it (none for normal ends of both)',
+      labelNames: ['route', 'reason', 'leg'],
+      registers,
+    })
+    this.#keepaliveDeaths = new Counter({
+      name: 'ka_proxy_keepalive_deaths_total',
+      help: 'Dead peers found by keepalive probes or TCP_USER_TIMEOUT, by leg',
+      labelNames: ['route', 'leg'],
+      registers,
+    })
+    this.#connectFailures = new Counter({
+      name: 'ka_proxy_connect_failures_total',
+      help: 'Failed connects to a target (connect_failed, connect_timeout)',
+      labelNames: ['route', 'reason'],
+      registers,
+    })
+    this.#refused = new Counter({
+      name: 'ka_proxy_connections_refused_total',
+      help: 'Clients refused before a session started (max_connections, no_healthy_target)',
+      labelNames: ['route', 'reason'],
+      registers,
+    })
+    this.#connectSeconds = new Histogram({
+      name: 'ka_proxy_connect_seconds',
+      help: 'Time from accepting a client to the target leg being connected',
+      labelNames: ['route'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    })
+    const closedBytes = this.#closedBytes
+    new Gauge({
+      name: 'ka_proxy_sessions_active',
+      help: 'Sessions open now',
+      labelNames: ['route'],
+      registers,
+      collect() {
+        this.reset()
+        for (const r of source.routes()) this.set({ route: r.name }, r.activeSessions)
+      },
+    })
+    new Counter({
+      name: 'ka_proxy_bytes_total',
+      help: 'Bytes relayed, by direction (to_target: client -> target)',
+      labelNames: ['route', 'direction'],
+      registers,
+      collect() {
+        this.reset()
+        for (const r of source.routes()) {
+          const open = r.openBytes()
+          const closed = closedBytes.get(r.name) ?? { toTarget: 0, toClient: 0 }
+          this.inc({ route: r.name, direction: 'to_target' }, closed.toTarget + open.toTarget)
+          this.inc({ route: r.name, direction: 'to_client' }, closed.toClient + open.toClient)
+        }
+      },
+    })
+    new Gauge({
+      name: 'ka_proxy_target_up',
+      help: 'Whether a target is considered up (1) or down (0) by its health checks',
+      labelNames: ['route', 'target'],
+      registers,
+      collect() {
+        this.reset()
+        for (const r of source.routes()) {
+          for (const t of r.targets()) this.set({ route: r.name, target: t.address }, t.up ? 1 : 0)
+        }
+      },
+    })
+  }
+
+  sessionOpened(route: string): void {
+    this.#opened.inc({ route })
+  }
+
+  targetConnected(route: string, seconds: number): void {
+    this.#connectSeconds.observe({ route }, seconds)
+  }
+
+  refused(route: string, reason: string): void {
+    this.#refused.inc({ route, reason })
+  }
+
+  sessionClosed(route: string, s: SessionSummary): void {
+    this.#closed.inc({ route, reason: s.reason, leg: s.leg ?? 'none' })
+    if (s.reason === 'keepalive_timeout') this.#keepaliveDeaths.inc({ route, leg: s.leg ?? 'none' })
+    if (s.reason === 'connect_failed' || s.reason === 'connect_timeout') this.#connectFailures.inc({ route, reason: s.reason })
+    const bytes = this.#closedBytes.get(route) ?? { toTarget: 0, toClient: 0 }
+    bytes.toTarget += s.bytesToTarget
+    bytes.toClient += s.bytesToClient
+    this.#closedBytes.set(route, bytes)
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics()
+  }
+
+  get contentType(): string {
+    return this.registry.contentType
+  }
+}

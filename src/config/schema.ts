@@ -1,0 +1,107 @@
+// The shape of a config file, as a zod schema: one definition gives the types, the checks
+// and the error paths (routes[1].targetKeepalive.idle) that name what to fix.
+
+import { z } from 'zod'
+import { ConfigError } from '../errors.ts'
+import { PROFILE_NAMES } from '../keepalive/profiles.ts'
+import { LIMITS } from '../keepalive/settings.ts'
+import { LOG_LEVELS } from '../log.ts'
+
+const whole = (min: number, max: number) => z.number().int().min(min).max(max)
+const seconds = (min: number) => z.number().min(min).max(86400)
+
+export const keepaliveSchema = z.strictObject({
+  profile: z.enum(PROFILE_NAMES).optional(),
+  idle: whole(LIMITS.idle.min, LIMITS.idle.max).optional(),
+  interval: whole(LIMITS.interval.min, LIMITS.interval.max).optional(),
+  count: whole(LIMITS.count.min, LIMITS.count.max).optional(),
+  userTimeout: z.number().min(LIMITS.userTimeout.min).max(LIMITS.userTimeout.max).optional(),
+})
+
+const address = z.union([z.string().min(1), whole(0, 65535)])
+
+export const routeSchema = z.strictObject({
+  name: z.string().min(1).optional(),
+  listen: address,
+  target: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+  profile: z.enum(PROFILE_NAMES).optional(),
+  keepalive: keepaliveSchema.optional(),
+  clientKeepalive: keepaliveSchema.optional(),
+  targetKeepalive: keepaliveSchema.optional(),
+  // Checked by the heartbeat settings' own resolver, which names the same paths.
+  heartbeat: z.unknown().optional(),
+  maxConnections: whole(1, 10_000_000).optional(),
+  connectTimeout: seconds(0.001).optional(),
+  halfCloseTimeout: seconds(0.001).optional(),
+  flushTimeout: seconds(0.001).optional(),
+})
+
+export const adminSchema = z.union([
+  z.string().min(1),
+  z.strictObject({ listen: z.string().min(1), token: z.string().min(16).optional() }),
+])
+
+export const configSchema = z.strictObject({
+  admin: adminSchema.optional(),
+  shutdownGrace: seconds(0).optional(),
+  log: z.strictObject({ level: z.enum(LOG_LEVELS).optional(), format: z.enum(['auto', 'json', 'pretty']).optional() }).optional(),
+  routes: z.array(routeSchema).min(1),
+})
+
+export type KeepaliveConfig = z.infer<typeof keepaliveSchema>
+export type RouteConfig = z.infer<typeof routeSchema>
+export type ConfigFile = z.infer<typeof configSchema>
+
+/** `routes[1].targetKeepalive.idle` */
+export function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = ''
+  for (const part of path) out += typeof part === 'number' ? `[${part}]` : `${out === '' ? '' : '.'}${String(part)}`
+  return out === '' ? '(top level)' : out
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'nothing'
+  if (Array.isArray(value)) return 'a list'
+  if (value === null) return 'null'
+  if (typeof value === 'object') return 'a mapping'
+  return JSON.stringify(value)
+}
+
+/** One zod issue as one sentence: what was expected, what was found. */
+function issueMessage(issue: z.core.$ZodIssue, input: unknown): string {
+  switch (issue.code) {
+    case 'unrecognized_keys':
+      return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`
+    case 'invalid_type':
+      if (issue.expected === 'int') return `must be a whole number (got ${describe(input)})`
+      return `expected ${issue.expected === 'object' ? 'a mapping' : issue.expected === 'array' ? 'a list' : `a ${issue.expected}`} (got ${describe(input)})`
+    case 'too_small':
+      if (issue.origin === 'array') return `needs at least ${issue.minimum} entr${issue.minimum === 1 ? 'y' : 'ies'}`
+      if (issue.origin === 'string') return issue.minimum === 1 ? 'must not be empty' : `must be at least ${issue.minimum} characters long`
+      return `must be at least ${issue.minimum} (got ${describe(input)})`
+    case 'too_big':
+      return `must be at most ${issue.maximum} (got ${describe(input)})`
+    case 'invalid_value':
+      return `must be one of ${issue.values.map((v) => String(v)).join(', ')} (got ${describe(input)})`
+    case 'invalid_union':
+      return `has the wrong type (got ${describe(input)})`
+    default:
+      return issue.message
+  }
+}
+
+function valueAt(root: unknown, path: ReadonlyArray<PropertyKey>): unknown {
+  let v: unknown = root
+  for (const key of path) v = v != null && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[key] : undefined
+  return v
+}
+
+/** Parses with `schema`; the first problem becomes a ConfigError naming its path. */
+export function parseWith<T>(schema: z.ZodType<T>, input: unknown, keyOf: (path: ReadonlyArray<PropertyKey>) => string = formatPath): T {
+  const result = schema.safeParse(input)
+  if (result.success) return result.data
+  const issue = result.error.issues[0]!
+  const path = issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? [...issue.path, issue.keys[0]!] : issue.path
+  const message = issueMessage(issue, valueAt(input, issue.path))
+  throw new ConfigError(keyOf(path), issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? 'unknown key' : message)
+}
