@@ -100,7 +100,9 @@ function valueAt(root: unknown, path: ReadonlyArray<PropertyKey>): unknown {
 export function parseWith<T>(schema: z.ZodType<T>, input: unknown, keyOf: (path: ReadonlyArray<PropertyKey>) => string = formatPath): T {
   const result = schema.safeParse(input)
   if (result.success) return result.data
-  const issue = result.error.issues[0]!
+  // A misspelt key explains a missing one better than the other way round.
+  const issues = result.error.issues
+  const issue = issues.find((i) => i.code === 'unrecognized_keys') ?? issues[0]!
   const path = issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? [...issue.path, issue.keys[0]!] : issue.path
   const message = issueMessage(issue, valueAt(input, issue.path))
   throw new ConfigError(keyOf(path), issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? 'unknown key' : message)
