@@ -3,14 +3,15 @@
 
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Relay, RelayStart } from './relay.ts'
+import type { Relay, RelayConfig } from './relay.ts'
 import { missingCommand, startCommandRelay } from './command.ts'
 
-function config({ listen, target, options }: RelayStart): string {
+/** `maxconn`: sessions HAProxy accepts at once (the performance bench holds thousands). */
+export function haproxyConfig({ listen, target, options }: RelayConfig, maxconn = 4000): string {
   const { client: c, target: t, userTimeout } = options
   const ut = userTimeout !== undefined && userTimeout > 0 ? ` tcp-ut ${userTimeout}s` : ''
   return `global
-  maxconn 4000
+  maxconn ${maxconn}
 defaults
   mode tcp
   timeout connect 5s
@@ -38,7 +39,7 @@ export const haproxy: Relay = {
   unavailable: () => missingCommand('haproxy', ['-v'], 'haproxy'),
   async start(ctx) {
     const file = join(ctx.lab.tempDir('haproxy'), 'haproxy.cfg')
-    writeFileSync(file, config(ctx))
+    writeFileSync(file, haproxyConfig(ctx))
     return await startCommandRelay(ctx, 'haproxy', 'haproxy', ['-db', '-f', file])
   }
 }

@@ -4,21 +4,22 @@
 
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import type { KeepaliveSettings, Relay, RelayStart } from './relay.ts'
+import type { KeepaliveSettings, Relay, RelayConfig } from './relay.ts'
 import { REPO_ROOT } from '../node-script.ts'
 import { processTree } from '../pids.ts'
 
-type Entry = 'src' | 'dist'
+export type KaProxyEntry = 'src' | 'dist'
 
 /** The command's entry point: main.* runs the CLI (cli.* only exports it, in some versions). */
-function entryPath(entry: Entry): string {
+function entryPath(entry: KaProxyEntry, root = REPO_ROOT): string {
   const candidates = entry === 'dist' ? ['dist/main.js', 'dist/cli.js'] : ['src/main.ts', 'src/cli.ts']
-  const paths = candidates.map(c => join(REPO_ROOT, c))
+  const paths = candidates.map(c => join(root, c))
   return paths.find(p => existsSync(p)) ?? paths[0] as string
 }
 
-function entryArgs(entry: Entry): string[] {
-  const path = entryPath(entry)
+/** Node's arguments that run the ka-proxy command of the checkout at `root`. */
+export function kaProxyEntryArgs(entry: KaProxyEntry, root = REPO_ROOT): string[] {
+  const path = entryPath(entry, root)
   return entry === 'dist' ? [path] : ['--import', 'tsx', path]
 }
 
@@ -26,7 +27,7 @@ function keepaliveArgs(prefix: string, k: KeepaliveSettings): string[] {
   return [`--${prefix}idle`, String(k.idle), `--${prefix}interval`, String(k.interval), `--${prefix}count`, String(k.count)]
 }
 
-export function kaProxyArgs({ listen, target, options }: RelayStart): string[] {
+export function kaProxyArgs({ listen, target, options }: RelayConfig): string[] {
   return [
     '--listen', `${listen.host}:${listen.port}`,
     '--target', `${target.host}:${target.port}`,
@@ -46,7 +47,7 @@ function parseJson(line: string): Record<string, unknown> | null {
   }
 }
 
-export function kaProxy(entry: Entry = process.env.KA_PROXY_ENTRY === 'dist' ? 'dist' : 'src'): Relay {
+export function kaProxy(entry: KaProxyEntry = process.env.KA_PROXY_ENTRY === 'dist' ? 'dist' : 'src'): Relay {
   return {
     name: 'ka-proxy',
     proxies: true,
@@ -55,7 +56,7 @@ export function kaProxy(entry: Entry = process.env.KA_PROXY_ENTRY === 'dist' ? '
       return existsSync(path) ? null : `ka-proxy not found at ${path}${entry === 'dist' ? ' (npm run build)' : ''}`
     },
     async start(ctx) {
-      const proc = ctx.lab.spawn('client', 'ka-proxy', process.execPath, [...entryArgs(entry), ...kaProxyArgs(ctx)], { cwd: REPO_ROOT })
+      const proc = ctx.lab.spawn('client', 'ka-proxy', process.execPath, [...kaProxyEntryArgs(entry), ...kaProxyArgs(ctx)], { cwd: REPO_ROOT })
       await proc.waitForLine(line => parseJson(line)?.msg === 'listening', 20_000, 'its "listening" log line')
       return {
         address: ctx.listen,

@@ -4,12 +4,13 @@
 
 import { existsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Relay, RelayStart } from './relay.ts'
+import type { Relay, RelayConfig } from './relay.ts'
 import { missingCommand, startCommandRelay } from './command.ts'
 
 const STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so'
 
-function config({ listen, target, options }: RelayStart, dir: string): string {
+/** `workerConnections` counts sockets, two per session (the performance bench holds thousands). */
+export function nginxConfig({ listen, target, options }: RelayConfig, dir: string, workerConnections = 4096): string {
   const c = options.client
   return `daemon off;
 master_process off;
@@ -17,7 +18,7 @@ worker_processes 1;
 pid ${dir}/nginx.pid;
 error_log stderr notice;
 load_module ${STREAM_MODULE};
-events { worker_connections 4096; }
+events { worker_connections ${workerConnections}; }
 stream {
   server {
     listen ${listen.host}:${listen.port} so_keepalive=${c.idle}s:${c.interval}s:${c.count};
@@ -40,7 +41,7 @@ export const nginx: Relay = {
   async start(ctx) {
     const dir = ctx.lab.tempDir('nginx')
     const file = join(dir, 'nginx.conf')
-    writeFileSync(file, config(ctx, dir))
+    writeFileSync(file, nginxConfig(ctx, dir))
     return await startCommandRelay(ctx, 'nginx', 'nginx', ['-p', dir, '-e', 'stderr', '-c', file])
   }
 }

@@ -33,6 +33,9 @@ export interface RelayStart {
   options: RelayOptions
 }
 
+/** What a relay's configuration is made of: the lab's start context without the lab. */
+export type RelayConfig = Pick<RelayStart, 'listen' | 'target' | 'options'>
+
 export interface RunningRelay {
   /** Where the app connects: the relay, or the server itself for a direct connection. */
   address: Endpoint
