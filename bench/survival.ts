@@ -2,8 +2,6 @@
 // how fast they notice dead peers, measured in network namespaces on this machine (as root).
 // Prints a table and writes JSON and an SVG chart to bench/results/. See --help.
 
-import { mkdirSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
 import {
   blackholeTarget, clientVanishes, createLab, createWorkbench, labUnsupported, relayByName, survival,
   type Entrant, type Outcome, type RelayOptions, type Workbench
@@ -12,6 +10,7 @@ import { parseOptions, type BenchSettings, type ScenarioName } from './survival/
 import { newReport, summarize, type Report } from './survival/report.ts'
 import { renderTable } from './survival/table.ts'
 import { renderChart } from './survival/chart.ts'
+import { writeResultFiles } from './results.ts'
 
 /** ka-proxy gets the chosen TCP_USER_TIMEOUT; HAProxy and socat the peers' one (none by default). */
 function relayOptions(s: BenchSettings, relay: string): RelayOptions {
@@ -57,19 +56,10 @@ async function measure(report: Report, entrants: Entrant[]): Promise<void> {
 }
 
 function writeResults(report: Report): string[] {
-  mkdirSync(report.settings.outDir, { recursive: true })
-  const stamp = report.startedAt.replace(/[:.]/g, '-')
-  const files: Array<[string, string]> = [
-    [`survival-${stamp}.json`, JSON.stringify(report, null, 2) + '\n'],
-    [`survival-${stamp}.svg`, renderChart(report)]
-  ]
-  // Stable names too, so a person (or a README) can always point at the latest picture.
-  files.push(['survival-latest.json', files[0]?.[1] ?? ''], ['survival-latest.svg', files[1]?.[1] ?? ''])
-  return files.map(([name, text]) => {
-    const path = join(report.settings.outDir, name)
-    writeFileSync(path, text)
-    return path
-  })
+  return writeResultFiles(report.settings.outDir, 'survival', report.startedAt, [
+    ['json', JSON.stringify(report, null, 2) + '\n'],
+    ['svg', renderChart(report)]
+  ])
 }
 
 async function run(): Promise<number> {

@@ -1,0 +1,163 @@
+// npm run bench: what a relay costs. Bulk throughput, ping-pong latency and rate, a real
+// PostgreSQL client, idle-session memory and open rate, and the relay's CPU per unit of work:
+// a direct connection, ka-proxy and its peers side by side, with the same load generator, the
+// relays interleaved and each case repeated. Prints tables and writes JSON to bench/results/.
+// See bench/README.md and --help.
+
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { sleep } from './lab/exec.ts'
+import type { Endpoint } from './lab/ss.ts'
+import { checkoutRevision } from './perf/baseline.ts'
+import { PERF_CASES, idleSessionLimit, type CaseEnv, type Metrics, type PerfCase } from './perf/cases/index.ts'
+import { describePinning, pinningUnavailable, pinSelf } from './perf/cpus.ts'
+import { compilerUnavailable, LoadGenerator } from './perf/loadgen.ts'
+import { parseOptions, type PerfSettings } from './perf/options.ts'
+import { pgbenchUnavailable, startBenchPostgres } from './perf/postgres.ts'
+import { freePort, startRelayProcess } from './perf/relay-process.ts'
+import { KEEPALIVE, perfRelay, type PerfRelay } from './perf/relays.ts'
+import { cpuBusy } from './perf/procfs.ts'
+import { describeLoad, finishReport, newReport, type RelayReport, type Report } from './perf/report.ts'
+import { summarizeMetrics } from './perf/stats.ts'
+import { writeResultFiles } from './results.ts'
+import { num, renderRatios, renderTable } from './perf/table.ts'
+
+/** Pause between measurements, for sockets and processes of the last one to go away. */
+const BETWEEN_MS = 300
+
+/** One measurement: a fresh relay process (none for direct), the case through it, then stop. */
+async function measureOnce(relay: PerfRelay, c: PerfCase, env: CaseEnv, dir: string): Promise<Metrics> {
+  const target = c.target(env)
+  if (!relay.proxies) return await c.measure(env, target, null)
+  const listen: Endpoint = { host: '127.0.0.1', port: await freePort() }
+  const relayDir = join(dir, relay.name.replace(/[^\w.-]/g, '_'))
+  mkdirSync(relayDir, { recursive: true })
+  const command = relay.command({ listen, target, options: KEEPALIVE }, relayDir, c.sessions(env))
+  const proc = await startRelayProcess(relay.name, command, env.settings.pin?.relay ?? null, listen.port, relayDir)
+  try {
+    return await c.measure(env, listen, proc.pid)
+  } finally {
+    await proc.stop()
+  }
+}
+
+/** Relay order for repetition `rep`: rotated, so no relay always runs first or right after another. */
+function rotated<T>(items: readonly T[], rep: number): T[] {
+  const k = rep % items.length
+  return [...items.slice(k), ...items.slice(0, k)]
+}
+
+async function runCases(report: Report, relays: Array<{ relay: PerfRelay, entry: RelayReport }>, env: CaseEnv, dir: string): Promise<void> {
+  const s = env.settings
+  const width = Math.max(...relays.map(r => r.relay.name.length))
+  for (const name of s.cases) {
+    const c = PERF_CASES[name]
+    console.log(`\n${c.title} (${name})`)
+    for (let rep = 0; rep < s.repeat; rep++) {
+      for (const { relay, entry } of rotated(relays, rep)) {
+        const result = (entry.cases[name] ??= { measurements: [], summary: {}, errors: [] })
+        const label = `  [${rep + 1}/${s.repeat}] ${relay.name.padEnd(width)}`
+        try {
+          const metrics = await measureOnce(relay, c, env, dir)
+          result.measurements.push(metrics)
+          const [metric, unit] = c.headline
+          console.log(`${label}  ${num(metrics[metric] ?? NaN)} ${unit}`)
+        } catch (err) {
+          result.errors.push((err as Error).message)
+          console.log(`${label}  failed: ${(err as Error).message.split('\n')[0]}`)
+        }
+        result.summary = summarizeMetrics(result.measurements)
+        await sleep(BETWEEN_MS)
+      }
+    }
+  }
+}
+
+/**
+ * Before/after pairs: the working tree's ka-proxy against each revision that ran, or without it,
+ * each later revision against the first.
+ */
+function kaProxyComparisons(report: Report): Array<[string, string]> {
+  const revisions = report.relays.map(r => r.relay).filter(name => name.startsWith('ka-proxy@'))
+  if (report.relays.some(r => r.relay === 'ka-proxy')) return revisions.map(rev => ['ka-proxy', rev])
+  return revisions.slice(1).map(rev => [rev, revisions[0]!])
+}
+
+/** Leaves out the pgbench case, with a note, when PostgreSQL or pgbench is missing. */
+async function startPostgresIfNeeded(s: PerfSettings, report: Report): Promise<Awaited<ReturnType<typeof startBenchPostgres>> | null> {
+  if (!s.cases.includes('pgbench')) return null
+  const missing = await pgbenchUnavailable()
+  if (missing === null) return await startBenchPostgres()
+  report.notes.push(`pgbench case skipped: ${missing}`)
+  s.cases = s.cases.filter(c => c !== 'pgbench')
+  return null
+}
+
+async function run(): Promise<number> {
+  const s = parseOptions()
+  const noCompiler = await compilerUnavailable()
+  if (noCompiler !== null) {
+    console.error(`bench: ${noCompiler}`)
+    return 1
+  }
+  const notes: string[] = []
+  if (s.pin !== null) {
+    const why = await pinningUnavailable(s.pin)
+    if (why === null) await pinSelf(s.pin.load)
+    else {
+      notes.push(`not pinned: ${why}`)
+      s.pin = null
+    }
+  }
+  const report = newReport(s, describePinning(s.pin), await cpuBusy(1000))
+  report.notes.push(...notes)
+  const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-bench-'))
+  let stopServers = async (): Promise<void> => {}
+  let stopPostgres = async (): Promise<void> => {}
+  try {
+    const loadgen = await LoadGenerator.build(dir)
+    const baselineRoots = new Map<string, string>()
+    for (const rev of s.baselines) baselineRoots.set(`ka-proxy@${rev}`, await checkoutRevision(rev, dir))
+    const relays: Array<{ relay: PerfRelay, entry: RelayReport }> = []
+    for (const name of s.relays) {
+      const relay = perfRelay(name, baselineRoots)
+      const skipped = await relay.unavailable()
+      const entry: RelayReport = skipped === null ? { relay: name, cases: {} } : { relay: name, skipped, cases: {} }
+      report.relays.push(entry)
+      if (skipped === null) relays.push({ relay, entry })
+    }
+    const postgres = await startPostgresIfNeeded(s, report)
+    if (postgres !== null) stopPostgres = () => postgres.server.stop()
+    const limit = await idleSessionLimit(s.idleSessions)
+    if (limit.note !== null && s.cases.includes('idle')) report.notes.push(limit.note)
+    const servers = await loadgen.startServers()
+    stopServers = () => servers.stop()
+    const env: CaseEnv = { settings: s, loadgen, servers, postgres: postgres?.endpoint ?? null, idleSessions: limit.sessions }
+    console.log(`${report.pinning}\n${describeLoad(report)}`)
+    for (const note of report.notes) console.log(note)
+    await runCases(report, relays, env, dir)
+  } finally {
+    await stopServers()
+    await stopPostgres()
+    rmSync(dir, { recursive: true, force: true })
+  }
+  finishReport(report)
+  console.log(`\n${renderTable(report)}\n`)
+  const targets = renderRatios(report, 'ka-proxy', 'haproxy', true)
+  if (targets !== null) console.log(`ka-proxy against HAProxy, the targets of the performance issue:\n${targets}\n`)
+  for (const [numerator, denominator] of kaProxyComparisons(report)) {
+    const ratios = renderRatios(report, numerator, denominator, false)
+    if (ratios !== null) console.log(`${numerator} against ${denominator}:\n${ratios}\n`)
+  }
+  console.log(`${report.pinning}; ${report.settings.repeat} measurement(s) per cell: median (min–max)`)
+  console.log(describeLoad(report))
+  for (const note of report.notes) console.log(note)
+  for (const path of writeResultFiles(s.outDir, 'perf', report.startedAt, [['json', JSON.stringify(report, null, 2) + '\n']])) console.log(`wrote ${path}`)
+  return 0
+}
+
+run().then(code => { process.exitCode = code }, (err: Error) => {
+  console.error(`bench: ${err.stack ?? err.message}`)
+  process.exitCode = 1
+})

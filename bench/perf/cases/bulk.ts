@@ -1,0 +1,31 @@
+// Bulk throughput: BYTES through the relay on one stream, or split over several at once. The
+// clock stops when the sink's count of received bytes is back, and the count must match.
+
+import type { CaseName } from '../options.ts'
+import { chargedCpu, type PerfCase } from './case.ts'
+
+const GIB = 1024 ** 3
+
+export function bulkCase(name: CaseName, parallel: boolean): PerfCase {
+  return {
+    name,
+    title: parallel ? 'bulk, parallel streams' : 'bulk, one stream',
+    headline: ['MBps', 'MB/s'],
+    target: env => env.servers.sink,
+    sessions: env => (parallel ? env.settings.streams : 1),
+    async measure(env, address, relayPid) {
+      const streams = parallel ? env.settings.streams : 1
+      const bytes = env.settings.bulkBytes
+      const { result: r, cpuSeconds } = await chargedCpu(relayPid, () => env.loadgen.bulk(address, streams, bytes))
+      if (r.errors > 0 || r.received !== r.bytes) {
+        throw new Error(`bulk: ${r.received} of ${r.bytes} bytes arrived (${r.errors} socket errors)`)
+      }
+      return {
+        MBps: r.bytes / r.seconds / 1e6,
+        seconds: r.seconds,
+        loadgenCpuSeconds: r.cpuSeconds,
+        ...(relayPid === null ? {} : { relayCpuMsPerGiB: (cpuSeconds * 1000) / (r.bytes / GIB) })
+      }
+    }
+  }
+}

@@ -1,0 +1,40 @@
+// What a case of the performance bench is: the server it puts behind the relay, how many
+// sessions the relay must hold, and one measurement through a given address, with the relay's
+// process (null for the direct connection) to charge CPU and memory to.
+
+import type { Endpoint } from '../../lab/ss.ts'
+import type { LoadGenerator, Servers } from '../loadgen.ts'
+import type { CaseName, PerfSettings } from '../options.ts'
+import { treeCpuSeconds } from '../procfs.ts'
+
+/** One measurement: named figures, e.g. { MBps: 1320, relayCpuMsPerGiB: 700 }. */
+export type Metrics = Record<string, number>
+
+export interface CaseEnv {
+  settings: PerfSettings
+  loadgen: LoadGenerator
+  servers: Servers
+  /** PostgreSQL, when the pgbench case runs. */
+  postgres: Endpoint | null
+  /** Idle sessions per relay: the setting, capped by the descriptor limit (see idle.ts). */
+  idleSessions: number
+}
+
+export interface PerfCase {
+  name: CaseName
+  /** A column heading's worth of description. */
+  title: string
+  /** The figure shown while the bench runs: metric name and unit. */
+  headline: [metric: string, unit: string]
+  target(env: CaseEnv): Endpoint
+  sessions(env: CaseEnv): number
+  measure(env: CaseEnv, address: Endpoint, relayPid: number | null): Promise<Metrics>
+}
+
+/** CPU seconds the relay's processes use while `work` runs; 0 for the direct connection. */
+export async function chargedCpu<T>(relayPid: number | null, work: () => Promise<T>): Promise<{ result: T, cpuSeconds: number }> {
+  const before = relayPid === null ? 0 : treeCpuSeconds(relayPid)
+  const result = await work()
+  const cpuSeconds = relayPid === null ? 0 : treeCpuSeconds(relayPid) - before
+  return { result, cpuSeconds }
+}

@@ -1,0 +1,508 @@
+// The performance bench's load generator and servers, one small C program compiled at bench
+// time with the machine's cc: a generator written in Node spends more CPU per byte and per round
+// trip than the relays it is meant to saturate. Every mode runs in one thread with epoll.
+//
+//   loadgen serve                          sink and echo servers on 127.0.0.1 (ports chosen by the
+//                                          kernel); prints "ready <sink-port> <echo-port>"
+//   loadgen bulk HOST PORT STREAMS BYTES   sends BYTES, split over STREAMS connections, to the sink
+//   loadgen rr HOST PORT CONNS SIZE WARMUP SECONDS
+//                                          SIZE-byte ping-pong on CONNS connections to the echo
+//   loadgen open HOST PORT COUNT WINDOW    opens COUNT sessions, at most WINDOW at a time, each
+//                                          proven end to end by a 1-byte echo; holds them until a
+//                                          line (or EOF) on stdin, then resets them all
+//
+// Client modes print one JSON object per line on stdout. A bulk stream starts with its length
+// (8 bytes, little-endian); when that many bytes have arrived the sink answers with the number it
+// received, in the same form: the client stops its clock when that answer is back, so a relay's
+// buffers cannot flatter it, and the count checks that every byte crossed. No half-close is
+// needed (nginx and a naive pipe() relay close both directions on the first FIN).
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define IO_BUF (1 << 20)
+#define MAX_EVENTS 256
+
+static char io_buf[IO_BUF];
+
+static void die(const char *what) {
+  fprintf(stderr, "loadgen: %s: %s\n", what, strerror(errno));
+  exit(1);
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/** Up to `want` descriptors, within the hard limit (raising that needs CAP_SYS_RESOURCE). */
+static rlim_t raise_nofile(rlim_t want) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) die("getrlimit");
+  if (rl.rlim_cur >= want) return rl.rlim_cur;
+  rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0) die("setrlimit RLIMIT_NOFILE");
+  return rl.rlim_cur;
+}
+
+static void set_int(int fd, int level, int opt, int value) {
+  setsockopt(fd, level, opt, &value, sizeof value);
+}
+
+static struct sockaddr_in address(const char *host, const char *port) {
+  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port)) };
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+    fprintf(stderr, "loadgen: not an IPv4 address: %s\n", host);
+    exit(2);
+  }
+  return sa;
+}
+
+static int connect_blocking(const struct sockaddr_in *sa) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) die("socket");
+  if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) != 0) die("connect");
+  set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+  return fd;
+}
+
+static void set_nonblocking(int fd, int on) {
+  int flags = fcntl(fd, F_GETFL);
+  fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK);
+}
+
+static void watch(int ep, int op, int fd, uint32_t events) {
+  struct epoll_event ev = { .events = events, .data.fd = fd };
+  if (epoll_ctl(ep, op, fd, &ev) != 0) die("epoll_ctl");
+}
+
+/** Closes with an RST: no TIME_WAIT left behind by thousands of sessions. */
+static void reset_close(int fd) {
+  struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+}
+
+// ---------------------------------------------------------------------------------------- serve
+
+enum kind { NONE, SINK_LISTEN, ECHO_LISTEN, SINK, ECHO };
+
+struct conn {
+  enum kind kind;
+  unsigned char header[8];  // sink: the stream's length, as it arrives
+  int header_len;
+  uint64_t bytes;   // sink: received so far, after the header
+  int answered;
+  char *pending;    // echo: bytes the client has not taken yet
+  size_t pending_len;
+};
+
+static struct conn *conns;
+
+static int listen_on(int ep, enum kind kind) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) die("socket");
+  set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) die("bind");
+  if (listen(fd, 65535) != 0) die("listen");
+  conns[fd].kind = kind;
+  watch(ep, EPOLL_CTL_ADD, fd, EPOLLIN);
+  socklen_t len = sizeof sa;
+  getsockname(fd, (struct sockaddr *)&sa, &len);
+  return ntohs(sa.sin_port);
+}
+
+static void drop(int fd) {
+  free(conns[fd].pending);
+  conns[fd] = (struct conn){ 0 };
+  close(fd);
+}
+
+static void accept_all(int ep, int lfd) {
+  enum kind kind = conns[lfd].kind == SINK_LISTEN ? SINK : ECHO;
+  for (;;) {
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    if (kind == ECHO) set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    conns[fd] = (struct conn){ .kind = kind };
+    watch(ep, EPOLL_CTL_ADD, fd, EPOLLIN);
+  }
+}
+
+static void sink_read(int fd) {
+  struct conn *c = &conns[fd];
+  for (;;) {
+    ssize_t n = read(fd, io_buf, IO_BUF);
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) { drop(fd); return; }
+    ssize_t body = n;
+    while (c->header_len < 8 && body > 0) c->header[c->header_len++] = (unsigned char)io_buf[n - body--];
+    c->bytes += (uint64_t)body;
+    uint64_t expected;
+    memcpy(&expected, c->header, sizeof expected);  // little-endian on every machine this runs on
+    if (c->header_len == 8 && !c->answered && c->bytes >= expected) {
+      c->answered = 1;
+      if (write(fd, &c->bytes, sizeof c->bytes) != sizeof c->bytes) { drop(fd); return; }
+    }
+    if (n < IO_BUF) return;
+  }
+}
+
+static void echo_flush(int ep, int fd) {
+  struct conn *c = &conns[fd];
+  ssize_t n = write(fd, c->pending, c->pending_len);
+  if (n < 0 && errno != EAGAIN) { drop(fd); return; }
+  if (n > 0) {
+    memmove(c->pending, c->pending + n, c->pending_len - (size_t)n);
+    c->pending_len -= (size_t)n;
+  }
+  if (c->pending_len == 0) watch(ep, EPOLL_CTL_MOD, fd, EPOLLIN);
+}
+
+static void echo_read(int ep, int fd) {
+  ssize_t n = read(fd, io_buf, IO_BUF);
+  if (n <= 0) {
+    if (n < 0 && errno == EAGAIN) return;
+    drop(fd);
+    return;
+  }
+  ssize_t w = write(fd, io_buf, (size_t)n);
+  if (w < 0 && errno != EAGAIN) { drop(fd); return; }
+  if (w < 0) w = 0;
+  if (w < n) {
+    // The client is not reading: keep the rest and stop reading until it is taken.
+    struct conn *c = &conns[fd];
+    c->pending = malloc((size_t)(n - w));
+    memcpy(c->pending, io_buf + w, (size_t)(n - w));
+    c->pending_len = (size_t)(n - w);
+    watch(ep, EPOLL_CTL_MOD, fd, EPOLLOUT);
+  }
+}
+
+static _Noreturn void serve(void) {
+  conns = calloc(raise_nofile(1 << 17), sizeof *conns);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) die("epoll_create1");
+  int sink_port = listen_on(ep, SINK_LISTEN);
+  int echo_port = listen_on(ep, ECHO_LISTEN);
+  printf("ready %d %d\n", sink_port, echo_port);
+  fflush(stdout);
+  struct epoll_event events[MAX_EVENTS];
+  for (;;) {
+    int n = epoll_wait(ep, events, MAX_EVENTS, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("epoll_wait");
+    for (int i = 0; i < n; i++) {
+      int fd = events[i].data.fd;
+      switch (conns[fd].kind) {
+        case SINK_LISTEN: case ECHO_LISTEN: accept_all(ep, fd); break;
+        case SINK: sink_read(fd); break;
+        case ECHO:
+          if (conns[fd].pending_len > 0) echo_flush(ep, fd);
+          else echo_read(ep, fd);
+          break;
+        case NONE: break;
+      }
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------------------- bulk
+
+struct stream {
+  uint64_t to_send;
+  uint64_t echoed;  // the sink's answer, once it has arrived
+  int count_len;
+  unsigned char count[8];
+  int done;
+};
+
+static int bulk(const struct sockaddr_in *sa, int nstreams, uint64_t total) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  int fds[nstreams];
+  struct stream st[nstreams];
+  for (int i = 0; i < nstreams; i++) {
+    fds[i] = connect_blocking(sa);
+    set_nonblocking(fds[i], 1);
+    st[i] = (struct stream){ .to_send = total / (uint64_t)nstreams + (i == 0 ? total % (uint64_t)nstreams : 0) };
+  }
+  for (size_t i = 0; i < IO_BUF; i++) io_buf[i] = (char)(i * 131u);
+  double cpu0 = cpu_s();
+  double t0 = now_s();
+  for (int i = 0; i < nstreams; i++) {
+    // 8 bytes into an empty socket buffer: always taken at once.
+    if (write(fds[i], &st[i].to_send, sizeof st[i].to_send) != sizeof st[i].to_send) die("write");
+    watch(ep, EPOLL_CTL_ADD, fds[i], EPOLLOUT);
+  }
+  int left = nstreams;
+  uint64_t received = 0;
+  int errors = 0;
+  struct epoll_event events[MAX_EVENTS];
+  while (left > 0) {
+    int n = epoll_wait(ep, events, MAX_EVENTS, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("epoll_wait");
+    for (int e = 0; e < n; e++) {
+      int i = 0;
+      while (fds[i] != events[e].data.fd) i++;
+      struct stream *s = &st[i];
+      if (s->done) continue;
+      if (s->to_send > 0) {
+        while (s->to_send > 0) {
+          size_t chunk = s->to_send < IO_BUF ? (size_t)s->to_send : IO_BUF;
+          ssize_t w = write(fds[i], io_buf, chunk);
+          if (w < 0 && errno == EAGAIN) break;
+          if (w < 0) { errors++; s->done = 1; left--; watch(ep, EPOLL_CTL_DEL, fds[i], 0); break; }
+          s->to_send -= (uint64_t)w;
+        }
+        if (s->to_send == 0 && !s->done) watch(ep, EPOLL_CTL_MOD, fds[i], EPOLLIN);
+        continue;
+      }
+      ssize_t r = read(fds[i], s->count + s->count_len, sizeof s->count - (size_t)s->count_len);
+      if (r > 0) s->count_len += (int)r;
+      if (r < 0 && errno == EAGAIN) continue;
+      if (r <= 0) errors++;
+      else if (s->count_len < 8) continue;
+      if (s->count_len == 8) memcpy(&s->echoed, s->count, 8);
+      received += s->echoed;
+      s->done = 1;
+      left--;
+    }
+  }
+  double seconds = now_s() - t0;
+  for (int i = 0; i < nstreams; i++) close(fds[i]);
+  printf("{\"mode\":\"bulk\",\"streams\":%d,\"bytes\":%llu,\"received\":%llu,\"seconds\":%.6f,\"errors\":%d,\"cpuSeconds\":%.4f}\n",
+         nstreams, (unsigned long long)total, (unsigned long long)received, seconds, errors, cpu_s() - cpu0);
+  return 0;
+}
+
+// ------------------------------------------------------------------------------------------- rr
+
+struct samples {
+  uint32_t *ns;
+  size_t len, cap;
+};
+
+static void record(struct samples *s, uint64_t ns) {
+  if (s->len == s->cap) {
+    s->cap = s->cap ? s->cap * 2 : 1 << 16;
+    s->ns = realloc(s->ns, s->cap * sizeof *s->ns);
+    if (s->ns == NULL) die("realloc");
+  }
+  s->ns[s->len++] = ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return (x > y) - (x < y);
+}
+
+static double percentile_us(const struct samples *s, double p) {
+  if (s->len == 0) return 0;
+  size_t i = (size_t)(p * (double)(s->len - 1) + 0.5);
+  return s->ns[i] / 1000.0;
+}
+
+/** Reads exactly `len` bytes from a blocking socket; 0 on EOF or error. */
+static int read_full(int fd, char *buf, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = read(fd, buf + got, len - got);
+    if (r <= 0) return 0;
+    got += (size_t)r;
+  }
+  return 1;
+}
+
+struct rr_conn {
+  uint64_t sent_at;
+  size_t got;
+};
+
+static int rr(const struct sockaddr_in *sa, int nconns, size_t size, double warmup, double seconds) {
+  char msg[size], reply[size];
+  memset(msg, 'x', size);
+  int fds[nconns];
+  for (int i = 0; i < nconns; i++) fds[i] = connect_blocking(sa);
+  struct samples lat = { 0 };
+  uint64_t trips = 0, all_trips = 0;
+  int errors = 0;
+  double t0 = now_s(), measure_from = t0 + warmup, end = measure_from + seconds;
+  int measuring = 0;
+  double cpu0 = 0, started = 0;
+  if (nconns == 1) {
+    // One connection: blocking calls, the shortest path the kernel offers.
+    for (;;) {
+      uint64_t a = now_ns();
+      double t = (double)a / 1e9;
+      if (!measuring && t >= measure_from) { measuring = 1; started = t; cpu0 = cpu_s(); }
+      if (t >= end) break;
+      if (write(fds[0], msg, size) != (ssize_t)size || !read_full(fds[0], reply, size)) { errors++; break; }
+      all_trips++;
+      if (measuring) { record(&lat, now_ns() - a); trips++; }
+    }
+  } else {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct rr_conn st[nconns];
+    for (int i = 0; i < nconns; i++) {
+      set_nonblocking(fds[i], 1);
+      watch(ep, EPOLL_CTL_ADD, fds[i], EPOLLIN);
+      st[i] = (struct rr_conn){ .sent_at = now_ns() };
+      if (write(fds[i], msg, size) != (ssize_t)size) die("write");
+    }
+    struct epoll_event events[MAX_EVENTS];
+    int active = nconns;
+    while (active > 0) {
+      int n = epoll_wait(ep, events, MAX_EVENTS, 1000);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) { errors++; break; }
+      uint64_t t_ns = now_ns();
+      double t = (double)t_ns / 1e9;
+      if (!measuring && t >= measure_from) { measuring = 1; started = t; cpu0 = cpu_s(); }
+      for (int e = 0; e < n; e++) {
+        int i = 0;
+        while (fds[i] != events[e].data.fd) i++;
+        ssize_t r = read(fds[i], reply, size - st[i].got);
+        if (r < 0 && errno == EAGAIN) continue;
+        if (r <= 0) { errors++; watch(ep, EPOLL_CTL_DEL, fds[i], 0); active--; continue; }
+        st[i].got += (size_t)r;
+        if (st[i].got < size) continue;
+        all_trips++;
+        if (measuring) { record(&lat, t_ns - st[i].sent_at); trips++; }
+        if (t >= end) { watch(ep, EPOLL_CTL_DEL, fds[i], 0); active--; continue; }
+        st[i] = (struct rr_conn){ .sent_at = t_ns };
+        if (write(fds[i], msg, size) != (ssize_t)size) { errors++; watch(ep, EPOLL_CTL_DEL, fds[i], 0); active--; }
+      }
+    }
+  }
+  double measured = now_s() - started;
+  double cpu = cpu_s() - cpu0;
+  for (int i = 0; i < nconns; i++) close(fds[i]);
+  qsort(lat.ns, lat.len, sizeof *lat.ns, cmp_u32);
+  printf("{\"mode\":\"rr\",\"conns\":%d,\"size\":%zu,\"roundTrips\":%llu,\"allRoundTrips\":%llu,\"seconds\":%.6f,"
+         "\"p50us\":%.2f,\"p99us\":%.2f,\"p999us\":%.2f,\"maxus\":%.2f,\"errors\":%d,\"cpuSeconds\":%.4f}\n",
+         nconns, size, (unsigned long long)trips, (unsigned long long)all_trips, measured, percentile_us(&lat, 0.5), percentile_us(&lat, 0.99),
+         percentile_us(&lat, 0.999), percentile_us(&lat, 1.0), errors, cpu);
+  return 0;
+}
+
+// ----------------------------------------------------------------------------------------- open
+
+enum open_state { CONNECTING, WAITING_ECHO };
+
+static int open_sessions(const struct sockaddr_in *sa, int count, int window) {
+  raise_nofile((rlim_t)count + 256);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  int *held = calloc((size_t)count, sizeof *held);
+  // Indexed by descriptor: they stay below the sessions held plus those in flight.
+  enum open_state *state = calloc((size_t)count + (size_t)window + 256, sizeof *state);
+  int started = 0, opened = 0, failed = 0, in_flight = 0;
+  double cpu0 = cpu_s();
+  double t0 = now_s();
+  struct epoll_event events[MAX_EVENTS];
+  char byte = 'o';
+  while (opened + failed < count) {
+    while (in_flight < window && started < count) {
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) die("socket");
+      set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+      started++;
+      if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) != 0 && errno != EINPROGRESS) {
+        failed++;
+        close(fd);
+        continue;
+      }
+      state[fd] = CONNECTING;
+      watch(ep, EPOLL_CTL_ADD, fd, EPOLLOUT);
+      in_flight++;
+    }
+    int n = epoll_wait(ep, events, MAX_EVENTS, 10000);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("epoll_wait");
+    if (n == 0) break;  // nothing moved for 10 s: report what we have
+    for (int e = 0; e < n; e++) {
+      int fd = events[e].data.fd;
+      int ok = 1;
+      if (state[fd] == CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        ok = err == 0 && write(fd, &byte, 1) == 1;
+        if (ok) {
+          state[fd] = WAITING_ECHO;
+          watch(ep, EPOLL_CTL_MOD, fd, EPOLLIN);
+          continue;
+        }
+      } else {
+        char got;
+        ssize_t r = read(fd, &got, 1);
+        if (r < 0 && errno == EAGAIN) continue;
+        ok = r == 1;
+      }
+      watch(ep, EPOLL_CTL_DEL, fd, 0);
+      in_flight--;
+      if (ok) {
+        held[opened++] = fd;
+      } else {
+        failed++;
+        close(fd);
+      }
+    }
+  }
+  double seconds = now_s() - t0;
+  printf("{\"mode\":\"open\",\"opened\":%d,\"failed\":%d,\"seconds\":%.6f,\"cpuSeconds\":%.4f}\n",
+         opened, count - opened, seconds, cpu_s() - cpu0);
+  fflush(stdout);
+  char line[16];
+  if (read(0, line, sizeof line) < 0) { /* EOF or error: close anyway */ }
+  for (int i = 0; i < opened; i++) reset_close(held[i]);
+  printf("{\"mode\":\"closed\",\"closed\":%d}\n", opened);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN);
+  if (argc == 2 && strcmp(argv[1], "serve") == 0) serve();
+  if (argc == 6 && strcmp(argv[1], "bulk") == 0) {
+    struct sockaddr_in sa = address(argv[2], argv[3]);
+    return bulk(&sa, atoi(argv[4]), strtoull(argv[5], NULL, 10));
+  }
+  if (argc == 8 && strcmp(argv[1], "rr") == 0) {
+    struct sockaddr_in sa = address(argv[2], argv[3]);
+    return rr(&sa, atoi(argv[4]), (size_t)atoi(argv[5]), atof(argv[6]), atof(argv[7]));
+  }
+  if (argc == 6 && strcmp(argv[1], "open") == 0) {
+    struct sockaddr_in sa = address(argv[2], argv[3]);
+    return open_sessions(&sa, atoi(argv[4]), atoi(argv[5]));
+  }
+  fprintf(stderr, "usage: loadgen serve | bulk HOST PORT STREAMS BYTES | rr HOST PORT CONNS SIZE WARMUP SECONDS | open HOST PORT COUNT WINDOW\n");
+  return 2;
+}
