@@ -56,3 +56,16 @@ export class SocketOptionError extends KaError {
     this.option = option
   }
 }
+
+/**
+ * A heartbeat check found its target not answering as it should. `reason` is a stable
+ * short code for logs: timeout, refused, reset, closed, bad_reply, http_status, dns, error.
+ */
+export class CheckFailed extends KaError {
+  readonly reason: string
+
+  constructor(reason: string, message: string, cause?: unknown) {
+    super('KA_ERR_CHECK_FAILED', message, EXIT_FAILURE, { cause })
+    this.reason = reason
+  }
+}

@@ -6,10 +6,13 @@ import { mkdtempSync, rmSync, chmodSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { findBinDir } from '../../bench/lab/postgres.ts'
-import { listen } from './net.ts'
+import { freePort } from './net.ts'
+import { thaw } from './freeze.ts'
 
 export interface LocalPostgres {
   port: number
+  /** The postmaster's pid (spawned directly, no wrapper), for SIGSTOP/SIGCONT. */
+  pid: number
   socketDir: string
   stop(): Promise<void>
 }
@@ -28,12 +31,6 @@ function pgUser(): { uid?: number; gid?: number } {
   if (!asRoot) return {}
   const id = (flag: string): number => Number(spawnSync('id', [flag, 'postgres'], { encoding: 'utf8' }).stdout.trim())
   return { uid: id('-u'), gid: id('-g') }
-}
-
-async function freePort(): Promise<number> {
-  const { server, port } = await listen(() => {})
-  await new Promise((r) => server.close(r))
-  return port
 }
 
 export async function startLocalPostgres(): Promise<LocalPostgres> {
@@ -59,9 +56,11 @@ export async function startLocalPostgres(): Promise<LocalPostgres> {
   }
   return {
     port,
+    pid: proc.pid!,
     socketDir: dir,
     async stop() {
       if (proc.exitCode === null) {
+        thaw(proc.pid!)
         proc.kill('SIGINT')
         await new Promise((r) => proc.once('exit', r))
       }

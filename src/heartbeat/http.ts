@@ -1,0 +1,46 @@
+// http(s)://…: a GET answered with a 2xx status. The URL may name the target being
+// checked with {host} and {port}, so one URL serves every target: with Patroni,
+// http://{host}:8008/primary is up on the primary only.
+//
+// The checker has its own undici agent (nothing shared with other HTTP use in the process)
+// and closes the connection after every check, so each check connects, and resolves the
+// host name, afresh; a connection wedged by a hung server cannot be reused.
+
+import { Agent, request } from 'undici'
+import { CheckFailed } from '../errors.ts'
+import { formatEndpoint } from '../config/endpoint.ts'
+import { failureOf, type Checker, type CheckTarget } from './checker.ts'
+import { VERSION } from '../version.ts'
+
+/** The check URL for one target: {host} and {port} replaced by the target's. */
+export function expandUrl(url: string, target: CheckTarget): string {
+  const host = formatEndpoint(target.host, target.port)
+  return url.replaceAll('{host}', host.slice(0, host.lastIndexOf(':'))).replaceAll('{port}', String(target.port))
+}
+
+export function httpChecker(spec: { url: string }): Checker {
+  const agent = new Agent({ pipelining: 0 })
+  return {
+    async check(target, signal) {
+      let response
+      try {
+        response = await request(expandUrl(spec.url, target), {
+          method: 'GET',
+          dispatcher: agent,
+          signal,
+          reset: true,
+          headers: { 'user-agent': `ka-proxy/${VERSION} heartbeat` },
+        })
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException
+        if (e.code === 'UND_ERR_SOCKET') throw new CheckFailed('closed', e.message, err)
+        if (e.name === 'HTTPParserError' || e.code?.startsWith('HPE_')) throw new CheckFailed('bad_reply', `not HTTP: ${e.message}`, err)
+        throw failureOf(e)
+      }
+      const { statusCode } = response
+      await response.body.dump().catch(() => {})
+      if (statusCode < 200 || statusCode > 299) throw new CheckFailed('http_status', `HTTP ${statusCode}`)
+    },
+    close: () => agent.close(),
+  }
+}

@@ -1,0 +1,23 @@
+// redis: PING answered with +PONG. A server that requires a password answers -NOAUTH (or
+// -NOPERM under an ACL without PING): it is answering, so it counts as up. Any other
+// error (-LOADING, -MASTERDOWN, protected mode's -DENIED) means it cannot serve yet.
+
+import { exchange, showBytes, type Checker } from './checker.ts'
+
+const PING = Buffer.from('*1\r\n$4\r\nPING\r\n')
+const UP = /^(\+PONG|-NOAUTH\b|-NOPERM\b)/
+
+export function redisChecker(): Checker {
+  return {
+    check: (target, signal) =>
+      exchange(target, signal, {
+        request: PING,
+        judge(reply) {
+          const end = reply.indexOf('\r\n')
+          if (end < 0) return 'more'
+          const line = reply.subarray(0, end)
+          return UP.test(line.toString('latin1')) ? 'up' : { bad: `expected +PONG, got ${showBytes(line)}` }
+        },
+      }),
+  }
+}

@@ -1,0 +1,21 @@
+// send/expect: any other protocol. Writes the user's bytes (none: wait for the server to
+// speak first, as SMTP or SSH do) and wants the reply to start with the expected bytes.
+
+import { exchange, showBytes, type Checker } from './checker.ts'
+
+export function sendExpectChecker(spec: { send: Buffer; expect: Buffer }): Checker {
+  const { send, expect } = spec
+  return {
+    check: (target, signal) =>
+      exchange(target, signal, {
+        request: send,
+        judge(reply) {
+          const n = Math.min(reply.length, expect.length)
+          if (!reply.subarray(0, n).equals(expect.subarray(0, n))) {
+            return { bad: `expected a reply starting ${showBytes(expect)}, got ${showBytes(reply)}` }
+          }
+          return n < expect.length ? 'more' : 'up'
+        },
+      }),
+  }
+}
