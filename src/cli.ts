@@ -5,6 +5,7 @@ import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import type { Logger } from 'pino'
 import { DEFAULTS, resolveOptions, type RawOptions } from './config/options.ts'
+import { describeHeartbeat, HEARTBEAT_DEFAULTS as HB } from './config/heartbeat.ts'
 import { ConfigError, EXIT_FAILURE, KaError } from './errors.ts'
 import { KeepaliveApplier } from './keepalive/socket-options.ts'
 import { DEFAULT_KEEPALIVE, describeKeepalive } from './keepalive/settings.ts'
@@ -17,6 +18,7 @@ import { VERSION } from './version.ts'
 const KEEPALIVE_GROUP = 'Keepalive (both legs; seconds):'
 const LEG_GROUP = 'Per-leg overrides:'
 const TIMEOUT_GROUP = 'Timeouts (seconds):'
+const HEARTBEAT_GROUP = 'Heartbeats and failover (seconds):'
 
 function buildParser(argv: string[]): Argv {
   const d = DEFAULT_KEEPALIVE
@@ -26,7 +28,7 @@ function buildParser(argv: string[]): Argv {
     .usage('Usage: ka-proxy --listen [host:]port --target host:port [options]\n       ka-proxy doctor')
     .command('doctor', 'check that keepalive options can be set and read back on this machine')
     .option('listen', { type: 'string', requiresArg: true, describe: '[host:]port to accept clients on (bare port: all interfaces)' })
-    .option('target', { type: 'string', requiresArg: true, describe: 'host:port to relay to; the name is resolved for every connection' })
+    .option('target', { type: 'string', requiresArg: true, describe: 'host:port[,host:port...] to relay to, first healthy wins; names are resolved for every connection' })
     .option('idle', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPIDLE: idle time before the first probe, 1..32767 [default: ${d.idle}]` })
     .option('interval', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPINTVL: time between probes, 1..32767 [default: ${d.interval}]` })
     .option('count', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPCNT: unanswered probes before the peer is dead, 1..127 [default: ${d.count}]` })
@@ -41,6 +43,15 @@ function buildParser(argv: string[]): Argv {
     .option('half-close-timeout', { type: 'number', requiresArg: true, group: TIMEOUT_GROUP, describe: `close a session this long after only one side ended it [default: ${DEFAULTS.halfCloseTimeout}]` })
     .option('flush-timeout', { type: 'number', requiresArg: true, group: TIMEOUT_GROUP, describe: `time a surviving peer gets to take queued data before it is reset [default: ${DEFAULTS.flushTimeout}]` })
     .option('shutdown-grace', { type: 'number', requiresArg: true, group: TIMEOUT_GROUP, describe: `on SIGINT/SIGTERM, time sessions get to finish [default: ${DEFAULTS.shutdownGrace}]` })
+    .option('heartbeat', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'check every target: tcp, pg, redis, send, or an http(s):// URL ({host}, {port}: the target\'s) answering 2xx' })
+    .option('heartbeat-send', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'with --heartbeat send: bytes to write (\\r \\n \\t \\0 \\\\ \\xHH escapes); omit if the server speaks first' })
+    .option('heartbeat-expect', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'with --heartbeat send: the reply prefix that means up (same escapes)' })
+    .option('heartbeat-interval', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `time between checks of a target [default: ${HB.interval}]` })
+    .option('heartbeat-timeout', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `a check slower than this failed; at most the interval [default: ${HB.timeout}]` })
+    .option('heartbeat-fall', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `failed checks in a row that mark a target down [default: ${HB.fall}]` })
+    .option('heartbeat-rise', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `good checks in a row that mark it up again [default: ${HB.rise}]` })
+    .option('on-down', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: `target marked down: kill (reset its sessions), drain (keep them, send new ones elsewhere), keep (only log) [default: ${HB.onDown}]` })
+    .option('balance', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'first: the first healthy target; roundrobin: each healthy target in turn [default: first]' })
     .option('native', { type: 'boolean', default: true, describe: 'use the native socket helper (--no-native: Node setKeepAlive only)' })
     .option('log-level', { type: 'string', requiresArg: true, default: 'info', choices: LOG_LEVELS as unknown as string[] })
     .option('log-format', { type: 'string', requiresArg: true, default: 'auto', choices: ['auto', 'json', 'pretty'], describe: 'auto: pretty on a terminal, JSON otherwise' })
@@ -91,6 +102,17 @@ function rawOptions(args: Record<string, unknown>): RawOptions {
     flushTimeout: n('flushTimeout'),
     shutdownGrace: n('shutdownGrace'),
     native: args.native as boolean | undefined,
+    balance: args.balance,
+    heartbeat: {
+      type: args.heartbeat,
+      send: args.heartbeatSend,
+      expect: args.heartbeatExpect,
+      interval: n('heartbeatInterval'),
+      timeout: n('heartbeatTimeout'),
+      fall: n('heartbeatFall'),
+      rise: n('heartbeatRise'),
+      onDown: args.onDown,
+    },
   }
 }
 
@@ -120,7 +142,8 @@ export async function run(argv: string[]): Promise<number> {
   logger.info(
     {
       address: info.address,
-      target: formatEndpoint(options.target.host, options.target.port),
+      target: options.targets.map((t) => formatEndpoint(t.host, t.port)).join(','),
+      heartbeat: options.heartbeat && describeHeartbeat(options.heartbeat),
       clientKeepalive: info.clientKeepalive,
       targetKeepalive: info.targetKeepalive,
       native: keepalive.native,

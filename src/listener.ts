@@ -1,5 +1,6 @@
 // The accept loop: one listening socket, the set of live sessions, and the way the
 // whole thing stops. RUNNING -> DRAINING (not accepting, sessions finish) -> CLOSED.
+// Also what happens to sessions when a heartbeat marks their target down (on-down).
 
 import net, { type AddressInfo, type Server, type Socket } from 'node:net'
 import type { Logger } from 'pino'
@@ -8,6 +9,7 @@ import type { ProxyOptions } from './config/options.ts'
 import { ListenError } from './errors.ts'
 import type { AppliedKeepalive, KeepaliveApplier } from './keepalive/socket-options.ts'
 import { checkPausedLegs, Session, type SessionContext } from './session.ts'
+import { TargetPool, type TargetChange } from './targets.ts'
 
 /** How often legs paused by backpressure are checked for a dead peer. */
 const PAUSED_CHECK_MS = 1000
@@ -31,6 +33,7 @@ export class ProxyListener {
   readonly #keepalive: KeepaliveApplier
   readonly #server: Server
   readonly #ctx: SessionContext
+  readonly #pool: TargetPool
   #drained: (() => void) | undefined
   readonly #deadCheck: NodeJS.Timeout
 
@@ -40,8 +43,8 @@ export class ProxyListener {
     this.#keepalive = keepalive
     // pauseOnConnect: nothing is read from a client before its target leg is up.
     this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true })
+    this.#pool = new TargetPool(options.targets, { balance: options.balance, heartbeat: options.heartbeat, logger })
     this.#ctx = {
-      target: options.target,
       targetKeepalive: options.keepalive.target,
       keepalive,
       clientKeepalivePerSocket: undefined,
@@ -74,6 +77,7 @@ export class ProxyListener {
     this.#server.on('connection', (socket) => this.#onConnection(socket))
     this.#server.on('error', (err) => this.#logger.error({ err }, 'listener error'))
     this.state = 'running'
+    this.#pool.start((change) => this.#onTargetChange(change))
     const addr = this.#server.address() as AddressInfo
     return {
       address: formatEndpoint(addr.address, addr.port),
@@ -88,15 +92,51 @@ export class ProxyListener {
     return this.#server
   }
 
+  /** The targets and their health (for status and metrics). */
+  get pool(): TargetPool {
+    return this.#pool
+  }
+
   #onConnection(socket: Socket): void {
     if (this.state !== 'running') {
       socket.resetAndDestroy()
       return
     }
-    const session = new Session(socket, this.#ctx)
+    const upstream = this.#pool.pick()
+    if (upstream === undefined) {
+      // Refused at once: an RST, so the client fails fast instead of waiting on a dead target.
+      socket.on('error', () => {})
+      const client = formatEndpoint(socket.remoteAddress, socket.remotePort)
+      this.#logger.warn({ client, targets: this.#pool.targets.map((t) => t.name) }, 'connection refused: no healthy target')
+      socket.resetAndDestroy()
+      return
+    }
+    const session = new Session(socket, this.#ctx, upstream)
     this.sessions.add(session)
-    this.#logger.debug({ session: session.id, client: session.clientAddress }, 'session opened')
+    this.#logger.debug({ session: session.id, client: session.clientAddress, target: upstream.name }, 'session opened')
     session.start()
+  }
+
+  /**
+   * A target changed state. Down, with on-down kill: every session to it is reset, both
+   * legs; drain: its sessions stay, new ones go elsewhere; keep: only this log line.
+   * One line per change, with the number of sessions it concerned.
+   */
+  #onTargetChange(change: TargetChange): void {
+    const { target, from, to, outcome } = change
+    const { onDown } = this.#options.heartbeat!
+    const fields = { target: target.name, from, to, reason: outcome.reason, detail: outcome.detail, latencyMs: outcome.latencyMs }
+    if (to === 'up') {
+      this.#logger.info(fields, 'target up')
+      return
+    }
+    let sessions = 0
+    for (const session of this.sessions) {
+      if (session.upstream !== target) continue
+      sessions++
+      if (onDown === 'kill') session.kill('target_down')
+    }
+    this.#logger.warn({ ...fields, onDown, [onDown === 'kill' ? 'closed' : 'kept']: sessions }, 'target down')
   }
 
   #onSessionClosed(session: Session): void {
@@ -126,6 +166,7 @@ export class ProxyListener {
       }
     }
     await serverClosed
+    await this.#pool.stop()
     clearInterval(this.#deadCheck)
     this.state = 'closed'
   }

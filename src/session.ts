@@ -34,6 +34,7 @@ export type CloseReason =
   | 'connect_failed'
   | 'connect_timeout'
   | 'half_close_timeout'
+  | 'target_down'
   | 'shutdown'
 
 /** How the proxy ended a leg: FIN, RST, or it failed by itself (peer reset it, timeout). */
@@ -41,7 +42,6 @@ export type LegClose = 'fin' | 'rst' | 'failed'
 
 /** Shared by all sessions of one listener: built once, never per connection. */
 export interface SessionContext {
-  target: Endpoint & { host: string }
   targetKeepalive: KeepaliveSettings
   keepalive: KeepaliveApplier
   /** Client keepalive is inherited from the listening socket unless this is set. */
@@ -81,6 +81,8 @@ let nextSessionId = 1
 export class Session {
   readonly id = nextSessionId++
   readonly client: Socket
+  /** Where this session goes: chosen by the listener when the client arrived. */
+  readonly upstream: Endpoint & { host: string }
   target: Socket | undefined
   readonly startedAt = performance.now()
   bytesToTarget = 0
@@ -99,8 +101,9 @@ export class Session {
   #targetUp = false
   #deadLeg: Socket | undefined
 
-  constructor(client: Socket, ctx: SessionContext) {
+  constructor(client: Socket, ctx: SessionContext, upstream: Endpoint & { host: string }) {
     this.client = client
+    this.upstream = upstream
     this.#ctx = ctx
     ;(client as LegSocket)[kSession] = this
     client.on('error', socketOnError)
@@ -114,7 +117,7 @@ export class Session {
   get targetAddress(): string {
     const t = this.target
     if (t?.remoteAddress) return formatEndpoint(t.remoteAddress, t.remotePort)
-    return formatEndpoint(this.#ctx.target.host, this.#ctx.target.port)
+    return formatEndpoint(this.upstream.host, this.upstream.port)
   }
 
   /** Connects the target leg; the client leg stays paused until it is up. */
@@ -128,8 +131,8 @@ export class Session {
       }
     }
     const target = net.connect({
-      host: ctx.target.host,
-      port: ctx.target.port,
+      host: this.upstream.host,
+      port: this.upstream.port,
       allowHalfOpen: true,
       noDelay: true,
     }) as LegSocket
@@ -147,6 +150,23 @@ export class Session {
     this.#setReason('shutdown', null)
     this.#finishLeg('client', 'fin')
     this.#finishLeg('target', 'fin')
+  }
+
+  /**
+   * Ends the session from outside because its target was declared dead (heartbeat): both
+   * peers get an RST at once, data queued for them included; a frozen peer would never take it.
+   */
+  kill(reason: CloseReason): void {
+    const live = [this.client, this.target].filter((s): s is Socket => s !== undefined && !s.destroyed)
+    // Already closing for a reason of its own: that reason stands.
+    if (live.length === 0) return
+    this.#reasonOverride(reason, 'target')
+    for (const socket of live) {
+      this.#closeHow[this.#legOf(socket)] = 'rst'
+      // A connect still in progress is dropped; the kernel resets a SYN-ACK that comes later.
+      if (socket.connecting) socket.destroy()
+      else socket.resetAndDestroy()
+    }
   }
 
   onTargetConnect(): void {

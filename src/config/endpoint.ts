@@ -53,3 +53,14 @@ export function formatEndpoint(host: string | undefined, port: number | undefine
   const h = host ?? '*'
   return h.includes(':') ? `[${h}]:${port}` : `${h}:${port}`
 }
+
+/** `host:port[,host:port...]`: targets in order of preference, each resolved per connection. */
+export function parseTargets(value: unknown, key = '--target'): Array<Endpoint & { host: string }> {
+  const items = String(value ?? '').split(',').map((s) => s.trim())
+  if (items.length > 1 && items.includes('')) throw new ConfigError(key, `empty entry in the list "${String(value)}"`)
+  const targets = items.map((item) => parseTarget(item, key))
+  const names = targets.map((t) => formatEndpoint(t.host, t.port))
+  const twice = names.find((n, i) => names.indexOf(n) !== i)
+  if (twice !== undefined) throw new ConfigError(key, `${twice} is listed twice`)
+  return targets
+}

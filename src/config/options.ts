@@ -8,11 +8,16 @@ import {
   type KeepaliveInput,
   type KeepaliveSettings,
 } from '../keepalive/settings.ts'
-import { parseListen, parseTarget, type Endpoint } from './endpoint.ts'
+import { parseListen, parseTargets, type Endpoint } from './endpoint.ts'
+import { HEARTBEAT_FLAGS, resolveHeartbeat, type HeartbeatInput, type HeartbeatSettings } from './heartbeat.ts'
 
 export interface ProxyOptions {
   listen: Endpoint
-  target: Endpoint & { host: string }
+  /** In order of preference; more than one only matters with heartbeats or round robin. */
+  targets: Array<Endpoint & { host: string }>
+  balance: Balance
+  /** Application-level checks of every target; undefined: none, every target counts as up. */
+  heartbeat: HeartbeatSettings | undefined
   keepalive: { client: KeepaliveSettings; target: KeepaliveSettings }
   /** Seconds until an unanswered connect to the target gives up. */
   connectTimeout: number
@@ -25,6 +30,10 @@ export interface ProxyOptions {
   /** false forces Node's setKeepAlive fallback instead of the native helper. */
   native: boolean
 }
+
+/** Which healthy target a new connection goes to: the first listed, or each in turn. */
+export type Balance = 'first' | 'roundrobin'
+const BALANCE: readonly Balance[] = ['first', 'roundrobin']
 
 export const DEFAULTS = {
   connectTimeout: 10,
@@ -54,6 +63,9 @@ export interface RawOptions {
   flushTimeout?: number
   shutdownGrace?: number
   native?: boolean
+  balance?: unknown
+  /** The same object a config file's route carries under `heartbeat`. */
+  heartbeat?: HeartbeatInput
 }
 
 const FLAG_OF_FIELD: Record<keyof KeepaliveSettings, string> = {
@@ -97,6 +109,8 @@ export function resolveOptions(raw: RawOptions): ProxyOptions {
   checkNumbers(raw)
   if (raw.target === undefined) throw new ConfigError('--target', 'is required (host:port of the server to relay to)')
   if (raw.listen === undefined) throw new ConfigError('--listen', 'is required ([host:]port to accept clients on)')
+  const balance = raw.balance ?? 'first'
+  if (!BALANCE.includes(balance as Balance)) throw new ConfigError('--balance', `must be one of ${BALANCE.join(', ')} (got ${String(balance)})`)
   const shared: KeepaliveInput = {
     idle: raw.idle,
     interval: raw.interval,
@@ -112,7 +126,9 @@ export function resolveOptions(raw: RawOptions): ProxyOptions {
   }
   return {
     listen: parseListen(raw.listen),
-    target: parseTarget(raw.target),
+    targets: parseTargets(raw.target),
+    balance: balance as Balance,
+    heartbeat: resolveHeartbeat(raw.heartbeat, (key = 'type') => HEARTBEAT_FLAGS[key]),
     keepalive,
     connectTimeout: seconds(raw.connectTimeout, DEFAULTS.connectTimeout, '--connect-timeout', 0.001),
     halfCloseTimeout: seconds(raw.halfCloseTimeout, DEFAULTS.halfCloseTimeout, '--half-close-timeout', 0.001),
