@@ -4,38 +4,47 @@
 import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import type { Logger } from 'pino'
-import { DEFAULTS, resolveOptions, type RawOptions } from './config/options.ts'
-import { describeHeartbeat, HEARTBEAT_DEFAULTS as HB } from './config/heartbeat.ts'
+import { DEFAULTS } from './config/options.ts'
+import { resolveAppConfig, type CliInput } from './config/resolve.ts'
+import { ProxyApp } from './app.ts'
+import { runStatus } from './admin/status.ts'
+import { PROFILE_NAMES, profilesTable } from './keepalive/profiles.ts'
+import { HEARTBEAT_DEFAULTS as HB } from './config/heartbeat.ts'
 import { ConfigError, EXIT_FAILURE, KaError } from './errors.ts'
 import { KeepaliveApplier } from './keepalive/socket-options.ts'
 import { DEFAULT_KEEPALIVE, describeKeepalive } from './keepalive/settings.ts'
-import { ProxyListener } from './listener.ts'
 import { createLogger, LOG_LEVELS, type LogFormat, type LogLevel } from './log.ts'
 import { nativeStatusLine, runDoctor } from './doctor.ts'
-import { formatEndpoint } from './config/endpoint.ts'
 import { VERSION } from './version.ts'
 
 const KEEPALIVE_GROUP = 'Keepalive (both legs; seconds):'
 const LEG_GROUP = 'Per-leg overrides:'
 const TIMEOUT_GROUP = 'Timeouts (seconds):'
 const HEARTBEAT_GROUP = 'Heartbeats and failover (seconds):'
+const ADMIN_GROUP = 'Admin API:'
 
 function buildParser(argv: string[]): Argv {
   const d = DEFAULT_KEEPALIVE
   let parser = yargs(argv)
     .scriptName('ka-proxy')
     .version(false)
-    .usage('Usage: ka-proxy --listen [host:]port --target host:port [options]\n       ka-proxy doctor')
+    .usage('Usage: ka-proxy --listen [host:]port --target host:port [options]\n       ka-proxy --config FILE [options]\n       ka-proxy doctor | profiles | status [--admin URL]')
     .command('doctor', 'check that keepalive options can be set and read back on this machine')
+    .command('profiles', 'list the keepalive profiles and the detection time each implies')
+    .command('status', 'show health and open sessions of a running ka-proxy (through its admin API)')
+    .env('KA_PROXY')
+    .option('config', { type: 'string', requiresArg: true, describe: 'YAML or JSON file with one or more routes; flags override a one-route file; SIGHUP re-reads it' })
     .option('listen', { type: 'string', requiresArg: true, describe: '[host:]port to accept clients on (bare port: all interfaces)' })
     .option('target', { type: 'string', requiresArg: true, describe: 'host:port[,host:port...] to relay to, first healthy wins; names are resolved for every connection' })
     .option('idle', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPIDLE: idle time before the first probe, 1..32767 [default: ${d.idle}]` })
     .option('interval', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPINTVL: time between probes, 1..32767 [default: ${d.interval}]` })
     .option('count', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPCNT: unanswered probes before the peer is dead, 1..127 [default: ${d.count}]` })
     .option('user-timeout', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: 'TCP_USER_TIMEOUT: max time sent data may stay unacknowledged; 0 disables [default: idle + interval × count]' })
+    .option('profile', { type: 'string', requiresArg: true, group: KEEPALIVE_GROUP, describe: `named preset under the explicit values: ${PROFILE_NAMES.join(', ')} (see ka-proxy profiles)` })
   for (const leg of ['client', 'target'] as const) {
-    for (const field of ['idle', 'interval', 'count', 'user-timeout']) {
-      parser = parser.option(`${leg}-${field}`, { type: 'number', requiresArg: true, group: LEG_GROUP, describe: `--${field} for the ${leg} leg only` })
+    for (const field of ['idle', 'interval', 'count', 'user-timeout', 'profile']) {
+      const type = field === 'profile' ? 'string' : 'number'
+      parser = parser.option(`${leg}-${field}`, { type, requiresArg: true, group: LEG_GROUP, describe: `--${field} for the ${leg} leg only` })
     }
   }
   return parser
@@ -52,6 +61,9 @@ function buildParser(argv: string[]): Argv {
     .option('heartbeat-rise', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `good checks in a row that mark it up again [default: ${HB.rise}]` })
     .option('on-down', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: `target marked down: kill (reset its sessions), drain (keep them, send new ones elsewhere), keep (only log) [default: ${HB.onDown}]` })
     .option('balance', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'first: the first healthy target; roundrobin: each healthy target in turn [default: first]' })
+    .option('max-connections', { type: 'number', requiresArg: true, describe: 'refuse clients (RST) beyond this many open sessions [default: no limit]' })
+    .option('admin', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'serve /metrics, /healthz, /sessions on host:port (loopback unless --admin-token); for status: its URL' })
+    .option('admin-token', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'bearer token the admin API requires (at least 16 characters)' })
     .option('native', { type: 'boolean', default: true, describe: 'use the native socket helper (--no-native: Node setKeepAlive only)' })
     .option('log-level', { type: 'string', requiresArg: true, default: 'info', choices: LOG_LEVELS as unknown as string[] })
     .option('log-format', { type: 'string', requiresArg: true, default: 'auto', choices: ['auto', 'json', 'pretty'], describe: 'auto: pretty on a terminal, JSON otherwise' })
@@ -80,9 +92,17 @@ function usageError(message: string, argv: string[]): ConfigError {
   return new ConfigError('arguments', message.replace(/\s+/g, ' '))
 }
 
-function rawOptions(args: Record<string, unknown>): RawOptions {
+function cliInput(args: Record<string, unknown>): CliInput {
   const n = (key: string): number | undefined => args[key] as number | undefined
+  const str = (key: string): string | undefined => args[key] as string | undefined
   return {
+    config: str('config'),
+    admin: str('admin'),
+    adminToken: str('adminToken'),
+    profile: args.profile,
+    clientProfile: args.clientProfile,
+    targetProfile: args.targetProfile,
+    maxConnections: n('maxConnections'),
     listen: args.listen,
     target: args.target,
     idle: n('idle'),
@@ -129,45 +149,51 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(`ka-proxy ${VERSION}\n${nativeStatusLine(new KeepaliveApplier())}\n`)
     return 0
   }
-  if ((args._ as unknown[])[0] === 'doctor') return runDoctor((line) => process.stdout.write(`${line}\n`))
-  if ((args._ as unknown[]).length > 0) {
-    throw new ConfigError(String((args._ as unknown[])[0]), 'unknown command (see ka-proxy --help)')
+  const command = (args._ as unknown[])[0]
+  const write = (text: string): void => void process.stdout.write(text)
+  if (command === 'doctor') return runDoctor((line) => write(`${line}\n`))
+  if (command === 'profiles') {
+    write(`${profilesTable()}\n`)
+    return 0
   }
-  const options = resolveOptions(rawOptions(args))
+  if (command === 'status') return runStatus(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, write)
+  if (command !== undefined) throw new ConfigError(String(command), 'unknown command (see ka-proxy --help)')
+  const input = cliInput(args)
+  const config = resolveAppConfig(input)
   const logger = createLogger({ level: args.logLevel as LogLevel, format: args.logFormat as LogFormat })
-  const keepalive = new KeepaliveApplier({ native: options.native })
+  const keepalive = new KeepaliveApplier({ native: input.native })
   if (!keepalive.native) logger.warn({ reason: keepalive.fallbackReason }, nativeStatusLine(keepalive))
-  const listener = new ProxyListener(options, keepalive, logger)
-  const info = await listener.start()
-  logger.info(
-    {
-      address: info.address,
-      target: options.targets.map((t) => formatEndpoint(t.host, t.port)).join(','),
-      heartbeat: options.heartbeat && describeHeartbeat(options.heartbeat),
-      clientKeepalive: info.clientKeepalive,
-      targetKeepalive: info.targetKeepalive,
-      native: keepalive.native,
-      inherited: info.inherited,
-    },
-    'listening',
-  )
-  logger.info(`client leg: ${describeKeepalive(info.clientKeepalive)}; target leg: ${describeKeepalive(info.targetKeepalive)}`)
-  return waitForStop(listener, logger, options.shutdownGrace * 1000)
+  const app = new ProxyApp(keepalive, logger)
+  await app.start(config)
+  for (const route of config.routes) {
+    const ka = route.keepalive
+    const applied = { client: keepalive.effective(ka.client), target: keepalive.effective(ka.target) }
+    logger.info(`${route.name}: client leg ${describeKeepalive(applied.client)}; target leg ${describeKeepalive(applied.target)}`)
+  }
+  return waitForStop(app, logger, input)
 }
 
-/** SIGINT/SIGTERM: stop accepting and drain; a second signal closes every session at once. */
-function waitForStop(listener: ProxyListener, logger: Logger, graceMs: number): Promise<number> {
+/** The admin address `ka-proxy status` asks when --admin is not given. */
+const DEFAULT_ADMIN = 'http://127.0.0.1:9480'
+
+/**
+ * SIGINT/SIGTERM: stop accepting and drain; a second signal closes every session at once.
+ * SIGHUP: re-read the config; one that fails validation is rejected and the old one stays.
+ */
+function waitForStop(app: ProxyApp, logger: Logger, input: CliInput): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false
+    let reloading = Promise.resolve()
     const onSignal = (signal: NodeJS.Signals): void => {
       if (stopping) {
         logger.warn({ signal }, 'second signal: closing all sessions now')
-        listener.terminate()
+        app.terminate()
         return
       }
       stopping = true
-      logger.info({ signal, sessions: listener.sessions.size }, 'shutting down')
-      listener.stop(graceMs).then(() => {
+      const graceMs = (app.config?.shutdownGrace ?? 0) * 1000
+      logger.info({ signal, sessions: app.sessionCount }, 'shutting down')
+      app.stop(graceMs).then(() => {
         logger.info('stopped')
         logger.flush()
         resolve(0)
@@ -176,8 +202,25 @@ function waitForStop(listener: ProxyListener, logger: Logger, graceMs: number): 
         resolve(EXIT_FAILURE)
       })
     }
+    const onReload = (): void => {
+      reloading = reloading.then(async () => {
+        if (stopping) return
+        if (input.config === undefined) {
+          logger.warn('SIGHUP ignored: no --config file to re-read')
+          return
+        }
+        try {
+          const changes = await app.reload(resolveAppConfig(input))
+          logger.info({ config: input.config, ...changes }, 'config reloaded')
+        } catch (err) {
+          const message = err instanceof KaError ? err.message : String(err)
+          logger.error({ config: input.config, error: message }, 'config reload rejected: keeping the running config')
+        }
+      })
+    }
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
+    process.on('SIGHUP', onReload)
   })
 }
 

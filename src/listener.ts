@@ -8,7 +8,7 @@ import { formatEndpoint } from './config/endpoint.ts'
 import type { ProxyOptions } from './config/options.ts'
 import { ListenError } from './errors.ts'
 import type { AppliedKeepalive, KeepaliveApplier } from './keepalive/socket-options.ts'
-import { checkPausedLegs, Session, type SessionContext } from './session.ts'
+import { checkPausedLegs, Session, type SessionContext, type SessionSummary } from './session.ts'
 import { TargetPool, type TargetChange } from './targets.ts'
 
 /** How often legs paused by backpressure are checked for a dead peer. */
@@ -25,22 +25,41 @@ export interface ListenerInfo {
   inherited: boolean
 }
 
+/** What the listener tells whoever counts (metrics); each is optional. */
+export interface ListenerHooks {
+  sessionOpened?(): void
+  sessionClosed?(summary: SessionSummary): void
+  /** Seconds from accepting the client to the target leg being connected. */
+  targetConnected?(seconds: number): void
+  /** A client turned away before a session started. */
+  refused?(reason: 'max_connections' | 'no_healthy_target'): void
+}
+
+/** What a re-tune changed: sessions re-tuned, and how many legs read back as set. */
+export interface RetuneResult {
+  changed: boolean
+  sessions: number
+  readBack: { legs: number; matching: number } | null
+}
+
 export class ProxyListener {
   state: ListenerState = 'idle'
   readonly sessions = new Set<Session>()
-  readonly #options: ProxyOptions
+  #options: ProxyOptions
   readonly #logger: Logger
   readonly #keepalive: KeepaliveApplier
+  readonly #hooks: ListenerHooks
   readonly #server: Server
   readonly #ctx: SessionContext
-  readonly #pool: TargetPool
+  #pool: TargetPool
   #drained: (() => void) | undefined
   readonly #deadCheck: NodeJS.Timeout
 
-  constructor(options: ProxyOptions, keepalive: KeepaliveApplier, logger: Logger) {
+  constructor(options: ProxyOptions, keepalive: KeepaliveApplier, logger: Logger, hooks: ListenerHooks = {}) {
     this.#options = options
     this.#logger = logger
     this.#keepalive = keepalive
+    this.#hooks = hooks
     // pauseOnConnect: nothing is read from a client before its target leg is up.
     this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true })
     this.#pool = new TargetPool(options.targets, { balance: options.balance, heartbeat: options.heartbeat, logger })
@@ -54,6 +73,9 @@ export class ProxyListener {
       logger,
       pausedLegs: new Set(),
       onClosed: (session) => this.#onSessionClosed(session),
+      onTargetConnected: hooks.targetConnected
+        ? (session) => hooks.targetConnected!((performance.now() - session.startedAt) / 1000)
+        : undefined,
     }
     this.#deadCheck = setInterval(checkPausedLegs, PAUSED_CHECK_MS, this.#ctx).unref()
   }
@@ -92,6 +114,11 @@ export class ProxyListener {
     return this.#server
   }
 
+  /** The options in force (a reload may have replaced those it started with). */
+  get options(): ProxyOptions {
+    return this.#options
+  }
+
   /** The targets and their health (for status and metrics). */
   get pool(): TargetPool {
     return this.#pool
@@ -102,19 +129,75 @@ export class ProxyListener {
       socket.resetAndDestroy()
       return
     }
+    const max = this.#options.maxConnections
+    if (max !== undefined && this.sessions.size >= max) {
+      this.#refuse(socket, 'max_connections', { maxConnections: max }, 'connection refused: max connections reached')
+      return
+    }
     const upstream = this.#pool.pick()
     if (upstream === undefined) {
-      // Refused at once: an RST, so the client fails fast instead of waiting on a dead target.
-      socket.on('error', () => {})
-      const client = formatEndpoint(socket.remoteAddress, socket.remotePort)
-      this.#logger.warn({ client, targets: this.#pool.targets.map((t) => t.name) }, 'connection refused: no healthy target')
-      socket.resetAndDestroy()
+      this.#refuse(socket, 'no_healthy_target', { targets: this.#pool.targets.map((t) => t.name) }, 'connection refused: no healthy target')
       return
     }
     const session = new Session(socket, this.#ctx, upstream)
     this.sessions.add(session)
+    this.#hooks.sessionOpened?.()
     this.#logger.debug({ session: session.id, client: session.clientAddress, target: upstream.name }, 'session opened')
     session.start()
+  }
+
+  /** Refused at once with an RST, so the client fails fast instead of waiting. */
+  #refuse(socket: Socket, reason: 'max_connections' | 'no_healthy_target', fields: object, message: string): void {
+    socket.on('error', () => {})
+    this.#logger.warn({ client: formatEndpoint(socket.remoteAddress, socket.remotePort), ...fields }, message)
+    this.#hooks.refused?.(reason)
+    socket.resetAndDestroy()
+  }
+
+  /**
+   * Applies changed options to the running route (reload). Keepalive goes on the
+   * listening socket, for sockets accepted from now on, and on both legs of every open
+   * session, read back to confirm; timeouts apply to new timers; a changed target list or
+   * heartbeat replaces the pool for new sessions (open ones keep their target).
+   */
+  retune(options: ProxyOptions, targetsChanged: boolean): RetuneResult {
+    const before = JSON.stringify({ ...this.#options, name: undefined })
+    this.#options = options
+    const ctx = this.#ctx
+    ctx.targetKeepalive = options.keepalive.target
+    ctx.connectTimeoutMs = options.connectTimeout * 1000
+    ctx.halfCloseTimeoutMs = options.halfCloseTimeout * 1000
+    ctx.flushTimeoutMs = options.flushTimeout * 1000
+    if (targetsChanged) {
+      void this.#pool.stop()
+      this.#pool = new TargetPool(options.targets, { balance: options.balance, heartbeat: options.heartbeat, logger: this.#logger })
+      this.#pool.start((change) => this.#onTargetChange(change))
+    }
+    const changed = before !== JSON.stringify({ ...options, name: undefined })
+    if (!changed) return { changed, sessions: 0, readBack: null }
+    const { client, target } = options.keepalive
+    const inherited = this.#keepalive.applyToListener(this.#server, client)
+    ctx.clientKeepalivePerSocket = inherited ? undefined : client
+    let legs = 0
+    let matching = 0
+    const applyLeg = (socket: Socket | undefined, wanted: typeof client): void => {
+      if (!socket || socket.destroyed || socket.connecting) return
+      try {
+        this.#keepalive.apply(socket, wanted)
+        if (!this.#keepalive.native) return
+        legs++
+        const back = this.#keepalive.read(socket)
+        const w = this.#keepalive.effective(wanted)
+        if (back.idle === w.idle && back.interval === w.interval && back.count === w.count && back.userTimeout === w.userTimeout) matching++
+      } catch {
+        // The leg closed meanwhile; its session is ending anyway.
+      }
+    }
+    for (const session of this.sessions) {
+      applyLeg(session.client, client)
+      applyLeg(session.target, target)
+    }
+    return { changed, sessions: this.sessions.size, readBack: this.#keepalive.native ? { legs, matching } : null }
   }
 
   /**
@@ -141,7 +224,9 @@ export class ProxyListener {
 
   #onSessionClosed(session: Session): void {
     this.sessions.delete(session)
-    this.#logger.info(session.summary(), 'session closed')
+    const summary = session.summary()
+    this.#logger.info(summary, 'session closed')
+    this.#hooks.sessionClosed?.(summary)
     if (this.sessions.size === 0) this.#drained?.()
   }
 

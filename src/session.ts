@@ -56,6 +56,7 @@ export interface SessionContext {
    */
   pausedLegs: Set<Socket>
   onClosed(session: Session): void
+  onTargetConnected: ((session: Session) => void) | undefined
 }
 
 export interface SessionSummary {
@@ -179,6 +180,7 @@ export class Session {
     } catch (err) {
       this.#ctx.logger.warn({ session: this.id, err }, 'cannot set target keepalive')
     }
+    this.#ctx.onTargetConnected?.(this)
     for (const socket of [this.client, target]) {
       socket.on('data', socketOnData)
       socket.on('drain', socketOnDrain)
@@ -320,7 +322,9 @@ export class Session {
 
   #isFlushing(socket: Socket): boolean {
     if (socket.connecting) return false
-    return socket.writableLength > 0 || (this.#ctx.keepalive.sendQueueBytes(socket) ?? 0) > 0
+    // Once our FIN is out, it occupies one byte of the send queue until acknowledged.
+    const finQueued = socket.writableFinished ? 1 : 0
+    return socket.writableLength > 0 || (this.#ctx.keepalive.sendQueueBytes(socket) ?? 0) > finQueued
   }
 
   #setReason(reason: CloseReason, leg: Leg | null): void {

@@ -8,10 +8,13 @@ import {
   type KeepaliveInput,
   type KeepaliveSettings,
 } from '../keepalive/settings.ts'
+import { PROFILE_NAMES, PROFILES, type ProfileName } from '../keepalive/profiles.ts'
 import { parseListen, parseTargets, type Endpoint } from './endpoint.ts'
 import { HEARTBEAT_FLAGS, resolveHeartbeat, type HeartbeatInput, type HeartbeatSettings } from './heartbeat.ts'
 
 export interface ProxyOptions {
+  /** The route's name in logs, metrics and the admin API; defaults to the listen address. */
+  name: string
   listen: Endpoint
   /** In order of preference; more than one only matters with heartbeats or round robin. */
   targets: Array<Endpoint & { host: string }>
@@ -29,6 +32,8 @@ export interface ProxyOptions {
   shutdownGrace: number
   /** false forces Node's setKeepAlive fallback instead of the native helper. */
   native: boolean
+  /** Clients beyond this many open sessions are refused at once; undefined: no limit. */
+  maxConnections: number | undefined
 }
 
 /** Which healthy target a new connection goes to: the first listed, or each in turn. */
@@ -44,6 +49,7 @@ export const DEFAULTS = {
 
 /** Values as the CLI hands them over; undefined means "not given". */
 export interface RawOptions {
+  name?: string
   listen?: unknown
   target?: unknown
   idle?: number
@@ -66,7 +72,19 @@ export interface RawOptions {
   balance?: unknown
   /** The same object a config file's route carries under `heartbeat`. */
   heartbeat?: HeartbeatInput
+  maxConnections?: number
+  /** Named keepalive presets under the explicit values: shared, and per leg. */
+  profile?: unknown
+  clientProfile?: unknown
+  targetProfile?: unknown
 }
+
+/**
+ * Names the place a value came from, given its flag (`--client-idle`): the flag itself on
+ * the command line, or the matching key path for a route from a config file.
+ */
+export type KeyNamer = (flag: string) => string
+const asFlag: KeyNamer = (flag) => flag
 
 const FLAG_OF_FIELD: Record<keyof KeepaliveSettings, string> = {
   idle: 'idle',
@@ -83,16 +101,27 @@ function legInput(raw: RawOptions, leg: 'client' | 'target'): KeepaliveInput {
   return { idle: pick('idle'), interval: pick('interval'), count: pick('count'), userTimeout: pick('userTimeout') }
 }
 
+/** A profile's values, with the explicitly given ones on top. */
+function overProfile(profile: unknown, key: string, explicit: KeepaliveInput): KeepaliveInput {
+  if (profile === undefined) return explicit
+  if (!PROFILE_NAMES.includes(profile as ProfileName)) {
+    throw new ConfigError(key, `must be one of ${PROFILE_NAMES.join(', ')} (got ${String(profile)}); see ka-proxy profiles`)
+  }
+  const { idle, interval, count } = PROFILES[profile as ProfileName]
+  const given = Object.fromEntries(Object.entries(explicit).filter(([, v]) => v !== undefined))
+  return { idle, interval, count, ...given }
+}
+
 /** Names the flag that set a field: the per-leg override when given, else the shared one. */
 function flagFor(raw: RawOptions, leg: 'client' | 'target', field: keyof KeepaliveSettings): string {
   const override = legInput(raw, leg)[field]
   return override !== undefined ? `--${leg}-${FLAG_OF_FIELD[field]}` : `--${FLAG_OF_FIELD[field]}`
 }
 
-function checkNumbers(raw: RawOptions): void {
+function checkNumbers(raw: RawOptions, keyOf: KeyNamer): void {
   for (const [key, value] of Object.entries(raw)) {
     if (typeof value === 'number' && Number.isNaN(value)) {
-      throw new ConfigError(`--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, 'must be a number')
+      throw new ConfigError(keyOf(`--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`), 'must be a number')
     }
   }
 }
@@ -105,35 +134,41 @@ function seconds(value: number | undefined, fallback: number, key: string, min: 
   return v
 }
 
-export function resolveOptions(raw: RawOptions): ProxyOptions {
-  checkNumbers(raw)
-  if (raw.target === undefined) throw new ConfigError('--target', 'is required (host:port of the server to relay to)')
-  if (raw.listen === undefined) throw new ConfigError('--listen', 'is required ([host:]port to accept clients on)')
+export function resolveOptions(raw: RawOptions, keyOf: KeyNamer = asFlag): ProxyOptions {
+  checkNumbers(raw, keyOf)
+  if (raw.target === undefined) throw new ConfigError(keyOf('--target'), 'is required (host:port of the server to relay to)')
+  if (raw.listen === undefined) throw new ConfigError(keyOf('--listen'), 'is required ([host:]port to accept clients on)')
   const balance = raw.balance ?? 'first'
-  if (!BALANCE.includes(balance as Balance)) throw new ConfigError('--balance', `must be one of ${BALANCE.join(', ')} (got ${String(balance)})`)
-  const shared: KeepaliveInput = {
+  if (!BALANCE.includes(balance as Balance)) throw new ConfigError(keyOf('--balance'), `must be one of ${BALANCE.join(', ')} (got ${String(balance)})`)
+  const shared = overProfile(raw.profile, keyOf('--profile'), {
     idle: raw.idle,
     interval: raw.interval,
     count: raw.count,
     userTimeout: raw.userTimeout,
-  }
+  })
   const keepalive = {
-    client: resolveKeepalive(legInput(raw, 'client'), shared),
-    target: resolveKeepalive(legInput(raw, 'target'), shared),
+    client: resolveKeepalive(overProfile(raw.clientProfile, keyOf('--client-profile'), legInput(raw, 'client')), shared),
+    target: resolveKeepalive(overProfile(raw.targetProfile, keyOf('--target-profile'), legInput(raw, 'target')), shared),
   }
   for (const leg of ['client', 'target'] as const) {
-    validateKeepalive(keepalive[leg], (field) => flagFor(raw, leg, field))
+    validateKeepalive(keepalive[leg], (field) => keyOf(flagFor(raw, leg, field)))
+  }
+  const maxConnections = raw.maxConnections
+  if (maxConnections !== undefined && (!Number.isInteger(maxConnections) || maxConnections < 1)) {
+    throw new ConfigError(keyOf('--max-connections'), `must be a whole number of at least 1 (got ${String(maxConnections)})`)
   }
   return {
-    listen: parseListen(raw.listen),
-    targets: parseTargets(raw.target),
+    name: raw.name ?? String(raw.listen),
+    listen: parseListen(raw.listen, keyOf('--listen')),
+    targets: parseTargets(raw.target, keyOf('--target')),
     balance: balance as Balance,
-    heartbeat: resolveHeartbeat(raw.heartbeat, (key = 'type') => HEARTBEAT_FLAGS[key]),
+    heartbeat: resolveHeartbeat(raw.heartbeat, (key = 'type') => keyOf(HEARTBEAT_FLAGS[key])),
     keepalive,
-    connectTimeout: seconds(raw.connectTimeout, DEFAULTS.connectTimeout, '--connect-timeout', 0.001),
-    halfCloseTimeout: seconds(raw.halfCloseTimeout, DEFAULTS.halfCloseTimeout, '--half-close-timeout', 0.001),
-    flushTimeout: seconds(raw.flushTimeout, DEFAULTS.flushTimeout, '--flush-timeout', 0.001),
-    shutdownGrace: seconds(raw.shutdownGrace, DEFAULTS.shutdownGrace, '--shutdown-grace', 0),
+    connectTimeout: seconds(raw.connectTimeout, DEFAULTS.connectTimeout, keyOf('--connect-timeout'), 0.001),
+    halfCloseTimeout: seconds(raw.halfCloseTimeout, DEFAULTS.halfCloseTimeout, keyOf('--half-close-timeout'), 0.001),
+    flushTimeout: seconds(raw.flushTimeout, DEFAULTS.flushTimeout, keyOf('--flush-timeout'), 0.001),
+    shutdownGrace: seconds(raw.shutdownGrace, DEFAULTS.shutdownGrace, keyOf('--shutdown-grace'), 0),
     native: raw.native ?? true,
+    maxConnections,
   }
 }

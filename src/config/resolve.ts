@@ -1,0 +1,128 @@
+// From what the user gave (flags, KA_PROXY_* variables, a config file) to the checked
+// AppConfig the proxy runs. Flags override the file for a one-route config; every error
+// names where the bad value came from: the flag, or the file and key path.
+
+import type { AppConfig } from '../app.ts'
+import { resolveAdmin } from '../admin/server.ts'
+import { ConfigError } from '../errors.ts'
+import { loadConfigFile } from './file.ts'
+import { HEARTBEAT_FLAGS } from './heartbeat.ts'
+import { DEFAULTS, resolveOptions, type KeyNamer, type RawOptions } from './options.ts'
+import type { RouteConfig } from './schema.ts'
+
+export interface CliInput extends RawOptions {
+  config?: string
+  admin?: string
+  adminToken?: string
+}
+
+const KEEPALIVE_FIELDS = new Set(['idle', 'interval', 'count', 'user-timeout', 'profile'])
+
+const camel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
+
+/** The key path in a route for the value a flag sets: `--client-idle` -> `clientKeepalive.idle`. */
+export function routePathOf(flag: string, route: RouteConfig): string {
+  const name = flag.replace(/^--/, '')
+  if (name === 'on-down') return 'heartbeat.onDown'
+  if (name === 'heartbeat') return 'heartbeat.type'
+  if (name.startsWith('heartbeat-')) return `heartbeat.${camel(name.slice('heartbeat-'.length))}`
+  for (const leg of ['client', 'target'] as const) {
+    const rest = name.slice(leg.length + 1)
+    if (name.startsWith(`${leg}-`) && KEEPALIVE_FIELDS.has(rest)) return `${leg}Keepalive.${camel(rest)}`
+  }
+  if (name === 'profile') return route.keepalive?.profile !== undefined ? 'keepalive.profile' : 'profile'
+  if (KEEPALIVE_FIELDS.has(name)) return `keepalive.${camel(name)}`
+  return camel(name)
+}
+
+/** A route from a file, in the same shape the flags arrive in. */
+function rawFromRoute(r: RouteConfig, shutdownGrace: number | undefined): RawOptions {
+  const ka = r.keepalive ?? {}
+  const client = r.clientKeepalive ?? {}
+  const target = r.targetKeepalive ?? {}
+  return {
+    name: r.name,
+    listen: r.listen,
+    target: Array.isArray(r.target) ? r.target.join(',') : r.target,
+    balance: r.balance,
+    profile: ka.profile ?? r.profile,
+    idle: ka.idle,
+    interval: ka.interval,
+    count: ka.count,
+    userTimeout: ka.userTimeout,
+    clientProfile: client.profile,
+    clientIdle: client.idle,
+    clientInterval: client.interval,
+    clientCount: client.count,
+    clientUserTimeout: client.userTimeout,
+    targetProfile: target.profile,
+    targetIdle: target.idle,
+    targetInterval: target.interval,
+    targetCount: target.count,
+    targetUserTimeout: target.userTimeout,
+    heartbeat: r.heartbeat as RawOptions['heartbeat'],
+    maxConnections: r.maxConnections,
+    connectTimeout: r.connectTimeout,
+    halfCloseTimeout: r.halfCloseTimeout,
+    flushTimeout: r.flushTimeout,
+    shutdownGrace,
+  }
+}
+
+const defined = <T extends object>(o: T): Partial<T> =>
+  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
+
+/** Route-level values given as flags (process-wide ones such as --native do not count). */
+function routeFlagsGiven(cli: CliInput): Partial<RawOptions> {
+  const { config: _c, admin: _a, adminToken: _t, native: _n, shutdownGrace: _g, heartbeat, ...rest } = cli
+  const hb = heartbeat ? defined(heartbeat) : {}
+  return { ...defined(rest), ...(Object.keys(hb).length > 0 ? { heartbeat: hb } : {}) }
+}
+
+const HEARTBEAT_KEY_OF_FLAG = new Map(Object.entries(HEARTBEAT_FLAGS).map(([key, flag]) => [flag, key]))
+
+/** Whether the value behind `flag` was given on the command line (else it came from the file). */
+function cliGave(flag: string, overrides: Partial<RawOptions>): boolean {
+  const hbKey = HEARTBEAT_KEY_OF_FLAG.get(flag)
+  if (hbKey !== undefined) return (overrides.heartbeat as Record<string, unknown> | undefined)?.[hbKey] !== undefined
+  return (overrides as Record<string, unknown>)[camel(flag.replace(/^--/, ''))] !== undefined
+}
+
+function adminFrom(cli: CliInput, file: AppConfigFileAdmin, keyPrefix: string) {
+  if (cli.admin !== undefined) return resolveAdmin({ listen: cli.admin, token: cli.adminToken }, '--admin')
+  if (cli.adminToken !== undefined) throw new ConfigError('--admin-token', 'has no effect without --admin')
+  return file === undefined ? undefined : resolveAdmin(file, `${keyPrefix}admin`)
+}
+
+type AppConfigFileAdmin = string | { listen: string; token?: string | undefined } | undefined
+
+export function resolveAppConfig(cli: CliInput): AppConfig {
+  if (cli.config === undefined) {
+    const options = resolveOptions(cli)
+    return { routes: [options], admin: adminFrom(cli, undefined, ''), shutdownGrace: options.shutdownGrace }
+  }
+  const path = cli.config
+  const file = loadConfigFile(path)
+  const overrides = routeFlagsGiven(cli)
+  const overridden = Object.keys(overrides)
+  if (overridden.length > 0 && file.routes.length > 1) {
+    const flag = `--${overridden[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
+    throw new ConfigError(flag, `overrides a single route only; ${path} has ${file.routes.length} routes: set it there`)
+  }
+  const shutdownGrace = cli.shutdownGrace ?? file.shutdownGrace ?? DEFAULTS.shutdownGrace
+  const routes = file.routes.map((route, i) => {
+    const fromFile = rawFromRoute(route, shutdownGrace)
+    const raw: RawOptions = {
+      ...fromFile,
+      ...overrides,
+      heartbeat: overrides.heartbeat || fromFile.heartbeat ? { ...(fromFile.heartbeat ?? {}), ...(overrides.heartbeat ?? {}) } : undefined,
+      native: cli.native,
+    }
+    const keyOf: KeyNamer = (flag) => (cliGave(flag, overrides) ? flag : `${path}: routes[${i}].${routePathOf(flag, route)}`)
+    return resolveOptions(raw, keyOf)
+  })
+  const names = routes.map((r) => r.name)
+  const twice = names.findIndex((n, i) => names.indexOf(n) !== i)
+  if (twice >= 0) throw new ConfigError(`${path}: routes[${twice}].name`, `"${names[twice]}" names two routes; route names must be unique`)
+  return { routes, admin: adminFrom(cli, file.admin, `${path}: `), shutdownGrace }
+}
