@@ -158,7 +158,8 @@ export class ProxyListener {
    * Applies changed options to the running route (reload). Keepalive goes on the
    * listening socket, for sockets accepted from now on, and on both legs of every open
    * session, read back to confirm; timeouts apply to new timers; a changed target list or
-   * heartbeat replaces the pool for new sessions (open ones keep their target).
+   * heartbeat replaces the pool, and open sessions to a target that stays are watched by
+   * its new checks (on-down applies to them as well).
    */
   retune(options: ProxyOptions, targetsChanged: boolean): RetuneResult {
     const before = JSON.stringify({ ...this.#options, name: undefined })
@@ -171,6 +172,9 @@ export class ProxyListener {
     if (targetsChanged) {
       void this.#pool.stop()
       this.#pool = new TargetPool(options.targets, { balance: options.balance, heartbeat: options.heartbeat, logger: this.#logger })
+      // Open sessions follow their target into the new pool, so its checks cover them too.
+      const byName = new Map(this.#pool.targets.map((t) => [t.name, t]))
+      for (const session of this.sessions) session.upstream = byName.get(formatEndpoint(session.upstream.host, session.upstream.port)) ?? session.upstream
       this.#pool.start((change) => this.#onTargetChange(change))
     }
     const changed = before !== JSON.stringify({ ...options, name: undefined })

@@ -82,8 +82,8 @@ let nextSessionId = 1
 export class Session {
   readonly id = nextSessionId++
   readonly client: Socket
-  /** Where this session goes: chosen by the listener when the client arrived. */
-  readonly upstream: Endpoint & { host: string }
+  /** Where this session goes: chosen by the listener when the client arrived (re-pointed by a reload). */
+  upstream: Endpoint & { host: string }
   target: Socket | undefined
   readonly startedAt = performance.now()
   bytesToTarget = 0
