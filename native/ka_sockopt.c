@@ -75,6 +75,17 @@ static int get_int_arg(napi_env env, napi_value* args, size_t argc, size_t index
   return 1;
 }
 
+// The single fd argument of getKeepalive, tcpInfo and sendQueueBytes.
+static int get_fd_arg(napi_env env, napi_callback_info info, int32_t* fd) {
+  size_t argc = 1;
+  napi_value args[1];
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "napi_get_cb_info failed");
+    return 0;
+  }
+  return get_int_arg(env, args, argc, 0, fd);
+}
+
 typedef struct {
   int level;
   int name;
@@ -138,11 +149,8 @@ static int set_int_property(napi_env env, napi_value obj, const char* key, doubl
 // getKeepalive(fd) -> { enabled, idle, interval, count, userTimeoutMs }; an option the
 // platform lacks reads as -1.
 static napi_value get_keepalive(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value args[1];
-  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, args, NULL, NULL));
   int32_t fd;
-  if (!get_int_arg(env, args, argc, 0, &fd)) return NULL;
+  if (!get_fd_arg(env, info, &fd)) return NULL;
   static const char* keys[OPT_COUNT_ALL] = {"enabled", "idle", "interval", "count", "userTimeoutMs"};
   napi_value result;
   CHECK_NAPI(env, napi_create_object(env, &result));
@@ -168,11 +176,8 @@ static napi_value get_keepalive(napi_env env, napi_callback_info info) {
 // tcpInfo(fd) -> the TCP_INFO fields an operator looks at to judge a connection's health.
 // Times are in microseconds (rtt) or milliseconds (last_*), as the kernel reports them.
 static napi_value tcp_info(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value args[1];
-  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, args, NULL, NULL));
   int32_t fd;
-  if (!get_int_arg(env, args, argc, 0, &fd)) return NULL;
+  if (!get_fd_arg(env, info, &fd)) return NULL;
 #ifdef TCP_INFO
   struct tcp_info ti;
   memset(&ti, 0, sizeof ti);
@@ -206,11 +211,8 @@ static napi_value tcp_info(napi_env env, napi_callback_info info) {
 // sendQueueBytes(fd) -> bytes written but not yet acknowledged by the peer (SIOCOUTQ).
 // Decides whether a reset would discard data the peer has not received yet.
 static napi_value send_queue_bytes(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value args[1];
-  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, args, NULL, NULL));
   int32_t fd;
-  if (!get_int_arg(env, args, argc, 0, &fd)) return NULL;
+  if (!get_fd_arg(env, info, &fd)) return NULL;
 #ifdef SIOCOUTQ
   int queued = 0;
   if (ioctl(fd, SIOCOUTQ, &queued) != 0) return throw_errno(env, errno, "ioctl", "SIOCOUTQ");

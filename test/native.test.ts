@@ -9,7 +9,7 @@ import { loadNative } from '../src/keepalive/native.ts'
 import { KeepaliveApplier, fdOf } from '../src/keepalive/socket-options.ts'
 import { resolveKeepalive, validateKeepalive, LIMITS } from '../src/keepalive/settings.ts'
 import { ConfigError, SocketOptionError } from '../src/errors.ts'
-import { connect, listen } from './helpers/net.ts'
+import { connectedSocket } from './helpers/net.ts'
 
 const load = loadNative()
 if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
@@ -17,12 +17,7 @@ const binding = load.binding
 const applier = new KeepaliveApplier()
 
 t.test('set, then read back with getsockopt, for several settings', async (t) => {
-  const { server, port } = await listen(() => {})
-  const socket = await connect(port)
-  t.teardown(() => {
-    socket.destroy()
-    server.close()
-  })
+  const socket = await connectedSocket(t)
   const cases = [
     { idle: 1, interval: 1, count: 1, userTimeout: 2 },
     { idle: 5, interval: 2, count: 3, userTimeout: 11 },
@@ -38,12 +33,7 @@ t.test('set, then read back with getsockopt, for several settings', async (t) =>
 })
 
 t.test('setKeepAlive after the helper resets interval and count: why nothing calls it', async (t) => {
-  const { server, port } = await listen(() => {})
-  const socket = await connect(port)
-  t.teardown(() => {
-    socket.destroy()
-    server.close()
-  })
+  const socket = await connectedSocket(t)
   applier.apply(socket, { idle: 30, interval: 7, count: 4, userTimeout: 58 })
   socket.setKeepAlive(true, 30_000)
   const back = applier.read(socket)
@@ -70,12 +60,7 @@ t.test('accepted sockets inherit keepalive from the listening socket', async (t)
 })
 
 t.test('TCP_INFO and the send queue on a live connection', async (t) => {
-  const { server, port } = await listen(() => {})
-  const socket = await connect(port)
-  t.teardown(() => {
-    socket.destroy()
-    server.close()
-  })
+  const socket = await connectedSocket(t)
   const info = applier.tcpInfo(socket)
   t.equal(info.state, 1, 'TCP_ESTABLISHED')
   for (const key of ['rttUs', 'rttvarUs', 'retransmits', 'probes', 'backoff', 'unacked', 'lastDataRecvMs', 'lastAckRecvMs', 'totalRetrans']) {
@@ -101,12 +86,7 @@ t.test('bad file descriptors become SocketOptionError, never a crash', async (t)
 })
 
 t.test('out-of-range values: the kernel refuses them, the wrapper never sends them', async (t) => {
-  const { server, port } = await listen(() => {})
-  const socket = await connect(port)
-  t.teardown(() => {
-    socket.destroy()
-    server.close()
-  })
+  const socket = await connectedSocket(t)
   const fd = fdOf(socket)
   t.throws(() => binding.setKeepalive(fd, 1, 0, 10, 3, -1), { code: 'EINVAL', option: 'TCP_KEEPIDLE' })
   t.throws(() => binding.setKeepalive(fd, 1, 10, 40000, 3, -1), { code: 'EINVAL', option: 'TCP_KEEPINTVL' })
@@ -135,12 +115,7 @@ t.test('fallback reports what Node can really do', async (t) => {
   const fallback = new KeepaliveApplier({ native: false })
   t.equal(fallback.native, false)
   t.match(fallback.fallbackReason, /--no-native/)
-  const { server, port } = await listen(() => {})
-  const socket = await connect(port)
-  t.teardown(() => {
-    socket.destroy()
-    server.close()
-  })
+  const socket = await connectedSocket(t)
   t.same(fallback.apply(socket, { idle: 7, interval: 3, count: 2, userTimeout: 13 }), {
     idle: 7, interval: 1, count: 10, userTimeout: 0, native: false,
   })

@@ -53,3 +53,14 @@ export async function waitFor(check: () => boolean | Promise<boolean>, ms: numbe
   }
   return check()
 }
+
+/** A connected loopback socket (to a server that only accepts), closed when the test ends. */
+export async function connectedSocket(t: { teardown(fn: () => void): void }): Promise<Socket> {
+  const { server, port } = await listen(() => {})
+  const socket = await connect(port)
+  t.teardown(() => {
+    socket.destroy()
+    server.close()
+  })
+  return socket
+}
