@@ -144,8 +144,10 @@ async function run(): Promise<number> {
   }
   finishReport(report)
   console.log(`\n${renderTable(report)}\n`)
-  const targets = renderRatios(report, 'ka-proxy', 'haproxy', true)
-  if (targets !== null) console.log(`ka-proxy against HAProxy, the targets of the performance issue:\n${targets}\n`)
+  // The working tree's ka-proxy, or the first revision when it was left out.
+  const kaProxy = report.relays.find(r => r.relay === 'ka-proxy')?.relay ?? report.relays.find(r => r.relay.startsWith('ka-proxy@'))?.relay
+  const targets = kaProxy === undefined ? null : renderRatios(report, kaProxy, 'haproxy', true)
+  if (targets !== null) console.log(`${kaProxy} against HAProxy, the targets of the performance issue:\n${targets}\n`)
   for (const [numerator, denominator] of kaProxyComparisons(report)) {
     const ratios = renderRatios(report, numerator, denominator, false)
     if (ratios !== null) console.log(`${numerator} against ${denominator}:\n${ratios}\n`)
