@@ -41,7 +41,7 @@ if (missing) {
     // Both legs carry keepalive timers while idle.
     await sleep(500)
     // The proxy process's own established sockets: one client leg, one target leg.
-    const legs = execFileSync('ss', ['-Htnop', 'state', 'established'], { encoding: 'utf8' })
+    const legs = execFileSync('ss', ['-Htnop', 'state', 'established', `( sport = :${proxy.port} or dport = :${db.port} )`], { encoding: 'utf8', maxBuffer: 64 << 20 })
       .split('\n')
       .filter((l) => l.includes(`pid=${proxy.proc.pid},`))
     const clientLeg = legs.filter((l) => l.includes(`127.0.0.1:${proxy.port} `))

@@ -11,12 +11,13 @@ export interface SsSocket {
   details: string
 }
 
-/** Every TCP socket but TIME-WAIT ones (no longer held by any process). */
-export function tcpSockets(netns?: string): SsSocket[] {
-  const args = ['-Htanoi']
+/** TCP sockets matching an ss filter (all when none), but TIME-WAIT ones (no longer held by any process). */
+export function tcpSockets(filter: string[] = [], netns?: string): SsSocket[] {
+  const args = ['-Htanoi', ...filter]
+  const options = { encoding: 'utf8' as const, maxBuffer: 256 << 20 }
   const out = netns
-    ? execFileSync('ip', ['netns', 'exec', netns, 'ss', ...args], { encoding: 'utf8' })
-    : execFileSync('ss', args, { encoding: 'utf8' })
+    ? execFileSync('ip', ['netns', 'exec', netns, 'ss', ...args], options)
+    : execFileSync('ss', args, options)
   // With -i, each socket's details continue on an indented line.
   return out
     .replace(/\n[ \t]+(?=\S)/g, ' ')
@@ -33,5 +34,7 @@ const port = (address: string): number => Number(address.slice(address.lastIndex
 
 /** A proxy's sockets: client legs (local port = proxy port) and target legs (peer port = target port). */
 export function proxySockets(proxyPort: number, targetPort: number): SsSocket[] {
-  return tcpSockets().filter((s) => s.state !== 'LISTEN' && (port(s.local) === proxyPort || port(s.peer) === targetPort))
+  return tcpSockets([`( sport = :${proxyPort} or dport = :${targetPort} )`]).filter(
+    (s) => s.state !== 'LISTEN' && (port(s.local) === proxyPort || port(s.peer) === targetPort),
+  )
 }
