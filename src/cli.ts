@@ -32,7 +32,6 @@ function buildParser(argv: string[]): Argv {
     .command('doctor', 'check that keepalive options can be set and read back on this machine')
     .command('profiles', 'list the keepalive profiles and the detection time each implies')
     .command('status', 'show health and open sessions of a running ka-proxy (through its admin API)')
-    .env('KA_PROXY')
     .option('config', { type: 'string', requiresArg: true, describe: 'YAML or JSON file with one or more routes; flags override a one-route file; SIGHUP re-reads it' })
     .option('listen', { type: 'string', requiresArg: true, describe: '[host:]port to accept clients on (bare port: all interfaces)' })
     .option('target', { type: 'string', requiresArg: true, describe: 'host:port[,host:port...] to relay to, first healthy wins; names are resolved for every connection' })
@@ -136,6 +135,22 @@ function cliInput(args: Record<string, unknown>): CliInput {
   }
 }
 
+/**
+ * KA_PROXY_<FLAG> variables for the value flags (KA_PROXY_TARGET, KA_PROXY_IDLE,
+ * KA_PROXY_ADMIN_TOKEN...), placed before the command line's own flags so those win.
+ * Other KA_PROXY_* variables are left alone (KA_PROXY_NATIVE=0 is read by the addon loader).
+ */
+function envArgs(env: NodeJS.ProcessEnv = process.env): string[] {
+  const options = (buildParser([]) as unknown as { getOptions(): { string: string[]; number: string[] } }).getOptions()
+  const out: string[] = []
+  for (const flag of [...options.string, ...options.number]) {
+    if (!/^[a-z][a-z-]*$/.test(flag)) continue
+    const value = env[`KA_PROXY_${flag.toUpperCase().replace(/-/g, '_')}`]
+    if (value !== undefined && value !== '') out.push(`--${flag}=${value}`)
+  }
+  return out
+}
+
 /** Repeated values (`--idle 5 --idle 6`) arrive as arrays; the last one wins, as in most tools. */
 function lastValues(args: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {}
@@ -144,7 +159,7 @@ function lastValues(args: Record<string, unknown>): Record<string, unknown> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = lastValues(buildParser(argv).parseSync() as Record<string, unknown>)
+  const args = lastValues(buildParser([...envArgs(), ...argv]).parseSync() as Record<string, unknown>)
   if (args.version) {
     process.stdout.write(`ka-proxy ${VERSION}\n${nativeStatusLine(new KeepaliveApplier())}\n`)
     return 0

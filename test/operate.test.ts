@@ -252,3 +252,9 @@ t.test('/sessions shows keepalive probes going unanswered on an idle session', a
   t.ok(first >= 1, `probes sent and unanswered after 2.5 s idle (${first})`)
   t.ok(second >= first + 1, `and increasing (${first} -> ${second})`)
 })
+
+t.test('other KA_PROXY_* variables are not taken for flags', async (t) => {
+  const r = runCli(['--version'], { KA_PROXY_DEBUG: '1', KA_PROXY_SOMETHING_ELSE: 'x' })
+  t.equal(r.status, 0)
+  t.equal(r.stderr, '')
+})
