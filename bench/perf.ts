@@ -13,7 +13,7 @@ import { checkoutRevision } from './perf/baseline.ts'
 import { PERF_CASES, idleSessionLimit, type CaseEnv, type Metrics, type PerfCase } from './perf/cases/index.ts'
 import { describePinning, pinningUnavailable, pinSelf } from './perf/cpus.ts'
 import { compilerUnavailable, LoadGenerator } from './perf/loadgen.ts'
-import { parseOptions, type PerfSettings } from './perf/options.ts'
+import { baselineName, parseOptions, type PerfSettings } from './perf/options.ts'
 import { pgbenchUnavailable, startBenchPostgres } from './perf/postgres.ts'
 import { freePort, startRelayProcess } from './perf/relay-process.ts'
 import { KEEPALIVE, perfRelay, type PerfRelay } from './perf/relays.ts'
@@ -118,7 +118,7 @@ async function run(): Promise<number> {
   try {
     const loadgen = await LoadGenerator.build(dir)
     const baselineRoots = new Map<string, string>()
-    for (const rev of s.baselines) baselineRoots.set(`ka-proxy@${rev}`, await checkoutRevision(rev, dir))
+    for (const rev of s.baselines) baselineRoots.set(baselineName(rev), await checkoutRevision(rev, dir))
     const relays: Array<{ relay: PerfRelay, entry: RelayReport }> = []
     for (const name of s.relays) {
       const relay = perfRelay(name, baselineRoots)

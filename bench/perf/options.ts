@@ -46,6 +46,11 @@ export function parseSize(text: string): number {
   return Math.round(value * unit)
 }
 
+/** The relay name of a revision's ka-proxy: `ka-proxy@HEAD~1`, `ka-proxy@2512067122` for a hash. */
+export function baselineName(rev: string): string {
+  return `ka-proxy@${/^[0-9a-f]{11,40}$/i.test(rev) ? rev.slice(0, 10) : rev}`
+}
+
 function list(value: string): string[] {
   return value.split(',').map(s => s.trim()).filter(Boolean)
 }
@@ -99,7 +104,7 @@ export function parseOptions(argv = hideBin(process.argv)): PerfSettings {
   const baselines = args.baseline.map(String)
   // Right after the working tree's ka-proxy, or in its place when it is left out.
   const at = relays.includes('ka-proxy') ? relays.indexOf('ka-proxy') + 1 : Math.min(1, relays.length)
-  relays.splice(at, 0, ...baselines.map(rev => `ka-proxy@${rev}`))
+  relays.splice(at, 0, ...baselines.map(baselineName))
   return {
     relays,
     cases: cases as CaseName[],

@@ -28,6 +28,7 @@ function measures(report: Report): Measure[] {
     { label: `pgbench -S -c ${s.pgbenchClients}: TPS`, case: 'pgbench', metric: 'tps', better: 'higher', target: { ratio: 1 } },
     { label: 'pgbench: latency ms', case: 'pgbench', metric: 'latencyMs', better: 'lower' },
     { label: 'idle: bytes/session (PSS)', case: 'idle', metric: 'bytesPerSession', better: 'lower', target: { atMost: 6 * 1024, unit: 'bytes' } },
+    { label: 'idle: growth incl. one-time, bytes/session', case: 'idle', metric: 'growthBytesPerSession', better: 'lower' },
     { label: 'idle: sessions opened/s', case: 'idle', metric: 'opensPerSec', better: 'higher', target: { ratio: 0.5 } },
     { label: 'relay CPU: ms/GiB, 1 stream', case: 'bulk1', metric: 'relayCpuMsPerGiB', better: 'lower' },
     { label: `relay CPU: ms/GiB, ${s.streams} streams`, case: 'bulk8', metric: 'relayCpuMsPerGiB', better: 'lower' },
