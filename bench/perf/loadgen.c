@@ -2,9 +2,11 @@
 // time with the machine's cc: a generator written in Node spends more CPU per byte and per round
 // trip than the relays it is meant to saturate. Every mode runs in one thread with epoll.
 //
-//   loadgen serve                          sink and echo servers on 127.0.0.1 (ports chosen by the
-//                                          kernel); prints "ready <sink-port> <echo-port>"
+//   loadgen serve                          sink, echo and source servers on 127.0.0.1 (ports chosen
+//                                          by the kernel); prints "ready <sink> <echo> <source>"
 //   loadgen bulk HOST PORT STREAMS BYTES   sends BYTES, split over STREAMS connections, to the sink
+//   loadgen down HOST PORT STREAMS BYTES   receives BYTES, split over STREAMS connections, from the
+//                                          source: each stream asks for its share with its length
 //   loadgen rr HOST PORT CONNS SIZE WARMUP SECONDS
 //                                          SIZE-byte ping-pong on CONNS connections to the echo
 //   loadgen open HOST PORT COUNT WINDOW    opens COUNT sessions, at most WINDOW at a time, each
@@ -103,6 +105,14 @@ static void watch(int ep, int op, int fd, uint32_t events) {
   if (epoll_ctl(ep, op, fd, &ev) != 0) die("epoll_ctl");
 }
 
+static int wait_events(int ep, struct epoll_event *events, int timeout_ms) {
+  for (;;) {
+    int n = epoll_wait(ep, events, MAX_EVENTS, timeout_ms);
+    if (n >= 0) return n;
+    if (errno != EINTR) die("epoll_wait");
+  }
+}
+
 /** Closes with an RST: no TIME_WAIT left behind by thousands of sessions. */
 static void reset_close(int fd) {
   struct linger lg = { .l_onoff = 1, .l_linger = 0 };
@@ -112,13 +122,14 @@ static void reset_close(int fd) {
 
 // ---------------------------------------------------------------------------------------- serve
 
-enum kind { NONE, SINK_LISTEN, ECHO_LISTEN, SINK, ECHO };
+enum kind { NONE, SINK_LISTEN, ECHO_LISTEN, SOURCE_LISTEN, SINK, ECHO, SOURCE };
 
 struct conn {
   enum kind kind;
-  unsigned char header[8];  // sink: the stream's length, as it arrives
+  unsigned char header[8];  // sink, source: the stream's length, as it arrives
   int header_len;
   uint64_t bytes;   // sink: received so far, after the header
+  uint64_t to_send; // source: what is left of the length asked for
   int answered;
   char *pending;    // echo: bytes the client has not taken yet
   size_t pending_len;
@@ -147,7 +158,7 @@ static void drop(int fd) {
 }
 
 static void accept_all(int ep, int lfd) {
-  enum kind kind = conns[lfd].kind == SINK_LISTEN ? SINK : ECHO;
+  enum kind kind = conns[lfd].kind == SINK_LISTEN ? SINK : conns[lfd].kind == ECHO_LISTEN ? ECHO : SOURCE;
   for (;;) {
     int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;
@@ -174,6 +185,31 @@ static void sink_read(int fd) {
     }
     if (n < IO_BUF) return;
   }
+}
+
+/** The length asked for, then end of stream (the client is done). */
+static void source_read(int ep, int fd) {
+  struct conn *c = &conns[fd];
+  ssize_t n = read(fd, c->header_len < 8 ? c->header + c->header_len : (unsigned char *)io_buf,
+                   c->header_len < 8 ? (size_t)(8 - c->header_len) : IO_BUF);
+  if (n < 0 && errno == EAGAIN) return;
+  if (n <= 0) { drop(fd); return; }
+  if (c->header_len >= 8) return;  // nothing more is expected; ignore it
+  c->header_len += (int)n;
+  if (c->header_len < 8) return;
+  memcpy(&c->to_send, c->header, sizeof c->to_send);
+  if (c->to_send > 0) watch(ep, EPOLL_CTL_MOD, fd, EPOLLOUT);
+}
+
+static void source_write(int ep, int fd) {
+  struct conn *c = &conns[fd];
+  while (c->to_send > 0) {
+    ssize_t w = write(fd, io_buf, c->to_send < IO_BUF ? (size_t)c->to_send : IO_BUF);
+    if (w < 0 && errno == EAGAIN) return;
+    if (w < 0) { drop(fd); return; }
+    c->to_send -= (uint64_t)w;
+  }
+  watch(ep, EPOLL_CTL_MOD, fd, EPOLLIN);
 }
 
 static void echo_flush(int ep, int fd) {
@@ -213,18 +249,21 @@ static _Noreturn void serve(void) {
   if (ep < 0) die("epoll_create1");
   int sink_port = listen_on(ep, SINK_LISTEN);
   int echo_port = listen_on(ep, ECHO_LISTEN);
-  printf("ready %d %d\n", sink_port, echo_port);
+  int source_port = listen_on(ep, SOURCE_LISTEN);
+  printf("ready %d %d %d\n", sink_port, echo_port, source_port);
   fflush(stdout);
   struct epoll_event events[MAX_EVENTS];
   for (;;) {
-    int n = epoll_wait(ep, events, MAX_EVENTS, -1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("epoll_wait");
+    int n = wait_events(ep, events, -1);
     for (int i = 0; i < n; i++) {
       int fd = events[i].data.fd;
       switch (conns[fd].kind) {
-        case SINK_LISTEN: case ECHO_LISTEN: accept_all(ep, fd); break;
+        case SINK_LISTEN: case ECHO_LISTEN: case SOURCE_LISTEN: accept_all(ep, fd); break;
         case SINK: sink_read(fd); break;
+        case SOURCE:
+          if (conns[fd].to_send > 0) source_write(ep, fd);
+          else source_read(ep, fd);
+          break;
         case ECHO:
           if (conns[fd].pending_len > 0) echo_flush(ep, fd);
           else echo_read(ep, fd);
@@ -237,6 +276,34 @@ static _Noreturn void serve(void) {
 
 // ----------------------------------------------------------------------------------------- bulk
 
+/** Connects `n` streams; each gets its share of `total` (the first also the remainder). */
+static void connect_streams(const struct sockaddr_in *sa, int n, uint64_t total, int *fds, uint64_t *shares) {
+  for (int i = 0; i < n; i++) {
+    fds[i] = connect_blocking(sa);
+    set_nonblocking(fds[i], 1);
+    shares[i] = total / (uint64_t)n + (i == 0 ? total % (uint64_t)n : 0);
+  }
+}
+
+/** Each stream's length first: 8 bytes into an empty socket buffer are always taken at once. */
+static void announce_streams(int ep, int n, const int *fds, const uint64_t *shares, uint32_t events) {
+  for (int i = 0; i < n; i++) {
+    if (write(fds[i], &shares[i], sizeof shares[i]) != sizeof shares[i]) die("write");
+    watch(ep, EPOLL_CTL_ADD, fds[i], events);
+  }
+}
+
+static int index_of(const int *fds, int fd) {
+  int i = 0;
+  while (fds[i] != fd) i++;
+  return i;
+}
+
+static void report_bulk(const char *mode, int nstreams, uint64_t total, uint64_t received, double seconds, int errors, double cpu) {
+  printf("{\"mode\":\"%s\",\"streams\":%d,\"bytes\":%llu,\"received\":%llu,\"seconds\":%.6f,\"errors\":%d,\"cpuSeconds\":%.4f}\n",
+         mode, nstreams, (unsigned long long)total, (unsigned long long)received, seconds, errors, cpu);
+}
+
 struct stream {
   uint64_t to_send;
   uint64_t echoed;  // the sink's answer, once it has arrived
@@ -248,31 +315,22 @@ struct stream {
 static int bulk(const struct sockaddr_in *sa, int nstreams, uint64_t total) {
   int ep = epoll_create1(EPOLL_CLOEXEC);
   int fds[nstreams];
+  uint64_t shares[nstreams];
   struct stream st[nstreams];
-  for (int i = 0; i < nstreams; i++) {
-    fds[i] = connect_blocking(sa);
-    set_nonblocking(fds[i], 1);
-    st[i] = (struct stream){ .to_send = total / (uint64_t)nstreams + (i == 0 ? total % (uint64_t)nstreams : 0) };
-  }
+  connect_streams(sa, nstreams, total, fds, shares);
+  for (int i = 0; i < nstreams; i++) st[i] = (struct stream){ .to_send = shares[i] };
   for (size_t i = 0; i < IO_BUF; i++) io_buf[i] = (char)(i * 131u);
   double cpu0 = cpu_s();
   double t0 = now_s();
-  for (int i = 0; i < nstreams; i++) {
-    // 8 bytes into an empty socket buffer: always taken at once.
-    if (write(fds[i], &st[i].to_send, sizeof st[i].to_send) != sizeof st[i].to_send) die("write");
-    watch(ep, EPOLL_CTL_ADD, fds[i], EPOLLOUT);
-  }
+  announce_streams(ep, nstreams, fds, shares, EPOLLOUT);
   int left = nstreams;
   uint64_t received = 0;
   int errors = 0;
   struct epoll_event events[MAX_EVENTS];
   while (left > 0) {
-    int n = epoll_wait(ep, events, MAX_EVENTS, -1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("epoll_wait");
+    int n = wait_events(ep, events, -1);
     for (int e = 0; e < n; e++) {
-      int i = 0;
-      while (fds[i] != events[e].data.fd) i++;
+      int i = index_of(fds, events[e].data.fd);
       struct stream *s = &st[i];
       if (s->done) continue;
       if (s->to_send > 0) {
@@ -299,8 +357,43 @@ static int bulk(const struct sockaddr_in *sa, int nstreams, uint64_t total) {
   }
   double seconds = now_s() - t0;
   for (int i = 0; i < nstreams; i++) close(fds[i]);
-  printf("{\"mode\":\"bulk\",\"streams\":%d,\"bytes\":%llu,\"received\":%llu,\"seconds\":%.6f,\"errors\":%d,\"cpuSeconds\":%.4f}\n",
-         nstreams, (unsigned long long)total, (unsigned long long)received, seconds, errors, cpu_s() - cpu0);
+  report_bulk("bulk", nstreams, total, received, seconds, errors, cpu_s() - cpu0);
+  return 0;
+}
+
+static int download(const struct sockaddr_in *sa, int nstreams, uint64_t total) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  int fds[nstreams];
+  uint64_t want[nstreams], got[nstreams];
+  connect_streams(sa, nstreams, total, fds, want);
+  memset(got, 0, sizeof got);
+  double cpu0 = cpu_s();
+  double t0 = now_s();
+  announce_streams(ep, nstreams, fds, want, EPOLLIN);
+  int left = nstreams;
+  int errors = 0;
+  uint64_t received = 0;
+  struct epoll_event events[MAX_EVENTS];
+  while (left > 0) {
+    int n = wait_events(ep, events, -1);
+    for (int e = 0; e < n; e++) {
+      int i = index_of(fds, events[e].data.fd);
+      ssize_t r = read(fds[i], io_buf, IO_BUF);
+      if (r < 0 && errno == EAGAIN) continue;
+      if (r > 0) {
+        got[i] += (uint64_t)r;
+        received += (uint64_t)r;
+        if (got[i] < want[i]) continue;
+      } else {
+        errors++;  // the stream ended before its share arrived
+      }
+      watch(ep, EPOLL_CTL_DEL, fds[i], 0);
+      left--;
+    }
+  }
+  double seconds = now_s() - t0;
+  for (int i = 0; i < nstreams; i++) close(fds[i]);
+  report_bulk("down", nstreams, total, received, seconds, errors, cpu_s() - cpu0);
   return 0;
 }
 
@@ -381,15 +474,13 @@ static int rr(const struct sockaddr_in *sa, int nconns, size_t size, double warm
     struct epoll_event events[MAX_EVENTS];
     int active = nconns;
     while (active > 0) {
-      int n = epoll_wait(ep, events, MAX_EVENTS, 1000);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) { errors++; break; }
+      int n = wait_events(ep, events, 1000);
+      if (n == 0) { errors++; break; }
       uint64_t t_ns = now_ns();
       double t = (double)t_ns / 1e9;
       if (!measuring && t >= measure_from) { measuring = 1; started = t; cpu0 = cpu_s(); }
       for (int e = 0; e < n; e++) {
-        int i = 0;
-        while (fds[i] != events[e].data.fd) i++;
+        int i = index_of(fds, events[e].data.fd);
         ssize_t r = read(fds[i], reply, size - st[i].got);
         if (r < 0 && errno == EAGAIN) continue;
         if (r <= 0) { errors++; watch(ep, EPOLL_CTL_DEL, fds[i], 0); active--; continue; }
@@ -444,9 +535,7 @@ static int open_sessions(const struct sockaddr_in *sa, int count, int window) {
       watch(ep, EPOLL_CTL_ADD, fd, EPOLLOUT);
       in_flight++;
     }
-    int n = epoll_wait(ep, events, MAX_EVENTS, 10000);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("epoll_wait");
+    int n = wait_events(ep, events, 10000);
     if (n == 0) break;  // nothing moved for 10 s: report what we have
     for (int e = 0; e < n; e++) {
       int fd = events[e].data.fd;
@@ -495,6 +584,10 @@ int main(int argc, char **argv) {
     struct sockaddr_in sa = address(argv[2], argv[3]);
     return bulk(&sa, atoi(argv[4]), strtoull(argv[5], NULL, 10));
   }
+  if (argc == 6 && strcmp(argv[1], "down") == 0) {
+    struct sockaddr_in sa = address(argv[2], argv[3]);
+    return download(&sa, atoi(argv[4]), strtoull(argv[5], NULL, 10));
+  }
   if (argc == 8 && strcmp(argv[1], "rr") == 0) {
     struct sockaddr_in sa = address(argv[2], argv[3]);
     return rr(&sa, atoi(argv[4]), (size_t)atoi(argv[5]), atof(argv[6]), atof(argv[7]));
@@ -503,6 +596,6 @@ int main(int argc, char **argv) {
     struct sockaddr_in sa = address(argv[2], argv[3]);
     return open_sessions(&sa, atoi(argv[4]), atoi(argv[5]));
   }
-  fprintf(stderr, "usage: loadgen serve | bulk HOST PORT STREAMS BYTES | rr HOST PORT CONNS SIZE WARMUP SECONDS | open HOST PORT COUNT WINDOW\n");
+  fprintf(stderr, "usage: loadgen serve | bulk|down HOST PORT STREAMS BYTES | rr HOST PORT CONNS SIZE WARMUP SECONDS | open HOST PORT COUNT WINDOW\n");
   return 2;
 }

@@ -22,6 +22,7 @@ export interface OpenResult { opened: number, failed: number, seconds: number, c
 export interface Servers {
   sink: Endpoint
   echo: Endpoint
+  source: Endpoint
   pid: number
   stop(): Promise<void>
 }
@@ -102,12 +103,13 @@ export class LoadGenerator {
   async startServers(): Promise<Servers> {
     const lines = this.#start('serve', [])
     const ready = await lines.next<string>(SLACK_MS)
-    const m = /^ready (\d+) (\d+)$/.exec(ready)
+    const m = /^ready (\d+) (\d+) (\d+)$/.exec(ready)
     if (m === null) throw new Error(`loadgen serve: unexpected "${ready}"`)
     const child = lines.child
     return {
       sink: { host: '127.0.0.1', port: Number(m[1]) },
       echo: { host: '127.0.0.1', port: Number(m[2]) },
+      source: { host: '127.0.0.1', port: Number(m[3]) },
       pid: child.pid!,
       async stop() {
         child.kill('SIGTERM')
@@ -116,8 +118,10 @@ export class LoadGenerator {
     }
   }
 
-  async bulk(to: Endpoint, streams: number, bytes: number): Promise<BulkResult> {
-    return await this.#start('bulk', [to.host, to.port, streams, bytes]).next<BulkResult>(SLACK_MS + bytes / SLOWEST_BYTES_PER_MS)
+  /** `up`: to the sink, client to server; `down`: from the source, server to client. */
+  async bulk(to: Endpoint, streams: number, bytes: number, direction: 'up' | 'down'): Promise<BulkResult> {
+    const mode = direction === 'up' ? 'bulk' : 'down'
+    return await this.#start(mode, [to.host, to.port, streams, bytes]).next<BulkResult>(SLACK_MS + bytes / SLOWEST_BYTES_PER_MS)
   }
 
   async rr(to: Endpoint, conns: number, size: number, warmup: number, seconds: number): Promise<RrResult> {

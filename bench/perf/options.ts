@@ -3,8 +3,8 @@
 import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 
-export type CaseName = 'bulk1' | 'bulk8' | 'rr1' | 'rr32' | 'pgbench' | 'idle'
-export const CASES: readonly CaseName[] = ['bulk1', 'bulk8', 'rr1', 'rr32', 'pgbench', 'idle']
+export type CaseName = 'bulk1' | 'bulk8' | 'down1' | 'down8' | 'rr1' | 'rr32' | 'pgbench' | 'idle'
+export const CASES: readonly CaseName[] = ['bulk1', 'bulk8', 'down1', 'down8', 'rr1', 'rr32', 'pgbench', 'idle']
 export const DEFAULT_RELAYS = ['direct', 'ka-proxy', 'haproxy', 'nginx', 'socat', 'node-pipe']
 
 export interface PerfSettings {

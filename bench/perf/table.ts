@@ -20,8 +20,10 @@ interface Measure {
 function measures(report: Report): Measure[] {
   const s = report.settings
   const all: Measure[] = [
-    { label: 'bulk, 1 stream: MB/s', case: 'bulk1', metric: 'MBps', better: 'higher', target: { ratio: 1 } },
-    { label: `bulk, ${s.streams} streams: MB/s`, case: 'bulk8', metric: 'MBps', better: 'higher', target: { ratio: 1 } },
+    { label: 'bulk up, 1 stream: MB/s', case: 'bulk1', metric: 'MBps', better: 'higher', target: { ratio: 1 } },
+    { label: `bulk up, ${s.streams} streams: MB/s`, case: 'bulk8', metric: 'MBps', better: 'higher', target: { ratio: 1 } },
+    { label: 'bulk down, 1 stream: MB/s', case: 'down1', metric: 'MBps', better: 'higher', target: { ratio: 1 } },
+    { label: `bulk down, ${s.streams} streams: MB/s`, case: 'down8', metric: 'MBps', better: 'higher', target: { ratio: 1 } },
     { label: `ping-pong ${s.rrSize} B, 1 conn: p50 µs`, case: 'rr1', metric: 'p50us', better: 'lower' },
     { label: `ping-pong ${s.rrSize} B, 1 conn: p99 µs`, case: 'rr1', metric: 'p99us', better: 'lower' },
     { label: `ping-pong ${s.rrSize} B, ${s.rrConns} conns: RT/s`, case: 'rr32', metric: 'roundTripsPerSec', better: 'higher', target: { ratio: 1 } },
@@ -30,8 +32,10 @@ function measures(report: Report): Measure[] {
     { label: 'idle: bytes/session (PSS)', case: 'idle', metric: 'bytesPerSession', better: 'lower', target: { atMost: 6 * 1024, unit: 'bytes' } },
     { label: 'idle: growth incl. one-time, bytes/session', case: 'idle', metric: 'growthBytesPerSession', better: 'lower' },
     { label: 'idle: sessions opened/s', case: 'idle', metric: 'opensPerSec', better: 'higher', target: { ratio: 0.5 } },
-    { label: 'relay CPU: ms/GiB, 1 stream', case: 'bulk1', metric: 'relayCpuMsPerGiB', better: 'lower' },
-    { label: `relay CPU: ms/GiB, ${s.streams} streams`, case: 'bulk8', metric: 'relayCpuMsPerGiB', better: 'lower' },
+    { label: 'relay CPU: ms/GiB, up, 1 stream', case: 'bulk1', metric: 'relayCpuMsPerGiB', better: 'lower' },
+    { label: `relay CPU: ms/GiB, up, ${s.streams} streams`, case: 'bulk8', metric: 'relayCpuMsPerGiB', better: 'lower' },
+    { label: 'relay CPU: ms/GiB, down, 1 stream', case: 'down1', metric: 'relayCpuMsPerGiB', better: 'lower' },
+    { label: `relay CPU: ms/GiB, down, ${s.streams} streams`, case: 'down8', metric: 'relayCpuMsPerGiB', better: 'lower' },
     { label: 'relay CPU: µs/RT, 1 conn', case: 'rr1', metric: 'relayCpuUsPerRoundTrip', better: 'lower' },
     { label: `relay CPU: µs/RT, ${s.rrConns} conns`, case: 'rr32', metric: 'relayCpuUsPerRoundTrip', better: 'lower' },
     { label: 'relay CPU: µs/pgbench transaction', case: 'pgbench', metric: 'relayCpuUsPerTransaction', better: 'lower' },

@@ -11,8 +11,10 @@ export type { CaseEnv, Metrics, PerfCase } from './case.ts'
 export { idleSessionLimit } from './idle.ts'
 
 export const PERF_CASES: Record<CaseName, PerfCase> = {
-  bulk1: bulkCase('bulk1', false),
-  bulk8: bulkCase('bulk8', true),
+  bulk1: bulkCase('bulk1', false, 'up'),
+  bulk8: bulkCase('bulk8', true, 'up'),
+  down1: bulkCase('down1', false, 'down'),
+  down8: bulkCase('down8', true, 'down'),
   rr1: rrCase('rr1', false),
   rr32: rrCase('rr32', true),
   pgbench: pgbenchCase,
