@@ -5,6 +5,7 @@
 import type { Endpoint } from '../../lab/ss.ts'
 import type { LoadGenerator, Servers } from '../loadgen.ts'
 import type { CaseName, PerfSettings } from '../options.ts'
+import { sleep } from '../../lab/exec.ts'
 import { treeCpuSeconds } from '../procfs.ts'
 
 /** One measurement: named figures, e.g. { MBps: 1320, relayCpuMsPerGiB: 700 }. */
@@ -31,10 +32,17 @@ export interface PerfCase {
   measure(env: CaseEnv, address: Endpoint, relayPid: number | null): Promise<Metrics>
 }
 
+/**
+ * Time for a relay's per-session children to exit and be reaped once the client is done: a
+ * child caught between the two is in neither its own /proc entry nor its parent's total.
+ */
+const REAP_MS = 100
+
 /** CPU seconds the relay's processes use while `work` runs; 0 for the direct connection. */
 export async function chargedCpu<T>(relayPid: number | null, work: () => Promise<T>): Promise<{ result: T, cpuSeconds: number }> {
   const before = relayPid === null ? 0 : treeCpuSeconds(relayPid)
   const result = await work()
+  if (relayPid !== null) await sleep(REAP_MS)
   const cpuSeconds = relayPid === null ? 0 : treeCpuSeconds(relayPid) - before
   return { result, cpuSeconds }
 }
