@@ -142,7 +142,10 @@ export class ProxyListener {
     const session = new Session(socket, this.#ctx, upstream)
     this.sessions.add(session)
     this.#hooks.sessionOpened?.()
-    this.#logger.debug({ session: session.id, client: session.clientAddress, target: upstream.name }, 'session opened')
+    // Building the fields costs a getpeername per open: only when someone reads them.
+    if (this.#logger.isLevelEnabled('debug')) {
+      this.#logger.debug({ session: session.id, client: session.clientAddress, target: upstream.name }, 'session opened')
+    }
     session.start()
   }
 
