@@ -31,13 +31,14 @@ export class ConfigError extends KaError {
 export class ListenError extends KaError {
   readonly address: string
 
-  constructor(address: string, cause: NodeJS.ErrnoException) {
+  /** `key`: the flag or config key that set the address. */
+  constructor(address: string, cause: NodeJS.ErrnoException, key = '--listen') {
     const inUse = cause.code === 'EADDRINUSE'
     super(
       inUse ? 'KA_ERR_ADDRESS_IN_USE' : 'KA_ERR_LISTEN',
       inUse
-        ? `--listen: address ${address} is already in use`
-        : `--listen: cannot listen on ${address} (${cause.code ?? cause.message})`,
+        ? `${key}: address ${address} is already in use`
+        : `${key}: cannot listen on ${address} (${cause.code ?? cause.message})`,
       inUse ? EXIT_ADDRESS_IN_USE : EXIT_FAILURE,
       { cause },
     )

@@ -258,3 +258,11 @@ t.test('other KA_PROXY_* variables are not taken for flags', async (t) => {
   t.equal(r.status, 0)
   t.equal(r.stderr, '')
 })
+
+t.test('an admin address already in use: exit 3, naming --admin', async (t) => {
+  const { server, port } = await listen(() => {})
+  t.teardown(() => server.close())
+  const r = runCli(['--listen', '127.0.0.1:0', '--target', '127.0.0.1:1', '--admin', `127.0.0.1:${port}`])
+  t.equal(r.status, 3)
+  t.equal(r.stderr, `ka-proxy: --admin: address 127.0.0.1:${port} is already in use\n`)
+})

@@ -141,8 +141,7 @@ export class AdminServer {
     try {
       await Promise.race([once(this.#server, 'listening'), once(this.#server, 'error').then(([err]) => Promise.reject(err))])
     } catch (err) {
-      const e = new ListenError(shown, err as NodeJS.ErrnoException)
-      throw Object.assign(e, { message: e.message.replace('--listen', '--admin') })
+      throw new ListenError(shown, err as NodeJS.ErrnoException, '--admin')
     }
     const addr = this.#server.address() as import('node:net').AddressInfo
     return formatEndpoint(addr.address, addr.port)
