@@ -308,14 +308,15 @@ export class Session {
       socket.destroy()
       return
     }
-    if (how === 'rst' && !this.#isFlushing(socket)) {
+    const flushing = this.#isFlushing(socket)
+    if (how === 'rst' && !flushing) {
       this.#closeHow[leg] = 'rst'
       socket.resetAndDestroy()
       return
     }
     // A FIN after the data still queued for this peer; bounded, since the peer may not read.
     this.#closeHow[leg] = 'fin'
-    if (socket.writableLength > 0 || this.#isFlushing(socket)) {
+    if (flushing) {
       socket.end()
       clearTimeout(this.#timer)
       this.#timer = setTimeout(sessionOnFlushTimeout, this.#ctx.flushTimeoutMs, this)
