@@ -14,10 +14,13 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #ifdef __linux__
 #include <linux/sockios.h>
 #endif
 #include <node_api.h>
+
+#include "ka_native.h"
 
 #define CHECK_NAPI(env, call)                                     \
   do {                                                            \
@@ -27,7 +30,7 @@
     }                                                             \
   } while (0)
 
-static const char* errno_name(int err) {
+const char* ka_errno_name(int err) {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
   const char* name = strerrorname_np(err);
   if (name != NULL) return name;
@@ -43,14 +46,14 @@ static const char* errno_name(int err) {
 }
 
 // Throws Error{code: "EBADF", errno: 9, syscall: "setsockopt", option: "TCP_KEEPCNT"}.
-static napi_value throw_errno(napi_env env, int err, const char* syscall, const char* option) {
+napi_value ka_throw_errno(napi_env env, int err, const char* syscall, const char* option) {
   char message[192];
   snprintf(message, sizeof message, "%s(%s): %s", syscall, option, strerror(err));
   napi_value code, msg, error, value;
-  if (napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code) != napi_ok ||
+  if (napi_create_string_utf8(env, ka_errno_name(err), NAPI_AUTO_LENGTH, &code) != napi_ok ||
       napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg) != napi_ok ||
       napi_create_error(env, code, msg, &error) != napi_ok) {
-    napi_throw_error(env, errno_name(err), message);
+    napi_throw_error(env, ka_errno_name(err), message);
     return NULL;
   }
   if (napi_create_int32(env, err, &value) == napi_ok) napi_set_named_property(env, error, "errno", value);
@@ -62,7 +65,7 @@ static napi_value throw_errno(napi_env env, int err, const char* syscall, const 
   return NULL;
 }
 
-static int get_int_arg(napi_env env, napi_value* args, size_t argc, size_t index, int32_t* out) {
+int ka_get_int_arg(napi_env env, napi_value* args, size_t argc, size_t index, int32_t* out) {
   napi_valuetype type;
   if (index >= argc || napi_typeof(env, args[index], &type) != napi_ok || type != napi_number) {
     napi_throw_type_error(env, "KA_NATIVE_ARG", "expected integer arguments (fd, ...)");
@@ -83,7 +86,7 @@ static int get_fd_arg(napi_env env, napi_callback_info info, int32_t* fd) {
     napi_throw_error(env, "KA_NATIVE_NAPI", "napi_get_cb_info failed");
     return 0;
   }
-  return get_int_arg(env, args, argc, 0, fd);
+  return ka_get_int_arg(env, args, argc, 0, fd);
 }
 
 typedef struct {
@@ -126,16 +129,16 @@ static napi_value set_keepalive(napi_env env, napi_callback_info info) {
   CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, args, NULL, NULL));
   int32_t values[OPT_COUNT_ALL + 1];
   for (size_t i = 0; i < 6; i++) {
-    if (!get_int_arg(env, args, argc, i, &values[i])) return NULL;
+    if (!ka_get_int_arg(env, args, argc, i, &values[i])) return NULL;
   }
   int fd = values[0];
   for (int opt = 0; opt < OPT_COUNT_ALL; opt++) {
     int value = values[opt + 1];
     if (opt != OPT_KEEPALIVE && value < 0) continue;
     if (opt == OPT_KEEPALIVE) value = value ? 1 : 0;
-    if (OPTIONS[opt].name < 0) return throw_errno(env, ENOPROTOOPT, "setsockopt", OPTIONS[opt].label);
+    if (OPTIONS[opt].name < 0) return ka_throw_errno(env, ENOPROTOOPT, "setsockopt", OPTIONS[opt].label);
     if (setsockopt(fd, OPTIONS[opt].level, OPTIONS[opt].name, &value, sizeof value) != 0)
-      return throw_errno(env, errno, "setsockopt", OPTIONS[opt].label);
+      return ka_throw_errno(env, errno, "setsockopt", OPTIONS[opt].label);
   }
   return NULL;
 }
@@ -159,7 +162,7 @@ static napi_value get_keepalive(napi_env env, napi_callback_info info) {
     if (OPTIONS[opt].name >= 0) {
       socklen_t len = sizeof value;
       if (getsockopt(fd, OPTIONS[opt].level, OPTIONS[opt].name, &value, &len) != 0)
-        return throw_errno(env, errno, "getsockopt", OPTIONS[opt].label);
+        return ka_throw_errno(env, errno, "getsockopt", OPTIONS[opt].label);
     }
     if (opt == OPT_KEEPALIVE) {
       napi_value b;
@@ -182,7 +185,7 @@ static napi_value tcp_info(napi_env env, napi_callback_info info) {
   struct tcp_info ti;
   memset(&ti, 0, sizeof ti);
   socklen_t len = sizeof ti;
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return throw_errno(env, errno, "getsockopt", "TCP_INFO");
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return ka_throw_errno(env, errno, "getsockopt", "TCP_INFO");
   napi_value result;
   CHECK_NAPI(env, napi_create_object(env, &result));
   int ok = set_int_property(env, result, "state", ti.tcpi_state) &&
@@ -204,7 +207,7 @@ static napi_value tcp_info(napi_env env, napi_callback_info info) {
   }
   return result;
 #else
-  return throw_errno(env, ENOPROTOOPT, "getsockopt", "TCP_INFO");
+  return ka_throw_errno(env, ENOPROTOOPT, "getsockopt", "TCP_INFO");
 #endif
 }
 
@@ -215,13 +218,50 @@ static napi_value send_queue_bytes(napi_env env, napi_callback_info info) {
   if (!get_fd_arg(env, info, &fd)) return NULL;
 #ifdef SIOCOUTQ
   int queued = 0;
-  if (ioctl(fd, SIOCOUTQ, &queued) != 0) return throw_errno(env, errno, "ioctl", "SIOCOUTQ");
+  if (ioctl(fd, SIOCOUTQ, &queued) != 0) return ka_throw_errno(env, errno, "ioctl", "SIOCOUTQ");
   napi_value result;
   CHECK_NAPI(env, napi_create_int32(env, queued, &result));
   return result;
 #else
-  return throw_errno(env, ENOPROTOOPT, "ioctl", "SIOCOUTQ");
+  return ka_throw_errno(env, ENOPROTOOPT, "ioctl", "SIOCOUTQ");
 #endif
+}
+
+static int push_address(napi_env env, napi_value array, uint32_t at, const struct sockaddr_storage* sa) {
+  char host[INET6_ADDRSTRLEN] = "";
+  int port = 0;
+  if (sa->ss_family == AF_INET) {
+    const struct sockaddr_in* in4 = (const struct sockaddr_in*)sa;
+    inet_ntop(AF_INET, &in4->sin_addr, host, sizeof host);
+    port = ntohs(in4->sin_port);
+  } else if (sa->ss_family == AF_INET6) {
+    const struct sockaddr_in6* in6 = (const struct sockaddr_in6*)sa;
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+    port = ntohs(in6->sin6_port);
+  }
+  napi_value h, p;
+  return napi_create_string_utf8(env, host, NAPI_AUTO_LENGTH, &h) == napi_ok &&
+         napi_create_int32(env, port, &p) == napi_ok && napi_set_element(env, array, at, h) == napi_ok &&
+         napi_set_element(env, array, at + 1, p) == napi_ok;
+}
+
+// socketAddresses(fd) -> [localHost, localPort, remoteHost, remotePort], for sockets Node does
+// not hold (the native pump's).
+static napi_value socket_addresses(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!get_fd_arg(env, info, &fd)) return NULL;
+  struct sockaddr_storage local, remote;
+  socklen_t len = sizeof local;
+  if (getsockname(fd, (struct sockaddr*)&local, &len) != 0) return ka_throw_errno(env, errno, "getsockname", "local");
+  len = sizeof remote;
+  if (getpeername(fd, (struct sockaddr*)&remote, &len) != 0) return ka_throw_errno(env, errno, "getpeername", "remote");
+  napi_value result;
+  CHECK_NAPI(env, napi_create_array_with_length(env, 4, &result));
+  if (!push_address(env, result, 0, &local) || !push_address(env, result, 2, &remote)) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot build result");
+    return NULL;
+  }
+  return result;
 }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -230,8 +270,13 @@ static napi_value init(napi_env env, napi_value exports) {
       {"getKeepalive", NULL, get_keepalive, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tcpInfo", NULL, tcp_info, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendQueueBytes", NULL, send_queue_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"socketAddresses", NULL, socket_addresses, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  if (!ka_relay_init(env, exports)) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register Relay");
+    return NULL;
+  }
   return exports;
 }
 

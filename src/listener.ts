@@ -8,7 +8,9 @@ import { formatEndpoint } from './config/endpoint.ts'
 import type { ProxyOptions } from './config/options.ts'
 import { ListenError } from './errors.ts'
 import type { AppliedKeepalive, KeepaliveApplier } from './keepalive/socket-options.ts'
-import { checkPausedLegs, Session, type SessionContext, type SessionSummary } from './session.ts'
+import type { LegHandle, Session, SessionContext, SessionSummary } from './session.ts'
+import { checkPausedRelays, nativeRelayClass, NativeSession } from './session-native.ts'
+import { checkPausedLegs, StreamSession } from './session-stream.ts'
 import { TargetPool, type TargetChange } from './targets.ts'
 
 /** How often legs paused by backpressure are checked for a dead peer. */
@@ -54,6 +56,7 @@ export class ProxyListener {
   #pool: TargetPool
   #drained: (() => void) | undefined
   readonly #deadCheck: NodeJS.Timeout
+  readonly #relay: ReturnType<typeof nativeRelayClass>
 
   constructor(options: ProxyOptions, keepalive: KeepaliveApplier, logger: Logger, hooks: ListenerHooks = {}) {
     this.#options = options
@@ -77,7 +80,13 @@ export class ProxyListener {
         ? (session) => hooks.targetConnected!((performance.now() - session.startedAt) / 1000)
         : undefined,
     }
-    this.#deadCheck = setInterval(checkPausedLegs, PAUSED_CHECK_MS, this.#ctx).unref()
+    this.#relay = keepalive.native && process.env.KA_PROXY_RELAY !== 'stream' ? nativeRelayClass() : undefined
+    this.#deadCheck = setInterval(checkPausedLegsOfBoth, PAUSED_CHECK_MS, this.#ctx).unref()
+  }
+
+  /** Which transport moves the bytes: the native pump, or Node streams (no native helper). */
+  get relay(): 'native' | 'stream' {
+    return this.#relay ? 'native' : 'stream'
   }
 
   /** Binds and starts accepting; rejects with ListenError (in use, not permitted...). */
@@ -139,7 +148,20 @@ export class ProxyListener {
       this.#refuse(socket, 'no_healthy_target', { targets: this.#pool.targets.map((t) => t.name) }, 'connection refused: no healthy target')
       return
     }
-    const session = new Session(socket, this.#ctx, upstream)
+    let session: Session
+    if (this.#relay) {
+      try {
+        session = new NativeSession(this.#relay, socket, this.#ctx, upstream)
+      } catch (err) {
+        // Out of descriptors or memory: this client is turned away, the others go on.
+        this.#logger.error({ err, client: formatEndpoint(socket.remoteAddress, socket.remotePort) }, 'cannot start session')
+        socket.on('error', () => {})
+        socket.resetAndDestroy()
+        return
+      }
+    } else {
+      session = new StreamSession(socket, this.#ctx, upstream)
+    }
     this.sessions.add(session)
     this.#hooks.sessionOpened?.()
     // Building the fields costs a getpeername per open: only when someone reads them.
@@ -187,8 +209,8 @@ export class ProxyListener {
     ctx.clientKeepalivePerSocket = inherited ? undefined : client
     let legs = 0
     let matching = 0
-    const applyLeg = (socket: Socket | undefined, wanted: typeof client): void => {
-      if (!socket || socket.destroyed || socket.connecting) return
+    const applyLeg = (socket: LegHandle | undefined, wanted: typeof client): void => {
+      if (socket === undefined) return
       try {
         this.#keepalive.apply(socket, wanted)
         if (!this.#keepalive.native) return
@@ -201,8 +223,8 @@ export class ProxyListener {
       }
     }
     for (const session of this.sessions) {
-      applyLeg(session.client, client)
-      applyLeg(session.target, target)
+      applyLeg(session.legHandle('client'), client)
+      applyLeg(session.legHandle('target'), target)
     }
     return { changed, sessions: this.sessions.size, readBack: this.#keepalive.native ? { legs, matching } : null }
   }
@@ -267,4 +289,10 @@ export class ProxyListener {
   terminate(): void {
     for (const session of this.sessions) session.shutdown()
   }
+}
+
+/** Paused legs of both transports (the native pump keeps its own list, across listeners). */
+function checkPausedLegsOfBoth(ctx: SessionContext): void {
+  checkPausedLegs(ctx)
+  checkPausedRelays()
 }

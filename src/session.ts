@@ -1,5 +1,7 @@
 // One proxied connection: a client leg, a target leg, the bytes between them, and the
-// one place that decides how both end. "What happens when the target dies" is here.
+// one place that decides how both end. "What happens when the target dies" is here; how
+// bytes move is a transport's business (session-native.ts: the native pump, the default;
+// session-stream.ts: Node streams, when the native helper is not in use).
 //
 // Rules:
 // - A FIN from one side becomes a FIN to the other (half-close); the session is over when
@@ -8,14 +10,10 @@
 //   leg is closed at once with an RST, so its peer learns of the failure instead of a
 //   normal-looking FIN; unless data is still being flushed to it: then flush, then FIN.
 // - Exactly one log line per session, written when both sockets are closed.
-//
-// Socket handlers are module-level functions that find their session through a symbol:
-// no closures per connection, and stack traces name the handler.
 
-import net, { type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { Endpoint } from './config/endpoint.ts'
-import { formatEndpoint } from './config/endpoint.ts'
 import type { KeepaliveApplier } from './keepalive/socket-options.ts'
 import type { KeepaliveSettings } from './keepalive/settings.ts'
 
@@ -51,7 +49,7 @@ export interface SessionContext {
   flushTimeoutMs: number
   logger: Logger
   /**
-   * Legs not being read because their peer is slow. The kernel reports a reset or a
+   * Stream legs not being read because their peer is slow. The kernel reports a reset or a
    * keepalive timeout only to a reader, so the listener checks these for death.
    */
   pausedLegs: Set<Socket>
@@ -73,88 +71,74 @@ export interface SessionSummary {
   error?: string
 }
 
-const kSession = Symbol('ka.session')
-
-/**
- * The target leg reads into this one buffer, shared by every session: libuv reads one socket at
- * a time and hands the bytes over at once, and each chunk is copied out before anything else
- * reads. That saves the streams machinery and a 64 KiB allocation per read, costs nothing per
- * idle session, and no queued write ever points into the shared buffer. The client leg, accepted
- * by net.Server, cannot take `onread` and keeps the 'data' event.
- */
-const TARGET_READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
-const TARGET_READ = { buffer: TARGET_READ_BUFFER, callback: targetOnRead }
-
-type LegSocket = Socket & { [kSession]: Session }
+/** What the socket-option calls address: a Node socket or a descriptor owned by the native pump. */
+export type LegHandle = Socket | number
 
 let nextSessionId = 1
 
-export class Session {
+export abstract class Session {
   readonly id = nextSessionId++
-  readonly client: Socket
   /** Where this session goes: chosen by the listener when the client arrived (re-pointed by a reload). */
   upstream: Endpoint & { host: string }
-  target: Socket | undefined
   readonly startedAt = performance.now()
-  bytesToTarget = 0
-  bytesToClient = 0
   reason: CloseReason | undefined
   reasonLeg: Leg | null = null
   error: string | undefined
-  #ctx: SessionContext
-  #clientClosed = false
-  #targetClosed = true
-  #clientEnded = false
-  #targetEnded = false
+  protected readonly ctx: SessionContext
+  #closed: Record<Leg, boolean> = { client: false, target: true }
+  #ended: Record<Leg, boolean> = { client: false, target: false }
   #closeHow: Record<Leg, LegClose | null> = { client: null, target: null }
   #timer: NodeJS.Timeout | undefined
   #finished = false
   #targetUp = false
-  #deadLeg: Socket | undefined
 
-  constructor(client: Socket, ctx: SessionContext, upstream: Endpoint & { host: string }) {
-    this.client = client
+  constructor(ctx: SessionContext, upstream: Endpoint & { host: string }) {
+    this.ctx = ctx
     this.upstream = upstream
-    this.#ctx = ctx
-    ;(client as LegSocket)[kSession] = this
-    client.on('error', socketOnError)
-    client.on('close', socketOnClose)
   }
 
-  get clientAddress(): string {
-    return formatEndpoint(this.client.remoteAddress, this.client.remotePort)
-  }
+  abstract get clientAddress(): string
+  abstract get targetAddress(): string
+  abstract get bytesToTarget(): number
+  abstract get bytesToClient(): number
+  /** The leg's socket for option calls; undefined once closed or while still connecting. */
+  abstract legHandle(leg: Leg): LegHandle | undefined
 
-  get targetAddress(): string {
-    const t = this.target
-    if (t?.remoteAddress) return formatEndpoint(t.remoteAddress, t.remotePort)
-    return formatEndpoint(this.upstream.host, this.upstream.port)
-  }
+  /** Starts connecting the target leg; events come back through onTargetConnect, onError... */
+  protected abstract connectTarget(): void
+  /** The target is up: bytes start to flow both ways. */
+  protected abstract beginRelay(): void
+  protected abstract isOpen(leg: Leg): boolean
+  protected abstract isConnecting(leg: Leg): boolean
+  /** A FIN to this leg was asked for (it may still wait behind queued bytes). */
+  protected abstract endRequested(leg: Leg): boolean
+  /** The FIN asked for has been handed to the kernel. */
+  protected abstract finSent(leg: Leg): boolean
+  /** Bytes for this leg still held by the proxy (not yet in the kernel). */
+  abstract queuedBytes(leg: Leg): number
+  /** FIN after the queued bytes; the leg closes once its peer has ended too. */
+  protected abstract endLeg(leg: Leg): void
+  /** RST, queued bytes discarded. */
+  protected abstract resetLeg(leg: Leg): void
+  /** Plain close. */
+  protected abstract destroyLeg(leg: Leg): void
+  /** The session is over: drop what the transport registered elsewhere. */
+  protected abstract released(): void
 
-  /** Connects the target leg; the client leg stays paused until it is up. */
+  /** Connects the target leg; the client leg is not read until it is up. */
   start(): void {
-    const ctx = this.#ctx
-    if (ctx.clientKeepalivePerSocket) {
+    const ctx = this.ctx
+    const client = this.legHandle('client')
+    if (ctx.clientKeepalivePerSocket && client !== undefined) {
       try {
-        ctx.keepalive.apply(this.client, ctx.clientKeepalivePerSocket)
+        ctx.keepalive.apply(client, ctx.clientKeepalivePerSocket)
       } catch (err) {
         ctx.logger.warn({ session: this.id, err }, 'cannot set client keepalive')
       }
     }
-    const target = net.connect({
-      host: this.upstream.host,
-      port: this.upstream.port,
-      allowHalfOpen: true,
-      noDelay: true,
-      onread: TARGET_READ,
-    }) as LegSocket
-    target[kSession] = this
-    this.target = target
-    this.#targetClosed = false
-    target.on('connect', targetOnConnect)
-    target.on('error', socketOnError)
-    target.on('close', socketOnClose)
+    this.#closed.target = false
     this.#timer = setTimeout(sessionOnConnectTimeout, ctx.connectTimeoutMs, this)
+    this.connectTarget()
   }
 
   /** Ends the session from outside (shutdown): both legs get a FIN. */
@@ -169,15 +153,15 @@ export class Session {
    * peers get an RST at once, data queued for them included; a frozen peer would never take it.
    */
   kill(reason: CloseReason): void {
-    const live = [this.client, this.target].filter((s): s is Socket => s !== undefined && !s.destroyed)
+    const live = LEGS.filter((leg) => this.isOpen(leg))
     // Already closing for a reason of its own: that reason stands.
     if (live.length === 0) return
     this.#reasonOverride(reason, 'target')
-    for (const socket of live) {
-      this.#closeHow[this.#legOf(socket)] = 'rst'
+    for (const leg of live) {
+      this.#closeHow[leg] = 'rst'
       // A connect still in progress is dropped; the kernel resets a SYN-ACK that comes later.
-      if (socket.connecting) socket.destroy()
-      else socket.resetAndDestroy()
+      if (this.isConnecting(leg)) this.destroyLeg(leg)
+      else this.resetLeg(leg)
     }
   }
 
@@ -185,19 +169,14 @@ export class Session {
     clearTimeout(this.#timer)
     this.#timer = undefined
     this.#targetUp = true
-    const target = this.target!
+    const target = this.legHandle('target')
     try {
-      this.#ctx.keepalive.apply(target, this.#ctx.targetKeepalive)
+      if (target !== undefined) this.ctx.keepalive.apply(target, this.ctx.targetKeepalive)
     } catch (err) {
-      this.#ctx.logger.warn({ session: this.id, err }, 'cannot set target keepalive')
+      this.ctx.logger.warn({ session: this.id, err }, 'cannot set target keepalive')
     }
-    this.#ctx.onTargetConnected?.(this)
-    this.client.on('data', socketOnData)
-    for (const socket of [this.client, target]) {
-      socket.on('drain', socketOnDrain)
-      socket.on('end', socketOnEnd)
-    }
-    this.client.resume()
+    this.ctx.onTargetConnected?.(this)
+    this.beginRelay()
   }
 
   onConnectTimeout(): void {
@@ -206,57 +185,30 @@ export class Session {
     this.#abort('connect_timeout', 'target')
   }
 
-  onData(from: Socket, chunk: Buffer): void {
-    const to = this.#peerOf(from)
-    if (from === this.client) this.bytesToTarget += chunk.length
-    else this.bytesToClient += chunk.length
-    if (to.destroyed) return
-    // Backpressure: stop reading until the slower side has taken what it has. A leg
-    // known dead is read to its end regardless: what is left is bounded by its receive buffer.
-    if (!to.write(chunk) && from !== this.#deadLeg) {
-      from.pause()
-      this.#ctx.pausedLegs.add(from)
-    }
-  }
-
-  onDrain(socket: Socket): void {
-    const from = this.#peerOf(socket)
-    this.#ctx.pausedLegs.delete(from)
-    if (!from.destroyed) from.resume()
-  }
-
-  /** The kernel closed a leg we had paused: read what it still holds, then its end arrives. */
-  onPausedLegDead(socket: Socket): void {
-    this.#deadLeg = socket
-    this.#ctx.pausedLegs.delete(socket)
-    socket.resume()
-  }
-
-  onEnd(socket: Socket): void {
-    const leg = this.#legOf(socket)
+  onEnd(leg: Leg): void {
     // A reset or timeout that arrives while the reader is paused surfaces as a plain EOF;
     // the kernel's state tells it from a FIN (CLOSE instead of CLOSE_WAIT). Once our own
     // FIN is out, CLOSE is the normal end of the exchange instead.
-    const dead = socket.writableEnded ? undefined : this.#ctx.keepalive.deadReason(socket)
+    const handle = this.endRequested(leg) ? undefined : this.legHandle(leg)
+    const dead = handle === undefined ? undefined : this.ctx.keepalive.deadReason(handle)
     if (dead !== undefined) {
       this.error ??= dead === 'reset' ? 'ECONNRESET' : 'ETIMEDOUT'
       this.#abort(dead === 'reset' ? (leg === 'client' ? 'client_reset' : 'target_reset') : 'keepalive_timeout', leg)
       return
     }
-    if (leg === 'client') this.#clientEnded = true
-    else this.#targetEnded = true
+    this.#ended[leg] = true
     this.#setReason(leg === 'client' ? 'client_end' : 'target_end', leg)
-    const peer = this.#peerOf(socket)
-    if (!peer.destroyed) {
-      peer.end()
-      this.#closeHow[leg === 'client' ? 'target' : 'client'] ??= 'fin'
+    const peer = otherLeg(leg)
+    if (this.isOpen(peer)) {
+      this.#closeHow[peer] ??= 'fin'
+      this.endLeg(peer)
     }
-    if (this.#clientEnded && this.#targetEnded) {
+    if (this.#ended.client && this.#ended.target) {
       // Both directions are done; sockets close once their writes are flushed.
       clearTimeout(this.#timer)
       this.#timer = undefined
-    } else if (this.#timer === undefined) {
-      this.#timer = setTimeout(sessionOnHalfCloseTimeout, this.#ctx.halfCloseTimeoutMs, this)
+    } else if (this.#timer === undefined && !this.#finished) {
+      this.#timer = setTimeout(sessionOnHalfCloseTimeout, this.ctx.halfCloseTimeoutMs, this)
     }
   }
 
@@ -268,22 +220,20 @@ export class Session {
     this.#finishLeg('target', 'rst')
   }
 
-  onError(socket: Socket, err: NodeJS.ErrnoException): void {
-    const leg = this.#legOf(socket)
+  /** `code` is the errno name (ECONNRESET...), or a message when there is none. */
+  onError(leg: Leg, code: string): void {
     this.#closeHow[leg] ??= 'failed'
-    this.error ??= err.code ?? err.message
+    this.error ??= code
     if (leg === 'target' && !this.#targetUp) {
       this.#abort('connect_failed', 'target')
       return
     }
-    this.#abort(classifyError(leg, err), leg)
+    this.#abort(classifyError(leg, code), leg)
   }
 
-  onClose(socket: Socket): void {
-    const leg = this.#legOf(socket)
-    if (leg === 'client') this.#clientClosed = true
-    else this.#targetClosed = true
-    if (!this.#clientClosed || !this.#targetClosed) {
+  onClose(leg: Leg): void {
+    this.#closed[leg] = true
+    if (!this.#closed.client || !this.#closed.target) {
       // A leg that closes without an error while the other is still open (e.g. destroyed
       // by its own side after a FIN) takes the other with it.
       if (this.reason === undefined) this.#abort(leg === 'client' ? 'client_end' : 'target_end', leg)
@@ -292,51 +242,52 @@ export class Session {
     this.#finish()
   }
 
+  onFlushTimeout(): void {
+    this.#timer = undefined
+    for (const leg of LEGS) {
+      if (this.isOpen(leg)) this.resetLeg(leg)
+    }
+  }
+
   /** A leg failed: record why and tell the other leg's peer, by RST unless data is being flushed to it. */
   #abort(reason: CloseReason, leg: Leg): void {
     this.#setReason(reason, leg)
     this.#finishLeg(leg, 'failed')
-    this.#finishLeg(leg === 'client' ? 'target' : 'client', 'rst')
+    this.#finishLeg(otherLeg(leg), 'rst')
   }
 
   #finishLeg(leg: Leg, how: LegClose): void {
-    const socket = leg === 'client' ? this.client : this.target
-    if (!socket || socket.destroyed) return
-    if (how === 'failed' || socket.connecting) {
-      // A target still connecting has no peer to tell; resetAndDestroy would wait for the connect.
+    if (!this.isOpen(leg)) return
+    if (how === 'failed' || this.isConnecting(leg)) {
+      // A target still connecting has no peer to tell; a reset would wait for the connect.
       this.#closeHow[leg] ??= how === 'failed' ? 'failed' : 'rst'
-      socket.destroy()
+      this.destroyLeg(leg)
       return
     }
-    const flushing = this.#isFlushing(socket)
+    const flushing = this.#isFlushing(leg)
     if (how === 'rst' && !flushing) {
       this.#closeHow[leg] = 'rst'
-      socket.resetAndDestroy()
+      this.resetLeg(leg)
       return
     }
     // A FIN after the data still queued for this peer; bounded, since the peer may not read.
     this.#closeHow[leg] = 'fin'
     if (flushing) {
-      socket.end()
       clearTimeout(this.#timer)
-      this.#timer = setTimeout(sessionOnFlushTimeout, this.#ctx.flushTimeoutMs, this)
+      this.#timer = setTimeout(sessionOnFlushTimeout, this.ctx.flushTimeoutMs, this)
+      this.endLeg(leg)
     } else {
-      socket.destroy()
+      this.destroyLeg(leg)
     }
   }
 
-  onFlushTimeout(): void {
-    this.#timer = undefined
-    for (const socket of [this.client, this.target]) {
-      if (socket && !socket.destroyed) socket.resetAndDestroy()
-    }
-  }
-
-  #isFlushing(socket: Socket): boolean {
-    if (socket.connecting) return false
+  #isFlushing(leg: Leg): boolean {
+    if (this.isConnecting(leg)) return false
+    if (this.queuedBytes(leg) > 0) return true
+    const handle = this.legHandle(leg)
     // Once our FIN is out, it occupies one byte of the send queue until acknowledged.
-    const finQueued = socket.writableFinished ? 1 : 0
-    return socket.writableLength > 0 || (this.#ctx.keepalive.sendQueueBytes(socket) ?? 0) > finQueued
+    const finQueued = this.finSent(leg) ? 1 : 0
+    return handle !== undefined && (this.ctx.keepalive.sendQueueBytes(handle) ?? 0) > finQueued
   }
 
   #setReason(reason: CloseReason, leg: Leg | null): void {
@@ -354,11 +305,10 @@ export class Session {
   #finish(): void {
     if (this.#finished) return
     this.#finished = true
-    this.#ctx.pausedLegs.delete(this.client)
-    if (this.target) this.#ctx.pausedLegs.delete(this.target)
+    this.released()
     clearTimeout(this.#timer)
     this.#timer = undefined
-    this.#ctx.onClosed(this)
+    this.ctx.onClosed(this)
   }
 
   summary(): SessionSummary {
@@ -377,19 +327,17 @@ export class Session {
     if (this.error !== undefined) s.error = this.error
     return s
   }
+}
 
-  #legOf(socket: Socket): Leg {
-    return socket === this.client ? 'client' : 'target'
-  }
+export const LEGS: readonly Leg[] = ['client', 'target']
 
-  #peerOf(socket: Socket): Socket {
-    return socket === this.client ? this.target! : this.client
-  }
+export function otherLeg(leg: Leg): Leg {
+  return leg === 'client' ? 'target' : 'client'
 }
 
 /** ETIMEDOUT on an established socket is the kernel giving up: keepalive probes or TCP_USER_TIMEOUT. */
-export function classifyError(leg: Leg, err: NodeJS.ErrnoException): CloseReason {
-  switch (err.code) {
+export function classifyError(leg: Leg, code: string): CloseReason {
+  switch (code) {
     case 'ECONNRESET':
     case 'EPIPE':
     case 'ECONNABORTED':
@@ -404,52 +352,6 @@ export function classifyError(leg: Leg, err: NodeJS.ErrnoException): CloseReason
     default:
       return leg === 'client' ? 'client_error' : 'target_error'
   }
-}
-
-/**
- * Run by one shared timer per listener: a paused leg whose connection the kernel has
- * closed (reset, keepalive or user timeout) would otherwise go unnoticed, since only a
- * reader is told.
- */
-export function checkPausedLegs(ctx: SessionContext): void {
-  for (const socket of ctx.pausedLegs) {
-    if (ctx.keepalive.deadReason(socket) !== undefined) (socket as LegSocket)[kSession].onPausedLegDead(socket)
-  }
-}
-
-function socketOnData(this: LegSocket, chunk: Buffer): void {
-  this[kSession].onData(this, chunk)
-}
-
-/**
- * Small chunks are copied into Node's shared pool, large ones into a buffer of their own.
- * Always true: backpressure pauses the leg in onData, as for the client leg.
- */
-function targetOnRead(this: LegSocket, nread: number): boolean {
-  const chunk = Buffer.allocUnsafe(nread)
-  TARGET_READ_BUFFER.copy(chunk, 0, 0, nread)
-  this[kSession].onData(this, chunk)
-  return true
-}
-
-function socketOnDrain(this: LegSocket): void {
-  this[kSession].onDrain(this)
-}
-
-function socketOnEnd(this: LegSocket): void {
-  this[kSession].onEnd(this)
-}
-
-function socketOnError(this: LegSocket, err: Error): void {
-  this[kSession].onError(this, err)
-}
-
-function socketOnClose(this: LegSocket): void {
-  this[kSession].onClose(this)
-}
-
-function targetOnConnect(this: LegSocket): void {
-  this[kSession].onTargetConnect()
 }
 
 function sessionOnConnectTimeout(session: Session): void {

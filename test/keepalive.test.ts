@@ -39,7 +39,7 @@ async function liveSession(t: Test, flags: Omit<Partial<RawOptions>, 'target' | 
   const client = await connect(proxy.port)
   await waitFor(() => accepted.length === 1, 2000)
   const session = [...proxy.listener.sessions][0]!
-  await waitFor(() => session.target?.remoteAddress !== undefined, 2000)
+  await waitFor(() => session.legHandle('target') !== undefined, 2000)
   t.teardown(async () => {
     client.destroy()
     accepted.forEach((s) => s.destroy())
@@ -52,8 +52,8 @@ async function liveSession(t: Test, flags: Omit<Partial<RawOptions>, 'target' | 
 for (const c of CASES) {
   t.test(`both legs read back: ${c.name}`, async (t) => {
     const { proxy, session, targetPort } = await liveSession(t, c.flags)
-    t.same(reader.read(session.client), { enabled: true, ...c.client }, 'client leg (inherited from the listener)')
-    t.same(reader.read(session.target!), { enabled: true, ...c.target }, 'target leg')
+    t.same(reader.read(session.legHandle('client')!), { enabled: true, ...c.client }, 'client leg (inherited from the listener)')
+    t.same(reader.read(session.legHandle('target')!), { enabled: true, ...c.target }, 'target leg')
     const legs = proxySockets(proxy.port, targetPort)
     const clientLeg = legs.filter((s) => s.local.endsWith(`:${proxy.port}`))
     const targetLeg = legs.filter((s) => s.peer.endsWith(`:${targetPort}`))
@@ -67,8 +67,8 @@ for (const c of CASES) {
 t.test('fallback: both legs get what setKeepAlive can do, per socket', async (t) => {
   const { session } = await liveSession(t, { idle: 9 }, false)
   const fallback = { enabled: true, idle: 9, interval: 1, count: 10, userTimeout: 0 }
-  t.same(reader.read(session.client), fallback, 'client leg')
-  t.same(reader.read(session.target!), fallback, 'target leg')
+  t.same(reader.read(session.legHandle('client')!), fallback, 'client leg')
+  t.same(reader.read(session.legHandle('target')!), fallback, 'target leg')
 })
 
 t.test('keepalive probes really go out on an idle session', async (t) => {
@@ -76,7 +76,7 @@ t.test('keepalive probes really go out on an idle session', async (t) => {
   // An answered probe leaves no trace in TCP_INFO counters, but the ACK it draws does:
   // last_ack_recv is refreshed about every second although no data moves.
   await new Promise((r) => setTimeout(r, 2500))
-  const info = reader.tcpInfo(session.target!)
+  const info = reader.tcpInfo(session.legHandle('target')!)
   t.ok(info.lastDataRecvMs >= 2000, `no data for ${info.lastDataRecvMs} ms`)
   t.ok(info.lastAckRecvMs < 1500, `yet an ACK ${info.lastAckRecvMs} ms ago: probes answered`)
 })

@@ -10,7 +10,7 @@ import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import { ConfigError, ListenError } from '../errors.ts'
 import type { KeepaliveApplier } from '../keepalive/socket-options.ts'
-import type { Session } from '../session.ts'
+import type { LegHandle, Session } from '../session.ts'
 import { formatEndpoint, parseListen, type Endpoint } from '../config/endpoint.ts'
 import type { MetricsSource, ProxyMetrics } from './metrics.ts'
 
@@ -40,14 +40,13 @@ export function resolveAdmin(value: string | { listen: string; token?: string | 
 }
 
 /** Live socket state of one leg; null when it cannot be read (closed, or no native helper). */
-function legState(keepalive: KeepaliveApplier, socket: import('node:net').Socket | undefined) {
-  if (!socket || socket.destroyed || !keepalive.native) return null
+function legState(keepalive: KeepaliveApplier, socket: LegHandle | undefined) {
+  if (socket === undefined || !keepalive.native) return null
   try {
     const ka = keepalive.read(socket)
     const tcp = keepalive.tcpInfo(socket)
     return {
-      local: formatEndpoint(socket.localAddress, socket.localPort),
-      remote: formatEndpoint(socket.remoteAddress, socket.remotePort),
+      ...keepalive.addresses(socket),
       keepalive: ka,
       rttUs: tcp.rttUs,
       rttvarUs: tcp.rttvarUs,
@@ -68,8 +67,8 @@ export function sessionsReport(source: AdminSource, keepalive: KeepaliveApplier)
   const now = performance.now()
   const out: object[] = []
   for (const { route, session } of source.sessions()) {
-    const client = legState(keepalive, session.client)
-    const target = legState(keepalive, session.target)
+    const client = legState(keepalive, session.legHandle('client'))
+    const target = legState(keepalive, session.legHandle('target'))
     const idle = [client?.lastDataRecvMs, target?.lastDataRecvMs].filter((v): v is number => v !== undefined)
     out.push({
       route,

@@ -27,12 +27,37 @@ export interface NativeTcpInfo {
   totalRetrans: number
 }
 
+/** The byte pump of one session (native/ka_relay.c); legs are 0 (client) and 1 (target). */
+export interface NativeRelay {
+  /** null, or the errno name when the connect failed at once. */
+  connect(address: string, port: number, family: number): string | null
+  start(): void
+  /** True when the leg closed at once. */
+  end(leg: 0 | 1): boolean
+  reset(leg: 0 | 1): void
+  destroy(leg: 0 | 1): void
+  /** [fd or -1, bytes read from the leg, bytes queued for it, FIN sent] */
+  state(leg: 0 | 1): [number, number, number, boolean]
+  bytes(leg: 0 | 1): number
+}
+
+export type NativeRelayClass = new (
+  clientFd: number,
+  owner: object,
+  callback: (this: never, kind: number, leg: 0 | 1, errno: number) => void,
+) => NativeRelay
+
 /** The addon's surface; a negative number leaves that option as it is. */
 export interface NativeSockopt {
   setKeepalive(fd: number, enable: number, idle: number, interval: number, count: number, userTimeoutMs: number): void
   getKeepalive(fd: number): NativeKeepalive
   tcpInfo(fd: number): NativeTcpInfo
   sendQueueBytes(fd: number): number
+  /** [localHost, localPort, remoteHost, remotePort] */
+  socketAddresses(fd: number): [string, number, string, number]
+  Relay: NativeRelayClass
+  /** Paused legs the kernel has closed are read to their end; returns how many. */
+  relayCheckPaused(): number
 }
 
 export type NativeLoad = { ok: true; binding: NativeSockopt } | { ok: false; reason: string }

@@ -7,6 +7,7 @@
 // interval and count, so nothing here calls it on the native path.
 
 import type { Server, Socket } from 'node:net'
+import { formatEndpoint } from '../config/endpoint.ts'
 import { SocketOptionError } from '../errors.ts'
 import { loadNative, type NativeSockopt, type NativeTcpInfo } from './native.ts'
 import type { KeepaliveSettings } from './settings.ts'
@@ -27,8 +28,12 @@ const TCP_CLOSE = 7
 const FALLBACK_INTERVAL = 1
 const FALLBACK_COUNT = 10
 
+/** A socket, a listening socket, or a descriptor the native pump owns. */
+export type SocketRef = Socket | Server | number
+
 /** The file descriptor behind a Node socket or server: the one reach into Node internals. */
-export function fdOf(socket: Socket | Server): number {
+export function fdOf(socket: SocketRef): number {
+  if (typeof socket === 'number') return socket
   const handle = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle
   const fd = handle?.fd
   if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
@@ -70,8 +75,9 @@ export class KeepaliveApplier {
   }
 
   /** Sets the options on a connected socket. */
-  apply(socket: Socket, s: KeepaliveSettings): AppliedKeepalive {
+  apply(socket: Socket | number, s: KeepaliveSettings): AppliedKeepalive {
     if (!this.#binding) {
+      if (typeof socket === 'number') throw new SocketOptionError('native', 'ENOTSUP', 'a bare descriptor needs the native helper')
       socket.setKeepAlive(true, s.idle * 1000)
       return this.effective(s)
     }
@@ -90,7 +96,7 @@ export class KeepaliveApplier {
     return true
   }
 
-  read(socket: Socket | Server): KeepaliveReadback {
+  read(socket: SocketRef): KeepaliveReadback {
     const binding = this.#requireBinding('read keepalive options')
     const fd = fdOf(socket)
     const raw = callNative(() => binding.getKeepalive(fd))
@@ -103,14 +109,24 @@ export class KeepaliveApplier {
     }
   }
 
-  tcpInfo(socket: Socket): TcpInfo {
+  tcpInfo(socket: SocketRef): TcpInfo {
     const binding = this.#requireBinding('read TCP_INFO')
     const fd = fdOf(socket)
     return callNative(() => binding.tcpInfo(fd))
   }
 
+  /** Both ends of a connected socket, as host:port. */
+  addresses(socket: Socket | number): { local: string; remote: string } {
+    if (typeof socket !== 'number') {
+      return { local: formatEndpoint(socket.localAddress, socket.localPort), remote: formatEndpoint(socket.remoteAddress, socket.remotePort) }
+    }
+    const binding = this.#requireBinding('read socket addresses')
+    const [lh, lp, rh, rp] = callNative(() => binding.socketAddresses(socket))
+    return { local: formatEndpoint(lh, lp), remote: formatEndpoint(rh, rp) }
+  }
+
   /** Bytes sent but not yet acknowledged; undefined when it cannot be known. */
-  sendQueueBytes(socket: Socket): number | undefined {
+  sendQueueBytes(socket: SocketRef): number | undefined {
     if (!this.#binding) return undefined
     const binding = this.#binding
     try {
@@ -126,7 +142,7 @@ export class KeepaliveApplier {
    * or as a plain EOF. 'timeout' when probes or retransmissions went unanswered (keepalive
    * or TCP_USER_TIMEOUT), else 'reset'. undefined while alive, or when it cannot be known.
    */
-  deadReason(socket: Socket): 'reset' | 'timeout' | undefined {
+  deadReason(socket: SocketRef): 'reset' | 'timeout' | undefined {
     if (!this.#binding) return undefined
     let info: NativeTcpInfo
     try {

@@ -1,0 +1,189 @@
+// The session transport over the native pump (native/ka_relay.c): bytes move between the two
+// descriptors inside the event loop with no JavaScript per chunk; this file turns the pump's
+// few events (connected, end of stream, error, closed) into the session's and carries out its
+// decisions. The policy of how a session ends is in session.ts.
+//
+// The accepted client socket is handed over at once: the pump takes a duplicate of its
+// descriptor and Node's socket is closed (which closes only Node's copy, no FIN). The target
+// leg is opened by the pump itself, so a session costs one Node socket for a moment, not two
+// for its life.
+
+import dns from 'node:dns'
+import net, { type Socket } from 'node:net'
+import { getSystemErrorName } from 'node:util'
+import type { Endpoint } from './config/endpoint.ts'
+import { formatEndpoint } from './config/endpoint.ts'
+import { fdOf } from './keepalive/socket-options.ts'
+import { loadNative, type NativeRelay, type NativeRelayClass } from './keepalive/native.ts'
+import { Session, type Leg, type SessionContext } from './session.ts'
+
+const EV_CONNECT = 1
+const EV_EOF = 2
+const EV_ERROR = 3
+const EV_CLOSE = 4
+
+const LEG_INDEX: Record<Leg, 0 | 1> = { client: 0, target: 1 }
+const INDEX_LEG: readonly Leg[] = ['client', 'target']
+
+/** The pump's class, or why it cannot be used. */
+export function nativeRelayClass(): NativeRelayClass | undefined {
+  const load = loadNative()
+  return load.ok && typeof load.binding.Relay === 'function' ? load.binding.Relay : undefined
+}
+
+/** Legs the pump stopped reading because their peer is slow: see relayCheckPaused in ka_relay.c. */
+export function checkPausedRelays(): void {
+  const load = loadNative()
+  if (load.ok) load.binding.relayCheckPaused()
+}
+
+export class NativeSession extends Session {
+  readonly #relay: NativeRelay
+  readonly #clientAddress: string
+  #targetAddress: string | undefined
+  #open: [boolean, boolean] = [true, false]
+  #connecting = false
+  #endRequested: [boolean, boolean] = [false, false]
+
+  /** Throws (EMFILE...) when the pump cannot take the client's descriptor; the socket is then the caller's. */
+  constructor(Relay: NativeRelayClass, client: Socket, ctx: SessionContext, upstream: Endpoint & { host: string }) {
+    super(ctx, upstream)
+    this.#relay = new Relay(fdOf(client), this, relayOnEvent)
+    // Read once, while Node's socket exists: the summary names the client after both legs closed.
+    this.#clientAddress = formatEndpoint(client.remoteAddress, client.remotePort)
+    client.destroy()
+  }
+
+  get clientAddress(): string {
+    return this.#clientAddress
+  }
+
+  get targetAddress(): string {
+    return this.#targetAddress ?? formatEndpoint(this.upstream.host, this.upstream.port)
+  }
+
+  get bytesToTarget(): number {
+    return this.#relay.bytes(0)
+  }
+
+  get bytesToClient(): number {
+    return this.#relay.bytes(1)
+  }
+
+  legHandle(leg: Leg): number | undefined {
+    const i = LEG_INDEX[leg]
+    if (!this.#open[i] || (i === 1 && this.#connecting)) return undefined
+    const fd = this.#relay.state(i)[0]
+    return fd >= 0 ? fd : undefined
+  }
+
+  protected connectTarget(): void {
+    this.#open[1] = true
+    this.#connecting = true
+    const { host } = this.upstream
+    const family = net.isIP(host)
+    if (family !== 0) {
+      this.#connectTo(host, family)
+      return
+    }
+    dns.lookup(host, (err, address, resolvedFamily) => {
+      if (!this.#open[1]) return // given up meanwhile (connect timeout, kill, shutdown)
+      if (err) this.onError('target', err.code ?? err.message)
+      else this.#connectTo(address, resolvedFamily)
+    })
+  }
+
+  #connectTo(address: string, family: number): void {
+    this.#targetAddress = formatEndpoint(address, this.upstream.port)
+    const failed = this.#relay.connect(address, this.upstream.port, family)
+    // Reported like an asynchronous failure, after the caller is done.
+    if (failed !== null) queueMicrotask(() => this.#open[1] && this.onError('target', failed))
+  }
+
+  protected beginRelay(): void {
+    this.#relay.start()
+  }
+
+  onRelayEvent(kind: number, index: 0 | 1, errno: number): void {
+    const leg = INDEX_LEG[index]!
+    switch (kind) {
+      case EV_CONNECT:
+        this.#connecting = false
+        this.onTargetConnect()
+        break
+      case EV_EOF:
+        this.onEnd(leg)
+        break
+      case EV_ERROR:
+        this.#connecting = false
+        this.onError(leg, errnoName(errno))
+        break
+      case EV_CLOSE:
+        if (this.#open[index]) {
+          this.#open[index] = false
+          this.onClose(leg)
+        }
+        break
+    }
+  }
+
+  protected isOpen(leg: Leg): boolean {
+    return this.#open[LEG_INDEX[leg]]
+  }
+
+  protected isConnecting(leg: Leg): boolean {
+    return leg === 'target' && this.#connecting
+  }
+
+  protected endRequested(leg: Leg): boolean {
+    return this.#endRequested[LEG_INDEX[leg]]
+  }
+
+  protected finSent(leg: Leg): boolean {
+    return this.#relay.state(LEG_INDEX[leg])[3]
+  }
+
+  queuedBytes(leg: Leg): number {
+    return this.#relay.state(LEG_INDEX[leg])[2]
+  }
+
+  protected endLeg(leg: Leg): void {
+    const i = LEG_INDEX[leg]
+    this.#endRequested[i] = true
+    if (this.#relay.end(i)) this.#closed(i)
+  }
+
+  protected resetLeg(leg: Leg): void {
+    const i = LEG_INDEX[leg]
+    this.#relay.reset(i)
+    this.#closed(i)
+  }
+
+  protected destroyLeg(leg: Leg): void {
+    const i = LEG_INDEX[leg]
+    this.#relay.destroy(i)
+    this.#closed(i)
+  }
+
+  protected released(): void {}
+
+  /** Closed at the session's request: reported on a later tick, as Node reports 'close'. */
+  #closed(i: 0 | 1): void {
+    if (!this.#open[i]) return
+    this.#open[i] = false
+    if (i === 1) this.#connecting = false
+    queueMicrotask(() => this.onClose(INDEX_LEG[i]!))
+  }
+}
+
+function relayOnEvent(this: NativeSession, kind: number, leg: 0 | 1, errno: number): void {
+  this.onRelayEvent(kind, leg, errno)
+}
+
+function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(-errno)
+  } catch {
+    return `errno ${errno}`
+  }
+}
