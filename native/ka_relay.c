@@ -8,13 +8,22 @@
 // send to the other leg; only what the other leg's kernel buffer cannot take is copied into a
 // queue, and then the source is not read until the queue has drained (backpressure).
 //
+// Polling: every socket of the pump is registered once, edge-triggered, in an epoll instance
+// of its own, and that one descriptor is watched by a single libuv poll handle. A session then
+// costs one epoll_ctl per socket for its whole life (libuv's per-fd polls cost a probe on
+// creation and one call per change of interest: a dozen per session). Edge-triggered means
+// each leg remembers whether it is readable or writable until a call says EAGAIN; a leg with
+// more to read than its turn allows waits in a ready queue that an idle handle drains.
+//
 // Rules it keeps, mirrored from the JavaScript session:
 // - A leg is closed by the pump itself only when its stream has ended both ways (end of
 //   stream read, and our FIN sent after its queue drained); JavaScript is told with CLOSE.
-// - A leg not being read because its peer is slow cannot learn that its connection died:
-//   relayCheckPaused() looks at the kernel's state of every such leg, and reads a dead one
-//   to its end, so the end of stream or error is reported.
-// - Nothing here frees a relay while a poll handle is open or JavaScript holds it.
+// - A socket error is reported even on a leg not being read (EPOLLERR comes regardless);
+//   relayCheckPaused() also looks at the kernel's state of legs paused by backpressure.
+// - Nothing here frees a relay while JavaScript holds it or an event may still name it.
+//
+// One pump per process: the state below is global, and the addon is loaded by the main
+// thread only.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +33,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <node_api.h>
 #include <uv.h>
@@ -36,34 +46,40 @@ enum { EV_CONNECT = 1, EV_EOF = 2, EV_ERROR = 3, EV_CLOSE = 4 };
 // One read's worth. Large reads matter for bulk transfers (fewer system calls per byte); the
 // buffer is shared, so its size costs nothing per session.
 #define READ_SIZE (256 * 1024)
-// Reads per readiness event before other sockets get their turn.
-#define READS_PER_EVENT 4
+// Reads per turn before other sockets get theirs.
+#define READS_PER_TURN 4
+// Events taken from the kernel per epoll_wait.
+#define EVENTS_PER_WAIT 128
 // Drained queues kept for reuse: a bulk transfer fills and drains one at every stall, and a
 // fresh allocation of this size is an mmap and a page fault per 4 KiB.
 #define QUEUE_POOL_MAX 64
 
 typedef struct relay relay_t;
+typedef struct leg leg_t;
 
-typedef struct {
+struct leg {
   relay_t* relay;
   int index;
   int fd;  // -1 once closed
-  uv_poll_t poll;
-  int poll_open;  // the poll handle was initialised and not yet handed to uv_close
-  int events;     // what the poll handle is watching now
   // Bytes read from the other leg that this leg's socket has not taken yet.
   char* queue;
   size_t queue_cap;
   size_t queue_off;
   size_t queue_len;
   double bytes_read;
+  leg_t* ready_next;
+  unsigned registered : 1;  // in the epoll set (counts in open_legs)
+  unsigned readable : 1;    // edge seen, no EAGAIN since
+  unsigned writable : 1;
+  unsigned peer_fin : 1;    // EPOLLRDHUP seen: read to the end, a short read proves nothing
+  unsigned in_ready : 1;
   unsigned connecting : 1;
   unsigned read_eof : 1;
   unsigned fin_wanted : 1;
   unsigned fin_sent : 1;
   unsigned failed : 1;
   unsigned dead_drain : 1;  // the kernel closed it while it was paused: read it regardless
-} leg_t;
+};
 
 struct relay {
   leg_t legs[2];
@@ -71,17 +87,26 @@ struct relay {
   napi_ref owner;     // strong until both legs are closed, then released
   napi_ref callback;  // likewise
   int started;        // bytes flow (set by start(), after the target leg connected)
-  int handles_open;   // poll handles not yet through their close callback
   int js_alive;       // the JavaScript wrapper has not been finalised
   relay_t* paused_prev;
   relay_t* paused_next;
   int in_paused_list;
+  relay_t* grave_next;
 };
 
 static char read_buffer[READ_SIZE];
 static char* queue_pool[QUEUE_POOL_MAX];
 static int queue_pool_len = 0;
 static relay_t* paused_head = NULL;
+
+static int epfd = -1;
+static uv_poll_t epoll_watch;  // the epoll descriptor, in Node's loop
+static uv_idle_t ready_runner; // drains the ready queue without blocking the loop
+static int open_legs = 0;      // the loop is kept alive while > 0
+static int dispatching = 0;
+static leg_t* ready_head = NULL;
+static leg_t* ready_tail = NULL;
+static relay_t* graveyard = NULL;
 
 static leg_t* other_leg(leg_t* leg) { return &leg->relay->legs[1 - leg->index]; }
 
@@ -172,9 +197,7 @@ static void update_paused(relay_t* r) {
   r->in_paused_list = paused;
 }
 
-// ---- polling -----------------------------------------------------------------------------
-
-static void on_poll(uv_poll_t* handle, int status, int events);
+// ---- registration, readiness and lifetime ----------------------------------------------
 
 static int wants_read(const leg_t* leg) {
   const leg_t* to = &leg->relay->legs[1 - leg->index];
@@ -182,30 +205,40 @@ static int wants_read(const leg_t* leg) {
   return leg->dead_drain || to->fd < 0 || queued(to) == 0;
 }
 
-static int wants_write(const leg_t* leg) {
-  return leg->fd >= 0 && !leg->failed && (leg->connecting || queued(leg) > 0);
+static int register_leg(leg_t* leg) {
+  struct epoll_event ev;
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = leg;
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, leg->fd, &ev) != 0) return errno;
+  leg->registered = 1;
+  if (open_legs++ == 0) uv_ref((uv_handle_t*)&epoll_watch);
+  return 0;
 }
 
-static void update_poll(leg_t* leg) {
-  if (!leg->poll_open) return;
-  int events = (wants_read(leg) ? UV_READABLE : 0) | (wants_write(leg) ? UV_WRITABLE : 0);
-  if (events != leg->events) {
-    if (events == 0) uv_poll_stop(&leg->poll);
-    else uv_poll_start(&leg->poll, events, on_poll);
-    leg->events = events;
+static void on_ready(uv_idle_t* handle);
+
+static void make_ready(leg_t* leg) {
+  if (leg->in_ready || leg->fd < 0) return;
+  leg->in_ready = 1;
+  leg->ready_next = NULL;
+  if (ready_tail) ready_tail->ready_next = leg;
+  else ready_head = leg;
+  ready_tail = leg;
+  uv_idle_start(&ready_runner, on_ready);  // a no-op when already started
+}
+
+// A relay is freed once JavaScript has let go of it and no queued event can still name it.
+static void bury(void) {
+  relay_t** link = &graveyard;
+  while (*link != NULL) {
+    relay_t* r = *link;
+    if (r->legs[0].in_ready || r->legs[1].in_ready) {
+      link = &r->grave_next;
+      continue;
+    }
+    *link = r->grave_next;
+    free(r);
   }
-}
-
-static void update_both(relay_t* r) {
-  update_poll(&r->legs[0]);
-  update_poll(&r->legs[1]);
-  update_paused(r);
-}
-
-static void on_handle_closed(uv_handle_t* handle) {
-  leg_t* leg = (leg_t*)handle->data;
-  relay_t* r = leg->relay;
-  if (--r->handles_open == 0 && !r->js_alive) free(r);
 }
 
 // Both legs closed: JavaScript will hear nothing more, so the relay stops holding it.
@@ -220,24 +253,27 @@ static void close_leg(leg_t* leg, int reset) {
   if (leg->fd < 0) return;
   relay_t* r = leg->relay;
   queue_release(leg);
-  if (leg->poll_open) {
-    // uv_close takes the fd out of epoll at once, so closing it right after is safe.
-    leg->poll_open = 0;
-    leg->events = 0;
-    uv_close((uv_handle_t*)&leg->poll, on_handle_closed);
-  }
   if (reset) {
     struct linger lg = {1, 0};
     setsockopt(leg->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
+  // The pump holds the only descriptor of this socket: closing it takes it out of the epoll
+  // set, and events already taken for it are skipped (fd < 0).
   close(leg->fd);
   leg->fd = -1;
-  update_both(r);
+  if (leg->registered) {
+    leg->registered = 0;
+    if (--open_legs == 0) uv_unref((uv_handle_t*)&epoll_watch);
+  }
+  update_paused(r);
+  // The other leg may have been waiting for this one's queue: it reads (and drops) again.
+  leg_t* other = other_leg(leg);
+  if (other->readable && wants_read(other)) make_ready(other);
 }
 
 static void fail_leg(leg_t* leg, int err) {
   leg->failed = 1;
-  update_both(leg->relay);
+  update_paused(leg->relay);
   emit(leg->relay, EV_ERROR, leg->index, err);
 }
 
@@ -256,6 +292,13 @@ static int finish_if_done(leg_t* leg) {
   return 0;
 }
 
+static void closed_by_pump(leg_t* leg) {
+  emit(leg->relay, EV_CLOSE, leg->index, 0);
+  release_if_done(leg->relay);
+}
+
+// ---- moving bytes ------------------------------------------------------------------------
+
 static void flush_queue(leg_t* leg) {
   while (queued(leg) > 0) {
     ssize_t n = send(leg->fd, leg->queue + leg->queue_off, queued(leg), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -264,19 +307,22 @@ static void flush_queue(leg_t* leg) {
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      leg->writable = 0;
+      return;
+    }
     fail_leg(leg, n < 0 ? errno : EPIPE);
     return;
   }
-  if (queued(leg) == 0) {
-    queue_release(leg);
-    if (finish_if_done(leg)) {
-      emit(leg->relay, EV_CLOSE, leg->index, 0);
-      release_if_done(leg->relay);
-      return;
-    }
+  queue_release(leg);
+  update_paused(leg->relay);
+  if (finish_if_done(leg)) {
+    closed_by_pump(leg);
+    return;
   }
-  update_both(leg->relay);
+  // The queue is empty: the leg that filled it may read again.
+  leg_t* from = other_leg(leg);
+  if (from->readable && wants_read(from)) make_ready(from);
 }
 
 // Hands bytes just read from one leg to the other: straight into its socket when nothing is
@@ -292,40 +338,59 @@ static void forward(leg_t* to, const char* data, size_t len) {
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        to->writable = 0;
+        break;
+      }
       fail_leg(to, n < 0 ? errno : EPIPE);
       return;
     }
   }
-  if (sent < len && !queue_append(to, data + sent, len - sent)) fail_leg(to, ENOMEM);
+  if (sent < len) {
+    if (!queue_append(to, data + sent, len - sent)) fail_leg(to, ENOMEM);
+    else update_paused(to->relay);
+  }
 }
 
 static void read_leg(leg_t* leg) {
   relay_t* r = leg->relay;
-  for (int i = 0; i < READS_PER_EVENT && wants_read(leg); i++) {
+  for (int i = 0; i < READS_PER_TURN; i++) {
+    if (!wants_read(leg)) return;  // stays readable: resumed when the other queue drains
     ssize_t n = recv(leg->fd, read_buffer, READ_SIZE, MSG_DONTWAIT);
     if (n > 0) {
       leg->bytes_read += (double)n;
       forward(other_leg(leg), read_buffer, (size_t)n);
-      if ((size_t)n < READ_SIZE) break;  // the socket is empty for now
+      // Edge-triggered, a short read means the socket is empty: bytes arriving later raise a
+      // new edge. Not so once the peer's FIN is in: nothing would signal the end of stream.
+      if ((size_t)n < READ_SIZE && !leg->peer_fin) {
+        leg->readable = 0;
+        return;
+      }
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      leg->readable = 0;
+      return;
+    }
     if (n < 0) {
       fail_leg(leg, errno);
       return;
     }
     leg->read_eof = 1;
-    update_both(r);
+    leg->readable = 0;
+    update_paused(r);
     emit(r, EV_EOF, leg->index, 0);
-    if (finish_if_done(leg)) {
-      emit(r, EV_CLOSE, leg->index, 0);
-      release_if_done(r);
-    }
+    if (finish_if_done(leg)) closed_by_pump(leg);
     return;
   }
-  update_both(r);
+  make_ready(leg);  // more to read: after the others have had their turn
+}
+
+// What a leg can do now: drain its queue, then read.
+static void service(leg_t* leg) {
+  if (leg->fd >= 0 && leg->writable && queued(leg) > 0) flush_queue(leg);
+  if (leg->fd >= 0 && leg->readable && wants_read(leg)) read_leg(leg);
 }
 
 static int socket_error(int fd) {
@@ -335,36 +400,81 @@ static int socket_error(int fd) {
   return err;
 }
 
-static void on_poll(uv_poll_t* handle, int status, int events) {
-  leg_t* leg = (leg_t*)handle->data;
+static void on_event(leg_t* leg, uint32_t events) {
   relay_t* r = leg->relay;
-  if (leg->fd < 0) return;
-  if (status < 0) {
-    // POLLERR: libuv has stopped the handle; the socket's pending error says what happened.
-    leg->events = 0;
-    int err = socket_error(leg->fd);
-    if (err == 0) err = EIO;
-    leg->connecting = 0;
-    fail_leg(leg, err);
-    return;
-  }
+  if (leg->fd < 0 || leg->failed) return;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) leg->readable = 1;
+  if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) leg->writable = 1;
+  if (events & (EPOLLRDHUP | EPOLLHUP)) leg->peer_fin = 1;
   if (leg->connecting) {
-    if (!(events & UV_WRITABLE)) return;
+    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
     int err = socket_error(leg->fd);
     leg->connecting = 0;
     if (err != 0) {
       fail_leg(leg, err);
       return;
     }
-    update_both(r);
+    // start() is normally called from this event.
     emit(r, EV_CONNECT, leg->index, 0);
+    service(&r->legs[LEG_CLIENT]);
+    service(leg);
     return;
   }
-  if ((events & UV_WRITABLE) && queued(leg) > 0) {
-    flush_queue(leg);
-    if (leg->fd < 0 || leg->failed) return;
+  if (events & EPOLLERR) {
+    // What was received before the error is still readable and goes first; a leg that is
+    // not being read learns of the error at once.
+    if (wants_read(leg)) read_leg(leg);
+    if (leg->fd >= 0 && !leg->failed && !leg->read_eof) {
+      int err = socket_error(leg->fd);
+      if (err != 0) fail_leg(leg, err);
+    }
+    return;
   }
-  if (events & (UV_READABLE | UV_DISCONNECT)) read_leg(leg);
+  service(leg);
+}
+
+static void on_epoll(uv_poll_t* handle, int status, int events) {
+  (void)handle;
+  (void)status;
+  (void)events;
+  struct epoll_event batch[EVENTS_PER_WAIT];
+  int n = epoll_wait(epfd, batch, EVENTS_PER_WAIT, 0);
+  dispatching++;
+  for (int i = 0; i < n; i++) on_event((leg_t*)batch[i].data.ptr, batch[i].events);
+  dispatching--;
+  bury();
+}
+
+static void on_ready(uv_idle_t* handle) {
+  leg_t* leg = ready_head;
+  ready_head = ready_tail = NULL;
+  dispatching++;
+  while (leg != NULL) {
+    leg_t* next = leg->ready_next;
+    leg->in_ready = 0;
+    service(leg);
+    leg = next;
+  }
+  dispatching--;
+  bury();
+  if (ready_head == NULL && graveyard == NULL) uv_idle_stop(handle);
+}
+
+static int pump_init(napi_env env) {
+  if (epfd >= 0) return 1;
+  uv_loop_t* loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return 0;
+  epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) return 0;
+  if (uv_poll_init(loop, &epoll_watch, epfd) != 0 || uv_poll_start(&epoll_watch, UV_READABLE, on_epoll) != 0) {
+    close(epfd);
+    epfd = -1;
+    return 0;
+  }
+  uv_unref((uv_handle_t*)&epoll_watch);
+  uv_idle_init(loop, &ready_runner);
+  uv_unref((uv_handle_t*)&ready_runner);
+  return 1;
 }
 
 // ---- the JavaScript class ----------------------------------------------------------------
@@ -406,18 +516,10 @@ static void finalize(napi_env env, void* data, void* hint) {
   close_leg(&r->legs[0], 0);
   close_leg(&r->legs[1], 0);
   r->js_alive = 0;
-  if (r->handles_open == 0) free(r);
-}
-
-static int open_poll(napi_env env, leg_t* leg) {
-  uv_loop_t* loop;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return EINVAL;
-  int rc = uv_poll_init_socket(loop, &leg->poll, leg->fd);
-  if (rc != 0) return -rc;
-  leg->poll.data = leg;
-  leg->poll_open = 1;
-  leg->relay->handles_open++;
-  return 0;
+  r->grave_next = graveyard;
+  graveyard = r;
+  if (!dispatching) bury();
+  if (graveyard != NULL) uv_idle_start(&ready_runner, on_ready);
 }
 
 // new Relay(clientFd, owner, callback): takes a duplicate of the accepted socket's descriptor
@@ -444,7 +546,7 @@ static napi_value relay_new(napi_env env, napi_callback_info info) {
   }
   leg_t* client = &r->legs[LEG_CLIENT];
   client->fd = fcntl(client_fd, F_DUPFD_CLOEXEC, 0);
-  int err = client->fd < 0 ? errno : open_poll(env, client);
+  int err = client->fd < 0 ? errno : register_leg(client);
   if (err != 0) {
     if (client->fd >= 0) close(client->fd);
     free(r);
@@ -504,12 +606,11 @@ static napi_value relay_connect(napi_env env, napi_callback_info info) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     target->fd = fd;
     target->connecting = 1;
-    err = open_poll(env, target);
+    err = register_leg(target);
     if (err == 0 && connect(fd, (struct sockaddr*)&sa, sa_len) != 0 && errno != EINPROGRESS) err = errno;
   }
   napi_value result;
   if (err == 0) {
-    update_both(r);
     napi_get_null(env, &result);
     return result;
   }
@@ -530,7 +631,10 @@ static napi_value relay_start(napi_env env, napi_callback_info info) {
   relay_t* r = unwrap(env, info, &argc, NULL);
   if (r == NULL) return NULL;
   r->started = 1;
-  update_both(r);
+  // Bytes that arrived before now raised their edge already.
+  for (int i = 0; i < 2; i++) {
+    if (r->legs[i].readable) make_ready(&r->legs[i]);
+  }
   return NULL;
 }
 
@@ -549,7 +653,6 @@ static napi_value relay_end(napi_env env, napi_callback_info info) {
   leg->fin_wanted = 1;
   int closed = finish_if_done(leg);
   if (closed) release_if_done(leg->relay);
-  else update_both(leg->relay);
   return make_bool(env, closed);
 }
 
@@ -584,6 +687,15 @@ static napi_value relay_state(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// fd(leg) -> the leg's descriptor, -1 once closed (for socket-option calls).
+static napi_value relay_fd(napi_env env, napi_callback_info info) {
+  leg_t* leg = leg_of_call(env, info);
+  if (leg == NULL) return NULL;
+  napi_value result;
+  napi_create_int32(env, leg->fd, &result);
+  return result;
+}
+
 // bytes(leg) -> bytes read from that leg so far.
 static napi_value relay_bytes(napi_env env, napi_callback_info info) {
   leg_t* leg = leg_of_call(env, info);
@@ -610,8 +722,9 @@ static napi_value relay_check_paused(napi_env env, napi_callback_info info) {
       if (getsockopt(leg->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || ti.tcpi_state != TCP_STATE_CLOSE) continue;
       leg->dead_drain = 1;
       found++;
+      make_ready(leg);
     }
-    update_both(r);
+    update_paused(r);
   }
   napi_value result;
   napi_create_int32(env, found, &result);
@@ -619,6 +732,7 @@ static napi_value relay_check_paused(napi_env env, napi_callback_info info) {
 }
 
 int ka_relay_init(napi_env env, napi_value exports) {
+  if (!pump_init(env)) return 0;
   napi_property_descriptor methods[] = {
       {"connect", NULL, relay_connect, NULL, NULL, NULL, napi_default, NULL},
       {"start", NULL, relay_start, NULL, NULL, NULL, napi_default, NULL},
@@ -627,6 +741,7 @@ int ka_relay_init(napi_env env, napi_value exports) {
       {"destroy", NULL, relay_destroy, NULL, NULL, NULL, napi_default, NULL},
       {"state", NULL, relay_state, NULL, NULL, NULL, napi_default, NULL},
       {"bytes", NULL, relay_bytes, NULL, NULL, NULL, napi_default, NULL},
+      {"fd", NULL, relay_fd, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_value cls, check;
   if (napi_define_class(env, "Relay", NAPI_AUTO_LENGTH, relay_new, NULL, sizeof methods / sizeof methods[0], methods,

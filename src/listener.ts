@@ -8,6 +8,7 @@ import { formatEndpoint } from './config/endpoint.ts'
 import type { ProxyOptions } from './config/options.ts'
 import { ListenError } from './errors.ts'
 import type { AppliedKeepalive, KeepaliveApplier } from './keepalive/socket-options.ts'
+import { onAccepted, peerOf, socketOf, type Accepted } from './accept.ts'
 import type { LegHandle, Session, SessionContext, SessionSummary } from './session.ts'
 import { checkPausedRelays, nativeRelayClass, NativeSession } from './session-native.ts'
 import { checkPausedLegs, StreamSession } from './session-stream.ts'
@@ -105,8 +106,7 @@ export class ProxyListener {
     const clientKa = this.#options.keepalive.client
     const inherited = this.#keepalive.applyToListener(this.#server, clientKa)
     if (!inherited) this.#ctx.clientKeepalivePerSocket = clientKa
-    this.#server.on('connection', (socket) => this.#onConnection(socket))
-    this.#server.on('error', (err) => this.#logger.error({ err }, 'listener error'))
+    onAccepted(this.#server, this.#relay !== undefined, (client) => this.#onConnection(client), (err) => this.#logger.error({ err }, 'listener error'))
     this.state = 'running'
     this.#pool.start((change) => this.#onTargetChange(change))
     const addr = this.#server.address() as AddressInfo
@@ -133,34 +133,35 @@ export class ProxyListener {
     return this.#pool
   }
 
-  #onConnection(socket: Socket): void {
+  #onConnection(client: Accepted): void {
     if (this.state !== 'running') {
-      socket.resetAndDestroy()
+      socketOf(client).resetAndDestroy()
       return
     }
     const max = this.#options.maxConnections
     if (max !== undefined && this.sessions.size >= max) {
-      this.#refuse(socket, 'max_connections', { maxConnections: max }, 'connection refused: max connections reached')
+      this.#refuse(client, 'max_connections', { maxConnections: max }, 'connection refused: max connections reached')
       return
     }
     const upstream = this.#pool.pick()
     if (upstream === undefined) {
-      this.#refuse(socket, 'no_healthy_target', { targets: this.#pool.targets.map((t) => t.name) }, 'connection refused: no healthy target')
+      this.#refuse(client, 'no_healthy_target', { targets: this.#pool.targets.map((t) => t.name) }, 'connection refused: no healthy target')
       return
     }
     let session: Session
     if (this.#relay) {
       try {
-        session = new NativeSession(this.#relay, socket, this.#ctx, upstream)
+        session = new NativeSession(this.#relay, client, this.#ctx, upstream)
       } catch (err) {
         // Out of descriptors or memory: this client is turned away, the others go on.
-        this.#logger.error({ err, client: formatEndpoint(socket.remoteAddress, socket.remotePort) }, 'cannot start session')
+        this.#logger.error({ err, client: peerOf(client) }, 'cannot start session')
+        const socket = socketOf(client)
         socket.on('error', () => {})
         socket.resetAndDestroy()
         return
       }
     } else {
-      session = new StreamSession(socket, this.#ctx, upstream)
+      session = new StreamSession(socketOf(client), this.#ctx, upstream)
     }
     this.sessions.add(session)
     this.#hooks.sessionOpened?.()
@@ -172,9 +173,10 @@ export class ProxyListener {
   }
 
   /** Refused at once with an RST, so the client fails fast instead of waiting. */
-  #refuse(socket: Socket, reason: 'max_connections' | 'no_healthy_target', fields: object, message: string): void {
+  #refuse(client: Accepted, reason: 'max_connections' | 'no_healthy_target', fields: object, message: string): void {
+    const socket = socketOf(client)
     socket.on('error', () => {})
-    this.#logger.warn({ client: formatEndpoint(socket.remoteAddress, socket.remotePort), ...fields }, message)
+    this.#logger.warn({ client: peerOf(socket), ...fields }, message)
     this.#hooks.refused?.(reason)
     socket.resetAndDestroy()
   }

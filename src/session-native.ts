@@ -9,11 +9,11 @@
 // for its life.
 
 import dns from 'node:dns'
-import net, { type Socket } from 'node:net'
+import net from 'node:net'
 import { getSystemErrorName } from 'node:util'
 import type { Endpoint } from './config/endpoint.ts'
 import { formatEndpoint } from './config/endpoint.ts'
-import { fdOf } from './keepalive/socket-options.ts'
+import { closeAccepted, fdOfAccepted, peerOf, type Accepted } from './accept.ts'
 import { loadNative, type NativeRelay, type NativeRelayClass } from './keepalive/native.ts'
 import { Session, type Leg, type SessionContext } from './session.ts'
 
@@ -45,13 +45,16 @@ export class NativeSession extends Session {
   #connecting = false
   #endRequested: [boolean, boolean] = [false, false]
 
-  /** Throws (EMFILE...) when the pump cannot take the client's descriptor; the socket is then the caller's. */
-  constructor(Relay: NativeRelayClass, client: Socket, ctx: SessionContext, upstream: Endpoint & { host: string }) {
+  /**
+   * Takes over the accepted client. Throws (EMFILE...) when the pump cannot take its
+   * descriptor; the client is then still the caller's.
+   */
+  constructor(Relay: NativeRelayClass, client: Accepted, ctx: SessionContext, upstream: Endpoint & { host: string }) {
     super(ctx, upstream)
-    this.#relay = new Relay(fdOf(client), this, relayOnEvent)
-    // Read once, while Node's socket exists: the summary names the client after both legs closed.
-    this.#clientAddress = formatEndpoint(client.remoteAddress, client.remotePort)
-    client.destroy()
+    this.#relay = new Relay(fdOfAccepted(client), this, relayOnEvent)
+    // Read once, while Node's copy is open: the summary names the client after both legs closed.
+    this.#clientAddress = peerOf(client)
+    closeAccepted(client)
   }
 
   get clientAddress(): string {
@@ -73,7 +76,7 @@ export class NativeSession extends Session {
   legHandle(leg: Leg): number | undefined {
     const i = LEG_INDEX[leg]
     if (!this.#open[i] || (i === 1 && this.#connecting)) return undefined
-    const fd = this.#relay.state(i)[0]
+    const fd = this.#relay.fd(i)
     return fd >= 0 ? fd : undefined
   }
 

@@ -39,6 +39,8 @@ export interface NativeRelay {
   /** [fd or -1, bytes read from the leg, bytes queued for it, FIN sent] */
   state(leg: 0 | 1): [number, number, number, boolean]
   bytes(leg: 0 | 1): number
+  /** The leg's descriptor, -1 once closed. */
+  fd(leg: 0 | 1): number
 }
 
 export type NativeRelayClass = new (
