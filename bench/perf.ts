@@ -75,13 +75,16 @@ async function runCases(report: Report, relays: Array<{ relay: PerfRelay, entry:
 }
 
 /**
- * Before/after pairs: the working tree's ka-proxy against each revision that ran, or without it,
- * each later revision against the first.
+ * Pairs to compare: ka-proxy with heartbeats and the admin API against without; the working
+ * tree's ka-proxy against each revision that ran, or without it, each later revision against the first.
  */
 function kaProxyComparisons(report: Report): Array<[string, string]> {
-  const revisions = report.relays.map(r => r.relay).filter(name => name.startsWith('ka-proxy@'))
-  if (report.relays.some(r => r.relay === 'ka-proxy')) return revisions.map(rev => ['ka-proxy', rev])
-  return revisions.slice(1).map(rev => [rev, revisions[0]!])
+  const names = report.relays.map(r => r.relay)
+  const revisions = names.filter(name => name.startsWith('ka-proxy@'))
+  // What heartbeats and the admin API cost: the same proxy with and without them.
+  const checks: Array<[string, string]> = names.includes('ka-proxy') && names.includes('ka-proxy+checks') ? [['ka-proxy+checks', 'ka-proxy']] : []
+  if (names.includes('ka-proxy')) return [...checks, ...revisions.map((rev): [string, string] => ['ka-proxy', rev])]
+  return [...checks, ...revisions.slice(1).map((rev): [string, string] => [rev, revisions[0]!])]
 }
 
 /** Leaves out the pgbench case, with a note, when PostgreSQL or pgbench is missing. */

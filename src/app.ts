@@ -129,6 +129,7 @@ export class ProxyApp implements AdminSource {
         clientKeepalive: info.clientKeepalive,
         targetKeepalive: info.targetKeepalive,
         native: this.#keepalive.native,
+        relay: listener.relay,
         inherited: info.inherited,
         maxConnections: options.maxConnections ?? null,
       },

@@ -9,7 +9,7 @@ import { VERSION } from './version.ts'
 
 export function nativeStatusLine(applier: KeepaliveApplier): string {
   return applier.native
-    ? 'native socket helper: in use (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT)'
+    ? 'native socket helper: in use (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT; bytes move through its pump)'
     : `native socket helper: NOT in use (${applier.fallbackReason}); ` +
         'falling back to setKeepAlive: interval 1 s, count 10, no TCP_USER_TIMEOUT'
 }

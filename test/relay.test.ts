@@ -1,5 +1,6 @@
-// Byte-exact relay both ways, with half-close in each direction, on random chunking;
-// run once with the native helper and once on the setKeepAlive fallback.
+// Byte-exact relay both ways, with half-close in each direction, on random chunking; run
+// with the native helper (bytes through its pump), with the helper but Node streams moving the
+// bytes (KA_PROXY_RELAY=stream), and on the setKeepAlive fallback (streams too).
 
 import t from 'tap'
 import { createHash } from 'node:crypto'
@@ -11,8 +12,14 @@ import { startProxy } from './helpers/proxy.ts'
 const SIZES = [1, 1000, 65_537, 1 << 20, 16 << 20]
 const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
-for (const native of [true, false]) {
-  t.test(`relay (${native ? 'native helper' : 'setKeepAlive fallback'})`, async (t) => {
+const VARIANTS = [
+  { name: 'native helper and pump', native: true, relay: 'native' },
+  { name: 'native helper, stream relay', native: true, relay: 'stream' },
+  { name: 'setKeepAlive fallback', native: false, relay: 'stream' },
+] as const
+
+for (const { name, native, relay } of VARIANTS) {
+  t.test(`relay (${name})`, async (t) => {
     // The target answers what it read with its own payload, in the order the test asks.
     let plan: { clientFirst: boolean; toClient: Buffer; received?: Promise<Buffer> } = {
       clientFirst: true,
@@ -28,13 +35,16 @@ for (const native of [true, false]) {
         void writeChunked(s, current.toClient, { end: true })
       }
     })
+    // Read by the listener when it is built.
+    if (native && relay === 'stream') process.env.KA_PROXY_RELAY = 'stream'
     const proxy = await startProxy({ target: `127.0.0.1:${port}`, native })
+    delete process.env.KA_PROXY_RELAY
     t.teardown(async () => {
       await proxy.stop()
       server.close()
     })
     t.equal(proxy.keepalive.native, native, 'the helper in use is the one asked for')
-    t.equal(proxy.listener.relay, native ? 'native' : 'stream', 'bytes move through the native pump with the helper, through streams without')
+    t.equal(proxy.listener.relay, relay, `bytes move through ${relay === 'native' ? 'the native pump' : 'Node streams'}`)
 
     for (const clientFirst of [true, false]) {
       for (const size of SIZES) {

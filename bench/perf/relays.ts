@@ -49,6 +49,18 @@ export function kaProxyRelay(name = 'ka-proxy', root = REPO_ROOT): PerfRelay {
   }
 }
 
+/**
+ * ka-proxy with everything an operator turns on besides keepalives (which every relay here has):
+ * a TCP heartbeat every second and the admin API, so that their cost shows next to plain ka-proxy.
+ */
+const kaProxyWithChecks: PerfRelay = {
+  ...kaProxyRelay('ka-proxy+checks'),
+  command(cfg, dir, sessions) {
+    const base = kaProxyRelay().command(cfg, dir, sessions)
+    return { ...base, args: [...base.args, '--heartbeat', 'tcp', '--heartbeat-interval', '1', '--admin', '127.0.0.1:0'] }
+  }
+}
+
 const haproxyRelay: PerfRelay = {
   name: 'haproxy',
   proxies: true,
@@ -91,7 +103,7 @@ const nodePipe: PerfRelay = {
   })
 }
 
-export const PERF_RELAYS: readonly PerfRelay[] = [direct, kaProxyRelay(), haproxyRelay, nginxRelay, socatRelay, nodePipe]
+export const PERF_RELAYS: readonly PerfRelay[] = [direct, kaProxyRelay(), kaProxyWithChecks, haproxyRelay, nginxRelay, socatRelay, nodePipe]
 
 /** A relay by name; `ka-proxy@<rev>` needs the root of that revision's checkout. */
 export function perfRelay(name: string, baselineRoots: ReadonlyMap<string, string>): PerfRelay {
