@@ -52,7 +52,7 @@ enum { EV_CONNECT = 1, EV_EOF = 2, EV_ERROR = 3, EV_CLOSE = 4 };
 #define EVENTS_PER_WAIT 128
 // Drained queues kept for reuse: a bulk transfer fills and drains one at every stall, and a
 // fresh allocation of this size is an mmap and a page fault per 4 KiB.
-#define QUEUE_POOL_MAX 64
+#define QUEUE_POOL_MAX 16
 
 typedef struct relay relay_t;
 typedef struct leg leg_t;
