@@ -579,10 +579,19 @@ static napi_value relay_connect(napi_env env, napi_callback_info info) {
     return NULL;
   }
   leg_t* target = &r->legs[LEG_TARGET];
-  if (target->fd >= 0 || r->legs[LEG_CLIENT].fd < 0) {
-    napi_throw_error(env, "KA_NATIVE_STATE", "connect: target leg already open, or relay closed");
+  if (target->fd >= 0 || r->legs[LEG_CLIENT].fd < 0 || r->started) {
+    napi_throw_error(env, "KA_NATIVE_STATE", "connect: target leg already open, or relay closed or started");
     return NULL;
   }
+  // A new attempt after a failed one (the next address of the target's name) starts clean.
+  leg_t* ready_next = target->ready_next;
+  unsigned in_ready = target->in_ready;  // a queued leg stays linked where it is
+  memset(target, 0, sizeof *target);
+  target->ready_next = ready_next;
+  target->in_ready = in_ready;
+  target->relay = r;
+  target->index = LEG_TARGET;
+  target->fd = -1;
   struct sockaddr_storage sa;
   socklen_t sa_len;
   memset(&sa, 0, sizeof sa);

@@ -44,6 +44,8 @@ export class NativeSession extends Session {
   #open: [boolean, boolean] = [true, false]
   #connecting = false
   #endRequested: [boolean, boolean] = [false, false]
+  /** Addresses of the target's name not tried yet. */
+  #untried: dns.LookupAddress[] = []
 
   /**
    * Takes over the accepted client. Throws (EMFILE...) when the pump cannot take its
@@ -86,21 +88,40 @@ export class NativeSession extends Session {
     const { host } = this.upstream
     const family = net.isIP(host)
     if (family !== 0) {
-      this.#connectTo(host, family)
+      this.#connectTo({ address: host, family })
       return
     }
-    dns.lookup(host, (err, address, resolvedFamily) => {
+    // Every address the name has, tried in turn like net.connect does: "localhost" may give ::1
+    // first to a server that listens on 127.0.0.1 only.
+    dns.lookup(host, { all: true }, (err, addresses) => {
       if (!this.#open[1]) return // given up meanwhile (connect timeout, kill, shutdown)
-      if (err) this.onError('target', err.code ?? err.message)
-      else this.#connectTo(address, resolvedFamily)
+      if (err || addresses.length === 0) {
+        this.onError('target', err?.code ?? err?.message ?? 'ENOTFOUND')
+        return
+      }
+      this.#untried = addresses.slice(1)
+      this.#connectTo(addresses[0]!)
     })
   }
 
-  #connectTo(address: string, family: number): void {
+  #connectTo({ address, family }: dns.LookupAddress): void {
     this.#targetAddress = formatEndpoint(address, this.upstream.port)
     const failed = this.#relay.connect(address, this.upstream.port, family)
     // Reported like an asynchronous failure, after the caller is done.
-    if (failed !== null) queueMicrotask(() => this.#open[1] && this.onError('target', failed))
+    if (failed !== null) queueMicrotask(() => this.#open[1] && this.#onConnectError(failed))
+  }
+
+  /** The next address of the target's name, if any is left; else the connect has failed. */
+  #onConnectError(code: string): void {
+    const next = this.#untried.shift()
+    if (next === undefined) {
+      this.#connecting = false
+      this.onError('target', code)
+      return
+    }
+    this.ctx.logger.debug({ session: this.id, target: this.targetAddress, error: code }, 'target address failed, trying the next')
+    this.#relay.destroy(1)
+    this.#connectTo(next)
   }
 
   protected beginRelay(): void {
@@ -118,8 +139,8 @@ export class NativeSession extends Session {
         this.onEnd(leg)
         break
       case EV_ERROR:
-        this.#connecting = false
-        this.onError(leg, errnoName(errno))
+        if (index === 1 && this.#connecting) this.#onConnectError(errnoName(errno))
+        else this.onError(leg, errnoName(errno))
         break
       case EV_CLOSE:
         if (this.#open[index]) {
