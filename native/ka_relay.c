@@ -730,6 +730,7 @@ static napi_value relay_check_paused(napi_env env, napi_callback_info info) {
       socklen_t len = sizeof ti;
       if (getsockopt(leg->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || ti.tcpi_state != TCP_STATE_CLOSE) continue;
       leg->dead_drain = 1;
+      leg->readable = 1;  // read until the kernel says EAGAIN, end of stream or the error
       found++;
       make_ready(leg);
     }
