@@ -696,23 +696,20 @@ static napi_value relay_state(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// fd(leg) -> the leg's descriptor, -1 once closed (for socket-option calls).
-static napi_value relay_fd(napi_env env, napi_callback_info info) {
+// One number about the leg named by the single argument.
+static napi_value leg_number(napi_env env, napi_callback_info info, int bytes) {
   leg_t* leg = leg_of_call(env, info);
   if (leg == NULL) return NULL;
   napi_value result;
-  napi_create_int32(env, leg->fd, &result);
+  napi_create_double(env, bytes ? leg->bytes_read : (double)leg->fd, &result);
   return result;
 }
 
+// fd(leg) -> the leg's descriptor, -1 once closed (for socket-option calls).
+static napi_value relay_fd(napi_env env, napi_callback_info info) { return leg_number(env, info, 0); }
+
 // bytes(leg) -> bytes read from that leg so far.
-static napi_value relay_bytes(napi_env env, napi_callback_info info) {
-  leg_t* leg = leg_of_call(env, info);
-  if (leg == NULL) return NULL;
-  napi_value result;
-  napi_create_double(env, leg->bytes_read, &result);
-  return result;
-}
+static napi_value relay_bytes(napi_env env, napi_callback_info info) { return leg_number(env, info, 1); }
 
 #define TCP_STATE_CLOSE 7
 
