@@ -249,6 +249,8 @@ static void release_if_done(relay_t* r) {
   r->owner = r->callback = NULL;
 }
 
+static void resume_reader(leg_t* leg);
+
 static void close_leg(leg_t* leg, int reset) {
   if (leg->fd < 0) return;
   relay_t* r = leg->relay;
@@ -267,8 +269,7 @@ static void close_leg(leg_t* leg, int reset) {
   }
   update_paused(r);
   // The other leg may have been waiting for this one's queue: it reads (and drops) again.
-  leg_t* other = other_leg(leg);
-  if (other->readable && wants_read(other)) make_ready(other);
+  resume_reader(other_leg(leg));
 }
 
 static void fail_leg(leg_t* leg, int err) {
@@ -299,57 +300,54 @@ static void closed_by_pump(leg_t* leg) {
 
 // ---- moving bytes ------------------------------------------------------------------------
 
-static void flush_queue(leg_t* leg) {
-  while (queued(leg) > 0) {
-    ssize_t n = send(leg->fd, leg->queue + leg->queue_off, queued(leg), MSG_NOSIGNAL | MSG_DONTWAIT);
+// Sends what the leg's socket takes now. Returns the bytes sent, or -1 when the leg failed
+// (JavaScript has been told). A short count means the socket is full: an edge will follow.
+static ssize_t send_some(leg_t* leg, const char* data, size_t len) {
+  size_t sent = 0;
+  while (sent < len) {
+    ssize_t n = send(leg->fd, data + sent, len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
-      leg->queue_off += (size_t)n;
+      sent += (size_t)n;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       leg->writable = 0;
-      return;
+      break;
     }
     fail_leg(leg, n < 0 ? errno : EPIPE);
-    return;
+    return -1;
   }
+  return (ssize_t)sent;
+}
+
+// A leg that stopped reading for the other's queue, or for its turn, reads again.
+static void resume_reader(leg_t* leg) {
+  if (leg->readable && wants_read(leg)) make_ready(leg);
+}
+
+static void flush_queue(leg_t* leg) {
+  ssize_t sent = send_some(leg, leg->queue + leg->queue_off, queued(leg));
+  if (sent < 0) return;
+  leg->queue_off += (size_t)sent;
+  if (queued(leg) > 0) return;
   queue_release(leg);
   update_paused(leg->relay);
   if (finish_if_done(leg)) {
     closed_by_pump(leg);
     return;
   }
-  // The queue is empty: the leg that filled it may read again.
-  leg_t* from = other_leg(leg);
-  if (from->readable && wants_read(from)) make_ready(from);
+  resume_reader(other_leg(leg));  // the queue that held it back is empty
 }
 
 // Hands bytes just read from one leg to the other: straight into its socket when nothing is
 // queued, and whatever it does not take into its queue.
 static void forward(leg_t* to, const char* data, size_t len) {
   if (to->fd < 0 || to->failed || to->fin_wanted) return;  // nobody to take it
-  size_t sent = 0;
-  if (queued(to) == 0) {
-    while (sent < len) {
-      ssize_t n = send(to->fd, data + sent, len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) {
-        sent += (size_t)n;
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        to->writable = 0;
-        break;
-      }
-      fail_leg(to, n < 0 ? errno : EPIPE);
-      return;
-    }
-  }
-  if (sent < len) {
-    if (!queue_append(to, data + sent, len - sent)) fail_leg(to, ENOMEM);
-    else update_paused(to->relay);
-  }
+  ssize_t sent = queued(to) == 0 ? send_some(to, data, len) : 0;
+  if (sent < 0 || (size_t)sent == len) return;
+  if (!queue_append(to, data + sent, len - (size_t)sent)) fail_leg(to, ENOMEM);
+  else update_paused(to->relay);
 }
 
 static void read_leg(leg_t* leg) {
@@ -679,20 +677,18 @@ static napi_value relay_reset(napi_env env, napi_callback_info info) { return cl
 // destroy(leg): plain close (a leg that failed, or one with nothing left to say).
 static napi_value relay_destroy(napi_env env, napi_callback_info info) { return close_with(env, info, 0); }
 
-// state(leg) -> [fd (-1 when closed), bytes read from it, bytes queued for it, fin sent]
+// state(leg) -> [bytes queued for it, FIN asked for, FIN sent]: what teardown asks.
 static napi_value relay_state(napi_env env, napi_callback_info info) {
   leg_t* leg = leg_of_call(env, info);
   if (leg == NULL) return NULL;
   napi_value result, v;
-  napi_create_array_with_length(env, 4, &result);
-  napi_create_int32(env, leg->fd, &v);
-  napi_set_element(env, result, 0, v);
-  napi_create_double(env, leg->bytes_read, &v);
-  napi_set_element(env, result, 1, v);
+  napi_create_array_with_length(env, 3, &result);
   napi_create_double(env, (double)queued(leg), &v);
-  napi_set_element(env, result, 2, v);
+  napi_set_element(env, result, 0, v);
+  napi_get_boolean(env, leg->fin_wanted, &v);
+  napi_set_element(env, result, 1, v);
   napi_get_boolean(env, leg->fin_sent, &v);
-  napi_set_element(env, result, 3, v);
+  napi_set_element(env, result, 2, v);
   return result;
 }
 

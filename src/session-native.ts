@@ -43,7 +43,6 @@ export class NativeSession extends Session {
   #targetAddress: string | undefined
   #open: [boolean, boolean] = [true, false]
   #connecting = false
-  #endRequested: [boolean, boolean] = [false, false]
   /** Addresses of the target's name not tried yet. */
   #untried: dns.LookupAddress[] = []
 
@@ -160,20 +159,19 @@ export class NativeSession extends Session {
   }
 
   protected endRequested(leg: Leg): boolean {
-    return this.#endRequested[LEG_INDEX[leg]]
+    return this.#relay.state(LEG_INDEX[leg])[1]
   }
 
   protected finSent(leg: Leg): boolean {
-    return this.#relay.state(LEG_INDEX[leg])[3]
+    return this.#relay.state(LEG_INDEX[leg])[2]
   }
 
   queuedBytes(leg: Leg): number {
-    return this.#relay.state(LEG_INDEX[leg])[2]
+    return this.#relay.state(LEG_INDEX[leg])[0]
   }
 
   protected endLeg(leg: Leg): void {
     const i = LEG_INDEX[leg]
-    this.#endRequested[i] = true
     if (this.#relay.end(i)) this.#closed(i)
   }
 

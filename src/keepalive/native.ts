@@ -36,8 +36,8 @@ export interface NativeRelay {
   end(leg: 0 | 1): boolean
   reset(leg: 0 | 1): void
   destroy(leg: 0 | 1): void
-  /** [fd or -1, bytes read from the leg, bytes queued for it, FIN sent] */
-  state(leg: 0 | 1): [number, number, number, boolean]
+  /** [bytes queued for the leg, FIN asked for, FIN sent] */
+  state(leg: 0 | 1): [number, boolean, boolean]
   bytes(leg: 0 | 1): number
   /** The leg's descriptor, -1 once closed. */
   fd(leg: 0 | 1): number
