@@ -6,8 +6,8 @@
 // 'connection' event.
 
 import net, { type Server, type Socket } from 'node:net'
-import { getSystemErrorName } from 'node:util'
 import { formatEndpoint } from './config/endpoint.ts'
+import { errnoName } from './errors.ts'
 import { fdOf } from './keepalive/socket-options.ts'
 
 /** Node's accepted TCP handle, before any net.Socket wraps it. */
@@ -47,9 +47,16 @@ export function onAccepted(server: Server, raw: boolean, take: (client: Accepted
   }
 }
 
-/** A net.Socket for a client, wrapping a bare handle (for the rare paths that need one). */
+/** A net.Socket for a client, wrapping a bare handle (for the paths that need one). */
 export function socketOf(client: Accepted): Socket {
   return isSocket(client) ? client : new net.Socket({ handle: client, allowHalfOpen: true } as net.SocketConstructorOpts)
+}
+
+/** Turns a client away with an RST, so it fails fast instead of waiting. */
+export function resetAccepted(client: Accepted): void {
+  const socket = socketOf(client)
+  socket.on('error', () => {}) // the peer may have gone already; nothing to tell anyone
+  socket.resetAndDestroy()
 }
 
 /** Where the client came from, as host:port. */
@@ -69,12 +76,4 @@ export function fdOfAccepted(client: Accepted): number {
 export function closeAccepted(client: Accepted): void {
   if (isSocket(client)) client.destroy()
   else client.close()
-}
-
-function errnoName(status: number): string {
-  try {
-    return getSystemErrorName(status)
-  } catch {
-    return 'EUNKNOWN'
-  }
 }

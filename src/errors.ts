@@ -1,6 +1,8 @@
 // Errors with stable codes. The CLI maps them to exit codes; logs and tests match on
 // `code`, never on message text. The original error, when there is one, stays in `cause`.
 
+import { getSystemErrorName } from 'node:util'
+
 export const EXIT_USAGE = 2
 export const EXIT_ADDRESS_IN_USE = 3
 export const EXIT_FAILURE = 1
@@ -68,5 +70,14 @@ export class CheckFailed extends KaError {
   constructor(reason: string, message: string, cause?: unknown) {
     super('KA_ERR_CHECK_FAILED', message, EXIT_FAILURE, { cause })
     this.reason = reason
+  }
+}
+
+/** ECONNRESET and the like for an errno (positive, as the kernel gives it). */
+export function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(-Math.abs(errno))
+  } catch {
+    return `errno ${errno}`
   }
 }

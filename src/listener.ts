@@ -8,7 +8,7 @@ import { formatEndpoint } from './config/endpoint.ts'
 import type { ProxyOptions } from './config/options.ts'
 import { ListenError } from './errors.ts'
 import type { AppliedKeepalive, KeepaliveApplier } from './keepalive/socket-options.ts'
-import { onAccepted, peerOf, socketOf, type Accepted } from './accept.ts'
+import { onAccepted, peerOf, resetAccepted, socketOf, type Accepted } from './accept.ts'
 import type { LegHandle, Session, SessionContext, SessionSummary } from './session.ts'
 import { checkPausedRelays, nativeRelayClass, NativeSession } from './session-native.ts'
 import { checkPausedLegs, StreamSession } from './session-stream.ts'
@@ -135,7 +135,7 @@ export class ProxyListener {
 
   #onConnection(client: Accepted): void {
     if (this.state !== 'running') {
-      socketOf(client).resetAndDestroy()
+      resetAccepted(client)
       return
     }
     const max = this.#options.maxConnections
@@ -155,9 +155,7 @@ export class ProxyListener {
       } catch (err) {
         // Out of descriptors or memory: this client is turned away, the others go on.
         this.#logger.error({ err, client: peerOf(client) }, 'cannot start session')
-        const socket = socketOf(client)
-        socket.on('error', () => {})
-        socket.resetAndDestroy()
+        resetAccepted(client)
         return
       }
     } else {
@@ -172,13 +170,11 @@ export class ProxyListener {
     session.start()
   }
 
-  /** Refused at once with an RST, so the client fails fast instead of waiting. */
+  /** Refused at once with an RST, counted and logged. */
   #refuse(client: Accepted, reason: 'max_connections' | 'no_healthy_target', fields: object, message: string): void {
-    const socket = socketOf(client)
-    socket.on('error', () => {})
-    this.#logger.warn({ client: peerOf(socket), ...fields }, message)
+    this.#logger.warn({ client: peerOf(client), ...fields }, message)
     this.#hooks.refused?.(reason)
-    socket.resetAndDestroy()
+    resetAccepted(client)
   }
 
   /**

@@ -10,9 +10,9 @@
 
 import dns from 'node:dns'
 import net from 'node:net'
-import { getSystemErrorName } from 'node:util'
 import type { Endpoint } from './config/endpoint.ts'
 import { formatEndpoint } from './config/endpoint.ts'
+import { errnoName } from './errors.ts'
 import { closeAccepted, fdOfAccepted, peerOf, type Accepted } from './accept.ts'
 import { loadNative, type NativeRelay, type NativeRelayClass } from './keepalive/native.ts'
 import { Session, type Leg, type SessionContext } from './session.ts'
@@ -200,12 +200,4 @@ export class NativeSession extends Session {
 
 function relayOnEvent(this: NativeSession, kind: number, leg: 0 | 1, errno: number): void {
   this.onRelayEvent(kind, leg, errno)
-}
-
-function errnoName(errno: number): string {
-  try {
-    return getSystemErrorName(-errno)
-  } catch {
-    return `errno ${errno}`
-  }
 }

@@ -128,10 +128,12 @@ export abstract class Session {
   /** Connects the target leg; the client leg is not read until it is up. */
   start(): void {
     const ctx = this.ctx
-    const client = this.legHandle('client')
-    if (ctx.clientKeepalivePerSocket && client !== undefined) {
+    // Normally inherited from the listening socket: then nothing to do per connection.
+    const perSocket = ctx.clientKeepalivePerSocket
+    const client = perSocket === undefined ? undefined : this.legHandle('client')
+    if (perSocket !== undefined && client !== undefined) {
       try {
-        ctx.keepalive.apply(client, ctx.clientKeepalivePerSocket)
+        ctx.keepalive.apply(client, perSocket)
       } catch (err) {
         ctx.logger.warn({ session: this.id, err }, 'cannot set client keepalive')
       }
@@ -329,9 +331,9 @@ export abstract class Session {
   }
 }
 
-export const LEGS: readonly Leg[] = ['client', 'target']
+const LEGS: readonly Leg[] = ['client', 'target']
 
-export function otherLeg(leg: Leg): Leg {
+function otherLeg(leg: Leg): Leg {
   return leg === 'client' ? 'target' : 'client'
 }
 
