@@ -13,6 +13,7 @@ import { checkOnce, fullListener, server } from './helpers/heartbeat.ts'
 import { endOf, freePort, sleep } from './helpers/net.ts'
 import { postgresMissing, startLocalPostgres } from './helpers/postgres.ts'
 import { redisMissing, startRedis } from './helpers/redis.ts'
+import { missingPrerequisite } from './helpers/prerequisite.ts'
 
 const TIMEOUT = 300
 
@@ -129,7 +130,7 @@ t.test('http: 2xx up, 503 down, slow times out, not HTTP fails, refused; {host} 
 })
 
 const pgMissing = await postgresMissing()
-t.test('pg against PostgreSQL 15: up; a SIGSTOPped postmaster fails; SIGCONT: up again', { skip: pgMissing ?? false }, async (t) => {
+t.test('pg against PostgreSQL 15: up; a SIGSTOPped postmaster fails; SIGCONT: up again', { skip: missingPrerequisite(pgMissing) }, async (t) => {
   const db = await startLocalPostgres()
   t.teardown(() => db.stop())
   t.match(await checkOnce({ type: 'pg' }, db.port, TIMEOUT), { ok: true })
@@ -142,7 +143,7 @@ t.test('pg against PostgreSQL 15: up; a SIGSTOPped postmaster fails; SIGCONT: up
   t.match(await checkOnce({ type: 'pg' }, db.port, 2000), { ok: true }, 'resumed: up')
 })
 
-t.test('redis against redis-server: up, -NOAUTH up, frozen fails, resumed up', { skip: redisMissing() ?? false }, async (t) => {
+t.test('redis against redis-server: up, -NOAUTH up, frozen fails, resumed up', { skip: missingPrerequisite(redisMissing()) }, async (t) => {
   const open = await startRedis()
   const locked = await startRedis(['--requirepass', 'secret'])
   t.teardown(() => Promise.all([open.stop(), locked.stop()]))

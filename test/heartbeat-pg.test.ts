@@ -12,12 +12,13 @@ import { startCliProxy } from './helpers/cli.ts'
 import { freeze, thaw } from './helpers/freeze.ts'
 import { waitFor } from './helpers/net.ts'
 import { postgresMissing, startLocalPostgres } from './helpers/postgres.ts'
+import { missingPrerequisite } from './helpers/prerequisite.ts'
 
 const HB = { interval: 0.5, timeout: 0.4, fall: 2, rise: 2 }
 const BOUND_MS = detectionBound(HB) * 1000 + 1000
 
 const missing = await postgresMissing()
-if (missing) {
+if (missingPrerequisite(missing)) {
   t.pass(`skipped: ${missing}`, { skip: true })
 } else {
   const [first, second] = await Promise.all([startLocalPostgres(), startLocalPostgres()])

@@ -1,6 +1,7 @@
 // A target that vanishes (blackholed in the router) or resets: ka-proxy closes the client leg
 // by RST within idle + interval × count + 1.5 s, whether the session was idle or had data in
-// flight, leaves no socket behind, and logs one line per session with the reason.
+// flight, leaves no socket behind (counted from its descriptors, which `ss` alone would miss
+// for a reset socket still open), and logs one line per session with the reason.
 
 import t, { type Test } from 'tap'
 import { blackholeTarget, createWorkbench, heldSockets, kaProxy, sleep, type Outcome } from '../bench/lab/index.ts'
@@ -17,7 +18,8 @@ function checkDetection(t: Test, o: Outcome | undefined, reason: string): void {
   const late = o.ends.filter(s => s > BOUND + SLACK)
   t.same(late, [], `each within ${BOUND} + ${SLACK} s (took ${o.ends.map(s => s.toFixed(2)).join(', ')} s)`)
   t.same(o.peerSaw, { rst: SESSIONS }, 'the app saw an RST, not a normal-looking FIN')
-  t.equal(o.socketsLeft, 0, 'ka-proxy holds no socket afterwards')
+  t.equal(o.socketsLeft, 0, 'ka-proxy holds no socket afterwards (ss)')
+  t.equal(o.descriptorsLeft, 0, 'nor any socket descriptor beyond its listening ones (/proc/<pid>/fd)')
   const log = o.sessionLog ?? []
   t.equal(log.length, SESSIONS, 'one "session closed" line per session')
   t.equal(new Set(log.map(l => l.session)).size, SESSIONS, 'for distinct sessions')
@@ -49,7 +51,8 @@ t.test('target resets its connections', { skip }, async t => {
     await sleep(500)
     const closes = wb.driver.closes(d.group)
     t.same(closes.map(c => c.how), Array(SESSIONS).fill('rst'), 'every app session got an RST at once')
-    t.same(await heldSockets(lab.ns('client'), await d.running.pids()), [], 'ka-proxy holds no socket afterwards')
+    t.same(await heldSockets(lab.ns('client'), await d.running.pids()), [], 'ka-proxy holds no socket afterwards (ss)')
+    t.equal(await d.running.descriptorsLeft?.(), 0, 'nor any socket descriptor beyond its listening ones (/proc/<pid>/fd)')
     const log = d.running.sessionLog?.() ?? []
     t.same(log.map(l => `${l.reason} leg=${l.leg} client=${l.clientClose}`), Array(SESSIONS).fill('target_reset leg=target client=rst'),
       'one line per session: target_reset, client leg closed by RST')

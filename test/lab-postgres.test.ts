@@ -3,9 +3,10 @@
 
 import t from 'tap'
 import { idleQuery, kaProxy, postgresUnavailable, startPostgres } from '../bench/lab/index.ts'
+import { missingPrerequisite } from './helpers/prerequisite.ts'
 import { NAT_TIMEOUT, OPTIONS, labFor, labSkip } from './lab-support.ts'
 
-const skip = await labSkip() || (await postgresUnavailable() ?? false)
+const skip = await labSkip() || missingPrerequisite(await postgresUnavailable())
 const IDLE = 2 * NAT_TIMEOUT + 1
 const QUERY_TIMEOUT_MS = 2000
 

@@ -2,6 +2,7 @@
 // timings that keep the lab part of the suite short. Not a test file itself.
 
 import type { Test } from 'tap'
+import { missingPrerequisite } from './helpers/prerequisite.ts'
 import { createLab, kaProxy, keepaliveBound, labUnsupported, type Lab, type RelayOptions } from '../bench/lab/index.ts'
 
 /** The NAT forgets idle flows after this many seconds in the tests. */
@@ -19,17 +20,11 @@ export const BOUND = keepaliveBound(KEEPALIVE)
 export const SLACK = 1.5
 
 /**
- * The reason to skip lab tests here, or false to run them. With `needsProxy`, also skips when
- * ka-proxy's sources are not there yet.
+ * The reason to skip lab tests here, or false to run them (under CI=true a reason is also a
+ * failure). With `needsProxy`, also skips when ka-proxy's sources are not there yet.
  */
 export async function labSkip(needsProxy = true): Promise<string | false> {
-  const unsupported = await labUnsupported()
-  if (unsupported !== null) return unsupported
-  if (needsProxy) {
-    const missing = await kaProxy().unavailable()
-    if (missing !== null) return missing
-  }
-  return false
+  return missingPrerequisite(await labUnsupported() ?? (needsProxy ? await kaProxy().unavailable() : null))
 }
 
 /** A fresh lab for one test, removed when the test ends whatever happened in it. */

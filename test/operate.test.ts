@@ -9,6 +9,7 @@ import { request } from 'undici'
 import { connect, endOf, freePort, listen, readAll, sleep, waitFor } from './helpers/net.ts'
 import { runCli, spawnProxy, type RunningProxy } from './helpers/cli.ts'
 import type { LogLine } from './helpers/proxy.ts'
+import { missingPrerequisite } from './helpers/prerequisite.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-operate-'))
 const writeConfig = (name: string, text: string): string => {
@@ -223,8 +224,10 @@ t.test('SIGHUP: re-tunes live sessions without dropping them, starts and drains 
 
 t.test('/sessions shows keepalive probes going unanswered on an idle session', async (t) => {
   const { execFileSync, spawnSync } = await import('node:child_process')
-  if (process.getuid?.() !== 0 || spawnSync('nft', ['--version']).status !== 0) {
-    t.plan(0, 'needs root and the nft command (apt-get install nftables) to drop the target\'s replies on loopback')
+  const skip = missingPrerequisite((process.getuid?.() !== 0 || spawnSync('nft', ['--version']).status !== 0) &&
+    'needs root and the nft command (apt-get install nftables) to drop the target\'s replies on loopback')
+  if (skip) {
+    t.plan(0, skip)
     return
   }
   const echoPort = await echoServer(t)

@@ -7,9 +7,10 @@ import pg from 'pg'
 import { startCliProxy } from './helpers/cli.ts'
 import { postgresMissing, startLocalPostgres } from './helpers/postgres.ts'
 import { sleep } from './helpers/net.ts'
+import { missingPrerequisite } from './helpers/prerequisite.ts'
 
 const missing = await postgresMissing()
-if (missing) {
+if (missingPrerequisite(missing)) {
   t.pass(`skipped: PostgreSQL tests need a server: ${missing}`, { skip: true })
 } else {
   const db = await startLocalPostgres()

@@ -72,33 +72,3 @@ t.test('a bulk session does not stall a ping-pong on another', async (t) => {
   bulk.destroy()
   ping.destroy()
 })
-
-const notRoot = process.getuid?.() !== 0 && 'needs root: adds a name to /etc/hosts for the test'
-
-t.test('a target name with several addresses: each is tried in turn, as net.connect does', { skip: notRoot }, async (t) => {
-  const { readFileSync, writeFileSync } = await import('node:fs')
-  const { promises: dns } = await import('node:dns')
-  const name = `ka-proxy-two-addresses-${process.pid}.test`
-  const hosts = readFileSync('/etc/hosts', 'utf8')
-  // The server listens on 127.0.0.1 only: ::1 (sorted first by getaddrinfo) refuses.
-  writeFileSync('/etc/hosts', `${hosts.trimEnd()}\n::1 ${name}\n127.0.0.1 ${name}\n`)
-  t.teardown(() => writeFileSync('/etc/hosts', readFileSync('/etc/hosts', 'utf8').split('\n').filter((l) => !l.endsWith(` ${name}`)).join('\n')))
-  const addresses = (await dns.lookup(name, { all: true })).map((a) => a.address)
-  if (addresses.join() !== '::1,127.0.0.1') {
-    t.pass(`skipped: the name must resolve to ::1, then 127.0.0.1 (no IPv6 loopback?); got ${addresses.join(', ')}`, { skip: true })
-    return
-  }
-  const target = await listen((s) => s.pipe(s)) // on 127.0.0.1 only
-  const proxy = await startProxy({ target: `${name}:${target.port}` })
-  t.teardown(async () => {
-    await proxy.stop()
-    target.server.close()
-  })
-  const client = await connect(proxy.port)
-  const echoed = await new Promise<string>((resolve) => { client.once('data', (d: Buffer) => resolve(d.toString())); client.write('ping') })
-  t.equal(echoed, 'ping', 'relayed through the second address')
-  client.end()
-  const [closed] = await proxy.closed(1)
-  t.equal(closed?.target, `127.0.0.1:${target.port}`, 'the summary names the address that answered')
-  t.equal(closed?.reason, 'client_end')
-})

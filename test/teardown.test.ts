@@ -5,27 +5,10 @@ import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import type { Socket } from 'node:net'
-import { connect, endOf, listen, sleep, waitFor } from './helpers/net.ts'
+import { connect, endOf, listen, manualTarget, sleep, waitFor } from './helpers/net.ts'
 import { payload } from './helpers/payload.ts'
 import { startProxy, type TestProxy } from './helpers/proxy.ts'
 import { proxySockets } from './helpers/ss.ts'
-
-/** A target whose accepted sockets the test drives by hand. */
-async function manualTarget(t: Test): Promise<{ port: number; next(): Promise<Socket> }> {
-  const queue: Socket[] = []
-  const waiting: Array<(s: Socket) => void> = []
-  const { server, port } = await listen((s) => {
-    s.on('error', () => {})
-    const w = waiting.shift()
-    if (w) w(s)
-    else queue.push(s)
-  })
-  t.teardown(() => server.close())
-  return {
-    port,
-    next: () => (queue.length ? Promise.resolve(queue.shift()!) : new Promise((r) => waiting.push(r))),
-  }
-}
 
 async function proxyTo(t: Test, port: number, extra: Record<string, unknown> = {}): Promise<TestProxy> {
   const proxy = await startProxy({ target: `127.0.0.1:${port}`, ...extra })

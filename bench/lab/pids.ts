@@ -1,7 +1,7 @@
 // Which processes belong to a relay: the process and everything it forked (socat forks one
 // child per connection, and the child holds that connection's sockets).
 
-import { readdirSync, readFileSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
 
 function parentOf(pid: number): number | null {
   try {
@@ -31,4 +31,50 @@ export function processTree(root: number): number[] {
     queue.push(...(children.get(pid) ?? []))
   }
   return tree
+}
+
+/** Inodes of the Unix and netlink sockets in `pid`'s network namespace. */
+function localSocketInodes(pid: number): Set<string> {
+  const inodes = new Set<string>()
+  for (const [table, column] of [['unix', 6], ['netlink', 9]] as const) {
+    let text: string
+    try {
+      text = readFileSync(`/proc/${pid}/net/${table}`, 'utf8')
+    } catch {
+      continue
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const inode = line.trim().split(/\s+/)[column]
+      if (inode !== undefined) inodes.add(inode)
+    }
+  }
+  return inodes
+}
+
+/**
+ * How many network sockets `pids` hold open: their descriptors (/proc/<pid>/fd) that are
+ * sockets but not Unix or netlink ones (a runtime's pipes to its helper processes), whatever
+ * the TCP state. `ss` lists a socket only while the kernel's TCP tables do, so it misses one
+ * that was reset or timed out while its descriptor is still open; this does not.
+ */
+export function socketDescriptors(pids: readonly number[]): number {
+  let n = 0
+  for (const pid of pids) {
+    let fds: string[]
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`)
+    } catch {
+      continue // exited
+    }
+    const local = localSocketInodes(pid)
+    for (const fd of fds) {
+      try {
+        const inode = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1]
+        if (inode !== undefined && !local.has(inode)) n++
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  return n
 }

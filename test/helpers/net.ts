@@ -1,6 +1,7 @@
 // Real loopback peers for the tests: servers on port 0, clients, and small waits.
 
 import net, { type Server, type Socket } from 'node:net'
+import type { Test } from 'tap'
 import { once } from 'node:events'
 
 export async function listen(onSocket: (s: Socket) => void, options: net.ServerOpts = {}): Promise<{ server: Server; port: number }> {
@@ -63,4 +64,21 @@ export async function connectedSocket(t: { teardown(fn: () => void): void }): Pr
     server.close()
   })
   return socket
+}
+
+/** A target whose accepted sockets the test drives by hand, in the order they arrive. */
+export async function manualTarget(t: Test): Promise<{ port: number; next(): Promise<Socket> }> {
+  const queue: Socket[] = []
+  const waiting: Array<(s: Socket) => void> = []
+  const { server, port } = await listen((s) => {
+    s.on('error', () => {})
+    const w = waiting.shift()
+    if (w) w(s)
+    else queue.push(s)
+  })
+  t.teardown(() => server.close())
+  return {
+    port,
+    next: () => (queue.length ? Promise.resolve(queue.shift()!) : new Promise((r) => waiting.push(r))),
+  }
 }

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import type { KeepaliveSettings, Relay, RelayConfig } from './relay.ts'
 import { REPO_ROOT } from '../node-script.ts'
-import { processTree } from '../pids.ts'
+import { processTree, socketDescriptors } from '../pids.ts'
 
 export type KaProxyEntry = 'src' | 'dist'
 
@@ -58,16 +58,18 @@ export function kaProxy(entry: KaProxyEntry = process.env.KA_PROXY_ENTRY === 'di
     async start(ctx) {
       const proc = ctx.lab.spawn('client', 'ka-proxy', process.execPath, [...kaProxyEntryArgs(entry), ...kaProxyArgs(ctx)], { cwd: REPO_ROOT })
       await proc.waitForLine(line => parseJson(line)?.msg === 'listening', 20_000, 'its "listening" log line')
+      const baseline = socketDescriptors(processTree(proc.pid))
       return {
         address: ctx.listen,
         async pids() { return proc.running ? processTree(proc.pid) : [] },
+        async descriptorsLeft() { return socketDescriptors(processTree(proc.pid)) - baseline },
         sessionLog() {
           return proc.lines.map(parseJson).filter((e): e is Record<string, unknown> => e?.msg === 'session closed')
         },
         async stop() {
           const code = await proc.stop(5000)
-          // SIGTERM is a graceful stop that exits 0; anything else is a finding worth seeing.
-          if (code !== 0) process.emitWarning(`ka-proxy exited ${code} on SIGTERM: ${proc.stderr.trim().slice(-500)}`)
+          // SIGTERM is a graceful stop that exits 0; anything else is a failure of the run.
+          if (code !== 0) throw new Error(`ka-proxy exited ${code} on SIGTERM: ${proc.stderr.trim().slice(-500)}`)
         }
       }
     }

@@ -41,6 +41,11 @@ export interface RunningRelay {
   address: Endpoint
   /** Processes that hold the relay's sockets now; empty when there is no relay process. */
   pids(): Promise<number[]>
+  /**
+   * Socket descriptors the relay's processes hold beyond those they held once listening
+   * (read from /proc, so a reset socket whose descriptor is still open counts), when known.
+   */
+  descriptorsLeft?(): Promise<number>
   /** The relay's structured log of ended sessions, when it writes one. */
   sessionLog?(): Array<Record<string, unknown>>
   stop(): Promise<void>

@@ -37,8 +37,10 @@ export interface Outcome {
   window: number
   /** What the surviving peer saw when its session was closed: { rst: n, fin: n }. */
   peerSaw: Record<string, number>
-  /** Sockets the relay still held afterwards; null when there is no relay process. */
+  /** Sockets the relay still held afterwards (as `ss` lists them); null when there is no relay process. */
   socketsLeft: number | null
+  /** Socket descriptors the relay still held afterwards beyond its listening ones; null when unknown. */
+  descriptorsLeft: number | null
   /** The relay's own log lines for the ended sessions, when it writes them. */
   sessionLog: Array<Record<string, unknown>> | null
 }
@@ -79,11 +81,16 @@ export class Workbench {
     return deployed
   }
 
-  /** Removes faults, drops the app's sessions and stops the relays. */
+  /**
+   * Removes faults, drops the app's sessions and stops the relays: every one of them, then
+   * throws the first failure (a relay that did not stop cleanly fails the run).
+   */
   async withdraw(deployed: readonly Deployed[]): Promise<void> {
     await this.lab.faults.heal()
     for (const d of deployed) await this.driver.destroy(d.group)
-    for (const d of deployed) await d.running.stop()
+    const stops = await Promise.allSettled(deployed.map(d => d.running.stop()))
+    const failed = stops.find((s): s is PromiseRejectedResult => s.status === 'rejected')
+    if (failed !== undefined) throw failed.reason
   }
 
   /** Counts what the relay still holds. */
@@ -100,6 +107,7 @@ export class Workbench {
       window,
       peerSaw,
       socketsLeft: await this.socketsLeft(d),
+      descriptorsLeft: (await d.running.descriptorsLeft?.()) ?? null,
       sessionLog: d.running.sessionLog?.() ?? null
     }
   }
