@@ -10,6 +10,7 @@ import { parseOptions, type BenchSettings, type ScenarioName } from './survival/
 import { newReport, summarize, type Report } from './survival/report.ts'
 import { renderTable } from './survival/table.ts'
 import { renderChart } from './survival/chart.ts'
+import { spreadIdleTimes } from './survival/stagger.ts'
 import { writeResultFiles } from './results.ts'
 
 /** ka-proxy gets the chosen TCP_USER_TIMEOUT; HAProxy and socat the peers' one (none by default). */
@@ -20,7 +21,7 @@ function relayOptions(s: BenchSettings, relay: string): RelayOptions {
 
 function describe(scenario: ScenarioName, s: BenchSettings): string {
   switch (scenario) {
-    case 'survival': return `survival: ${s.sessions} sessions per relay stay idle ${s.idleTime} s (NAT timeout ${s.natTimeout} s)`
+    case 'survival': return `survival: ${s.sessions} sessions per relay, each idle for its own time up to ${s.idleMax} s, then checked (NAT timeout ${s.natTimeout} s)`
     case 'blackhole': return `blackhole while idle: cut the server, wait up to ${s.window} s`
     case 'inflight': return `blackhole with data in flight: cut the server, send, wait up to ${s.window} s`
     case 'vanish': return `client vanishes: cut the app side, wait up to ${s.window} s`
@@ -29,7 +30,7 @@ function describe(scenario: ScenarioName, s: BenchSettings): string {
 
 function runScenario(wb: Workbench, scenario: ScenarioName, s: BenchSettings): Promise<Outcome[]> {
   switch (scenario) {
-    case 'survival': return survival(wb, s.idleTime)
+    case 'survival': return survival(wb, spreadIdleTimes(s.sessions, s.idleMax))
     case 'blackhole': return blackholeTarget(wb, { inFlight: false, windowSeconds: s.window })
     case 'inflight': return blackholeTarget(wb, { inFlight: true, windowSeconds: s.window })
     case 'vanish': return clientVanishes(wb, s.window)

@@ -1,10 +1,16 @@
-// The report as a picture: live sessions over time per relay, one panel per scenario, drawn as
-// step lines in a hand-written SVG (no chart library: the shapes are simple and the file must
-// open in any browser). Lines of relays that behave alike coincide, so each relay is drawn
-// thinner than the one before it: coinciding lines show as nested bands of colour.
+// The report as a picture, hand-written SVG (no chart library: the shapes are simple and the
+// file must open in any browser). It draws only what was measured:
+// - idle survival: one point per check (or per few neighbouring checks), the fraction of sessions
+//   alive against the seconds they had been idle, with the NAT's T marked;
+// - one panel per fault that was run: the fraction of sessions still open against the seconds
+//   since the fault, a step down at each close, up to where watching stopped, with the
+//   configured detection bound marked.
+// Scenarios that were not run get no panel. Relays that behave alike coincide, so each relay is
+// drawn thinner than the one before it: coinciding lines show as nested bands of colour.
 
 import type { Report, OutcomeSummary } from './report.ts'
-import type { ScenarioName } from './options.ts'
+import { SCENARIOS, type BenchSettings, type ScenarioName } from './options.ts'
+import { curvePoints, firstDeath, sessionsPerPoint } from './curve.ts'
 
 const COLORS: Record<string, string> = {
   direct: '#7f7f7f',
@@ -16,49 +22,37 @@ const COLORS: Record<string, string> = {
 const FALLBACK_COLORS = ['#d62728', '#8c564b', '#e377c2', '#17becf']
 
 const PANEL_W = 480
-const PANEL_H = 270
-const MARGIN = { left: 50, right: 15, top: 46, bottom: 40 }
-const LEGEND_H = 76
+const PANEL_H = 300
+const MARGIN = { left: 52, right: 18, top: 80, bottom: 40 }
+const HEADER_H = 48
+const LEGEND_ROW_H = 22
+const LEGEND_ITEM_W = 130
+/** Characters of 11 px text that fit across a panel. */
+const FIGURE_CHARS = 72
 
-interface Panel {
-  scenario: ScenarioName
-  title: string
-  xLabel: string
-  /** A dashed vertical line: the NAT timeout or the keepalive bound. */
-  marker: { at: number, label: string }
+type FaultName = Exclude<ScenarioName, 'survival'>
+
+/** What each fault panel says and which bound it marks; a new fault scenario must add a line here. */
+const FAULTS: Record<FaultName, (s: BenchSettings) => { title: string, marker: Marker }> = {
+  blackhole: s => ({ title: 'Server blackholed while idle', marker: { at: bound(s.keepalive), label: `keepalive bound ${bound(s.keepalive)} s` } }),
+  inflight: s => ({ title: 'Server blackholed with data in flight', marker: inFlightBound(s) }),
+  vanish: s => ({ title: 'Client vanishes (target legs live)', marker: { at: bound(s.clientKeepalive), label: `client keepalive bound ${bound(s.clientKeepalive)} s` } })
 }
 
-function escapeXml(text: string): string {
-  return text.replace(/[<>&"]/g, c => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c] as string)
+interface Marker {
+  at: number
+  label: string
 }
 
-function colorOf(relay: string, index: number): string {
-  return COLORS[relay] ?? FALLBACK_COLORS[index % FALLBACK_COLORS.length] as string
+function bound(k: BenchSettings['keepalive']): number {
+  return k.idle + k.interval * k.count
 }
 
-/** Whole-number axis ticks, about five of them. */
-function ticks(max: number): number[] {
-  const raw = max / 5
-  const step = [1, 2, 5, 10, 20, 25, 50, 100, 200, 500].find(s => s >= raw) ?? Math.ceil(raw)
-  const out: number[] = []
-  for (let v = 0; v <= max + 1e-9; v += step) out.push(v)
-  return out
-}
-
-/** Stroke width of the i-th of n series: the first widest, the last 2 px. */
-function strokeWidth(i: number, n: number): number {
-  return 2 + 1.5 * (n - 1 - i)
-}
-
-/** The path of live sessions over time: start at all sessions, step down at each end. */
-function stepPath(o: OutcomeSummary, x: (s: number) => number, y: (n: number) => number): string {
-  let live = o.sessions
-  let d = `M${x(0).toFixed(1)},${y(live).toFixed(1)}`
-  for (const end of o.ends) {
-    live -= 1
-    d += ` H${x(Math.min(end, o.window)).toFixed(1)} V${y(live).toFixed(1)}`
-  }
-  return `${d} H${x(o.window).toFixed(1)}`
+/** With data unacknowledged only TCP_USER_TIMEOUT ends the wait: ka-proxy's, or its default. */
+function inFlightBound(s: BenchSettings): Marker {
+  if (s.userTimeout === undefined) return { at: bound(s.keepalive), label: `TCP_USER_TIMEOUT ${bound(s.keepalive)} s` }
+  if (s.userTimeout > 0) return { at: s.userTimeout, label: `TCP_USER_TIMEOUT ${s.userTimeout} s` }
+  return { at: bound(s.keepalive), label: `keepalive bound ${bound(s.keepalive)} s (no TCP_USER_TIMEOUT)` }
 }
 
 /** How one relay is drawn, the same in the legend and in every panel. */
@@ -69,80 +63,230 @@ interface Series {
   results: Report['relays'][number]['results']
 }
 
-function drawPanel(series: readonly Series[], panel: Panel, left: number, top: number): string {
-  const outcomes = series
-    .map(e => ({ ...e, o: e.results[panel.scenario] }))
-    .filter((e): e is Series & { o: OutcomeSummary } => e.o !== undefined)
+/** Where one panel sits and how its values map to pixels (also used by the test to find the series). */
+export interface PanelLayout {
+  scenario: ScenarioName
+  left: number
+  top: number
+  /** Pixel column of `seconds` on the x axis. */
+  x: (seconds: number) => number
+  /** Pixel row of `fraction` (0–1) on the y axis. */
+  y: (fraction: number) => number
+  xMax: number
+}
+
+export interface ChartLayout {
+  width: number
+  height: number
+  panels: PanelLayout[]
+}
+
+function escapeXml(text: string): string {
+  return text.replace(/[<>&"]/g, c => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;' })[c] as string)
+}
+
+function colorOf(relay: string, index: number): string {
+  return COLORS[relay] ?? FALLBACK_COLORS[index % FALLBACK_COLORS.length] as string
+}
+
+/** Round axis ticks, about five of them. */
+function ticks(max: number): number[] {
+  const raw = max / 5
+  const step = [0.5, 1, 2, 5, 10, 15, 20, 25, 30, 50, 60, 100, 120, 300, 600].find(s => s >= raw) ?? Math.ceil(raw)
+  const out: number[] = []
+  for (let v = 0; v <= max + 1e-9; v += step) out.push(v)
+  return out
+}
+
+/** Stroke width of the i-th of n series: the first widest, the last 2 px; each shows a 1 px rim around the next. */
+function strokeWidth(i: number, n: number): number {
+  return 2 + 2 * (n - 1 - i)
+}
+
+function fmt(n: number): string {
+  return n.toFixed(1)
+}
+
+/** Scenarios with a result for at least one relay, in the bench's order. */
+function scenariosRun(report: Report): ScenarioName[] {
+  return SCENARIOS.filter(s => report.relays.some(r => r.results[s] !== undefined))
+}
+
+function legendRows(relays: number, width: number): number {
+  return Math.max(1, Math.ceil(relays / Math.max(1, Math.floor((width - 40) / LEGEND_ITEM_W))))
+}
+
+function xMaxOf(report: Report, scenario: ScenarioName): number {
+  const s = report.settings
+  const outcomes = report.relays.map(r => r.results[scenario]).filter(o => o !== undefined)
+  if (scenario === 'survival') {
+    const idles = outcomes.flatMap(o => o.checks?.map(c => c.idle) ?? [])
+    return Math.max(1, s.idleMax, ...idles, s.natTimeout * 1.1)
+  }
+  return Math.max(1, FAULTS[scenario](s).marker.at * 1.3, ...outcomes.map(o => o.window))
+}
+
+export function chartLayout(report: Report): ChartLayout {
+  const run = scenariosRun(report)
+  const columns = Math.min(2, Math.max(1, run.length))
+  const width = columns * PANEL_W
+  const shown = report.relays.filter(r => r.skipped === undefined).length
+  const top0 = HEADER_H + legendRows(shown, width) * LEGEND_ROW_H + 8
   const innerW = PANEL_W - MARGIN.left - MARGIN.right
   const innerH = PANEL_H - MARGIN.top - MARGIN.bottom
-  const maxX = Math.max(1, panel.marker.at * 1.3, ...outcomes.map(e => e.o.window))
-  const maxY = Math.max(1, ...outcomes.map(e => e.o.sessions))
-  const x = (s: number): number => left + MARGIN.left + innerW * s / maxX
-  const y = (n: number): number => top + MARGIN.top + innerH * (1 - n / maxY)
+  const panels = run.map((scenario, i): PanelLayout => {
+    const left = (i % columns) * PANEL_W
+    const top = top0 + Math.floor(i / columns) * PANEL_H
+    const xMax = xMaxOf(report, scenario)
+    return {
+      scenario,
+      left,
+      top,
+      xMax,
+      x: s => left + MARGIN.left + innerW * s / xMax,
+      y: f => top + MARGIN.top + innerH * (1 - f)
+    }
+  })
+  return { width, height: top0 + Math.max(1, Math.ceil(run.length / columns)) * PANEL_H, panels }
+}
+
+/** Grid, ticks and axis labels of one panel. */
+function frame(p: PanelLayout, xLabel: string, yLabel: string): string[] {
   const parts: string[] = []
-  parts.push(`<text x="${left + MARGIN.left}" y="${top + 22}" class="title">${escapeXml(panel.title)}</text>`)
-  if (outcomes.length === 0) {
-    parts.push(`<text x="${left + PANEL_W / 2}" y="${top + PANEL_H / 2}" text-anchor="middle" class="note">not run</text>`)
-    return parts.join('\n')
+  for (const v of ticks(p.xMax)) {
+    parts.push(`<line x1="${fmt(p.x(v))}" y1="${fmt(p.y(0))}" x2="${fmt(p.x(v))}" y2="${fmt(p.y(1))}" class="grid"/>`)
+    parts.push(`<text x="${fmt(p.x(v))}" y="${fmt(p.y(0) + 16)}" text-anchor="middle" class="tick">${v}</text>`)
   }
-  for (const v of ticks(maxX)) {
-    parts.push(`<line x1="${x(v)}" y1="${y(0)}" x2="${x(v)}" y2="${y(maxY)}" class="grid"/>`)
-    parts.push(`<text x="${x(v)}" y="${y(0) + 16}" text-anchor="middle" class="tick">${v}</text>`)
+  for (const v of [0, 0.25, 0.5, 0.75, 1]) {
+    parts.push(`<line x1="${fmt(p.x(0))}" y1="${fmt(p.y(v))}" x2="${fmt(p.x(p.xMax))}" y2="${fmt(p.y(v))}" class="grid"/>`)
+    parts.push(`<text x="${fmt(p.x(0) - 6)}" y="${fmt(p.y(v) + 4)}" text-anchor="end" class="tick">${v * 100} %</text>`)
   }
-  for (const v of ticks(maxY)) {
-    parts.push(`<line x1="${x(0)}" y1="${y(v)}" x2="${x(maxX)}" y2="${y(v)}" class="grid"/>`)
-    parts.push(`<text x="${x(0) - 6}" y="${y(v) + 4}" text-anchor="end" class="tick">${v}</text>`)
+  const innerW = PANEL_W - MARGIN.left - MARGIN.right
+  parts.push(`<text x="${fmt(p.left + MARGIN.left + innerW / 2)}" y="${fmt(p.top + PANEL_H - 6)}" text-anchor="middle" class="axis">${escapeXml(xLabel)}</text>`)
+  parts.push(`<text transform="translate(${p.left + 14},${fmt((p.y(0) + p.y(1)) / 2)}) rotate(-90)" text-anchor="middle" class="axis">${escapeXml(yLabel)}</text>`)
+  return parts
+}
+
+/** The dashed line of T or of a detection bound, drawn over the series so that none hides it. */
+function drawMarker(p: PanelLayout, marker: Marker): string {
+  return `<line x1="${fmt(p.x(marker.at))}" y1="${fmt(p.y(0))}" x2="${fmt(p.x(marker.at))}" y2="${fmt(p.y(1) - 4)}" class="marker"/>\n` +
+    `<text x="${fmt(p.x(marker.at) + 5)}" y="${fmt(p.y(0.62))}" class="note">${escapeXml(marker.label)}</text>`
+}
+
+/** Title, a line on what a point or line stands for, and a line of per-relay figures in their colours. */
+function heading(p: PanelLayout, title: string, about: string, lead: string, figures: Array<{ e: Series, text: string }>): string[] {
+  const x = p.left + MARGIN.left
+  const parts = [
+    `<text x="${x}" y="${p.top + 18}" class="title">${escapeXml(title)}</text>`,
+    `<text x="${x}" y="${p.top + 34}" class="note">${escapeXml(about)}</text>`
+  ]
+  // Two lines at most; a line holds about FIGURE_CHARS characters of 11 px text.
+  const lines: string[][] = [[]]
+  let used = lead.length
+  for (const { e, text } of figures) {
+    const label = `${e.relay} ${text}`
+    if (used + label.length + 3 > FIGURE_CHARS && (lines.at(-1) as string[]).length > 0) {
+      lines.push([])
+      used = 0
+    }
+    (lines.at(-1) as string[]).push(`<tspan fill="${e.color}">${escapeXml(label)}</tspan>`)
+    used += label.length + 3
   }
-  parts.push(`<line x1="${x(panel.marker.at)}" y1="${y(0)}" x2="${x(panel.marker.at)}" y2="${y(maxY)}" class="marker"/>`)
-  parts.push(`<text x="${x(panel.marker.at) - 4}" y="${y(maxY * 0.5)}" text-anchor="end" class="note">${escapeXml(panel.marker.label)}</text>`)
-  for (const e of outcomes) {
-    parts.push(`<path d="${stepPath(e.o, x, y)}" stroke="${e.color}" stroke-width="${e.width}" class="series"><title>${escapeXml(e.relay)}</title></path>`)
+  lines.slice(0, 2).forEach((line, i) => {
+    parts.push(`<text x="${x}" y="${p.top + 50 + 14 * i}" class="note">${i === 0 ? escapeXml(lead) : ''}${line.join(' · ')}</text>`)
+  })
+  return parts
+}
+
+function drawSurvival(series: readonly Series[], p: PanelLayout, s: BenchSettings): string {
+  const perPoint = sessionsPerPoint(s.sessions)
+  const spacing = s.idleMax * perPoint / s.sessions
+  const about = `each point: ${perPoint === 1 ? '1 session' : `${perPoint} sessions`}, idle times ${fmt(spacing)} s apart, each checked once`
+  const drawn = series.filter(e => e.results.survival?.checks !== undefined)
+  const figures = drawn.map(e => {
+    const death = firstDeath(e.results.survival?.checks ?? [])
+    return { e, text: death === null ? 'none' : `${fmt(death.lastAlive)}–${fmt(death.firstDead)} s${death.aliveAfter > 0 ? ` (${death.aliveAfter} alive later)` : ''}` }
+  })
+  const parts = [
+    ...heading(p, `Idle sessions through a NAT that forgets after T = ${s.natTimeout} s`, about, 'first died after: ', figures),
+    ...frame(p, 'seconds idle when checked', 'sessions alive')
+  ]
+  for (const e of drawn) {
+    const points = curvePoints(e.results.survival?.checks ?? [], perPoint)
+    const xy = points.map(pt => `${fmt(p.x(pt.idle))},${fmt(p.y(pt.alive / pt.sessions))}`)
+    parts.push(`<g class="relay" data-relay="${escapeXml(e.relay)}" data-scenario="survival"><title>${escapeXml(e.relay)}</title>`)
+    parts.push(`<polyline points="${xy.join(' ')}" stroke="${e.color}" stroke-width="${e.width}" class="series"/>`)
+    for (const at of xy) {
+      const [cx, cy] = at.split(',')
+      parts.push(`<circle cx="${cx}" cy="${cy}" r="${fmt(e.width / 2 + 1.5)}" fill="${e.color}"/>`)
+    }
+    parts.push('</g>')
   }
-  // Coinciding lines hide who ended where: say it in words under the title.
-  const finals = outcomes.map(e => `<tspan fill="${e.color}">${escapeXml(e.relay)} ${e.o.sessions - e.o.ends.length}</tspan>`)
-  parts.push(`<text x="${left + MARGIN.left}" y="${top + 36}" class="note">live at the end: ${finals.join(' · ')}</text>`)
-  parts.push(`<text x="${left + MARGIN.left + innerW / 2}" y="${top + PANEL_H - 6}" text-anchor="middle" class="axis">${escapeXml(panel.xLabel)}</text>`)
-  parts.push(`<text transform="translate(${left + 14},${top + MARGIN.top + innerH / 2}) rotate(-90)" text-anchor="middle" class="axis">live sessions</text>`)
+  parts.push(drawMarker(p, { at: s.natTimeout, label: `T = ${s.natTimeout} s` }))
+  return parts.join('\n')
+}
+
+/** The fraction still open: from 1 at the fault, a step down at each close, to where watching stopped. */
+function stepPath(o: OutcomeSummary, p: PanelLayout): string {
+  const total = Math.max(1, o.sessions)
+  let open = o.sessions
+  let d = `M${fmt(p.x(0))},${fmt(p.y(open / total))}`
+  for (const end of o.ends) {
+    open -= 1
+    d += ` H${fmt(p.x(Math.min(end, o.window)))} V${fmt(p.y(open / total))}`
+  }
+  return `${d} H${fmt(p.x(o.window))}`
+}
+
+function drawFault(series: readonly Series[], p: PanelLayout, fault: FaultName, s: BenchSettings): string {
+  const { title, marker } = FAULTS[fault](s)
+  const drawn = series
+    .map(e => ({ e, o: e.results[fault] }))
+    .filter((d): d is { e: Series, o: OutcomeSummary } => d.o !== undefined)
+  const sessions = [...new Set(drawn.map(d => d.o.sessions))].join('/')
+  const about = `${sessions} sessions per relay; a line ends where watching stopped`
+  const figures = drawn.map(({ e, o }) => ({ e, text: `${o.sessions - o.ends.length}/${o.sessions}` }))
+  const parts = [...heading(p, title, about, 'open at the end: ', figures), ...frame(p, 'seconds since the fault', 'sessions still open')]
+  for (const { e, o } of drawn) {
+    parts.push(`<path d="${stepPath(o, p)}" stroke="${e.color}" stroke-width="${e.width}" class="series" data-relay="${escapeXml(e.relay)}" data-scenario="${fault}"><title>${escapeXml(e.relay)}</title></path>`)
+  }
+  parts.push(drawMarker(p, marker))
   return parts.join('\n')
 }
 
 export function renderChart(report: Report): string {
   const s = report.settings
-  const bound = s.keepalive.idle + s.keepalive.interval * s.keepalive.count
-  const clientBound = s.clientKeepalive.idle + s.clientKeepalive.interval * s.clientKeepalive.count
-  const panels: Panel[] = [
-    { scenario: 'survival', title: `Idle sessions through a NAT that forgets after T = ${s.natTimeout} s`, xLabel: 'seconds idle (checked at the end)', marker: { at: s.natTimeout, label: 'T' } },
-    { scenario: 'blackhole', title: 'Server blackholed while idle', xLabel: 'seconds since the cut', marker: { at: bound, label: 'keepalive bound' } },
-    { scenario: 'inflight', title: 'Server blackholed with data in flight', xLabel: 'seconds since the cut', marker: { at: bound, label: 'keepalive bound' } },
-    { scenario: 'vanish', title: 'Client vanishes (live target legs)', xLabel: 'seconds since the cut', marker: { at: clientBound, label: 'client keepalive bound' } }
-  ]
-  const width = 2 * PANEL_W
-  const height = LEGEND_H + 2 * PANEL_H
+  const layout = chartLayout(report)
   const shown = report.relays.filter(r => r.skipped === undefined)
   const series = shown.map((r, i): Series => ({
     relay: r.relay, color: colorOf(r.relay, i), width: strokeWidth(i, shown.length), results: r.results
   }))
+  const perRow = Math.max(1, Math.floor((layout.width - 40) / LEGEND_ITEM_W))
   const legend = series.map((e, i) => {
-    const lx = 20 + i * 150
-    return `<line x1="${lx}" y1="58" x2="${lx + 28}" y2="58" stroke="${e.color}" stroke-width="${e.width}" class="series"/>` +
-      `<text x="${lx + 34}" y="62" class="legend">${escapeXml(e.relay)}</text>`
+    const lx = 20 + (i % perRow) * LEGEND_ITEM_W
+    const ly = HEADER_H + Math.floor(i / perRow) * LEGEND_ROW_H + 8
+    return `<line x1="${lx}" y1="${ly}" x2="${lx + 28}" y2="${ly}" stroke="${e.color}" stroke-width="${e.width}" class="series"/>` +
+      `<text x="${lx + 34}" y="${ly + 4}" class="legend">${escapeXml(e.relay)}</text>`
   })
-  const ka = `keepalive ${s.keepalive.idle}/${s.keepalive.interval}/${s.keepalive.count} (bound ${bound} s), ${s.sessions} sessions per relay, ${report.startedAt}`
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif">
+  const ka = `keepalive ${s.keepalive.idle}/${s.keepalive.interval}/${s.keepalive.count} (bound ${bound(s.keepalive)} s), ` +
+    `${s.sessions} sessions per relay and scenario, ${report.startedAt}`
+  const panels = layout.panels.map(p => p.scenario === 'survival' ? drawSurvival(series, p, s) : drawFault(series, p, p.scenario, s))
+  if (panels.length === 0) panels.push(`<text x="20" y="${HEADER_H + 60}" class="note">no scenario was run</text>`)
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${layout.width}" height="${layout.height}" viewBox="0 0 ${layout.width} ${layout.height}" font-family="sans-serif">
 <style>
   .title { font-size: 14px; font-weight: bold; }
   .tick, .note { font-size: 11px; fill: #555; }
   .axis { font-size: 12px; fill: #333; }
   .legend { font-size: 13px; }
   .grid { stroke: #e5e5e5; stroke-width: 1; }
-  .marker { stroke: #999; stroke-width: 1; stroke-dasharray: 4 3; }
-  .series { fill: none; stroke-opacity: 0.9; }
+  .marker { stroke: #000; stroke-width: 1.5; stroke-dasharray: 5 3; }
+  .series { fill: none; stroke-linejoin: round; }
 </style>
 <rect width="100%" height="100%" fill="white"/>
-<text x="20" y="20" class="title">Connection survival: live sessions over time per relay</text>
+<text x="20" y="20" class="title">Connection survival per relay</text>
 <text x="20" y="38" class="note">${escapeXml(ka)}</text>
 ${legend.join('\n')}
-${panels.map((p, i) => drawPanel(series, p, (i % 2) * PANEL_W, LEGEND_H + Math.floor(i / 2) * PANEL_H)).join('\n')}
+${panels.join('\n')}
 </svg>
 `
 }

@@ -12,8 +12,8 @@ export interface BenchSettings {
   /** Seconds the NAT keeps an idle flow. */
   natTimeout: number
   sessions: number
-  /** Seconds the survival sessions stay idle. */
-  idleTime: number
+  /** Longest idle time of the survival sessions: each has its own, spread over (0, idleMax]. */
+  idleMax: number
   /** Target-leg keepalive for every relay that has settings. */
   keepalive: KeepaliveSettings
   /** Client-leg keepalive. */
@@ -43,7 +43,7 @@ export function parseOptions(argv = hideBin(process.argv)): BenchSettings {
     .wrap(Math.min(110, process.stdout.columns || 110))
     .option('nat-timeout', { alias: 'T', type: 'number', default: 15, describe: 'seconds the NAT keeps an idle flow' })
     .option('sessions', { alias: 'n', type: 'number', default: 50, describe: 'sessions per relay and scenario' })
-    .option('idle-time', { type: 'number', describe: 'seconds the survival sessions stay idle [default: 3 × nat-timeout]' })
+    .option('idle-max', { alias: 'idle-time', type: 'number', describe: 'longest idle of the survival sessions, seconds; session i of n idles i/n of it [default: 3 × nat-timeout]' })
     .option('idle', { type: 'number', default: 5, describe: 'keepalive idle (TCP_KEEPIDLE), seconds' })
     .option('interval', { type: 'number', default: 2, describe: 'keepalive interval (TCP_KEEPINTVL), seconds' })
     .option('count', { type: 'number', default: 3, describe: 'keepalive probes (TCP_KEEPCNT)' })
@@ -68,10 +68,11 @@ export function parseOptions(argv = hideBin(process.argv)): BenchSettings {
   for (const [flag, value] of Object.entries({ 'nat-timeout': args.natTimeout, sessions: args.sessions, idle: args.idle, interval: args.interval, count: args.count, window: args.window })) {
     if (!(value > 0)) throw new RangeError(`--${flag} must be a positive number (got ${value})`)
   }
+  if (args.idleMax !== undefined && !(args.idleMax > 0)) throw new RangeError(`--idle-max must be a positive number (got ${args.idleMax})`)
   return {
     natTimeout: args.natTimeout,
     sessions: Math.floor(args.sessions),
-    idleTime: args.idleTime ?? 3 * args.natTimeout,
+    idleMax: args.idleMax ?? 3 * args.natTimeout,
     keepalive,
     clientKeepalive: {
       idle: args.clientIdle ?? keepalive.idle,

@@ -15,7 +15,7 @@ export interface RelayReport {
   /** Why the relay was left out (not installed, ...). */
   skipped?: string
   options?: RelayOptions
-  results: Partial<Record<ScenarioName, OutcomeSummary & Partial<Pick<SurvivalOutcome, 'survived' | 'idleSeconds'>>>>
+  results: Partial<Record<ScenarioName, OutcomeSummary & Partial<Pick<SurvivalOutcome, 'survived' | 'idleMax' | 'checks'>>>>
 }
 
 export interface Report {

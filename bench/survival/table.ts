@@ -2,6 +2,7 @@
 // Written in Markdown table syntax, so it reads in a terminal and pastes into a note as is.
 
 import type { Report, RelayReport, OutcomeSummary } from './report.ts'
+import { firstDeath } from './curve.ts'
 
 function seconds(s: number): string {
   return s.toFixed(1)
@@ -27,11 +28,24 @@ function peerSaw(o: OutcomeSummary | undefined): string {
   return entries.map(([how, n]) => `${how.toUpperCase()} ${n}`).join(', ')
 }
 
-function survival(r: RelayReport): string {
+/** Of the sessions checked after more than T idle, how many still answered. */
+function survivedPastT(r: RelayReport, natTimeout: number): string {
   const o = r.results.survival
-  if (o === undefined) return 'n/a'
-  const pct = o.sessions === 0 ? 0 : Math.round(100 * (o.survived ?? 0) / o.sessions)
-  return `${o.survived}/${o.sessions} (${pct} %)`
+  if (o?.checks === undefined) return 'n/a'
+  const past = o.checks.filter(c => c.idle > natTimeout)
+  if (past.length === 0) return `none idle > ${natTimeout} s`
+  const alive = past.filter(c => c.result === 'ok').length
+  return `${alive}/${past.length} (${Math.round(100 * alive / past.length)} %)`
+}
+
+/** Where the curve drops: "14.4–15.3 s" between the last session alive and the first dead. */
+function measuredT(r: RelayReport): string {
+  const o = r.results.survival
+  if (o?.checks === undefined) return 'n/a'
+  const death = firstDeath(o.checks)
+  if (death === null) return `none died in ${Math.round(o.idleMax ?? o.window)} s`
+  const range = `${seconds(death.lastAlive)}–${seconds(death.firstDead)} s`
+  return death.aliveAfter === 0 ? range : `${range} (${death.aliveAfter} alive later)`
 }
 
 function perFault(r: RelayReport, cell: (o: OutcomeSummary | undefined) => string): string {
@@ -42,9 +56,11 @@ function socketsLeft(o: OutcomeSummary | undefined): string {
   return o?.socketsLeft === null || o?.socketsLeft === undefined ? '–' : String(o.socketsLeft)
 }
 
-const HEADERS = [
+/** Columns; the measured T sits next to the configured one. */
+const headers = (natTimeout: number): string[] => [
   'relay',
-  'survived idle ≥ 3T',
+  'survived idle > T',
+  `measured T (configured ${natTimeout} s)`,
   'blackhole, idle: client leg closed after',
   'blackhole, data in flight',
   'client vanishes: target leg closed after',
@@ -53,18 +69,21 @@ const HEADERS = [
 ]
 
 export function renderTable(report: Report): string {
+  const T = report.settings.natTimeout
+  const head = headers(T)
   const rows = report.relays.filter(r => r.skipped === undefined).map(r => [
     r.relay,
-    survival(r),
+    survivedPastT(r, T),
+    measuredT(r),
     detection(r.results.blackhole),
     detection(r.results.inflight),
     detection(r.results.vanish),
     perFault(r, peerSaw),
     perFault(r, socketsLeft)
   ])
-  const widths = HEADERS.map((h, i) => Math.max(h.length, ...rows.map(row => (row[i] as string).length)))
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map(row => (row[i] as string).length)))
   const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i] as number)).join(' | ')} |`
-  const out = [line(HEADERS), line(widths.map(w => '-'.repeat(w))), ...rows.map(line)]
+  const out = [line(head), line(widths.map(w => '-'.repeat(w))), ...rows.map(line)]
   for (const r of report.relays) {
     if (r.skipped !== undefined) out.push(`skipped ${r.relay}: ${r.skipped}`)
   }

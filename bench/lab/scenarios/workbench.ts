@@ -24,6 +24,8 @@ export interface Deployed extends Placed {
   running: RunningRelay
   /** Tag prefix of this relay's sessions in this scenario. */
   group: string
+  /** The app's groups holding them: `[group]`, or one per session (`<group>/<i>`) when opened separately. */
+  sessionGroups: string[]
   opened: number
 }
 
@@ -63,16 +65,23 @@ export class Workbench {
     this.sessions = sessions
   }
 
-  /** Starts every relay (or only those `which` accepts) and opens the sessions through each. */
-  async deploy(scenario: string, which: (e: Entrant) => boolean = () => true): Promise<Deployed[]> {
+  /**
+   * Starts every relay (or only those `which` accepts) and opens the sessions through each.
+   * `separately` puts each session in a group of its own, so it can be checked on its own.
+   */
+  async deploy(scenario: string, which: (e: Entrant) => boolean = () => true, separately = false): Promise<Deployed[]> {
     const deployed: Deployed[] = []
     try {
       for (const e of this.entrants.filter(which)) {
         const running = await e.relay.start({ lab: this.lab, listen: e.listen, target: e.target, options: e.options })
-        deployed.push({ ...e, running, group: `${e.relay.name}/${scenario}`, opened: 0 })
+        const group = `${e.relay.name}/${scenario}`
+        const sessionGroups = separately ? Array.from({ length: this.sessions }, (_, i) => `${group}/${i}`) : [group]
+        deployed.push({ ...e, running, group, sessionGroups, opened: 0 })
       }
       await Promise.all(deployed.map(async d => {
-        d.opened = await this.driver.open(d.group, d.running.address, this.sessions)
+        const each = separately ? 1 : this.sessions
+        const opened = await Promise.all(d.sessionGroups.map(g => this.driver.open(g, d.running.address, each)))
+        d.opened = opened.reduce((sum, n) => sum + n, 0)
       }))
     } catch (err) {
       await this.withdraw(deployed)
@@ -87,7 +96,7 @@ export class Workbench {
    */
   async withdraw(deployed: readonly Deployed[]): Promise<void> {
     await this.lab.faults.heal()
-    for (const d of deployed) await this.driver.destroy(d.group)
+    for (const d of deployed) for (const g of d.sessionGroups) await this.driver.destroy(g)
     const stops = await Promise.allSettled(deployed.map(d => d.running.stop()))
     const failed = stops.find((s): s is PromiseRejectedResult => s.status === 'rejected')
     if (failed !== undefined) throw failed.reason
