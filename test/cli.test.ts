@@ -84,31 +84,59 @@ t.test('relays, logs one JSON line per session, stops on SIGTERM with exit 0', a
     t.match(line, { reason: 'client_end', leg: 'client', bytesToTarget: 6, bytesToClient: 6, client: /^127\.0\.0\.1:\d+$/, target: `127.0.0.1:${port}` })
     t.type(line.durationMs, 'number')
   }
-  // A live session at SIGTERM gets the grace period, then a FIN, and the process exits 0.
-  const client = await connect(proxy.port)
-  await proxy.line((l) => l.msg === 'session opened' && l.session === 4)
-  const clientEnd = endOf(client)
-  proxy.proc.kill('SIGTERM')
-  await proxy.line((l) => l.msg === 'shutting down')
-  client.end()
-  t.equal(await clientEnd, 'end')
-  t.equal(await proxy.exited, 0, 'exit code 0')
+  t.equal(await proxy.stop('SIGTERM'), 0, 'exit code 0')
   t.ok(proxy.logs.some((l) => l.msg === 'stopped'))
 })
 
-t.test('SIGINT after the grace period closes remaining sessions with reason shutdown', async (t) => {
-  const { server, port } = await listen(() => {})
+// The grace is timed from the signal to the FIN both peers get; neither peer ends the idle
+// session itself. A session that ends by itself during the grace is not cut, and the process
+// then stops without waiting out the rest of it.
+const GRACE_MS = 800
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  t.test(`${signal}: idle sessions get --shutdown-grace, then a FIN to both peers; exit 0`, async (t) => {
+    const targets: import('node:net').Socket[] = []
+    const { server, port } = await listen((s) => {
+      targets.push(s)
+      s.on('data', (c: Buffer) => s.write(c))
+    })
+    t.teardown(() => server.close())
+    const proxy = await startCliProxy(['--target', `127.0.0.1:${port}`, '--shutdown-grace', String(GRACE_MS / 1000)])
+    t.teardown(() => proxy.stop('SIGKILL'))
+    const idle = await connect(proxy.port)
+    const finishing = await connect(proxy.port)
+    for (const c of [idle, finishing]) {
+      c.write('x')
+      await new Promise((r) => c.once('data', r))
+    }
+    const [idleTarget] = targets
+    const signalledAt = Date.now()
+    const ends = [endOf(idle), endOf(idleTarget!)].map((p) => p.then((how) => ({ how, ms: Date.now() - signalledAt })))
+    proxy.proc.kill(signal)
+    await proxy.line((l) => l.msg === 'shutting down')
+    // The other session finishes by itself during the grace: a normal end, not a cut.
+    const finished = readAll(finishing)
+    finishing.end()
+    await finished
+    t.match(await proxy.line((l) => l.msg === 'session closed' && l.session === 2), { reason: 'client_end' }, 'a session ending during the grace ends normally')
+    const [client, target] = await Promise.all(ends)
+    t.equal(client!.how, 'end', 'the idle client gets a FIN')
+    t.equal(target!.how, 'end', 'its target gets a FIN')
+    for (const [who, end] of [['client', client!], ['target', target!]] as const) {
+      t.ok(end.ms >= GRACE_MS - 20 && end.ms <= GRACE_MS + 500, `${who}: FIN ${end.ms} ms after ${signal} (grace ${GRACE_MS} ms, + at most 500 ms)`)
+    }
+    t.match(await proxy.line((l) => l.msg === 'session closed' && l.session === 1), { reason: 'shutdown', clientClose: 'fin', targetClose: 'fin' })
+    t.equal(await proxy.exited, 0, 'exit code 0')
+  })
+}
+
+t.test('SIGTERM with no session left to wait for: the process stops at once', async (t) => {
+  const { server, port } = await listen((s) => s.pipe(s))
   t.teardown(() => server.close())
-  const proxy = await startCliProxy(['--target', `127.0.0.1:${port}`, '--shutdown-grace', '0.3'])
+  const proxy = await startCliProxy(['--target', `127.0.0.1:${port}`, '--shutdown-grace', '30'])
   t.teardown(() => proxy.stop('SIGKILL'))
-  const client = await connect(proxy.port)
-  await proxy.line((l) => l.msg === 'session opened')
-  const clientEnd = endOf(client)
-  proxy.proc.kill('SIGINT')
-  t.equal(await clientEnd, 'end')
-  const line = await proxy.line((l) => l.msg === 'session closed')
-  t.match(line, { reason: 'shutdown' })
-  t.equal(await proxy.exited, 0)
+  const started = Date.now()
+  t.equal(await proxy.stop('SIGTERM'), 0)
+  t.ok(Date.now() - started < 3000, `stopped in ${Date.now() - started} ms, not after the 30 s grace`)
 })
 
 t.test('--no-native runs on the fallback and says so once', async (t) => {

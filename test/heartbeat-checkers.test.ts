@@ -1,7 +1,7 @@
 // Each checker against real sockets: up, down (refused, closed), timeout, garbage; pg and
 // redis against the real servers, frozen with SIGSTOP; then the scheduler and hysteresis.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import http from 'node:http'
 import { once } from 'node:events'
 import { decodeBytes } from '../src/config/heartbeat.ts'
@@ -156,41 +156,107 @@ t.test('redis against redis-server: up, -NOAUTH up, frozen fails, resumed up', {
   t.match(await checkOnce({ type: 'redis' }, open.port, TIMEOUT), { ok: true })
 })
 
-t.test('scheduler: fixed rate, no overlap, a slow check fails at its timeout, one timer for all', async (t) => {
+/**
+ * Counts the unref'd timers (the scheduler's kind; the test's own sleeps are ref'd) that are
+ * pending: set, not yet fired, not cleared. process.getActiveResourcesInfo() lists only ref'd
+ * timers, so it cannot see them.
+ */
+function unrefTimerSpy(t: Test): { pending(): number; maxPending(): number } {
+  const realSet = globalThis.setTimeout
+  const realClear = globalThis.clearTimeout
+  const pending = new Set<NodeJS.Timeout>()
+  let max = 0
+  globalThis.setTimeout = ((fn: (...a: unknown[]) => void, ms?: number, ...args: unknown[]) => {
+    const timer: NodeJS.Timeout = realSet((...a: unknown[]) => {
+      pending.delete(timer)
+      fn(...a)
+    }, ms, ...args)
+    const unref = timer.unref.bind(timer)
+    timer.unref = () => {
+      pending.add(timer)
+      max = Math.max(max, pending.size)
+      return unref()
+    }
+    return timer
+  }) as typeof setTimeout
+  globalThis.clearTimeout = ((timer: NodeJS.Timeout | undefined) => {
+    if (timer !== undefined) pending.delete(timer)
+    realClear(timer)
+  }) as typeof clearTimeout
+  t.teardown(() => {
+    globalThis.setTimeout = realSet
+    globalThis.clearTimeout = realClear
+  })
+  return { pending: () => pending.size, maxPending: () => max }
+}
+
+t.test('scheduler: fixed rate, no overlap even when a check lasts its whole interval, slow checks fail at their timeout, one timer for all', async (t) => {
+  const timers = unrefTimerSpy(t)
   const scheduler = new HeartbeatScheduler()
-  const outcomes: Record<string, CheckOutcome[]> = { fast: [], hung: [] }
-  let running = 0
-  let maxRunning = 0
+  const outcomes: Record<string, CheckOutcome[]> = { fast: [], hung: [], slow: [] }
+  const running: Record<string, number> = { hung: 0, slow: 0 }
+  const maxRunning: Record<string, number> = { hung: 0, slow: 0 }
+  const enter = (name: string): void => {
+    running[name]!++
+    maxRunning[name] = Math.max(maxRunning[name]!, running[name]!)
+  }
   const started = performance.now()
   const stops = [
     scheduler.add({ intervalMs: 100, timeoutMs: 50, run: async () => {}, report: (o) => outcomes.fast!.push(o) }),
+    // Timeout as long as the interval (the most the config allows): each check times out
+    // exactly when the next is due, so a scheduler that starts before settling overlaps.
     scheduler.add({
       intervalMs: 100,
-      timeoutMs: 80,
+      timeoutMs: 100,
       run: (signal) => {
-        running++
-        maxRunning = Math.max(maxRunning, running)
+        enter('hung')
         return new Promise((_, reject) => signal.addEventListener('abort', () => {
-          running--
+          running.hung!--
           reject(new Error('aborted'))
         }))
       },
       report: (o) => outcomes.hung!.push(o),
     }),
+    // Answers after 90 to 110 ms: sometimes just in time, sometimes just too late.
+    scheduler.add({
+      intervalMs: 100,
+      timeoutMs: 100,
+      run: (signal) => {
+        enter('slow')
+        return new Promise<void>((resolve, reject) => {
+          // The scheduler aborts every settled check (to close its connection): count it once.
+          const done = setTimeout(() => {
+            signal.removeEventListener('abort', aborted)
+            running.slow!--
+            resolve()
+          }, 90 + Math.random() * 20)
+          const aborted = (): void => {
+            clearTimeout(done)
+            running.slow!--
+            reject(new Error('aborted'))
+          }
+          signal.addEventListener('abort', aborted)
+        })
+      },
+      report: (o) => outcomes.slow!.push(o),
+    }),
   ]
+  t.equal(timers.pending(), 1, 'three checks scheduled: one timer')
   await sleep(1000)
+  t.equal(timers.pending(), 1, 'still one timer while they run')
   for (const stop of stops) stop()
+  t.equal(timers.pending(), 0, 'no timer left behind once every check is stopped')
+  t.equal(timers.maxPending(), 1, 'never more than one timer at a time')
   const elapsed = performance.now() - started
   const expected = Math.floor(elapsed / 100)
   t.ok(Math.abs(outcomes.fast!.length - expected) <= 1, `fast: ${outcomes.fast!.length} checks in ${Math.round(elapsed)} ms`)
   t.ok(outcomes.fast!.every((o) => o.ok))
   t.ok(Math.abs(outcomes.hung!.length - expected) <= 1, `hung: ${outcomes.hung!.length} checks`)
-  t.ok(outcomes.hung!.every((o) => !o.ok && o.reason === 'timeout' && o.latencyMs >= 79 && o.latencyMs < 130), 'each hung check fails at its timeout')
-  t.equal(maxRunning, 1, 'a target never has two checks running')
-  t.equal(running, 0, 'every hung check was aborted (its connection would be closed)')
+  t.ok(outcomes.hung!.every((o) => !o.ok && o.reason === 'timeout' && o.latencyMs >= 99 && o.latencyMs < 150), 'each hung check fails at its timeout')
+  t.ok(outcomes.slow!.length >= expected - 2, `slow: ${outcomes.slow!.length} checks`)
+  t.same(maxRunning, { hung: 1, slow: 1 }, 'a target never has two checks running')
+  t.same(running, { hung: 0, slow: 0 }, 'every check still running at its timeout was aborted (its connection would be closed)')
   t.equal(scheduler.size, 0)
-  const timers = (process as unknown as { getActiveResourcesInfo(): string[] }).getActiveResourcesInfo()
-  t.ok(timers.filter((r) => r === 'Timeout').length <= 1, 'no timer left behind')
 })
 
 t.test('hysteresis: fall failures mark down, rise successes mark up, a contrary result resets the count', async (t) => {

@@ -6,13 +6,12 @@
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import { once } from 'node:events'
-import { detectionBound } from '../src/config/heartbeat.ts'
-import { namedTarget, whereTo } from './helpers/heartbeat.ts'
+import { HEARTBEAT_SLACK_MS, downWithinMs, namedTarget, whereTo } from './helpers/heartbeat.ts'
 import { endOf, waitFor } from './helpers/net.ts'
 import { startProxy, type LogLine, type TestProxy } from './helpers/proxy.ts'
 
 const HB = { interval: 0.2, timeout: 0.2, fall: 2, rise: 2 }
-const BOUND_MS = detectionBound(HB) * 1000 + 1000
+const BOUND_MS = downWithinMs(HB)
 
 /** GET /<port> answers the status set for that port (200 unless set). */
 async function healthEndpoint(t: Test): Promise<{ port: number; status: Map<number, number> }> {
@@ -56,7 +55,7 @@ t.test('a health URL flipping 200/503 moves new connections and resets the sessi
   t.equal(await onAEnd, 'ECONNRESET', 'its session: reset')
   const detectedMs = (down.time as number) - flippedAt
   t.ok(detectedMs <= BOUND_MS, `marked down ${detectedMs} ms after the flip`)
-  t.comment(`http detection: marked down ${detectedMs} ms after 503 (bound ${BOUND_MS - 1000} ms + 1 s)`)
+  t.comment(`http detection: marked down ${detectedMs} ms after 503 (bound ${BOUND_MS - HEARTBEAT_SLACK_MS} ms + ${HEARTBEAT_SLACK_MS} ms)`)
   t.match((await proxy.closed())[0], { reason: 'target_down', leg: 'target', clientClose: 'rst', target: A })
 
   const onB = await whereTo(proxy.port)

@@ -5,15 +5,15 @@
 
 import t from 'tap'
 import net from 'node:net'
-import { detectionBound } from '../src/config/heartbeat.ts'
 import { freeze, thaw } from './helpers/freeze.ts'
+import { HEARTBEAT_SLACK_MS, downWithinMs, upWithinMs } from './helpers/heartbeat.ts'
 import { endOf, waitFor } from './helpers/net.ts'
 import { startProxy } from './helpers/proxy.ts'
 import { redisMissing, respConnect, startRedis, type RespClient } from './helpers/redis.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
 
 const HB = { type: 'redis', interval: 0.3, timeout: 0.3, fall: 2, rise: 2 }
-const BOUND_MS = detectionBound(HB) * 1000 + 1000
+const BOUND_MS = downWithinMs(HB)
 
 const missing = redisMissing()
 if (missingPrerequisite(missing)) {
@@ -50,8 +50,8 @@ if (missingPrerequisite(missing)) {
     const down = await line((l) => l.msg === 'target down' && l.target === FIRST)
     const detectedMs = (down.time as number) - frozenAt
     t.match(down, { from: 'up', to: 'down', reason: 'timeout', onDown: 'kill', closed: 2 })
-    t.ok(detectedMs <= BOUND_MS, `marked down ${detectedMs} ms after SIGSTOP`)
-    t.comment(`redis detection: marked down after ${detectedMs} ms, commands failed after ${failures.map((f) => f.ms).join(', ')} ms; bound ${BOUND_MS - 1000} ms (+1 s)`)
+    t.ok(detectedMs <= BOUND_MS, `marked down ${detectedMs} ms after SIGSTOP (bound ${BOUND_MS - HEARTBEAT_SLACK_MS} ms + ${HEARTBEAT_SLACK_MS} ms)`)
+    t.comment(`redis detection: marked down after ${detectedMs} ms, commands failed after ${failures.map((f) => f.ms).join(', ')} ms; bound ${BOUND_MS - HEARTBEAT_SLACK_MS} ms (+${HEARTBEAT_SLACK_MS} ms)`)
     const [a, b] = await proxy.closed(2)
     t.match([a, b], [{ reason: 'target_down', clientClose: 'rst' }, { reason: 'target_down', clientClose: 'rst' }])
 
@@ -72,7 +72,8 @@ if (missingPrerequisite(missing)) {
     thaw(second.pid)
     const thawedAt = Date.now()
     const up = await line((l) => l.msg === 'target up' && l.target === FIRST && l.from === 'down')
-    t.comment(`redis recovery: up again ${(up.time as number) - thawedAt} ms after SIGCONT`)
+    const riseMs = (up.time as number) - thawedAt
+    t.ok(riseMs <= upWithinMs(HB), `up again ${riseMs} ms after SIGCONT (bound ${upWithinMs(HB)} ms)`)
     const after = await respConnect(proxy.port)
     t.equal(await whoAnswers(after), 'first', 'the first is used again')
     after.socket.destroy()

@@ -91,3 +91,22 @@ export async function fullListener(t: Test): Promise<number> {
   await new Promise((r) => setTimeout(r, 100))
   return port
 }
+
+interface Timing {
+  interval: number
+  timeout: number
+  fall: number
+  rise: number
+}
+
+/** What the tests allow on top of the README's bounds: timer and scheduling delay on a loaded machine. */
+export const HEARTBEAT_SLACK_MS = 300
+
+/**
+ * The README's promise, written out here rather than taken from the code under test: a
+ * target that stops answering is marked down within interval × fall + timeout.
+ */
+export const downWithinMs = (hb: Timing): number => Math.round((hb.interval * hb.fall + hb.timeout) * 1000) + HEARTBEAT_SLACK_MS
+
+/** A target answering again is marked up after `rise` good checks: within interval × rise + timeout. */
+export const upWithinMs = (hb: Timing): number => Math.round((hb.interval * hb.rise + hb.timeout) * 1000) + HEARTBEAT_SLACK_MS
