@@ -5,7 +5,7 @@ import net, { type Socket } from 'node:net'
 import { once } from 'node:events'
 import { KeepaliveApplier } from './keepalive/socket-options.ts'
 import { DEFAULT_KEEPALIVE, resolveKeepalive, describeKeepalive } from './keepalive/settings.ts'
-import { VERSION } from './version.ts'
+import { VERSION, nodeSupport } from './version.ts'
 
 export function nativeStatusLine(applier: KeepaliveApplier): string {
   return applier.native
@@ -16,7 +16,8 @@ export function nativeStatusLine(applier: KeepaliveApplier): string {
 
 export async function runDoctor(write: (line: string) => void): Promise<number> {
   const applier = new KeepaliveApplier()
-  write(`ka-proxy ${VERSION} on Node ${process.version}, ${process.platform}`)
+  write(`ka-proxy ${VERSION} on Node ${process.version}, ${process.platform}-${process.arch}`)
+  write(`Node ${process.version}: ${nodeSupport()}`)
   write(nativeStatusLine(applier))
   const wanted = resolveKeepalive(DEFAULT_KEEPALIVE)
   const server = net.createServer()

@@ -1,7 +1,11 @@
-// Loads the socket-option addon built from native/. Loading may fail (no compiler at
-// install time, another OS); the caller then falls back and says why, once.
+// Loads the socket-option addon built from native/: a local build (native/build, in a
+// checkout) or the prebuilt binary the package ships (native/prebuilds), found by
+// node-gyp-build. Loading may fail (no binary for this platform, another OS); the caller then
+// falls back and says why, once.
 
+import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
 
 export interface NativeKeepalive {
   enabled: boolean
@@ -64,7 +68,14 @@ export interface NativeSockopt {
 
 export type NativeLoad = { ok: true; binding: NativeSockopt } | { ok: false; reason: string }
 
-const ADDON_PATH = '../../native/build/Release/ka_sockopt.node'
+const NATIVE_DIR = fileURLToPath(new URL('../../native/', import.meta.url))
+
+/** How to build the helper here: a git checkout has the build script, an installed package rebuilds through npm. */
+export function buildAdvice(): string {
+  return existsSync(new URL('../../.git', import.meta.url))
+    ? 'npm run build:native'
+    : 'npm rebuild ka-proxy, with -g for a global install; it needs make, a C compiler and python3'
+}
 
 let cached: NativeLoad | undefined
 
@@ -74,14 +85,15 @@ export function loadNative(): NativeLoad {
   if (process.env.KA_PROXY_NATIVE === '0') {
     cached = { ok: false, reason: 'disabled by KA_PROXY_NATIVE=0' }
   } else if (process.platform !== 'linux') {
-    cached = { ok: false, reason: `not supported on ${process.platform}` }
+    cached = { ok: false, reason: `built only on Linux (its pump uses epoll), not on ${process.platform}` }
   } else {
     try {
       const require = createRequire(import.meta.url)
-      cached = { ok: true, binding: require(ADDON_PATH) as NativeSockopt }
+      const load = require('node-gyp-build') as (dir: string) => unknown
+      cached = { ok: true, binding: load(NATIVE_DIR) as NativeSockopt }
     } catch (err) {
-      const e = err as NodeJS.ErrnoException
-      const reason = e.code === 'MODULE_NOT_FOUND' ? 'not built (run npm run build:native)' : e.message
+      const message = (err as Error).message
+      const reason = message.startsWith('No native build') ? `no binary for ${process.platform}-${process.arch}: build it with ${buildAdvice()}` : (message.split('\n')[0] ?? message)
       cached = { ok: false, reason }
     }
   }
