@@ -28,7 +28,7 @@ const HEADER_H = 48
 const LEGEND_ROW_H = 22
 const LEGEND_ITEM_W = 130
 /** Characters of 11 px text that fit across a panel. */
-const FIGURE_CHARS = 72
+const FIGURE_CHARS = 76
 
 type FaultName = Exclude<ScenarioName, 'survival'>
 
@@ -169,8 +169,11 @@ function frame(p: PanelLayout, xLabel: string, yLabel: string): string[] {
 
 /** The dashed line of T or of a detection bound, drawn over the series so that none hides it. */
 function drawMarker(p: PanelLayout, marker: Marker): string {
-  return `<line x1="${fmt(p.x(marker.at))}" y1="${fmt(p.y(0))}" x2="${fmt(p.x(marker.at))}" y2="${fmt(p.y(1) - 4)}" class="marker"/>\n` +
-    `<text x="${fmt(p.x(marker.at) + 5)}" y="${fmt(p.y(0.62))}" class="note">${escapeXml(marker.label)}</text>`
+  const x = p.x(marker.at)
+  // The label goes to the right of the line, or to its left when the line is in the panel's right part.
+  const label = marker.at > p.xMax * 0.6 ? `x="${fmt(x - 5)}" text-anchor="end"` : `x="${fmt(x + 5)}"`
+  return `<line x1="${fmt(x)}" y1="${fmt(p.y(0))}" x2="${fmt(x)}" y2="${fmt(p.y(1) - 4)}" class="marker"/>\n` +
+    `<text ${label} y="${fmt(p.y(0.62))}" class="note halo">${escapeXml(marker.label)}</text>`
 }
 
 /** Title, a line on what a point or line stands for, and a line of per-relay figures in their colours. */
@@ -281,6 +284,7 @@ export function renderChart(report: Report): string {
   .grid { stroke: #e5e5e5; stroke-width: 1; }
   .marker { stroke: #000; stroke-width: 1.5; stroke-dasharray: 5 3; }
   .series { fill: none; stroke-linejoin: round; }
+  .halo { paint-order: stroke; stroke: white; stroke-width: 4px; stroke-linejoin: round; }
 </style>
 <rect width="100%" height="100%" fill="white"/>
 <text x="20" y="20" class="title">Connection survival per relay</text>
