@@ -12,6 +12,7 @@ import { inflateSync } from 'node:zlib'
 import { chartLayout, renderChart, type PanelLayout } from '../bench/survival/chart.ts'
 import { renderTable } from '../bench/survival/table.ts'
 import { spreadIdleTimes } from '../bench/survival/stagger.ts'
+import { curvePoints, firstDeath, sessionsPerPoint } from '../bench/survival/curve.ts'
 import type { Report, OutcomeSummary } from '../bench/survival/report.ts'
 import type { IdleCheck } from '../bench/lab/index.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
@@ -28,11 +29,11 @@ function fault(ends: number[]): OutcomeSummary {
   return { relay: '', sessions: SESSIONS, ends, window: WINDOW, peerSaw: {}, socketsLeft: 0, descriptorsLeft: 0, logReasons: null }
 }
 
-function idleChecks(aliveUntil: number): IdleCheck[] {
-  return spreadIdleTimes(SESSIONS, IDLE_MAX).map(idle => ({ idle, result: idle < aliveUntil ? 'ok' : 'timeout' }))
+function idleChecks(aliveUntil: number, sessions = SESSIONS): IdleCheck[] {
+  return spreadIdleTimes(sessions, IDLE_MAX).map(idle => ({ idle, result: idle < aliveUntil ? 'ok' : 'timeout' }))
 }
 
-function survivalOf(checks: IdleCheck[]): Report['relays'][number]['results']['survival'] {
+function survivalOf(checks: IdleCheck[]): NonNullable<Report['relays'][number]['results']['survival']> {
   const dead = checks.filter(c => c.result !== 'ok').map(c => c.idle)
   return { ...fault(dead), survived: SESSIONS - dead.length, idleMax: IDLE_MAX, checks }
 }
@@ -173,4 +174,24 @@ t.test('the table has the measured T next to the configured one', async t => {
   t.same(ka?.slice(1, 4), ['ka-proxy', '34/34 (100 %)', 'none died in 45 s'])
   t.same(haproxy?.slice(1, 5), ['haproxy', '34/34 (100 %)', 'none died in 45 s', '11.2 s'])
   t.same(skipped, ['skipped nginx: nginx is not installed'])
+})
+
+t.test('beyond 50 sessions a point pools neighbours, and says so', async t => {
+  // 120 sessions 0.375 s apart; the NAT here forgets after 15.2 s.
+  const checks = idleChecks(15.2, 120)
+  t.equal(sessionsPerPoint(120), 3)
+  const points = curvePoints(checks, 3)
+  t.equal(points.length, 40, '120 sessions, 3 to a point')
+  const straddling = points.find(p => Math.abs(p.idle - 15.375) < 0.01)
+  t.same(straddling && { alive: straddling.alive, sessions: straddling.sessions }, { alive: 1, sessions: 3 },
+    'the point at 15.375 s holds one session idle 15 s (alive) and two idle 15.375 and 15.75 s (dead): 1/3 alive')
+  t.same(firstDeath(checks), { lastAlive: 15, firstDead: 15.375, aliveAfter: 0 })
+  const pooled: Report = {
+    ...report,
+    settings: { ...report.settings, sessions: 120, scenarios: ['survival'] },
+    relays: [{ relay: 'direct', results: { survival: { ...survivalOf(checks), sessions: 120 } } }]
+  }
+  const svg = renderChart(pooled)
+  t.match(svg, /each point: 3 sessions, idle times 1\.1 s apart/)
+  t.same(chartLayout(pooled).panels.map(p => p.scenario), ['survival'], 'only the survival panel')
 })

@@ -201,11 +201,20 @@ function heading(p: PanelLayout, title: string, about: string, lead: string, fig
   return parts
 }
 
+/** "idle times 0.9 s apart" (or "0.1–2.9 s apart" when not evenly spread), as measured. */
+function spacing(drawn: readonly Series[], perPoint: number): string {
+  const idles = drawn.map(e => curvePoints(e.results.survival?.checks ?? [], perPoint).map(p => p.idle))
+  const longest = idles.reduce((a, b) => (b.length > a.length ? b : a), [])
+  const gaps = longest.slice(1).map((idle, i) => idle - (longest[i] as number))
+  if (gaps.length === 0) return 'one idle time'
+  const [low, high] = [fmt(Math.min(...gaps)), fmt(Math.max(...gaps))]
+  return `idle times ${low === high ? low : `${low}–${high}`} s apart`
+}
+
 function drawSurvival(series: readonly Series[], p: PanelLayout, s: BenchSettings): string {
   const perPoint = sessionsPerPoint(s.sessions)
-  const spacing = s.idleMax * perPoint / s.sessions
-  const about = `each point: ${perPoint === 1 ? '1 session' : `${perPoint} sessions`}, idle times ${fmt(spacing)} s apart, each checked once`
   const drawn = series.filter(e => e.results.survival?.checks !== undefined)
+  const about = `each point: ${perPoint === 1 ? '1 session' : `${perPoint} sessions`}, ${spacing(drawn, perPoint)}, each checked once`
   const figures = drawn.map(e => {
     const death = firstDeath(e.results.survival?.checks ?? [])
     return { e, text: death === null ? 'none' : `${fmt(death.lastAlive)}–${fmt(death.firstDead)} s${death.aliveAfter > 0 ? ` (${death.aliveAfter} alive later)` : ''}` }
