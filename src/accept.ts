@@ -6,7 +6,7 @@
 // 'connection' event.
 
 import net, { type Server, type Socket } from 'node:net'
-import { formatEndpoint } from './config/endpoint.ts'
+import { formatPeer } from './config/endpoint.ts'
 import { errnoName } from './errors.ts'
 import { fdOf } from './keepalive/socket-options.ts'
 
@@ -59,12 +59,12 @@ export function resetAccepted(client: Accepted): void {
   socket.resetAndDestroy()
 }
 
-/** Where the client came from, as host:port. */
+/** Where the client came from, as host:port: read at accept, while the kernel still knows. */
 export function peerOf(client: Accepted): string {
-  if (isSocket(client)) return formatEndpoint(client.remoteAddress, client.remotePort)
+  if (isSocket(client)) return formatPeer(client.remoteAddress, client.remotePort)
   const out: { address?: string; port?: number } = {}
   client.getpeername(out)
-  return formatEndpoint(out.address, out.port)
+  return formatPeer(out.address, out.port)
 }
 
 /** The descriptor behind an accepted client. */

@@ -6,7 +6,8 @@ import { hideBin } from 'yargs/helpers'
 import type { Logger } from 'pino'
 import { DEFAULTS } from './config/options.ts'
 import { resolveAppConfig, type CliInput } from './config/resolve.ts'
-import { ProxyApp } from './app.ts'
+import { ProxyApp, type AppConfig } from './app.ts'
+import { formatEndpoint } from './config/endpoint.ts'
 import { runStatus } from './admin/status.ts'
 import { PROFILE_NAMES, profilesTable } from './keepalive/profiles.ts'
 import { HEARTBEAT_DEFAULTS as HB } from './config/heartbeat.ts'
@@ -28,7 +29,15 @@ function buildParser(argv: string[]): Argv {
   let parser = yargs(argv)
     .scriptName('ka-proxy')
     .version(false)
-    .usage('Usage: ka-proxy --listen [host:]port --target host:port [options]\n       ka-proxy --config FILE [options]\n       ka-proxy doctor | profiles | status [--admin URL]')
+    .usage('Usage: ka-proxy --listen [host:]port --target host:port [options]\n       ka-proxy --config FILE [options]\n       ka-proxy check --config FILE\n       ka-proxy doctor | profiles | status [--admin URL] | completion')
+    // Messages in one language whatever LANG says: errors are one line a user can search for.
+    .locale('en')
+    // KA_PROXY_<FLAG> for every flag; envOnlyValueFlags() hides the variables that are not one.
+    .env('KA_PROXY')
+    // A repeated flag (--idle 5 --idle 6): the last one wins, as in most tools.
+    .parserConfiguration({ 'duplicate-arguments-array': false })
+    .completion('completion', 'print a bash/zsh completion script (ka-proxy completion >> ~/.bashrc)')
+    .command('check', 'validate the config (--config FILE and flags) without binding anything: exit 0 if valid, 2 if not')
     .command('doctor', 'check that keepalive options can be set and read back on this machine')
     .command('profiles', 'list the keepalive profiles and the detection time each implies')
     .command('status', 'show health and open sessions of a running ka-proxy (through its admin API)')
@@ -136,32 +145,35 @@ function cliInput(args: Record<string, unknown>): CliInput {
 }
 
 /**
- * KA_PROXY_<FLAG> variables for the value flags (KA_PROXY_TARGET, KA_PROXY_IDLE,
- * KA_PROXY_ADMIN_TOKEN...), placed before the command line's own flags so those win.
- * Other KA_PROXY_* variables are left alone (KA_PROXY_NATIVE=0 is read by the addon loader).
+ * Parses with yargs reading KA_PROXY_<FLAG> (KA_PROXY_TARGET, KA_PROXY_IDLE, KA_PROXY_ADMIN_TOKEN...)
+ * for the value flags only; flags on the command line win. Other KA_PROXY_* variables are hidden
+ * from it while it parses, so strict parsing does not take them for unknown flags and a boolean
+ * such as --version cannot be switched on from the environment (KA_PROXY_NATIVE=0 is read by the
+ * addon loader, KA_PROXY_DEBUG and KA_PROXY_RELAY elsewhere). Empty variables count as unset.
  */
-function envArgs(env: NodeJS.ProcessEnv = process.env): string[] {
-  const options = (buildParser([]) as unknown as { getOptions(): { string: string[]; number: string[] } }).getOptions()
-  const out: string[] = []
-  for (const flag of [...options.string, ...options.number]) {
-    if (!/^[a-z][a-z-]*$/.test(flag)) continue
-    const value = env[`KA_PROXY_${flag.toUpperCase().replace(/-/g, '_')}`]
-    if (value !== undefined && value !== '') out.push(`--${flag}=${value}`)
+function parseArgs(argv: string[]): Record<string, unknown> {
+  const parser = buildParser(argv)
+  const options = (parser as unknown as { getOptions(): { string: string[]; number: string[] } }).getOptions()
+  const valueFlags = new Set([...options.string, ...options.number].map((f) => f.toUpperCase().replace(/-/g, '_')))
+  const hidden: Record<string, string> = {}
+  for (const [name, value] of Object.entries(process.env)) {
+    if (!name.startsWith('KA_PROXY_') || value === undefined) continue
+    if (valueFlags.has(name.slice('KA_PROXY_'.length)) && value !== '') continue
+    hidden[name] = value
+    delete process.env[name]
   }
-  return out
-}
-
-/** Repeated values (`--idle 5 --idle 6`) arrive as arrays; the last one wins, as in most tools. */
-function lastValues(args: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {}
-  for (const [k, v] of Object.entries(args)) out[k] = Array.isArray(v) && k !== '_' ? v[v.length - 1] : v
-  return out
+  try {
+    return parser.parseSync() as Record<string, unknown>
+  } finally {
+    Object.assign(process.env, hidden)
+  }
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = lastValues(buildParser([...envArgs(), ...argv]).parseSync() as Record<string, unknown>)
+  const args = parseArgs(argv)
   if (args.version) {
-    process.stdout.write(`ka-proxy ${VERSION}\n${nativeStatusLine(new KeepaliveApplier())}\n`)
+    const native = new KeepaliveApplier({ native: args.native as boolean | undefined })
+    process.stdout.write(`ka-proxy ${VERSION}\n${nativeStatusLine(native)}\n`)
     return 0
   }
   const command = (args._ as unknown[])[0]
@@ -172,9 +184,13 @@ export async function run(argv: string[]): Promise<number> {
     return 0
   }
   if (command === 'status') return runStatus(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, write)
-  if (command !== undefined) throw new ConfigError(String(command), 'unknown command (see ka-proxy --help)')
+  if (command !== undefined && command !== 'check') throw new ConfigError(String(command), 'unknown command (see ka-proxy --help)')
   const input = cliInput(args)
   const config = resolveAppConfig(input)
+  if (command === 'check') {
+    write(checkReport(config, input.config))
+    return 0
+  }
   const logger = createLogger({ level: args.logLevel as LogLevel, format: args.logFormat as LogFormat })
   const keepalive = new KeepaliveApplier({ native: input.native })
   if (!keepalive.native) logger.warn({ reason: keepalive.fallbackReason }, nativeStatusLine(keepalive))
@@ -186,6 +202,17 @@ export async function run(argv: string[]): Promise<number> {
     logger.info(`${route.name}: client leg ${describeKeepalive(applied.client)}; target leg ${describeKeepalive(applied.target)}`)
   }
   return waitForStop(app, logger, input)
+}
+
+/** What `ka-proxy check` prints for a valid config: one line per route, like haproxy -c. */
+function checkReport(config: AppConfig, file: string | undefined): string {
+  const lines = config.routes.map((r) => {
+    const targets = r.targets.map((t) => formatEndpoint(t.host, t.port)).join(',')
+    return `  ${r.name}: ${formatEndpoint(r.listen.host, r.listen.port)} -> ${targets}; client leg ${describeKeepalive(r.keepalive.client)}; target leg ${describeKeepalive(r.keepalive.target)}`
+  })
+  const admin = config.admin ? `; admin API on ${formatEndpoint(config.admin.listen.host, config.admin.listen.port)}` : ''
+  const n = config.routes.length
+  return `${file ?? 'flags'}: valid, ${n} route${n === 1 ? '' : 's'}${admin}\n${lines.join('\n')}\n`
 }
 
 /** The admin address `ka-proxy status` asks when --admin is not given. */

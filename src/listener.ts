@@ -95,7 +95,7 @@ export class ProxyListener {
     const { host, port } = this.#options.listen
     const shown = formatEndpoint(host, port)
     await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => reject(new ListenError(shown, err))
+      const onError = (err: NodeJS.ErrnoException): void => reject(new ListenError(shown, err, this.#options.listenKey))
       this.#server.once('error', onError)
       this.#server.listen({ host, port }, () => {
         this.#server.off('error', onError)

@@ -8,6 +8,7 @@
 import net, { type Socket } from 'node:net'
 import type { Endpoint } from './config/endpoint.ts'
 import { formatEndpoint } from './config/endpoint.ts'
+import { peerOf } from './accept.ts'
 import { Session, type Leg, type SessionContext } from './session.ts'
 
 const kSession = Symbol('ka.session')
@@ -29,18 +30,17 @@ export class StreamSession extends Session {
   target: Socket | undefined
   bytesToTarget = 0
   bytesToClient = 0
+  /** Read at accept: once the socket is destroyed Node no longer knows its peer. */
+  readonly clientAddress: string
   #deadLeg: Socket | undefined
 
   constructor(client: Socket, ctx: SessionContext, upstream: Endpoint & { host: string }) {
     super(ctx, upstream)
     this.client = client
+    this.clientAddress = peerOf(client)
     ;(client as LegSocket)[kSession] = this
     client.on('error', socketOnError)
     client.on('close', socketOnClose)
-  }
-
-  get clientAddress(): string {
-    return formatEndpoint(this.client.remoteAddress, this.client.remotePort)
   }
 
   get targetAddress(): string {

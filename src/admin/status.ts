@@ -36,7 +36,7 @@ async function getJson<T>(base: string, path: string, token: string | undefined)
   } catch (err) {
     throw new KaError('KA_ERR_ADMIN', `--admin: cannot reach ${url.origin} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
   }
-  if (res.statusCode === 401) throw new KaError('KA_ERR_ADMIN', `--token: the admin API at ${url.origin} refused the token`)
+  if (res.statusCode === 401) throw new KaError('KA_ERR_ADMIN', `--admin-token: the admin API at ${url.origin} refused the token`)
   return { status: res.statusCode, body: (await res.body.json()) as T }
 }
 

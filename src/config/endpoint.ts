@@ -54,6 +54,16 @@ export function formatEndpoint(host: string | undefined, port: number | undefine
   return h.includes(':') ? `[${h}]:${port}` : `${h}:${port}`
 }
 
+/**
+ * A connected peer as logged: an IPv4 client of a dual-stack listener (a bare port) shows as
+ * 127.0.0.1:5000, not [::ffff:127.0.0.1]:5000; "unknown" when the kernel could no longer tell
+ * (the peer reset the connection before it was accepted).
+ */
+export function formatPeer(address: string | undefined, port: number | undefined): string {
+  if (address === undefined || address === '' || port === undefined) return 'unknown'
+  return formatEndpoint(address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address, port)
+}
+
 /** `host:port[,host:port...]`: targets in order of preference, each resolved per connection. */
 export function parseTargets(value: unknown, key = '--target'): Array<Endpoint & { host: string }> {
   const items = String(value ?? '').split(',').map((s) => s.trim())

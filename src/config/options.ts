@@ -16,6 +16,8 @@ export interface ProxyOptions {
   /** The route's name in logs, metrics and the admin API; defaults to the listen address. */
   name: string
   listen: Endpoint
+  /** What names the listen address in an error: the flag, or the file and key path. */
+  listenKey: string
   /** In order of preference; more than one only matters with heartbeats or round robin. */
   targets: Array<Endpoint & { host: string }>
   balance: Balance
@@ -160,6 +162,7 @@ export function resolveOptions(raw: RawOptions, keyOf: KeyNamer = asFlag): Proxy
   return {
     name: raw.name ?? String(raw.listen),
     listen: parseListen(raw.listen, keyOf('--listen')),
+    listenKey: keyOf('--listen'),
     targets: parseTargets(raw.target, keyOf('--target')),
     balance: balance as Balance,
     heartbeat: resolveHeartbeat(raw.heartbeat, (key = 'type') => keyOf(HEARTBEAT_FLAGS[key])),

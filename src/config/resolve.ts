@@ -7,7 +7,8 @@ import { resolveAdmin } from '../admin/server.ts'
 import { ConfigError } from '../errors.ts'
 import { loadConfigFile } from './file.ts'
 import { HEARTBEAT_FLAGS } from './heartbeat.ts'
-import { DEFAULTS, resolveOptions, type KeyNamer, type RawOptions } from './options.ts'
+import { DEFAULTS, resolveOptions, type KeyNamer, type ProxyOptions, type RawOptions } from './options.ts'
+import { formatEndpoint } from './endpoint.ts'
 import type { RouteConfig } from './schema.ts'
 
 export interface CliInput extends RawOptions {
@@ -94,6 +95,24 @@ function adminFrom(cli: CliInput, file: AppConfigFileAdmin, keyPrefix: string) {
   return file === undefined ? undefined : resolveAdmin(file, `${keyPrefix}admin`)
 }
 
+const WILDCARD = new Set([undefined, '0.0.0.0', '::'])
+
+/**
+ * Two routes cannot listen on the same port of the same address, nor one on all interfaces
+ * (a bare port, 0.0.0.0, ::) and another on one of them: the second bind would fail at start.
+ * Port 0 (a port of the kernel's choosing) never clashes.
+ */
+function checkListenClashes(routes: ProxyOptions[]): void {
+  routes.forEach((route, i) => {
+    const { host, port } = route.listen
+    if (port === 0) return
+    const earlier = routes.slice(0, i).find((r) => r.listen.port === port && (r.listen.host === host || WILDCARD.has(r.listen.host) || WILDCARD.has(host)))
+    if (earlier !== undefined) {
+      throw new ConfigError(route.listenKey, `${formatEndpoint(host, port)} clashes with route "${earlier.name}" (${formatEndpoint(earlier.listen.host, earlier.listen.port)}): each route needs its own address`)
+    }
+  })
+}
+
 type AppConfigFileAdmin = string | { listen: string; token?: string | undefined } | undefined
 
 export function resolveAppConfig(cli: CliInput): AppConfig {
@@ -124,5 +143,6 @@ export function resolveAppConfig(cli: CliInput): AppConfig {
   const names = routes.map((r) => r.name)
   const twice = names.findIndex((n, i) => names.indexOf(n) !== i)
   if (twice >= 0) throw new ConfigError(`${path}: routes[${twice}].name`, `"${names[twice]}" names two routes; route names must be unique`)
+  checkListenClashes(routes)
   return { routes, admin: adminFrom(cli, file.admin, `${path}: `), shutdownGrace }
 }

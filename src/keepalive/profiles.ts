@@ -24,7 +24,7 @@ export const PROFILE_NAMES = Object.keys(PROFILES) as ProfileName[]
 function formatSeconds(s: number): string {
   if (s < 120) return `${s} s`
   if (s < 7200) return `${Math.round((s / 60) * 10) / 10} min`
-  return `${Math.round((s / 3600) * 100) / 100} h`
+  return `${Math.round((s / 3600) * 10) / 10} h`
 }
 
 /** The table `ka-proxy profiles` prints: settings and the detection time each implies. */

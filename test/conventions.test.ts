@@ -1,0 +1,132 @@
+// What operators expect of a command-line tool, checked on the real command: messages in
+// English whatever the locale, KA_PROXY_<FLAG> variables, the last of a repeated flag wins,
+// shell completion, --version telling the truth, and client addresses logged as they are.
+
+import t from 'tap'
+import net from 'node:net'
+import { connect, freePort, listen, readAll } from './helpers/net.ts'
+import { runCli, startCliProxy } from './helpers/cli.ts'
+
+
+t.test('messages stay English and one line whatever LANG says', async (t) => {
+  // yargs picks its messages from LANG / LC_ALL: without .locale('en') these were German.
+  const lang = 'de_DE.UTF-8'
+  const r = runCli(['--bogus', '--listen'], { LANG: lang, LC_ALL: lang, LC_MESSAGES: lang })
+  t.equal(r.status, 2, 'exit 2')
+  t.equal(r.stderr, 'ka-proxy: --bogus: unknown option (see ka-proxy --help)\n', 'the English line')
+  const help = runCli(['--help'], { LANG: lang, LC_ALL: lang })
+  t.match(help.stdout, /\nOptions:\n/, '--help in English')
+  t.notMatch(help.stdout, /Optionen|Befehle|Zeige/)
+})
+
+t.test('KA_PROXY_<FLAG> for value flags only; other KA_PROXY_* variables are left alone', async (t) => {
+  const { server, port } = await listen((s) => s.pipe(s))
+  t.teardown(() => server.close())
+  // Unrelated variables, a boolean flag's name and an empty value must neither fail strict parsing
+  // nor switch anything on.
+  const env = {
+    KA_PROXY_TARGET: `127.0.0.1:${port}`,
+    KA_PROXY_CONNECT_TIMEOUT: '3',
+    KA_PROXY_IDLE: '',
+    KA_PROXY_SOMETHING_ELSE: 'x',
+    KA_PROXY_VERSION: '1',
+    KA_PROXY_HELP: '1',
+  }
+  const proxy = await startCliProxy(['--count', '4'], env)
+  t.teardown(() => proxy.stop('SIGKILL'))
+  t.match(proxy.logs.find((l) => l.msg === 'listening'), { target: `127.0.0.1:${port}`, clientKeepalive: { idle: 60, count: 4 } })
+  const c = await connect(proxy.port)
+  const got = readAll(c)
+  c.end('env')
+  t.equal((await got).toString(), 'env')
+  const bad = runCli(['--listen', '0'], { KA_PROXY_TARGET: 'nohostport' })
+  t.equal(bad.status, 2)
+  t.equal(bad.stderr, 'ka-proxy: --target: expected host:port (got "nohostport")\n', 'a bad variable names its flag')
+})
+
+t.test('a repeated flag: the last value wins', async (t) => {
+  const { server, port } = await listen((s) => s.pipe(s))
+  t.teardown(() => server.close())
+  const proxy = await startCliProxy(['--target', '127.0.0.1:1', '--target', `127.0.0.1:${port}`, '--idle', '5', '--idle', '7'])
+  t.teardown(() => proxy.stop('SIGKILL'))
+  t.match(proxy.logs.find((l) => l.msg === 'listening'), { target: `127.0.0.1:${port}`, clientKeepalive: { idle: 7 } })
+})
+
+t.test('shell completion', async (t) => {
+  const script = runCli(['completion'])
+  t.equal(script.status, 0)
+  t.match(script.stdout, /###-begin-ka-proxy-completions-###/)
+  t.match(script.stdout, /--get-yargs-completions/)
+  const flags = runCli(['--get-yargs-completions', 'ka-proxy', '--heart'])
+  t.equal(flags.status, 0)
+  t.match(flags.stdout, /^--heartbeat-interval$/m)
+  const commands = runCli(['--get-yargs-completions', 'ka-proxy', ''])
+  t.match(commands.stdout, /^doctor$/m)
+  t.match(commands.stdout, /^check$/m)
+})
+
+t.test('--version tells whether the native helper is in use, --no-native included', async (t) => {
+  const on = runCli(['--version'])
+  t.match(on.stdout, /\nnative socket helper: in use/)
+  const off = runCli(['--no-native', '--version'])
+  t.equal(off.status, 0)
+  t.match(off.stdout, /\nnative socket helper: NOT in use \(disabled by --no-native\)/)
+})
+
+t.test('profiles print the detection time as the README does', async (t) => {
+  const r = runCli(['profiles'])
+  t.match(r.stdout, /^kernel\s+7200\s+75\s+9\s+7875 s \(2\.2 h\)/m)
+})
+
+t.test('status with a wrong token names the flag that sets it', async (t) => {
+  const adminPort = await freePort()
+  const proxy = await startCliProxy(['--target', '127.0.0.1:1', '--admin', `127.0.0.1:${adminPort}`, '--admin-token', 'correct-horse-battery-staple'])
+  t.teardown(() => proxy.stop('SIGKILL'))
+  await proxy.line((l) => l.msg === 'admin listening')
+  const r = runCli(['status', '--admin', `127.0.0.1:${adminPort}`, '--admin-token', 'wrong-token-wrong-token'])
+  t.equal(r.status, 1)
+  t.equal(r.stderr, `ka-proxy: --admin-token: the admin API at http://127.0.0.1:${adminPort} refused the token\n`)
+})
+
+/** An echo server that shrugs off a reset from the proxy. */
+async function echoServer(t: { teardown(fn: () => void): void }): Promise<number> {
+  const { server, port } = await listen((s) => {
+    s.on('error', () => {})
+    s.pipe(s)
+  })
+  t.teardown(() => server.close())
+  return port
+}
+
+for (const native of [true, false]) {
+  const mode = native ? 'native pump' : '--no-native'
+  const extra = native ? [] : ['--no-native']
+
+  t.test(`${mode}: a bare-port listen logs an IPv4 client as its plain address`, async (t) => {
+    const port = await echoServer(t)
+    const proxy = await startCliProxy(['--target', `127.0.0.1:${port}`, '--listen', '0', ...extra])
+    t.teardown(() => proxy.stop('SIGKILL'))
+    t.match(proxy.logs.find((l) => l.msg === 'listening'), { address: /^\[::\]:\d+$/ }, 'dual stack: all interfaces')
+    const c = await connect(proxy.port, '127.0.0.1')
+    const local = c.localPort
+    const got = readAll(c)
+    c.end('v4')
+    t.equal((await got).toString(), 'v4')
+    const line = await proxy.line((l) => l.msg === 'session closed')
+    t.equal(line.client, `127.0.0.1:${local}`)
+  })
+
+  t.test(`${mode}: the session line names the client, also when the client reset`, async (t) => {
+    const port = await echoServer(t)
+    const proxy = await startCliProxy(['--target', `127.0.0.1:${port}`, ...extra])
+    t.teardown(() => proxy.stop('SIGKILL'))
+    const c = await connect(proxy.port)
+    const local = c.localPort
+    c.write('x')
+    await new Promise((r) => c.once('data', r))
+    c.resetAndDestroy()
+    const line = await proxy.line((l) => l.msg === 'session closed')
+    t.match(line, { reason: 'client_reset', client: `127.0.0.1:${local}` })
+  })
+}
+
