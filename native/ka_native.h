@@ -1,5 +1,5 @@
-// What the addon's two parts share: argument and errno helpers (ka_sockopt.c) and the
-// byte pump's registration (ka_relay.c).
+// What the addon's parts share: argument and errno helpers (ka_sockopt.c), the byte pump's
+// registration (ka_relay.c) and sd_notify's (ka_notify.c).
 #ifndef KA_NATIVE_H
 #define KA_NATIVE_H
 
@@ -10,5 +10,6 @@ const char* ka_errno_name(int err);
 napi_value ka_throw_errno(napi_env env, int err, const char* syscall, const char* option);
 int ka_get_int_arg(napi_env env, napi_value* args, size_t argc, size_t index, int32_t* out);
 int ka_relay_init(napi_env env, napi_value exports);
+int ka_notify_init(napi_env env, napi_value exports);
 
 #endif

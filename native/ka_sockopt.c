@@ -277,6 +277,10 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register Relay");
     return NULL;
   }
+  if (!ka_notify_init(env, exports)) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register notify");
+    return NULL;
+  }
   return exports;
 }
 

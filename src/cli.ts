@@ -17,6 +17,7 @@ import { DEFAULT_KEEPALIVE, describeKeepalive } from './keepalive/settings.ts'
 import { createLogger, LOG_LEVELS, type LogFormat, type LogLevel } from './log.ts'
 import { nativeStatusLine, runDoctor } from './doctor.ts'
 import { VERSION } from './version.ts'
+import { ServiceNotifier } from './notify.ts'
 
 const KEEPALIVE_GROUP = 'Keepalive (both legs; seconds):'
 const LEG_GROUP = 'Per-leg overrides:'
@@ -201,7 +202,15 @@ export async function run(argv: string[]): Promise<number> {
     const applied = { client: keepalive.effective(ka.client), target: keepalive.effective(ka.target) }
     logger.info(`${route.name}: client leg ${describeKeepalive(applied.client)}; target leg ${describeKeepalive(applied.target)}`)
   }
-  return waitForStop(app, logger, input)
+  const notifier = new ServiceNotifier(logger)
+  notifier.ready(servingStatus(app))
+  return waitForStop(app, logger, input, notifier)
+}
+
+/** The STATUS= line systemd shows. */
+function servingStatus(app: ProxyApp): string {
+  const names = app.config?.routes.map((r) => r.name) ?? []
+  return `serving ${names.length} route${names.length === 1 ? '' : 's'}: ${names.join(', ')}`
 }
 
 /** What `ka-proxy check` prints for a valid config: one line per route, like haproxy -c. */
@@ -222,7 +231,7 @@ const DEFAULT_ADMIN = 'http://127.0.0.1:9480'
  * SIGINT/SIGTERM: stop accepting and drain; a second signal closes every session at once.
  * SIGHUP: re-read the config; one that fails validation is rejected and the old one stays.
  */
-function waitForStop(app: ProxyApp, logger: Logger, input: CliInput): Promise<number> {
+function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: ServiceNotifier): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false
     let reloading = Promise.resolve()
@@ -235,6 +244,7 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput): Promise<nu
       stopping = true
       const graceMs = (app.config?.shutdownGrace ?? 0) * 1000
       logger.info({ signal, sessions: app.sessionCount }, 'shutting down')
+      notifier.stopping(`shutting down on ${signal}: draining ${app.sessionCount} sessions`)
       app.stop(graceMs).then(() => {
         logger.info('stopped')
         logger.flush()
@@ -251,12 +261,15 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput): Promise<nu
           logger.warn('SIGHUP ignored: no --config file to re-read')
           return
         }
+        notifier.reloading(`reloading ${input.config}`)
         try {
           const changes = await app.reload(resolveAppConfig(input))
           logger.info({ config: input.config, ...changes }, 'config reloaded')
+          notifier.ready(servingStatus(app))
         } catch (err) {
           const message = err instanceof KaError ? err.message : String(err)
           logger.error({ config: input.config, error: message }, 'config reload rejected: keeping the running config')
+          notifier.ready(`${servingStatus(app)} (reload rejected: ${message})`)
         }
       })
     }

@@ -64,6 +64,8 @@ export interface NativeSockopt {
   Relay: NativeRelayClass
   /** Paused legs the kernel has closed are read to their end; returns how many. */
   relayCheckPaused(): number
+  /** sd_notify: one datagram to a Unix socket path ('@' for an abstract name); see src/notify.ts. */
+  notify(socket: string, message: string): void
 }
 
 export type NativeLoad = { ok: true; binding: NativeSockopt } | { ok: false; reason: string }
