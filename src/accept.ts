@@ -1,21 +1,17 @@
 // How accepted connections reach the listener. With the native pump a client's net.Socket
 // would be built only to be closed at once (two stream states, an emitter, a destroy: about
 // a third of the CPU a session costs to open), so the listener takes the accepted handle
-// itself, through the server handle's `onconnection` hook: the second and last reach into
-// Node internals (fdOf is the first). Where the hook is missing, it falls back to the
+// itself, through the server handle's `onconnection` hook (src/node-internals.ts, with every
+// other reach into Node internals). Where the hook is missing, it falls back to the
 // 'connection' event.
 
 import net, { type Server, type Socket } from 'node:net'
 import { formatPeer } from './config/endpoint.ts'
 import { errnoName } from './errors.ts'
+import { interceptAccept, socketFromHandle, type AcceptedHandle } from './node-internals.ts'
 import { fdOf } from './keepalive/socket-options.ts'
 
-/** Node's accepted TCP handle, before any net.Socket wraps it. */
-export interface AcceptedHandle {
-  readonly fd: number
-  getpeername(out: { address?: string; port?: number }): number
-  close(): void
-}
+export type { AcceptedHandle }
 
 export type Accepted = Socket | AcceptedHandle
 
@@ -29,27 +25,22 @@ export function isSocket(client: Accepted): client is Socket {
  */
 export function onAccepted(server: Server, raw: boolean, take: (client: Accepted) => void, onError: (err: Error) => void): void {
   server.on('error', onError)
-  const handle = (server as unknown as { _handle?: { onconnection?: unknown } | null })._handle
-  if (!raw || handle == null || typeof handle.onconnection !== 'function') {
-    server.on('connection', take)
-    return
-  }
-  // Accepted sockets inherit TCP_NODELAY from the listening socket (Linux): set once here
-  // instead of once per client, as net.Server does for a server created with noDelay.
-  ;(handle as { setNoDelay?: (on: boolean) => number }).setNoDelay?.(true)
-  handle.onconnection = (status: number, client: AcceptedHandle | undefined): void => {
+  // Accepted sockets inherit TCP_NODELAY from the listening socket (Linux): interceptAccept
+  // sets it once instead of once per client, as net.Server does for a server created with noDelay.
+  const hooked = raw && interceptAccept(server, (status: number, client: AcceptedHandle | undefined): void => {
     if (status < 0 || client === undefined) {
       // EMFILE and the like: this accept failed, the listener goes on.
       onError(Object.assign(new Error(`accept: ${status}`), { code: errnoName(status) }))
       return
     }
     take(client)
-  }
+  })
+  if (!hooked) server.on('connection', take)
 }
 
 /** A net.Socket for a client, wrapping a bare handle (for the paths that need one). */
 export function socketOf(client: Accepted): Socket {
-  return isSocket(client) ? client : new net.Socket({ handle: client, allowHalfOpen: true } as net.SocketConstructorOpts)
+  return isSocket(client) ? client : socketFromHandle(client, { allowHalfOpen: true })
 }
 
 /** Turns a client away with an RST, so it fails fast instead of waiting. */

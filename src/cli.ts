@@ -18,6 +18,7 @@ import { createLogger, LOG_LEVELS, type LogFormat, type LogLevel } from './log.t
 import { nativeStatusLine, runDoctor } from './doctor.ts'
 import { VERSION } from './version.ts'
 import { ServiceNotifier } from './notify.ts'
+import { checkNodeInternals } from './node-internals.ts'
 
 const KEEPALIVE_GROUP = 'Keepalive (both legs; seconds):'
 const LEG_GROUP = 'Per-leg overrides:'
@@ -172,6 +173,8 @@ function parseArgs(argv: string[]): Record<string, unknown> {
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseArgs(argv)
+  // Before anything loads the native helper: it is not used where Node's internals changed.
+  await checkNodeInternals()
   if (args.version) {
     const native = new KeepaliveApplier({ native: args.native as boolean | undefined })
     process.stdout.write(`ka-proxy ${VERSION}\n${nativeStatusLine(native)}\n`)

@@ -6,6 +6,7 @@
 import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
+import { missingNodeInternals } from '../node-internals.ts'
 
 export interface NativeKeepalive {
   enabled: boolean
@@ -86,6 +87,8 @@ export function loadNative(): NativeLoad {
   if (cached) return cached
   if (process.env.KA_PROXY_NATIVE === '0') {
     cached = { ok: false, reason: 'disabled by KA_PROXY_NATIVE=0' }
+  } else if (missingNodeInternals().length > 0) {
+    cached = { ok: false, reason: `Node ${process.version} changed internals the helper needs: ${missingNodeInternals().join(', ')}` }
   } else if (process.platform !== 'linux') {
     cached = { ok: false, reason: `built only on Linux (its pump uses epoll), not on ${process.platform}` }
   } else {

@@ -9,6 +9,7 @@
 import type { Server, Socket } from 'node:net'
 import { formatEndpoint } from '../config/endpoint.ts'
 import { SocketOptionError } from '../errors.ts'
+import { handleFd } from '../node-internals.ts'
 import { loadNative, type NativeSockopt, type NativeTcpInfo } from './native.ts'
 import type { KeepaliveSettings } from './settings.ts'
 
@@ -31,12 +32,11 @@ const FALLBACK_COUNT = 10
 /** A socket, a listening socket, or a descriptor the native pump owns. */
 export type SocketRef = Socket | Server | number
 
-/** The file descriptor behind a Node socket or server: the one reach into Node internals. */
+/** The file descriptor behind a Node socket or server (through src/node-internals.ts). */
 export function fdOf(socket: SocketRef): number {
   if (typeof socket === 'number') return socket
-  const handle = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle
-  const fd = handle?.fd
-  if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
+  const fd = handleFd(socket)
+  if (fd === undefined) {
     throw new SocketOptionError('fd', 'EBADF', 'socket has no file descriptor (closed, or not yet connected)')
   }
   return fd
