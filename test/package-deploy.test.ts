@@ -1,3 +1,4 @@
+// package.json's engines agree with the dependencies, and doctor's advice with a checkout.
 // The deployment files agree with the program: the systemd unit passes systemd-analyze and
 // asks for what ka-proxy does (Type=notify, SIGHUP reload); the Kubernetes example's config
 // passes `ka-proxy check`, and its probes, scrape annotations and token match that config; the
@@ -9,11 +10,29 @@ import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseAllDocuments } from 'yaml'
+import semver from 'semver'
+import { buildAdvice } from '../src/keepalive/native.ts'
+import { SUPPORTED_NODE_LINES } from '../src/version.ts'
 import { runCli } from './helpers/cli.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
 
 const root = new URL('..', import.meta.url).pathname
 const read = (p: string): string => readFileSync(join(root, p), 'utf8')
+
+t.test("engines: every supported line's oldest release satisfies every dependency's engines", async (t) => {
+  const pkg = JSON.parse(read('package.json')) as { engines: { node: string }; dependencies: Record<string, string> }
+  t.same(SUPPORTED_NODE_LINES, [22, 24, 26], 'the lines the README names')
+  const oldest = SUPPORTED_NODE_LINES.map((major) => semver.minVersion(pkg.engines.node.split('||').find((r) => semver.major(semver.minVersion(r)!) === major)!)!.version)
+  for (const dep of Object.keys(pkg.dependencies)) {
+    const range = (JSON.parse(read(`node_modules/${dep}/package.json`)) as { engines?: { node?: string } }).engines?.node
+    if (range === undefined) continue
+    for (const v of oldest) t.ok(semver.satisfies(v, range), `${dep} (engines ${range}) runs on Node ${v}`)
+  }
+})
+
+t.test('doctor advises the checkout build script in a git checkout', async (t) => {
+  t.equal(buildAdvice(), 'npm run build:native')
+})
 
 const analyze = spawnSync('systemd-analyze', ['--version'])
 const noAnalyze = missingPrerequisite(analyze.status !== 0 && 'systemd-analyze (package systemd) is needed to verify the unit')
