@@ -3,7 +3,7 @@
 
 import t from 'tap'
 import { connect, endOf, listen, readAll } from './helpers/net.ts'
-import { runCli, startCliProxy } from './helpers/cli.ts'
+import { runCli, spawnProxy, startCliProxy } from './helpers/cli.ts'
 
 const TARGET = ['--target', '127.0.0.1:5432']
 
@@ -67,6 +67,8 @@ t.test('relays, logs one JSON line per session, stops on SIGTERM with exit 0', a
   t.teardown(() => proxy.stop('SIGKILL'))
   const listening = proxy.logs.find((l) => l.msg === 'listening')!
   t.match(listening, {
+    native: true,
+    relay: 'native',
     clientKeepalive: { idle: 5, interval: 2, count: 3, userTimeout: 11, native: true },
     targetKeepalive: { idle: 5, interval: 2, count: 3, userTimeout: 11, native: true },
     inherited: true,
@@ -147,7 +149,7 @@ t.test('--no-native runs on the fallback and says so once', async (t) => {
   const warnings = proxy.logs.filter((l) => l.level === 40)
   t.equal(warnings.length, 1)
   t.match(warnings[0]!.msg, /NOT in use \(disabled by --no-native\); falling back to setKeepAlive: interval 1 s, count 10, no TCP_USER_TIMEOUT/)
-  t.match(proxy.logs.find((l) => l.msg === 'listening'), { clientKeepalive: { idle: 7, interval: 1, count: 10, userTimeout: 0, native: false } })
+  t.match(proxy.logs.find((l) => l.msg === 'listening'), { native: false, relay: 'stream', clientKeepalive: { idle: 7, interval: 1, count: 10, userTimeout: 0, native: false } })
   const client = await connect(proxy.port)
   const echoed = readAll(client)
   client.end('fallback')
@@ -171,4 +173,44 @@ t.test('IPv6 listen and target', async (t) => {
   t.equal((await echoed).toString(), 'v6')
   const line = await proxy.line((l) => l.msg === 'session closed')
   t.equal(line.target, `[::1]:${port}`)
+})
+
+t.test('KA_PROXY_RELAY=stream: native socket options, bytes through Node streams; the listening line says which', async (t) => {
+  const { server, port } = await listen((s) => s.pipe(s))
+  t.teardown(() => server.close())
+  const proxy = await startCliProxy(['--target', `127.0.0.1:${port}`], { KA_PROXY_RELAY: 'stream' })
+  t.teardown(() => proxy.stop('SIGKILL'))
+  t.match(proxy.logs.find((l) => l.msg === 'listening'), { native: true, relay: 'stream', targetKeepalive: { native: true } })
+  const client = await connect(proxy.port)
+  const echoed = readAll(client)
+  client.end('streams')
+  t.equal((await echoed).toString(), 'streams')
+})
+
+// pino-pretty's form: "[HH:MM:ss.l] INFO: message" and then the fields, one per line.
+const PRETTY_LISTENING = /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: listening\r?$/m
+
+t.test('--log-format pretty: readable lines, not JSON', async (t) => {
+  const { server, port } = await listen((s) => s.pipe(s))
+  t.teardown(() => server.close())
+  const proxy = spawnProxy(['--listen', '127.0.0.1:0', '--target', `127.0.0.1:${port}`, '--log-format', 'pretty'])
+  t.teardown(() => proxy.stop('SIGKILL'))
+  await proxy.line((l) => /INFO: listening$/.test(l.msg))
+  const text = proxy.logs.map((l) => l.msg).join('\n')
+  t.match(text, PRETTY_LISTENING, 'the listening line with its time and level')
+  t.match(text, /^\s+relay: "native"$/m, 'its fields below it, one per line')
+  t.ok(proxy.logs.every((l) => l.level === 0), 'no line is JSON')
+  t.equal(await proxy.stop('SIGTERM'), 0)
+})
+
+t.test('on a terminal the logs are pretty without asking', async (t) => {
+  // script(1) gives the command a pseudo-terminal as stdout; SIGINT after 8 s stops it.
+  const { spawnSync } = await import('node:child_process')
+  const { fileURLToPath } = await import('node:url')
+  const main = fileURLToPath(new URL('../src/main.ts', import.meta.url))
+  const command = `timeout --preserve-status -s INT 8 ${process.execPath} --import tsx ${main} --listen 127.0.0.1:0 --target 127.0.0.1:1`
+  const r = spawnSync('script', ['-qec', command, '/dev/null'], { encoding: 'utf8', timeout: 30_000 })
+  t.equal(r.status, 0, 'stopped cleanly by SIGINT')
+  t.match(r.stdout, PRETTY_LISTENING)
+  t.notMatch(r.stdout, /^\{"level"/m, 'no JSON line')
 })

@@ -9,6 +9,14 @@ import type { LogLine } from './proxy.ts'
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url))
 const NODE_ARGS = ['--import', 'tsx', MAIN]
 
+/** Where the command runs from: this checkout, or (`main`, `cwd`) a copy of it elsewhere. */
+export interface Entry {
+  main: string
+  cwd: string
+}
+
+const nodeArgs = (entry: Entry | undefined): string[] => (entry === undefined ? NODE_ARGS : ['--import', 'tsx', entry.main])
+
 export interface RunResult {
   status: number | null
   stdout: string
@@ -16,9 +24,10 @@ export interface RunResult {
 }
 
 /** Runs ka-proxy to completion (for commands that exit by themselves). */
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): RunResult {
-  const r = spawnSync(process.execPath, [...NODE_ARGS, ...args], {
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, entry?: Entry): RunResult {
+  const r = spawnSync(process.execPath, [...nodeArgs(entry), ...args], {
     encoding: 'utf8',
+    cwd: entry?.cwd,
     env: { ...process.env, ...env },
     timeout: 20_000,
   })
@@ -34,8 +43,9 @@ export interface RunningProxy {
   stop(signal?: NodeJS.Signals): Promise<number | null>
 }
 
-export function spawnProxy(args: string[], env: NodeJS.ProcessEnv = {}): RunningProxy {
-  const proc = spawn(process.execPath, [...NODE_ARGS, '--log-format', 'json', '--log-level', 'debug', ...args], {
+export function spawnProxy(args: string[], env: NodeJS.ProcessEnv = {}, entry?: Entry): RunningProxy {
+  const proc = spawn(process.execPath, [...nodeArgs(entry), '--log-format', 'json', '--log-level', 'debug', ...args], {
+    cwd: entry?.cwd,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
@@ -80,8 +90,8 @@ export function spawnProxy(args: string[], env: NodeJS.ProcessEnv = {}): Running
 }
 
 /** Starts ka-proxy on a kernel-chosen port and waits until it listens. */
-export async function startCliProxy(args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunningProxy & { port: number }> {
-  const running = spawnProxy(['--listen', '127.0.0.1:0', ...args], env)
+export async function startCliProxy(args: string[], env: NodeJS.ProcessEnv = {}, entry?: Entry): Promise<RunningProxy & { port: number }> {
+  const running = spawnProxy(['--listen', '127.0.0.1:0', ...args], env, entry)
   const listening = await running.line((l) => l.msg === 'listening')
   const port = Number(String(listening.address).split(':').pop())
   return Object.assign(running, { port })

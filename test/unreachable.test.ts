@@ -1,0 +1,53 @@
+// A target that becomes unreachable under a live session: the router answers its packets with
+// ICMP host unreachable (an nftables reject on loopback; root and nft needed, under CI=true
+// their absence fails). The kernel gives up at the target leg's user timeout and reports
+// EHOSTUNREACH: the client gets an RST, and the session's line says target_unreachable.
+
+import t from 'tap'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
+import type { Socket } from 'node:net'
+import { connect, endOf, listen } from './helpers/net.ts'
+import { missingPrerequisite } from './helpers/prerequisite.ts'
+import { startProxy } from './helpers/proxy.ts'
+
+const skip = missingPrerequisite((process.getuid?.() !== 0 || spawnSync('nft', ['--version']).status !== 0) &&
+  'needs root and the nft command (apt-get install nftables) to reject packets with ICMP host unreachable')
+
+/** Target leg keepalive: its user timeout (idle + interval × count) is 3 s. */
+const KEEPALIVE = { idle: 1, interval: 1, count: 2 }
+
+t.test('target unreachable (ICMP host unreachable): RST to the client, reason target_unreachable', { skip }, async (t) => {
+  const accepted: Socket[] = []
+  const target = await listen((s) => {
+    accepted.push(s)
+    s.on('error', () => {})
+    s.pipe(s)
+  })
+  // The target never hears of the failure (every packet to it was rejected): close its side.
+  t.teardown(() => {
+    for (const s of accepted) s.destroy()
+    target.server.close()
+  })
+  const proxy = await startProxy({ target: `127.0.0.1:${target.port}`, targetIdle: KEEPALIVE.idle, targetInterval: KEEPALIVE.interval, targetCount: KEEPALIVE.count })
+  t.teardown(() => proxy.stop())
+  const client = await connect(proxy.port)
+  client.write('a')
+  await once(client, 'data')
+
+  const table = `ka_proxy_unreach_${process.pid}`
+  const nft = (...args: string[]): void => void execFileSync('nft', args)
+  nft('add', 'table', 'inet', table)
+  t.teardown(() => nft('delete', 'table', 'inet', table))
+  nft('add', 'chain', 'inet', table, 'out', '{ type filter hook output priority -10 ; }')
+  nft('add', 'rule', 'inet', table, 'out', 'tcp', 'dport', String(target.port), 'reject', 'with', 'icmp', 'type', 'host-unreachable')
+  const cutAt = Date.now()
+  const clientEnd = endOf(client)
+  client.write('b') // in flight to a target that cannot be reached
+  t.equal(await clientEnd, 'ECONNRESET', 'the client is told with an RST')
+  const [line] = await proxy.closed()
+  const ms = Date.now() - cutAt
+  t.match(line, { reason: 'target_unreachable', leg: 'target', error: 'EHOSTUNREACH', clientClose: 'rst', targetClose: 'failed' })
+  const bound = (KEEPALIVE.idle + KEEPALIVE.interval * KEEPALIVE.count) * 1000 + 1500
+  t.ok(ms <= bound, `within the target leg's user timeout + 1.5 s (${ms} ms, bound ${bound} ms)`)
+})
