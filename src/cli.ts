@@ -19,6 +19,7 @@ import { nativeStatusLine, runDoctor } from './doctor.ts'
 import { VERSION } from './version.ts'
 import { ServiceNotifier } from './notify.ts'
 import { checkNodeInternals } from './node-internals.ts'
+import { runProbeCommand } from './probe/command.ts'
 
 const KEEPALIVE_GROUP = 'Keepalive (both legs; seconds):'
 const LEG_GROUP = 'Per-leg overrides:'
@@ -43,6 +44,8 @@ function buildParser(argv: string[]): Argv {
     .command('doctor', 'check that keepalive options can be set and read back on this machine')
     .command('profiles', 'list the keepalive profiles and the detection time each implies')
     .command('status', 'show health and open sessions of a running ka-proxy (through its admin API)')
+    .command('probe', 'measure how long the path to a server keeps an idle connection (ka-proxy probe --help)')
+    .command('probe-server', 'echo responder to run next to the server for ka-proxy probe (ka-proxy probe-server --help)')
     .option('config', { type: 'string', requiresArg: true, describe: 'YAML or JSON file with one or more routes; flags override a one-route file; SIGHUP re-reads it' })
     .option('listen', { type: 'string', requiresArg: true, describe: '[host:]port to accept clients on (bare port: all interfaces)' })
     .option('target', { type: 'string', requiresArg: true, describe: 'host:port[,host:port...] to relay to, first healthy wins; names are resolved for every connection' })
@@ -172,6 +175,8 @@ function parseArgs(argv: string[]): Record<string, unknown> {
 }
 
 export async function run(argv: string[]): Promise<number> {
+  // Their own flags and parser; KA_PROXY_* variables are the proxy's, not theirs.
+  if (argv[0] === 'probe' || argv[0] === 'probe-server') return runProbeCommand(argv, usageError)
   const args = parseArgs(argv)
   // Before anything loads the native helper: it is not used where Node's internals changed.
   await checkNodeInternals()

@@ -1,0 +1,68 @@
+// Which idle times to try. Timeouts in the wild run from about 30 s (home routers) to hours
+// (RFC 5382's 2 h 4 min), so a first sweep over a wide range grows geometrically: every step
+// is the same fraction of the idle time, and a 45 s timeout is bracketed as tightly, relative
+// to its size, as a 40 min one. A narrow range (a bracket being refined) is split evenly.
+//
+// The survival benchmark's idle panel staggers its idle times with the same function.
+
+/** Wider than this ratio, a range is swept geometrically; narrower, evenly. */
+const GEOMETRIC_ABOVE = 2
+
+/** Idle times are planned to a tenth of a second; timers are not finer than that under load. */
+function tenth(x: number): number {
+  return Math.round(x * 10) / 10
+}
+
+/**
+ * `n` idle times in (low, high], in increasing order, the last one `high`. Over a wide range
+ * they grow geometrically, otherwise they are evenly spaced. With `low` 0 the first one is
+ * `first` (the shortest idle worth measuring; default: high / 512, but at least 1 s), so a
+ * range (0, 1 h] starts at 7 s instead of wasting points on fractions of a second.
+ */
+export function staggerIdle(low: number, high: number, n: number, first?: number): number[] {
+  if (!(high > low) || low < 0 || !Number.isInteger(n) || n < 1) {
+    throw new RangeError(`staggerIdle: need 0 <= low < high and n >= 1 (got ${low}, ${high}, ${n})`)
+  }
+  if (n === 1) return [tenth(high)]
+  let points: number[]
+  if (low === 0) {
+    const start = Math.min(high / 2, first ?? Math.max(1, high / 512))
+    const ratio = (high / start) ** (1 / (n - 1))
+    points = Array.from({ length: n }, (_, i) => start * ratio ** i)
+  } else if (high / low > GEOMETRIC_ABOVE) {
+    const ratio = (high / low) ** (1 / n)
+    points = Array.from({ length: n }, (_, i) => low * ratio ** (i + 1))
+  } else {
+    points = Array.from({ length: n }, (_, i) => low + ((high - low) * (i + 1)) / n)
+  }
+  points[points.length - 1] = high
+  return dedupe(points.map(tenth).filter((p) => p > low))
+}
+
+/**
+ * `n` idle times strictly inside (low, high), evenly spaced: the next round of a bisection
+ * that already knows `low` survived and `high` did not. With n points the bracket shrinks
+ * n + 1 times in one round.
+ */
+export function splitInterval(low: number, high: number, n: number): number[] {
+  if (!(high > low) || !Number.isInteger(n) || n < 1) {
+    throw new RangeError(`splitInterval: need low < high and n >= 1 (got ${low}, ${high}, ${n})`)
+  }
+  const points = Array.from({ length: n }, (_, i) => tenth(low + ((high - low) * (i + 1)) / (n + 1)))
+  return dedupe(points.filter((p) => p > low && p < high))
+}
+
+/** The bracket is fine enough when it is no wider than this: `floor` or 5 % of the timeout. */
+export function resolutionAt(high: number, floor: number): number {
+  return Math.max(floor, 0.05 * high)
+}
+
+/** How many points one round needs to bring (low, high) within the resolution, at most `max`. */
+export function pointsNeeded(low: number, high: number, resolution: number, max: number): number {
+  const needed = Math.ceil((high - low) / resolution) - 1
+  return Math.max(1, Math.min(max, needed))
+}
+
+function dedupe(sorted: number[]): number[] {
+  return sorted.filter((p, i) => i === 0 || p !== sorted[i - 1])
+}
