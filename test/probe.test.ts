@@ -64,9 +64,12 @@ t.test('staggered idle times', async (t) => {
   t.ok(Math.max(...ratios) - Math.min(...ratios) < 0.05, `geometric over a wide range (ratios ${Math.min(...ratios).toFixed(3)}..${Math.max(...ratios).toFixed(3)})`)
   t.ok(Math.max(...ratios) < 1.6, 'each step at most 60 % longer than the last: any timeout is bracketed within that')
   t.ok(wide[0]! >= 1 && wide[0]! < 10, `starts at a few seconds (${wide[0]})`)
-  t.same(staggerIdle(0, 16, 16, 1).slice(0, 3), [1, 1.2, 1.4], 'first point as asked')
+  t.same(staggerIdle(0, 16, 16, { first: 1 }).slice(0, 3), [1, 1.2, 1.45], 'first point as asked')
   t.same(staggerIdle(10, 15, 5), [11, 12, 13, 14, 15], 'evenly over a narrow range')
+  t.same(staggerIdle(0, 45, 5, { spacing: 'even' }), [9, 18, 27, 36, 45], 'evenly over (0, max] when asked (the survival curve)')
+  t.equal(staggerIdle(0, 5, 100, { spacing: 'even' }).length, 100, 'as many as asked, even when dense')
   t.same(splitInterval(7.6, 9.2, 3), [8, 8.4, 8.8], 'strictly inside a bracket')
+  t.same(splitInterval(7.6, 7.61, 5), [], 'nothing left to split')
   t.throws(() => staggerIdle(5, 5, 3), RangeError)
 })
 

@@ -81,17 +81,17 @@ function strict(parser: Argv, argv: string[], usageError: UsageError): Argv {
   const fail = (message: string | null, err: Error | undefined): never => {
     throw err instanceof KaError ? err : usageError(message ?? err?.message ?? 'bad arguments', argv)
   }
-  return parser.help('help').alias('help', 'h').strict().wrap(Math.min(110, process.stdout.columns || 110)).fail(fail)
+  return parser
+    .locale('en')
+    .parserConfiguration({ 'duplicate-arguments-array': false })
+    .help('help')
+    .alias('help', 'h')
+    .strict()
+    .wrap(Math.min(110, process.stdout.columns || 110))
+    .fail(fail)
 }
 
 type Args = Record<string, unknown>
-
-/** Repeated values arrive as arrays; the last one wins, as on the main command line. */
-function last(args: Args): Args {
-  const out: Args = {}
-  for (const [k, v] of Object.entries(args)) out[k] = Array.isArray(v) && k !== '_' ? v[v.length - 1] : v
-  return out
-}
 
 export async function probeSettings(args: Args): Promise<ProbeSettings & { json: boolean }> {
   const target = parseTarget(args.target)
@@ -131,10 +131,10 @@ export async function runProbeCommand(argv: string[], usageError: UsageError): P
   const [command, ...rest] = argv
   const write = (text: string): void => void process.stdout.write(text)
   if (command === 'probe-server') {
-    const args = last(serverParser(rest, usageError).parseSync() as Args)
+    const args = serverParser(rest, usageError).parseSync() as Args
     return runProbeServer(parseListen(args.listen), write)
   }
-  const settings = await probeSettings(last(probeParser(rest, usageError).parseSync() as Args))
+  const settings = await probeSettings(probeParser(rest, usageError).parseSync() as Args)
   const display = new ProgressDisplay()
   const runner = new ProbeRunner(settings, () => display.draw())
   display.start(() => runner.progress())

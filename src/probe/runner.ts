@@ -162,8 +162,10 @@ export class ProbeRunner {
       if (!b) break
       const resolution = resolutionAt(b.high, s.resolution)
       if (b.high - b.low <= resolution) break
+      const points = splitInterval(b.low, b.high, pointsNeeded(b.low, b.high, resolution, bisectWith))
+      if (points.length === 0) break
       this.#enter('bisect', b.high)
-      await this.#round(splitInterval(b.low, b.high, pointsNeeded(b.low, b.high, resolution, bisectWith)), 'bisect')
+      await this.#round(points, 'bisect')
       this.#bracket = bracketOf(this.#samples)
     }
     if (keepalive) this.#phase = 'keepalive'
