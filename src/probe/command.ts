@@ -6,6 +6,7 @@ import yargs, { type Argv } from 'yargs'
 import { parseListen, parseTarget } from '../config/endpoint.ts'
 import { decodeBytes } from '../config/heartbeat.ts'
 import { ConfigError, KaError } from '../errors.ts'
+import { checkNodeInternals } from '../node-internals.ts'
 import { PROBE_CHECKS, PROBE_CHECK_NAMES } from './checks.ts'
 import { ProgressDisplay } from './progress.ts'
 import { formatReport, exitStatus, toJson } from './report.ts'
@@ -135,6 +136,8 @@ export async function runProbeCommand(argv: string[], usageError: UsageError): P
     return runProbeServer(parseListen(args.listen), write)
   }
   const settings = await probeSettings(probeParser(rest, usageError).parseSync() as Args)
+  // The keepalive check sets options through the native helper, which needs them (as the proxy does).
+  await checkNodeInternals()
   const display = new ProgressDisplay()
   const runner = new ProbeRunner(settings, () => display.draw())
   display.start(() => runner.progress())
