@@ -3,7 +3,8 @@
 // against probe-server and against a real Redis.
 
 import t from 'tap'
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { runCli } from './helpers/cli.ts'
 import { freePort } from './helpers/net.ts'
@@ -87,11 +88,12 @@ t.test('recommended settings stay well under the timeout; a profile when one fit
   t.ok(recommend(1.5).tight, 'a timeout too short for whole-second keepalive is flagged')
 })
 
+const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url))
+
 /** runCli without blocking this process: the responder under test lives in it. */
 function runCliAsync(args: string[]): Promise<{ status: number | null, stdout: string }> {
-  const main = fileURLToPath(new URL('../src/main.ts', import.meta.url))
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', main, ...args], { encoding: 'utf8' }, (err, stdout) => {
+    execFile(process.execPath, ['--import', 'tsx', MAIN, ...args], { encoding: 'utf8' }, (err, stdout) => {
       resolve({ status: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout })
     })
   })
@@ -115,4 +117,36 @@ t.test('redis: PING after the idle time', { skip: redisMissing() ?? false }, asy
   const json = JSON.parse(r.stdout) as { check: string, samples: Array<{ alive: boolean }> }
   t.equal(json.check, 'redis')
   t.ok(json.samples.length > 4 && json.samples.every((s) => s.alive), 'every sample answered PONG')
+})
+
+t.test('Ctrl-C: the figures so far, then exit 130', async (t) => {
+  const responder = await startProbeServer({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => responder.close())
+  const { port } = responder.server.address() as { port: number }
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'probe', '--target', `127.0.0.1:${port}`, '--max', '60', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
+  // Once the sweep's connections are open, a few seconds give it its first verdicts.
+  const open = (): Promise<number> => new Promise((resolve) => responder.server.getConnections((_e, n) => resolve(n)))
+  while (await open() < 16) await new Promise((r) => setTimeout(r, 100))
+  await new Promise((r) => setTimeout(r, 4000))
+  child.kill('SIGINT')
+  const [code] = await once(child, 'exit') as [number | null]
+  t.equal(code, 130)
+  const json = JSON.parse(stdout) as { samples: Array<{ alive: boolean }>, notes: string[] }
+  t.ok(json.samples.length >= 1 && json.samples.every((s) => s.alive), `the samples judged so far (${json.samples.length})`)
+  t.match(json.notes.join(' '), /interrupted \(SIGINT\)/)
+})
+
+t.test('on a terminal: a live progress line on stderr', { skip: process.platform === 'linux' ? false : 'needs script(1) from util-linux' }, async (t) => {
+  const responder = await startProbeServer({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => responder.close())
+  const { port } = responder.server.address() as { port: number }
+  // script(1) gives the command a pseudo-terminal, as a user's shell would.
+  const command = `${process.execPath} --import tsx ${MAIN} probe --target 127.0.0.1:${port} --max 3 --resolution 1`
+  const r = await new Promise<string>((resolve) => {
+    execFile('script', ['-qec', command, '/dev/null'], { encoding: 'utf8' }, (_err, stdout) => resolve(stdout))
+  })
+  t.match(r, /\r\x1b\[Kprobe: sweep {2}0:0\d of ~0:0\d {2}alive \d+ {2}dead 0 {2}pending \d+/, 'phase, elapsed of expected, alive, dead, pending')
+  t.match(r, /Idle timeout of the path: none found/, 'then the report')
 })

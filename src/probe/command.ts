@@ -10,7 +10,7 @@ import { checkNodeInternals } from '../node-internals.ts'
 import { PROBE_CHECKS, PROBE_CHECK_NAMES } from './checks.ts'
 import { ProgressDisplay } from './progress.ts'
 import { formatReport, exitStatus, toJson } from './report.ts'
-import { ProbeRunner, type ProbeSettings } from './runner.ts'
+import { ProbeRunner, type ProbeResult, type ProbeSettings } from './runner.ts'
 import { runProbeServer } from './server.ts'
 
 export const PROBE_COMMANDS = ['probe', 'probe-server'] as const
@@ -140,13 +140,27 @@ export async function runProbeCommand(argv: string[], usageError: UsageError): P
   await checkNodeInternals()
   const display = new ProgressDisplay()
   const runner = new ProbeRunner(settings, () => display.draw())
+  const show = (result: ProbeResult): void => write(settings.json ? `${JSON.stringify(toJson(result, settings))}\n` : formatReport(result, settings))
+  // Runs may take hours: Ctrl-C prints what was measured so far; exiting closes every connection.
+  const onInterrupt = (): void => {
+    display.stop()
+    const partial = runner.result()
+    partial.notes.push('interrupted (SIGINT): these are the figures measured until then')
+    show(partial)
+    process.exit(EXIT_INTERRUPTED)
+  }
+  process.once('SIGINT', onInterrupt)
   display.start(() => runner.progress())
   let result
   try {
     result = await runner.run()
   } finally {
     display.stop()
+    process.off('SIGINT', onInterrupt)
   }
-  write(settings.json ? `${JSON.stringify(toJson(result, settings))}\n` : formatReport(result, settings))
+  show(result)
   return exitStatus(result)
 }
+
+/** 128 + SIGINT, as shells report it. */
+const EXIT_INTERRUPTED = 130

@@ -126,6 +126,7 @@ export class ProbeRunner {
   #expectedEnd = 0
   #pending = 0
   #bracket: Bracket | undefined
+  #rttMs = 0
 
   constructor(settings: ProbeSettings, onProgress?: (p: ProgressState) => void) {
     this.#s = settings
@@ -147,7 +148,7 @@ export class ProbeRunner {
 
   async run(): Promise<ProbeResult> {
     const s = this.#s
-    const rttMs = await this.#reach()
+    this.#rttMs = await this.#reach()
 
     this.#enter('sweep', s.max)
     await this.#round(staggerIdle(0, s.max, s.connections), 'sweep')
@@ -169,13 +170,17 @@ export class ProbeRunner {
       this.#bracket = bracketOf(this.#samples)
     }
     if (keepalive) this.#phase = 'keepalive'
-    const ka = await keepalive
+    return this.result(await keepalive)
+  }
 
-    const b = this.#bracket
+  /** What has been measured so far (all of it once run() is done); `keepalive` when it was checked. */
+  result(keepalive?: KeepaliveCheck): ProbeResult {
+    const b = bracketOf(this.#samples)
+    const notes = [...this.#notes]
     if (b) {
       const late = this.#samples.filter((x) => x.alive && x.idle > b.high)
       if (late.length > 0) {
-        this.#notes.push(`the path is not consistent: a connection idle ${Math.max(...late.map((x) => x.idle))} s survived, one idle ${b.high} s did not`)
+        notes.push(`the path is not consistent: a connection idle ${Math.max(...late.map((x) => x.idle))} s survived, one idle ${b.high} s did not`)
       }
     }
     const serverClosed = this.#samples.filter((x) => !x.alive && x.byServer)
@@ -183,12 +188,13 @@ export class ProbeRunner {
       samples: [...this.#samples].sort((x, y) => x.idle - y.idle),
       bracket: b,
       serverClosedAfter: serverClosed.length > 0 ? Math.min(...serverClosed.map((x) => x.idle)) : undefined,
-      keepalive: ka,
-      rttMs,
+      keepalive,
+      rttMs: this.#rttMs,
       durationS: seconds(performance.now() - this.#startedAt),
-      notes: this.#notes,
+      notes,
     }
   }
+
 
   /** One connection proven at once: the target is there and speaks the check's protocol. */
   async #reach(): Promise<number> {
