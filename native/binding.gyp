@@ -4,7 +4,10 @@
       "target_name": "ka_sockopt",
       "sources": ["ka_sockopt.c", "ka_relay.c", "ka_notify.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-std=c11", "-Werror=implicit-function-declaration"],
-      "defines": ["NAPI_VERSION=3", "_GNU_SOURCE"]
+      # N-API 8 (Node 12.22 and later, every supported line): the pump's async cleanup hook closes
+      # its handles when a worker thread that used it exits.
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "libraries": ["-lm"]
     }
   ]
 }

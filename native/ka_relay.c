@@ -18,19 +18,31 @@
 // Rules it keeps, mirrored from the JavaScript session:
 // - A leg is closed by the pump itself only when its stream has ended both ways (end of
 //   stream read, and our FIN sent after its queue drained); JavaScript is told with CLOSE.
-// - A socket error is reported even on a leg not being read (EPOLLERR comes regardless);
+// - A leg the kernel has closed (reset, keepalive or user timeout) is read to its end before
+//   the error is reported, paused or not: Linux keeps what was received readable, and those
+//   bytes were acknowledged to the peer. EPOLLERR comes even on a leg not being read;
 //   relayCheckPaused() also looks at the kernel's state of legs paused by backpressure.
+// - A socket is read until the kernel says EAGAIN or end of stream, not until a short read:
+//   a read stops short at the urgent mark, and more may be waiting behind it. The urgent byte
+//   itself is relayed inline (SO_OOBINLINE), in its place in the stream.
+// - A socket leaves the epoll set before its descriptor is closed: another descriptor of the
+//   same socket would keep the registration (and a pointer to a freed leg) alive.
+// - An exception thrown by the JavaScript callback fails that relay (both legs reset).
 // - Nothing here frees a relay while JavaScript holds it or an event may still name it.
 //
-// One pump per process: the state below is global, and the addon is loaded by the main
-// thread only.
+// One pump per process: the state below is global and serves the thread (N-API environment)
+// that first creates a Relay; a Relay asked for on another thread is refused with an error.
+// When that environment is torn down (a worker exits) the pump closes with it and may be
+// taken by the next one.
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -78,7 +90,9 @@ struct leg {
   unsigned fin_wanted : 1;
   unsigned fin_sent : 1;
   unsigned failed : 1;
-  unsigned dead_drain : 1;  // the kernel closed it while it was paused: read it regardless
+  unsigned dead_drain : 1;  // the kernel closed it: read it to its end regardless
+  unsigned urgent : 1;      // EPOLLPRI seen: a read may stop short at the urgent mark
+  int dead_err;             // why the kernel closed it (taken from SO_ERROR), reported after the drain
 };
 
 struct relay {
@@ -91,6 +105,8 @@ struct relay {
   relay_t* paused_prev;
   relay_t* paused_next;
   int in_paused_list;
+  int faulted;                     // the callback threw: both legs were reset
+  napi_async_context async_context;  // callbacks run in the async context the relay was created in
   relay_t* grave_next;
 };
 
@@ -100,8 +116,11 @@ static int queue_pool_len = 0;
 static relay_t* paused_head = NULL;
 
 static int epfd = -1;
+static napi_env pump_env = NULL;  // the environment (thread) the pump serves
 static uv_poll_t epoll_watch;  // the epoll descriptor, in Node's loop
 static uv_idle_t ready_runner; // drains the ready queue without blocking the loop
+static napi_async_cleanup_hook_handle pump_cleanup = NULL;
+static int pump_closing = 0;   // handles being closed; counts the close callbacks still to come
 static int open_legs = 0;      // the loop is kept alive while > 0
 static int dispatching = 0;
 static leg_t* ready_head = NULL;
@@ -130,15 +149,23 @@ static int queue_append(leg_t* leg, const char* data, size_t len) {
     if (leg->queue == NULL) return 0;
     leg->queue_cap = READ_SIZE;
   } else if (leg->queue == NULL || leg->queue_len + len > leg->queue_cap) {
-    // Only a dead leg read to its end, or a queue written to after a stall, gets here.
+    // Only a dead leg read to its end, or a queue written to after a stall, gets here. What
+    // is still queued moves to the front; when that is not room enough, the queue doubles, so
+    // a long drain copies each byte a bounded number of times instead of once per append.
     size_t live = queued(leg);
-    size_t cap = live + len > READ_SIZE ? live + len : READ_SIZE;
-    char* grown = malloc(cap);
-    if (grown == NULL) return 0;
-    if (live > 0) memcpy(grown, leg->queue + leg->queue_off, live);
-    queue_release(leg);
-    leg->queue = grown;
-    leg->queue_cap = cap;
+    if (leg->queue != NULL && live + len <= leg->queue_cap) {
+      memmove(leg->queue, leg->queue + leg->queue_off, live);
+    } else {
+      size_t cap = leg->queue_cap > READ_SIZE ? leg->queue_cap : READ_SIZE;
+      while (cap < live + len) cap *= 2;
+      char* grown = malloc(cap);
+      if (grown == NULL) return 0;
+      if (live > 0) memcpy(grown, leg->queue + leg->queue_off, live);
+      queue_release(leg);
+      leg->queue = grown;
+      leg->queue_cap = cap;
+    }
+    leg->queue_off = 0;
     leg->queue_len = live;
   }
   memcpy(leg->queue + leg->queue_len, data, len);
@@ -148,24 +175,42 @@ static int queue_append(leg_t* leg, const char* data, size_t len) {
 
 // ---- calling JavaScript ----------------------------------------------------------------
 
+static void close_leg(leg_t* leg, int reset);
+static void release_if_done(relay_t* r);
+
+// The callback threw: the relay's state in JavaScript is unknown, so the relay ends here,
+// both peers reset (they learn of the failure), descriptors freed, JavaScript told no more.
+static void fault(relay_t* r) {
+  r->faulted = 1;
+  close_leg(&r->legs[0], 1);
+  close_leg(&r->legs[1], 1);
+  release_if_done(r);
+}
+
 static void emit(relay_t* r, int kind, int leg, int err) {
-  if (r->owner == NULL || r->callback == NULL) return;
+  if (r->owner == NULL || r->callback == NULL || r->faulted) return;
   napi_env env = r->env;
   napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) {
+    fault(r);
+    return;
+  }
   napi_value owner, callback, argv[3], result;
-  if (napi_get_reference_value(env, r->owner, &owner) == napi_ok &&
-      napi_get_reference_value(env, r->callback, &callback) == napi_ok &&
-      napi_create_int32(env, kind, &argv[0]) == napi_ok && napi_create_int32(env, leg, &argv[1]) == napi_ok &&
-      napi_create_int32(env, err, &argv[2]) == napi_ok) {
-    if (napi_make_callback(env, NULL, owner, callback, 3, argv, &result) != napi_ok) {
-      // An exception in the handler is a bug in the proxy: surface it like any other.
-      bool pending = false;
-      napi_value exception;
-      if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
-          napi_get_and_clear_last_exception(env, &exception) == napi_ok) {
-        napi_fatal_exception(env, exception);
-      }
+  if (napi_get_reference_value(env, r->owner, &owner) != napi_ok ||
+      napi_get_reference_value(env, r->callback, &callback) != napi_ok ||
+      napi_create_int32(env, kind, &argv[0]) != napi_ok || napi_create_int32(env, leg, &argv[1]) != napi_ok ||
+      napi_create_int32(env, err, &argv[2]) != napi_ok) {
+    fault(r);
+  } else if (napi_make_callback(env, r->async_context, owner, callback, 3, argv, &result) != napi_ok) {
+    // The JavaScript side catches what its handlers throw and fails the session itself; an
+    // exception that still gets here is a bug past that guard: fail the relay, then surface
+    // the exception like any other uncaught one.
+    fault(r);
+    bool pending = false;
+    napi_value exception;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+        napi_get_and_clear_last_exception(env, &exception) == napi_ok) {
+      napi_fatal_exception(env, exception);
     }
   }
   napi_close_handle_scope(env, scope);
@@ -205,10 +250,16 @@ static int wants_read(const leg_t* leg) {
   return leg->dead_drain || to->fd < 0 || queued(to) == 0;
 }
 
-static int register_leg(leg_t* leg) {
+// 0, or the errno of the call named in *syscall.
+static int register_leg(leg_t* leg, const char** syscall) {
+  // Urgent data is read in its place in the stream, as a byte like any other.
+  int one = 1;
+  *syscall = "setsockopt(SO_OOBINLINE)";
+  if (setsockopt(leg->fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one) != 0) return errno;
   struct epoll_event ev;
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.events = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.ptr = leg;
+  *syscall = "epoll_ctl";
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, leg->fd, &ev) != 0) return errno;
   leg->registered = 1;
   if (open_legs++ == 0) uv_ref((uv_handle_t*)&epoll_watch);
@@ -224,7 +275,7 @@ static void make_ready(leg_t* leg) {
   if (ready_tail) ready_tail->ready_next = leg;
   else ready_head = leg;
   ready_tail = leg;
-  uv_idle_start(&ready_runner, on_ready);  // a no-op when already started
+  if (!pump_closing) uv_idle_start(&ready_runner, on_ready);  // a no-op when already started
 }
 
 // A relay is freed once JavaScript has let go of it and no queued event can still name it.
@@ -246,7 +297,9 @@ static void release_if_done(relay_t* r) {
   if (r->legs[0].fd >= 0 || r->legs[1].fd >= 0) return;
   if (r->owner) napi_delete_reference(r->env, r->owner);
   if (r->callback) napi_delete_reference(r->env, r->callback);
+  if (r->async_context) napi_async_destroy(r->env, r->async_context);
   r->owner = r->callback = NULL;
+  r->async_context = NULL;
 }
 
 static void resume_reader(leg_t* leg);
@@ -259,14 +312,17 @@ static void close_leg(leg_t* leg, int reset) {
     struct linger lg = {1, 0};
     setsockopt(leg->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
-  // The pump holds the only descriptor of this socket: closing it takes it out of the epoll
-  // set, and events already taken for it are skipped (fd < 0).
+  // Out of the epoll set first: a close takes a socket out only when no other descriptor of it
+  // is left (Node's copy of an accepted client, a failed construction, a fork), and a stale
+  // registration would hand back this leg after the relay is freed. Events already taken for
+  // it are skipped (fd < 0).
+  if (leg->registered) {
+    if (epfd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, leg->fd, NULL);
+    leg->registered = 0;
+    if (--open_legs == 0 && !pump_closing && epfd >= 0) uv_unref((uv_handle_t*)&epoll_watch);
+  }
   close(leg->fd);
   leg->fd = -1;
-  if (leg->registered) {
-    leg->registered = 0;
-    if (--open_legs == 0) uv_unref((uv_handle_t*)&epoll_watch);
-  }
   update_paused(r);
   // The other leg may have been waiting for this one's queue: it reads (and drops) again.
   resume_reader(other_leg(leg));
@@ -358,9 +414,12 @@ static void read_leg(leg_t* leg) {
     if (n > 0) {
       leg->bytes_read += (double)n;
       forward(other_leg(leg), read_buffer, (size_t)n);
+      if (leg->fd < 0 || leg->failed) return;  // the callback ended it meanwhile
       // Edge-triggered, a short read means the socket is empty: bytes arriving later raise a
-      // new edge. Not so once the peer's FIN is in: nothing would signal the end of stream.
-      if ((size_t)n < READ_SIZE && !leg->peer_fin) {
+      // new edge. Not so once the peer's FIN is in (nothing would signal the end of stream),
+      // nor with urgent data pending (the read stops at the mark, bytes wait behind it), nor
+      // on a dead leg (read to its end).
+      if ((size_t)n < READ_SIZE && !leg->peer_fin && !leg->urgent && !leg->dead_drain) {
         leg->readable = 0;
         return;
       }
@@ -369,10 +428,16 @@ static void read_leg(leg_t* leg) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       leg->readable = 0;
+      leg->urgent = 0;
       return;
     }
     if (n < 0) {
       fail_leg(leg, errno);
+      return;
+    }
+    if (leg->dead_err != 0) {
+      // Everything the dead connection had received is delivered: now its failure.
+      fail_leg(leg, leg->dead_err);
       return;
     }
     leg->read_eof = 1;
@@ -398,12 +463,22 @@ static int socket_error(int fd) {
   return err;
 }
 
+// The kernel closed this leg's connection (err from SO_ERROR, which reading it cleared; 0 when
+// not known): what it had received is read to its end and delivered, then err is reported.
+static void start_dead_drain(leg_t* leg, int err) {
+  leg->dead_drain = 1;
+  leg->dead_err = err;
+  leg->readable = 1;
+  update_paused(leg->relay);
+}
+
 static void on_event(leg_t* leg, uint32_t events) {
   relay_t* r = leg->relay;
   if (leg->fd < 0 || leg->failed) return;
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) leg->readable = 1;
+  if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) leg->readable = 1;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) leg->writable = 1;
   if (events & (EPOLLRDHUP | EPOLLHUP)) leg->peer_fin = 1;
+  if (events & EPOLLPRI) leg->urgent = 1;
   if (leg->connecting) {
     if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
     int err = socket_error(leg->fd);
@@ -418,15 +493,18 @@ static void on_event(leg_t* leg, uint32_t events) {
     service(leg);
     return;
   }
-  if (events & EPOLLERR) {
-    // What was received before the error is still readable and goes first; a leg that is
-    // not being read learns of the error at once.
-    if (wants_read(leg)) read_leg(leg);
-    if (leg->fd >= 0 && !leg->failed && !leg->read_eof) {
-      int err = socket_error(leg->fd);
-      if (err != 0) fail_leg(leg, err);
+  if ((events & EPOLLERR) && !leg->dead_drain) {
+    int err = socket_error(leg->fd);
+    if (err != 0) {
+      if (!r->started || leg->read_eof) {
+        // Nothing of it can still be relayed: not relaying yet, or its stream already ended.
+        fail_leg(leg, err);
+        return;
+      }
+      // What was received before the error is still readable and goes first, paused or not:
+      // those bytes were acknowledged to the peer.
+      start_dead_drain(leg, err);
     }
-    return;
   }
   service(leg);
 }
@@ -458,20 +536,70 @@ static void on_ready(uv_idle_t* handle) {
   if (ready_head == NULL && graveyard == NULL) uv_idle_stop(handle);
 }
 
+static void on_pump_handle_closed(uv_handle_t* handle) {
+  (void)handle;
+  if (--pump_closing > 0) return;
+  // Both handles are closed: the pump is free for the next environment.
+  napi_async_cleanup_hook_handle hook = pump_cleanup;
+  pump_cleanup = NULL;
+  pump_env = NULL;
+  pump_closing = 0;
+  if (hook != NULL) napi_remove_async_cleanup_hook(hook);
+}
+
+// The environment the pump serves is going away (a worker exits, or the process): its handles
+// are closed before its loop is. Relays still alive are closed by their finalizers, later.
+static void pump_teardown(napi_async_cleanup_hook_handle handle, void* arg) {
+  (void)arg;
+  (void)handle;
+  for (leg_t* leg = ready_head; leg != NULL; leg = leg->ready_next) leg->in_ready = 0;
+  ready_head = ready_tail = NULL;
+  pump_closing = 2;
+  uv_poll_stop(&epoll_watch);
+  uv_close((uv_handle_t*)&epoll_watch, on_pump_handle_closed);
+  uv_close((uv_handle_t*)&ready_runner, on_pump_handle_closed);
+  close(epfd);
+  epfd = -1;
+}
+
+// Sets the pump up in the environment of the first Relay; 0 with an exception thrown when it
+// cannot serve this one.
 static int pump_init(napi_env env) {
-  if (epfd >= 0) return 1;
+  if (pump_env == env && epfd >= 0) return 1;
+  if (pump_env != NULL) {
+    napi_throw_error(env, "KA_NATIVE_THREAD",
+                     "the byte pump serves the thread that first used it; use the stream relay on other threads");
+    return 0;
+  }
   uv_loop_t* loop;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return 0;
-  epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (epfd < 0) return 0;
-  if (uv_poll_init(loop, &epoll_watch, epfd) != 0 || uv_poll_start(&epoll_watch, UV_READABLE, on_epoll) != 0) {
-    close(epfd);
-    epfd = -1;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "napi_get_uv_event_loop failed");
+    return 0;
+  }
+  int fd = epoll_create1(EPOLL_CLOEXEC);
+  if (fd < 0) {
+    ka_throw_errno(env, errno, "epoll_create1", "pump");
+    return 0;
+  }
+  if (uv_poll_init(loop, &epoll_watch, fd) != 0) {
+    close(fd);
+    napi_throw_error(env, "KA_NATIVE_UV", "uv_poll_init failed");
+    return 0;
+  }
+  uv_idle_init(loop, &ready_runner);
+  if (uv_poll_start(&epoll_watch, UV_READABLE, on_epoll) != 0 ||
+      napi_add_async_cleanup_hook(env, pump_teardown, NULL, &pump_cleanup) != napi_ok) {
+    // Closed in the loop's next turn; the pump stays unusable in this environment until then.
+    pump_env = env;
+    epfd = fd;
+    pump_teardown(NULL, NULL);
+    napi_throw_error(env, "KA_NATIVE_UV", "cannot start the byte pump");
     return 0;
   }
   uv_unref((uv_handle_t*)&epoll_watch);
-  uv_idle_init(loop, &ready_runner);
   uv_unref((uv_handle_t*)&ready_runner);
+  epfd = fd;
+  pump_env = env;
   return 1;
 }
 
@@ -517,22 +645,53 @@ static void finalize(napi_env env, void* data, void* hint) {
   r->grave_next = graveyard;
   graveyard = r;
   if (!dispatching) bury();
-  if (graveyard != NULL) uv_idle_start(&ready_runner, on_ready);
+  if (graveyard != NULL && epfd >= 0 && !pump_closing) uv_idle_start(&ready_runner, on_ready);
+}
+
+// A number argument that must be an integer in [min, max]: 2**32+1, NaN or Infinity are not
+// quietly wrapped into some other descriptor or port.
+static int int_in_range(napi_env env, napi_value* args, size_t argc, size_t index, int32_t min, int32_t max,
+                        const char* what, int32_t* out) {
+  napi_valuetype type;
+  double value;
+  if (index >= argc || napi_typeof(env, args[index], &type) != napi_ok || type != napi_number ||
+      napi_get_value_double(env, args[index], &value) != napi_ok) {
+    napi_throw_type_error(env, "KA_NATIVE_ARG", what);
+    return 0;
+  }
+  if (!isfinite(value) || value != floor(value) || value < min || value > max) {
+    napi_throw_range_error(env, "KA_NATIVE_ARG", what);
+    return 0;
+  }
+  *out = (int32_t)value;
+  return 1;
 }
 
 // new Relay(clientFd, owner, callback): takes a duplicate of the accepted socket's descriptor
-// (the caller then closes its own) and will call callback.call(owner, kind, leg, errno).
+// (the caller then closes its own) and will call callback.call(owner, kind, leg, errno), in the
+// async context the relay was created in.
 static napi_value relay_new(napi_env env, napi_callback_info info) {
   size_t argc = 3;
-  napi_value args[3], self;
-  if (napi_get_cb_info(env, info, &argc, args, &self, NULL) != napi_ok) return NULL;
-  int32_t client_fd;
-  if (!ka_get_int_arg(env, args, argc, 0, &client_fd)) return NULL;
-  napi_valuetype type;
-  if (argc < 3 || napi_typeof(env, args[2], &type) != napi_ok || type != napi_function) {
-    napi_throw_type_error(env, "KA_NATIVE_ARG", "expected (fd, owner, callback)");
+  napi_value args[3], self, new_target;
+  if (napi_get_cb_info(env, info, &argc, args, &self, NULL) != napi_ok ||
+      napi_get_new_target(env, info, &new_target) != napi_ok) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "napi_get_cb_info failed");
     return NULL;
   }
+  if (new_target == NULL) {
+    napi_throw_type_error(env, "KA_NATIVE_ARG", "Relay is a class: use new Relay(fd, owner, callback)");
+    return NULL;
+  }
+  int32_t client_fd;
+  if (!int_in_range(env, args, argc, 0, 0, INT32_MAX, "Relay: fd must be an integer from 0 to 2**31-1", &client_fd))
+    return NULL;
+  napi_valuetype owner_type, callback_type;
+  if (argc < 3 || napi_typeof(env, args[1], &owner_type) != napi_ok || napi_typeof(env, args[2], &callback_type) != napi_ok ||
+      (owner_type != napi_object && owner_type != napi_function) || callback_type != napi_function) {
+    napi_throw_type_error(env, "KA_NATIVE_ARG", "expected (fd, owner object, callback function)");
+    return NULL;
+  }
+  if (!pump_init(env)) return NULL;
   relay_t* r = calloc(1, sizeof *r);
   if (r == NULL) return ka_throw_errno(env, ENOMEM, "calloc", "relay");
   r->env = env;
@@ -544,36 +703,97 @@ static napi_value relay_new(napi_env env, napi_callback_info info) {
   }
   leg_t* client = &r->legs[LEG_CLIENT];
   client->fd = fcntl(client_fd, F_DUPFD_CLOEXEC, 0);
-  int err = client->fd < 0 ? errno : register_leg(client);
-  if (err != 0) {
-    if (client->fd >= 0) close(client->fd);
+  if (client->fd < 0) {
+    int err = errno;
     free(r);
     return ka_throw_errno(env, err, "dup", "client");
   }
+  const char* syscall;
+  int err = register_leg(client, &syscall);
+  if (err != 0) {
+    close_leg(client, 0);
+    free(r);
+    return ka_throw_errno(env, err, syscall, "client");
+  }
+  napi_value name;
   if (napi_create_reference(env, args[1], 1, &r->owner) != napi_ok ||
       napi_create_reference(env, args[2], 1, &r->callback) != napi_ok ||
+      napi_create_string_utf8(env, "ka-proxy:relay", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, args[1], name, &r->async_context) != napi_ok ||
       napi_wrap(env, self, r, finalize, NULL, NULL) != napi_ok) {
+    // Nothing in JavaScript knows this relay: it goes at once (no event can name it yet).
     close_leg(client, 0);
     release_if_done(r);
-    r->js_alive = 0;
+    free(r);
     napi_throw_error(env, "KA_NATIVE_NAPI", "cannot create Relay");
     return NULL;
   }
   return self;
 }
 
+// The numeric address (IPv6 with a zone id too: fe80::1%eth0, ::1%lo, fe80::1%2) as a socket
+// address, read as libuv reads it for net.connect. 0, or an errno: ENXIO for a zone that names
+// no interface, EINVAL for an address that is not numeric.
+static int socket_address(const char* address, int family, int port, struct sockaddr_storage* sa, socklen_t* sa_len) {
+  memset(sa, 0, sizeof *sa);
+  if (family == 4) {
+    struct sockaddr_in* in4 = (struct sockaddr_in*)sa;
+    in4->sin_family = AF_INET;
+    in4->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, address, &in4->sin_addr) != 1) return EINVAL;
+    *sa_len = sizeof *in4;
+    return 0;
+  }
+  struct sockaddr_in6* in6 = (struct sockaddr_in6*)sa;
+  in6->sin6_family = AF_INET6;
+  in6->sin6_port = htons((uint16_t)port);
+  char host[INET6_ADDRSTRLEN];
+  const char* zone = strchr(address, '%');
+  size_t host_len = zone ? (size_t)(zone - address) : strlen(address);
+  if (host_len >= sizeof host) return EINVAL;
+  memcpy(host, address, host_len);
+  host[host_len] = '\0';
+  if (inet_pton(AF_INET6, host, &in6->sin6_addr) != 1) return EINVAL;
+  if (zone != NULL) {
+    zone++;
+    char* end = NULL;
+    unsigned long index = strtoul(zone, &end, 10);
+    if (*zone == '\0' || *end != '\0') index = if_nametoindex(zone);
+    if (index == 0 || index > UINT32_MAX) return ENXIO;
+    in6->sin6_scope_id = (uint32_t)index;
+  }
+  *sa_len = sizeof *in6;
+  return 0;
+}
+
 // connect(address, port, family): opens the target leg, non-blocking; CONNECT or ERROR follows.
-// Returns null, or the errno name when it failed at once.
+// Returns null, or the errno name when it failed at once (an address this host cannot use:
+// ENXIO for an IPv6 zone that names no interface).
 static napi_value relay_connect(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value args[3];
   relay_t* r = unwrap(env, info, &argc, args);
   if (r == NULL) return NULL;
-  char address[64];
+  // An IPv6 address with a zone id, and room to tell a longer one from it.
+  char address[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+  size_t address_len = 0;
   int32_t port, family;
-  if (argc < 3 || napi_get_value_string_utf8(env, args[0], address, sizeof address, NULL) != napi_ok ||
-      !ka_get_int_arg(env, args, argc, 1, &port) || !ka_get_int_arg(env, args, argc, 2, &family)) {
+  napi_valuetype type;
+  if (argc < 3 || napi_typeof(env, args[0], &type) != napi_ok || type != napi_string ||
+      napi_get_value_string_utf8(env, args[0], address, sizeof address, &address_len) != napi_ok) {
     napi_throw_type_error(env, "KA_NATIVE_ARG", "expected (address, port, family)");
+    return NULL;
+  }
+  if (address_len >= sizeof address - 1) {
+    napi_throw_range_error(env, "KA_NATIVE_ARG", "connect: address too long");
+    return NULL;
+  }
+  if (!int_in_range(env, args, argc, 1, 1, 65535, "connect: port must be an integer from 1 to 65535", &port) ||
+      !int_in_range(env, args, argc, 2, 4, 6, "connect: family must be 4 or 6", &family)) {
+    return NULL;
+  }
+  if (family == 5) {
+    napi_throw_range_error(env, "KA_NATIVE_ARG", "connect: family must be 4 or 6");
     return NULL;
   }
   leg_t* target = &r->legs[LEG_TARGET];
@@ -591,45 +811,32 @@ static napi_value relay_connect(napi_env env, napi_callback_info info) {
   target->index = LEG_TARGET;
   target->fd = -1;
   struct sockaddr_storage sa;
-  socklen_t sa_len;
-  memset(&sa, 0, sizeof sa);
-  if (family == 6) {
-    struct sockaddr_in6* in6 = (struct sockaddr_in6*)&sa;
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET6, address, &in6->sin6_addr) != 1) goto bad_address;
-    sa_len = sizeof *in6;
-  } else {
-    struct sockaddr_in* in4 = (struct sockaddr_in*)&sa;
-    in4->sin_family = AF_INET;
-    in4->sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, address, &in4->sin_addr) != 1) goto bad_address;
-    sa_len = sizeof *in4;
-  }
-  int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int err = fd < 0 ? errno : 0;
-  if (fd >= 0) {
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    target->fd = fd;
-    target->connecting = 1;
-    err = register_leg(target);
-    if (err == 0 && connect(fd, (struct sockaddr*)&sa, sa_len) != 0 && errno != EINPROGRESS) err = errno;
+  socklen_t sa_len = 0;
+  int err = socket_address(address, family, port, &sa, &sa_len);
+  if (err == 0) {
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    err = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      target->fd = fd;
+      target->connecting = 1;
+      const char* syscall;
+      err = register_leg(target, &syscall);
+      if (err == 0 && connect(fd, (struct sockaddr*)&sa, sa_len) != 0 && errno != EINPROGRESS) err = errno;
+    }
   }
   napi_value result;
   if (err == 0) {
-    napi_get_null(env, &result);
+    if (napi_get_null(env, &result) != napi_ok) return NULL;
     return result;
   }
   if (target->fd >= 0) {
     target->connecting = 0;
     target->failed = 1;
   }
-  napi_create_string_utf8(env, ka_errno_name(err), NAPI_AUTO_LENGTH, &result);
+  if (napi_create_string_utf8(env, ka_errno_name(err), NAPI_AUTO_LENGTH, &result) != napi_ok) return NULL;
   return result;
-bad_address:
-  napi_throw_type_error(env, "KA_NATIVE_ARG", "connect: not a numeric address");
-  return NULL;
 }
 
 // start(): both legs begin relaying (after CONNECT).
@@ -647,7 +854,10 @@ static napi_value relay_start(napi_env env, napi_callback_info info) {
 
 static napi_value make_bool(napi_env env, int value) {
   napi_value result;
-  napi_get_boolean(env, value, &result);
+  if (napi_get_boolean(env, value, &result) != napi_ok) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "napi_get_boolean failed");
+    return NULL;
+  }
   return result;
 }
 
@@ -681,14 +891,15 @@ static napi_value relay_destroy(napi_env env, napi_callback_info info) { return 
 static napi_value relay_state(napi_env env, napi_callback_info info) {
   leg_t* leg = leg_of_call(env, info);
   if (leg == NULL) return NULL;
-  napi_value result, v;
-  napi_create_array_with_length(env, 3, &result);
-  napi_create_double(env, (double)queued(leg), &v);
-  napi_set_element(env, result, 0, v);
-  napi_get_boolean(env, leg->fin_wanted, &v);
-  napi_set_element(env, result, 1, v);
-  napi_get_boolean(env, leg->fin_sent, &v);
-  napi_set_element(env, result, 2, v);
+  napi_value result, v[3];
+  if (napi_create_array_with_length(env, 3, &result) != napi_ok ||
+      napi_create_double(env, (double)queued(leg), &v[0]) != napi_ok ||
+      napi_get_boolean(env, leg->fin_wanted, &v[1]) != napi_ok || napi_get_boolean(env, leg->fin_sent, &v[2]) != napi_ok ||
+      napi_set_element(env, result, 0, v[0]) != napi_ok || napi_set_element(env, result, 1, v[1]) != napi_ok ||
+      napi_set_element(env, result, 2, v[2]) != napi_ok) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot build state");
+    return NULL;
+  }
   return result;
 }
 
@@ -697,7 +908,10 @@ static napi_value leg_number(napi_env env, napi_callback_info info, int bytes) {
   leg_t* leg = leg_of_call(env, info);
   if (leg == NULL) return NULL;
   napi_value result;
-  napi_create_double(env, bytes ? leg->bytes_read : (double)leg->fd, &result);
+  if (napi_create_double(env, bytes ? leg->bytes_read : (double)leg->fd, &result) != napi_ok) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "napi_create_double failed");
+    return NULL;
+  }
   return result;
 }
 
@@ -710,11 +924,14 @@ static napi_value relay_bytes(napi_env env, napi_callback_info info) { return le
 #define TCP_STATE_CLOSE 7
 
 // relayCheckPaused() -> how many paused legs were found dead and are now read to their end.
+// A leg in TCP state CLOSE is dead unless it got there by an orderly end: its peer's FIN
+// received (still unread behind the pause) and ours acknowledged (LAST_ACK -> CLOSE), with no
+// error pending. Such a leg stays paused and is read at its reader's pace.
 static napi_value relay_check_paused(napi_env env, napi_callback_info info) {
   (void)info;
   int found = 0;
   relay_t* next;
-  for (relay_t* r = paused_head; r != NULL; r = next) {
+  for (relay_t* r = env == pump_env ? paused_head : NULL; r != NULL; r = next) {
     next = r->paused_next;
     for (int i = 0; i < 2; i++) {
       leg_t* leg = &r->legs[i];
@@ -722,20 +939,20 @@ static napi_value relay_check_paused(napi_env env, napi_callback_info info) {
       struct tcp_info ti;
       socklen_t len = sizeof ti;
       if (getsockopt(leg->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || ti.tcpi_state != TCP_STATE_CLOSE) continue;
-      leg->dead_drain = 1;
-      leg->readable = 1;  // read until the kernel says EAGAIN, end of stream or the error
+      int err = socket_error(leg->fd);
+      if (err == 0 && leg->fin_sent) continue;
+      start_dead_drain(leg, err);
       found++;
       make_ready(leg);
     }
     update_paused(r);
   }
   napi_value result;
-  napi_create_int32(env, found, &result);
+  if (napi_create_int32(env, found, &result) != napi_ok) return NULL;
   return result;
 }
 
 int ka_relay_init(napi_env env, napi_value exports) {
-  if (!pump_init(env)) return 0;
   napi_property_descriptor methods[] = {
       {"connect", NULL, relay_connect, NULL, NULL, NULL, napi_default, NULL},
       {"start", NULL, relay_start, NULL, NULL, NULL, napi_default, NULL},

@@ -7,6 +7,7 @@
 // Range checks live in the TypeScript wrapper; the kernel is the last word here.
 
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -65,16 +66,21 @@ napi_value ka_throw_errno(napi_env env, int err, const char* syscall, const char
   return NULL;
 }
 
+// An integer argument: 2**32+1, NaN, Infinity or 1.5 are refused, not wrapped into another
+// number (napi_get_value_int32 would turn them into 1, 0, 0 and 1: a different descriptor).
 int ka_get_int_arg(napi_env env, napi_value* args, size_t argc, size_t index, int32_t* out) {
   napi_valuetype type;
-  if (index >= argc || napi_typeof(env, args[index], &type) != napi_ok || type != napi_number) {
+  double value;
+  if (index >= argc || napi_typeof(env, args[index], &type) != napi_ok || type != napi_number ||
+      napi_get_value_double(env, args[index], &value) != napi_ok) {
     napi_throw_type_error(env, "KA_NATIVE_ARG", "expected integer arguments (fd, ...)");
     return 0;
   }
-  if (napi_get_value_int32(env, args[index], out) != napi_ok) {
-    napi_throw_type_error(env, "KA_NATIVE_ARG", "expected integer arguments (fd, ...)");
+  if (!isfinite(value) || value != floor(value) || value < INT32_MIN || value > INT32_MAX) {
+    napi_throw_range_error(env, "KA_NATIVE_ARG", "expected integer arguments (fd, ...) from -2**31 to 2**31-1");
     return 0;
   }
+  *out = (int32_t)value;
   return 1;
 }
 

@@ -1,15 +1,22 @@
-// The socket-option helper on real sockets: what is set is what getsockopt reads back,
-// accepted sockets inherit from the listener, and bad fds or values are errors, not crashes.
+// The native addon on real sockets: what is set is what getsockopt reads back, accepted
+// sockets inherit from the listener, bad fds or values are errors, not crashes; the pump's
+// class checks its arguments, leaves no stale epoll registration, runs its callbacks in their
+// async context, survives a throwing callback and keeps to one thread.
 
 import t from 'tap'
-import { openSync, closeSync } from 'node:fs'
-import net from 'node:net'
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { execFileSync } from 'node:child_process'
+import { openSync, closeSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
+import net, { type AddressInfo } from 'node:net'
 import { once } from 'node:events'
-import { loadNative } from '../src/keepalive/native.ts'
+import { fileURLToPath } from 'node:url'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+import { loadNative, type NativeRelay } from '../src/keepalive/native.ts'
 import { KeepaliveApplier, fdOf } from '../src/keepalive/socket-options.ts'
 import { resolveKeepalive, validateKeepalive, LIMITS } from '../src/keepalive/settings.ts'
 import { ConfigError, SocketOptionError } from '../src/errors.ts'
-import { connectedSocket } from './helpers/net.ts'
+import { connectedSocket, listen, sleep, waitFor } from './helpers/net.ts'
 
 const load = loadNative()
 if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
@@ -121,4 +128,164 @@ t.test('fallback reports what Node can really do', async (t) => {
   })
   t.same(applier.read(socket), { enabled: true, idle: 7, interval: 1, count: 10, userTimeout: 0 }, 'and that is what the kernel has')
   t.throws(() => fallback.read(socket), { errno: 'ENOTSUP' } as unknown as Error)
+})
+
+// ---- the byte pump's class (native/ka_relay.c) -------------------------------------------------
+
+const ADDON = fileURLToPath(new URL('../native/build/Release/ka_sockopt.node', import.meta.url))
+
+/** Whether any epoll set of this process still lists descriptor `fd` (/proc/self/fdinfo). */
+function inAnEpollSet(fd: number): boolean {
+  for (const entry of readdirSync('/proc/self/fd')) {
+    let link: string
+    try {
+      link = readlinkSync(`/proc/self/fd/${entry}`)
+    } catch {
+      continue
+    }
+    if (link !== 'anon_inode:[eventpoll]') continue
+    const info = readFileSync(`/proc/self/fdinfo/${entry}`, 'utf8')
+    if (info.split('\n').some((line) => new RegExp(`^tfd:\\s+${fd}\\s`).test(line))) return true
+  }
+  return false
+}
+
+const collectGarbage = (): void => {
+  setFlagsFromString('--expose-gc')
+  ;(runInNewContext('gc') as () => void)()
+}
+
+t.test('a closed leg leaves the epoll set, even while another descriptor of its socket is open', async (t) => {
+  const socket = await connectedSocket(t)
+  // Node's copy stays open: closing the pump's duplicate alone would not end the registration.
+  let relay: NativeRelay | undefined = new binding.Relay(fdOf(socket), {}, () => {})
+  const dup = relay.fd(0)
+  t.ok(inAnEpollSet(dup), 'registered while open')
+  relay.destroy(0)
+  t.equal(relay.fd(0), -1)
+  t.notOk(inAnEpollSet(dup), 'no longer registered once closed')
+  // The relay is freed; an event on a stale registration would hand back its freed leg
+  // (AddressSanitizer: heap-use-after-free). The peer makes the socket readable.
+  relay = undefined
+  collectGarbage()
+  await sleep(20)
+  const { port } = socket.address() as AddressInfo
+  t.ok(port > 0)
+  socket.write('wake the stale registration, if any')
+  await sleep(50)
+  t.pass('no event named a freed relay')
+})
+
+t.test('Relay arguments: descriptors, ports and families are checked, not wrapped', async (t) => {
+  const socket = await connectedSocket(t)
+  const fd = fdOf(socket)
+  const Relay = binding.Relay
+  for (const bad of [2 ** 32 + 1, 2 ** 32 + fd, NaN, Infinity, -1, 1.5]) {
+    t.throws(() => new Relay(bad, {}, () => {}), { code: 'KA_NATIVE_ARG', name: 'RangeError' }, `fd ${bad} is refused`)
+    t.throws(() => binding.getKeepalive(bad), { code: bad === -1 ? 'EBADF' : 'KA_NATIVE_ARG' }, `getKeepalive(${bad}) does not read another descriptor`)
+  }
+  t.throws(() => (Relay as unknown as (...a: unknown[]) => unknown)(fd, {}, () => {}), { code: 'KA_NATIVE_ARG', name: 'TypeError' }, 'Relay() without new')
+  t.throws(() => new Relay(fd, 42 as unknown as object, () => {}), { code: 'KA_NATIVE_ARG' }, 'an owner that is not an object')
+  const relay = new Relay(fd, {}, () => {})
+  t.teardown(() => relay.destroy(0))
+  for (const [port, family] of [[70000, 4], [0, 4], [-1, 4], [5432.5, 4], [NaN, 4], [5432, 5], [5432, 0]] as const) {
+    t.throws(() => relay.connect('127.0.0.1', port, family), { code: 'KA_NATIVE_ARG', name: 'RangeError' }, `connect(port ${port}, family ${family}) is refused`)
+  }
+  t.equal(relay.connect('not-an-address', 5432, 4), 'EINVAL', 'a name where a numeric address belongs fails the connect, not the caller')
+  t.equal(relay.connect('fe80::1%ka-no-such-if', 5432, 6), 'ENXIO', 'an IPv6 zone that names no interface')
+  relay.destroy(1)
+  const file = openSync(new URL(import.meta.url), 'r')
+  t.teardown(() => closeSync(file))
+  t.throws(() => new Relay(file, {}, () => {}), { code: 'ENOTSOCK', syscall: 'setsockopt(SO_OOBINLINE)' }, 'the failing call is named')
+})
+
+t.test('pump callbacks run in the async context the relay was created in', async (t) => {
+  const { server, port } = await listen((s) => s.end())
+  t.teardown(() => server.close())
+  const socket = await connectedSocket(t)
+  const storage = new AsyncLocalStorage<string>()
+  const seen: Array<string | undefined> = []
+  const relay = storage.run('the session', () => new binding.Relay(fdOf(socket), {}, () => void seen.push(storage.getStore())))
+  t.teardown(() => {
+    relay.destroy(0)
+    relay.destroy(1)
+  })
+  t.equal(relay.connect('127.0.0.1', port, 4), null)
+  t.ok(await waitFor(() => seen.length > 0, 2000), 'an event came')
+  t.same(seen.slice(0, 1), ['the session'], 'AsyncLocalStorage sees the store of the code that created the relay')
+})
+
+t.test('an exception thrown by the pump callback fails that relay: both peers reset, descriptors freed', async (t) => {
+  // In a child: the exception is uncaught there on purpose.
+  const script = `
+    const net = require('node:net')
+    const { Relay } = require(${JSON.stringify(ADDON)})
+    process.on('uncaughtException', (err) => console.log('uncaught', err.message))
+    const target = net.createServer((s) => { s.on('error', (e) => console.log('target', e.code)); s.end('bye') }).listen(0, '127.0.0.1', () => {
+      const front = net.createServer((c) => {
+        const relay = new Relay(c._handle.fd, {}, () => { throw new Error('handler bug') })
+        c._handle.close()
+        relay.connect('127.0.0.1', target.address().port, 4)
+        setTimeout(() => { console.log('fds', relay.fd(0), relay.fd(1)); process.exit(0) }, 300)
+      }).listen(0, '127.0.0.1', () => {
+        const client = net.connect(front.address().port, '127.0.0.1')
+        client.on('error', (e) => console.log('client', e.code))
+      })
+    })`
+  const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 10_000 })
+  t.match(out, /uncaught handler bug/, 'the exception is surfaced once')
+  t.match(out, /client ECONNRESET/, 'the client is reset')
+  t.match(out, /fds -1 -1/, 'both legs closed')
+})
+
+t.test('worker threads: the pump serves one thread and refuses others clearly; a worker exit does not break it', async (t) => {
+  const script = `
+    const { Worker } = require('node:worker_threads')
+    const net = require('node:net')
+    const addon = ${JSON.stringify(ADDON)}
+    const inWorker = (code) => new Promise((resolve) => {
+      const w = new Worker(code, { eval: true, workerData: addon })
+      w.on('message', (m) => console.log('worker:', m))
+      w.on('error', (e) => console.log('worker error:', e.message))
+      w.on('exit', resolve)
+    })
+    const echo = net.createServer((s) => s.pipe(s))
+    echo.listen(0, '127.0.0.1', async () => {
+      // A worker uses the pump first, then exits.
+      await inWorker(\`
+        const { parentPort, workerData } = require('node:worker_threads')
+        const net = require('node:net')
+        const { Relay, getKeepalive } = require(workerData)
+        const s = net.createServer().listen(0, '127.0.0.1', () => {
+          const c = net.connect(s.address().port, '127.0.0.1', () => {
+            const relay = new Relay(c._handle.fd, {}, () => {})
+            relay.destroy(0)
+            parentPort.postMessage('relay made and closed; keepalive read ' + typeof getKeepalive(c._handle.fd))
+            c.destroy(); s.close()
+          })
+        })\`)
+      // The main thread takes the pump over and relays through it.
+      const { Relay } = require(addon)
+      const front = net.createServer((c) => {
+        const relay = new Relay(c._handle.fd, {}, function (kind) { if (kind === 1) relay.start() })
+        c._handle.close()
+        relay.connect('127.0.0.1', echo.address().port, 4)
+      }).listen(0, '127.0.0.1', () => {
+        const client = net.connect(front.address().port, '127.0.0.1', () => client.write('ping'))
+        client.once('data', async (d) => {
+          console.log('main relayed', d.toString())
+          // Now a worker asks for a relay while the main thread holds the pump.
+          await inWorker(\`
+            const { parentPort, workerData } = require('node:worker_threads')
+            const { Relay } = require(workerData)
+            try { new Relay(0, {}, () => {}); parentPort.postMessage('made a relay') }
+            catch (e) { parentPort.postMessage('refused ' + e.code) }\`)
+          process.exit(0)
+        })
+      })
+    })`
+  const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 })
+  t.match(out, /worker: relay made and closed; keepalive read object/, 'a worker may use the pump and the socket options')
+  t.match(out, /main relayed ping/, 'after that worker exited, the main thread relays through the pump')
+  t.match(out, /worker: refused KA_NATIVE_THREAD/, 'a second thread is refused with a clear error while the pump is in use')
 })
