@@ -198,6 +198,15 @@ export class NativeSession extends Session {
   }
 }
 
+/**
+ * Called by the pump. Whatever the handler throws (a bug) fails this session, not the process:
+ * both peers are reset and the log line says so; the pump fails the relay itself should even
+ * that throw.
+ */
 function relayOnEvent(this: NativeSession, kind: number, leg: 0 | 1, errno: number): void {
-  this.onRelayEvent(kind, leg, errno)
+  try {
+    this.onRelayEvent(kind, leg, errno)
+  } catch (err) {
+    this.fail(err)
+  }
 }

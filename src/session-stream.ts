@@ -162,6 +162,9 @@ export class StreamSession extends Session {
  */
 export function checkPausedLegs(ctx: SessionContext): void {
   for (const socket of ctx.pausedLegs) {
+    // Once our FIN is out, CLOSE may be the orderly end (LAST_ACK -> CLOSE): the peer's FIN waits
+    // behind the unread bytes, which are read at the reader's pace like any others.
+    if (socket.writableFinished) continue
     if (ctx.keepalive.deadReason(socket) !== undefined) (socket as LegSocket)[kSession].onPausedLegDead(socket)
   }
 }

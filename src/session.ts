@@ -6,9 +6,15 @@
 // Rules:
 // - A FIN from one side becomes a FIN to the other (half-close); the session is over when
 //   both directions have ended, or when the half-closed state outlives its bound.
-// - When a leg dies abnormally (reset, keepalive or user timeout, unreachable) the other
-//   leg is closed at once with an RST, so its peer learns of the failure instead of a
-//   normal-looking FIN; unless data is still being flushed to it: then flush, then FIN.
+// - When a leg dies abnormally (reset, keepalive or user timeout, unreachable) what it had
+//   received is read to its end and delivered, and the other leg is ended with an RST, so its
+//   peer learns of the failure instead of a normal-looking FIN. Data still on its way to that
+//   peer goes first: the RST waits until the peer's kernel has acknowledged every byte, as a
+//   direct connection would have shown it (every byte, then the failure), bounded by the flush
+//   timeout.
+// - Every end of a leg goes through #endLeg; the log says how each leg ended (fin, rst, failed).
+// - One timer per session (#phaseTimer): the connect timeout, then the half-close bound, then
+//   the flush (its bound, and the check for an acknowledged send queue).
 // - Exactly one log line per session, written when both sockets are closed.
 
 import type { Socket } from 'node:net'
@@ -34,9 +40,24 @@ export type CloseReason =
   | 'half_close_timeout'
   | 'target_down'
   | 'shutdown'
+  | 'internal_error'
 
 /** How the proxy ended a leg: FIN, RST, or it failed by itself (peer reset it, timeout). */
 export type LegClose = 'fin' | 'rst' | 'failed'
+
+/**
+ * How #endLeg ends a leg:
+ * - half: a FIN after the bytes queued for it; the leg stays open for the other direction.
+ * - fin: a FIN after the bytes queued for it, and closed (bounded by the flush timeout).
+ * - rst: an abnormal end told to a survivor: the bytes on their way to it first, then an RST once
+ *   its kernel has acknowledged them all (bounded by the flush timeout).
+ * - rst-now: an RST at once, queued bytes discarded.
+ * - failed: the leg died by itself; it is closed.
+ */
+type LegEnd = 'half' | 'fin' | 'rst' | 'rst-now' | 'failed'
+
+/** How often a leg waiting to be reset once its bytes are acknowledged is looked at. */
+const ACK_POLL_MS = 20
 
 /** Shared by all sessions of one listener: built once, never per connection. */
 export interface SessionContext {
@@ -88,7 +109,16 @@ export abstract class Session {
   #closed: Record<Leg, boolean> = { client: false, target: true }
   #ended: Record<Leg, boolean> = { client: false, target: false }
   #closeHow: Record<Leg, LegClose | null> = { client: null, target: null }
-  #timer: NodeJS.Timeout | undefined
+  /**
+   * The session's one timer, by phase: the connect timeout until the target is up; the half-close
+   * bound once one direction has ended; the flush (bound and acknowledgement check) once the
+   * session is ending with bytes still on their way.
+   */
+  #phaseTimer: NodeJS.Timeout | undefined
+  /** Set when the flush phase begins: when its bound expires (performance.now()). */
+  #flushDeadline: number | undefined
+  /** Legs to be reset once their bytes are acknowledged. */
+  #resetWhenFlushed: Record<Leg, boolean> = { client: false, target: false }
   #finished = false
   #targetUp = false
 
@@ -139,15 +169,15 @@ export abstract class Session {
       }
     }
     this.#closed.target = false
-    this.#timer = setTimeout(sessionOnConnectTimeout, ctx.connectTimeoutMs, this)
+    this.#phaseTimer = setTimeout(sessionOnConnectTimeout, ctx.connectTimeoutMs, this)
     this.connectTarget()
   }
 
   /** Ends the session from outside (shutdown): both legs get a FIN. */
   shutdown(): void {
     this.#setReason('shutdown', null)
-    this.#finishLeg('client', 'fin')
-    this.#finishLeg('target', 'fin')
+    this.#endLeg('client', 'fin')
+    this.#endLeg('target', 'fin')
   }
 
   /**
@@ -159,17 +189,28 @@ export abstract class Session {
     // Already closing for a reason of its own: that reason stands.
     if (live.length === 0) return
     this.#reasonOverride(reason, 'target')
-    for (const leg of live) {
-      this.#closeHow[leg] = 'rst'
-      // A connect still in progress is dropped; the kernel resets a SYN-ACK that comes later.
-      if (this.isConnecting(leg)) this.destroyLeg(leg)
-      else this.resetLeg(leg)
+    for (const leg of live) this.#endLeg(leg, 'rst-now')
+  }
+
+  /**
+   * Something in the proxy itself failed while handling this session's event (a bug): the
+   * session is ended at once, both peers reset, and the error goes into its log line. Never
+   * throws: it is the last resort of the transports' event handlers.
+   */
+  fail(err: unknown): void {
+    try {
+      this.error ??= err instanceof Error ? `${err.name}: ${err.message}` : String(err)
+      this.ctx.logger.error({ session: this.id, err }, 'session failed inside the proxy')
+      this.#reasonOverride('internal_error', null)
+      for (const leg of LEGS) this.#endLeg(leg, 'rst-now')
+    } catch {
+      // Nothing more can be done from here; the transport closes what is left.
     }
   }
 
   onTargetConnect(): void {
-    clearTimeout(this.#timer)
-    this.#timer = undefined
+    clearTimeout(this.#phaseTimer)
+    this.#phaseTimer = undefined
     this.#targetUp = true
     const target = this.legHandle('target')
     try {
@@ -182,7 +223,7 @@ export abstract class Session {
   }
 
   onConnectTimeout(): void {
-    this.#timer = undefined
+    this.#phaseTimer = undefined
     this.error = 'ETIMEDOUT'
     this.#abort('connect_timeout', 'target')
   }
@@ -201,25 +242,24 @@ export abstract class Session {
     this.#ended[leg] = true
     this.#setReason(leg === 'client' ? 'client_end' : 'target_end', leg)
     const peer = otherLeg(leg)
-    if (this.isOpen(peer)) {
-      this.#closeHow[peer] ??= 'fin'
-      this.endLeg(peer)
-    }
+    if (this.isOpen(peer)) this.#endLeg(peer, 'half')
+    // Once ending (failure, flush), the phase timer belongs to the flush.
+    if (this.#flushDeadline !== undefined || this.#finished) return
     if (this.#ended.client && this.#ended.target) {
       // Both directions are done; sockets close once their writes are flushed.
-      clearTimeout(this.#timer)
-      this.#timer = undefined
-    } else if (this.#timer === undefined && !this.#finished) {
-      this.#timer = setTimeout(sessionOnHalfCloseTimeout, this.ctx.halfCloseTimeoutMs, this)
+      clearTimeout(this.#phaseTimer)
+      this.#phaseTimer = undefined
+    } else if (this.#phaseTimer === undefined) {
+      this.#phaseTimer = setTimeout(sessionOnHalfCloseTimeout, this.ctx.halfCloseTimeoutMs, this)
     }
   }
 
   /** A side that never finishes its half is an abnormal end: both peers are told with an RST. */
   onHalfCloseTimeout(): void {
-    this.#timer = undefined
+    this.#phaseTimer = undefined
     this.#reasonOverride('half_close_timeout', null)
-    this.#finishLeg('client', 'rst')
-    this.#finishLeg('target', 'rst')
+    this.#endLeg('client', 'rst')
+    this.#endLeg('target', 'rst')
   }
 
   /** `code` is the errno name (ECONNRESET...), or a message when there is none. */
@@ -244,53 +284,101 @@ export abstract class Session {
     this.#finish()
   }
 
-  onFlushTimeout(): void {
-    this.#timer = undefined
+  /**
+   * The flush phase's tick: a leg waiting for its bytes to be acknowledged is reset once they
+   * are; when the bound expires, every leg still open is reset (queued bytes discarded).
+   */
+  onFlushTick(): void {
+    this.#phaseTimer = undefined
+    if (this.#finished) return
+    const expired = performance.now() >= this.#flushDeadline!
+    let waiting = false
     for (const leg of LEGS) {
-      if (this.isOpen(leg)) this.resetLeg(leg)
+      if (!this.isOpen(leg)) continue
+      if (expired) {
+        this.#endLeg(leg, 'rst-now')
+      } else if (this.#resetWhenFlushed[leg]) {
+        if (this.#unsent(leg) === 0) this.#endLeg(leg, 'rst-now')
+        else waiting = true
+      } else {
+        waiting = true // a FIN after a flush: the leg closes when both ways have ended
+      }
     }
+    if (!waiting || this.#finished) return
+    const left = this.#flushDeadline! - performance.now()
+    const anyReset = this.#resetWhenFlushed.client || this.#resetWhenFlushed.target
+    this.#phaseTimer = setTimeout(sessionOnFlushTick, Math.max(0, anyReset ? Math.min(ACK_POLL_MS, left) : left), this)
   }
 
-  /** A leg failed: record why and tell the other leg's peer, by RST unless data is being flushed to it. */
+  /** A leg failed: record why and tell the other leg's peer, by RST after what is on its way to it. */
   #abort(reason: CloseReason, leg: Leg): void {
     this.#setReason(reason, leg)
-    this.#finishLeg(leg, 'failed')
-    this.#finishLeg(otherLeg(leg), 'rst')
+    this.#endLeg(leg, 'failed')
+    this.#endLeg(otherLeg(leg), 'rst')
   }
 
-  #finishLeg(leg: Leg, how: LegClose): void {
+  /** The one way a leg ends: see LegEnd. */
+  #endLeg(leg: Leg, how: LegEnd): void {
     if (!this.isOpen(leg)) return
     if (how === 'failed' || this.isConnecting(leg)) {
       // A target still connecting has no peer to tell; a reset would wait for the connect.
-      this.#closeHow[leg] ??= how === 'failed' ? 'failed' : 'rst'
+      this.#closeHow[leg] ??= how === 'failed' ? 'failed' : how === 'half' || how === 'fin' ? 'fin' : 'rst'
       this.destroyLeg(leg)
       return
     }
-    const flushing = this.#isFlushing(leg)
-    if (how === 'rst' && !flushing) {
+    if (how === 'half') {
+      this.#closeHow[leg] ??= 'fin'
+      this.endLeg(leg)
+      return
+    }
+    if (how === 'rst-now') {
       this.#closeHow[leg] = 'rst'
       this.resetLeg(leg)
       return
     }
-    // A FIN after the data still queued for this peer; bounded, since the peer may not read.
-    this.#closeHow[leg] = 'fin'
-    if (flushing) {
-      clearTimeout(this.#timer)
-      this.#timer = setTimeout(sessionOnFlushTimeout, this.ctx.flushTimeoutMs, this)
-      this.endLeg(leg)
-    } else {
-      this.destroyLeg(leg)
+    const flushing = this.#isFlushing(leg)
+    if (!flushing) {
+      this.#closeHow[leg] = how
+      if (how === 'rst') this.resetLeg(leg)
+      else this.destroyLeg(leg)
+      return
     }
+    // Bytes still on their way to this peer: they go first, bounded, since the peer may not read.
+    if (how === 'rst' && this.#unsent(leg) !== undefined) {
+      this.#closeHow[leg] = 'rst'
+      this.#resetWhenFlushed[leg] = true
+    } else {
+      // A FIN after the data (or, where the send queue cannot be read, the only safe end for it).
+      this.#closeHow[leg] = 'fin'
+      this.endLeg(leg)
+    }
+    this.#startFlush()
+  }
+
+  #startFlush(): void {
+    if (this.#flushDeadline === undefined) {
+      this.#flushDeadline = performance.now() + this.ctx.flushTimeoutMs
+    }
+    clearTimeout(this.#phaseTimer)
+    this.#phaseTimer = undefined
+    this.onFlushTick()
+  }
+
+  /** Bytes for this leg not yet acknowledged by its peer (queued here or in the kernel); undefined when unknowable. */
+  #unsent(leg: Leg): number | undefined {
+    const handle = this.legHandle(leg)
+    const inKernel = handle === undefined ? 0 : this.ctx.keepalive.sendQueueBytes(handle)
+    if (inKernel === undefined) return undefined
+    // Once our FIN is out, it occupies one byte of the send queue until acknowledged.
+    const finQueued = this.finSent(leg) ? 1 : 0
+    return this.queuedBytes(leg) + Math.max(0, inKernel - finQueued)
   }
 
   #isFlushing(leg: Leg): boolean {
     if (this.isConnecting(leg)) return false
-    if (this.queuedBytes(leg) > 0) return true
-    const handle = this.legHandle(leg)
-    // Once our FIN is out, it occupies one byte of the send queue until acknowledged.
-    const finQueued = this.finSent(leg) ? 1 : 0
-    return handle !== undefined && (this.ctx.keepalive.sendQueueBytes(handle) ?? 0) > finQueued
+    return (this.#unsent(leg) ?? this.queuedBytes(leg)) > 0
   }
+
 
   #setReason(reason: CloseReason, leg: Leg | null): void {
     if (this.reason !== undefined) return
@@ -308,8 +396,8 @@ export abstract class Session {
     if (this.#finished) return
     this.#finished = true
     this.released()
-    clearTimeout(this.#timer)
-    this.#timer = undefined
+    clearTimeout(this.#phaseTimer)
+    this.#phaseTimer = undefined
     this.ctx.onClosed(this)
   }
 
@@ -364,6 +452,6 @@ function sessionOnHalfCloseTimeout(session: Session): void {
   session.onHalfCloseTimeout()
 }
 
-function sessionOnFlushTimeout(session: Session): void {
-  session.onFlushTimeout()
+function sessionOnFlushTick(session: Session): void {
+  session.onFlushTick()
 }

@@ -1,10 +1,17 @@
 // The native pump's own promises: a session holds no Node socket (the client's is handed over
-// at accept, the target leg is the pump's), the summary still names the real client, and a
-// bulk transfer on one session does not stall another session's small exchanges.
+// at accept, the target leg is the pump's), the summary still names the real client, a bulk
+// transfer on one session does not stall another session's small exchanges; urgent data, IPv6
+// zone ids, a failing event handler and an orderly close of a paused leg are handled as a
+// direct connection (or a careful proxy) would.
 
 import t, { type Test } from 'tap'
-import type { Socket } from 'node:net'
-import { connect, listen, waitFor } from './helpers/net.ts'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import net, { type Socket } from 'node:net'
+import { Session } from '../src/session.ts'
+import { connect, endOf, listen, readAll, sleep, waitFor } from './helpers/net.ts'
+import { payload } from './helpers/payload.ts'
+import { fillPath } from './helpers/fill.ts'
 import { startProxy } from './helpers/proxy.ts'
 
 const SESSIONS = 40
@@ -72,3 +79,154 @@ t.test('a bulk session does not stall a ping-pong on another', async (t) => {
   bulk.destroy()
   ping.destroy()
 })
+
+t.test('urgent data: the bytes behind the urgent mark are relayed at once, the urgent byte inline', async (t) => {
+  const received: Buffer[] = []
+  const target = await listen((s) => s.on('data', (c: Buffer) => received.push(c)))
+  const proxy = await startProxy({ target: `127.0.0.1:${target.port}` })
+  t.teardown(async () => {
+    await proxy.stop()
+    target.server.close()
+  })
+  // Node cannot send urgent data: a small Python client does (telnet's and FTP's abort).
+  const py = spawn('python3', ['-c', [
+    'import socket, sys, time',
+    `s = socket.create_connection(("127.0.0.1", ${proxy.port}))`,
+    'time.sleep(0.2)',
+    // Back to back: the three land in the proxy's receive queue before it reads, and a read
+    // stops at the urgent mark.
+    's.send(b"AAAA"); s.send(b"B", socket.MSG_OOB); s.send(b"CCCC")',
+    'sys.stdin.read()',
+  ].join('\n')])
+  t.teardown(() => py.kill())
+  const whole = await waitFor(() => Buffer.concat(received).length >= 9, 2000)
+  t.ok(whole, `the target got everything without the client sending again (got "${Buffer.concat(received).toString()}")`)
+  t.equal(Buffer.concat(received).toString(), 'AAAABCCCC', 'in order, the urgent byte in its place')
+})
+
+t.test('an IPv6 target with a zone id: relayed; an unknown zone fails the session, not the proxy', async (t) => {
+  const server = net.createServer((s) => s.pipe(s))
+  const listening = await new Promise<boolean>((resolve) => {
+    server.once('error', () => resolve(false))
+    server.listen(0, '::1', () => resolve(true))
+  })
+  if (!listening) {
+    t.pass('skipped: no IPv6 loopback on this host', { skip: true })
+    return
+  }
+  t.teardown(() => server.close())
+  const port = (server.address() as net.AddressInfo).port
+  const uncaught: Error[] = []
+  const onUncaught = (err: Error): void => void uncaught.push(err)
+  process.on('uncaughtException', onUncaught)
+  t.teardown(() => process.off('uncaughtException', onUncaught))
+
+  const proxy = await startProxy({ target: `[::1%lo]:${port}` })
+  t.teardown(() => proxy.stop())
+  const client = await connect(proxy.port)
+  const echoed = await new Promise<string>((resolve) => { client.once('data', (d: Buffer) => resolve(d.toString())); client.write('ping') })
+  t.equal(echoed, 'ping', 'relayed to [::1%lo]')
+  client.end()
+  const [ok] = await proxy.closed()
+  t.match(ok, { reason: 'client_end', target: `[::1%lo]:${port}` })
+
+  const bad = await startProxy({ target: `[fe80::1%ka-no-such-if]:${port}`, connectTimeout: 5 })
+  t.teardown(() => bad.stop())
+  const started = Date.now()
+  // Reset so soon that the client's own connect may not have completed yet.
+  const refused = net.connect({ port: bad.port, host: '127.0.0.1' })
+  t.equal(await endOf(refused), 'ECONNRESET', 'the client is reset')
+  t.ok(Date.now() - started < 1000, `at once, not after the connect timeout (${Date.now() - started} ms)`)
+  const [failed] = await bad.closed()
+  t.match(failed, { reason: 'connect_failed', leg: 'target', error: 'ENXIO' })
+  t.same(uncaught, [], 'no exception escaped')
+})
+
+t.test('an exception in a pump event handler fails that session (both peers reset, one line), not the others', async (t) => {
+  const accepted: Socket[] = []
+  const target = await listen((s) => {
+    accepted.push(s)
+    s.on('error', () => {})
+  })
+  const proxy = await startProxy({ target: `127.0.0.1:${target.port}` })
+  t.teardown(async () => {
+    await proxy.stop()
+    target.server.close()
+  })
+  const victim = await connect(proxy.port)
+  const bystander = await connect(proxy.port)
+  await waitFor(() => accepted.length === 2, 2000)
+  const [victimServer, bystanderServer] = accepted as [Socket, Socket]
+  const victimSession = [...proxy.listener.sessions][0]!
+  const uncaught: Error[] = []
+  const onUncaught = (err: Error): void => void uncaught.push(err)
+  process.on('uncaughtException', onUncaught)
+  t.teardown(() => process.off('uncaughtException', onUncaught))
+  // A bug in the end-of-stream handling, for this one session.
+  const onEnd = Session.prototype.onEnd
+  Session.prototype.onEnd = function (this: Session, leg) {
+    if (this === victimSession) throw new Error('bug for the test')
+    onEnd.call(this, leg)
+  }
+  t.teardown(() => void (Session.prototype.onEnd = onEnd))
+  const clientEnd = endOf(victim)
+  const serverEnd = endOf(victimServer)
+  victimServer.end() // the target's FIN: onEnd throws
+  t.equal(await clientEnd, 'ECONNRESET', 'the client is reset')
+  t.equal(await serverEnd, 'ECONNRESET', 'the target is reset')
+  const [line] = await proxy.closed()
+  t.match(line, { reason: 'internal_error', clientClose: 'rst', targetClose: 'rst', error: /bug for the test/ })
+  t.same(uncaught, [], 'the exception did not escape to the process')
+  t.equal(proxy.listener.sessions.size, 1, 'the session is gone')
+  const echoed = once(bystander, 'data')
+  bystanderServer.on('data', (c: Buffer) => bystanderServer.write(c))
+  bystander.write('still here')
+  t.equal(((await echoed) as [Buffer])[0].toString(), 'still here', 'the other session relays on')
+  bystander.destroy()
+})
+
+for (const relay of ['native', 'stream'] as const) {
+  t.test(`${relay}: an orderly close is not a dead peer: a paused leg in LAST_ACK -> CLOSE stays paused`, async (t) => {
+    const servers: Socket[] = []
+    const target = await listen((s) => {
+      s.on('error', () => {})
+      servers.push(s)
+    })
+    if (relay === 'stream') process.env.KA_PROXY_RELAY = 'stream'
+    const proxy = await startProxy({ target: `127.0.0.1:${target.port}` }).finally(() => delete process.env.KA_PROXY_RELAY)
+    t.teardown(async () => {
+      await proxy.stop()
+      target.server.close()
+    })
+    t.equal(proxy.listener.relay, relay)
+    // First, how much a path to a client that does not read holds, and how much of that waits
+    // in the proxy's receive queue from the target.
+    const probe = await connect(proxy.port)
+    probe.pause()
+    await waitFor(() => servers.length === 1, 2000)
+    const { acked } = await fillPath(servers[0]!, proxy.keepalive)
+    const relayed = [...proxy.listener.sessions][0]!.bytesToClient
+    probe.destroy()
+    await proxy.closed()
+    // Then a session whose target sends a little less than that, and its FIN: all of it is in
+    // the proxy's kernel, the FIN unread behind half of what waits there (CLOSE_WAIT), paused.
+    const client = await connect(proxy.port)
+    client.pause()
+    await waitFor(() => servers.length === 2, 2000)
+    const server = servers[1]!
+    const data = payload(relayed + Math.floor((acked - relayed) / 2))
+    server.end(data)
+    t.ok(await waitFor(() => proxy.keepalive.sendQueueBytes(server) === 0, 3000), 'all the target sent, FIN included, is in the proxy')
+    // The client's FIN goes to the target, which acknowledges it: LAST_ACK -> CLOSE, an orderly end.
+    client.end()
+    await sleep(2500) // two rounds of the paused-leg check
+    const [session] = [...proxy.listener.sessions]
+    const queued = session?.queuedBytes('client')
+    t.ok(queued !== undefined && queued <= 256 << 10, `backpressure holds: ${queued} B queued for the client (${acked - relayed} B were waiting in the proxy)`)
+    const got = readAll(client)
+    client.resume()
+    t.ok((await got).equals(data), 'then the client reads on: every byte, in order, then the FIN')
+    const [line] = await proxy.closed()
+    t.match(line, { clientClose: 'fin', targetClose: 'fin', bytesToClient: data.length })
+  })
+}

@@ -6,13 +6,19 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import type { Socket } from 'node:net'
 import { connect, endOf, listen, manualTarget, sleep, waitFor } from './helpers/net.ts'
+import { drain, endSeen, fillPath } from './helpers/fill.ts'
 import { payload } from './helpers/payload.ts'
 import { startProxy, type TestProxy } from './helpers/proxy.ts'
 import { proxySockets } from './helpers/ss.ts'
 
-async function proxyTo(t: Test, port: number, extra: Record<string, unknown> = {}): Promise<TestProxy> {
-  const proxy = await startProxy({ target: `127.0.0.1:${port}`, ...extra })
+type Relay = 'native' | 'stream'
+
+async function proxyTo(t: Test, port: number, extra: Record<string, unknown> = {}, relay: Relay = 'native'): Promise<TestProxy> {
+  // The transport is read by the listener when it is built.
+  if (relay === 'stream') process.env.KA_PROXY_RELAY = 'stream'
+  const proxy = await startProxy({ target: `127.0.0.1:${port}`, ...extra }).finally(() => delete process.env.KA_PROXY_RELAY)
   t.teardown(() => proxy.stop())
+  t.equal(proxy.listener.relay, relay, `bytes move through ${relay === 'native' ? 'the native pump' : 'Node streams'}`)
   return proxy
 }
 
@@ -47,7 +53,7 @@ t.test('client reset: the target is told with an RST, and the log says client_re
   t.same(proxySockets(proxy.port, target.port), [], 'no proxy socket left')
 })
 
-t.test('target resets while data is still being flushed to a slow client: flush, then FIN', async (t) => {
+t.test('target resets while data is still being flushed to a slow client: flush, then RST', async (t) => {
   const target = await manualTarget(t)
   const proxy = await proxyTo(t, target.port)
   const client = await connect(proxy.port)
@@ -67,10 +73,10 @@ t.test('target resets while data is still being flushed to a slow client: flush,
     intact &&= c.equals(data.subarray(received, received + c.length))
     received += c.length
   })
-  const clientEnd = endOf(client)
+  const clientEnd = endSeen(client, proxy.keepalive)
   const [line] = await proxy.closed()
-  t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'fin' })
-  t.equal(await clientEnd, 'end', 'the client leg ends with a FIN after the data, not with a reset')
+  t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst' })
+  t.equal(await clientEnd, 'ECONNRESET', 'the client leg ends with an RST after the data: the failure is not hidden')
   t.equal(received, line!.bytesToClient, 'every byte the proxy read from the target reaches the client')
   t.ok(received > 0 && intact, 'in order and exact')
 })
@@ -182,4 +188,58 @@ t.test('stop: sessions get a grace period, then a FIN with reason shutdown', asy
   t.match(line, { reason: 'shutdown', clientClose: 'fin', targetClose: 'fin' })
   t.equal(proxy.listener.state, 'closed')
   await t.rejects(connect(proxy.port), { code: 'ECONNREFUSED' }, 'no longer accepting')
+})
+
+// A peer resets while the leg from it is paused by backpressure (its bytes acknowledged, waiting
+// in the proxy's receive queue). A direct connection would show the survivor every acknowledged
+// byte, then the reset; so must the proxy, on either transport and in either direction.
+for (const relay of ['native', 'stream'] as const) {
+  for (const dying of ['target', 'client'] as const) {
+    const survivor = dying === 'target' ? 'client' : 'target'
+    t.test(`${relay}: the ${dying} resets while its leg is paused: every acknowledged byte reaches the ${survivor}, then an RST`, async (t) => {
+      const target = await manualTarget(t)
+      const proxy = await proxyTo(t, target.port, {}, relay)
+      const client = await connect(proxy.port)
+      const server = await target.next()
+      const peers = { client, target: server }
+      // The survivor does not read; it has sent something the dying side will not read.
+      peers[survivor].pause()
+      peers[survivor].write('a request that will not be read')
+      const { data, acked } = await fillPath(peers[dying], proxy.keepalive)
+      peers[dying].resetAndDestroy()
+      await sleep(2000) // the survivor starts reading late
+      const { received, end } = await drain(peers[survivor], proxy.keepalive)
+      const [line] = await proxy.closed()
+      t.ok(received.length >= acked, `no acknowledged byte lost (${acked} acknowledged, ${received.length} delivered)`)
+      t.ok(received.equals(data.subarray(0, received.length)), 'in order and exact')
+      t.equal(end, 'ECONNRESET', 'then the reset, as a direct connection would show')
+      t.match(line, {
+        reason: `${dying}_reset`,
+        leg: dying,
+        [`${survivor}Close`]: 'rst',
+        [`${dying}Close`]: 'failed',
+        [dying === 'target' ? 'bytesToClient' : 'bytesToTarget']: received.length,
+      })
+      t.same(proxySockets(proxy.port, target.port), [], 'no proxy socket left')
+    })
+  }
+}
+
+t.test('a survivor that never reads is reset after --flush-timeout, and the log says rst', async (t) => {
+  const target = await manualTarget(t)
+  const proxy = await proxyTo(t, target.port, { flushTimeout: 0.4 })
+  const client = await connect(proxy.port)
+  client.pause()
+  const server = await target.next()
+  server.write(payload(8 << 20))
+  await sleep(300)
+  const resetAt = performance.now()
+  server.resetAndDestroy()
+  const [line] = await proxy.closed()
+  const afterReset = performance.now() - resetAt
+  t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst', targetClose: 'failed' })
+  // Found at once (EPOLLERR) or by the one-second paused-leg check, then 0.4 s of flushing.
+  t.ok(afterReset >= 380 && afterReset < 2000, `closed about 0.4 s after the reset was found (${afterReset.toFixed(0)} ms after it)`)
+  t.equal(await endSeen(client, proxy.keepalive), 'ECONNRESET', 'the client is told the session was cut')
+  t.same(proxySockets(proxy.port, target.port), [], 'no proxy socket left')
 })
