@@ -150,3 +150,15 @@ t.test('on a terminal: a live progress line on stderr', { skip: process.platform
   t.match(r, /\r\x1b\[Kprobe: sweep {2}0:0\d of ~0:0\d {2}alive \d+ {2}dead 0 {2}pending \d+/, 'phase, elapsed of expected, alive, dead, pending')
   t.match(r, /Idle timeout of the path: none found/, 'then the report')
 })
+
+t.test('redis with its own timeout: the server\'s close is reported as such', { skip: redisMissing() ?? false }, async (t) => {
+  const redis = await startRedis(['--timeout', '3'])
+  t.teardown(() => redis.stop())
+  const r = await runCliAsync(['probe', '--target', `127.0.0.1:${redis.port}`, '--check', 'redis', '--max', '8', '--resolution', '1', '--reply-timeout', '2', '--json'])
+  const json = JSON.parse(r.stdout) as { idleTimeout: unknown, serverClosedAfter: number | null, samples: Array<{ idle: number, alive: boolean, byServer: boolean }> }
+  t.comment(`serverClosedAfter ${json.serverClosedAfter}`)
+  t.equal(r.status, 0)
+  t.equal(json.idleTimeout, null, 'not blamed on the path')
+  t.ok(json.serverClosedAfter !== null && json.serverClosedAfter >= 2.5 && json.serverClosedAfter <= 5, `closed by the server after ${json.serverClosedAfter} s (timeout 3)`)
+  t.ok(json.samples.some((s) => s.alive && s.idle < 3), 'shorter idles alive')
+})

@@ -62,6 +62,11 @@ export interface ProbeCheck {
   readonly describe: string
   /** Set when the server itself closes idle connections in the state this check leaves them in. */
   readonly serverLimit?: string
+  /**
+   * The idle limit the server declares for itself, in seconds (Redis `timeout`), asked once at
+   * the start: a close at or after it is the server's. undefined: none, or it cannot be asked.
+   */
+  serverIdleLimit?(target: ProbeTarget, timeoutMs: number): Promise<number | undefined>
   open(target: ProbeTarget, connectTimeoutMs: number): ProbeConnection
 }
 

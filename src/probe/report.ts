@@ -126,7 +126,7 @@ export function formatReport(r: ProbeResult, s: ProbeSettings): string {
   else out.push(`Idle timeout of the path: none found: nothing on the path dropped a connection idle up to ${round1(safeIdle(r, s))} s.`)
   if (r.serverClosedAfter !== undefined) {
     out.push(`The server itself closed idle connections after ${round1(r.serverClosedAfter)} s: its own limit, not the path's${s.check.serverLimit ? ` (${s.check.serverLimit})` : ''}.`)
-    if (!b) out.push('The path could only be measured up to that limit; probe with a login (--dsn) or against ka-proxy probe-server to go further.')
+    if (!b) out.push('The path could only be measured up to that limit; to go further, probe against ka-proxy probe-server (or, for PostgreSQL, log in with --dsn).')
   }
   const ka = r.keepalive
   if (ka) {

@@ -127,6 +127,7 @@ export class ProbeRunner {
   #pending = 0
   #bracket: Bracket | undefined
   #rttMs = 0
+  #serverIdleLimit: number | undefined
 
   constructor(settings: ProbeSettings, onProgress?: (p: ProgressState) => void) {
     this.#s = settings
@@ -149,6 +150,8 @@ export class ProbeRunner {
   async run(): Promise<ProbeResult> {
     const s = this.#s
     this.#rttMs = await this.#reach()
+    this.#serverIdleLimit = await s.check.serverIdleLimit?.(s.target, s.replyTimeout * 1000)
+    if (this.#serverIdleLimit !== undefined) this.#notes.push(`the server declares an idle limit of ${this.#serverIdleLimit} s: closes from then on are its own`)
 
     this.#enter('sweep', s.max)
     await this.#round(staggerIdle(0, s.max, s.connections), 'sweep')
@@ -271,7 +274,7 @@ export class ProbeRunner {
       const outcome = await idleFor(() => dueAt(start), conn, signal)
       const idle = seconds(performance.now() - start)
       if (outcome === 'cancelled') return undefined
-      if (outcome instanceof Death) return deadSample(idle, phase, outcome)
+      if (outcome instanceof Death) return deadSample(idle, phase, this.#attribute(outcome, idle))
       try {
         await conn.prove(s.replyTimeout * 1000)
       } catch (err) {
@@ -283,6 +286,13 @@ export class ProbeRunner {
       this.#pending--
       conn.close(dead)
     }
+  }
+
+  /** A close at or after the server's own declared limit is the server's (its timer runs in whole seconds). */
+  #attribute(d: Death, idle: number): Death {
+    const limit = this.#serverIdleLimit
+    if (limit === undefined || d.byServer || d.how !== 'closed' || idle < limit - 0.5) return d
+    return new Death(d.how, `${d.message}, at the server's declared limit of ${limit} s`, true)
   }
 
   /** A few connections with keepalive at about half the timeout, idle twice its upper bound. */
