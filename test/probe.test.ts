@@ -15,6 +15,9 @@ import { parseDuration } from '../src/probe/command.ts'
 import { startProbeServer } from '../src/probe/server.ts'
 import { detectionBound } from '../src/keepalive/settings.ts'
 
+const noRedis = redisMissing()
+if (noRedis !== null && process.env.CI === 'true') t.fail(`CI=true and a prerequisite is missing: ${noRedis}`)
+
 const BAD_INPUT: Array<[string, string[], number, RegExp]> = [
   ['unknown check', ['probe', '--target', '127.0.0.1:7000', '--check', 'smtp'], 2, /^ka-proxy: --check: must be one of "echo", "redis", "send", "pg" \(got "smtp"\)\n$/],
   ['--max below the resolution', ['probe', '--target', '127.0.0.1:7000', '--max', '1', '--resolution', '2s'], 2, /^ka-proxy: --max: must be at least the resolution, 2 s \(got 1 s\)\n$/],
@@ -109,7 +112,7 @@ t.test('on loopback: nothing dies up to --max against probe-server (exit 1, repo
   t.match(r.stdout, new RegExp(`\\n  ka-proxy --listen 127\\.0\\.0\\.1:\\d+ --target 127\\.0\\.0\\.1:${port} --idle \\d+ --interval \\d+ --count \\d+\\n$`), 'ends with a ready command line')
 })
 
-t.test('redis: PING after the idle time', { skip: redisMissing() ?? false }, async (t) => {
+t.test('redis: PING after the idle time', { skip: noRedis ?? false }, async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
   const r = runCli(['probe', '--target', `127.0.0.1:${redis.port}`, '--check', 'redis', '--max', '3', '--resolution', '1', '--json'])
@@ -151,7 +154,7 @@ t.test('on a terminal: a live progress line on stderr', { skip: process.platform
   t.match(r, /Idle timeout of the path: none found/, 'then the report')
 })
 
-t.test('redis with its own timeout: the server\'s close is reported as such', { skip: redisMissing() ?? false }, async (t) => {
+t.test('redis with its own timeout: the server\'s close is reported as such', { skip: noRedis ?? false }, async (t) => {
   const redis = await startRedis(['--timeout', '3'])
   t.teardown(() => redis.stop())
   const r = await runCliAsync(['probe', '--target', `127.0.0.1:${redis.port}`, '--check', 'redis', '--max', '8', '--resolution', '1', '--reply-timeout', '2', '--json'])
