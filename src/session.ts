@@ -90,6 +90,8 @@ export interface SessionSummary {
   bytesToClient: number
   durationMs: number
   error?: string
+  /** Where a bug in the proxy was thrown (reason internal_error). */
+  stack?: string
 }
 
 /** What the socket-option calls address: a Node socket or a descriptor owned by the native pump. */
@@ -120,6 +122,7 @@ export abstract class Session {
   /** Legs to be reset once their bytes are acknowledged. */
   #resetWhenFlushed: Record<Leg, boolean> = { client: false, target: false }
   #finished = false
+  #stack: string | undefined
   #targetUp = false
 
   constructor(ctx: SessionContext, upstream: Endpoint & { host: string }) {
@@ -194,13 +197,13 @@ export abstract class Session {
 
   /**
    * Something in the proxy itself failed while handling this session's event (a bug): the
-   * session is ended at once, both peers reset, and the error goes into its log line. Never
-   * throws: it is the last resort of the transports' event handlers.
+   * session is ended at once, both peers reset, and the error (with its stack) goes into its one
+   * log line. Never throws: it is the last resort of the transports' event handlers.
    */
   fail(err: unknown): void {
     try {
-      this.error ??= err instanceof Error ? `${err.name}: ${err.message}` : String(err)
-      this.ctx.logger.error({ session: this.id, err }, 'session failed inside the proxy')
+      this.error = err instanceof Error ? `${err.name}: ${err.message}` : String(err)
+      if (err instanceof Error && err.stack !== undefined) this.#stack = err.stack
       this.#reasonOverride('internal_error', null)
       for (const leg of LEGS) this.#endLeg(leg, 'rst-now')
     } catch {
@@ -415,6 +418,7 @@ export abstract class Session {
       durationMs: Math.round(performance.now() - this.startedAt),
     }
     if (this.error !== undefined) s.error = this.error
+    if (this.#stack !== undefined) s.stack = this.#stack
     return s
   }
 }
