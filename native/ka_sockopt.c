@@ -233,6 +233,18 @@ static napi_value send_queue_bytes(napi_env env, napi_callback_info info) {
 #endif
 }
 
+// setUrgentInline(fd): SO_OOBINLINE, so that urgent (out-of-band) data stays in the stream as
+// a byte like any other; a reader that never asks for MSG_OOB (Node) would drop it otherwise.
+// Set on a listening socket, accepted sockets inherit it.
+static napi_value set_urgent_inline(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!get_fd_arg(env, info, &fd)) return NULL;
+  int one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one) != 0)
+    return ka_throw_errno(env, errno, "setsockopt", "SO_OOBINLINE");
+  return NULL;
+}
+
 static int push_address(napi_env env, napi_value array, uint32_t at, const struct sockaddr_storage* sa) {
   char host[INET6_ADDRSTRLEN] = "";
   int port = 0;
@@ -276,6 +288,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"getKeepalive", NULL, get_keepalive, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tcpInfo", NULL, tcp_info, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendQueueBytes", NULL, send_queue_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setUrgentInline", NULL, set_urgent_inline, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketAddresses", NULL, socket_addresses, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK_NAPI(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));

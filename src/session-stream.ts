@@ -70,6 +70,12 @@ export class StreamSession extends Session {
   }
 
   protected beginRelay(): void {
+    try {
+      // The client leg inherits it from the listening socket.
+      this.ctx.keepalive.urgentInline(this.target!)
+    } catch (err) {
+      this.ctx.logger.warn({ session: this.id, err }, 'cannot set SO_OOBINLINE on the target leg')
+    }
     this.client.on('data', socketOnData)
     for (const socket of [this.client, this.target!]) {
       socket.on('drain', socketOnDrain)

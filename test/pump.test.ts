@@ -5,7 +5,7 @@
 // direct connection (or a careful proxy) would.
 
 import t, { type Test } from 'tap'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { once } from 'node:events'
 import net, { type Socket } from 'node:net'
 import { Session } from '../src/session.ts'
@@ -80,29 +80,54 @@ t.test('a bulk session does not stall a ping-pong on another', async (t) => {
   ping.destroy()
 })
 
-t.test('urgent data: the bytes behind the urgent mark are relayed at once, the urgent byte inline', async (t) => {
-  const received: Buffer[] = []
-  const target = await listen((s) => s.on('data', (c: Buffer) => received.push(c)))
-  const proxy = await startProxy({ target: `127.0.0.1:${target.port}` })
-  t.teardown(async () => {
-    await proxy.stop()
-    target.server.close()
-  })
-  // Node cannot send urgent data: a small Python client does (telnet's and FTP's abort).
-  const py = spawn('python3', ['-c', [
+/** A Python peer (Node cannot send urgent data) that sends AAAA, B as urgent data, CCCC back to back. */
+function urgentSender(connectTo?: number): ChildProcessWithoutNullStreams {
+  return spawn('python3', ['-c', [
     'import socket, sys, time',
-    `s = socket.create_connection(("127.0.0.1", ${proxy.port}))`,
+    connectTo === undefined
+      ? 'l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1); print(l.getsockname()[1], flush=True); s, _ = l.accept()'
+      : `s = socket.create_connection(("127.0.0.1", ${connectTo}))`,
     'time.sleep(0.2)',
     // Back to back: the three land in the proxy's receive queue before it reads, and a read
     // stops at the urgent mark.
     's.send(b"AAAA"); s.send(b"B", socket.MSG_OOB); s.send(b"CCCC")',
     'sys.stdin.read()',
   ].join('\n')])
-  t.teardown(() => py.kill())
-  const whole = await waitFor(() => Buffer.concat(received).length >= 9, 2000)
-  t.ok(whole, `the target got everything without the client sending again (got "${Buffer.concat(received).toString()}")`)
-  t.equal(Buffer.concat(received).toString(), 'AAAABCCCC', 'in order, the urgent byte in its place')
-})
+}
+
+for (const relay of ['native', 'stream'] as const) {
+  for (const from of ['client', 'target'] as const) {
+    t.test(`${relay}: urgent data from the ${from}: the bytes behind the urgent mark are relayed at once, the urgent byte inline`, async (t) => {
+      const received: Buffer[] = []
+      const collect = (s: Socket): void => void s.on('data', (c: Buffer) => received.push(c))
+      let port: number
+      let close: () => void
+      let py: ChildProcessWithoutNullStreams | undefined
+      if (from === 'client') {
+        const target = await listen(collect)
+        port = target.port
+        close = () => target.server.close()
+      } else {
+        py = urgentSender()
+        port = Number(((await once(py.stdout, 'data')) as [Buffer])[0].toString().trim())
+        close = () => {}
+      }
+      if (relay === 'stream') process.env.KA_PROXY_RELAY = 'stream'
+      const proxy = await startProxy({ target: `127.0.0.1:${port}` }).finally(() => delete process.env.KA_PROXY_RELAY)
+      t.teardown(async () => {
+        py?.kill()
+        await proxy.stop()
+        close()
+      })
+      t.equal(proxy.listener.relay, relay)
+      if (from === 'client') py = urgentSender(proxy.port)
+      else collect(await connect(proxy.port))
+      const whole = await waitFor(() => Buffer.concat(received).length >= 9, 2000)
+      t.ok(whole, `the other side got everything without the sender sending again (got "${Buffer.concat(received).toString()}")`)
+      t.equal(Buffer.concat(received).toString(), 'AAAABCCCC', 'in order, the urgent byte in its place')
+    })
+  }
+}
 
 t.test('an IPv6 target with a zone id: relayed; an unknown zone fails the session, not the proxy', async (t) => {
   const server = net.createServer((s) => s.pipe(s))

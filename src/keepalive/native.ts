@@ -60,6 +60,8 @@ export interface NativeSockopt {
   getKeepalive(fd: number): NativeKeepalive
   tcpInfo(fd: number): NativeTcpInfo
   sendQueueBytes(fd: number): number
+  /** SO_OOBINLINE: urgent data stays in the stream. */
+  setUrgentInline(fd: number): void
   /** [localHost, localPort, remoteHost, remotePort] */
   socketAddresses(fd: number): [string, number, string, number]
   Relay: NativeRelayClass

@@ -5,6 +5,10 @@
 // Linux sets TCP_KEEPIDLE but forces TCP_KEEPINTVL = 1 and TCP_KEEPCNT = 10 and cannot
 // set TCP_USER_TIMEOUT. Any setKeepAlive call made after the native options resets
 // interval and count, so nothing here calls it on the native path.
+//
+// SO_OOBINLINE (native addon only): urgent data (telnet's and FTP's abort) is relayed as a byte
+// in its place instead of being pulled out of the stream and lost. Set on the listening socket
+// (inherited) and on stream target legs here; the pump sets it on its own legs (ka_relay.c).
 
 import type { Server, Socket } from 'node:net'
 import { formatEndpoint } from '../config/endpoint.ts'
@@ -93,6 +97,16 @@ export class KeepaliveApplier {
   applyToListener(server: Server, s: KeepaliveSettings): boolean {
     if (!this.#binding) return false
     setOnFd(this.#binding, fdOf(server), s)
+    this.urgentInline(server)
+    return true
+  }
+
+  /** SO_OOBINLINE on a socket (or a listening socket, for those it accepts); false without the native helper. */
+  urgentInline(socket: SocketRef): boolean {
+    if (!this.#binding) return false
+    const binding = this.#binding
+    const fd = fdOf(socket)
+    callNative(() => binding.setUrgentInline(fd))
     return true
   }
 
