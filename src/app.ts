@@ -4,6 +4,7 @@
 
 import type { Logger } from 'pino'
 import type { ProxyOptions } from './config/options.ts'
+import type { LogOptions } from './log.ts'
 import { formatEndpoint } from './config/endpoint.ts'
 import { describeKeepalive } from './keepalive/settings.ts'
 import { describeHeartbeat } from './config/heartbeat.ts'
@@ -18,6 +19,8 @@ export interface AppConfig {
   admin: AdminOptions | undefined
   /** Seconds sessions get to finish on SIGINT/SIGTERM, and on routes removed by a reload. */
   shutdownGrace: number
+  /** Where and how the process logs (the CLI sets its logger up from this). */
+  log: LogOptions
 }
 
 const sameListen = (a: ProxyOptions, b: ProxyOptions): boolean =>

@@ -14,17 +14,18 @@ import { HEARTBEAT_DEFAULTS as HB } from './config/heartbeat.ts'
 import { ConfigError, EXIT_FAILURE, KaError } from './errors.ts'
 import { KeepaliveApplier } from './keepalive/socket-options.ts'
 import { DEFAULT_KEEPALIVE, describeKeepalive } from './keepalive/settings.ts'
-import { createLogger, LOG_LEVELS, type LogFormat, type LogLevel } from './log.ts'
+import { checkLogFile, createLogger, LOG_DEFAULTS, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.ts'
 import { nativeStatusLine, runDoctor } from './doctor.ts'
 import { VERSION } from './version.ts'
 import { ServiceNotifier } from './notify.ts'
 import { checkNodeInternals } from './node-internals.ts'
 import { runProbeCommand } from './probe/command.ts'
 
-const KEEPALIVE_GROUP = 'Keepalive (both legs; seconds):'
+// Times take seconds (30, 0.5) or a duration with units (1500ms, 30s, 5m, 1h, 1m30s).
+const KEEPALIVE_GROUP = 'Keepalive (both legs; times in seconds or 30s, 5m, 1h):'
 const LEG_GROUP = 'Per-leg overrides:'
-const TIMEOUT_GROUP = 'Timeouts (seconds):'
-const HEARTBEAT_GROUP = 'Heartbeats and failover (seconds):'
+const TIMEOUT_GROUP = 'Timeouts (seconds or 1500ms, 30s, 5m):'
+const HEARTBEAT_GROUP = 'Heartbeats and failover (times in seconds or 500ms, 2s):'
 const ADMIN_GROUP = 'Admin API:'
 
 function buildParser(argv: string[]): Argv {
@@ -49,27 +50,27 @@ function buildParser(argv: string[]): Argv {
     .option('config', { type: 'string', requiresArg: true, describe: 'YAML or JSON file with one or more routes; flags override a one-route file; SIGHUP re-reads it' })
     .option('listen', { type: 'string', requiresArg: true, describe: '[host:]port to accept clients on (bare port: all interfaces)' })
     .option('target', { type: 'string', requiresArg: true, describe: 'host:port[,host:port...] to relay to, first healthy wins; names are resolved for every connection' })
-    .option('idle', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPIDLE: idle time before the first probe, 1..32767 [default: ${d.idle}]` })
-    .option('interval', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPINTVL: time between probes, 1..32767 [default: ${d.interval}]` })
+    .option('idle', { type: 'string', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPIDLE: idle time before the first probe, 1..32767 [default: ${d.idle}]` })
+    .option('interval', { type: 'string', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPINTVL: time between probes, 1..32767 [default: ${d.interval}]` })
     .option('count', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPCNT: unanswered probes before the peer is dead, 1..127 [default: ${d.count}]` })
-    .option('user-timeout', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: 'TCP_USER_TIMEOUT: max time sent data may stay unacknowledged; 0 disables [default: idle + interval × count]' })
+    .option('user-timeout', { type: 'string', requiresArg: true, group: KEEPALIVE_GROUP, describe: 'TCP_USER_TIMEOUT: max time sent data may stay unacknowledged; 0 disables [default: idle + interval × count]' })
     .option('profile', { type: 'string', requiresArg: true, group: KEEPALIVE_GROUP, describe: `named preset under the explicit values: ${PROFILE_NAMES.join(', ')} (see ka-proxy profiles)` })
   for (const leg of ['client', 'target'] as const) {
     for (const field of ['idle', 'interval', 'count', 'user-timeout', 'profile']) {
-      const type = field === 'profile' ? 'string' : 'number'
+      const type = field === 'count' ? 'number' : 'string'
       parser = parser.option(`${leg}-${field}`, { type, requiresArg: true, group: LEG_GROUP, describe: `--${field} for the ${leg} leg only` })
     }
   }
   return parser
-    .option('connect-timeout', { type: 'number', requiresArg: true, group: TIMEOUT_GROUP, describe: `give up connecting to the target after this [default: ${DEFAULTS.connectTimeout}]` })
-    .option('half-close-timeout', { type: 'number', requiresArg: true, group: TIMEOUT_GROUP, describe: `close a session this long after only one side ended it [default: ${DEFAULTS.halfCloseTimeout}]` })
-    .option('flush-timeout', { type: 'number', requiresArg: true, group: TIMEOUT_GROUP, describe: `time a surviving peer gets to take queued data before it is reset [default: ${DEFAULTS.flushTimeout}]` })
-    .option('shutdown-grace', { type: 'number', requiresArg: true, group: TIMEOUT_GROUP, describe: `on SIGINT/SIGTERM, time sessions get to finish [default: ${DEFAULTS.shutdownGrace}]` })
+    .option('connect-timeout', { type: 'string', requiresArg: true, group: TIMEOUT_GROUP, describe: `give up connecting to the target after this [default: ${DEFAULTS.connectTimeout}]` })
+    .option('half-close-timeout', { type: 'string', requiresArg: true, group: TIMEOUT_GROUP, describe: `close a session this long after only one side ended it [default: ${DEFAULTS.halfCloseTimeout}]` })
+    .option('flush-timeout', { type: 'string', requiresArg: true, group: TIMEOUT_GROUP, describe: `time a surviving peer gets to take queued data before it is reset [default: ${DEFAULTS.flushTimeout}]` })
+    .option('shutdown-grace', { type: 'string', requiresArg: true, group: TIMEOUT_GROUP, describe: `on SIGINT/SIGTERM, time sessions get to finish [default: ${DEFAULTS.shutdownGrace}]` })
     .option('heartbeat', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'check every target: tcp, pg, redis, send, or an http(s):// URL ({host}, {port}: the target\'s) answering 2xx' })
     .option('heartbeat-send', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'with --heartbeat send: bytes to write (\\r \\n \\t \\0 \\\\ \\xHH escapes); omit if the server speaks first' })
     .option('heartbeat-expect', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'with --heartbeat send: the reply prefix that means up (same escapes)' })
-    .option('heartbeat-interval', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `time between checks of a target [default: ${HB.interval}]` })
-    .option('heartbeat-timeout', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `a check slower than this failed; at most the interval [default: ${HB.timeout}]` })
+    .option('heartbeat-interval', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: `time between checks of a target [default: ${HB.interval}]` })
+    .option('heartbeat-timeout', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: `a check slower than this failed; at most the interval [default: ${HB.timeout}]` })
     .option('heartbeat-fall', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `failed checks in a row that mark a target down [default: ${HB.fall}]` })
     .option('heartbeat-rise', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `good checks in a row that mark it up again [default: ${HB.rise}]` })
     .option('on-down', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: `target marked down: kill (reset its sessions), drain (keep them, send new ones elsewhere), keep (only log) [default: ${HB.onDown}]` })
@@ -78,8 +79,9 @@ function buildParser(argv: string[]): Argv {
     .option('admin', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'serve /metrics, /healthz, /sessions on host:port (loopback unless --admin-token); for status: its URL' })
     .option('admin-token', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'bearer token the admin API requires (at least 16 characters)' })
     .option('native', { type: 'boolean', default: true, describe: 'use the native socket helper (--no-native: Node setKeepAlive only)' })
-    .option('log-level', { type: 'string', requiresArg: true, default: 'info', choices: LOG_LEVELS as unknown as string[] })
-    .option('log-format', { type: 'string', requiresArg: true, default: 'auto', choices: ['auto', 'json', 'pretty'], describe: 'auto: pretty on a terminal, JSON otherwise' })
+    .option('log-level', { type: 'string', requiresArg: true, choices: LOG_LEVELS as unknown as string[], describe: `[default: ${LOG_DEFAULTS.level}]` })
+    .option('log-format', { type: 'string', requiresArg: true, choices: LOG_FORMATS as unknown as string[], describe: `auto: pretty (one line per event) on a terminal, JSON otherwise [default: ${LOG_DEFAULTS.format}]` })
+    .option('log-file', { type: 'string', requiresArg: true, describe: 'append log lines to this file instead of stdout; SIGHUP reopens it (for logrotate)' })
     .option('version', { type: 'boolean', describe: 'show the version and whether the native helper is in use' })
     .help('help')
     .alias('help', 'h')
@@ -107,41 +109,44 @@ function usageError(message: string, argv: string[]): ConfigError {
 
 function cliInput(args: Record<string, unknown>): CliInput {
   const n = (key: string): number | undefined => args[key] as number | undefined
+  // Times arrive as written ("30", "30s", "1500ms"); the options code turns them into seconds.
+  const d = (key: string): string | undefined => args[key] as string | undefined
   const str = (key: string): string | undefined => args[key] as string | undefined
   return {
     config: str('config'),
     admin: str('admin'),
     adminToken: str('adminToken'),
+    log: { level: args.logLevel as LogLevel | undefined, format: args.logFormat as LogFormat | undefined, file: str('logFile') },
     profile: args.profile,
     clientProfile: args.clientProfile,
     targetProfile: args.targetProfile,
     maxConnections: n('maxConnections'),
     listen: args.listen,
     target: args.target,
-    idle: n('idle'),
-    interval: n('interval'),
+    idle: d('idle'),
+    interval: d('interval'),
     count: n('count'),
-    userTimeout: n('userTimeout'),
-    clientIdle: n('clientIdle'),
-    clientInterval: n('clientInterval'),
+    userTimeout: d('userTimeout'),
+    clientIdle: d('clientIdle'),
+    clientInterval: d('clientInterval'),
     clientCount: n('clientCount'),
-    clientUserTimeout: n('clientUserTimeout'),
-    targetIdle: n('targetIdle'),
-    targetInterval: n('targetInterval'),
+    clientUserTimeout: d('clientUserTimeout'),
+    targetIdle: d('targetIdle'),
+    targetInterval: d('targetInterval'),
     targetCount: n('targetCount'),
-    targetUserTimeout: n('targetUserTimeout'),
-    connectTimeout: n('connectTimeout'),
-    halfCloseTimeout: n('halfCloseTimeout'),
-    flushTimeout: n('flushTimeout'),
-    shutdownGrace: n('shutdownGrace'),
+    targetUserTimeout: d('targetUserTimeout'),
+    connectTimeout: d('connectTimeout'),
+    halfCloseTimeout: d('halfCloseTimeout'),
+    flushTimeout: d('flushTimeout'),
+    shutdownGrace: d('shutdownGrace'),
     native: args.native as boolean | undefined,
     balance: args.balance,
     heartbeat: {
       type: args.heartbeat,
       send: args.heartbeatSend,
       expect: args.heartbeatExpect,
-      interval: n('heartbeatInterval'),
-      timeout: n('heartbeatTimeout'),
+      interval: d('heartbeatInterval'),
+      timeout: d('heartbeatTimeout'),
       fall: n('heartbeatFall'),
       rise: n('heartbeatRise'),
       onDown: args.onDown,
@@ -196,11 +201,13 @@ export async function run(argv: string[]): Promise<number> {
   if (command !== undefined && command !== 'check') throw new ConfigError(String(command), 'unknown command (see ka-proxy --help)')
   const input = cliInput(args)
   const config = resolveAppConfig(input)
+  const log = config.log
+  if (log.file !== undefined) checkLogFile(log.file, input.log?.file !== undefined ? '--log-file' : `${input.config}: log.file`, command !== 'check')
   if (command === 'check') {
     write(checkReport(config, input.config))
     return 0
   }
-  const logger = createLogger({ level: args.logLevel as LogLevel, format: args.logFormat as LogFormat })
+  const { logger, reopen } = await createLogger(log)
   const keepalive = new KeepaliveApplier({ native: input.native })
   if (!keepalive.native) logger.warn({ reason: keepalive.fallbackReason }, nativeStatusLine(keepalive))
   const app = new ProxyApp(keepalive, logger)
@@ -212,7 +219,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const notifier = new ServiceNotifier(logger)
   notifier.ready(servingStatus(app))
-  return waitForStop(app, logger, input, notifier)
+  return waitForStop(app, logger, input, notifier, reopen)
 }
 
 /** The STATUS= line systemd shows. */
@@ -237,9 +244,10 @@ const DEFAULT_ADMIN = 'http://127.0.0.1:9480'
 
 /**
  * SIGINT/SIGTERM: stop accepting and drain; a second signal closes every session at once.
- * SIGHUP: re-read the config; one that fails validation is rejected and the old one stays.
+ * SIGHUP: reopen the log file, then re-read the config; one that fails validation is rejected
+ * and the old one stays. (SIGUSR1 is left to Node: it starts the inspector.)
  */
-function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: ServiceNotifier): Promise<number> {
+function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: ServiceNotifier, reopenLog: () => string | undefined): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false
     let reloading = Promise.resolve()
@@ -263,15 +271,20 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
       })
     }
     const onReload = (): void => {
+      const file = reopenLog()
+      if (file !== undefined) logger.info({ file }, 'log file reopened')
       reloading = reloading.then(async () => {
         if (stopping) return
         if (input.config === undefined) {
-          logger.warn('SIGHUP ignored: no --config file to re-read')
+          if (file === undefined) logger.warn('SIGHUP ignored: no --config file to re-read and no --log-file to reopen')
           return
         }
         notifier.reloading(`reloading ${input.config}`)
         try {
-          const changes = await app.reload(resolveAppConfig(input))
+          const config = resolveAppConfig(input)
+          const changes = await app.reload(config)
+          // The level applies at once; a new format or file needs a restart.
+          logger.level = config.log.level
           logger.info({ config: input.config, ...changes }, 'config reloaded')
           notifier.ready(servingStatus(app))
         } catch (err) {

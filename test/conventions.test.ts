@@ -4,7 +4,7 @@
 
 import t from 'tap'
 import net from 'node:net'
-import { connect, freePort, listen, readAll } from './helpers/net.ts'
+import { connect, echoServer, freePort, listen, readAll } from './helpers/net.ts'
 import { runCli, startCliProxy } from './helpers/cli.ts'
 
 
@@ -87,16 +87,6 @@ t.test('status with a wrong token names the flag that sets it', async (t) => {
   t.equal(r.status, 1)
   t.equal(r.stderr, `ka-proxy: --admin-token: the admin API at http://127.0.0.1:${adminPort} refused the token\n`)
 })
-
-/** An echo server that shrugs off a reset from the proxy. */
-async function echoServer(t: { teardown(fn: () => void): void }): Promise<number> {
-  const { server, port } = await listen((s) => {
-    s.on('error', () => {})
-    s.pipe(s)
-  })
-  t.teardown(() => server.close())
-  return port
-}
 
 for (const native of [true, false]) {
   const mode = native ? 'native pump' : '--no-native'

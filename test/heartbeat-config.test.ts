@@ -48,7 +48,7 @@ const BAD_INPUT: Array<[string, string[], RegExp]> = [
   ['interval without heartbeat', ['--heartbeat-interval', '1'], /^--heartbeat-interval: has no effect without --heartbeat \(the check to run\)$/],
   ['on-down without heartbeat', ['--on-down', 'drain'], /^--on-down: has no effect without --heartbeat/],
   ['interval 0', ['--heartbeat', 'tcp', '--heartbeat-interval', '0'], /^--heartbeat-interval: must be a number of seconds from 0.01 to 3600 \(got 0\)$/],
-  ['interval not a number', ['--heartbeat', 'tcp', '--heartbeat-interval', 'often'], /^--heartbeat-interval: must be a number \(got NaN\)$/],
+  ['interval not a number', ['--heartbeat', 'tcp', '--heartbeat-interval', 'often'], /^--heartbeat-interval: must be a number of seconds, or a duration such as 1500ms, 30s, 5m, 1h \(got "often"\)$/],
   ['timeout over interval', ['--heartbeat', 'pg', '--heartbeat-interval', '1', '--heartbeat-timeout', '1.5'], /^--heartbeat-timeout: must not be longer than the interval \(1 s\)/],
   ['fall 0', ['--heartbeat', 'pg', '--heartbeat-fall', '0'], /^--heartbeat-fall: must be a whole number from 1 to 100 \(got 0\)$/],
   ['rise 1.5', ['--heartbeat', 'pg', '--heartbeat-rise', '1.5'], /^--heartbeat-rise: must be a whole number from 1 to 100 \(got 1.5\)$/],

@@ -3,6 +3,7 @@
 // validation with errors naming the flag or key at fault (the caller says how to name it).
 
 import { ConfigError } from '../errors.ts'
+import { toSeconds } from './duration.ts'
 import type { CheckSpec } from '../heartbeat/checker.ts'
 import { expandUrl } from '../heartbeat/http.ts'
 
@@ -126,8 +127,7 @@ function parseCheck(input: HeartbeatInput, keyOf: (key?: HeartbeatKey) => string
 }
 
 function seconds(value: unknown, fallback: number, key: string): number {
-  const v = value ?? fallback
-  if (typeof v !== 'number' || Number.isNaN(v)) throw new ConfigError(key, `must be a number (got ${String(v)})`)
+  const v = toSeconds(value, key) ?? fallback
   if (!(v >= SECONDS.min && v <= SECONDS.max)) {
     throw new ConfigError(key, `must be a number of seconds from ${SECONDS.min} to ${SECONDS.max} (got ${v})`)
   }

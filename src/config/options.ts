@@ -2,6 +2,7 @@
 // the flag at fault. Everything downstream receives a complete, checked ProxyOptions.
 
 import { ConfigError } from '../errors.ts'
+import { toSeconds } from './duration.ts'
 import {
   resolveKeepalive,
   validateKeepalive,
@@ -49,27 +50,47 @@ export const DEFAULTS = {
   shutdownGrace: 10,
 } as const
 
+/** Seconds, or a duration string as written ("30s", "5m", "1500ms"). */
+type Duration = number | string
+
+/** The fields that are times: each takes a number of seconds or a duration with a unit. */
+const DURATION_FIELDS = [
+  'idle', 'interval', 'userTimeout', 'clientIdle', 'clientInterval', 'clientUserTimeout',
+  'targetIdle', 'targetInterval', 'targetUserTimeout', 'connectTimeout', 'halfCloseTimeout', 'flushTimeout', 'shutdownGrace',
+] as const
+
+type Seconds<T> = { [K in keyof T]: K extends (typeof DURATION_FIELDS)[number] ? number | undefined : T[K] }
+
+/** Every time field in seconds; a bad duration is a ConfigError naming its flag or key. */
+function inSeconds(raw: RawOptions, keyOf: KeyNamer): Seconds<RawOptions> {
+  const out: Record<string, unknown> = { ...raw }
+  for (const field of DURATION_FIELDS) out[field] = toSeconds(raw[field], keyOf(flagOf(field)))
+  return out as Seconds<RawOptions>
+}
+
+const flagOf = (field: string): string => `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
+
 /** Values as the CLI hands them over; undefined means "not given". */
 export interface RawOptions {
   name?: string
   listen?: unknown
   target?: unknown
-  idle?: number
-  interval?: number
+  idle?: Duration
+  interval?: Duration
   count?: number
-  userTimeout?: number
-  clientIdle?: number
-  clientInterval?: number
+  userTimeout?: Duration
+  clientIdle?: Duration
+  clientInterval?: Duration
   clientCount?: number
-  clientUserTimeout?: number
-  targetIdle?: number
-  targetInterval?: number
+  clientUserTimeout?: Duration
+  targetIdle?: Duration
+  targetInterval?: Duration
   targetCount?: number
-  targetUserTimeout?: number
-  connectTimeout?: number
-  halfCloseTimeout?: number
-  flushTimeout?: number
-  shutdownGrace?: number
+  targetUserTimeout?: Duration
+  connectTimeout?: Duration
+  halfCloseTimeout?: Duration
+  flushTimeout?: Duration
+  shutdownGrace?: Duration
   native?: boolean
   balance?: unknown
   /** The same object a config file's route carries under `heartbeat`. */
@@ -95,7 +116,7 @@ const FLAG_OF_FIELD: Record<keyof KeepaliveSettings, string> = {
   userTimeout: 'user-timeout',
 }
 
-function legInput(raw: RawOptions, leg: 'client' | 'target'): KeepaliveInput {
+function legInput(raw: Seconds<RawOptions>, leg: 'client' | 'target'): KeepaliveInput {
   const pick = (field: keyof KeepaliveSettings): number | undefined => {
     const key = `${leg}${field[0]!.toUpperCase()}${field.slice(1)}` as keyof RawOptions
     return raw[key] as number | undefined
@@ -115,7 +136,7 @@ function overProfile(profile: unknown, key: string, explicit: KeepaliveInput): K
 }
 
 /** Names the flag that set a field: the per-leg override when given, else the shared one. */
-function flagFor(raw: RawOptions, leg: 'client' | 'target', field: keyof KeepaliveSettings): string {
+function flagFor(raw: Seconds<RawOptions>, leg: 'client' | 'target', field: keyof KeepaliveSettings): string {
   const override = legInput(raw, leg)[field]
   return override !== undefined ? `--${leg}-${FLAG_OF_FIELD[field]}` : `--${FLAG_OF_FIELD[field]}`
 }
@@ -123,7 +144,7 @@ function flagFor(raw: RawOptions, leg: 'client' | 'target', field: keyof Keepali
 function checkNumbers(raw: RawOptions, keyOf: KeyNamer): void {
   for (const [key, value] of Object.entries(raw)) {
     if (typeof value === 'number' && Number.isNaN(value)) {
-      throw new ConfigError(keyOf(`--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`), 'must be a number')
+      throw new ConfigError(keyOf(flagOf(key)), 'must be a number')
     }
   }
 }
@@ -136,8 +157,9 @@ function seconds(value: number | undefined, fallback: number, key: string, min: 
   return v
 }
 
-export function resolveOptions(raw: RawOptions, keyOf: KeyNamer = asFlag): ProxyOptions {
-  checkNumbers(raw, keyOf)
+export function resolveOptions(input: RawOptions, keyOf: KeyNamer = asFlag): ProxyOptions {
+  checkNumbers(input, keyOf)
+  const raw = inSeconds(input, keyOf)
   if (raw.target === undefined) throw new ConfigError(keyOf('--target'), 'is required (host:port of the server to relay to)')
   if (raw.listen === undefined) throw new ConfigError(keyOf('--listen'), 'is required ([host:]port to accept clients on)')
   const balance = raw.balance ?? 'first'

@@ -9,12 +9,16 @@ import { loadConfigFile } from './file.ts'
 import { HEARTBEAT_FLAGS } from './heartbeat.ts'
 import { DEFAULTS, resolveOptions, type KeyNamer, type ProxyOptions, type RawOptions } from './options.ts'
 import { formatEndpoint } from './endpoint.ts'
+import { toSeconds } from './duration.ts'
 import type { RouteConfig } from './schema.ts'
+import { resolveLog, type LogOptions } from '../log.ts'
 
 export interface CliInput extends RawOptions {
   config?: string
   admin?: string
   adminToken?: string
+  /** --log-level, --log-format, --log-file: each given one beats the file's `log:`. */
+  log?: Partial<LogOptions>
 }
 
 const KEEPALIVE_FIELDS = new Set(['idle', 'interval', 'count', 'user-timeout', 'profile'])
@@ -75,7 +79,7 @@ const defined = <T extends object>(o: T): Partial<T> =>
 
 /** Route-level values given as flags (process-wide ones such as --native do not count). */
 function routeFlagsGiven(cli: CliInput): Partial<RawOptions> {
-  const { config: _c, admin: _a, adminToken: _t, native: _n, shutdownGrace: _g, heartbeat, ...rest } = cli
+  const { config: _c, admin: _a, adminToken: _t, native: _n, shutdownGrace: _g, log: _l, heartbeat, ...rest } = cli
   const hb = heartbeat ? defined(heartbeat) : {}
   return { ...defined(rest), ...(Object.keys(hb).length > 0 ? { heartbeat: hb } : {}) }
 }
@@ -118,7 +122,7 @@ type AppConfigFileAdmin = string | { listen: string; token?: string | undefined 
 export function resolveAppConfig(cli: CliInput): AppConfig {
   if (cli.config === undefined) {
     const options = resolveOptions(cli)
-    return { routes: [options], admin: adminFrom(cli, undefined, ''), shutdownGrace: options.shutdownGrace }
+    return { routes: [options], admin: adminFrom(cli, undefined, ''), shutdownGrace: options.shutdownGrace, log: resolveLog(cli.log ?? {}, undefined) }
   }
   const path = cli.config
   const file = loadConfigFile(path)
@@ -128,7 +132,7 @@ export function resolveAppConfig(cli: CliInput): AppConfig {
     const flag = `--${overridden[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
     throw new ConfigError(flag, `overrides a single route only; ${path} has ${file.routes.length} routes: set it there`)
   }
-  const shutdownGrace = cli.shutdownGrace ?? file.shutdownGrace ?? DEFAULTS.shutdownGrace
+  const shutdownGrace = toSeconds(cli.shutdownGrace, '--shutdown-grace') ?? file.shutdownGrace ?? DEFAULTS.shutdownGrace
   const routes = file.routes.map((route, i) => {
     const fromFile = rawFromRoute(route, shutdownGrace)
     const raw: RawOptions = {
@@ -144,5 +148,5 @@ export function resolveAppConfig(cli: CliInput): AppConfig {
   const twice = names.findIndex((n, i) => names.indexOf(n) !== i)
   if (twice >= 0) throw new ConfigError(`${path}: routes[${twice}].name`, `"${names[twice]}" names two routes; route names must be unique`)
   checkListenClashes(routes)
-  return { routes, admin: adminFrom(cli, file.admin, `${path}: `), shutdownGrace }
+  return { routes, admin: adminFrom(cli, file.admin, `${path}: `), shutdownGrace: routes[0]!.shutdownGrace, log: resolveLog(cli.log ?? {}, file.log) }
 }

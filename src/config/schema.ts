@@ -5,17 +5,30 @@ import { z } from 'zod'
 import { ConfigError } from '../errors.ts'
 import { PROFILE_NAMES } from '../keepalive/profiles.ts'
 import { LIMITS } from '../keepalive/settings.ts'
-import { LOG_LEVELS } from '../log.ts'
+import { DURATION_HINT, durationSeconds } from './duration.ts'
+import { LOG_FORMATS, LOG_LEVELS } from '../log.ts'
 
 const whole = (min: number, max: number) => z.number().int().min(min).max(max)
-const seconds = (min: number) => z.number().min(min).max(86400)
+
+/** A time: a number of seconds, or a string with units ("30s", "5m", "1500ms"), checked by `then`. */
+const duration = (then: z.ZodNumber) =>
+  z
+    .union([z.number(), z.string()])
+    .transform((value, ctx) => {
+      const s = typeof value === 'number' ? value : durationSeconds(value)
+      if (s !== undefined) return s
+      ctx.addIssue({ code: 'custom', message: `must be a number of ${DURATION_HINT} (got ${JSON.stringify(value)})` })
+      return z.NEVER
+    })
+    .pipe(then)
+const seconds = (min: number) => duration(z.number().min(min).max(86400))
 
 export const keepaliveSchema = z.strictObject({
   profile: z.enum(PROFILE_NAMES).optional(),
-  idle: whole(LIMITS.idle.min, LIMITS.idle.max).optional(),
-  interval: whole(LIMITS.interval.min, LIMITS.interval.max).optional(),
+  idle: duration(whole(LIMITS.idle.min, LIMITS.idle.max)).optional(),
+  interval: duration(whole(LIMITS.interval.min, LIMITS.interval.max)).optional(),
   count: whole(LIMITS.count.min, LIMITS.count.max).optional(),
-  userTimeout: z.number().min(LIMITS.userTimeout.min).max(LIMITS.userTimeout.max).optional(),
+  userTimeout: duration(z.number().min(LIMITS.userTimeout.min).max(LIMITS.userTimeout.max)).optional(),
 })
 
 const address = z.union([z.string().min(1), whole(0, 65535)])
@@ -45,7 +58,7 @@ export const adminSchema = z.union([
 export const configSchema = z.strictObject({
   admin: adminSchema.optional(),
   shutdownGrace: seconds(0).optional(),
-  log: z.strictObject({ level: z.enum(LOG_LEVELS).optional(), format: z.enum(['auto', 'json', 'pretty']).optional() }).optional(),
+  log: z.strictObject({ level: z.enum(LOG_LEVELS).optional(), format: z.enum(LOG_FORMATS).optional(), file: z.string().min(1).optional() }).optional(),
   routes: z.array(routeSchema).min(1),
 })
 

@@ -82,3 +82,21 @@ export async function manualTarget(t: Test): Promise<{ port: number; next(): Pro
     next: () => (queue.length ? Promise.resolve(queue.shift()!) : new Promise((r) => waiting.push(r))),
   }
 }
+
+/** An echo server (what it reads it writes back, ends when the client ends), closed when the test ends. */
+export async function echoServer(t: { teardown(fn: () => void): void }): Promise<number> {
+  const { server, port } = await listen((s) => {
+    s.on('error', () => {}) // a reset from the proxy is part of some tests
+    s.pipe(s)
+  })
+  t.teardown(() => server.close())
+  return port
+}
+
+/** Sends `text` through a fresh connection, half-closes, and resolves with what came back. */
+export async function echoOnce(port: number, text: string): Promise<string> {
+  const c = await connect(port)
+  const got = readAll(c)
+  c.end(text)
+  return (await got).toString()
+}
