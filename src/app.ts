@@ -88,6 +88,8 @@ export class ProxyApp implements AdminSource {
       }
       const targetsChanged = !sameTargets(listener.options, options)
       const result = listener.retune(options, targetsChanged)
+      // A reload is the operator's failback (--failback manual): back to the first target.
+      listener.pool.failback()
       if (result.changed) {
         retuned.push(options.name)
         this.#logger.info(
@@ -189,7 +191,7 @@ export class ProxyApp implements AdminSource {
           }
           return { toTarget, toClient }
         },
-        targets: () => listener.pool.targets.map((t) => ({ address: t.name, up: listener.pool.routable(t) })),
+        targets: () => listener.pool.targets.map((t) => ({ address: t.name, up: listener.pool.up(t) })),
       }
     }
   }
@@ -204,7 +206,7 @@ export class ProxyApp implements AdminSource {
     return [...this.#routes].map(([route, listener]) => ({
       route,
       listening: listener.state === 'running',
-      targetsUp: listener.pool.targets.filter((t) => listener.pool.routable(t)).length,
+      targetsUp: listener.pool.targets.filter((t) => listener.pool.up(t)).length,
       targets: listener.pool.targets.length,
     }))
   }

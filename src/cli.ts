@@ -6,6 +6,7 @@ import { hideBin } from 'yargs/helpers'
 import type { Logger } from 'pino'
 import { DEFAULTS } from './config/options.ts'
 import { resolveAppConfig, type CliInput } from './config/resolve.ts'
+import { loadConfigFile } from './config/file.ts'
 import { ProxyApp, type AppConfig } from './app.ts'
 import { formatEndpoint } from './config/endpoint.ts'
 import { runStatus } from './admin/status.ts'
@@ -74,6 +75,7 @@ function buildParser(argv: string[]): Argv {
     .option('heartbeat-fall', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `failed checks in a row that mark a target down [default: ${HB.fall}]` })
     .option('heartbeat-rise', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `good checks in a row that mark it up again [default: ${HB.rise}]` })
     .option('on-down', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: `target marked down: kill (reset its sessions), drain (keep them, send new ones elsewhere), keep (only log) [default: ${HB.onDown}]` })
+    .option('failback', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'after a failover (connect failed or target down): auto returns new connections to the first target once it is up again; manual keeps them on the one in use until it fails or SIGHUP [default: manual]' })
     .option('balance', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'first: the first healthy target; roundrobin: each healthy target in turn [default: first]' })
     .option('max-connections', { type: 'number', requiresArg: true, describe: 'refuse clients (RST) beyond this many open sessions [default: no limit]' })
     .option('admin', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'serve /metrics, /healthz, /sessions on host:port (loopback unless --admin-token); for status: its URL' })
@@ -141,6 +143,7 @@ function cliInput(args: Record<string, unknown>): CliInput {
     shutdownGrace: d('shutdownGrace'),
     native: args.native as boolean | undefined,
     balance: args.balance,
+    failback: args.failback,
     heartbeat: {
       type: args.heartbeat,
       send: args.heartbeatSend,
@@ -209,7 +212,11 @@ export async function run(argv: string[]): Promise<number> {
   }
   const { logger, reopen } = await createLogger(log)
   const keepalive = new KeepaliveApplier({ native: input.native })
-  if (!keepalive.native) logger.warn({ reason: keepalive.fallbackReason }, nativeStatusLine(keepalive))
+  if (!keepalive.native) {
+    const ignored = ignoredByFallback(input)
+    const what = ignored.length > 0 ? `; these settings are NOT applied: ${ignored.join(', ')}` : ''
+    logger.warn({ reason: keepalive.fallbackReason, ignored }, `${nativeStatusLine(keepalive)}${what}`)
+  }
   const app = new ProxyApp(keepalive, logger)
   await app.start(config)
   for (const route of config.routes) {
@@ -226,6 +233,31 @@ export async function run(argv: string[]): Promise<number> {
 function servingStatus(app: ProxyApp): string {
   const names = app.config?.routes.map((r) => r.name) ?? []
   return `serving ${names.length} route${names.length === 1 ? '' : 's'}: ${names.join(', ')}`
+}
+
+/**
+ * The keepalive settings given explicitly (flags, or keys of the config file) that Node's
+ * setKeepAlive cannot apply: interval, count, user timeout, and profiles (which set them).
+ */
+function ignoredByFallback(input: CliInput): string[] {
+  const fields = ['interval', 'count', 'userTimeout', 'profile'] as const
+  const out: string[] = []
+  for (const leg of ['', 'client', 'target']) {
+    for (const field of fields) {
+      const key = leg === '' ? field : `${leg}${field[0]!.toUpperCase()}${field.slice(1)}`
+      if ((input as Record<string, unknown>)[key] !== undefined) out.push(`--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`)
+    }
+  }
+  if (input.config === undefined) return out
+  loadConfigFile(input.config).routes.forEach((route, i) => {
+    if (route.profile !== undefined) out.push(`${input.config}: routes[${i}].profile`)
+    for (const group of ['keepalive', 'clientKeepalive', 'targetKeepalive'] as const) {
+      for (const field of fields) {
+        if (route[group]?.[field] !== undefined) out.push(`${input.config}: routes[${i}].${group}.${field}`)
+      }
+    }
+  })
+  return out
 }
 
 /** What `ka-proxy check` prints for a valid config: one line per route, like haproxy -c. */

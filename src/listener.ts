@@ -12,7 +12,7 @@ import { onAccepted, peerOf, resetAccepted, socketOf, type Accepted } from './ac
 import type { LegHandle, Session, SessionContext, SessionSummary } from './session.ts'
 import { checkPausedRelays, nativeRelayClass, NativeSession } from './session-native.ts'
 import { checkPausedLegs, StreamSession } from './session-stream.ts'
-import { TargetPool, type TargetChange } from './targets.ts'
+import { TargetPool, type Target, type TargetChange } from './targets.ts'
 
 /** How often legs paused by backpressure are checked for a dead peer. */
 const PAUSED_CHECK_MS = 1000
@@ -66,7 +66,7 @@ export class ProxyListener {
     this.#hooks = hooks
     // pauseOnConnect: nothing is read from a client before its target leg is up.
     this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true })
-    this.#pool = new TargetPool(options.targets, { balance: options.balance, heartbeat: options.heartbeat, logger })
+    this.#pool = new TargetPool(options.targets, { balance: options.balance, failback: options.failback, heartbeat: options.heartbeat, logger })
     this.#ctx = {
       targetKeepalive: options.keepalive.target,
       keepalive,
@@ -77,9 +77,14 @@ export class ProxyListener {
       logger,
       pausedLegs: new Set(),
       onClosed: (session) => this.#onSessionClosed(session),
-      onTargetConnected: hooks.targetConnected
-        ? (session) => hooks.targetConnected!((performance.now() - session.startedAt) / 1000)
-        : undefined,
+      onTargetConnected: (session) => {
+        this.#pool.connectSucceeded(session.upstream as Target)
+        hooks.targetConnected?.((performance.now() - session.startedAt) / 1000)
+      },
+      retarget: (session, error) => {
+        this.#pool.connectFailed(session.upstream as Target, error)
+        return this.state === 'running' ? this.#pool.pick(session.tried) : undefined
+      },
     }
     this.#relay = keepalive.native && process.env.KA_PROXY_RELAY !== 'stream' ? nativeRelayClass() : undefined
     this.#deadCheck = setInterval(checkPausedLegsOfBoth, PAUSED_CHECK_MS, this.#ctx).unref()
@@ -194,7 +199,7 @@ export class ProxyListener {
     ctx.flushTimeoutMs = options.flushTimeout * 1000
     if (targetsChanged) {
       void this.#pool.stop()
-      this.#pool = new TargetPool(options.targets, { balance: options.balance, heartbeat: options.heartbeat, logger: this.#logger })
+      this.#pool = new TargetPool(options.targets, { balance: options.balance, failback: options.failback, heartbeat: options.heartbeat, logger: this.#logger })
       // Open sessions follow their target into the new pool, so its checks cover them too.
       const byName = new Map(this.#pool.targets.map((t) => [t.name, t]))
       for (const session of this.sessions) session.upstream = byName.get(formatEndpoint(session.upstream.host, session.upstream.port)) ?? session.upstream

@@ -103,6 +103,12 @@ export class NativeSession extends Session {
     })
   }
 
+  protected dropTarget(): void {
+    this.#untried = []
+    this.#connecting = false
+    this.#relay.destroy(1)
+  }
+
   #connectTo({ address, family }: dns.LookupAddress): void {
     this.#targetAddress = formatEndpoint(address, this.upstream.port)
     const failed = this.#relay.connect(address, this.upstream.port, family)

@@ -69,6 +69,17 @@ export class StreamSession extends Session {
     target.on('close', socketOnClose)
   }
 
+  protected dropTarget(): void {
+    const target = this.target
+    if (target === undefined) return
+    target.removeListener('connect', targetOnConnect)
+    target.removeListener('error', socketOnError)
+    target.removeListener('close', socketOnClose)
+    target.on('error', ignoreError)
+    target.destroy()
+    this.target = undefined
+  }
+
   protected beginRelay(): void {
     try {
       // The client leg inherits it from the listening socket.
@@ -174,6 +185,8 @@ export function checkPausedLegs(ctx: SessionContext): void {
     if (ctx.keepalive.deadReason(socket) !== undefined) (socket as LegSocket)[kSession].onPausedLegDead(socket)
   }
 }
+
+function ignoreError(): void {}
 
 function socketOnData(this: LegSocket, chunk: Buffer): void {
   this[kSession].onData(this, chunk)

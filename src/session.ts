@@ -76,6 +76,11 @@ export interface SessionContext {
   pausedLegs: Set<Socket>
   onClosed(session: Session): void
   onTargetConnected: ((session: Session) => void) | undefined
+  /**
+   * The connect to the session's target failed (`error`: ECONNREFUSED, ENOTFOUND, ETIMEDOUT...):
+   * the target to try next, or undefined to give up. `tried` holds the ones already tried.
+   */
+  retarget: ((session: Session, error: string) => (Endpoint & { host: string }) | undefined) | undefined
 }
 
 export interface SessionSummary {
@@ -104,6 +109,8 @@ export abstract class Session {
   /** Where this session goes: chosen by the listener when the client arrived (re-pointed by a reload). */
   upstream: Endpoint & { host: string }
   readonly startedAt = performance.now()
+  /** Targets whose connect failed for this session (it tries each at most once). */
+  readonly tried = new Set<Endpoint & { host: string }>()
   reason: CloseReason | undefined
   reasonLeg: Leg | null = null
   error: string | undefined
@@ -139,6 +146,8 @@ export abstract class Session {
 
   /** Starts connecting the target leg; events come back through onTargetConnect, onError... */
   protected abstract connectTarget(): void
+  /** Abandons a failed or timed-out connect quietly (no events), to connect elsewhere. */
+  protected abstract dropTarget(): void
   /** The target is up: bytes start to flow both ways. */
   protected abstract beginRelay(): void
   protected abstract isOpen(leg: Leg): boolean
@@ -227,6 +236,7 @@ export abstract class Session {
 
   onConnectTimeout(): void {
     this.#phaseTimer = undefined
+    if (this.#retry('ETIMEDOUT')) return
     this.error = 'ETIMEDOUT'
     this.#abort('connect_timeout', 'target')
   }
@@ -267,6 +277,7 @@ export abstract class Session {
 
   /** `code` is the errno name (ECONNRESET...), or a message when there is none. */
   onError(leg: Leg, code: string): void {
+    if (leg === 'target' && !this.#targetUp && this.#retry(code)) return
     this.#closeHow[leg] ??= 'failed'
     this.error ??= code
     if (leg === 'target' && !this.#targetUp) {
@@ -311,6 +322,25 @@ export abstract class Session {
     const left = this.#flushDeadline! - performance.now()
     const anyReset = this.#resetWhenFlushed.client || this.#resetWhenFlushed.target
     this.#phaseTimer = setTimeout(sessionOnFlushTick, Math.max(0, anyReset ? Math.min(ACK_POLL_MS, left) : left), this)
+  }
+
+  /**
+   * The connect failed or timed out: when the client is still there and the listener names
+   * another target (HAProxy's retries + redispatch), connect to it instead, with a fresh
+   * connect timeout. The client has sent nothing through yet: its leg is not read until now.
+   */
+  #retry(error: string): boolean {
+    if (this.reason !== undefined || !this.isOpen('client')) return false
+    this.tried.add(this.upstream)
+    const next = this.ctx.retarget?.(this, error)
+    if (next === undefined) return false
+    this.ctx.logger.warn({ session: this.id, target: this.targetAddress, error, next: `${next.host}:${next.port}` }, 'connect failed: trying the next target')
+    this.dropTarget()
+    this.upstream = next
+    clearTimeout(this.#phaseTimer)
+    this.#phaseTimer = setTimeout(sessionOnConnectTimeout, this.ctx.connectTimeoutMs, this)
+    this.connectTarget()
+    return true
   }
 
   /** A leg failed: record why and tell the other leg's peer, by RST after what is on its way to it. */

@@ -1,11 +1,17 @@
 // The targets of a listener, in the order given, and which one a new connection goes to.
 // With heartbeats, each target's checks drive its health; without, every target is used.
-// What the listener does to sessions when a target changes state is in listener.ts.
+// Either way a failed connect counts against its target (passive health, like HAProxy's
+// `observe layer4`): the session retries the next target (`retries` + `redispatch`), and new
+// connections skip the failed one for a while. Failback to the first target is automatic or
+// left to the operator (`--failback`). What the listener does to sessions when a target
+// changes state is in listener.ts.
 
+import dns from 'node:dns'
+import { isIP } from 'node:net'
 import type { Logger } from 'pino'
 import { formatEndpoint, type Endpoint } from './config/endpoint.ts'
 import type { HeartbeatSettings } from './config/heartbeat.ts'
-import type { Balance } from './config/options.ts'
+import type { Balance, Failback } from './config/options.ts'
 import type { Checker } from './heartbeat/checker.ts'
 import { TargetHealth, type HealthChange } from './heartbeat/health.ts'
 import { createChecker } from './heartbeat/registry.ts'
@@ -17,6 +23,8 @@ export class Target {
   /** host:port as logged. */
   readonly name: string
   readonly health: TargetHealth | undefined
+  /** The last connect to it that failed, until one succeeds (passive health). */
+  failure: { at: number; error: string } | undefined
 
   constructor(endpoint: Endpoint & { host: string }, heartbeat: HeartbeatSettings | undefined) {
     this.host = endpoint.host
@@ -32,9 +40,21 @@ export interface TargetChange extends HealthChange {
   outcome: CheckOutcome
 }
 
+/**
+ * How long new connections avoid a target after a connect to it failed, and how often a
+ * name that did not resolve is looked up again (without heartbeats).
+ */
+export const PASSIVE_HOLD_MS = 5000
+
+const DNS_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL', 'ENODATA'])
+
 export class TargetPool {
   readonly targets: readonly Target[]
   readonly #balance: Balance
+  readonly #failback: Failback
+  /** With balance first: the target new connections go to while it is available. */
+  #active = 0
+  #lookups: NodeJS.Timeout | undefined
   readonly #heartbeat: HeartbeatSettings | undefined
   readonly #scheduler: HeartbeatScheduler
   readonly #logger: Logger
@@ -44,11 +64,12 @@ export class TargetPool {
 
   constructor(
     endpoints: ReadonlyArray<Endpoint & { host: string }>,
-    options: { balance: Balance; heartbeat: HeartbeatSettings | undefined; logger: Logger; scheduler?: HeartbeatScheduler },
+    options: { balance: Balance; failback?: Failback; heartbeat: HeartbeatSettings | undefined; logger: Logger; scheduler?: HeartbeatScheduler },
   ) {
     this.#heartbeat = options.heartbeat
     this.targets = endpoints.map((e) => new Target(e, options.heartbeat))
     this.#balance = options.balance
+    this.#failback = options.failback ?? 'manual'
     this.#logger = options.logger
     this.#scheduler = options.scheduler ?? sharedScheduler
   }
@@ -58,25 +79,95 @@ export class TargetPool {
     return target.health === undefined || target.health.state !== 'down' || this.#heartbeat?.onDown === 'keep'
   }
 
-  /** The target for a new connection, or undefined when none is healthy. */
-  pick(): Target | undefined {
+  /** Routable and not avoided after a recent failed connect. */
+  #fresh(target: Target, now: number): boolean {
+    return this.routable(target) && (target.failure === undefined || now - target.failure.at >= PASSIVE_HOLD_MS)
+  }
+
+  /**
+   * Whether /healthz and the target_up metric count the target as up: routable, its name
+   * resolves, and no connect to it failed in the last PASSIVE_HOLD_MS.
+   */
+  up(target: Target): boolean {
+    const f = target.failure
+    return this.routable(target) && (f === undefined || (!DNS_ERRORS.has(f.error) && performance.now() - f.at >= PASSIVE_HOLD_MS))
+  }
+
+  /**
+   * The target for a new connection (or for a retry: `tried` are the ones that failed it),
+   * or undefined when none is healthy. Targets whose connect failed recently come last.
+   */
+  pick(tried?: ReadonlySet<object>): Target | undefined {
+    const now = performance.now()
+    const usable = (t: Target): boolean => this.routable(t) && !tried?.has(t)
+    return this.#choose((t) => usable(t) && this.#fresh(t, now)) ?? this.#choose(usable)
+  }
+
+  #choose(ok: (t: Target) => boolean): Target | undefined {
     const n = this.targets.length
-    if (this.#balance === 'first') return this.targets.find((t) => this.routable(t))
+    if (this.#balance === 'first' && this.#failback === 'auto') return this.targets.find(ok)
+    const first = this.#balance === 'first' ? this.#active : this.#next
     for (let i = 0; i < n; i++) {
-      const index = (this.#next + i) % n
+      const index = (first + i) % n
       const target = this.targets[index]!
-      if (this.routable(target)) {
-        this.#next = (index + 1) % n
-        return target
+      if (!ok(target)) continue
+      if (this.#balance === 'roundrobin') this.#next = (index + 1) % n
+      else if (index !== this.#active) {
+        this.#logger.warn({ from: this.targets[this.#active]!.name, to: target.name }, 'failover: new connections go to the next target')
+        this.#active = index
       }
+      return target
     }
     return undefined
+  }
+
+  /** With --failback manual: new connections go to the first available target again. */
+  failback(): void {
+    if (this.#active === 0) return
+    this.#logger.info({ from: this.targets[this.#active]!.name, to: this.targets[0]!.name }, 'failback: new connections go to the first target again')
+    this.#active = 0
+  }
+
+  connectFailed(target: Target, error: string): void {
+    target.failure = { at: performance.now(), error }
+  }
+
+  connectSucceeded(target: Target): void {
+    target.failure = undefined
+  }
+
+  /**
+   * Without heartbeats, names are looked up at start and, while one does not resolve, every
+   * PASSIVE_HOLD_MS: /healthz then reports a target whose name is gone before a client fails on it.
+   */
+  #watchNames(): void {
+    const names = this.targets.filter((t) => isIP(t.host) === 0)
+    if (names.length === 0) return
+    const lookUp = (all: boolean): void => {
+      for (const target of names) {
+        if (!all && !DNS_ERRORS.has(target.failure?.error ?? '')) continue
+        dns.lookup(target.host, (err) => {
+          if (err && DNS_ERRORS.has(err.code ?? '')) {
+            if (target.failure === undefined) this.#logger.warn({ target: target.name, error: err.code }, 'target name does not resolve')
+            target.failure = { at: performance.now(), error: err.code! }
+          } else if (!err && DNS_ERRORS.has(target.failure?.error ?? '')) {
+            target.failure = undefined
+          }
+        })
+      }
+    }
+    lookUp(true)
+    this.#lookups = setInterval(lookUp, PASSIVE_HOLD_MS, false).unref()
   }
 
   /** Starts every target's checks on the shared scheduler; `onChange` hears each state change. */
   start(onChange: (change: TargetChange) => void): void {
     const hb = this.#heartbeat
-    if (!hb || this.#checker) return
+    if (!hb) {
+      if (this.#lookups === undefined) this.#watchNames()
+      return
+    }
+    if (this.#checker) return
     const checker = createChecker(hb.check)
     this.#checker = checker
     for (const target of this.targets) {
@@ -108,6 +199,7 @@ export class TargetPool {
 
   /** Stops the checks; a check in progress is abandoned and its connection closed. */
   async stop(): Promise<void> {
+    clearInterval(this.#lookups)
     for (const stop of this.#stops) stop()
     this.#stops = []
     const checker = this.#checker

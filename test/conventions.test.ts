@@ -11,7 +11,7 @@ import { runCli, startCliProxy } from './helpers/cli.ts'
 t.test('messages stay English and one line whatever LANG says', async (t) => {
   // yargs picks its messages from LANG / LC_ALL: without .locale('en') these were German.
   const lang = 'de_DE.UTF-8'
-  const r = runCli(['--bogus', '--listen'], { LANG: lang, LC_ALL: lang, LC_MESSAGES: lang })
+  const r = runCli(['--bogus'], { LANG: lang, LC_ALL: lang, LC_MESSAGES: lang })
   t.equal(r.status, 2, 'exit 2')
   t.equal(r.stderr, 'ka-proxy: --bogus: unknown option (see ka-proxy --help)\n', 'the English line')
   const help = runCli(['--help'], { LANG: lang, LC_ALL: lang })
@@ -120,3 +120,11 @@ for (const native of [true, false]) {
   })
 }
 
+
+t.test('bench:survival refuses keepalive times the NAT timeout makes meaningless', async (t) => {
+  const { spawnSync } = await import('node:child_process')
+  // --scenarios bogus: should the check be missing, the run still stops before the lab starts.
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'bench/survival.ts', '-T', '5', '--scenarios', 'bogus'], { encoding: 'utf8', timeout: 30_000 })
+  t.equal(r.status, 1)
+  t.equal(r.stderr, 'bench:survival: --idle (5 s) must be below --nat-timeout (5 s): the NAT would forget every flow before its next keepalive probe\n')
+})

@@ -98,3 +98,16 @@ t.test('pino-pretty is not loaded unless pretty output is asked for', async (t) 
   t.match(r.stderr, /MODULE \d+: load /, 'module loads are traced')
   t.notMatch(r.stderr, /pino-pretty/, 'pino-pretty: not loaded')
 })
+
+t.test('without the native helper, keepalive settings it cannot apply are named in the warning', async (t) => {
+  const config = join(dir, 'fallback.yaml')
+  writeFileSync(config, 'routes:\n  - {listen: 127.0.0.1:0, target: "127.0.0.1:1", keepalive: {idle: 30, count: 4}, targetKeepalive: {userTimeout: 20}}\n')
+  const proxy = spawnProxy(['--config', config, '--no-native', '--interval', '5'])
+  t.teardown(() => proxy.stop('SIGKILL'))
+  await proxy.line((l) => l.msg === 'listening', 20_000)
+  const warnings = proxy.logs.filter((l) => l.level === 40)
+  t.equal(warnings.length, 1, 'one warning')
+  const ignored = ['--interval', `${config}: routes[0].keepalive.count`, `${config}: routes[0].targetKeepalive.userTimeout`]
+  t.same(warnings[0]!.ignored, ignored)
+  t.match(warnings[0]!.msg, `falling back to setKeepAlive: interval 1 s, count 10, no TCP_USER_TIMEOUT; these settings are NOT applied: ${ignored.join(', ')}`)
+})

@@ -61,6 +61,14 @@ export function parseOptions(argv = hideBin(process.argv)): BenchSettings {
     .parseSync()
 
   const keepalive = { idle: args.idle, interval: args.interval, count: args.count }
+  // A flow idle for T seconds is forgotten by the NAT; keepalive probes it after idle, then every
+  // interval. At T or more every session dies whatever the relay does: a 0 % that means nothing.
+  const probed = { idle: args.idle, interval: args.interval, 'client-idle': args.clientIdle, 'client-interval': args.clientInterval }
+  for (const [flag, value] of Object.entries(probed)) {
+    if (value !== undefined && value >= args.natTimeout) {
+      throw new RangeError(`--${flag} (${value} s) must be below --nat-timeout (${args.natTimeout} s): the NAT would forget every flow before its next keepalive probe`)
+    }
+  }
   const scenarios = list(args.scenarios)
   for (const s of scenarios) {
     if (!SCENARIOS.includes(s as ScenarioName)) throw new RangeError(`--scenarios: unknown "${s}"; known: ${SCENARIOS.join(', ')}`)

@@ -22,6 +22,8 @@ export interface ProxyOptions {
   /** In order of preference; more than one only matters with heartbeats or round robin. */
   targets: Array<Endpoint & { host: string }>
   balance: Balance
+  /** With balance first: whether new connections return to the first target by themselves. */
+  failback: Failback
   /** Application-level checks of every target; undefined: none, every target counts as up. */
   heartbeat: HeartbeatSettings | undefined
   keepalive: { client: KeepaliveSettings; target: KeepaliveSettings }
@@ -42,6 +44,15 @@ export interface ProxyOptions {
 /** Which healthy target a new connection goes to: the first listed, or each in turn. */
 export type Balance = 'first' | 'roundrobin'
 const BALANCE: readonly Balance[] = ['first', 'roundrobin']
+
+/**
+ * After new connections moved from a failed target to the next: auto, they go back to the first
+ * as soon as it is up again; manual, they stay until that one fails too or the operator sends
+ * SIGHUP. Manual is the default: a pg check passes on a standby as well, and an automatic return
+ * can send writes to an old primary.
+ */
+export type Failback = 'auto' | 'manual'
+export const FAILBACK: readonly Failback[] = ['auto', 'manual']
 
 export const DEFAULTS = {
   connectTimeout: 10,
@@ -93,6 +104,7 @@ export interface RawOptions {
   shutdownGrace?: Duration
   native?: boolean
   balance?: unknown
+  failback?: unknown
   /** The same object a config file's route carries under `heartbeat`. */
   heartbeat?: HeartbeatInput
   maxConnections?: number
@@ -164,6 +176,8 @@ export function resolveOptions(input: RawOptions, keyOf: KeyNamer = asFlag): Pro
   if (raw.listen === undefined) throw new ConfigError(keyOf('--listen'), 'is required ([host:]port to accept clients on)')
   const balance = raw.balance ?? 'first'
   if (!BALANCE.includes(balance as Balance)) throw new ConfigError(keyOf('--balance'), `must be one of ${BALANCE.join(', ')} (got ${String(balance)})`)
+  const failback = raw.failback ?? 'manual'
+  if (!FAILBACK.includes(failback as Failback)) throw new ConfigError(keyOf('--failback'), `must be one of ${FAILBACK.join(', ')} (got ${String(failback)})`)
   const shared = overProfile(raw.profile, keyOf('--profile'), {
     idle: raw.idle,
     interval: raw.interval,
@@ -187,6 +201,7 @@ export function resolveOptions(input: RawOptions, keyOf: KeyNamer = asFlag): Pro
     listenKey: keyOf('--listen'),
     targets: parseTargets(raw.target, keyOf('--target')),
     balance: balance as Balance,
+    failback: failback as Failback,
     heartbeat: resolveHeartbeat(raw.heartbeat, (key = 'type') => keyOf(HEARTBEAT_FLAGS[key])),
     keepalive,
     connectTimeout: seconds(raw.connectTimeout, DEFAULTS.connectTimeout, keyOf('--connect-timeout'), 0.001),

@@ -50,6 +50,7 @@ function rawFromRoute(r: RouteConfig, shutdownGrace: number | undefined): RawOpt
     listen: r.listen,
     target: Array.isArray(r.target) ? r.target.join(',') : r.target,
     balance: r.balance,
+    failback: r.failback,
     profile: ka.profile ?? r.profile,
     idle: ka.idle,
     interval: ka.interval,

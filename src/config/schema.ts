@@ -38,6 +38,7 @@ export const routeSchema = z.strictObject({
   listen: address,
   target: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
   balance: z.enum(['first', 'roundrobin']).optional(),
+  failback: z.enum(['auto', 'manual']).optional(),
   profile: z.enum(PROFILE_NAMES).optional(),
   keepalive: keepaliveSchema.optional(),
   clientKeepalive: keepaliveSchema.optional(),
