@@ -44,6 +44,11 @@ export class ProxyApp implements AdminSource {
     this.metrics = new ProxyMetrics(this)
   }
 
+  /** Whether the native helper is in use (for ka_proxy_build_info). */
+  get native(): boolean {
+    return this.#keepalive.native
+  }
+
   get config(): AppConfig | undefined {
     return this.#config
   }

@@ -1,12 +1,17 @@
 // Prometheus metrics (prom-client, on a registry of our own). Nothing here runs per chunk:
 // counters move when a session opens, connects or closes, and live values (active
-// sessions, bytes of open sessions) are read at scrape time.
+// sessions, bytes of open sessions) are read at scrape time. The process metrics are
+// prom-client's default collectors (RSS, CPU, open fds, event-loop lag, GC), as every Node
+// exporter has them, plus ka_proxy_build_info.
 
-import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { VERSION } from '../version.ts'
 import type { SessionSummary } from '../session.ts'
 
 /** What a scrape reads from the running proxy. */
 export interface MetricsSource {
+  /** Whether sessions relay through the native helper (the build_info label). */
+  readonly native?: boolean
   routes(): Iterable<{
     name: string
     activeSessions: number
@@ -29,6 +34,18 @@ export class ProxyMetrics {
 
   constructor(source: MetricsSource) {
     const registers = [this.registry]
+    // process_resident_memory_bytes, process_open_fds, nodejs_eventloop_lag_seconds, ...
+    collectDefaultMetrics({ register: this.registry })
+    new Gauge({
+      name: 'ka_proxy_build_info',
+      help: 'Always 1; the labels say which ka-proxy runs, on which Node, and whether the native helper is in use',
+      labelNames: ['version', 'node', 'native'],
+      registers,
+      collect() {
+        this.reset()
+        this.set({ version: VERSION, node: process.version, native: String(source.native ?? false) }, 1)
+      },
+    })
     this.#opened = new Counter({ name: 'ka_proxy_sessions_total', help: 'Sessions accepted', labelNames: ['route'], registers })
     this.#closed = new Counter({
       name: 'ka_proxy_sessions_closed_total',
