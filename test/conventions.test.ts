@@ -88,39 +88,6 @@ t.test('status with a wrong token names the flag that sets it', async (t) => {
   t.equal(r.stderr, `ka-proxy: --admin-token: the admin API at http://127.0.0.1:${adminPort} refused the token\n`)
 })
 
-for (const native of [true, false]) {
-  const mode = native ? 'native pump' : '--no-native'
-  const extra = native ? [] : ['--no-native']
-
-  t.test(`${mode}: a bare-port listen logs an IPv4 client as its plain address`, async (t) => {
-    const port = await echoServer(t)
-    const proxy = await startCliProxy(['--target', `127.0.0.1:${port}`, '--listen', '0', ...extra])
-    t.teardown(() => proxy.stop('SIGKILL'))
-    t.match(proxy.logs.find((l) => l.msg === 'listening'), { address: /^\[::\]:\d+$/ }, 'dual stack: all interfaces')
-    const c = await connect(proxy.port, '127.0.0.1')
-    const local = c.localPort
-    const got = readAll(c)
-    c.end('v4')
-    t.equal((await got).toString(), 'v4')
-    const line = await proxy.line((l) => l.msg === 'session closed')
-    t.equal(line.client, `127.0.0.1:${local}`)
-  })
-
-  t.test(`${mode}: the session line names the client, also when the client reset`, async (t) => {
-    const port = await echoServer(t)
-    const proxy = await startCliProxy(['--target', `127.0.0.1:${port}`, ...extra])
-    t.teardown(() => proxy.stop('SIGKILL'))
-    const c = await connect(proxy.port)
-    const local = c.localPort
-    c.write('x')
-    await new Promise((r) => c.once('data', r))
-    c.resetAndDestroy()
-    const line = await proxy.line((l) => l.msg === 'session closed')
-    t.match(line, { reason: 'client_reset', client: `127.0.0.1:${local}` })
-  })
-}
-
-
 t.test('bench:survival refuses keepalive times the NAT timeout makes meaningless', async (t) => {
   const { spawnSync } = await import('node:child_process')
   // --scenarios bogus: should the check be missing, the run still stops before the lab starts.
