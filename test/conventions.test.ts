@@ -3,8 +3,7 @@
 // shell completion, --version telling the truth, and client addresses logged as they are.
 
 import t from 'tap'
-import net from 'node:net'
-import { connect, echoServer, freePort, listen, readAll } from './helpers/net.ts'
+import { connect, freePort, listen, readAll } from './helpers/net.ts'
 import { runCli, startCliProxy } from './helpers/cli.ts'
 
 
