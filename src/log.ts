@@ -58,7 +58,7 @@ export async function createLogger(options: LogOptions): Promise<AppLogger> {
   if (options.format === 'pretty' || (options.format === 'auto' && terminal)) {
     const { default: pretty } = await import('pino-pretty')
     // One line per event: a session's line carries its fields inline, not one per line.
-    stream = pretty({ destination, colorize: terminal, singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' })
+    stream = pretty({ destination, ...(terminal ? {} : { colorize: false }), singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' })
   }
   const logger = pino({ level: options.level, base: { pid: process.pid } }, stream)
   return {
