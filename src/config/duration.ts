@@ -10,7 +10,8 @@ const PART = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy
 /** Seconds for a duration, or undefined when `text` is not one. */
 export function durationSeconds(text: string): number | undefined {
   const s = text.trim()
-  if (/^\d+(\.\d+)?$/.test(s)) return Number(s)
+  // A bare number, negative too: the range check that follows says what is allowed.
+  if (/^-?\d+(\.\d+)?$/.test(s)) return Number(s)
   if (s === '') return undefined
   let total = 0
   let end = 0
