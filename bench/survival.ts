@@ -10,7 +10,7 @@ import { parseOptions, type BenchSettings, type ScenarioName } from './survival/
 import { newReport, summarize, type Report } from './survival/report.ts'
 import { renderTable } from './survival/table.ts'
 import { renderChart } from './survival/chart.ts'
-import { spreadIdleTimes } from './survival/stagger.ts'
+import { staggerIdle } from '../src/probe/schedule.ts'
 import { writeResultFiles } from './results.ts'
 
 /** ka-proxy gets the chosen TCP_USER_TIMEOUT; HAProxy and socat the peers' one (none by default). */
@@ -30,7 +30,7 @@ function describe(scenario: ScenarioName, s: BenchSettings): string {
 
 function runScenario(wb: Workbench, scenario: ScenarioName, s: BenchSettings): Promise<Outcome[]> {
   switch (scenario) {
-    case 'survival': return survival(wb, spreadIdleTimes(s.sessions, s.idleMax))
+    case 'survival': return survival(wb, staggerIdle(0, s.idleMax, s.sessions, { spacing: 'even' }))
     case 'blackhole': return blackholeTarget(wb, { inFlight: false, windowSeconds: s.window })
     case 'inflight': return blackholeTarget(wb, { inFlight: true, windowSeconds: s.window })
     case 'vanish': return clientVanishes(wb, s.window)

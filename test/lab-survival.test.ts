@@ -5,7 +5,7 @@
 import t from 'tap'
 import { createWorkbench, relayByName, survival } from '../bench/lab/index.ts'
 import { firstDeath } from '../bench/survival/curve.ts'
-import { spreadIdleTimes } from '../bench/survival/stagger.ts'
+import { staggerIdle } from '../src/probe/schedule.ts'
 import { NAT_TIMEOUT, OPTIONS, labFor, labSkip } from './lab-support.ts'
 
 const SESSIONS = 10
@@ -22,7 +22,7 @@ t.test(`each session checked once after its own idle time up to ${IDLE_MAX} s: k
     { relay: relayByName('direct'), options: OPTIONS },
     { relay: relayByName('ka-proxy'), options: OPTIONS }
   ], SESSIONS)
-  const asked = spreadIdleTimes(SESSIONS, IDLE_MAX)
+  const asked = staggerIdle(0, IDLE_MAX, SESSIONS, { spacing: 'even' })
   const [direct, ka] = await survival(wb, asked)
   for (const o of [direct, ka]) {
     t.equal(o?.sessions, SESSIONS, `${o?.relay}: all sessions opened`)
