@@ -92,7 +92,8 @@ export function spawnProxy(args: string[], env: NodeJS.ProcessEnv = {}, entry?: 
 /** Starts ka-proxy on a kernel-chosen port and waits until it listens. */
 export async function startCliProxy(args: string[], env: NodeJS.ProcessEnv = {}, entry?: Entry): Promise<RunningProxy & { port: number }> {
   const running = spawnProxy(['--listen', '127.0.0.1:0', ...args], env, entry)
-  const listening = await running.line((l) => l.msg === 'listening')
+  // Generous: starting through tsx on a loaded 2-core machine can take many seconds.
+  const listening = await running.line((l) => l.msg === 'listening', 30_000)
   const port = Number(String(listening.address).split(':').pop())
   return Object.assign(running, { port })
 }
