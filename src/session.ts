@@ -56,8 +56,13 @@ export type LegClose = 'fin' | 'rst' | 'failed'
  */
 type LegEnd = 'half' | 'fin' | 'rst' | 'rst-now' | 'failed'
 
-/** How often a leg waiting to be reset once its bytes are acknowledged is looked at. */
-const ACK_POLL_MS = 20
+/**
+ * How often a leg waiting to be reset once its bytes are acknowledged is looked at: soon at
+ * first (a reader that keeps up is done in a few ms), then less often (a slow reader, or many
+ * sessions flushing at once after their target died, cost little).
+ */
+const ACK_POLL_FIRST_MS = 10
+const ACK_POLL_MAX_MS = 250
 
 /** Shared by all sessions of one listener: built once, never per connection. */
 export interface SessionContext {
@@ -128,6 +133,7 @@ export abstract class Session {
   #flushDeadline: number | undefined
   /** Legs to be reset once their bytes are acknowledged. */
   #resetWhenFlushed: Record<Leg, boolean> = { client: false, target: false }
+  #ackPollMs = ACK_POLL_FIRST_MS
   #finished = false
   #stack: string | undefined
   #targetUp = false
@@ -321,7 +327,9 @@ export abstract class Session {
     if (!waiting || this.#finished) return
     const left = this.#flushDeadline! - performance.now()
     const anyReset = this.#resetWhenFlushed.client || this.#resetWhenFlushed.target
-    this.#phaseTimer = setTimeout(sessionOnFlushTick, Math.max(0, anyReset ? Math.min(ACK_POLL_MS, left) : left), this)
+    const next = anyReset ? Math.min(this.#ackPollMs, left) : left
+    this.#ackPollMs = Math.min(this.#ackPollMs * 2, ACK_POLL_MAX_MS)
+    this.#phaseTimer = setTimeout(sessionOnFlushTick, Math.max(0, next), this)
   }
 
   /**
