@@ -50,6 +50,8 @@ t.test('--on-down drain (real command, send/expect flags): sessions kept, new co
     '--heartbeat-interval', String(HB.interval), '--heartbeat-timeout', String(HB.timeout),
     '--heartbeat-fall', String(HB.fall), '--heartbeat-rise', String(HB.rise),
     '--on-down', 'drain',
+    // Back to A once it is up again (the default, manual, would stay on B until SIGHUP).
+    '--failback', 'auto',
   ])
   t.teardown(() => proxy.stop('SIGKILL'))
   const A = `127.0.0.1:${a.port}`
