@@ -29,9 +29,13 @@ const sameListen = (a: ProxyOptions, b: ProxyOptions): boolean =>
 const sameTargets = (a: ProxyOptions, b: ProxyOptions): boolean =>
   JSON.stringify([a.targets, a.balance, a.heartbeat]) === JSON.stringify([b.targets, b.balance, b.heartbeat])
 
+/** Same port: the two cannot both be bound (0.0.0.0:5432 and 127.0.0.1:5432 conflict too). */
+const samePort = (a: { port: number }, b: { port: number }): boolean => a.port !== 0 && a.port === b.port
+
 export class ProxyApp implements AdminSource {
   readonly #routes = new Map<string, ProxyListener>()
-  readonly #draining = new Set<Promise<void>>()
+  /** Routes no longer accepting whose sessions still finish (stop, or removed by a reload). */
+  readonly #draining = new Map<ProxyListener, Promise<void>>()
   readonly #keepalive: KeepaliveApplier
   readonly #logger: Logger
   readonly metrics: ProxyMetrics
@@ -56,8 +60,8 @@ export class ProxyApp implements AdminSource {
   /** Starts every route and the admin API; on any failure, stops what had started and throws. */
   async start(config: AppConfig): Promise<void> {
     try {
-      for (const options of config.routes) await this.#startRoute(options)
-      if (config.admin) await this.#startAdmin(config.admin)
+      for (const options of config.routes) this.#routes.set(options.name, await this.#bindRoute(options))
+      if (config.admin) this.#admin = await this.#bindAdmin(config.admin)
     } catch (err) {
       await this.stop(0)
       throw err
@@ -66,31 +70,59 @@ export class ProxyApp implements AdminSource {
   }
 
   /**
-   * Applies a new, already validated config. Routes are matched by name: new ones start,
-   * missing ones stop accepting and drain, changed listen addresses are replaced, and the
-   * rest are re-tuned in place, live sessions included. Returns what changed.
+   * Applies a new, already validated config, all or nothing. First everything new is bound
+   * (routes added, routes whose listen address changed, a moved admin API); only when all
+   * of it is bound does the switch happen: removed and moved routes stop accepting and
+   * drain, the others are re-tuned in place, live sessions included. If any bind fails,
+   * what was bound is closed and the running config stays exactly as it was.
    */
   async reload(config: AppConfig): Promise<{ started: string[]; removed: string[]; retuned: string[] }> {
-    const started: string[] = []
-    const removed: string[] = []
-    const retuned: string[] = []
-    const grace = config.shutdownGrace * 1000
     const wanted = new Map(config.routes.map((r) => [r.name, r]))
-    for (const [name, listener] of this.#routes) {
+    const stays = (name: string, listener: ProxyListener): boolean => {
       const next = wanted.get(name)
-      if (next === undefined || !sameListen(listener.options, next)) {
-        this.#routes.delete(name)
-        this.#drainInBackground(listener, grace)
-        if (next === undefined) removed.push(name)
-      }
+      return next !== undefined && sameListen(listener.options, next)
     }
+    const leaving = [...this.#routes].filter(([name, l]) => !stays(name, l)).map(([, l]) => l)
+    const fresh = config.routes.filter((o) => {
+      const running = this.#routes.get(o.name)
+      return running === undefined || !stays(o.name, running)
+    })
+    const oldAdmin = this.#config?.admin
+    const adminMoved = JSON.stringify(config.admin?.listen) !== JSON.stringify(oldAdmin?.listen)
+    // A leaving route (or the old admin API) that holds a port wanted again stops listening
+    // first; the rollback listens again.
+    const handOver = leaving.filter((l) => fresh.some((o) => samePort(o.listen, l.options.listen)) || (adminMoved && config.admin !== undefined && samePort(config.admin.listen, l.options.listen)))
+    const adminHandOver = adminMoved && this.#admin !== undefined && oldAdmin !== undefined &&
+      (config.admin === undefined ? false : samePort(config.admin.listen, oldAdmin.listen) || fresh.some((o) => samePort(o.listen, oldAdmin.listen)))
+    const bound = new Map<string, ProxyListener>()
+    let newAdmin: AdminServer | undefined
+    try {
+      for (const l of handOver) l.unbind()
+      if (adminHandOver) await this.#admin!.stop()
+      for (const options of fresh) bound.set(options.name, await this.#bindRoute(options))
+      if (adminMoved && config.admin) newAdmin = await this.#bindAdmin(config.admin)
+    } catch (err) {
+      await Promise.all([...bound.values()].map((l) => l.stop(0)))
+      for (const l of handOver) await this.#rebind(l)
+      if (adminHandOver) this.#admin = await this.#bindAdmin(oldAdmin!).catch((e: unknown) => {
+        this.#logger.error({ err: e }, 'admin API cannot listen again after a rejected reload')
+        return undefined
+      })
+      throw err
+    }
+    // Everything is bound: switch.
+    const grace = config.shutdownGrace * 1000
+    const removed: string[] = []
+    for (const listener of leaving) {
+      const name = listener.options.name
+      this.#routes.delete(name)
+      this.#drainInBackground(listener, grace)
+      if (!wanted.has(name)) removed.push(name)
+    }
+    const retuned: string[] = []
     for (const options of config.routes) {
       const listener = this.#routes.get(options.name)
-      if (listener === undefined) {
-        await this.#startRoute(options)
-        started.push(options.name)
-        continue
-      }
+      if (listener === undefined) continue
       const targetsChanged = !sameTargets(listener.options, options)
       const result = listener.retune(options, targetsChanged)
       // A reload is the operator's failback (--failback manual): back to the first target.
@@ -110,16 +142,28 @@ export class ProxyApp implements AdminSource {
         )
       }
     }
-    if (JSON.stringify(config.admin) !== JSON.stringify(this.#config?.admin)) {
-      await this.#admin?.stop()
-      this.#admin = undefined
-      if (config.admin) await this.#startAdmin(config.admin)
+    for (const [name, listener] of bound) this.#routes.set(name, listener)
+    if (adminMoved) {
+      if (!adminHandOver) await this.#admin?.stop()
+      this.#admin = newAdmin
+    } else if (this.#admin !== undefined && config.admin !== undefined) {
+      this.#admin.token = config.admin.token
     }
     this.#config = config
-    return { started, removed, retuned }
+    return { started: [...bound.keys()], removed, retuned }
   }
 
-  async #startRoute(options: ProxyOptions): Promise<void> {
+  /** A leaving route's listening socket, back after a rejected reload. */
+  async #rebind(listener: ProxyListener): Promise<void> {
+    try {
+      await listener.rebind()
+    } catch (err) {
+      this.#logger.error({ route: listener.options.name, err }, 'route cannot listen again after a rejected reload')
+    }
+  }
+
+  /** Binds a route's listener (not yet registered); rejects with ListenError. */
+  async #bindRoute(options: ProxyOptions): Promise<ProxyListener> {
     const metrics = this.metrics
     const route = options.name
     const listener = new ProxyListener(options, this.#keepalive, this.#logger.child({ route }), {
@@ -129,7 +173,6 @@ export class ProxyApp implements AdminSource {
       refused: (reason) => metrics.refused(route, reason),
     })
     const info = await listener.start()
-    this.#routes.set(route, listener)
     this.#logger.info(
       {
         route,
@@ -145,38 +188,44 @@ export class ProxyApp implements AdminSource {
       },
       'listening',
     )
+    return listener
   }
 
-  async #startAdmin(options: AdminOptions): Promise<void> {
+  async #bindAdmin(options: AdminOptions): Promise<AdminServer> {
     const admin = new AdminServer(options, this, this.metrics, this.#keepalive, this.#logger)
     const address = await admin.start()
-    this.#admin = admin
     this.#logger.info({ address, token: options.token !== undefined }, 'admin listening')
+    return admin
   }
 
   #drainInBackground(listener: ProxyListener, graceMs: number): void {
     this.#logger.info({ route: listener.options.name, sessions: listener.sessions.size }, 'route removed: draining')
-    const done = listener.stop(graceMs).finally(() => this.#draining.delete(done))
-    this.#draining.add(done)
+    this.#stopInBackground(listener, graceMs)
+  }
+
+  #stopInBackground(listener: ProxyListener, graceMs: number): Promise<void> {
+    const done = listener.stop(graceMs).finally(() => this.#draining.delete(listener))
+    this.#draining.set(listener, done)
+    return done
   }
 
   /** Stops accepting everywhere, lets sessions finish for `graceMs`, then closes the rest. */
   async stop(graceMs: number): Promise<void> {
-    const all = [...this.#routes.values()].map((l) => l.stop(graceMs))
+    for (const listener of this.#routes.values()) this.#stopInBackground(listener, graceMs)
     this.#routes.clear()
-    await Promise.all([...all, ...this.#draining])
+    await Promise.all(this.#draining.values())
     await this.#admin?.stop()
     this.#admin = undefined
   }
 
-  /** Second signal: every session closed at once. */
+  /** Second signal: every session closed at once, in running and draining routes alike. */
   terminate(): void {
-    for (const listener of this.#routes.values()) listener.terminate()
+    for (const listener of [...this.#routes.values(), ...this.#draining.keys()]) listener.terminate()
   }
 
   get sessionCount(): number {
     let n = 0
-    for (const l of this.#routes.values()) n += l.sessions.size
+    for (const l of [...this.#routes.values(), ...this.#draining.keys()]) n += l.sessions.size
     return n
   }
 

@@ -6,13 +6,13 @@ import { hideBin } from 'yargs/helpers'
 import type { Logger } from 'pino'
 import { DEFAULTS } from './config/options.ts'
 import { resolveAppConfig, type CliInput } from './config/resolve.ts'
-import { loadConfigFile } from './config/file.ts'
+import { loadConfigFile, loadConfigFileOffLoop } from './config/file.ts'
 import { ProxyApp, type AppConfig } from './app.ts'
 import { formatEndpoint } from './config/endpoint.ts'
 import { runStatus } from './admin/status.ts'
 import { PROFILE_NAMES, profilesTable } from './keepalive/profiles.ts'
 import { HEARTBEAT_DEFAULTS as HB } from './config/heartbeat.ts'
-import { ConfigError, EXIT_FAILURE, KaError } from './errors.ts'
+import { ConfigError, EXIT_FAILURE, EXIT_INTERNAL, KaError } from './errors.ts'
 import { KeepaliveApplier } from './keepalive/socket-options.ts'
 import { DEFAULT_KEEPALIVE, describeKeepalive } from './keepalive/settings.ts'
 import { checkLogFile, createLogger, LOG_DEFAULTS, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.ts'
@@ -218,6 +218,7 @@ export async function run(argv: string[]): Promise<number> {
     logger.warn({ reason: keepalive.fallbackReason, ignored }, `${nativeStatusLine(keepalive)}${what}`)
   }
   const app = new ProxyApp(keepalive, logger)
+  runningLogger = logger
   await app.start(config)
   for (const route of config.routes) {
     const ka = route.keepalive
@@ -313,7 +314,7 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
         }
         notifier.reloading(`reloading ${input.config}`)
         try {
-          const config = resolveAppConfig(input)
+          const config = resolveAppConfig(input, await loadConfigFileOffLoop(input.config))
           const changes = await app.reload(config)
           // The level applies at once; a new format or file needs a restart.
           logger.level = config.log.level
@@ -343,11 +344,29 @@ function printError(err: unknown): number {
   return EXIT_FAILURE
 }
 
+/**
+ * An exception nothing caught. Errors of one session are handled where they arise (the
+ * session fails, the others go on); one that gets this far came from anywhere else, and
+ * the process's state is unknown: it exits (as HAProxy and Envoy do) so that a supervisor
+ * restarts it, rather than relaying on in a state no one can vouch for.
+ */
+function onFatal(err: unknown, origin: string): void {
+  const e = err as Error
+  const what = origin === 'unhandledRejection' ? 'unhandled promise rejection' : 'uncaught exception'
+  process.stderr.write(`ka-proxy: fatal: ${what}, exiting: ${e?.message ?? String(err)}\n${e?.stack ?? ''}\n`)
+  const logger = runningLogger
+  if (logger === undefined) process.exit(EXIT_INTERNAL)
+  logger.fatal({ err, origin }, `${what}: exiting`)
+  // The log is written asynchronously: let the line out, but not wait on it for long.
+  setTimeout(() => process.exit(EXIT_INTERNAL), 500)
+  logger.flush(() => process.exit(EXIT_INTERNAL))
+}
+
+/** The running proxy's logger, for the fatal line (set once the proxy starts). */
+let runningLogger: Logger | undefined
+
 export async function main(argv = hideBin(process.argv)): Promise<void> {
-  // A bug reached from one session must not take every other session down with it.
-  process.on('uncaughtException', (err) => {
-    process.stderr.write(`ka-proxy: uncaught exception (continuing): ${err.stack ?? String(err)}\n`)
-  })
+  process.on('uncaughtException', onFatal)
   try {
     process.exitCode = await run(argv)
   } catch (err) {

@@ -6,6 +6,8 @@ import { getSystemErrorName } from 'node:util'
 export const EXIT_USAGE = 2
 export const EXIT_ADDRESS_IN_USE = 3
 export const EXIT_FAILURE = 1
+/** An error nothing handled: the process's state is unknown, so it exits (sysexits EX_SOFTWARE). */
+export const EXIT_INTERNAL = 70
 
 export class KaError extends Error {
   readonly code: string
@@ -62,7 +64,8 @@ export class SocketOptionError extends KaError {
 
 /**
  * A heartbeat check found its target not answering as it should. `reason` is a stable
- * short code for logs: timeout, refused, reset, closed, bad_reply, http_status, dns, error.
+ * short code for logs: timeout, refused, reset, closed, bad_reply, http_status, dns, error;
+ * local: the check could not run here (out of descriptors...), which says nothing about the target.
  */
 export class CheckFailed extends KaError {
   readonly reason: string

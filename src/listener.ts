@@ -13,6 +13,7 @@ import type { LegHandle, Session, SessionContext, SessionSummary } from './sessi
 import { checkPausedRelays, nativeRelayClass, NativeSession } from './session-native.ts'
 import { checkPausedLegs, StreamSession } from './session-stream.ts'
 import { TargetPool, type Target, type TargetChange } from './targets.ts'
+import { LOCAL_RESOURCE_ERRORS, RefusalLog, type RefusalReason } from './refusals.ts'
 
 /** How often legs paused by backpressure are checked for a dead peer. */
 const PAUSED_CHECK_MS = 1000
@@ -35,7 +36,7 @@ export interface ListenerHooks {
   /** Seconds from accepting the client to the target leg being connected. */
   targetConnected?(seconds: number): void
   /** A client turned away before a session started. */
-  refused?(reason: 'max_connections' | 'no_healthy_target'): void
+  refused?(reason: RefusalReason): void
 }
 
 /** What a re-tune changed: sessions re-tuned, and how many legs read back as set. */
@@ -58,12 +59,14 @@ export class ProxyListener {
   #drained: (() => void) | undefined
   readonly #deadCheck: NodeJS.Timeout
   readonly #relay: ReturnType<typeof nativeRelayClass>
+  readonly #refusals: RefusalLog
 
   constructor(options: ProxyOptions, keepalive: KeepaliveApplier, logger: Logger, hooks: ListenerHooks = {}) {
     this.#options = options
     this.#logger = logger
     this.#keepalive = keepalive
     this.#hooks = hooks
+    this.#refusals = new RefusalLog(logger, hooks.refused)
     // pauseOnConnect: nothing is read from a client before its target leg is up.
     this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true })
     this.#pool = new TargetPool(options.targets, { balance: options.balance, failback: options.failback, heartbeat: options.heartbeat, logger })
@@ -97,6 +100,22 @@ export class ProxyListener {
 
   /** Binds and starts accepting; rejects with ListenError (in use, not permitted...). */
   async start(): Promise<ListenerInfo> {
+    const inherited = await this.#listen()
+    this.state = 'running'
+    this.#pool.start((change) => this.#onTargetChange(change))
+    const addr = this.#server.address() as AddressInfo
+    const clientKa = this.#options.keepalive.client
+    return {
+      address: formatEndpoint(addr.address, addr.port),
+      port: addr.port,
+      clientKeepalive: this.#keepalive.effective(clientKa),
+      targetKeepalive: this.#keepalive.effective(this.#options.keepalive.target),
+      inherited,
+    }
+  }
+
+  /** Binds the listening socket and hooks the accepts; returns whether keepalive is inherited. */
+  async #listen(): Promise<boolean> {
     const { host, port } = this.#options.listen
     const shown = formatEndpoint(host, port)
     await new Promise<void>((resolve, reject) => {
@@ -110,18 +129,25 @@ export class ProxyListener {
     // Set before the first accept (accepts run on a later loop turn than the listen callback).
     const clientKa = this.#options.keepalive.client
     const inherited = this.#keepalive.applyToListener(this.#server, clientKa)
-    if (!inherited) this.#ctx.clientKeepalivePerSocket = clientKa
-    onAccepted(this.#server, this.#relay !== undefined, (client) => this.#onConnection(client), (err) => this.#logger.error({ err }, 'listener error'))
-    this.state = 'running'
-    this.#pool.start((change) => this.#onTargetChange(change))
-    const addr = this.#server.address() as AddressInfo
-    return {
-      address: formatEndpoint(addr.address, addr.port),
-      port: addr.port,
-      clientKeepalive: this.#keepalive.effective(clientKa),
-      targetKeepalive: this.#keepalive.effective(this.#options.keepalive.target),
-      inherited,
-    }
+    this.#ctx.clientKeepalivePerSocket = inherited ? undefined : clientKa
+    // A second bind (rebind) hooks the new handle; the listeners of the first one go.
+    this.#server.removeAllListeners('connection')
+    this.#server.removeAllListeners('error')
+    onAccepted(this.#server, this.#relay !== undefined, (client) => this.#onConnection(client), (err) => this.#onAcceptError(err))
+    return inherited
+  }
+
+  /**
+   * Closes the listening socket, nothing else: a reload that gives this route's port to a
+   * new route does this before binding it, and `rebind` undoes it if the reload fails.
+   */
+  unbind(): void {
+    if (this.#server.listening) this.#server.close()
+  }
+
+  /** Listens again after `unbind` (a reload was rejected). */
+  async rebind(): Promise<void> {
+    if (this.state === 'running' && !this.#server.listening) await this.#listen()
   }
 
   get server(): Server {
@@ -145,12 +171,12 @@ export class ProxyListener {
     }
     const max = this.#options.maxConnections
     if (max !== undefined && this.sessions.size >= max) {
-      this.#refuse(client, 'max_connections', { maxConnections: max }, 'connection refused: max connections reached')
+      this.#refuse(client, 'max_connections', { maxConnections: max })
       return
     }
     const upstream = this.#pool.pick()
     if (upstream === undefined) {
-      this.#refuse(client, 'no_healthy_target', { targets: this.#pool.targets.map((t) => t.name) }, 'connection refused: no healthy target')
+      this.#refuse(client, 'no_healthy_target', { targets: this.#pool.targets.map((t) => t.name) })
       return
     }
     let session: Session
@@ -159,8 +185,8 @@ export class ProxyListener {
         session = new NativeSession(this.#relay, client, this.#ctx, upstream)
       } catch (err) {
         // Out of descriptors or memory: this client is turned away, the others go on.
-        this.#logger.error({ err, client: peerOf(client) }, 'cannot start session')
-        resetAccepted(client)
+        const code = (err as NodeJS.ErrnoException).code ?? ''
+        this.#refuse(client, LOCAL_RESOURCE_ERRORS.has(code) ? 'descriptor_limit' : 'cannot_start', { error: code || String(err) })
         return
       }
     } else {
@@ -175,11 +201,16 @@ export class ProxyListener {
     session.start()
   }
 
-  /** Refused at once with an RST, counted and logged. */
-  #refuse(client: Accepted, reason: 'max_connections' | 'no_healthy_target', fields: object, message: string): void {
-    this.#logger.warn({ client: peerOf(client), ...fields }, message)
-    this.#hooks.refused?.(reason)
+  /** Refused at once with an RST, counted, and logged at most once a second per reason. */
+  #refuse(client: Accepted, reason: RefusalReason, fields: object): void {
+    this.#refusals.refused(reason, { client: peerOf(client), ...fields })
     resetAccepted(client)
+  }
+
+  /** An accept failed: out of descriptors is a refusal like the others; anything else is logged. */
+  #onAcceptError(err: NodeJS.ErrnoException): void {
+    if (LOCAL_RESOURCE_ERRORS.has(err.code ?? '')) this.#refusals.refused('descriptor_limit', { error: err.code })
+    else this.#logger.error({ err }, 'listener error')
   }
 
   /**
@@ -285,6 +316,7 @@ export class ProxyListener {
     await serverClosed
     await this.#pool.stop()
     clearInterval(this.#deadCheck)
+    this.#refusals.flush()
     this.state = 'closed'
   }
 

@@ -5,7 +5,8 @@
 //
 // Rules:
 // - A FIN from one side becomes a FIN to the other (half-close); the session is over when
-//   both directions have ended, or when the half-closed state outlives its bound.
+//   both directions have ended, or when the half-closed state sees no byte for its bound
+//   (inactivity, as HAProxy's timeout client-fin: a response still streaming is not cut).
 // - When a leg dies abnormally (reset, keepalive or user timeout, unreachable) what it had
 //   received is read to its end and delivered, and the other leg is ended with an RST, so its
 //   peer learns of the failure instead of a normal-looking FIN. Data still on its way to that
@@ -134,6 +135,9 @@ export abstract class Session {
   /** Legs to be reset once their bytes are acknowledged. */
   #resetWhenFlushed: Record<Leg, boolean> = { client: false, target: false }
   #ackPollMs = ACK_POLL_FIRST_MS
+  /** Half-closed: bytes moved when last looked at, and since when none have moved. */
+  #halfClosedBytes = 0
+  #halfClosedIdleSince = 0
   #finished = false
   #stack: string | undefined
   #targetUp = false
@@ -269,13 +273,31 @@ export abstract class Session {
       clearTimeout(this.#phaseTimer)
       this.#phaseTimer = undefined
     } else if (this.#phaseTimer === undefined) {
-      this.#phaseTimer = setTimeout(sessionOnHalfCloseTimeout, this.ctx.halfCloseTimeoutMs, this)
+      this.#halfClosedBytes = this.bytesToTarget + this.bytesToClient
+      this.#halfClosedIdleSince = performance.now()
+      this.#phaseTimer = setTimeout(sessionOnHalfCloseTimeout, this.ctx.halfCloseTimeoutMs / 4, this)
     }
   }
 
-  /** A side that never finishes its half is an abnormal end: both peers are told with an RST. */
+  /**
+   * A side that never finishes its half is an abnormal end: both peers are told with an RST.
+   * Bytes that moved since the last look restart the wait: what is bounded is inactivity.
+   * Looked at every quarter of the bound, so the cut comes 1 to 1.25 bounds after the last byte.
+   */
   onHalfCloseTimeout(): void {
     this.#phaseTimer = undefined
+    const now = performance.now()
+    const bytes = this.bytesToTarget + this.bytesToClient
+    if (bytes !== this.#halfClosedBytes) {
+      this.#halfClosedBytes = bytes
+      this.#halfClosedIdleSince = now
+    }
+    const idleMs = now - this.#halfClosedIdleSince
+    const bound = this.ctx.halfCloseTimeoutMs
+    if (idleMs < bound) {
+      this.#phaseTimer = setTimeout(sessionOnHalfCloseTimeout, Math.min(bound - idleMs, bound / 4), this)
+      return
+    }
     this.#reasonOverride('half_close_timeout', null)
     this.#endLeg('client', 'rst')
     this.#endLeg('target', 'rst')

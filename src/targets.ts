@@ -183,6 +183,11 @@ export class TargetPool {
 
   #onOutcome(target: Target, outcome: CheckOutcome, onChange: (change: TargetChange) => void): void {
     const health = target.health!
+    if (!outcome.ok && outcome.reason === 'local') {
+      // The proxy's own problem (see LOCAL_CHECK_ERRORS): not a result for the target.
+      this.#logger.error({ target: target.name, state: health.state, ...outcome }, 'heartbeat check could not run: out of local resources (not counted against the target)')
+      return
+    }
     const change = health.record(outcome.ok)
     if (change) {
       onChange({ target, ...change, outcome })

@@ -22,7 +22,10 @@ const BAD_INPUT: Array<[string, string[], RegExp]> = [
   ['--count 200', ['--listen', '15432', ...TARGET, '--count', '200'], /^ka-proxy: --count: must be a whole number from 1 to 127 \(got 200\)/],
   ['--target-count 0', ['--listen', '15432', ...TARGET, '--target-count', '0'], /^ka-proxy: --target-count: must be a whole number from 1 to 127/],
   ['--client-idle 2.5', ['--listen', '15432', ...TARGET, '--client-idle', '2.5'], /^ka-proxy: --client-idle: must be a whole number/],
-  ['--user-timeout -1', ['--listen', '15432', ...TARGET, '--user-timeout', '-1'], /^ka-proxy: --user-timeout: must be from 0 \(off\)/],
+  ['--user-timeout -1', ['--listen', '15432', ...TARGET, '--user-timeout', '-1'], /^ka-proxy: --user-timeout: must be 0 \(off\) or from 0\.001/],
+  ['--user-timeout below 1 ms', ['--listen', '15432', ...TARGET, '--user-timeout', '1e-9'], /^ka-proxy: --user-timeout: must be 0 \(off\) or from 0\.001 .* \(got 1e-9\)/],
+  ['empty admin token', ['--listen', '15432', ...TARGET, '--admin', '127.0.0.1:0', '--admin-token='], /^ka-proxy: --admin-token: must be at least 16 characters long \(it is empty\)/],
+  ['short admin token', ['--listen', '15432', ...TARGET, '--admin', '0.0.0.0:0', '--admin-token', 'x'], /^ka-proxy: --admin-token: must be at least 16 characters long \(got 1\)/],
   ['--connect-timeout 0', ['--listen', '15432', ...TARGET, '--connect-timeout', '0'], /^ka-proxy: --connect-timeout: must be a number of seconds/],
   ['flag without value', ['--listen', '15432', ...TARGET, '--idle'], /^ka-proxy: --idle: needs a value/],
   ['unknown flag', ['--listen', '15432', ...TARGET, '--idel', '5'], /^ka-proxy: --idel: unknown option/],
@@ -39,6 +42,12 @@ t.test('bad input: one line naming the flag, exit code 2, no stack trace', async
     t.notMatch(r.stderr, /\n\s+at /, `${name}: no stack trace`)
     t.equal(r.stdout, '', `${name}: nothing on stdout`)
   }
+})
+
+t.test('the admin token from the environment is checked as the flag is', async (t) => {
+  const r = runCli(['--listen', '15432', ...TARGET, '--admin', '0.0.0.0:0'], { KA_PROXY_ADMIN_TOKEN: 'x' })
+  t.equal(r.status, 2)
+  t.match(r.stderr, /^ka-proxy: --admin-token: must be at least 16 characters long \(got 1\)\n$/)
 })
 
 t.test('listen address in use: its own exit code (3) and one line', async (t) => {

@@ -5,7 +5,9 @@ import t from 'tap'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { loadConfigFile } from '../src/config/file.ts'
+import { loadConfigFile, loadConfigFileOffLoop, MAX_CONFIG_BYTES } from '../src/config/file.ts'
+import { resolveAppConfig } from '../src/config/resolve.ts'
+import { runCli } from './helpers/cli.ts'
 import { ConfigError } from '../src/errors.ts'
 import { PROFILES, profilesTable } from '../src/keepalive/profiles.ts'
 
@@ -35,7 +37,9 @@ const BAD: Array<[string, string, RegExp]> = [
   ['missing routes', 'admin: 127.0.0.1:9480\n', /: routes: expected a list \(got nothing\)$/],
   ['wrong type', 'routes:\n  - {listen: 1, target: "a:1", maxConnections: many}\n', /: routes\[0\]\.maxConnections: expected a number \(got "many"\)$/],
   ['unknown profile', 'routes:\n  - {listen: 1, target: "a:1", keepalive: {profile: fast}}\n', /: routes\[0\]\.keepalive\.profile: must be one of kernel, database, aggressive-nat, ssh, satellite \(got "fast"\)$/],
-  ['short admin token', 'admin: {listen: "0.0.0.0:9480", token: "abc"}\nroutes:\n  - {listen: 1, target: "a:1"}\n', /: admin\.token: must be at least 16 characters long$/],
+  ['NaN', 'routes:\n  - {listen: 1, target: "a:1", connectTimeout: .nan}\n', /: routes\[0\]\.connectTimeout: must be a finite number \(got \.nan\)$/],
+  ['infinity', 'routes:\n  - {listen: 1, target: "a:1", halfCloseTimeout: .inf}\n', /: routes\[0\]\.halfCloseTimeout: must be a finite number \(got \.inf\)$/],
+  ['a literal that overflows', 'routes:\n  - {listen: 1, target: "a:1", keepalive: {idle: 1e309}}\n', /: routes\[0\]\.keepalive\.idle: must be a finite number \(got \.inf\)$/],
   ['YAML syntax', 'routes:\n  - listen: 1\n   target: x\n', /^--config: .*: line 3: /],
   ['duplicate key', 'routes:\n  - {listen: 1, listen: 2, target: "a:1"}\n', /^--config: .*: line 2: Map keys must be unique/],
 ]
@@ -52,6 +56,60 @@ t.test('bad configs: one error naming the path', async (t) => {
     }
   }
   t.throws(() => loadConfigFile(join(dir, 'missing.yaml')), { message: /^--config: cannot read .*missing\.yaml \(ENOENT\)$/ } as unknown as Error)
+})
+
+t.test('the admin token is checked the same in a file as on the command line', async (t) => {
+  const cases: Array<[string, RegExp]> = [
+    ['"abc"', /: admin\.token: must be at least 16 characters long \(got 3\)$/],
+    ['""', /: admin\.token: must be at least 16 characters long \(it is empty\)$/],
+    ['"sixteen chars ok"', /: admin\.token: must be printable ASCII without spaces$/],
+  ]
+  for (const [token, message] of cases) {
+    const path = file('token.yaml', `admin: {listen: "0.0.0.0:9480", token: ${token}}\nroutes:\n  - {listen: 1, target: "a:1"}\n`)
+    t.throws(() => resolveAppConfig({ config: path }), { message } as unknown as Error, token)
+  }
+  const ok = file('token-ok.yaml', 'admin: {listen: "0.0.0.0:9480", token: "0123456789abcdef"}\nroutes:\n  - {listen: 1, target: "a:1"}\n')
+  t.equal(resolveAppConfig({ config: ok }).admin?.token, '0123456789abcdef')
+})
+
+t.test('a file too large, or an alias bomb, is one error: exit 2, no parse at all or a bounded one', async (t) => {
+  const big = file('big.yaml', `routes:\n${'  - {listen: 0, target: "a:1"}\n'.repeat(Math.ceil(MAX_CONFIG_BYTES / 30))}`)
+  const started = performance.now()
+  t.throws(() => loadConfigFile(big), { message: /^--config: .*big\.yaml is larger than 256 KiB/, exitCode: 2 } as unknown as Error)
+  t.ok(performance.now() - started < 100, 'refused before parsing')
+  // Each level names the previous one nine times: 9^10 nodes if expanded.
+  const levels = ['a0: &a0 [x, x, x, x, x, x, x, x, x]']
+  for (let i = 1; i < 10; i++) levels.push(`a${i}: &a${i} [${Array(9).fill(`*a${i - 1}`).join(', ')}]`)
+  const bomb = file('bomb.yaml', `${levels.join('\n')}\nroutes:\n  - {listen: 0, target: "a:1"}\n`)
+  for (const load of [loadConfigFile, loadConfigFileOffLoop]) {
+    try {
+      await load(bomb)
+      t.fail('an alias bomb must not load')
+    } catch (err) {
+      t.match(err, { exitCode: 2, message: /^--config: .*bomb\.yaml: too many YAML aliases \(at most 100\)/ }, load.name)
+    }
+  }
+  const r = runCli(['--config', bomb])
+  t.equal(r.status, 2)
+  t.equal(r.stderr.trim().split('\n').length, 1, 'one line')
+  t.match(r.stderr, /^ka-proxy: --config: .*: too many YAML aliases/)
+})
+
+t.test('parsing on reload happens off the event loop', async (t) => {
+  const routes = Array.from({ length: 2000 }, (_, i) => `  - name: r${i}\n    listen: 127.0.0.1:${10000 + i}\n    target: db${i}.example:5432\n    keepalive: {profile: database}\n`)
+  const path = file('many.yaml', `routes:\n${routes.join('')}`)
+  let worst = 0
+  let last = performance.now()
+  const ticker = setInterval(() => {
+    const now = performance.now()
+    worst = Math.max(worst, now - last)
+    last = now
+  }, 5)
+  const loaded = await loadConfigFileOffLoop(path)
+  clearInterval(ticker)
+  t.equal(loaded.routes.length, 2000)
+  // Parsed here, this file blocks the loop for over a second (about 10 ms per KB).
+  t.ok(worst < 400, `longest event-loop gap ${worst.toFixed(0)} ms`)
 })
 
 t.test('profiles: the seed presets, with the detection time each implies', async (t) => {

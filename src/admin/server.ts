@@ -1,7 +1,9 @@
 // The admin API: off by default; loopback unless a bearer token protects it.
 //   GET /metrics   Prometheus text
 //   GET /healthz   200 when every route listens and has a target up, else 503
-//   GET /sessions  every open session with the live state of both legs (what `ss -o` shows)
+//   GET /sessions  every open session with the live state of both legs (what `ss -o` shows),
+//                  streamed a slice per event-loop turn
+// Connections are capped and must send their request promptly (see LIMITS).
 
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import { once } from 'node:events'
@@ -26,15 +28,38 @@ export interface AdminOptions {
   token: string | undefined
 }
 
+/** Concurrent admin connections; a scraper and a few `status` calls need far fewer. */
+export const MAX_CONNECTIONS = 32
+
+/**
+ * A request's headers must arrive within 5 s and the whole request within 10 s (checked
+ * every second), so connections that send nothing, or trickle, are closed.
+ */
+const LIMITS: http.ServerOptions = { headersTimeout: 5000, requestTimeout: 10_000, connectionsCheckingInterval: 1000, keepAliveTimeout: 5000 }
+
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost'])
 
-export function resolveAdmin(value: string | { listen: string; token?: string | undefined }, key: string): AdminOptions {
-  const listen = parseListen(typeof value === 'string' ? value : value.listen, key)
+/** The shortest token accepted, wherever it comes from (flag, KA_PROXY_ADMIN_TOKEN, file). */
+export const MIN_TOKEN_LENGTH = 16
+
+/**
+ * `keys`: what names the address and the token in an error (the flags, or the file's
+ * `admin` and `admin.token`). The token gets the same check from every source.
+ */
+export function resolveAdmin(value: string | { listen: string; token?: string | undefined }, keys: { listen: string; token: string }): AdminOptions {
+  const listen = parseListen(typeof value === 'string' ? value : value.listen, keys.listen)
   const token = typeof value === 'string' ? undefined : value.token
+  if (token !== undefined) {
+    if (token.length < MIN_TOKEN_LENGTH) {
+      throw new ConfigError(keys.token, `must be at least ${MIN_TOKEN_LENGTH} characters long (${token === '' ? 'it is empty' : `got ${token.length}`})`)
+    }
+    // What a client can send after "Bearer ": visible ASCII, no spaces.
+    if (!/^[\x21-\x7e]+$/.test(token)) throw new ConfigError(keys.token, 'must be printable ASCII without spaces')
+  }
   const host = listen.host
   const loopback = host !== undefined && (LOOPBACK.has(host) || (isIP(host) === 4 && host.startsWith('127.')))
   if (!loopback && token === undefined) {
-    throw new ConfigError(key, `${formatEndpoint(host, listen.port)} is not a loopback address: set a token (at least 16 characters) to expose the admin API`)
+    throw new ConfigError(keys.listen, `${formatEndpoint(host, listen.port)} is not a loopback address: set a token (at least ${MIN_TOKEN_LENGTH} characters) to expose the admin API`)
   }
   return { listen, token }
 }
@@ -63,30 +88,85 @@ function legState(keepalive: KeepaliveApplier, socket: LegHandle | undefined) {
   }
 }
 
-export function sessionsReport(source: AdminSource, keepalive: KeepaliveApplier): object[] {
-  const now = performance.now()
-  const out: object[] = []
-  for (const { route, session } of source.sessions()) {
-    const client = legState(keepalive, session.legHandle('client'))
-    const target = legState(keepalive, session.legHandle('target'))
-    const idle = [client?.lastDataRecvMs, target?.lastDataRecvMs].filter((v): v is number => v !== undefined)
-    out.push({
-      route,
-      session: session.id,
-      client: session.clientAddress,
-      target: session.targetAddress,
-      ageMs: Math.round(now - session.startedAt),
-      idleMs: idle.length ? Math.min(...idle) : null,
-      bytesToTarget: session.bytesToTarget,
-      bytesToClient: session.bytesToClient,
-      legs: { client, target },
-    })
+/** One open session as /sessions shows it. */
+export function sessionReport(route: string, session: Session, keepalive: KeepaliveApplier, now: number): object {
+  const client = legState(keepalive, session.legHandle('client'))
+  const target = legState(keepalive, session.legHandle('target'))
+  const idle = [client?.lastDataRecvMs, target?.lastDataRecvMs].filter((v): v is number => v !== undefined)
+  return {
+    route,
+    session: session.id,
+    client: session.clientAddress,
+    target: session.targetAddress,
+    ageMs: Math.round(now - session.startedAt),
+    idleMs: idle.length ? Math.min(...idle) : null,
+    bytesToTarget: session.bytesToTarget,
+    bytesToClient: session.bytesToClient,
+    legs: { client, target },
   }
-  return out
+}
+
+/** Sessions described per event-loop turn: each costs a few socket-option reads. */
+const SESSIONS_PER_TURN = 64
+
+let turns: Promise<void> = Promise.resolve()
+
+/**
+ * Waits for a later event-loop turn, one waiter per turn across all admin requests: a
+ * dozen requests for /sessions take turns with each other and with the relay instead of
+ * each holding the loop for a slice.
+ */
+function laterTurn(): Promise<void> {
+  const mine = turns.then(() => new Promise<void>((resolve) => setImmediate(resolve)))
+  turns = mine
+  return mine
+}
+
+function drainedOrClosed(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done)
+      res.off('close', done)
+      resolve()
+    }
+    res.on('drain', done)
+    res.on('close', done)
+  })
+}
+
+/**
+ * Writes `{"sessions":[...]}` a slice at a time, yielding the event loop between slices
+ * and waiting while the client reads slowly, so that 10,000 sessions cost the relay no
+ * more than a few sessions' worth of work at a time. Sessions that open or close while it
+ * runs may or may not be listed.
+ */
+async function streamSessions(res: ServerResponse, source: AdminSource, keepalive: KeepaliveApplier): Promise<void> {
+  res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+  if (res.req.method === 'HEAD') {
+    res.end()
+    return
+  }
+  let first = true
+  let batch: string[] = []
+  const flush = async (): Promise<boolean> => {
+    const text = batch.join(',')
+    batch = []
+    if (!res.write(first ? `{"sessions":[${text}` : `,${text}`)) await drainedOrClosed(res)
+    first = false
+    await laterTurn()
+    return !res.destroyed
+  }
+  for (const { route, session } of source.sessions()) {
+    batch.push(JSON.stringify(sessionReport(route, session, keepalive, performance.now())))
+    if (batch.length >= SESSIONS_PER_TURN && !(await flush())) return
+  }
+  const rest = batch.join(',')
+  res.end(first ? `{"sessions":[${rest}]}\n` : `${rest === '' ? '' : `,${rest}`}]}\n`)
 }
 
 function tokenMatches(req: IncomingMessage, token: string): boolean {
-  const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? ''
+  // The scheme is case-insensitive (RFC 9110 11.1); the token itself is not.
+  const given = /^bearer +(\S+) *$/i.exec(req.headers.authorization ?? '')?.[1] ?? ''
   const a = Buffer.from(given)
   const b = Buffer.from(token)
   return a.length === b.length && timingSafeEqual(a, b)
@@ -100,22 +180,32 @@ function send(res: ServerResponse, status: number, type: string, body: string): 
 export class AdminServer {
   readonly #server: http.Server
   readonly #options: AdminOptions
+  /** Replaced by a reload that changes only the token. */
+  token: string | undefined
 
   constructor(options: AdminOptions, source: AdminSource, metrics: ProxyMetrics, keepalive: KeepaliveApplier, logger: Logger) {
     this.#options = options
-    this.#server = http.createServer((req, res) => {
+    this.token = options.token
+    this.#server = http.createServer(LIMITS, (req, res) => {
       handle(req, res).catch((err: unknown) => {
         logger.error({ err }, 'admin request failed')
         if (!res.headersSent) send(res, 500, 'text/plain', 'internal error\n')
       })
     })
+    // Beyond this many, new connections are closed at once: the admin API must never take
+    // the descriptors that sessions and heartbeats need.
+    this.#server.maxConnections = MAX_CONNECTIONS
     const json = (res: ServerResponse, status: number, body: unknown): void => send(res, status, 'application/json', `${JSON.stringify(body)}\n`)
     const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-      if (options.token !== undefined && !tokenMatches(req, options.token)) {
+      if (this.token !== undefined && !tokenMatches(req, this.token)) {
         res.setHeader('www-authenticate', 'Bearer')
         return json(res, 401, { error: 'missing or wrong bearer token' })
       }
-      if (req.method !== 'GET') return json(res, 405, { error: 'only GET' })
+      // HEAD: the same answer without its body (Node leaves the body out).
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.setHeader('allow', 'GET, HEAD')
+        return json(res, 405, { error: 'only GET and HEAD' })
+      }
       const path = (req.url ?? '/').split('?')[0]
       switch (path) {
         case '/metrics':
@@ -126,7 +216,7 @@ export class AdminServer {
           return json(res, ready ? 200 : 503, { status: ready ? 'ok' : 'unavailable', routes })
         }
         case '/sessions':
-          return json(res, 200, { sessions: sessionsReport(source, keepalive) })
+          return streamSessions(res, source, keepalive)
         default:
           return json(res, 404, { error: 'not found', endpoints: ['/metrics', '/healthz', '/sessions'] })
       }

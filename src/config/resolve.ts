@@ -10,7 +10,7 @@ import { HEARTBEAT_FLAGS } from './heartbeat.ts'
 import { DEFAULTS, resolveOptions, type KeyNamer, type ProxyOptions, type RawOptions } from './options.ts'
 import { formatEndpoint } from './endpoint.ts'
 import { toSeconds } from './duration.ts'
-import type { RouteConfig } from './schema.ts'
+import type { ConfigFile, RouteConfig } from './schema.ts'
 import { resolveLog, type LogOptions } from '../log.ts'
 
 export interface CliInput extends RawOptions {
@@ -95,9 +95,9 @@ function cliGave(flag: string, overrides: Partial<RawOptions>): boolean {
 }
 
 function adminFrom(cli: CliInput, file: AppConfigFileAdmin, keyPrefix: string) {
-  if (cli.admin !== undefined) return resolveAdmin({ listen: cli.admin, token: cli.adminToken }, '--admin')
+  if (cli.admin !== undefined) return resolveAdmin({ listen: cli.admin, token: cli.adminToken }, { listen: '--admin', token: '--admin-token' })
   if (cli.adminToken !== undefined) throw new ConfigError('--admin-token', 'has no effect without --admin')
-  return file === undefined ? undefined : resolveAdmin(file, `${keyPrefix}admin`)
+  return file === undefined ? undefined : resolveAdmin(file, { listen: `${keyPrefix}admin`, token: `${keyPrefix}admin.token` })
 }
 
 const WILDCARD = new Set([undefined, '0.0.0.0', '::'])
@@ -120,13 +120,14 @@ function checkListenClashes(routes: ProxyOptions[]): void {
 
 type AppConfigFileAdmin = string | { listen: string; token?: string | undefined } | undefined
 
-export function resolveAppConfig(cli: CliInput): AppConfig {
+/** `loaded`: the file already read (off the event loop, on reload); else it is read here. */
+export function resolveAppConfig(cli: CliInput, loaded?: ConfigFile): AppConfig {
   if (cli.config === undefined) {
     const options = resolveOptions(cli)
     return { routes: [options], admin: adminFrom(cli, undefined, ''), shutdownGrace: options.shutdownGrace, log: resolveLog(cli.log ?? {}, undefined) }
   }
   const path = cli.config
-  const file = loadConfigFile(path)
+  const file = loaded ?? loadConfigFile(path)
   const overrides = routeFlagsGiven(cli)
   const overridden = Object.keys(overrides)
   if (overridden.length > 0 && file.routes.length > 1) {

@@ -53,7 +53,7 @@ export const routeSchema = z.strictObject({
 
 export const adminSchema = z.union([
   z.string().min(1),
-  z.strictObject({ listen: z.string().min(1), token: z.string().min(16).optional() }),
+  z.strictObject({ listen: z.string().min(1), token: z.string().optional() }),
 ])
 
 export const configSchema = z.strictObject({
@@ -76,6 +76,8 @@ export function formatPath(path: ReadonlyArray<PropertyKey>): string {
 
 function describe(value: unknown): string {
   if (value === undefined) return 'nothing'
+  // YAML's .nan, .inf and overflowing literals such as 1e309 (JSON would show them as null).
+  if (typeof value === 'number' && !Number.isFinite(value)) return Number.isNaN(value) ? '.nan' : value > 0 ? '.inf' : '-.inf'
   if (Array.isArray(value)) return 'a list'
   if (value === null) return 'null'
   if (typeof value === 'object') return 'a mapping'
@@ -89,6 +91,7 @@ function issueMessage(issue: z.core.$ZodIssue, input: unknown): string {
       return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`
     case 'invalid_type':
       if (issue.expected === 'int') return `must be a whole number (got ${describe(input)})`
+      if (issue.expected === 'number' && typeof input === 'number') return `must be a finite number (got ${describe(input)})`
       return `expected ${issue.expected === 'object' ? 'a mapping' : issue.expected === 'array' ? 'a list' : `a ${issue.expected}`} (got ${describe(input)})`
     case 'too_small':
       if (issue.origin === 'array') return `needs at least ${issue.minimum} entr${issue.minimum === 1 ? 'y' : 'ies'}`

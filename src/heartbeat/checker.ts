@@ -79,9 +79,19 @@ export function exchange(target: CheckTarget, signal: AbortSignal, ex: Exchange)
   })
 }
 
-/** Maps a socket or DNS error to a CheckFailed with a stable reason. */
+/**
+ * Errors that say the check could not even be tried: the proxy is out of descriptors,
+ * buffers or local ports. They say nothing about the target, so they never count
+ * against it (a target marked down for them would have its healthy sessions reset).
+ */
+export const LOCAL_CHECK_ERRORS: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM', 'EADDRNOTAVAIL'])
+
+/** Maps a socket or DNS error to a CheckFailed with a stable reason (`local`: ours, see above). */
 export function failureOf(err: NodeJS.ErrnoException): CheckFailed {
-  const code = err.code ?? err.name
+  // undici wraps the socket's error in `cause`.
+  const cause = (err as { cause?: NodeJS.ErrnoException }).cause
+  const code = LOCAL_CHECK_ERRORS.has(cause?.code ?? '') ? cause!.code! : (err.code ?? err.name)
+  if (LOCAL_CHECK_ERRORS.has(code)) return new CheckFailed('local', `${code}: the check could not run on this host`, err)
   switch (code) {
     case 'ECONNREFUSED':
       return new CheckFailed('refused', code, err)

@@ -63,8 +63,10 @@ export function validateKeepalive(s: KeepaliveSettings, keyOf: (field: keyof Kee
     }
   }
   const { min, max } = LIMITS.userTimeout
-  if (!Number.isFinite(s.userTimeout) || s.userTimeout < min || s.userTimeout > max) {
-    throw new ConfigError(keyOf('userTimeout'), `must be from ${min} (off) to ${max} seconds (got ${String(s.userTimeout)})`)
+  // The kernel takes milliseconds: a value under one would silently read back as 0 (off).
+  const tooFine = s.userTimeout > 0 && s.userTimeout < 0.001
+  if (!Number.isFinite(s.userTimeout) || s.userTimeout < min || s.userTimeout > max || tooFine) {
+    throw new ConfigError(keyOf('userTimeout'), `must be ${min} (off) or from 0.001 to ${max} seconds (got ${String(s.userTimeout)})`)
   }
 }
 

@@ -43,8 +43,10 @@ export interface RunningProxy {
   stop(signal?: NodeJS.Signals): Promise<number | null>
 }
 
-export function spawnProxy(args: string[], env: NodeJS.ProcessEnv = {}, entry?: Entry): RunningProxy {
-  const proc = spawn(process.execPath, [...nodeArgs(entry), '--log-format', 'json', '--log-level', 'debug', ...args], {
+/** `wrapper`: a command to run it under, such as `['prlimit', '--nofile=100:100']`. */
+export function spawnProxy(args: string[], env: NodeJS.ProcessEnv = {}, entry?: Entry, wrapper: string[] = []): RunningProxy {
+  const command = [...wrapper, process.execPath, ...nodeArgs(entry), '--log-format', 'json', '--log-level', 'debug', ...args]
+  const proc = spawn(command[0]!, command.slice(1), {
     cwd: entry?.cwd,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -90,8 +92,8 @@ export function spawnProxy(args: string[], env: NodeJS.ProcessEnv = {}, entry?: 
 }
 
 /** Starts ka-proxy on a kernel-chosen port and waits until it listens. */
-export async function startCliProxy(args: string[], env: NodeJS.ProcessEnv = {}, entry?: Entry): Promise<RunningProxy & { port: number }> {
-  const running = spawnProxy(['--listen', '127.0.0.1:0', ...args], env, entry)
+export async function startCliProxy(args: string[], env: NodeJS.ProcessEnv = {}, entry?: Entry, wrapper: string[] = []): Promise<RunningProxy & { port: number }> {
+  const running = spawnProxy(['--listen', '127.0.0.1:0', ...args], env, entry, wrapper)
   // Generous: starting through tsx on a loaded 2-core machine can take many seconds.
   const listening = await running.line((l) => l.msg === 'listening', 30_000)
   const port = Number(String(listening.address).split(':').pop())
