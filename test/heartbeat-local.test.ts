@@ -6,22 +6,21 @@ import t from 'tap'
 import net, { type Socket } from 'node:net'
 import { connect, freePort, listen, sleep } from './helpers/net.ts'
 import { startCliProxy } from './helpers/cli.ts'
-
-/** The descriptor counts below are the proxy's own: without the test runner's module hooks. */
-const NO_TAP_HOOKS = { NODE_OPTIONS: '' }
+import { limitDescriptors } from './helpers/fds.ts'
 
 t.test('EMFILE in a heartbeat check: not a target failure, sessions untouched', async (t) => {
   const { server, port } = await listen((s) => s.pipe(s))
   t.teardown(() => server.close())
   const adminPort = await freePort()
-  // About 30 descriptors at rest: 64 leaves room for three sessions; 32 admin connections take the rest.
   const proxy = await startCliProxy([
     '--target', `127.0.0.1:${port}`,
     '--heartbeat', 'tcp', '--heartbeat-interval', '0.2', '--heartbeat-timeout', '0.2', '--heartbeat-fall', '1',
     '--on-down', 'kill', '--log-level', 'info', '--admin', `127.0.0.1:${adminPort}`,
-  ], NO_TAP_HOOKS, undefined, ['prlimit', '--nofile=64:64'])
+  ])
   t.teardown(() => proxy.stop('SIGKILL'))
   await proxy.line((l) => l.msg === 'target up')
+  // Room for three sessions and a few more; 32 admin connections take the rest.
+  limitDescriptors(proxy.proc.pid!, 6 + 20)
   const sessions = await Promise.all([1, 2, 3].map(() => connect(proxy.port)))
   t.teardown(() => sessions.forEach((c) => c.destroy()))
   for (const s of sessions) s.on('error', () => {})
