@@ -8,12 +8,12 @@ import { formatEndpoint } from './config/endpoint.ts'
 import type { ProxyOptions } from './config/options.ts'
 import { ListenError } from './errors.ts'
 import type { AppliedKeepalive, KeepaliveApplier } from './keepalive/socket-options.ts'
-import { onAccepted, peerOf, resetAccepted, socketOf, type Accepted } from './accept.ts'
+import { fdOfAccepted, onAccepted, peerOf, resetAccepted, socketOf, type Accepted } from './accept.ts'
 import type { LegHandle, Session, SessionContext, SessionSummary } from './session.ts'
 import { checkPausedRelays, nativeRelayClass, NativeSession } from './session-native.ts'
 import { checkPausedLegs, StreamSession } from './session-stream.ts'
 import { TargetPool, type Target, type TargetChange } from './targets.ts'
-import { LOCAL_RESOURCE_ERRORS, RefusalLog, type RefusalReason } from './refusals.ts'
+import { LOCAL_RESOURCE_ERRORS, RefusalLog, withinDescriptorReserve, type RefusalReason } from './refusals.ts'
 
 /** How often legs paused by backpressure are checked for a dead peer. */
 const PAUSED_CHECK_MS = 1000
@@ -167,6 +167,12 @@ export class ProxyListener {
   #onConnection(client: Accepted): void {
     if (this.state !== 'running') {
       resetAccepted(client)
+      return
+    }
+    const fd = fdOfAccepted(client)
+    const reserve = withinDescriptorReserve(fd)
+    if (!reserve.ok) {
+      this.#refuse(client, 'descriptor_limit', { fd, limit: reserve.limit })
       return
     }
     const max = this.#options.maxConnections

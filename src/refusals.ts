@@ -3,6 +3,7 @@
 // must not turn into a flood of log lines: the first refusal is logged at once, the ones
 // after it within the second are summed into one line when the second is over.
 
+import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 
 export type RefusalReason = 'max_connections' | 'no_healthy_target' | 'descriptor_limit' | 'cannot_start'
@@ -10,7 +11,7 @@ export type RefusalReason = 'max_connections' | 'no_healthy_target' | 'descripto
 const MESSAGES: Record<RefusalReason, string> = {
   max_connections: 'connection refused: max connections reached',
   no_healthy_target: 'connection refused: no healthy target',
-  descriptor_limit: 'connection refused: the proxy is out of file descriptors (raise its limit, ulimit -n)',
+  descriptor_limit: 'connection refused: the proxy is out of file descriptors (it keeps 16 free; raise its limit, ulimit -n)',
   cannot_start: 'connection refused: cannot start session',
 }
 
@@ -18,6 +19,39 @@ const MESSAGES: Record<RefusalReason, string> = {
 export const LOCAL_RESOURCE_ERRORS: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM'])
 
 const WINDOW_MS = 1000
+
+/**
+ * Descriptors kept free for what sessions need besides their client: the target leg, heartbeat
+ * checks, admin connections. A client is refused while fewer are left, rather than let the
+ * runtime close it silently at the limit (libuv's EMFILE handling accepts and drops it unseen).
+ */
+export const DESCRIPTOR_RESERVE = 16
+
+let limitReadAt = -Infinity
+let softLimit = Infinity
+
+/** RLIMIT_NOFILE's soft value (from /proc, re-read at most once a second: prlimit may change it). */
+function descriptorLimit(): number {
+  const now = performance.now()
+  if (now - limitReadAt < 1000) return softLimit
+  limitReadAt = now
+  try {
+    const line = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'))
+    softLimit = line && line[1] !== 'unlimited' ? Number(line[1]) : Infinity
+  } catch {
+    softLimit = Infinity
+  }
+  return softLimit
+}
+
+/**
+ * Whether an accepted descriptor leaves the reserve intact. The kernel hands out the lowest
+ * free number, so descriptor `fd` means every lower one is in use: no count needed.
+ */
+export function withinDescriptorReserve(fd: number): { ok: boolean; limit: number } {
+  const limit = descriptorLimit()
+  return { ok: fd < 0 || fd < limit - DESCRIPTOR_RESERVE, limit }
+}
 
 interface Window {
   count: number

@@ -63,8 +63,8 @@ t.test('admin connections are capped and slow requests are closed: the relay kee
   const proxy = await startCliProxy(['--target', `127.0.0.1:${echoPort}`, '--admin', `127.0.0.1:${adminPort}`])
   t.teardown(() => proxy.stop('SIGKILL'))
   await proxy.line((l) => l.msg === 'admin listening')
-  // 80 spare descriptors: without a cap, 100 half-open requests leave none for sessions.
-  limitDescriptors(proxy.proc.pid!, 80)
+  // 100 spare descriptors: without a cap, 100 half-open requests leave none for sessions.
+  limitDescriptors(proxy.proc.pid!, 100)
   const hogs = await halfOpen(adminPort, 100)
   t.teardown(() => hogs.forEach((s) => s.destroy()))
   await sleep(300)
