@@ -102,10 +102,11 @@ t.test('/sessions with 1,500 sessions: streamed, complete, and the relay does no
     await new Promise((r) => pinger.once('data', r))
     return performance.now() - at
   }
-  await waitFor(async () => {
+  // 1,500 connects at once overflow the listen backlog; the last ones come in on SYN retries.
+  t.ok(await waitFor(async () => {
     const res = await request(`http://127.0.0.1:${adminPort}/sessions`)
     return ((await res.body.json()) as { sessions: unknown[] }).sessions.length === 1501
-  }, 10_000, 200)
+  }, 60_000, 500), 'all 1,501 sessions open')
   let done = false
   const readers = Array.from({ length: 12 }, async () => {
     const res = await request(`http://127.0.0.1:${adminPort}/sessions`)

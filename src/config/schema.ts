@@ -102,6 +102,7 @@ function issueMessage(issue: z.core.$ZodIssue, input: unknown): string {
     case 'invalid_value':
       return `must be one of ${issue.values.map((v) => String(v)).join(', ')} (got ${describe(input)})`
     case 'invalid_union':
+      if (typeof input === 'number' && !Number.isFinite(input)) return `must be a finite number (got ${describe(input)})`
       return `has the wrong type (got ${describe(input)})`
     default:
       return issue.message
