@@ -23,7 +23,7 @@ const BAD_INPUT: Array<[string, string[], RegExp]> = [
   ['--target-count 0', ['--listen', '15432', ...TARGET, '--target-count', '0'], /^ka-proxy: --target-count: must be a whole number from 1 to 127/],
   ['--client-idle 2.5', ['--listen', '15432', ...TARGET, '--client-idle', '2.5'], /^ka-proxy: --client-idle: must be a whole number/],
   ['--user-timeout -1', ['--listen', '15432', ...TARGET, '--user-timeout', '-1'], /^ka-proxy: --user-timeout: must be 0 \(off\) or from 0\.001/],
-  ['--user-timeout below 1 ms', ['--listen', '15432', ...TARGET, '--user-timeout', '1e-9'], /^ka-proxy: --user-timeout: must be 0 \(off\) or from 0\.001 .* \(got 1e-9\)/],
+  ['--user-timeout below 1 ms', ['--listen', '15432', ...TARGET, '--user-timeout', '0.0001'], /^ka-proxy: --user-timeout: must be 0 \(off\) or from 0\.001 .* \(got 0\.0001\)/],
   ['empty admin token', ['--listen', '15432', ...TARGET, '--admin', '127.0.0.1:0', '--admin-token='], /^ka-proxy: --admin-token: must be at least 16 characters long \(it is empty\)/],
   ['short admin token', ['--listen', '15432', ...TARGET, '--admin', '0.0.0.0:0', '--admin-token', 'x'], /^ka-proxy: --admin-token: must be at least 16 characters long \(got 1\)/],
   ['--connect-timeout 0', ['--listen', '15432', ...TARGET, '--connect-timeout', '0'], /^ka-proxy: --connect-timeout: must be a number of seconds/],
