@@ -11,7 +11,7 @@ import { describeHeartbeat } from './config/heartbeat.ts'
 import type { KeepaliveApplier } from './keepalive/socket-options.ts'
 import { ProxyListener } from './listener.ts'
 import { ProxyMetrics } from './admin/metrics.ts'
-import { AdminServer, type AdminOptions, type AdminSource } from './admin/server.ts'
+import { AdminServer, type AdminOptions, type AdminSource, type FailbackReport } from './admin/server.ts'
 import type { Session } from './session.ts'
 
 export interface AppConfig {
@@ -125,8 +125,6 @@ export class ProxyApp implements AdminSource {
       if (listener === undefined) continue
       const targetsChanged = !sameTargets(listener.options, options)
       const result = listener.retune(options, targetsChanged)
-      // A reload is the operator's failback (--failback manual): back to the first target.
-      listener.pool.failback()
       if (result.changed) {
         retuned.push(options.name)
         this.#logger.info(
@@ -263,5 +261,17 @@ export class ProxyApp implements AdminSource {
       targetsUp: listener.pool.targets.filter((t) => listener.pool.up(t)).length,
       targets: listener.pool.targets.length,
     }))
+  }
+
+  /** The operator's failback: every route (or the one named) sends new connections to its first target again. */
+  failback(route: string | undefined): FailbackReport | undefined {
+    if (route !== undefined && !this.#routes.has(route)) return undefined
+    const routes: FailbackReport = []
+    for (const [name, listener] of this.#routes) {
+      if (route !== undefined && name !== route) continue
+      const move = listener.pool.failback()
+      routes.push({ route: name, moved: move !== undefined, to: listener.pool.targets[0]!.name, ...(move && { from: move.from }) })
+    }
+    return routes
   }
 }

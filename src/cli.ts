@@ -9,7 +9,7 @@ import { resolveAppConfig, type CliInput } from './config/resolve.ts'
 import { loadConfigFile, loadConfigFileOffLoop } from './config/file.ts'
 import { ProxyApp, type AppConfig } from './app.ts'
 import { formatEndpoint } from './config/endpoint.ts'
-import { runStatus } from './admin/status.ts'
+import { runFailback, runStatus } from './admin/status.ts'
 import { PROFILE_NAMES, profilesTable } from './keepalive/profiles.ts'
 import { HEARTBEAT_DEFAULTS as HB } from './config/heartbeat.ts'
 import { ConfigError, EXIT_FAILURE, EXIT_INTERNAL, KaError } from './errors.ts'
@@ -34,7 +34,7 @@ function buildParser(argv: string[]): Argv {
   let parser = yargs(argv)
     .scriptName('ka-proxy')
     .version(false)
-    .usage('Usage: ka-proxy --listen [host:]port --target host:port [options]\n       ka-proxy --config FILE [options]\n       ka-proxy check --config FILE\n       ka-proxy doctor | profiles | status [--admin URL] | completion')
+    .usage('Usage: ka-proxy --listen [host:]port --target host:port [options]\n       ka-proxy --config FILE [options]\n       ka-proxy check --config FILE\n       ka-proxy doctor | profiles | status [--admin URL] | failback [--admin URL] [--route NAME] | completion')
     // Messages in one language whatever LANG says: errors are one line a user can search for.
     .locale('en')
     // KA_PROXY_<FLAG> for every flag; envOnlyValueFlags() hides the variables that are not one.
@@ -46,6 +46,7 @@ function buildParser(argv: string[]): Argv {
     .command('doctor', 'check that keepalive options can be set and read back on this machine')
     .command('profiles', 'list the keepalive profiles and the detection time each implies')
     .command('status', 'show health and open sessions of a running ka-proxy (through its admin API)')
+    .command('failback', 'send new connections of every route (or --route NAME) back to its first target (--failback manual; through the admin API)')
     .command('probe', 'measure how long the path to a server keeps an idle connection (ka-proxy probe --help)')
     .command('probe-server', 'echo responder to run next to the server for ka-proxy probe (ka-proxy probe-server --help)')
     .option('config', { type: 'string', requiresArg: true, describe: 'YAML or JSON file with one or more routes; flags override a one-route file; SIGHUP re-reads it' })
@@ -75,11 +76,12 @@ function buildParser(argv: string[]): Argv {
     .option('heartbeat-fall', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `failed checks in a row that mark a target down [default: ${HB.fall}]` })
     .option('heartbeat-rise', { type: 'number', requiresArg: true, group: HEARTBEAT_GROUP, describe: `good checks in a row that mark it up again [default: ${HB.rise}]` })
     .option('on-down', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: `target marked down: kill (reset its sessions), drain (keep them, send new ones elsewhere), keep (only log) [default: ${HB.onDown}]` })
-    .option('failback', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'after a failover (connect failed or target down): auto returns new connections to the first target once it is up again; manual keeps them on the one in use until it fails or SIGHUP [default: manual]' })
+    .option('failback', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'after a failover (connect failed or target down): auto returns new connections to the first target once it is up again; manual keeps them on the one in use until it fails or until ka-proxy failback [default: manual]' })
     .option('balance', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'first: the first healthy target; roundrobin: each healthy target in turn [default: first]' })
     .option('max-connections', { type: 'number', requiresArg: true, describe: 'refuse clients (RST) beyond this many open sessions [default: no limit]' })
     .option('admin', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'serve /metrics, /healthz, /sessions on host:port (loopback unless --admin-token); for status: its URL' })
     .option('admin-token', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'bearer token the admin API requires (at least 16 characters)' })
+    .option('route', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'for failback: the one route to fail back [default: every route]' })
     .option('native', { type: 'boolean', default: true, describe: 'use the native socket helper (--no-native: Node setKeepAlive only)' })
     .option('log-level', { type: 'string', requiresArg: true, choices: LOG_LEVELS as unknown as string[], describe: `[default: ${LOG_DEFAULTS.level}]` })
     .option('log-format', { type: 'string', requiresArg: true, choices: LOG_FORMATS as unknown as string[], describe: `auto: pretty (one line per event) on a terminal, JSON otherwise [default: ${LOG_DEFAULTS.format}]` })
@@ -201,6 +203,8 @@ export async function run(argv: string[]): Promise<number> {
     return 0
   }
   if (command === 'status') return runStatus(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, write)
+  if (args.route !== undefined && command !== 'failback') throw new ConfigError('--route', 'only goes with the failback command')
+  if (command === 'failback') return runFailback(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, args.route as string | undefined, write)
   if (command !== undefined && command !== 'check') throw new ConfigError(String(command), 'unknown command (see ka-proxy --help)')
   const input = cliInput(args)
   const config = resolveAppConfig(input)

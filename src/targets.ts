@@ -121,11 +121,16 @@ export class TargetPool {
     return undefined
   }
 
-  /** With --failback manual: new connections go to the first available target again. */
-  failback(): void {
-    if (this.#active === 0) return
-    this.#logger.info({ from: this.targets[this.#active]!.name, to: this.targets[0]!.name }, 'failback: new connections go to the first target again')
+  /**
+   * The operator's failback (--failback manual, asked for through the admin API): new
+   * connections go to the first target again. Returns the move, or undefined when already there.
+   */
+  failback(): { from: string; to: string } | undefined {
+    if (this.#active === 0) return undefined
+    const move = { from: this.targets[this.#active]!.name, to: this.targets[0]!.name }
+    this.#logger.info(move, 'failback: new connections go to the first target again')
     this.#active = 0
+    return move
   }
 
   connectFailed(target: Target, error: string): void {

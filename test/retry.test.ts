@@ -55,7 +55,7 @@ t.test('every target failing: the client is reset once all were tried, each at m
   t.equal(proxy.logs.filter((l) => l.msg === 'connect failed: trying the next target').length, 1)
 })
 
-t.test('--failback manual (the default): new connections stay on the target in use; a reload returns them', async (t) => {
+t.test('--failback manual (the default): new connections stay on the target in use until the operator fails back', async (t) => {
   const second = await namedTarget(t, 'SECOND')
   // A connect to the first fails once; it answers again afterwards.
   const dying = await server(t, (s) => s.write('FIRST\n'))
@@ -68,7 +68,7 @@ t.test('--failback manual (the default): new connections stay on the target in u
   await sleep(PASSIVE_HOLD_MS + 200)
   t.same(await names(flip, 2), ['SECOND', 'SECOND'], 'manual: no return although the first answers again')
   pool.failback()
-  t.same(await names(flip, 1), ['FIRST'], 'after the failback (what SIGHUP does)')
+  t.same(await names(flip, 1), ['FIRST'], 'after the failback (what POST /failback does)')
 })
 
 t.test('--failback auto: back to the first target once its connect failure is old news', async (t) => {
@@ -112,30 +112,56 @@ t.test('/healthz without heartbeats: a target whose name does not resolve, or wh
   t.match(await health(), { status: 503, body: { status: 'unavailable', routes: [{ targetsUp: 0, targets: 1 }] } }, 'its only target unresolvable: 503')
 })
 
-t.test('a reload fails back (what SIGHUP does with --failback manual)', async (t) => {
+t.test('failback is asked for explicitly: a reload (SIGHUP, also sent by logrotate) keeps the target in use; POST /failback and `ka-proxy failback` return', async (t) => {
   const net = await import('node:net')
+  const { execFile } = await import('node:child_process')
+  const { fileURLToPath } = await import('node:url')
   const { pino } = await import('pino')
+  const { request } = await import('undici')
   const { ProxyApp } = await import('../src/app.ts')
   const { KeepaliveApplier } = await import('../src/keepalive/socket-options.ts')
   const { resolveAppConfig } = await import('../src/config/resolve.ts')
   const firstPort = await freePort()
   const second = await namedTarget(t, 'SECOND')
   const listenPort = await freePort()
+  const adminPort = await freePort()
   const app = new ProxyApp(new KeepaliveApplier(), pino({ level: 'silent' }))
-  const config = resolveAppConfig({ listen: `127.0.0.1:${listenPort}`, target: `127.0.0.1:${firstPort},127.0.0.1:${second.port}` })
-  await app.start(config)
+  const config = () => resolveAppConfig({ listen: `127.0.0.1:${listenPort}`, target: `127.0.0.1:${firstPort},127.0.0.1:${second.port}`, admin: `127.0.0.1:${adminPort}` })
+  await app.start(config())
   t.teardown(() => app.stop(0))
   const to = async (): Promise<string> => {
     const { socket, name } = await whereTo(listenPort)
     socket.destroy()
     return name
   }
+  const cli = (args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    const main = fileURLToPath(new URL('../src/main.ts', import.meta.url))
+    execFile(process.execPath, ['--import', 'tsx', main, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : Number((err as { code?: number }).code ?? 1), stdout, stderr })
+    })
+  })
   t.equal(await to(), 'SECOND', 'the first refuses: failed over')
   const first = net.createServer((s) => s.end('FIRST\n'))
   await new Promise<void>((r) => first.listen(firstPort, '127.0.0.1', r))
   t.teardown(() => first.close())
   await sleep(PASSIVE_HOLD_MS + 200)
   t.equal(await to(), 'SECOND', 'the first answers again, new connections stay')
-  await app.reload(resolveAppConfig({ listen: `127.0.0.1:${listenPort}`, target: `127.0.0.1:${firstPort},127.0.0.1:${second.port}` }))
-  t.equal(await to(), 'FIRST', 'after the reload: back to the first')
+  await app.reload(config())
+  t.equal(await to(), 'SECOND', 'a reload does not move them back')
+
+  const get = await request(`http://127.0.0.1:${adminPort}/failback`)
+  t.equal(get.statusCode, 405, 'GET /failback changes nothing')
+  await get.body.dump()
+  t.equal(await to(), 'SECOND')
+  const unknown = await cli(['failback', '--admin', `127.0.0.1:${adminPort}`, '--route', 'nope'])
+  t.equal(unknown.code, 2, 'an unknown route: exit 2')
+  t.match(unknown.stderr, /^ka-proxy: --route: no route named "nope"\n$/)
+  t.equal(await to(), 'SECOND')
+
+  const done = await cli(['failback', '--admin', `127.0.0.1:${adminPort}`])
+  t.equal(done.code, 0, done.stderr)
+  t.equal(done.stdout, `127.0.0.1:${listenPort}: new connections go back to 127.0.0.1:${firstPort} (were going to 127.0.0.1:${second.port})\n`)
+  t.equal(await to(), 'FIRST', 'after the failback: back to the first')
+  const again = await request(`http://127.0.0.1:${adminPort}/failback`, { method: 'POST' })
+  t.match(await again.body.json(), { routes: [{ route: `127.0.0.1:${listenPort}`, moved: false, to: `127.0.0.1:${firstPort}` }] }, 'a second failback has nothing to move')
 })

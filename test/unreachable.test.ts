@@ -6,30 +6,40 @@
 import t from 'tap'
 import { execFileSync, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import type { Socket } from 'node:net'
-import { connect, endOf, listen } from './helpers/net.ts'
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
+import { connect, endOf } from './helpers/net.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
 import { startProxy } from './helpers/proxy.ts'
 
 const skip = missingPrerequisite((process.getuid?.() !== 0 || spawnSync('nft', ['--version']).status !== 0) &&
   'needs root and the nft command (apt-get install nftables) to reject packets with ICMP host unreachable')
 
+/** Linux routes all of 127.0.0.0/8 to lo; no other test uses this address. */
+const TARGET_HOST = '127.0.93.1'
+
 /** Target leg keepalive: its user timeout (idle + interval × count) is 3 s. */
 const KEEPALIVE = { idle: 1, interval: 1, count: 2 }
 
 t.test('target unreachable (ICMP host unreachable): RST to the client, reason target_unreachable', { skip }, async (t) => {
   const accepted: Socket[] = []
-  const target = await listen((s) => {
-    accepted.push(s)
-    s.on('error', () => {})
-    s.pipe(s)
+  // The target gets a loopback address of its own, so the reject rule below can match nothing
+  // but this test's packets: other test files run at the same time on 127.0.0.1, and a port
+  // number alone may be taken again by one of them once this target is closed.
+  const target = await new Promise<{ server: Server; port: number }>((resolve, reject) => {
+    const server = createServer({ allowHalfOpen: true }, (s) => {
+      accepted.push(s)
+      s.on('error', () => {})
+      s.pipe(s)
+    })
+    server.once('error', reject)
+    server.listen(0, TARGET_HOST, () => resolve({ server, port: (server.address() as AddressInfo).port }))
   })
   // The target never hears of the failure (every packet to it was rejected): close its side.
   t.teardown(() => {
     for (const s of accepted) s.destroy()
     target.server.close()
   })
-  const proxy = await startProxy({ target: `127.0.0.1:${target.port}`, targetIdle: KEEPALIVE.idle, targetInterval: KEEPALIVE.interval, targetCount: KEEPALIVE.count })
+  const proxy = await startProxy({ target: `${TARGET_HOST}:${target.port}`, targetIdle: KEEPALIVE.idle, targetInterval: KEEPALIVE.interval, targetCount: KEEPALIVE.count })
   t.teardown(() => proxy.stop())
   const client = await connect(proxy.port)
   client.write('a')
@@ -40,7 +50,7 @@ t.test('target unreachable (ICMP host unreachable): RST to the client, reason ta
   nft('add', 'table', 'inet', table)
   t.teardown(() => nft('delete', 'table', 'inet', table))
   nft('add', 'chain', 'inet', table, 'out', '{ type filter hook output priority -10 ; }')
-  nft('add', 'rule', 'inet', table, 'out', 'tcp', 'dport', String(target.port), 'reject', 'with', 'icmp', 'type', 'host-unreachable')
+  nft('add', 'rule', 'inet', table, 'out', 'ip', 'daddr', TARGET_HOST, 'tcp', 'dport', String(target.port), 'reject', 'with', 'icmp', 'type', 'host-unreachable')
   const cutAt = Date.now()
   const clientEnd = endOf(client)
   client.write('b') // in flight to a target that cannot be reached

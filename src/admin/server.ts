@@ -21,7 +21,12 @@ export interface AdminSource extends MetricsSource {
   sessions(): Iterable<{ route: string; session: Session }>
   /** Per route: is it accepting, and how many of its targets are up. */
   health(): Array<{ route: string; listening: boolean; targetsUp: number; targets: number }>
+  /** POST /failback: undefined when `route` names no route. */
+  failback(route: string | undefined): FailbackReport | undefined
 }
+
+/** Per route: whether new connections moved back, and to which target (`from`: where they went before). */
+export type FailbackReport = Array<{ route: string; moved: boolean; from?: string; to: string }>
 
 export interface AdminOptions {
   listen: Endpoint
@@ -201,13 +206,24 @@ export class AdminServer {
         res.setHeader('www-authenticate', 'Bearer')
         return json(res, 401, { error: 'missing or wrong bearer token' })
       }
+      const url = new URL(req.url ?? '/', 'http://admin')
+      // The one request that changes something; it takes POST so that no scraper or probe can trigger it.
+      if (url.pathname === '/failback') {
+        if (req.method !== 'POST') {
+          res.setHeader('allow', 'POST')
+          return json(res, 405, { error: 'only POST' })
+        }
+        const route = url.searchParams.get('route') ?? undefined
+        const routes = source.failback(route)
+        if (routes === undefined) return json(res, 404, { error: `no route named ${JSON.stringify(route)}` })
+        return json(res, 200, { routes })
+      }
       // HEAD: the same answer without its body (Node leaves the body out).
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.setHeader('allow', 'GET, HEAD')
         return json(res, 405, { error: 'only GET and HEAD' })
       }
-      const path = (req.url ?? '/').split('?')[0]
-      switch (path) {
+      switch (url.pathname) {
         case '/metrics':
           return send(res, 200, metrics.contentType, await metrics.text())
         case '/healthz': {
@@ -218,7 +234,7 @@ export class AdminServer {
         case '/sessions':
           return streamSessions(res, source, keepalive)
         default:
-          return json(res, 404, { error: 'not found', endpoints: ['/metrics', '/healthz', '/sessions'] })
+          return json(res, 404, { error: 'not found', endpoints: ['/metrics', '/healthz', '/sessions', 'POST /failback'] })
       }
     }
   }

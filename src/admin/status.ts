@@ -1,7 +1,8 @@
 // `ka-proxy status`: the admin API's health and sessions as readable tables.
 
 import { request } from 'undici'
-import { KaError } from '../errors.ts'
+import { ConfigError, KaError } from '../errors.ts'
+import type { FailbackReport } from './server.ts'
 
 interface LegReport {
   keepalive: { idle: number; interval: number; count: number; userTimeout: number }
@@ -28,11 +29,11 @@ interface HealthReport {
   routes: Array<{ route: string; listening: boolean; targetsUp: number; targets: number }>
 }
 
-async function getJson<T>(base: string, path: string, token: string | undefined): Promise<{ status: number; body: T }> {
+async function getJson<T>(base: string, path: string, token: string | undefined, method: 'GET' | 'POST' = 'GET'): Promise<{ status: number; body: T }> {
   const url = new URL(path, base.includes('://') ? base : `http://${base}`)
   let res
   try {
-    res = await request(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, headersTimeout: 5000, bodyTimeout: 5000 })
+    res = await request(url, { method, headers: token ? { authorization: `Bearer ${token}` } : {}, headersTimeout: 5000, bodyTimeout: 5000 })
   } catch (err) {
     throw new KaError('KA_ERR_ADMIN', `--admin: cannot reach ${url.origin} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`)
   }
@@ -72,4 +73,16 @@ export async function runStatus(admin: string, token: string | undefined, write:
     ], rows)}\n`)
   }
   return health.status === 200 ? 0 : 1
+}
+
+/** `ka-proxy failback`: POST /failback, then one line per route saying where new connections go. */
+export async function runFailback(admin: string, token: string | undefined, route: string | undefined, write: (text: string) => void): Promise<number> {
+  const path = route === undefined ? '/failback' : `/failback?route=${encodeURIComponent(route)}`
+  const { status, body } = await getJson<{ routes?: FailbackReport; error?: string }>(admin, path, token, 'POST')
+  if (status === 404) throw new ConfigError('--route', body.error ?? 'no such route')
+  if (status !== 200 || body.routes === undefined) throw new KaError('KA_ERR_ADMIN', `--admin: failback answered ${status} (${body.error ?? 'no detail'})`)
+  for (const r of body.routes) {
+    write(r.moved ? `${r.route}: new connections go back to ${r.to} (were going to ${r.from})\n` : `${r.route}: already on its first target ${r.to}\n`)
+  }
+  return 0
 }
