@@ -30,6 +30,8 @@ if (missingPrerequisite(missing)) {
     '--heartbeat-timeout', String(HB.timeout),
     '--heartbeat-fall', String(HB.fall),
     '--heartbeat-rise', String(HB.rise),
+    // The return to the first once it is up again is what this test checks (manual is the default).
+    '--failback', 'auto',
   ])
   t.teardown(() => proxy.stop('SIGKILL'))
   const FIRST = `127.0.0.1:${first.port}`

@@ -21,7 +21,7 @@ if (missingPrerequisite(missing)) {
 } else {
   const [first, second] = await Promise.all([startRedis(), startRedis()])
   t.teardown(() => Promise.all([first.stop(), second.stop()]))
-  const proxy = await startProxy({ target: `127.0.0.1:${first.port},127.0.0.1:${second.port}`, heartbeat: HB })
+  const proxy = await startProxy({ target: `127.0.0.1:${first.port},127.0.0.1:${second.port}`, heartbeat: HB, failback: 'auto' }) // the return to the first is checked (manual is the default)
   t.teardown(() => proxy.stop())
   const FIRST = `127.0.0.1:${first.port}`
   const line = (match: (l: (typeof proxy.logs)[number]) => boolean) => waitFor(() => proxy.logs.some(match), 10_000).then(() => proxy.logs.find(match)!)
