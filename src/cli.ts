@@ -371,6 +371,12 @@ let runningLogger: Logger | undefined
 
 export async function main(argv = hideBin(process.argv)): Promise<void> {
   process.on('uncaughtException', onFatal)
+  // A command's reader went away (`ka-proxy doctor | head -1`): the output is done, as with
+  // SIGPIPE in C tools; nothing is wrong. The proxy's logs have their own destination.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0)
+    onFatal(err, 'uncaughtException')
+  })
   try {
     process.exitCode = await run(argv)
   } catch (err) {
