@@ -69,10 +69,11 @@ if (missingPrerequisite(missing)) {
     const errors: Error[] = []
     victim.on('error', (e) => errors.push(e))
     const { rows } = await victim.query('SELECT pg_backend_pid() AS pid')
+    // Read while the socket is open: once the server has ended it, localPort is gone.
+    const victimAddress = `127.0.0.1:${(victim as unknown as { connection: { stream: { localPort: number } } }).connection.stream.localPort}`
     const admin = await connectThroughProxy()
     await admin.query('SELECT pg_terminate_backend($1)', [rows[0].pid])
     await admin.end()
-    const victimAddress = `127.0.0.1:${(victim as unknown as { connection: { stream: { localPort: number } } }).connection.stream.localPort}`
     await t.rejects(victim.query('SELECT 1'), 'the next query fails at once')
     const line = await proxy.line((l) => l.msg === 'session closed' && l.client === victimAddress)
     // The server's FIN normally reaches the proxy first (target_end); on a loaded machine the
