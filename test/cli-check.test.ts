@@ -62,4 +62,8 @@ t.test('a listen address clash or a taken address in a file names the key, not -
   const r = runCli(['--config', path])
   t.equal(r.status, 3, 'port 0 never clashes; a taken address: exit 3')
   t.equal(r.stderr, `ka-proxy: ${path}: routes[2].listen: address 127.0.0.1:${taken} is already in use\n`)
+  const adminPath = writeConfig('taken-admin.yaml', `admin: 127.0.0.1:${taken}\nroutes:\n  - {listen: 127.0.0.1:0, target: "c:1"}\n`)
+  const admin = runCli(['--config', adminPath])
+  t.equal(admin.status, 3, 'a taken admin address: exit 3')
+  t.equal(admin.stderr, `ka-proxy: ${adminPath}: admin: address 127.0.0.1:${taken} is already in use\n`, 'names the key, not --admin')
 })

@@ -31,6 +31,8 @@ export type FailbackReport = Array<{ route: string; moved: boolean; from?: strin
 export interface AdminOptions {
   listen: Endpoint
   token: string | undefined
+  /** The flag or config key that set the address, for errors (`--admin`, `FILE: admin`). */
+  listenKey: string
 }
 
 /** Concurrent admin connections; a scraper and a few `status` calls need far fewer. */
@@ -66,7 +68,7 @@ export function resolveAdmin(value: string | { listen: string; token?: string | 
   if (!loopback && token === undefined) {
     throw new ConfigError(keys.listen, `${formatEndpoint(host, listen.port)} is not a loopback address: set a token (at least ${MIN_TOKEN_LENGTH} characters) to expose the admin API`)
   }
-  return { listen, token }
+  return { listen, token, listenKey: keys.listen }
 }
 
 /** Live socket state of one leg; null when it cannot be read (closed, or no native helper). */
@@ -246,7 +248,7 @@ export class AdminServer {
     try {
       await Promise.race([once(this.#server, 'listening'), once(this.#server, 'error').then(([err]) => Promise.reject(err))])
     } catch (err) {
-      throw new ListenError(shown, err as NodeJS.ErrnoException, '--admin')
+      throw new ListenError(shown, err as NodeJS.ErrnoException, this.#options.listenKey)
     }
     const addr = this.#server.address() as import('node:net').AddressInfo
     return formatEndpoint(addr.address, addr.port)
