@@ -71,7 +71,7 @@ t.test('a route moved to an address that cannot bind: rejected, and nothing else
 
   // The admin API moved to a taken port: rejected, and still served where it was.
   writeFileSync(file, config(portB, taken.port))
-  t.match(await reload(proxy), /^rejected: --admin: address 127\.0\.0\.1:\d+ is already in use/)
+  t.match(await reload(proxy), /^rejected: \S+routes\.yaml: admin: address 127\.0\.0\.1:\d+ is already in use/, "names the file's key, not --admin")
   t.ok(await adminUp(adminPort), 'the admin API still answers on its address')
   // Restoring the file is a no-op that keeps it up.
   writeFileSync(file, config(portB, adminPort))
