@@ -6,7 +6,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
-import { connect, endOf, freePort, listen, readAll, sleep, waitFor } from './helpers/net.ts'
+import { connect, echo, echoServer, endOf, freePort, listen, readAll, sleep, waitFor } from './helpers/net.ts'
 import { runCli, spawnProxy, type RunningProxy } from './helpers/cli.ts'
 import type { LogLine } from './helpers/proxy.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
@@ -18,19 +18,6 @@ const writeConfig = (name: string, text: string): string => {
   return path
 }
 
-/** An echo server: what it reads it writes back, and ends when the client ends. */
-async function echoServer(t: Test): Promise<number> {
-  const { server, port } = await listen((s) => s.pipe(s))
-  t.teardown(() => server.close())
-  return port
-}
-
-async function echo(port: number, text: string): Promise<string> {
-  const c = await connect(port)
-  const got = readAll(c)
-  c.end(text)
-  return (await got).toString()
-}
 
 async function started(t: Test, args: string[], routes: number, env: NodeJS.ProcessEnv = {}): Promise<RunningProxy> {
   const proxy = spawnProxy(args, env)

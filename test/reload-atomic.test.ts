@@ -7,23 +7,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Socket } from 'node:net'
 import { request } from 'undici'
-import { connect, freePort, listen, readAll, sleep, waitFor } from './helpers/net.ts'
+import { connect, echo, echoServer, freePort, listen, sleep, waitFor } from './helpers/net.ts'
 import { spawnProxy, type RunningProxy } from './helpers/cli.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-reload-'))
 
-async function echoServer(t: Test): Promise<number> {
-  const { server, port } = await listen((s) => s.pipe(s))
-  t.teardown(() => server.close())
-  return port
-}
-
-async function echo(port: number, text: string): Promise<string> {
-  const c = await connect(port)
-  const got = readAll(c)
-  c.end(text)
-  return (await got).toString()
-}
 
 async function roundTrip(s: Socket, text: string): Promise<string> {
   s.write(text)

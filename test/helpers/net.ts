@@ -100,3 +100,11 @@ export async function echoOnce(port: number, text: string): Promise<string> {
   c.end(text)
   return (await got).toString()
 }
+
+/** Sends `text`, half-closes, and returns everything the peer wrote back. */
+export async function echo(port: number, text: string): Promise<string> {
+  const c = await connect(port)
+  const got = readAll(c)
+  c.end(text)
+  return (await got).toString()
+}
