@@ -3,31 +3,14 @@
 // is marked down, its sessions are reset, new connections go to the other. Round robin
 // spreads new connections over the healthy targets only.
 
-import t, { type Test } from 'tap'
-import http from 'node:http'
-import { once } from 'node:events'
-import { HEARTBEAT_SLACK_MS, downWithinMs, namedTarget, whereTo } from './helpers/heartbeat.ts'
+import t from 'tap'
+import { HEARTBEAT_SLACK_MS, downWithinMs, healthEndpoint, namedTarget, whereTo } from './helpers/heartbeat.ts'
 import { endOf, waitFor } from './helpers/net.ts'
 import { startProxy, type LogLine, type TestProxy } from './helpers/proxy.ts'
 
 const HB = { interval: 0.2, timeout: 0.2, fall: 2, rise: 2 }
 const BOUND_MS = downWithinMs(HB)
 
-/** GET /<port> answers the status set for that port (200 unless set). */
-async function healthEndpoint(t: Test): Promise<{ port: number; status: Map<number, number> }> {
-  const status = new Map<number, number>()
-  const web = http.createServer((req, res) => {
-    res.statusCode = status.get(Number(req.url!.slice(1))) ?? 200
-    res.end()
-  })
-  web.listen(0, '127.0.0.1')
-  await once(web, 'listening')
-  t.teardown(() => {
-    web.closeAllConnections()
-    web.close()
-  })
-  return { port: (web.address() as { port: number }).port, status }
-}
 
 const lineOf = (proxy: TestProxy, match: (l: LogLine) => boolean): Promise<LogLine> =>
   waitFor(() => proxy.logs.some(match), 10_000).then(() => proxy.logs.find(match)!)

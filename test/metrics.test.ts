@@ -6,7 +6,6 @@
 
 import t from 'tap'
 import { execFileSync, spawnSync } from 'node:child_process'
-import http from 'node:http'
 import { once } from 'node:events'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
@@ -14,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { spawnProxy } from './helpers/cli.ts'
-import { fullListener } from './helpers/heartbeat.ts'
+import { fullListener, healthEndpoint } from './helpers/heartbeat.ts'
 import { connect, endOf, freePort, listen, waitFor } from './helpers/net.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
 
@@ -43,18 +42,7 @@ t.test('every metric of the README moves on a real fault', async (t) => {
   t.teardown(() => echo.server.close())
   const refusing = await freePort()
   const silent = await fullListener(t)
-  const healthStatus = new Map<number, number>()
-  const web = http.createServer((req, res) => {
-    res.statusCode = healthStatus.get(Number(req.url!.slice(1))) ?? 200
-    res.end()
-  })
-  web.listen(0, '127.0.0.1')
-  await once(web, 'listening')
-  t.teardown(() => {
-    web.closeAllConnections()
-    web.close()
-  })
-  const webPort = (web.address() as net.AddressInfo).port
+  const { port: webPort, status: healthStatus } = await healthEndpoint(t)
   const flaky = await listen((s) => {
     s.on('error', () => {})
     s.pipe(s)

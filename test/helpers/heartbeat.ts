@@ -4,6 +4,7 @@
 
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import http from 'node:http'
 import net, { type Socket } from 'node:net'
 import { createInterface } from 'node:readline'
 import type { Test } from 'tap'
@@ -110,3 +111,19 @@ export const downWithinMs = (hb: Timing): number => Math.round((hb.interval * hb
 
 /** A target answering again is marked up after `rise` good checks: within interval × rise + timeout. */
 export const upWithinMs = (hb: Timing): number => Math.round((hb.interval * hb.rise + hb.timeout) * 1000) + HEARTBEAT_SLACK_MS
+
+/** GET /<port> answers the status set for that port (200 unless set). */
+export async function healthEndpoint(t: Test): Promise<{ port: number; status: Map<number, number> }> {
+  const status = new Map<number, number>()
+  const web = http.createServer((req, res) => {
+    res.statusCode = status.get(Number(req.url!.slice(1))) ?? 200
+    res.end()
+  })
+  web.listen(0, '127.0.0.1')
+  await once(web, 'listening')
+  t.teardown(() => {
+    web.closeAllConnections()
+    web.close()
+  })
+  return { port: (web.address() as { port: number }).port, status }
+}
