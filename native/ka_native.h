@@ -1,5 +1,5 @@
 // What the addon's parts share: argument and errno helpers (ka_sockopt.c), the byte pump's
-// registration (ka_relay.c) and sd_notify's (ka_notify.c).
+// registration (ka_relay.c; its event loop is ka_pump.c) and sd_notify's (ka_notify.c).
 #ifndef KA_NATIVE_H
 #define KA_NATIVE_H
 

@@ -31,7 +31,7 @@ export function nativeRelayClass(): NativeRelayClass | undefined {
   return load.ok && typeof load.binding.Relay === 'function' ? load.binding.Relay : undefined
 }
 
-/** Legs the pump stopped reading because their peer is slow: see relayCheckPaused in ka_relay.c. */
+/** Legs the pump stopped reading because their peer is slow: see ka_pump_check_paused in native/ka_pump.c. */
 export function checkPausedRelays(): void {
   const load = loadNative()
   if (load.ok) load.binding.relayCheckPaused()

@@ -8,7 +8,7 @@
 //
 // SO_OOBINLINE (native addon only): urgent data (telnet's and FTP's abort) is relayed as a byte
 // in its place instead of being pulled out of the stream and lost. Set on the listening socket
-// (inherited) and on stream target legs here; the pump sets it on its own legs (ka_relay.c).
+// (inherited) and on stream target legs here; the pump sets it on its own legs (ka_pump.c).
 
 import type { Server, Socket } from 'node:net'
 import { formatEndpoint } from '../config/endpoint.ts'

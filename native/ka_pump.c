@@ -1,0 +1,627 @@
+// The byte pump: moves bytes between a session's two sockets inside the event loop, with no
+// JavaScript per chunk. JavaScript keeps every decision about how a session ends; this file
+// only reports what the sockets did (connected, end of stream, error, closed) and carries out
+// what it is told (send a FIN after the queued bytes, reset, close). This is the event loop:
+// epoll, the queues, each leg's state. The Relay class JavaScript calls is in ka_relay.c, and
+// what the two share is in ka_pump.h.
+//
+// Why native: the streams machinery costs more per chunk than the two system calls a relay
+// needs. Here a readable socket costs one recv into a buffer shared by all sessions and one
+// send to the other leg; only what the other leg's kernel buffer cannot take is copied into a
+// queue, and then the source is not read until the queue has drained (backpressure).
+//
+// Polling: every socket of the pump is registered once, edge-triggered, in an epoll instance
+// of its own, and that one descriptor is watched by a single libuv poll handle. A session then
+// costs one epoll_ctl per socket for its whole life (libuv's per-fd polls cost a probe on
+// creation and one call per change of interest: a dozen per session). Edge-triggered means
+// each leg remembers whether it is readable or writable until a call says EAGAIN; a leg with
+// more to read than its turn allows waits in a ready queue that an idle handle drains.
+//
+// Rules it keeps, mirrored from the JavaScript session:
+// - A leg is closed by the pump itself only when its stream has ended both ways (end of
+//   stream read, and our FIN sent after its queue drained); JavaScript is told with CLOSE.
+// - A leg the kernel has closed (reset, keepalive or user timeout) is read to its end before
+//   the error is reported, paused or not: Linux keeps what was received readable, and those
+//   bytes were acknowledged to the peer. EPOLLERR comes even on a leg not being read;
+//   relayCheckPaused() also looks at the kernel's state of legs paused by backpressure.
+// - A socket is read until the kernel says EAGAIN or end of stream, not until a short read:
+//   a read stops short at the urgent mark, and more may be waiting behind it. The urgent byte
+//   itself is relayed inline (SO_OOBINLINE), in its place in the stream.
+// - A socket leaves the epoll set before its descriptor is closed: another descriptor of the
+//   same socket would keep the registration (and a pointer to a freed leg) alive.
+// - An exception thrown by the JavaScript callback fails that relay (both legs reset).
+// - Nothing here frees a relay while JavaScript holds it or an event may still name it.
+//
+// One pump per process: the state below is global and serves the thread (N-API environment)
+// that first creates a Relay; a Relay asked for on another thread is refused with an error.
+// When that environment is torn down (a worker exits) the pump closes with it and may be
+// taken by the next one.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <node_api.h>
+#include <uv.h>
+
+#include "ka_native.h"
+#include "ka_pump.h"
+
+
+// One read's worth. Large reads matter for bulk transfers (fewer system calls per byte); the
+// buffer is shared, so its size costs nothing per session.
+#define READ_SIZE (256 * 1024)
+// Reads per turn before other sockets get theirs.
+#define READS_PER_TURN 4
+// Events taken from the kernel per epoll_wait.
+#define EVENTS_PER_WAIT 128
+// Drained queues kept for reuse: a bulk transfer fills and drains one at every stall, and a
+// fresh allocation of this size is an mmap and a page fault per 4 KiB.
+#define QUEUE_POOL_MAX 16
+
+static char read_buffer[READ_SIZE];
+static char* queue_pool[QUEUE_POOL_MAX];
+static int queue_pool_len = 0;
+static relay_t* paused_head = NULL;
+
+static int epfd = -1;
+static napi_env pump_env = NULL;  // the environment (thread) the pump serves
+static uv_poll_t epoll_watch;  // the epoll descriptor, in Node's loop
+static uv_idle_t ready_runner; // drains the ready queue without blocking the loop
+static napi_async_cleanup_hook_handle pump_cleanup = NULL;
+static int pump_closing = 0;   // handles being closed; counts the close callbacks still to come
+static int open_legs = 0;      // the loop is kept alive while > 0
+static int dispatching = 0;
+static leg_t* ready_head = NULL;
+static leg_t* ready_tail = NULL;
+static relay_t* graveyard = NULL;
+
+static leg_t* other_leg(leg_t* leg) { return &leg->relay->legs[1 - leg->index]; }
+
+static size_t queued(const leg_t* leg) { return leg->queue_len - leg->queue_off; }
+
+static void queue_release(leg_t* leg) {
+  if (leg->queue == NULL) return;
+  if (leg->queue_cap == READ_SIZE && queue_pool_len < QUEUE_POOL_MAX) {
+    queue_pool[queue_pool_len++] = leg->queue;
+  } else {
+    free(leg->queue);
+  }
+  leg->queue = NULL;
+  leg->queue_cap = leg->queue_off = leg->queue_len = 0;
+}
+
+// Appends to a leg's queue; 0 when memory ran out.
+static int queue_append(leg_t* leg, const char* data, size_t len) {
+  if (leg->queue == NULL && len <= READ_SIZE) {
+    leg->queue = queue_pool_len > 0 ? queue_pool[--queue_pool_len] : malloc(READ_SIZE);
+    if (leg->queue == NULL) return 0;
+    leg->queue_cap = READ_SIZE;
+  } else if (leg->queue == NULL || leg->queue_len + len > leg->queue_cap) {
+    // Only a dead leg read to its end, or a queue written to after a stall, gets here. What
+    // is still queued moves to the front; when that is not room enough, the queue doubles, so
+    // a long drain copies each byte a bounded number of times instead of once per append.
+    size_t live = queued(leg);
+    if (leg->queue != NULL && live + len <= leg->queue_cap) {
+      memmove(leg->queue, leg->queue + leg->queue_off, live);
+    } else {
+      size_t cap = leg->queue_cap > READ_SIZE ? leg->queue_cap : READ_SIZE;
+      while (cap < live + len) cap *= 2;
+      char* grown = malloc(cap);
+      if (grown == NULL) return 0;
+      if (live > 0) memcpy(grown, leg->queue + leg->queue_off, live);
+      queue_release(leg);
+      leg->queue = grown;
+      leg->queue_cap = cap;
+    }
+    leg->queue_off = 0;
+    leg->queue_len = live;
+  }
+  memcpy(leg->queue + leg->queue_len, data, len);
+  leg->queue_len += len;
+  return 1;
+}
+
+// ---- the paused list ---------------------------------------------------------------------
+
+// Paused: open, relaying, not at its end, and not read because the other leg's queue is full.
+static int leg_paused(const leg_t* leg) {
+  const leg_t* to = &leg->relay->legs[1 - leg->index];
+  return leg->fd >= 0 && leg->relay->started && !leg->read_eof && !leg->failed && !leg->dead_drain &&
+         to->fd >= 0 && queued(to) > 0;
+}
+
+static void update_paused(relay_t* r) {
+  int paused = leg_paused(&r->legs[0]) || leg_paused(&r->legs[1]);
+  if (paused == r->in_paused_list) return;
+  if (paused) {
+    r->paused_prev = NULL;
+    r->paused_next = paused_head;
+    if (paused_head) paused_head->paused_prev = r;
+    paused_head = r;
+  } else {
+    if (r->paused_prev) r->paused_prev->paused_next = r->paused_next;
+    else paused_head = r->paused_next;
+    if (r->paused_next) r->paused_next->paused_prev = r->paused_prev;
+    r->paused_prev = r->paused_next = NULL;
+  }
+  r->in_paused_list = paused;
+}
+
+// ---- registration, readiness and lifetime ----------------------------------------------
+
+static int wants_read(const leg_t* leg) {
+  const leg_t* to = &leg->relay->legs[1 - leg->index];
+  if (leg->fd < 0 || !leg->relay->started || leg->read_eof || leg->failed || leg->connecting) return 0;
+  return leg->dead_drain || to->fd < 0 || queued(to) == 0;
+}
+
+// 0, or the errno of the call named in *syscall.
+static int register_leg(leg_t* leg, const char** syscall) {
+  // Urgent data is read in its place in the stream, as a byte like any other.
+  int one = 1;
+  *syscall = "setsockopt(SO_OOBINLINE)";
+  if (setsockopt(leg->fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one) != 0) return errno;
+  struct epoll_event ev;
+  ev.events = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = leg;
+  *syscall = "epoll_ctl";
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, leg->fd, &ev) != 0) return errno;
+  leg->registered = 1;
+  if (open_legs++ == 0) uv_ref((uv_handle_t*)&epoll_watch);
+  return 0;
+}
+
+static void on_ready(uv_idle_t* handle);
+
+static void make_ready(leg_t* leg) {
+  if (leg->in_ready || leg->fd < 0) return;
+  leg->in_ready = 1;
+  leg->ready_next = NULL;
+  if (ready_tail) ready_tail->ready_next = leg;
+  else ready_head = leg;
+  ready_tail = leg;
+  if (!pump_closing) uv_idle_start(&ready_runner, on_ready);  // a no-op when already started
+}
+
+// A relay is freed once JavaScript has let go of it and no queued event can still name it.
+static void bury(void) {
+  relay_t** link = &graveyard;
+  while (*link != NULL) {
+    relay_t* r = *link;
+    if (r->legs[0].in_ready || r->legs[1].in_ready) {
+      link = &r->grave_next;
+      continue;
+    }
+    *link = r->grave_next;
+    free(r);
+  }
+}
+
+static void resume_reader(leg_t* leg);
+
+void ka_pump_close_leg(leg_t* leg, int reset) {
+  if (leg->fd < 0) return;
+  relay_t* r = leg->relay;
+  queue_release(leg);
+  if (reset) {
+    struct linger lg = {1, 0};
+    setsockopt(leg->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
+  // Out of the epoll set first: a close takes a socket out only when no other descriptor of it
+  // is left (Node's copy of an accepted client, a failed construction, a fork), and a stale
+  // registration would hand back this leg after the relay is freed. Events already taken for
+  // it are skipped (fd < 0).
+  if (leg->registered) {
+    if (epfd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, leg->fd, NULL);
+    leg->registered = 0;
+    if (--open_legs == 0 && !pump_closing && epfd >= 0) uv_unref((uv_handle_t*)&epoll_watch);
+  }
+  close(leg->fd);
+  leg->fd = -1;
+  update_paused(r);
+  // The other leg may have been waiting for this one's queue: it reads (and drops) again.
+  resume_reader(other_leg(leg));
+}
+
+static void fail_leg(leg_t* leg, int err) {
+  leg->failed = 1;
+  update_paused(leg->relay);
+  ka_relay_emit(leg->relay, EV_ERROR, leg->index, err);
+}
+
+// After the queue drained: the FIN asked for, and the close of a leg finished both ways.
+// Returns 1 when the leg was closed.
+static int finish_if_done(leg_t* leg) {
+  if (leg->fd < 0 || queued(leg) > 0 || leg->connecting) return 0;
+  if (leg->fin_wanted && !leg->fin_sent) {
+    shutdown(leg->fd, SHUT_WR);
+    leg->fin_sent = 1;
+  }
+  if (leg->fin_sent && leg->read_eof) {
+    ka_pump_close_leg(leg, 0);
+    return 1;
+  }
+  return 0;
+}
+
+static void closed_by_pump(leg_t* leg) {
+  ka_relay_emit(leg->relay, EV_CLOSE, leg->index, 0);
+  ka_relay_release_if_done(leg->relay);
+}
+
+// ---- moving bytes ------------------------------------------------------------------------
+
+// Sends what the leg's socket takes now. Returns the bytes sent, or -1 when the leg failed
+// (JavaScript has been told). A short count means the socket is full: an edge will follow.
+static ssize_t send_some(leg_t* leg, const char* data, size_t len) {
+  size_t sent = 0;
+  while (sent < len) {
+    ssize_t n = send(leg->fd, data + sent, len - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      sent += (size_t)n;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      leg->writable = 0;
+      break;
+    }
+    fail_leg(leg, n < 0 ? errno : EPIPE);
+    return -1;
+  }
+  return (ssize_t)sent;
+}
+
+// A leg that stopped reading for the other's queue, or for its turn, reads again.
+static void resume_reader(leg_t* leg) {
+  if (leg->readable && wants_read(leg)) make_ready(leg);
+}
+
+static void flush_queue(leg_t* leg) {
+  ssize_t sent = send_some(leg, leg->queue + leg->queue_off, queued(leg));
+  if (sent < 0) return;
+  leg->queue_off += (size_t)sent;
+  if (queued(leg) > 0) return;
+  queue_release(leg);
+  update_paused(leg->relay);
+  if (finish_if_done(leg)) {
+    closed_by_pump(leg);
+    return;
+  }
+  resume_reader(other_leg(leg));  // the queue that held it back is empty
+}
+
+// Hands bytes just read from one leg to the other: straight into its socket when nothing is
+// queued, and whatever it does not take into its queue.
+static void forward(leg_t* to, const char* data, size_t len) {
+  if (to->fd < 0 || to->failed || to->fin_wanted) return;  // nobody to take it
+  ssize_t sent = queued(to) == 0 ? send_some(to, data, len) : 0;
+  if (sent < 0 || (size_t)sent == len) return;
+  if (!queue_append(to, data + sent, len - (size_t)sent)) fail_leg(to, ENOMEM);
+  else update_paused(to->relay);
+}
+
+static void read_leg(leg_t* leg) {
+  relay_t* r = leg->relay;
+  for (int i = 0; i < READS_PER_TURN; i++) {
+    if (!wants_read(leg)) return;  // stays readable: resumed when the other queue drains
+    ssize_t n = recv(leg->fd, read_buffer, READ_SIZE, MSG_DONTWAIT);
+    if (n > 0) {
+      leg->bytes_read += (double)n;
+      forward(other_leg(leg), read_buffer, (size_t)n);
+      if (leg->fd < 0 || leg->failed) return;  // the callback ended it meanwhile
+      // Edge-triggered, a short read means the socket is empty: bytes arriving later raise a
+      // new edge. Not so once the peer's FIN is in (nothing would signal the end of stream),
+      // nor with urgent data pending (the read stops at the mark, bytes wait behind it), nor
+      // on a dead leg (read to its end).
+      if ((size_t)n < READ_SIZE && !leg->peer_fin && !leg->urgent && !leg->dead_drain) {
+        leg->readable = 0;
+        return;
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      leg->readable = 0;
+      leg->urgent = 0;
+      return;
+    }
+    if (n < 0) {
+      fail_leg(leg, errno);
+      return;
+    }
+    if (leg->dead_err != 0) {
+      // Everything the dead connection had received is delivered: now its failure.
+      fail_leg(leg, leg->dead_err);
+      return;
+    }
+    leg->read_eof = 1;
+    leg->readable = 0;
+    update_paused(r);
+    ka_relay_emit(r, EV_EOF, leg->index, 0);
+    if (finish_if_done(leg)) closed_by_pump(leg);
+    return;
+  }
+  make_ready(leg);  // more to read: after the others have had their turn
+}
+
+// What a leg can do now: drain its queue, then read.
+static void service(leg_t* leg) {
+  if (leg->fd >= 0 && leg->writable && queued(leg) > 0) flush_queue(leg);
+  if (leg->fd >= 0 && leg->readable && wants_read(leg)) read_leg(leg);
+}
+
+static int socket_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno;
+  return err;
+}
+
+// The kernel closed this leg's connection (err from SO_ERROR, which reading it cleared; 0 when
+// not known): what it had received is read to its end and delivered, then err is reported.
+static void start_dead_drain(leg_t* leg, int err) {
+  leg->dead_drain = 1;
+  leg->dead_err = err;
+  leg->readable = 1;
+  update_paused(leg->relay);
+}
+
+static void on_event(leg_t* leg, uint32_t events) {
+  relay_t* r = leg->relay;
+  if (leg->fd < 0 || leg->failed) return;
+  if (events & (EPOLLIN | EPOLLPRI | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) leg->readable = 1;
+  if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) leg->writable = 1;
+  if (events & (EPOLLRDHUP | EPOLLHUP)) leg->peer_fin = 1;
+  if (events & EPOLLPRI) leg->urgent = 1;
+  if (leg->connecting) {
+    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+    int err = socket_error(leg->fd);
+    leg->connecting = 0;
+    if (err != 0) {
+      fail_leg(leg, err);
+      return;
+    }
+    // start() is normally called from this event.
+    ka_relay_emit(r, EV_CONNECT, leg->index, 0);
+    service(&r->legs[LEG_CLIENT]);
+    service(leg);
+    return;
+  }
+  if ((events & EPOLLERR) && !leg->dead_drain) {
+    int err = socket_error(leg->fd);
+    if (err != 0) {
+      if (!r->started || leg->read_eof) {
+        // Nothing of it can still be relayed: not relaying yet, or its stream already ended.
+        fail_leg(leg, err);
+        return;
+      }
+      // What was received before the error is still readable and goes first, paused or not:
+      // those bytes were acknowledged to the peer.
+      start_dead_drain(leg, err);
+    }
+  }
+  service(leg);
+}
+
+static void on_epoll(uv_poll_t* handle, int status, int events) {
+  (void)handle;
+  (void)status;
+  (void)events;
+  struct epoll_event batch[EVENTS_PER_WAIT];
+  int n = epoll_wait(epfd, batch, EVENTS_PER_WAIT, 0);
+  dispatching++;
+  for (int i = 0; i < n; i++) on_event((leg_t*)batch[i].data.ptr, batch[i].events);
+  dispatching--;
+  bury();
+}
+
+static void on_ready(uv_idle_t* handle) {
+  leg_t* leg = ready_head;
+  ready_head = ready_tail = NULL;
+  dispatching++;
+  while (leg != NULL) {
+    leg_t* next = leg->ready_next;
+    leg->in_ready = 0;
+    service(leg);
+    leg = next;
+  }
+  dispatching--;
+  bury();
+  if (ready_head == NULL && graveyard == NULL) uv_idle_stop(handle);
+}
+
+static void on_pump_handle_closed(uv_handle_t* handle) {
+  (void)handle;
+  if (--pump_closing > 0) return;
+  // Both handles are closed: the pump is free for the next environment.
+  napi_async_cleanup_hook_handle hook = pump_cleanup;
+  pump_cleanup = NULL;
+  pump_env = NULL;
+  pump_closing = 0;
+  if (hook != NULL) napi_remove_async_cleanup_hook(hook);
+}
+
+// The environment the pump serves is going away (a worker exits, or the process): its handles
+// are closed before its loop is. Relays still alive are closed by their finalizers, later.
+static void pump_teardown(napi_async_cleanup_hook_handle handle, void* arg) {
+  (void)arg;
+  (void)handle;
+  for (leg_t* leg = ready_head; leg != NULL; leg = leg->ready_next) leg->in_ready = 0;
+  ready_head = ready_tail = NULL;
+  pump_closing = 2;
+  uv_poll_stop(&epoll_watch);
+  uv_close((uv_handle_t*)&epoll_watch, on_pump_handle_closed);
+  uv_close((uv_handle_t*)&ready_runner, on_pump_handle_closed);
+  close(epfd);
+  epfd = -1;
+}
+
+int ka_pump_init(napi_env env) {
+  if (pump_env == env && epfd >= 0) return 1;
+  if (pump_env != NULL) {
+    napi_throw_error(env, "KA_NATIVE_THREAD",
+                     "the byte pump serves the thread that first used it; use the stream relay on other threads");
+    return 0;
+  }
+  uv_loop_t* loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "napi_get_uv_event_loop failed");
+    return 0;
+  }
+  int fd = epoll_create1(EPOLL_CLOEXEC);
+  if (fd < 0) {
+    ka_throw_errno(env, errno, "epoll_create1", "pump");
+    return 0;
+  }
+  if (uv_poll_init(loop, &epoll_watch, fd) != 0) {
+    close(fd);
+    napi_throw_error(env, "KA_NATIVE_UV", "uv_poll_init failed");
+    return 0;
+  }
+  uv_idle_init(loop, &ready_runner);
+  if (uv_poll_start(&epoll_watch, UV_READABLE, on_epoll) != 0 ||
+      napi_add_async_cleanup_hook(env, pump_teardown, NULL, &pump_cleanup) != napi_ok) {
+    // Closed in the loop's next turn; the pump stays unusable in this environment until then.
+    pump_env = env;
+    epfd = fd;
+    pump_teardown(NULL, NULL);
+    napi_throw_error(env, "KA_NATIVE_UV", "cannot start the byte pump");
+    return 0;
+  }
+  uv_unref((uv_handle_t*)&epoll_watch);
+  uv_unref((uv_handle_t*)&ready_runner);
+  epfd = fd;
+  pump_env = env;
+  return 1;
+}
+
+// ---- what the Relay class asks (ka_pump.h) -----------------------------------------------
+
+size_t ka_pump_queued(const leg_t* leg) { return queued(leg); }
+
+relay_t* ka_pump_relay_new(napi_env env, int client_fd, int* err, const char** syscall, const char** what) {
+  *what = "client";
+  relay_t* r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    *err = ENOMEM;
+    *syscall = "calloc";
+    *what = "relay";
+    return NULL;
+  }
+  r->env = env;
+  r->js_alive = 1;
+  for (int i = 0; i < 2; i++) {
+    r->legs[i].relay = r;
+    r->legs[i].index = i;
+    r->legs[i].fd = -1;
+  }
+  leg_t* client = &r->legs[LEG_CLIENT];
+  client->fd = fcntl(client_fd, F_DUPFD_CLOEXEC, 0);
+  if (client->fd < 0) {
+    *err = errno;
+    *syscall = "dup";
+    free(r);
+    return NULL;
+  }
+  *err = register_leg(client, syscall);
+  if (*err != 0) {
+    ka_pump_close_leg(client, 0);
+    free(r);
+    return NULL;
+  }
+  return r;
+}
+
+void ka_pump_reset_target(relay_t* r) {
+  leg_t* target = &r->legs[LEG_TARGET];
+  leg_t* ready_next = target->ready_next;
+  unsigned in_ready = target->in_ready;  // a queued leg stays linked where it is
+  memset(target, 0, sizeof *target);
+  target->ready_next = ready_next;
+  target->in_ready = in_ready;
+  target->relay = r;
+  target->index = LEG_TARGET;
+  target->fd = -1;
+}
+
+int ka_pump_connect(relay_t* r, const struct sockaddr_storage* sa, socklen_t sa_len) {
+  leg_t* target = &r->legs[LEG_TARGET];
+  int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    // Small writes (a query, a handshake) go out at once, as on the client leg, which inherits
+    // TCP_NODELAY from the listening socket.
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    target->fd = fd;
+    target->connecting = 1;
+    const char* syscall;
+    err = register_leg(target, &syscall);
+    if (err == 0 && connect(fd, (const struct sockaddr*)sa, sa_len) != 0 && errno != EINPROGRESS) err = errno;
+  }
+  if (err != 0 && target->fd >= 0) {
+    target->connecting = 0;
+    target->failed = 1;
+  }
+  return err;
+}
+
+void ka_pump_start(relay_t* r) {
+  r->started = 1;
+  // Bytes that arrived before now raised their edge already.
+  for (int i = 0; i < 2; i++) {
+    if (r->legs[i].readable) make_ready(&r->legs[i]);
+  }
+}
+
+int ka_pump_end(leg_t* leg) {
+  if (leg->fd < 0) return 0;
+  leg->fin_wanted = 1;
+  return finish_if_done(leg);
+}
+
+#define TCP_STATE_CLOSE 7
+
+// A leg in TCP state CLOSE is dead unless it got there by an orderly end: its peer's FIN
+// received (still unread behind the pause) and ours acknowledged (LAST_ACK -> CLOSE), with no
+// error pending. Such a leg stays paused and is read at its reader's pace.
+int ka_pump_check_paused(napi_env env) {
+  int found = 0;
+  relay_t* next;
+  for (relay_t* r = env == pump_env ? paused_head : NULL; r != NULL; r = next) {
+    next = r->paused_next;
+    for (int i = 0; i < 2; i++) {
+      leg_t* leg = &r->legs[i];
+      if (!leg_paused(leg)) continue;
+      struct tcp_info ti;
+      socklen_t len = sizeof ti;
+      if (getsockopt(leg->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || ti.tcpi_state != TCP_STATE_CLOSE) continue;
+      int err = socket_error(leg->fd);
+      if (err == 0 && leg->fin_sent) continue;
+      start_dead_drain(leg, err);
+      found++;
+      make_ready(leg);
+    }
+    update_paused(r);
+  }
+  return found;
+}
+
+void ka_pump_forget(relay_t* r) {
+  // Only reached once both legs are closed (the relay holds its owner until then), but a
+  // leg left open by a bug must not leak its descriptor.
+  ka_pump_close_leg(&r->legs[0], 0);
+  ka_pump_close_leg(&r->legs[1], 0);
+  r->js_alive = 0;
+  r->grave_next = graveyard;
+  graveyard = r;
+  if (!dispatching) bury();
+  if (graveyard != NULL && epfd >= 0 && !pump_closing) uv_idle_start(&ready_runner, on_ready);
+}

@@ -1,0 +1,89 @@
+// Between the byte pump's event loop (ka_pump.c) and its JavaScript class (ka_relay.c): the
+// state of a relay and its two legs, what the class asks of the loop, and how the loop calls
+// back into JavaScript. Internal to the addon; JavaScript sees only the Relay class.
+#ifndef KA_PUMP_H
+#define KA_PUMP_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <node_api.h>
+
+enum { LEG_CLIENT = 0, LEG_TARGET = 1 };
+enum { EV_CONNECT = 1, EV_EOF = 2, EV_ERROR = 3, EV_CLOSE = 4 };
+
+typedef struct relay relay_t;
+typedef struct leg leg_t;
+
+struct leg {
+  relay_t* relay;
+  int index;
+  int fd;  // -1 once closed
+  // Bytes read from the other leg that this leg's socket has not taken yet.
+  char* queue;
+  size_t queue_cap;
+  size_t queue_off;
+  size_t queue_len;
+  double bytes_read;
+  leg_t* ready_next;
+  unsigned registered : 1;  // in the epoll set (counts in open_legs)
+  unsigned readable : 1;    // edge seen, no EAGAIN since
+  unsigned writable : 1;
+  unsigned peer_fin : 1;    // EPOLLRDHUP seen: read to the end, a short read proves nothing
+  unsigned in_ready : 1;
+  unsigned connecting : 1;
+  unsigned read_eof : 1;
+  unsigned fin_wanted : 1;
+  unsigned fin_sent : 1;
+  unsigned failed : 1;
+  unsigned dead_drain : 1;  // the kernel closed it: read it to its end regardless
+  unsigned urgent : 1;      // EPOLLPRI seen: a read may stop short at the urgent mark
+  int dead_err;             // why the kernel closed it (taken from SO_ERROR), reported after the drain
+};
+
+struct relay {
+  leg_t legs[2];
+  napi_env env;
+  napi_ref owner;     // strong until both legs are closed, then released
+  napi_ref callback;  // likewise
+  int started;        // bytes flow (set by start(), after the target leg connected)
+  int js_alive;       // the JavaScript wrapper has not been finalised
+  relay_t* paused_prev;
+  relay_t* paused_next;
+  int in_paused_list;
+  int faulted;                     // the callback threw: both legs were reset
+  napi_async_context async_context;  // callbacks run in the async context the relay was created in
+  relay_t* grave_next;
+};
+
+// ---- the event loop (ka_pump.c) ----------------------------------------------------------
+
+// Sets the pump up in env (the first Relay's); 0 with an exception thrown when it cannot serve it.
+int ka_pump_init(napi_env env);
+// A relay around a duplicate of the accepted client's descriptor, registered with the pump; NULL
+// with *err, *syscall and *what set when that failed (the caller keeps its own descriptor).
+relay_t* ka_pump_relay_new(napi_env env, int client_fd, int* err, const char** syscall, const char** what);
+// A new attempt after a failed one (the next address of the target's name) starts clean.
+void ka_pump_reset_target(relay_t* r);
+// Opens the target leg, non-blocking; CONNECT or ERROR follows. 0, or the errno of a failure now.
+int ka_pump_connect(relay_t* r, const struct sockaddr_storage* sa, socklen_t sa_len);
+// Both legs begin relaying (after CONNECT).
+void ka_pump_start(relay_t* r);
+// A FIN to the leg's peer once its queue has drained; 1 when the leg closed at once.
+int ka_pump_end(leg_t* leg);
+// Closes a leg (with an RST when reset), out of the epoll set first.
+void ka_pump_close_leg(leg_t* leg, int reset);
+// Bytes queued for the leg.
+size_t ka_pump_queued(const leg_t* leg);
+// Paused legs of env's pump that the kernel has closed are read to their end; returns how many.
+int ka_pump_check_paused(napi_env env);
+// JavaScript has let go of the relay: it is freed once no queued event can name it.
+void ka_pump_forget(relay_t* r);
+
+// ---- calling JavaScript (ka_relay.c) ----------------------------------------------------
+
+// callback.call(owner, kind, leg, err); a callback that throws fails the relay.
+void ka_relay_emit(relay_t* r, int kind, int leg, int err);
+// Both legs closed: JavaScript will hear nothing more, so the relay stops holding it.
+void ka_relay_release_if_done(relay_t* r);
+
+#endif
