@@ -8,10 +8,10 @@ import { decodeBytes } from '../src/config/heartbeat.ts'
 import type { CheckSpec } from '../src/heartbeat/checker.ts'
 import { TargetHealth } from '../src/heartbeat/health.ts'
 import { HeartbeatScheduler, type CheckOutcome } from '../src/heartbeat/scheduler.ts'
-import { freeze, thaw } from './helpers/freeze.ts'
+import { freeze, thaw } from '../bench/lab/pids.ts'
 import { checkOnce, fullListener, server } from './helpers/heartbeat.ts'
 import { endOf, freePort, sleep } from './helpers/net.ts'
-import { postgresMissing, startLocalPostgres } from './helpers/postgres.ts'
+import { postgresUnavailable, startLocalPostgres } from '../bench/lab/postgres.ts'
 import { redisMissing, startRedis } from './helpers/redis.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
 
@@ -129,7 +129,7 @@ t.test('http: 2xx up, 503 down, slow times out, not HTTP fails, refused; {host} 
   t.equal(connections, 3, 'a new connection per check')
 })
 
-const pgMissing = await postgresMissing()
+const pgMissing = await postgresUnavailable()
 t.test('pg against PostgreSQL 15: up; a SIGSTOPped postmaster fails; SIGCONT: up again', { skip: missingPrerequisite(pgMissing) }, async (t) => {
   const db = await startLocalPostgres()
   t.teardown(() => db.stop())

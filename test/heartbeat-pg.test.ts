@@ -8,16 +8,16 @@
 import t from 'tap'
 import pg from 'pg'
 import { startCliProxy } from './helpers/cli.ts'
-import { freeze, thaw } from './helpers/freeze.ts'
+import { freeze, thaw } from '../bench/lab/pids.ts'
 import { HEARTBEAT_SLACK_MS, downWithinMs, upWithinMs } from './helpers/heartbeat.ts'
 import { waitFor } from './helpers/net.ts'
-import { postgresMissing, startLocalPostgres } from './helpers/postgres.ts'
+import { postgresUnavailable, startLocalPostgres } from '../bench/lab/postgres.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
 
 const HB = { interval: 0.5, timeout: 0.4, fall: 2, rise: 2 }
 const BOUND_MS = downWithinMs(HB)
 
-const missing = await postgresMissing()
+const missing = await postgresUnavailable()
 if (missingPrerequisite(missing)) {
   t.pass(`skipped: ${missing}`, { skip: true })
 } else {

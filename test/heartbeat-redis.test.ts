@@ -5,7 +5,7 @@
 
 import t from 'tap'
 import net from 'node:net'
-import { freeze, thaw } from './helpers/freeze.ts'
+import { freeze, thaw } from '../bench/lab/pids.ts'
 import { HEARTBEAT_SLACK_MS, downWithinMs, upWithinMs } from './helpers/heartbeat.ts'
 import { endOf, waitFor } from './helpers/net.ts'
 import { startProxy } from './helpers/proxy.ts'

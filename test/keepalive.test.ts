@@ -6,7 +6,7 @@ import type { Socket } from 'node:net'
 import { KeepaliveApplier } from '../src/keepalive/socket-options.ts'
 import { connect, listen, waitFor } from './helpers/net.ts'
 import { startProxy } from './helpers/proxy.ts'
-import { proxySockets } from './helpers/ss.ts'
+import { relaySockets } from '../bench/lab/ss.ts'
 import type { RawOptions } from '../src/config/options.ts'
 
 const reader = new KeepaliveApplier({ native: true })
@@ -54,13 +54,13 @@ for (const c of CASES) {
     const { proxy, session, targetPort } = await liveSession(t, c.flags)
     t.same(reader.read(session.legHandle('client')!), { enabled: true, ...c.client }, 'client leg (inherited from the listener)')
     t.same(reader.read(session.legHandle('target')!), { enabled: true, ...c.target }, 'target leg')
-    const legs = proxySockets(proxy.port, targetPort)
-    const clientLeg = legs.filter((s) => s.local.endsWith(`:${proxy.port}`))
-    const targetLeg = legs.filter((s) => s.peer.endsWith(`:${targetPort}`))
+    const legs = await relaySockets(proxy.port, targetPort)
+    const clientLeg = legs.filter((s) => s.local.port === proxy.port)
+    const targetLeg = legs.filter((s) => s.peer.port === targetPort)
     t.equal(clientLeg.length, 1)
     t.equal(targetLeg.length, 1)
-    t.match(clientLeg[0]?.details, /^timer:\(keepalive,/, 'ss shows a keepalive timer on the client leg')
-    t.match(targetLeg[0]?.details, /^timer:\(keepalive,/, 'ss shows a keepalive timer on the target leg')
+    t.match(clientLeg[0]?.timer, /^keepalive,/, 'ss shows a keepalive timer on the client leg')
+    t.match(targetLeg[0]?.timer, /^keepalive,/, 'ss shows a keepalive timer on the target leg')
   })
 }
 

@@ -3,22 +3,19 @@
 
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import { startClientDriver, startEchoServer, tcpSockets, sleep } from '../bench/lab/index.ts'
 import { runSync } from '../bench/lab/exec.ts'
+import { statFields } from '../bench/lab/pids.ts'
 import { NAT_TIMEOUT, labFor, labSkip } from './lab-support.ts'
 
 const skip = await labSkip(false)
 
 /** Alive and not a zombie waiting for a parent (which may be a container's init) to reap it. */
 function running(pid: number): boolean {
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return false
-  }
+  const state = statFields(pid)?.[0]
+  return state !== undefined && state !== 'Z'
 }
 
 function netnsList(): string {

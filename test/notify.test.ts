@@ -14,6 +14,7 @@ import { once } from 'node:events'
 import { ServiceNotifier } from '../src/notify.ts'
 import { loadNative } from '../src/keepalive/native.ts'
 import { spawnProxy } from './helpers/cli.ts'
+import { freePort } from './helpers/net.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
 
 const RECEIVER = `
@@ -192,11 +193,3 @@ t.test('NOTIFY_SOCKET without the native helper: one warning naming it', { skip 
   proxy.proc.kill('SIGTERM')
   t.equal(await proxy.exited, 0)
 })
-
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1')
-  await once(s, 'listening')
-  const { port } = s.address() as net.AddressInfo
-  await new Promise((resolve) => s.close(resolve))
-  return port
-}

@@ -5,11 +5,11 @@ import t from 'tap'
 import { execFileSync, spawnSync } from 'node:child_process'
 import pg from 'pg'
 import { startCliProxy } from './helpers/cli.ts'
-import { postgresMissing, startLocalPostgres } from './helpers/postgres.ts'
+import { postgresUnavailable, startLocalPostgres } from '../bench/lab/postgres.ts'
 import { sleep } from './helpers/net.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
 
-const missing = await postgresMissing()
+const missing = await postgresUnavailable()
 if (missingPrerequisite(missing)) {
   t.pass(`skipped: PostgreSQL tests need a server: ${missing}`, { skip: true })
 } else {

@@ -6,14 +6,14 @@
 import t from 'tap'
 import pg from 'pg'
 import { runCli } from './helpers/cli.ts'
-import { postgresMissing, startLocalPostgres, type LocalPostgres } from './helpers/postgres.ts'
+import { postgresUnavailable, startLocalPostgres, type LocalPostgres } from '../bench/lab/postgres.ts'
 
 const AUTH_TIMEOUT = 3
 const PROBE_ARGS = ['--check', 'pg', '--max', '8', '--resolution', '1', '--reply-timeout', '2', '--json']
 /** No login unless the test asks for one: PG* variables of the environment would make one. */
 const NO_PG_ENV = { PGUSER: '', PGDATABASE: '', PGPASSWORD: '', PGSERVICE: '' }
 
-const missing = await postgresMissing()
+const missing = await postgresUnavailable()
 if (missing !== null && process.env.CI === 'true') t.fail(`CI=true and a prerequisite is missing: ${missing}`)
 
 interface ProbeJson {

@@ -9,7 +9,7 @@ import { connect, endOf, listen, manualTarget, sleep, waitFor } from './helpers/
 import { drain, endSeen, fillPath } from './helpers/fill.ts'
 import { payload } from './helpers/payload.ts'
 import { startProxy, type TestProxy } from './helpers/proxy.ts'
-import { proxySockets } from './helpers/ss.ts'
+import { relaySockets } from '../bench/lab/ss.ts'
 
 type Relay = 'native' | 'stream'
 
@@ -35,7 +35,7 @@ t.test('target reset: the client is told with an RST, and the log says target_re
   t.equal(await clientEnd, 'ECONNRESET', 'client sees a reset, not a normal end')
   const [line] = await proxy.closed()
   t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst', targetClose: 'failed', error: 'ECONNRESET' })
-  t.same(proxySockets(proxy.port, target.port), [], 'no proxy socket left')
+  t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
 })
 
 t.test('client reset: the target is told with an RST, and the log says client_reset', async (t) => {
@@ -50,7 +50,7 @@ t.test('client reset: the target is told with an RST, and the log says client_re
   t.equal(await serverEnd, 'ECONNRESET')
   const [line] = await proxy.closed()
   t.match(line, { reason: 'client_reset', leg: 'client', targetClose: 'rst', clientClose: 'failed' })
-  t.same(proxySockets(proxy.port, target.port), [], 'no proxy socket left')
+  t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
 })
 
 t.test('target resets while data is still being flushed to a slow client: flush, then RST', async (t) => {
@@ -147,7 +147,7 @@ t.test('a half-closed session does not live forever', async (t) => {
   t.match(line, { reason: 'half_close_timeout', bytesToTarget: 3, clientClose: 'rst', targetClose: 'rst' })
   t.ok((line!.durationMs as number) >= 450 && (line!.durationMs as number) < 2000, `after about 0.5 s (${line!.durationMs} ms)`)
   t.equal(await clientEnd, 'ECONNRESET', 'the client learns the session was cut, not finished')
-  t.same(proxySockets(proxy.port, target.port), [], 'no proxy socket left')
+  t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
 })
 
 t.test('one session failing leaves the others alone', async (t) => {
@@ -220,7 +220,7 @@ for (const relay of ['native', 'stream'] as const) {
         [`${dying}Close`]: 'failed',
         [dying === 'target' ? 'bytesToClient' : 'bytesToTarget']: received.length,
       })
-      t.same(proxySockets(proxy.port, target.port), [], 'no proxy socket left')
+      t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
     })
   }
 }
@@ -241,5 +241,5 @@ t.test('a survivor that never reads is reset after --flush-timeout, and the log 
   // Found at once (EPOLLERR) or by the one-second paused-leg check, then 0.4 s of flushing.
   t.ok(afterReset >= 380 && afterReset < 2000, `closed about 0.4 s after the reset was found (${afterReset.toFixed(0)} ms after it)`)
   t.equal(await endSeen(client, proxy.keepalive), 'ECONNRESET', 'the client is told the session was cut')
-  t.same(proxySockets(proxy.port, target.port), [], 'no proxy socket left')
+  t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
 })

@@ -11,6 +11,7 @@
 
 import type { Lab } from './lab.ts'
 import { run } from './exec.ts'
+import { signalAll } from './pids.ts'
 
 const CLIENT_FAULT_TABLE = 'kalab_faults'
 
@@ -48,12 +49,12 @@ export class Faults {
   async freezeServer(): Promise<void> {
     const { stdout } = await run('ip', ['netns', 'pids', this.lab.ns('server')])
     const pids = stdout.split(/\s+/).filter(Boolean).map(Number)
-    for (const pid of pids) signalPid(pid, 'SIGSTOP')
+    signalAll(pids, 'SIGSTOP')
     this.frozen.push(...pids)
   }
 
   thawServer(): void {
-    for (const pid of this.frozen) signalPid(pid, 'SIGCONT')
+    signalAll(this.frozen, 'SIGCONT')
     this.frozen = []
   }
 
@@ -68,8 +69,4 @@ export class Faults {
     // Absent unless the client side was blackholed: a failure here means nothing to undo.
     await this.lab.exec('client', 'nft', ['delete', 'table', 'inet', CLIENT_FAULT_TABLE], { allowFail: true })
   }
-}
-
-function signalPid(pid: number, sig: NodeJS.Signals): void {
-  try { process.kill(pid, sig) } catch { /* exited meanwhile */ }
 }

@@ -1,36 +1,59 @@
-// Which processes belong to a relay: the process and everything it forked (socat forks one
-// child per connection, and the child holds that connection's sockets).
+// Process trees from /proc: which processes belong to a relay or a server (the process and
+// everything it forked: socat forks one child per connection, a postmaster one backend per
+// client), what they hold, and stopping them all at once the way a hung machine does.
 
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
 
-function parentOf(pid: number): number | null {
+/**
+ * Fields of /proc/<pid>/stat from the third on (state, ppid, …), or null once it has exited.
+ * The command name before them may contain spaces and parentheses; fields resume after the last ')'.
+ */
+export function statFields(pid: number): string[] | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // The command name may contain spaces and parentheses; fields resume after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return Number(fields[1])
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   } catch {
     return null
   }
 }
 
-/** `root` and all its descendants that are alive now. */
+/** `root` and all its descendants that are alive now, parents before children. */
 export function processTree(root: number): number[] {
   const children = new Map<number, number[]>()
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue
     const pid = Number(entry)
-    const parent = parentOf(pid)
-    if (parent !== null) children.set(parent, [...(children.get(parent) ?? []), pid])
+    const parent = statFields(pid)?.[1]
+    if (parent !== undefined) children.set(Number(parent), [...(children.get(Number(parent)) ?? []), pid])
   }
-  const tree: number[] = []
-  const queue = [root]
-  while (queue.length > 0) {
-    const pid = queue.shift() as number
-    tree.push(pid)
-    queue.push(...(children.get(pid) ?? []))
-  }
+  const tree = [root]
+  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i]!) ?? []))
   return tree
+}
+
+/** Sends `signal` to each of `pids` that is still alive. */
+export function signalAll(pids: readonly number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal)
+    } catch {
+      // exited meanwhile
+    }
+  }
+}
+
+/**
+ * SIGSTOP to `pid` first, so it forks nothing more, then to its descendants. The kernel still
+ * completes TCP handshakes and ACKs keepalive probes for them; only application-level checks notice.
+ */
+export function freeze(pid: number): void {
+  signalAll([pid], 'SIGSTOP')
+  signalAll(processTree(pid).slice(1), 'SIGSTOP')
+}
+
+/** SIGCONT to `pid` and its descendants: undoes `freeze`. */
+export function thaw(pid: number): void {
+  signalAll(processTree(pid), 'SIGCONT')
 }
 
 /** Inodes of the Unix and netlink sockets in `pid`'s network namespace. */

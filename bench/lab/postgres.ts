@@ -1,16 +1,22 @@
-// A real PostgreSQL on the server side, in a temporary data directory removed with the lab.
-// PostgreSQL refuses to run as root, so it runs as the `postgres` system user, which owns the
-// directory. Authentication is `trust`: the lab is a closed network of our own namespaces.
+// A real PostgreSQL in a temporary data directory removed afterwards: on the lab's server side
+// (startPostgres), or on this machine's loopback for tests and benchmarks that need no namespaces
+// (startLocalPostgres). PostgreSQL refuses to run as root, so as root it runs as the `postgres`
+// system user, which owns the directory. Authentication is `trust`: nobody else can reach it.
 
-import { appendFileSync, chmodSync, existsSync, readFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { appendFileSync, chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { run, sleep } from './exec.ts'
 import type { Lab } from './lab.ts'
+import { thaw } from './pids.ts'
+import { freePort } from './ports.ts'
 import { waitForListening, type Endpoint } from './ss.ts'
 import { spawnScript } from './node-script.ts'
 
 const PG_USER = 'postgres'
 const BIN_DIRS = ['/usr/lib/postgresql/17/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/15/bin']
+const asRoot = process.getuid?.() === 0
 
 export interface Postgres {
   host: string
@@ -34,8 +40,22 @@ export async function findBinDir(): Promise<string | null> {
 /** Null when PostgreSQL can run here, otherwise why not. */
 export async function postgresUnavailable(): Promise<string | null> {
   if (await findBinDir() === null) return 'PostgreSQL server not installed (apt-get install -y postgresql)'
+  if (!asRoot) return null
   const user = await run('id', ['-u', PG_USER], { allowFail: true })
-  return user.code === 0 ? null : `no "${PG_USER}" system user to run PostgreSQL as`
+  return user.code === 0 ? null : `running as root but no "${PG_USER}" system user to run PostgreSQL as`
+}
+
+/** initdb's arguments for a cluster in `data` whose superuser is PG_USER, without fsync. */
+function initdbArgs(data: string): string[] {
+  return ['-D', data, '-A', 'trust', '-U', PG_USER, '--no-sync', '--no-instructions']
+}
+
+/** The postmaster's arguments: listening on `addresses`, its Unix socket in `dir`, no fsync. */
+function serverArgs(data: string, port: number, addresses: string, dir: string): string[] {
+  return [
+    '-D', data, '-p', String(port), '-c', `listen_addresses=${addresses}`, '-c', `unix_socket_directories=${dir}`,
+    '-c', 'fsync=off', '-c', 'synchronous_commit=off'
+  ]
 }
 
 export async function startPostgres(lab: Lab, port = 5432): Promise<Postgres> {
@@ -45,13 +65,10 @@ export async function startPostgres(lab: Lab, port = 5432): Promise<Postgres> {
   const data = join(dir, 'data')
   await run('chown', [`${PG_USER}:${PG_USER}`, dir])
   chmodSync(dir, 0o700)
-  await run('runuser', ['-u', PG_USER, '--', join(bin, 'initdb'), '-D', data, '-A', 'trust', '-U', PG_USER, '--no-sync', '--no-instructions'])
+  await run('runuser', ['-u', PG_USER, '--', join(bin, 'initdb'), ...initdbArgs(data)])
   // Connections arrive from the NAT's address, not from localhost.
   appendFileSync(join(data, 'pg_hba.conf'), 'host all all 0.0.0.0/0 trust\n')
-  const proc = lab.spawn('server', 'postgres', join(bin, 'postgres'), [
-    '-D', data, '-p', String(port), '-c', 'listen_addresses=*', '-c', `unix_socket_directories=${dir}`,
-    '-c', 'fsync=off', '-c', 'synchronous_commit=off'
-  ], { user: PG_USER })
+  const proc = lab.spawn('server', 'postgres', join(bin, 'postgres'), serverArgs(data, port, '*', dir), { user: PG_USER })
   await proc.readyWhen(waitForListening(lab.ns('server'), port, 30_000), 'listening')
   return {
     host: lab.addresses.server,
@@ -65,6 +82,57 @@ export async function startPostgres(lab: Lab, port = 5432): Promise<Postgres> {
       try { process.kill(pid, 'SIGINT') } catch { return }
       const deadline = Date.now() + 10_000
       while (proc.running && Date.now() < deadline) await sleep(50)
+    }
+  }
+}
+
+export interface LocalPostgres {
+  port: number
+  /** The postmaster's pid (spawned directly, no wrapper), for SIGSTOP/SIGCONT. */
+  pid: number
+  socketDir: string
+  /** Fast shutdown, thawing it first if it was frozen; removes its directory. */
+  stop(): Promise<void>
+}
+
+/** spawn options that drop to PG_USER when running as root (the pid stays the postmaster's). */
+function pgUser(): { uid?: number, gid?: number } {
+  if (!asRoot) return {}
+  const id = (flag: string): number => Number(spawnSync('id', [flag, PG_USER], { encoding: 'utf8' }).stdout.trim())
+  return { uid: id('-u'), gid: id('-g') }
+}
+
+/** A PostgreSQL on 127.0.0.1 on a free port, in the current namespace. */
+export async function startLocalPostgres(): Promise<LocalPostgres> {
+  const bin = await findBinDir()
+  if (bin === null) throw new Error('PostgreSQL server not installed (apt-get install -y postgresql)')
+  const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-pg-'))
+  chmodSync(dir, 0o755)
+  if (asRoot) await run('chown', [`${PG_USER}:${PG_USER}`, dir])
+  const data = join(dir, 'data')
+  const user = pgUser()
+  const init = spawnSync(join(bin, 'initdb'), initdbArgs(data), { encoding: 'utf8', cwd: dir, ...user })
+  if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr}`)
+  const port = await freePort()
+  const proc = spawn(join(bin, 'postgres'), serverArgs(data, port, '127.0.0.1', dir), { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir, ...user })
+  let log = ''
+  proc.stderr.on('data', (c: Buffer) => (log += c.toString()))
+  const deadline = Date.now() + 30_000
+  while (!/ready to accept connections/.test(log)) {
+    if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`postgres did not start: ${log}`)
+    await sleep(50)
+  }
+  return {
+    port,
+    pid: proc.pid!,
+    socketDir: dir,
+    async stop() {
+      if (proc.exitCode === null) {
+        thaw(proc.pid!)
+        proc.kill('SIGINT')
+        await new Promise(resolve => proc.once('exit', resolve))
+      }
+      rmSync(dir, { recursive: true, force: true })
     }
   }
 }

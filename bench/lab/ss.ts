@@ -1,7 +1,7 @@
-// What sockets exist in a namespace, read with `ss` as a person would check by hand: the state,
-// both addresses, the keepalive/retransmit timer, and which processes hold the socket.
+// What sockets exist, in a lab namespace or in this one, read with `ss` as a person would check by
+// hand: the state, both addresses, the keepalive/retransmit timer, and which processes hold the socket.
 
-import { runIn } from './exec.ts'
+import { run, runIn } from './exec.ts'
 
 export interface Endpoint {
   host: string
@@ -24,6 +24,7 @@ function parseEndpoint(text: string): Endpoint {
   return { host, port: Number(text.slice(colon + 1)) }
 }
 
+/** Parses `ss -tanpoH` output: one socket a line. */
 export function parseSs(output: string): SocketInfo[] {
   const sockets: SocketInfo[] = []
   for (const line of output.split('\n')) {
@@ -42,10 +43,26 @@ export function parseSs(output: string): SocketInfo[] {
   return sockets
 }
 
-/** All TCP sockets in namespace `ns` (any state), with owners and timers. */
-export async function tcpSockets(ns: string): Promise<SocketInfo[]> {
-  const { stdout } = await runIn(ns, 'ss', ['-tanpoH'])
+/**
+ * TCP sockets (any state) with owners and timers, in namespace `ns` or, when null, in this
+ * process's one; `filter` is an ss filter expression that narrows the listing, e.g.
+ * `['( sport = :5432 )']`.
+ */
+export async function tcpSockets(ns: string | null, filter: readonly string[] = []): Promise<SocketInfo[]> {
+  const args = ['-tanpoH', ...filter]
+  const { stdout } = ns === null ? await run('ss', args) : await runIn(ns, 'ss', args)
   return parseSs(stdout)
+}
+
+/**
+ * A relay's sockets in this namespace, seen by its ports: client legs (local port `listenPort`)
+ * and target legs (peer port `targetPort`). Neither listening sockets nor TIME-WAIT ones, which
+ * no process holds any more.
+ */
+export async function relaySockets(listenPort: number, targetPort: number): Promise<SocketInfo[]> {
+  const sockets = await tcpSockets(null, [`( sport = :${listenPort} or dport = :${targetPort} )`])
+  return sockets.filter(s => s.state !== 'LISTEN' && s.state !== 'TIME-WAIT' &&
+    (s.local.port === listenPort || s.peer.port === targetPort))
 }
 
 /**

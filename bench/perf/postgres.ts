@@ -1,7 +1,7 @@
 // The real client case: a PostgreSQL started for the bench (on the load core, with the bench's
 // own pinning inherited), its pgbench tables created once, and pgbench run through a relay.
 
-import { postgresMissing, startLocalPostgres, type LocalPostgres } from '../../test/helpers/postgres.ts'
+import { postgresUnavailable, startLocalPostgres, type LocalPostgres } from '../lab/postgres.ts'
 import { run } from '../lab/exec.ts'
 import type { Endpoint } from '../lab/ss.ts'
 
@@ -17,7 +17,7 @@ const PG = { user: 'postgres', database: 'postgres' }
 export async function pgbenchUnavailable(): Promise<string | null> {
   const pgbench = await run('pgbench', ['--version'], { allowFail: true }).catch(() => null)
   if (pgbench === null || pgbench.code !== 0) return 'pgbench not installed (apt-get install -y postgresql-contrib)'
-  return await postgresMissing()
+  return await postgresUnavailable()
 }
 
 function connection(to: Endpoint): string[] {

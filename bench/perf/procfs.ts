@@ -2,20 +2,10 @@
 // and everything it forked (socat forks a child per session).
 
 import { readFileSync } from 'node:fs'
-import { processTree } from '../lab/pids.ts'
+import { processTree, statFields } from '../lab/pids.ts'
 
 /** USER_HZ, the unit of the times in /proc/PID/stat: 100 on every Linux ABI. */
 const CLOCK_TICKS = 100
-
-/** Fields of /proc/PID/stat after the command name, which may contain spaces and parentheses. */
-function statFields(pid: number): string[] | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  } catch {
-    return null
-  }
-}
 
 /**
  * CPU seconds used so far by `root` and its descendants: each live process's utime + stime,

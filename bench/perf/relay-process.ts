@@ -4,7 +4,6 @@
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import { openSync, closeSync, readFileSync } from 'node:fs'
-import net, { type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { sleep } from '../lab/exec.ts'
 import { pinnedCommand } from './cpus.ts'
@@ -23,15 +22,6 @@ export interface RelayProcess {
 
 const START_TIMEOUT_MS = 30_000
 const STOP_GRACE_MS = 5_000
-
-/** A port nobody listens on now, chosen by the kernel. */
-export async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, '127.0.0.1')
-  await new Promise(resolve => server.once('listening', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise(resolve => server.close(resolve))
-  return port
-}
 
 function exited(child: ChildProcess): Promise<void> {
   return child.exitCode !== null || child.signalCode !== null

@@ -11,12 +11,7 @@ export async function listen(onSocket: (s: Socket) => void, options: net.ServerO
   return { server, port: (server.address() as net.AddressInfo).port }
 }
 
-/** A port free right now on 127.0.0.1, for servers that take a port number rather than 0. */
-export async function freePort(): Promise<number> {
-  const { server, port } = await listen(() => {})
-  await new Promise((r) => server.close(r))
-  return port
-}
+export { freePort } from '../../bench/lab/ports.ts'
 
 export async function connect(port: number, host = '127.0.0.1'): Promise<Socket> {
   const socket = net.connect({ port, host, allowHalfOpen: true })
