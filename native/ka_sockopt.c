@@ -7,7 +7,6 @@
 // Range checks live in the TypeScript wrapper; the kernel is the last word here.
 
 #include <errno.h>
-#include <math.h>
 #include <string.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -30,59 +29,6 @@
       return NULL;                                                \
     }                                                             \
   } while (0)
-
-const char* ka_errno_name(int err) {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
-  const char* name = strerrorname_np(err);
-  if (name != NULL) return name;
-#endif
-  switch (err) {
-    case EBADF: return "EBADF";
-    case EINVAL: return "EINVAL";
-    case ENOTSOCK: return "ENOTSOCK";
-    case ENOPROTOOPT: return "ENOPROTOOPT";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    default: return "EUNKNOWN";
-  }
-}
-
-// Throws Error{code: "EBADF", errno: 9, syscall: "setsockopt", option: "TCP_KEEPCNT"}.
-napi_value ka_throw_errno(napi_env env, int err, const char* syscall, const char* option) {
-  char message[192];
-  snprintf(message, sizeof message, "%s(%s): %s", syscall, option, strerror(err));
-  napi_value code, msg, error, value;
-  if (napi_create_string_utf8(env, ka_errno_name(err), NAPI_AUTO_LENGTH, &code) != napi_ok ||
-      napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg) != napi_ok ||
-      napi_create_error(env, code, msg, &error) != napi_ok) {
-    napi_throw_error(env, ka_errno_name(err), message);
-    return NULL;
-  }
-  if (napi_create_int32(env, err, &value) == napi_ok) napi_set_named_property(env, error, "errno", value);
-  if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value) == napi_ok)
-    napi_set_named_property(env, error, "syscall", value);
-  if (napi_create_string_utf8(env, option, NAPI_AUTO_LENGTH, &value) == napi_ok)
-    napi_set_named_property(env, error, "option", value);
-  napi_throw(env, error);
-  return NULL;
-}
-
-// An integer argument: 2**32+1, NaN, Infinity or 1.5 are refused, not wrapped into another
-// number (napi_get_value_int32 would turn them into 1, 0, 0 and 1: a different descriptor).
-int ka_get_int_arg(napi_env env, napi_value* args, size_t argc, size_t index, int32_t* out) {
-  napi_valuetype type;
-  double value;
-  if (index >= argc || napi_typeof(env, args[index], &type) != napi_ok || type != napi_number ||
-      napi_get_value_double(env, args[index], &value) != napi_ok) {
-    napi_throw_type_error(env, "KA_NATIVE_ARG", "expected integer arguments (fd, ...)");
-    return 0;
-  }
-  if (!isfinite(value) || value != floor(value) || value < INT32_MIN || value > INT32_MAX) {
-    napi_throw_range_error(env, "KA_NATIVE_ARG", "expected integer arguments (fd, ...) from -2**31 to 2**31-1");
-    return 0;
-  }
-  *out = (int32_t)value;
-  return 1;
-}
 
 // The single fd argument of getKeepalive, tcpInfo and sendQueueBytes.
 static int get_fd_arg(napi_env env, napi_callback_info info, int32_t* fd) {
@@ -282,7 +228,7 @@ static napi_value socket_addresses(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static napi_value init(napi_env env, napi_value exports) {
+int ka_sockopt_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"setKeepalive", NULL, set_keepalive, NULL, NULL, NULL, napi_enumerable, NULL},
       {"getKeepalive", NULL, get_keepalive, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -291,16 +237,5 @@ static napi_value init(napi_env env, napi_value exports) {
       {"setUrgentInline", NULL, set_urgent_inline, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketAddresses", NULL, socket_addresses, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  CHECK_NAPI(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
-  if (!ka_relay_init(env, exports)) {
-    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register Relay");
-    return NULL;
-  }
-  if (!ka_notify_init(env, exports)) {
-    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register notify");
-    return NULL;
-  }
-  return exports;
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props) == napi_ok;
 }
-
-NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -6,7 +6,7 @@
 //
 // A failed send is logged and never stops the proxy: systemd, not the relay, depends on it.
 
-import { loadNative } from './keepalive/native.ts'
+import { loadNative } from './native.ts'
 
 type Send = (socket: string, message: string) => void
 

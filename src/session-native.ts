@@ -14,7 +14,7 @@ import type { Endpoint } from './config/endpoint.ts'
 import { formatEndpoint } from './config/endpoint.ts'
 import { errnoName } from './errors.ts'
 import { closeAccepted, fdOfAccepted, peerOf, type Accepted } from './accept.ts'
-import { loadNative, type NativeRelay, type NativeRelayClass } from './keepalive/native.ts'
+import { loadNative, type NativeRelay, type NativeRelayClass } from './native.ts'
 import { Session, type Leg, type SessionContext } from './session.ts'
 
 const EV_CONNECT = 1

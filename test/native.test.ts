@@ -9,10 +9,9 @@ import { execFileSync } from 'node:child_process'
 import { openSync, closeSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import net, { type AddressInfo } from 'node:net'
 import { once } from 'node:events'
-import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { loadNative, type NativeRelay } from '../src/keepalive/native.ts'
+import { loadNative, nativeBinaryPath, type NativeRelay } from '../src/native.ts'
 import { KeepaliveApplier, fdOf } from '../src/keepalive/socket-options.ts'
 import { resolveKeepalive, validateKeepalive, LIMITS } from '../src/keepalive/settings.ts'
 import { ConfigError, SocketOptionError } from '../src/errors.ts'
@@ -132,7 +131,7 @@ t.test('fallback reports what Node can really do', async (t) => {
 
 // ---- the byte pump's class (native/ka_relay.c) -------------------------------------------------
 
-const ADDON = fileURLToPath(new URL('../native/build/Release/ka_sockopt.node', import.meta.url))
+const ADDON = load.ok ? nativeBinaryPath() : ''
 
 /** Whether any epoll set of this process still lists descriptor `fd` (/proc/self/fdinfo). */
 function inAnEpollSet(fd: number): boolean {

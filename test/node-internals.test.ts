@@ -15,7 +15,7 @@ import {
   socketFromHandle,
   type AcceptedHandle,
 } from '../src/node-internals.ts'
-import { loadNative } from '../src/keepalive/native.ts'
+import { loadNative } from '../src/native.ts'
 
 const load = loadNative()
 if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)

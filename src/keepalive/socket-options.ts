@@ -14,7 +14,7 @@ import type { Server, Socket } from 'node:net'
 import { formatEndpoint } from '../config/endpoint.ts'
 import { SocketOptionError } from '../errors.ts'
 import { handleFd } from '../node-internals.ts'
-import { loadNative, type NativeSockopt, type NativeTcpInfo } from './native.ts'
+import { loadNative, type NativeAddon, type NativeTcpInfo } from '../native.ts'
 import type { KeepaliveSettings } from './settings.ts'
 
 /** Settings in force on a socket, and whether the native helper set them. */
@@ -63,7 +63,7 @@ export class KeepaliveApplier {
   readonly native: boolean
   /** Why the native helper is not in use, when it is not. */
   readonly fallbackReason: string | undefined
-  readonly #binding: NativeSockopt | undefined
+  readonly #binding: NativeAddon | undefined
 
   constructor(options: { native?: boolean } = {}) {
     const load = options.native === false ? { ok: false as const, reason: 'disabled by --no-native' } : loadNative()
@@ -168,7 +168,7 @@ export class KeepaliveApplier {
     return info.probes > 0 || info.retransmits > 0 || info.backoff > 0 ? 'timeout' : 'reset'
   }
 
-  #requireBinding(what: string): NativeSockopt {
+  #requireBinding(what: string): NativeAddon {
     if (!this.#binding) {
       throw new SocketOptionError('native', 'ENOTSUP', `cannot ${what}: native helper not in use (${this.fallbackReason})`)
     }
@@ -176,7 +176,7 @@ export class KeepaliveApplier {
   }
 }
 
-function setOnFd(binding: NativeSockopt, fd: number, s: KeepaliveSettings): void {
+function setOnFd(binding: NativeAddon, fd: number, s: KeepaliveSettings): void {
   const userTimeoutMs = Math.round(s.userTimeout * 1000)
   callNative(() => binding.setKeepalive(fd, 1, s.idle, s.interval, s.count, userTimeoutMs))
 }

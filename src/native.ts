@@ -1,12 +1,17 @@
-// Loads the socket-option addon built from native/: a local build (native/build, in a
-// checkout) or the prebuilt binary the package ships (native/prebuilds), found by
-// node-gyp-build. Loading may fail (no binary for this platform, another OS); the caller then
-// falls back and says why, once.
+// The native helper (native/, one N-API addon: ka_native.node): the one place that loads it,
+// and the one declaration of what it exports. It holds three things: socket options Node
+// cannot set and their read-back (native/ka_sockopt.c, used through src/keepalive/socket-options.ts), the
+// byte pump (native/ka_pump.c and ka_relay.c, used by src/session-native.ts) and sd_notify's
+// sendto (native/ka_notify.c, used by src/notify.ts).
+//
+// The binary is a local build (native/build, in a checkout) or the prebuilt one the package
+// ships (native/prebuilds), found by node-gyp-build. Loading may fail (no binary for this
+// platform, another OS); the caller then falls back and says why, once.
 
 import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
-import { missingNodeInternals } from '../node-internals.ts'
+import { missingNodeInternals } from './node-internals.ts'
 
 export interface NativeKeepalive {
   enabled: boolean
@@ -32,7 +37,7 @@ export interface NativeTcpInfo {
   totalRetrans: number
 }
 
-/** The byte pump of one session (native/ka_relay.c); legs are 0 (client) and 1 (target). */
+/** The byte pump of one session (native/ka_relay.c, over native/ka_pump.c); legs are 0 (client) and 1 (target). */
 export interface NativeRelay {
   /** null, or the errno name when the connect failed at once. */
   connect(address: string, port: number, family: number): string | null
@@ -54,8 +59,8 @@ export type NativeRelayClass = new (
   callback: (this: never, kind: number, leg: 0 | 1, errno: number) => void,
 ) => NativeRelay
 
-/** The addon's surface; a negative number leaves that option as it is. */
-export interface NativeSockopt {
+/** What the addon exports; for setKeepalive a negative number leaves that option as it is. */
+export interface NativeAddon {
   setKeepalive(fd: number, enable: number, idle: number, interval: number, count: number, userTimeoutMs: number): void
   getKeepalive(fd: number): NativeKeepalive
   tcpInfo(fd: number): NativeTcpInfo
@@ -71,13 +76,19 @@ export interface NativeSockopt {
   notify(socket: string, message: string): void
 }
 
-export type NativeLoad = { ok: true; binding: NativeSockopt } | { ok: false; reason: string }
+export type NativeLoad = { ok: true; binding: NativeAddon } | { ok: false; reason: string }
 
-const NATIVE_DIR = fileURLToPath(new URL('../../native/', import.meta.url))
+const NATIVE_DIR = fileURLToPath(new URL('../native/', import.meta.url))
+
+type NodeGypBuild = ((dir: string) => unknown) & { path(dir: string): string }
+
+function nodeGypBuild(): NodeGypBuild {
+  return createRequire(import.meta.url)('node-gyp-build') as NodeGypBuild
+}
 
 /** How to build the helper here: a git checkout has the build script, an installed package rebuilds through npm. */
 export function buildAdvice(): string {
-  return existsSync(new URL('../../.git', import.meta.url))
+  return existsSync(new URL('../.git', import.meta.url))
     ? 'npm run build:native'
     : 'npm rebuild ka-proxy, with -g for a global install; it needs make, a C compiler and python3'
 }
@@ -95,9 +106,7 @@ export function loadNative(): NativeLoad {
     cached = { ok: false, reason: `built only on Linux (its pump uses epoll), not on ${process.platform}` }
   } else {
     try {
-      const require = createRequire(import.meta.url)
-      const load = require('node-gyp-build') as (dir: string) => unknown
-      cached = { ok: true, binding: load(NATIVE_DIR) as NativeSockopt }
+      cached = { ok: true, binding: nodeGypBuild()(NATIVE_DIR) as NativeAddon }
     } catch (err) {
       const message = (err as Error).message
       const reason = message.startsWith('No native build') ? `no binary for ${process.platform}-${process.arch}: build it with ${buildAdvice()}` : (message.split('\n')[0] ?? message)
@@ -105,4 +114,9 @@ export function loadNative(): NativeLoad {
     }
   }
   return cached
+}
+
+/** The file loadNative() loads (for tests that load it again in a child process or worker); throws when there is none. */
+export function nativeBinaryPath(): string {
+  return nodeGypBuild().path(NATIVE_DIR)
 }

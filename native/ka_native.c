@@ -1,0 +1,89 @@
+// The native helper of ka-proxy, one N-API addon (ka_native.node) of three parts:
+//
+//   ka_sockopt.c   socket options Node cannot set (TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT,
+//                  SO_OOBINLINE), their read-back, TCP_INFO, send queues, socket addresses
+//   ka_pump.c      the byte pump's event loop; ka_relay.c its Relay class (ka_pump.h between)
+//   ka_notify.c    sd_notify's sendto to a Unix datagram socket
+//
+// This file registers the three and holds what they share: errno names, errors that carry them,
+// integer arguments. JavaScript loads the addon in one place, src/native.ts, which also declares
+// its exports.
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <node_api.h>
+
+#include "ka_native.h"
+
+const char* ka_errno_name(int err) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  const char* name = strerrorname_np(err);
+  if (name != NULL) return name;
+#endif
+  switch (err) {
+    case EBADF: return "EBADF";
+    case EINVAL: return "EINVAL";
+    case ENOTSOCK: return "ENOTSOCK";
+    case ENOPROTOOPT: return "ENOPROTOOPT";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    default: return "EUNKNOWN";
+  }
+}
+
+// Throws Error{code: "EBADF", errno: 9, syscall: "setsockopt", option: "TCP_KEEPCNT"}.
+napi_value ka_throw_errno(napi_env env, int err, const char* syscall, const char* option) {
+  char message[192];
+  snprintf(message, sizeof message, "%s(%s): %s", syscall, option, strerror(err));
+  napi_value code, msg, error, value;
+  if (napi_create_string_utf8(env, ka_errno_name(err), NAPI_AUTO_LENGTH, &code) != napi_ok ||
+      napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg) != napi_ok ||
+      napi_create_error(env, code, msg, &error) != napi_ok) {
+    napi_throw_error(env, ka_errno_name(err), message);
+    return NULL;
+  }
+  if (napi_create_int32(env, err, &value) == napi_ok) napi_set_named_property(env, error, "errno", value);
+  if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &value) == napi_ok)
+    napi_set_named_property(env, error, "syscall", value);
+  if (napi_create_string_utf8(env, option, NAPI_AUTO_LENGTH, &value) == napi_ok)
+    napi_set_named_property(env, error, "option", value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+// An integer argument: 2**32+1, NaN, Infinity or 1.5 are refused, not wrapped into another
+// number (napi_get_value_int32 would turn them into 1, 0, 0 and 1: a different descriptor).
+int ka_get_int_arg(napi_env env, napi_value* args, size_t argc, size_t index, int32_t* out) {
+  napi_valuetype type;
+  double value;
+  if (index >= argc || napi_typeof(env, args[index], &type) != napi_ok || type != napi_number ||
+      napi_get_value_double(env, args[index], &value) != napi_ok) {
+    napi_throw_type_error(env, "KA_NATIVE_ARG", "expected integer arguments (fd, ...)");
+    return 0;
+  }
+  if (!isfinite(value) || value != floor(value) || value < INT32_MIN || value > INT32_MAX) {
+    napi_throw_range_error(env, "KA_NATIVE_ARG", "expected integer arguments (fd, ...) from -2**31 to 2**31-1");
+    return 0;
+  }
+  *out = (int32_t)value;
+  return 1;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  if (!ka_sockopt_init(env, exports)) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register the socket options");
+    return NULL;
+  }
+  if (!ka_relay_init(env, exports)) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register Relay");
+    return NULL;
+  }
+  if (!ka_notify_init(env, exports)) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register notify");
+    return NULL;
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
