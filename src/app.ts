@@ -13,6 +13,7 @@ import { ProxyListener } from './listener.ts'
 import { ProxyMetrics } from './admin/metrics.ts'
 import { AdminServer, type AdminOptions, type AdminSource, type FailbackReport } from './admin/server.ts'
 import type { Session } from './session.ts'
+import type { PidFile } from './pid-file.ts'
 
 export interface AppConfig {
   routes: ProxyOptions[]
@@ -21,6 +22,8 @@ export interface AppConfig {
   shutdownGrace: number
   /** Where and how the process logs (the CLI sets its logger up from this). */
   log: LogOptions
+  /** --pid-file / `pidFile:`: written once every route listens (a reload does not move it). */
+  pidFile?: PidFile | undefined
 }
 
 const sameListen = (a: ProxyOptions, b: ProxyOptions): boolean =>

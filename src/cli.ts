@@ -86,6 +86,7 @@ function buildParser(argv: string[]): Argv {
     .option('log-level', { type: 'string', requiresArg: true, choices: LOG_LEVELS as unknown as string[], describe: `[default: ${LOG_DEFAULTS.level}]` })
     .option('log-format', { type: 'string', requiresArg: true, choices: LOG_FORMATS as unknown as string[], describe: `auto: pretty (one line per event) on a terminal, JSON otherwise [default: ${LOG_DEFAULTS.format}]` })
     .option('log-file', { type: 'string', requiresArg: true, describe: 'append log lines to this file instead of stdout; SIGHUP reopens it (for logrotate)' })
+    .option('pid-file', { type: 'string', requiresArg: true, describe: 'write the serving process\'s pid to this file (atomically); removed on a clean exit' })
     .option('version', { type: 'boolean', describe: 'show the version and whether the native helper is in use' })
     .help('help')
     .alias('help', 'h')
@@ -121,6 +122,7 @@ function cliInput(args: Record<string, unknown>): CliInput {
     admin: str('admin'),
     adminToken: str('adminToken'),
     log: { level: args.logLevel as LogLevel | undefined, format: args.logFormat as LogFormat | undefined, file: str('logFile') },
+    pidFile: str('pidFile'),
     profile: args.profile,
     clientProfile: args.clientProfile,
     targetProfile: args.targetProfile,
@@ -224,6 +226,12 @@ export async function run(argv: string[]): Promise<number> {
   const app = new ProxyApp(keepalive, logger)
   runningLogger = logger
   await app.start(config)
+  try {
+    config.pidFile?.write()
+  } catch (err) {
+    await app.stop(0)
+    throw err
+  }
   for (const route of config.routes) {
     const ka = route.keepalive
     const applied = { client: keepalive.effective(ka.client), target: keepalive.effective(ka.target) }
@@ -231,7 +239,9 @@ export async function run(argv: string[]): Promise<number> {
   }
   const notifier = new ServiceNotifier(logger)
   notifier.ready(servingStatus(app))
-  return waitForStop(app, logger, input, notifier, reopen)
+  const code = await waitForStop(app, logger, input, notifier, reopen)
+  config.pidFile?.remove()
+  return code
 }
 
 /** The STATUS= line systemd shows. */

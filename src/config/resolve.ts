@@ -12,6 +12,7 @@ import { formatEndpoint } from './endpoint.ts'
 import { toSeconds } from './duration.ts'
 import type { ConfigFile, RouteConfig } from './schema.ts'
 import { resolveLog, type LogOptions } from '../log.ts'
+import { PidFile } from '../pid-file.ts'
 
 export interface CliInput extends RawOptions {
   config?: string
@@ -19,6 +20,8 @@ export interface CliInput extends RawOptions {
   adminToken?: string
   /** --log-level, --log-format, --log-file: each given one beats the file's `log:`. */
   log?: Partial<LogOptions>
+  /** --pid-file: beats the file's `pidFile:`. */
+  pidFile?: string
 }
 
 const KEEPALIVE_FIELDS = new Set(['idle', 'interval', 'count', 'user-timeout', 'profile'])
@@ -80,7 +83,7 @@ const defined = <T extends object>(o: T): Partial<T> =>
 
 /** Route-level values given as flags (process-wide ones such as --native do not count). */
 function routeFlagsGiven(cli: CliInput): Partial<RawOptions> {
-  const { config: _c, admin: _a, adminToken: _t, native: _n, shutdownGrace: _g, log: _l, heartbeat, ...rest } = cli
+  const { config: _c, admin: _a, adminToken: _t, native: _n, shutdownGrace: _g, log: _l, pidFile: _p, heartbeat, ...rest } = cli
   const hb = heartbeat ? defined(heartbeat) : {}
   return { ...defined(rest), ...(Object.keys(hb).length > 0 ? { heartbeat: hb } : {}) }
 }
@@ -98,6 +101,12 @@ function adminFrom(cli: CliInput, file: AppConfigFileAdmin, keyPrefix: string) {
   if (cli.admin !== undefined) return resolveAdmin({ listen: cli.admin, token: cli.adminToken }, { listen: '--admin', token: '--admin-token' })
   if (cli.adminToken !== undefined) throw new ConfigError('--admin-token', 'has no effect without --admin')
   return file === undefined ? undefined : resolveAdmin(file, { listen: `${keyPrefix}admin`, token: `${keyPrefix}admin.token` })
+}
+
+/** --pid-file, else the file's `pidFile:`, each error naming the one used. */
+function pidFileFrom(cli: CliInput, file: string | undefined, keyPrefix: string): PidFile | undefined {
+  if (cli.pidFile !== undefined) return new PidFile(cli.pidFile, '--pid-file')
+  return file === undefined ? undefined : new PidFile(file, `${keyPrefix}pidFile`)
 }
 
 const WILDCARD = new Set([undefined, '0.0.0.0', '::'])
@@ -124,7 +133,7 @@ type AppConfigFileAdmin = string | { listen: string; token?: string | undefined 
 export function resolveAppConfig(cli: CliInput, loaded?: ConfigFile): AppConfig {
   if (cli.config === undefined) {
     const options = resolveOptions(cli)
-    return { routes: [options], admin: adminFrom(cli, undefined, ''), shutdownGrace: options.shutdownGrace, log: resolveLog(cli.log ?? {}, undefined) }
+    return { routes: [options], admin: adminFrom(cli, undefined, ''), shutdownGrace: options.shutdownGrace, log: resolveLog(cli.log ?? {}, undefined), pidFile: pidFileFrom(cli, undefined, '') }
   }
   const path = cli.config
   const file = loaded ?? loadConfigFile(path)
@@ -150,5 +159,5 @@ export function resolveAppConfig(cli: CliInput, loaded?: ConfigFile): AppConfig 
   const twice = names.findIndex((n, i) => names.indexOf(n) !== i)
   if (twice >= 0) throw new ConfigError(`${path}: routes[${twice}].name`, `"${names[twice]}" names two routes; route names must be unique`)
   checkListenClashes(routes)
-  return { routes, admin: adminFrom(cli, file.admin, `${path}: `), shutdownGrace: routes[0]!.shutdownGrace, log: resolveLog(cli.log ?? {}, file.log) }
+  return { routes, admin: adminFrom(cli, file.admin, `${path}: `), shutdownGrace: routes[0]!.shutdownGrace, log: resolveLog(cli.log ?? {}, file.log), pidFile: pidFileFrom(cli, file.pidFile, `${path}: `) }
 }
