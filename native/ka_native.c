@@ -1,11 +1,12 @@
-// The native helper of ka-proxy, one N-API addon (ka_native.node) of three parts:
+// The native helper of ka-proxy, one N-API addon (ka_native.node) of four parts:
 //
 //   ka_sockopt.c   socket options Node cannot set (TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT,
 //                  SO_OOBINLINE), their read-back, TCP_INFO, send queues, socket addresses
 //   ka_pump.c      the byte pump's event loop; ka_relay.c its Relay class (ka_pump.h between)
 //   ka_notify.c    sd_notify's sendto to a Unix datagram socket
+//   ka_fdpass.c    descriptors with a payload over a Unix socket (SCM_RIGHTS), for the upgrade
 //
-// This file registers the three and holds what they share: errno names, errors that carry them,
+// This file registers the four and holds what they share: errno names, errors that carry them,
 // integer arguments. JavaScript loads the addon in one place, src/native.ts, which also declares
 // its exports.
 
@@ -81,6 +82,10 @@ static napi_value init(napi_env env, napi_value exports) {
   }
   if (!ka_notify_init(env, exports)) {
     napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register notify");
+    return NULL;
+  }
+  if (!ka_fdpass_init(env, exports)) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register descriptor passing");
     return NULL;
   }
   return exports;

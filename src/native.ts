@@ -74,6 +74,13 @@ export interface NativeAddon {
   relayCheckPaused(): number
   /** sd_notify: one datagram to a Unix socket path ('@' for an abstract name); see src/notify.ts. */
   notify(socket: string, message: string): void
+  /** A connected AF_UNIX SOCK_SEQPACKET pair (close-on-exec); see native/ka_fdpass.c. */
+  seqpacketPair(): [number, number]
+  /** One message: the payload (1 byte to 1 MiB) and up to 253 descriptors (SCM_RIGHTS). */
+  sendFds(sock: number, payload: Buffer, fds: number[], timeoutMs: number): void
+  /** The next message, or null once the peer closed; throws ETIMEDOUT after timeoutMs. */
+  recvFds(sock: number, maxBytes: number, timeoutMs: number): { payload: Buffer; fds: number[] } | null
+  closeFd(fd: number): void
 }
 
 export type NativeLoad = { ok: true; binding: NativeAddon } | { ok: false; reason: string }
