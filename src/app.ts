@@ -14,6 +14,8 @@ import { ProxyMetrics } from './admin/metrics.ts'
 import { AdminServer, type AdminOptions, type AdminSource, type FailbackReport } from './admin/server.ts'
 import type { Session } from './session.ts'
 import type { PidFile } from './pid-file.ts'
+import { defaultRelay } from './transport/registry.ts'
+import type { TransportKind } from './transport/transport.ts'
 
 export interface AppConfig {
   routes: ProxyOptions[]
@@ -41,13 +43,16 @@ export class ProxyApp implements AdminSource {
   readonly #draining = new Map<ProxyListener, Promise<void>>()
   readonly #keepalive: KeepaliveApplier
   readonly #logger: Logger
+  /** The transport of every route's sessions (see transport/registry.ts). */
+  readonly #relay: TransportKind
   readonly metrics: ProxyMetrics
   #admin: AdminServer | undefined
   #config: AppConfig | undefined
 
-  constructor(keepalive: KeepaliveApplier, logger: Logger) {
+  constructor(keepalive: KeepaliveApplier, logger: Logger, relay: TransportKind = defaultRelay(keepalive)) {
     this.#keepalive = keepalive
     this.#logger = logger
+    this.#relay = relay
     this.metrics = new ProxyMetrics(this)
   }
 
@@ -172,7 +177,7 @@ export class ProxyApp implements AdminSource {
       sessionClosed: (summary) => metrics.sessionClosed(route, summary),
       targetConnected: (seconds) => metrics.targetConnected(route, seconds),
       refused: (reason) => metrics.refused(route, reason),
-    })
+    }, this.#relay)
     const info = await listener.start()
     this.#logger.info(
       {

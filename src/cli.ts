@@ -17,6 +17,7 @@ import { KeepaliveApplier } from './keepalive/socket-options.ts'
 import { DEFAULT_KEEPALIVE, describeKeepalive } from './keepalive/settings.ts'
 import { checkLogFile, createLogger, LOG_DEFAULTS, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.ts'
 import { nativeStatusLine, runDoctor } from './doctor.ts'
+import { chooseRelay } from './transport/registry.ts'
 import { VERSION } from './version.ts'
 import { ServiceNotifier } from './notify.ts'
 import { checkNodeInternals } from './node-internals.ts'
@@ -166,7 +167,7 @@ function cliInput(args: Record<string, unknown>): CliInput {
  * for the value flags only; flags on the command line win. Other KA_PROXY_* variables are hidden
  * from it while it parses, so strict parsing does not take them for unknown flags and a boolean
  * such as --version cannot be switched on from the environment (KA_PROXY_NATIVE=0 is read by the
- * addon loader, KA_PROXY_DEBUG and KA_PROXY_RELAY elsewhere). Empty variables count as unset.
+ * addon loader, KA_PROXY_DEBUG and KA_PROXY_RELAY by run()). Empty variables count as unset.
  */
 function parseArgs(argv: string[]): Record<string, unknown> {
   const parser = buildParser(argv)
@@ -223,7 +224,8 @@ export async function run(argv: string[]): Promise<number> {
     const what = ignored.length > 0 ? `; these settings are NOT applied: ${ignored.join(', ')}` : ''
     logger.warn({ reason: keepalive.fallbackReason, ignored }, `${nativeStatusLine(keepalive)}${what}`)
   }
-  const app = new ProxyApp(keepalive, logger)
+  // The one read of KA_PROXY_RELAY: which transport moves the bytes (the native pump by default).
+  const app = new ProxyApp(keepalive, logger, chooseRelay(keepalive, process.env.KA_PROXY_RELAY))
   runningLogger = logger
   await app.start(config)
   try {

@@ -8,10 +8,10 @@ import { formatEndpoint } from './config/endpoint.ts'
 import type { ProxyOptions } from './config/options.ts'
 import { ListenError } from './errors.ts'
 import type { AppliedKeepalive, KeepaliveApplier } from './keepalive/socket-options.ts'
-import { fdOfAccepted, onAccepted, peerOf, resetAccepted, socketOf, type Accepted } from './accept.ts'
-import type { LegHandle, Session, SessionContext, SessionSummary } from './session.ts'
-import { checkPausedRelays, nativeRelayClass, NativeSession } from './session-native.ts'
-import { checkPausedLegs, StreamSession } from './session-stream.ts'
+import { fdOfAccepted, onAccepted, peerOf, resetAccepted, type Accepted } from './accept.ts'
+import { Session, type LegHandle, type SessionContext, type SessionSummary } from './session.ts'
+import { defaultRelay, openTransports } from './transport/registry.ts'
+import type { TransportKind, Transports } from './transport/transport.ts'
 import { TargetPool, type Target, type TargetChange } from './targets.ts'
 import { LOCAL_RESOURCE_ERRORS, RefusalLog, withinDescriptorReserve, type RefusalReason } from './refusals.ts'
 
@@ -58,10 +58,14 @@ export class ProxyListener {
   #pool: TargetPool
   #drained: (() => void) | undefined
   readonly #deadCheck: NodeJS.Timeout
-  readonly #relay: ReturnType<typeof nativeRelayClass>
+  readonly #transports: Transports
   readonly #refusals: RefusalLog
 
-  constructor(options: ProxyOptions, keepalive: KeepaliveApplier, logger: Logger, hooks: ListenerHooks = {}) {
+  /**
+   * `relay`: the transport that moves the bytes of this listener's sessions (chosen at the top:
+   * see transport/registry.ts); by default the native pump when the native helper is in use.
+   */
+  constructor(options: ProxyOptions, keepalive: KeepaliveApplier, logger: Logger, hooks: ListenerHooks = {}, relay: TransportKind = defaultRelay(keepalive)) {
     this.#options = options
     this.#logger = logger
     this.#keepalive = keepalive
@@ -78,7 +82,6 @@ export class ProxyListener {
       halfCloseTimeoutMs: options.halfCloseTimeout * 1000,
       flushTimeoutMs: options.flushTimeout * 1000,
       logger,
-      pausedLegs: new Set(),
       onClosed: (session) => this.#onSessionClosed(session),
       onTargetConnected: (session) => {
         this.#pool.connectSucceeded(session.upstream as Target)
@@ -89,13 +92,13 @@ export class ProxyListener {
         return this.state === 'running' ? this.#pool.pick(session.tried) : undefined
       },
     }
-    this.#relay = keepalive.native && process.env.KA_PROXY_RELAY !== 'stream' ? nativeRelayClass() : undefined
-    this.#deadCheck = setInterval(checkPausedLegsOfBoth, PAUSED_CHECK_MS, this.#ctx).unref()
+    this.#transports = openTransports(relay, { keepalive, logger })
+    this.#deadCheck = setInterval(checkPaused, PAUSED_CHECK_MS, this.#transports).unref()
   }
 
-  /** Which transport moves the bytes: the native pump, or Node streams (no native helper). */
-  get relay(): 'native' | 'stream' {
-    return this.#relay ? 'native' : 'stream'
+  /** Which transport moves the bytes: the native pump, or Node streams. */
+  get relay(): TransportKind {
+    return this.#transports.kind
   }
 
   /** Binds and starts accepting; rejects with ListenError (in use, not permitted...). */
@@ -133,7 +136,7 @@ export class ProxyListener {
     // A second bind (rebind) hooks the new handle; the listeners of the first one go.
     this.#server.removeAllListeners('connection')
     this.#server.removeAllListeners('error')
-    onAccepted(this.#server, this.#relay !== undefined, (client) => this.#onConnection(client), (err) => this.#onAcceptError(err))
+    onAccepted(this.#server, this.#transports.takesHandles, (client) => this.#onConnection(client), (err) => this.#onAcceptError(err))
     return inherited
   }
 
@@ -185,18 +188,15 @@ export class ProxyListener {
       this.#refuse(client, 'no_healthy_target', { targets: this.#pool.targets.map((t) => t.name) })
       return
     }
+    const transports = this.#transports
     let session: Session
-    if (this.#relay) {
-      try {
-        session = new NativeSession(this.#relay, client, this.#ctx, upstream)
-      } catch (err) {
-        // Out of descriptors or memory: this client is turned away, the others go on.
-        const code = (err as NodeJS.ErrnoException).code ?? ''
-        this.#refuse(client, LOCAL_RESOURCE_ERRORS.has(code) ? 'descriptor_limit' : 'cannot_start', { error: code || String(err) })
-        return
-      }
-    } else {
-      session = new StreamSession(socketOf(client), this.#ctx, upstream)
+    try {
+      session = new Session(this.#ctx, upstream, (events) => transports.accept(client, events))
+    } catch (err) {
+      // Out of descriptors or memory: this client is turned away, the others go on.
+      const code = (err as NodeJS.ErrnoException).code ?? ''
+      this.#refuse(client, LOCAL_RESOURCE_ERRORS.has(code) ? 'descriptor_limit' : 'cannot_start', { error: code || String(err) })
+      return
     }
     this.sessions.add(session)
     this.#hooks.sessionOpened?.()
@@ -332,8 +332,6 @@ export class ProxyListener {
   }
 }
 
-/** Paused legs of both transports (the native pump keeps its own list, across listeners). */
-function checkPausedLegsOfBoth(ctx: SessionContext): void {
-  checkPausedLegs(ctx)
-  checkPausedRelays()
+function checkPaused(transports: Transports): void {
+  transports.checkPaused()
 }

@@ -1,7 +1,7 @@
 // One proxied connection: a client leg, a target leg, the bytes between them, and the
 // one place that decides how both end. "What happens when the target dies" is here; how
-// bytes move is a transport's business (session-native.ts: the native pump, the default;
-// session-stream.ts: Node streams, when the native helper is not in use).
+// bytes move is its transport's business (transport/transport.ts: the interface between the
+// two; transport/native.ts: the native pump, the default; transport/stream.ts: Node streams).
 //
 // Rules:
 // - A FIN from one side becomes a FIN to the other (half-close); the session is over when
@@ -18,13 +18,13 @@
 //   the flush (its bound, and the check for an acknowledged send queue).
 // - Exactly one log line per session, written when both sockets are closed.
 
-import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
-import type { Endpoint } from './config/endpoint.ts'
+import { formatEndpoint } from './config/endpoint.ts'
 import type { KeepaliveApplier } from './keepalive/socket-options.ts'
 import type { KeepaliveSettings } from './keepalive/settings.ts'
+import type { Leg, LegHandle, TargetEndpoint, Transport, TransportEvents } from './transport/transport.ts'
 
-export type Leg = 'client' | 'target'
+export type { Leg, LegHandle }
 
 export type CloseReason =
   | 'client_end'
@@ -75,18 +75,13 @@ export interface SessionContext {
   halfCloseTimeoutMs: number
   flushTimeoutMs: number
   logger: Logger
-  /**
-   * Stream legs not being read because their peer is slow. The kernel reports a reset or a
-   * keepalive timeout only to a reader, so the listener checks these for death.
-   */
-  pausedLegs: Set<Socket>
   onClosed(session: Session): void
   onTargetConnected: ((session: Session) => void) | undefined
   /**
    * The connect to the session's target failed (`error`: ECONNREFUSED, ENOTFOUND, ETIMEDOUT...):
    * the target to try next, or undefined to give up. `tried` holds the ones already tried.
    */
-  retarget: ((session: Session, error: string) => (Endpoint & { host: string }) | undefined) | undefined
+  retarget: ((session: Session, error: string) => TargetEndpoint | undefined) | undefined
 }
 
 export interface SessionSummary {
@@ -105,22 +100,21 @@ export interface SessionSummary {
   stack?: string
 }
 
-/** What the socket-option calls address: a Node socket or a descriptor owned by the native pump. */
-export type LegHandle = Socket | number
-
 let nextSessionId = 1
 
-export abstract class Session {
+export class Session implements TransportEvents {
   readonly id = nextSessionId++
   /** Where this session goes: chosen by the listener when the client arrived (re-pointed by a reload). */
-  upstream: Endpoint & { host: string }
+  upstream: TargetEndpoint
   readonly startedAt = performance.now()
   /** Targets whose connect failed for this session (it tries each at most once). */
-  readonly tried = new Set<Endpoint & { host: string }>()
+  readonly tried = new Set<TargetEndpoint>()
   reason: CloseReason | undefined
   reasonLeg: Leg | null = null
   error: string | undefined
-  protected readonly ctx: SessionContext
+  readonly #ctx: SessionContext
+  /** How the bytes move: asked about the legs, told how to end them. */
+  readonly #transport: Transport
   #closed: Record<Leg, boolean> = { client: false, target: true }
   #ended: Record<Leg, boolean> = { client: false, target: false }
   #closeHow: Record<Leg, LegClose | null> = { client: null, target: null }
@@ -142,44 +136,45 @@ export abstract class Session {
   #stack: string | undefined
   #targetUp = false
 
-  constructor(ctx: SessionContext, upstream: Endpoint & { host: string }) {
-    this.ctx = ctx
+  /**
+   * `open` builds the session's transport, which reports to the session (e.g. takes over an
+   * accepted client: see Transports.accept); it throws when it cannot (EMFILE...).
+   */
+  constructor(ctx: SessionContext, upstream: TargetEndpoint, open: (events: TransportEvents) => Transport) {
+    this.#ctx = ctx
     this.upstream = upstream
+    this.#transport = open(this)
   }
 
-  abstract get clientAddress(): string
-  abstract get targetAddress(): string
-  abstract get bytesToTarget(): number
-  abstract get bytesToClient(): number
-  /** The leg's socket for option calls; undefined once closed or while still connecting. */
-  abstract legHandle(leg: Leg): LegHandle | undefined
+  get clientAddress(): string {
+    return this.#transport.clientAddress
+  }
 
-  /** Starts connecting the target leg; events come back through onTargetConnect, onError... */
-  protected abstract connectTarget(): void
-  /** Abandons a failed or timed-out connect quietly (no events), to connect elsewhere. */
-  protected abstract dropTarget(): void
-  /** The target is up: bytes start to flow both ways. */
-  protected abstract beginRelay(): void
-  protected abstract isOpen(leg: Leg): boolean
-  protected abstract isConnecting(leg: Leg): boolean
-  /** A FIN to this leg was asked for (it may still wait behind queued bytes). */
-  protected abstract endRequested(leg: Leg): boolean
-  /** The FIN asked for has been handed to the kernel. */
-  protected abstract finSent(leg: Leg): boolean
+  get targetAddress(): string {
+    return this.#transport.targetAddress ?? formatEndpoint(this.upstream.host, this.upstream.port)
+  }
+
+  get bytesToTarget(): number {
+    return this.#transport.bytesToTarget
+  }
+
+  get bytesToClient(): number {
+    return this.#transport.bytesToClient
+  }
+
+  /** The leg's socket for option calls; undefined once closed or while still connecting. */
+  legHandle(leg: Leg): LegHandle | undefined {
+    return this.#transport.handle(leg)
+  }
+
   /** Bytes for this leg still held by the proxy (not yet in the kernel). */
-  abstract queuedBytes(leg: Leg): number
-  /** FIN after the queued bytes; the leg closes once its peer has ended too. */
-  protected abstract endLeg(leg: Leg): void
-  /** RST, queued bytes discarded. */
-  protected abstract resetLeg(leg: Leg): void
-  /** Plain close. */
-  protected abstract destroyLeg(leg: Leg): void
-  /** The session is over: drop what the transport registered elsewhere. */
-  protected abstract released(): void
+  queuedBytes(leg: Leg): number {
+    return this.#transport.queuedBytes(leg)
+  }
 
   /** Connects the target leg; the client leg is not read until it is up. */
   start(): void {
-    const ctx = this.ctx
+    const ctx = this.#ctx
     // Normally inherited from the listening socket: then nothing to do per connection.
     const perSocket = ctx.clientKeepalivePerSocket
     const client = perSocket === undefined ? undefined : this.legHandle('client')
@@ -192,7 +187,7 @@ export abstract class Session {
     }
     this.#closed.target = false
     this.#phaseTimer = setTimeout(sessionOnConnectTimeout, ctx.connectTimeoutMs, this)
-    this.connectTarget()
+    this.#transport.connect(this.upstream)
   }
 
   /** Ends the session from outside (shutdown): both legs get a FIN. */
@@ -207,7 +202,7 @@ export abstract class Session {
    * peers get an RST at once, data queued for them included; a frozen peer would never take it.
    */
   kill(reason: CloseReason): void {
-    const live = LEGS.filter((leg) => this.isOpen(leg))
+    const live = LEGS.filter((leg) => this.#transport.isOpen(leg))
     // Already closing for a reason of its own: that reason stands.
     if (live.length === 0) return
     this.#reasonOverride(reason, 'target')
@@ -236,12 +231,12 @@ export abstract class Session {
     this.#targetUp = true
     const target = this.legHandle('target')
     try {
-      if (target !== undefined) this.ctx.keepalive.apply(target, this.ctx.targetKeepalive)
+      if (target !== undefined) this.#ctx.keepalive.apply(target, this.#ctx.targetKeepalive)
     } catch (err) {
-      this.ctx.logger.warn({ session: this.id, err }, 'cannot set target keepalive')
+      this.#ctx.logger.warn({ session: this.id, err }, 'cannot set target keepalive')
     }
-    this.ctx.onTargetConnected?.(this)
-    this.beginRelay()
+    this.#ctx.onTargetConnected?.(this)
+    this.#transport.relay()
   }
 
   onConnectTimeout(): void {
@@ -252,11 +247,8 @@ export abstract class Session {
   }
 
   onEnd(leg: Leg): void {
-    // A reset or timeout that arrives while the reader is paused surfaces as a plain EOF;
-    // the kernel's state tells it from a FIN (CLOSE instead of CLOSE_WAIT). Once our own
-    // FIN is out, CLOSE is the normal end of the exchange instead.
-    const handle = this.endRequested(leg) ? undefined : this.legHandle(leg)
-    const dead = handle === undefined ? undefined : this.ctx.keepalive.deadReason(handle)
+    // A reset or timeout that arrives while the reader is paused surfaces as a plain EOF.
+    const dead = this.#transport.deadReason(leg)
     if (dead !== undefined) {
       this.error ??= dead === 'reset' ? 'ECONNRESET' : 'ETIMEDOUT'
       this.#abort(dead === 'reset' ? (leg === 'client' ? 'client_reset' : 'target_reset') : 'keepalive_timeout', leg)
@@ -265,7 +257,7 @@ export abstract class Session {
     this.#ended[leg] = true
     this.#setReason(leg === 'client' ? 'client_end' : 'target_end', leg)
     const peer = otherLeg(leg)
-    if (this.isOpen(peer)) this.#endLeg(peer, 'half')
+    if (this.#transport.isOpen(peer)) this.#endLeg(peer, 'half')
     // Once ending (failure, flush), the phase timer belongs to the flush.
     if (this.#flushDeadline !== undefined || this.#finished) return
     if (this.#ended.client && this.#ended.target) {
@@ -275,7 +267,7 @@ export abstract class Session {
     } else if (this.#phaseTimer === undefined) {
       this.#halfClosedBytes = this.bytesToTarget + this.bytesToClient
       this.#halfClosedIdleSince = performance.now()
-      this.#phaseTimer = setTimeout(sessionOnHalfCloseTimeout, this.ctx.halfCloseTimeoutMs / 4, this)
+      this.#phaseTimer = setTimeout(sessionOnHalfCloseTimeout, this.#ctx.halfCloseTimeoutMs / 4, this)
     }
   }
 
@@ -293,7 +285,7 @@ export abstract class Session {
       this.#halfClosedIdleSince = now
     }
     const idleMs = now - this.#halfClosedIdleSince
-    const bound = this.ctx.halfCloseTimeoutMs
+    const bound = this.#ctx.halfCloseTimeoutMs
     if (idleMs < bound) {
       this.#phaseTimer = setTimeout(sessionOnHalfCloseTimeout, Math.min(bound - idleMs, bound / 4), this)
       return
@@ -336,11 +328,11 @@ export abstract class Session {
     const expired = performance.now() >= this.#flushDeadline!
     let waiting = false
     for (const leg of LEGS) {
-      if (!this.isOpen(leg)) continue
+      if (!this.#transport.isOpen(leg)) continue
       if (expired) {
         this.#endLeg(leg, 'rst-now')
       } else if (this.#resetWhenFlushed[leg]) {
-        if (this.#unsent(leg) === 0) this.#endLeg(leg, 'rst-now')
+        if (this.#transport.unacknowledged(leg) === 0) this.#endLeg(leg, 'rst-now')
         else waiting = true
       } else {
         waiting = true // a FIN after a flush: the leg closes when both ways have ended
@@ -360,16 +352,16 @@ export abstract class Session {
    * connect timeout. The client has sent nothing through yet: its leg is not read until now.
    */
   #retry(error: string): boolean {
-    if (this.reason !== undefined || !this.isOpen('client')) return false
+    if (this.reason !== undefined || !this.#transport.isOpen('client')) return false
     this.tried.add(this.upstream)
-    const next = this.ctx.retarget?.(this, error)
+    const next = this.#ctx.retarget?.(this, error)
     if (next === undefined) return false
-    this.ctx.logger.warn({ session: this.id, target: this.targetAddress, error, next: `${next.host}:${next.port}` }, 'connect failed: trying the next target')
-    this.dropTarget()
+    this.#ctx.logger.warn({ session: this.id, target: this.targetAddress, error, next: `${next.host}:${next.port}` }, 'connect failed: trying the next target')
+    this.#transport.abandonConnect()
     this.upstream = next
     clearTimeout(this.#phaseTimer)
-    this.#phaseTimer = setTimeout(sessionOnConnectTimeout, this.ctx.connectTimeoutMs, this)
-    this.connectTarget()
+    this.#phaseTimer = setTimeout(sessionOnConnectTimeout, this.#ctx.connectTimeoutMs, this)
+    this.#transport.connect(next)
     return true
   }
 
@@ -382,66 +374,52 @@ export abstract class Session {
 
   /** The one way a leg ends: see LegEnd. */
   #endLeg(leg: Leg, how: LegEnd): void {
-    if (!this.isOpen(leg)) return
-    if (how === 'failed' || this.isConnecting(leg)) {
+    const transport = this.#transport
+    if (!transport.isOpen(leg)) return
+    if (how === 'failed' || transport.isConnecting(leg)) {
       // A target still connecting has no peer to tell; a reset would wait for the connect.
       this.#closeHow[leg] ??= how === 'failed' ? 'failed' : how === 'half' || how === 'fin' ? 'fin' : 'rst'
-      this.destroyLeg(leg)
+      transport.destroy(leg)
       return
     }
     if (how === 'half') {
       this.#closeHow[leg] ??= 'fin'
-      this.endLeg(leg)
+      transport.end(leg)
       return
     }
     if (how === 'rst-now') {
       this.#closeHow[leg] = 'rst'
-      this.resetLeg(leg)
+      transport.reset(leg)
       return
     }
-    const flushing = this.#isFlushing(leg)
-    if (!flushing) {
+    // Bytes not yet acknowledged by this peer (undefined: unknowable, then what is held here).
+    const unacknowledged = transport.unacknowledged(leg)
+    if ((unacknowledged ?? transport.queuedBytes(leg)) === 0) {
       this.#closeHow[leg] = how
-      if (how === 'rst') this.resetLeg(leg)
-      else this.destroyLeg(leg)
+      if (how === 'rst') transport.reset(leg)
+      else transport.destroy(leg)
       return
     }
     // Bytes still on their way to this peer: they go first, bounded, since the peer may not read.
-    if (how === 'rst' && this.#unsent(leg) !== undefined) {
+    if (how === 'rst' && unacknowledged !== undefined) {
       this.#closeHow[leg] = 'rst'
       this.#resetWhenFlushed[leg] = true
     } else {
       // A FIN after the data (or, where the send queue cannot be read, the only safe end for it).
       this.#closeHow[leg] = 'fin'
-      this.endLeg(leg)
+      transport.end(leg)
     }
     this.#startFlush()
   }
 
   #startFlush(): void {
     if (this.#flushDeadline === undefined) {
-      this.#flushDeadline = performance.now() + this.ctx.flushTimeoutMs
+      this.#flushDeadline = performance.now() + this.#ctx.flushTimeoutMs
     }
     clearTimeout(this.#phaseTimer)
     this.#phaseTimer = undefined
     this.onFlushTick()
   }
-
-  /** Bytes for this leg not yet acknowledged by its peer (queued here or in the kernel); undefined when unknowable. */
-  #unsent(leg: Leg): number | undefined {
-    const handle = this.legHandle(leg)
-    const inKernel = handle === undefined ? 0 : this.ctx.keepalive.sendQueueBytes(handle)
-    if (inKernel === undefined) return undefined
-    // Once our FIN is out, it occupies one byte of the send queue until acknowledged.
-    const finQueued = this.finSent(leg) ? 1 : 0
-    return this.queuedBytes(leg) + Math.max(0, inKernel - finQueued)
-  }
-
-  #isFlushing(leg: Leg): boolean {
-    if (this.isConnecting(leg)) return false
-    return (this.#unsent(leg) ?? this.queuedBytes(leg)) > 0
-  }
-
 
   #setReason(reason: CloseReason, leg: Leg | null): void {
     if (this.reason !== undefined) return
@@ -458,10 +436,10 @@ export abstract class Session {
   #finish(): void {
     if (this.#finished) return
     this.#finished = true
-    this.released()
+    this.#transport.release()
     clearTimeout(this.#phaseTimer)
     this.#phaseTimer = undefined
-    this.ctx.onClosed(this)
+    this.#ctx.onClosed(this)
   }
 
   summary(): SessionSummary {

@@ -1,13 +1,14 @@
 // Backpressure: a target that does not read must stop the proxy from reading the client, so
 // the proxy's memory stays bounded whatever the client offers. The client offers the full
 // 64 MiB, one chunk after each 'drain', as a well-behaved writer does; the writing stalls
-// when nothing more is taken. Run on both relays (the native pump and Node streams).
+// when nothing more is taken. Run on both transports (the native pump and Node streams).
 
 import t from 'tap'
 import { once } from 'node:events'
 import type { Socket } from 'node:net'
 import { connect, listen, waitFor } from './helpers/net.ts'
 import { startProxy } from './helpers/proxy.ts'
+import { TRANSPORTS } from './helpers/transports.ts'
 
 const OFFERED = 64 << 20
 const CHUNK = 64 << 10
@@ -33,16 +34,14 @@ async function offer(socket: Socket, total: number): Promise<{ written: number; 
   return { written, stalled: false }
 }
 
-for (const relay of ['native', 'stream'] as const) {
+for (const relay of TRANSPORTS) {
   t.test(`a target that does not read: the proxy stops reading the client, queue and memory bounded (${relay})`, async (t) => {
     let target: Socket | undefined
     const { server, port } = await listen((s) => {
       target = s
       s.pause()
     })
-    if (relay === 'stream') process.env.KA_PROXY_RELAY = 'stream'
-    const proxy = await startProxy({ target: `127.0.0.1:${port}` })
-    delete process.env.KA_PROXY_RELAY
+    const proxy = await startProxy({ target: `127.0.0.1:${port}`, relay })
     t.teardown(async () => {
       await proxy.stop()
       server.close()

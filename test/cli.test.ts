@@ -196,6 +196,16 @@ t.test('KA_PROXY_RELAY=stream: native socket options, bytes through Node streams
   t.equal((await echoed).toString(), 'streams')
 })
 
+t.test('KA_PROXY_RELAY: anything but native or stream, or native without the helper, is one line naming it', async (t) => {
+  // Were the variable not checked, the proxy would start and run until the 20 s timeout.
+  const bogus = runCli(['--listen', '127.0.0.1:0', '--target', '127.0.0.1:1'], { KA_PROXY_RELAY: 'pump' })
+  t.equal(bogus.status, 2)
+  t.equal(bogus.stderr, 'ka-proxy: KA_PROXY_RELAY: expected native or stream (got "pump")\n')
+  const noHelper = runCli(['--no-native', '--listen', '127.0.0.1:0', '--target', '127.0.0.1:1'], { KA_PROXY_RELAY: 'native' })
+  t.equal(noHelper.status, 2)
+  t.match(noHelper.stderr, /^ka-proxy: KA_PROXY_RELAY: native needs the native helper, which is not in use \(.*--no-native.*\)\n$/)
+})
+
 // pino-pretty's form, one line per event: "[HH:MM:ss.l] INFO: message {fields}".
 const PRETTY_LISTENING = /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: listening \{.*\}\r?$/m
 

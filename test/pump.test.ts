@@ -13,6 +13,7 @@ import { connect, endOf, listen, readAll, sleep, waitFor } from './helpers/net.t
 import { payload } from './helpers/payload.ts'
 import { fillPath } from './helpers/fill.ts'
 import { startProxy } from './helpers/proxy.ts'
+import { TRANSPORTS } from './helpers/transports.ts'
 
 const SESSIONS = 40
 
@@ -95,7 +96,7 @@ function urgentSender(connectTo?: number): ChildProcessWithoutNullStreams {
   ].join('\n')])
 }
 
-for (const relay of ['native', 'stream'] as const) {
+for (const relay of TRANSPORTS) {
   for (const from of ['client', 'target'] as const) {
     t.test(`${relay}: urgent data from the ${from}: the bytes behind the urgent mark are relayed at once, the urgent byte inline`, async (t) => {
       const received: Buffer[] = []
@@ -112,8 +113,7 @@ for (const relay of ['native', 'stream'] as const) {
         port = Number(((await once(py.stdout, 'data')) as [Buffer])[0].toString().trim())
         close = () => {}
       }
-      if (relay === 'stream') process.env.KA_PROXY_RELAY = 'stream'
-      const proxy = await startProxy({ target: `127.0.0.1:${port}` }).finally(() => delete process.env.KA_PROXY_RELAY)
+      const proxy = await startProxy({ target: `127.0.0.1:${port}`, relay })
       t.teardown(async () => {
         py?.kill()
         await proxy.stop()
@@ -211,15 +211,14 @@ t.test('an exception in a pump event handler fails that session (both peers rese
   bystander.destroy()
 })
 
-for (const relay of ['native', 'stream'] as const) {
+for (const relay of TRANSPORTS) {
   t.test(`${relay}: an orderly close is not a dead peer: a paused leg in LAST_ACK -> CLOSE stays paused`, async (t) => {
     const servers: Socket[] = []
     const target = await listen((s) => {
       s.on('error', () => {})
       servers.push(s)
     })
-    if (relay === 'stream') process.env.KA_PROXY_RELAY = 'stream'
-    const proxy = await startProxy({ target: `127.0.0.1:${target.port}` }).finally(() => delete process.env.KA_PROXY_RELAY)
+    const proxy = await startProxy({ target: `127.0.0.1:${target.port}`, relay })
     t.teardown(async () => {
       await proxy.stop()
       target.server.close()

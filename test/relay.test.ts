@@ -1,6 +1,6 @@
 // Byte-exact relay both ways, with half-close in each direction, on random chunking; run
-// with the native helper (bytes through its pump), with the helper but Node streams moving the
-// bytes (KA_PROXY_RELAY=stream), and on the setKeepAlive fallback (streams too).
+// with the native helper over each transport (its pump, Node streams), and on the setKeepAlive
+// fallback (streams too).
 
 import t from 'tap'
 import { createHash } from 'node:crypto'
@@ -8,13 +8,13 @@ import type { Socket } from 'node:net'
 import { connect, listen, readAll, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { startProxy } from './helpers/proxy.ts'
+import { TRANSPORTS } from './helpers/transports.ts'
 
 const SIZES = [1, 1000, 65_537, 1 << 20, 16 << 20]
 const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
 const VARIANTS = [
-  { name: 'native helper and pump', native: true, relay: 'native' },
-  { name: 'native helper, stream relay', native: true, relay: 'stream' },
+  ...TRANSPORTS.map((relay) => ({ name: `native helper, ${relay === 'native' ? 'its pump' : 'Node streams'}`, native: true, relay })),
   { name: 'setKeepAlive fallback', native: false, relay: 'stream' },
 ] as const
 
@@ -35,10 +35,7 @@ for (const { name, native, relay } of VARIANTS) {
         void writeChunked(s, current.toClient, { end: true })
       }
     })
-    // Read by the listener when it is built.
-    if (native && relay === 'stream') process.env.KA_PROXY_RELAY = 'stream'
-    const proxy = await startProxy({ target: `127.0.0.1:${port}`, native })
-    delete process.env.KA_PROXY_RELAY
+    const proxy = await startProxy({ target: `127.0.0.1:${port}`, native, relay })
     t.teardown(async () => {
       await proxy.stop()
       server.close()
@@ -79,19 +76,21 @@ for (const { name, native, relay } of VARIANTS) {
   })
 }
 
-t.test('bytes written just before the client closes still reach the target', async (t) => {
-  // The tcpproxy TestBufferedClose case: write, then close at once, before the target leg is up.
-  const gotByTarget: Promise<Buffer>[] = []
-  const { server, port } = await listen((s) => gotByTarget.push(readAll(s).finally(() => s.end())))
-  const proxy = await startProxy({ target: `127.0.0.1:${port}` })
-  t.teardown(async () => {
-    await proxy.stop()
-    server.close()
+for (const relay of TRANSPORTS) {
+  t.test(`bytes written just before the client closes still reach the target (${relay})`, async (t) => {
+    // The tcpproxy TestBufferedClose case: write, then close at once, before the target leg is up.
+    const gotByTarget: Promise<Buffer>[] = []
+    const { server, port } = await listen((s) => gotByTarget.push(readAll(s).finally(() => s.end())))
+    const proxy = await startProxy({ target: `127.0.0.1:${port}`, relay })
+    t.teardown(async () => {
+      await proxy.stop()
+      server.close()
+    })
+    const client = await connect(proxy.port)
+    client.end('hello, then goodbye')
+    await waitFor(() => gotByTarget.length === 1, 2000)
+    t.equal((await gotByTarget[0]!).toString(), 'hello, then goodbye')
+    const [line] = await proxy.closed()
+    t.match(line, { reason: 'client_end', bytesToTarget: 19 })
   })
-  const client = await connect(proxy.port)
-  client.end('hello, then goodbye')
-  await waitFor(() => gotByTarget.length === 1, 2000)
-  t.equal((await gotByTarget[0]!).toString(), 'hello, then goodbye')
-  const [line] = await proxy.closed()
-  t.match(line, { reason: 'client_end', bytesToTarget: 19 })
-})
+}

@@ -1,5 +1,6 @@
 // How sessions end when something goes wrong: resets cross over as resets, data being
-// flushed still arrives, unreachable targets close the client promptly, nothing leaks.
+// flushed still arrives, unreachable targets close the client promptly, nothing leaks. The
+// whole suite runs once per transport (the native pump, Node streams).
 
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
@@ -10,195 +11,191 @@ import { drain, endSeen, fillPath } from './helpers/fill.ts'
 import { payload } from './helpers/payload.ts'
 import { startProxy, type TestProxy } from './helpers/proxy.ts'
 import { relaySockets } from '../bench/lab/ss.ts'
+import { eachTransport } from './helpers/transports.ts'
 
-type Relay = 'native' | 'stream'
-
-async function proxyTo(t: Test, port: number, extra: Record<string, unknown> = {}, relay: Relay = 'native'): Promise<TestProxy> {
-  // The transport is read by the listener when it is built.
-  if (relay === 'stream') process.env.KA_PROXY_RELAY = 'stream'
-  const proxy = await startProxy({ target: `127.0.0.1:${port}`, ...extra }).finally(() => delete process.env.KA_PROXY_RELAY)
-  t.teardown(() => proxy.stop())
-  t.equal(proxy.listener.relay, relay, `bytes move through ${relay === 'native' ? 'the native pump' : 'Node streams'}`)
-  return proxy
-}
-
-t.test('target reset: the client is told with an RST, and the log says target_reset', async (t) => {
-  const target = await manualTarget(t)
-  const proxy = await proxyTo(t, target.port)
-  const client = await connect(proxy.port)
-  const server = await target.next()
-  // Once a byte has crossed, the target leg is up: the reset is not a failed connect.
-  client.write('x')
-  await once(server, 'data')
-  const clientEnd = endOf(client)
-  server.resetAndDestroy()
-  t.equal(await clientEnd, 'ECONNRESET', 'client sees a reset, not a normal end')
-  const [line] = await proxy.closed()
-  t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst', targetClose: 'failed', error: 'ECONNRESET' })
-  t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
-})
-
-t.test('client reset: the target is told with an RST, and the log says client_reset', async (t) => {
-  const target = await manualTarget(t)
-  const proxy = await proxyTo(t, target.port)
-  const client = await connect(proxy.port)
-  const server = await target.next()
-  const serverEnd = endOf(server)
-  client.write('x')
-  await waitFor(() => proxy.listener.sessions.values().next().value?.bytesToTarget === 1, 2000)
-  client.resetAndDestroy()
-  t.equal(await serverEnd, 'ECONNRESET')
-  const [line] = await proxy.closed()
-  t.match(line, { reason: 'client_reset', leg: 'client', targetClose: 'rst', clientClose: 'failed' })
-  t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
-})
-
-t.test('target resets while data is still being flushed to a slow client: flush, then RST', async (t) => {
-  const target = await manualTarget(t)
-  const proxy = await proxyTo(t, target.port)
-  const client = await connect(proxy.port)
-  client.pause()
-  const server = await target.next()
-  const data = payload(8 << 20)
-  server.write(data)
-  await sleep(300)
-  // The target's kernel drops what it has not sent yet; what the proxy took must all arrive.
-  server.resetAndDestroy()
-  // The proxy's target leg is paused by backpressure: the reset must be found all the same,
-  // within the paused-leg check period, while the client still has not read.
-  t.ok(await waitFor(() => proxy.listener.sessions.values().next().value?.reason === 'target_reset', 3000), 'reset found on a paused leg')
-  let received = 0
-  let intact = true
-  client.on('data', (c: Buffer) => {
-    intact &&= c.equals(data.subarray(received, received + c.length))
-    received += c.length
-  })
-  const clientEnd = endSeen(client, proxy.keepalive)
-  const [line] = await proxy.closed()
-  t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst' })
-  t.equal(await clientEnd, 'ECONNRESET', 'the client leg ends with an RST after the data: the failure is not hidden')
-  t.equal(received, line!.bytesToClient, 'every byte the proxy read from the target reaches the client')
-  t.ok(received > 0 && intact, 'in order and exact')
-})
-
-t.test('target refused: the client is closed at once with an RST', async (t) => {
-  const { server, port } = await listen(() => {})
-  server.close()
-  await once(server, 'close')
-  const proxy = await proxyTo(t, port)
-  const started = Date.now()
-  const client = await connect(proxy.port)
-  t.equal(await endOf(client), 'ECONNRESET')
-  t.ok(Date.now() - started < 1000, `closed within 1 s (${Date.now() - started} ms)`)
-  const [line] = await proxy.closed()
-  t.match(line, { reason: 'connect_failed', leg: 'target', error: 'ECONNREFUSED', clientClose: 'rst' })
-})
-
-t.test('unresolvable target name: connect_failed, client closed', async (t) => {
-  const bad = await startProxy({ target: 'no-such-host.invalid:5432' })
-  t.teardown(() => bad.stop())
-  const client = await connect(bad.port)
-  t.equal(await endOf(client), 'ECONNRESET')
-  const [line] = await bad.closed()
-  t.match(line, { reason: 'connect_failed', error: /ENOTFOUND|EAI_AGAIN/ })
-})
-
-t.test('connect timeout bounds a target that never answers', async (t) => {
-  // A listener whose accept queue is full drops further SYNs: a silent target on loopback.
-  const py = spawn('python3', ['-c', [
-    'import socket, sys, time',
-    's = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)',
-    'print(s.getsockname()[1], flush=True)',
-    'time.sleep(60)',
-  ].join('\n')])
-  t.teardown(() => py.kill())
-  const [portText] = (await once(py.stdout, 'data')) as [Buffer]
-  const port = Number(portText.toString().trim())
-  // Fill the accept queue.
-  const fillers: Socket[] = []
-  for (let i = 0; i < 4; i++) {
-    const s = (await import('node:net')).connect(port, '127.0.0.1')
-    s.on('error', () => {})
-    fillers.push(s)
+eachTransport((t, relay) => {
+  async function proxyTo(t: Test, target: number | string, extra: Record<string, unknown> = {}): Promise<TestProxy> {
+    const proxy = await startProxy({ target: typeof target === 'number' ? `127.0.0.1:${target}` : target, relay, ...extra })
+    t.teardown(() => proxy.stop())
+    t.equal(proxy.listener.relay, relay, `bytes move through ${relay === 'native' ? 'the native pump' : 'Node streams'}`)
+    return proxy
   }
-  t.teardown(() => fillers.forEach((s) => s.destroy()))
-  await sleep(200)
-  const proxy = await proxyTo(t, port, { connectTimeout: 0.5 })
-  const started = Date.now()
-  const client = await connect(proxy.port)
-  t.equal(await endOf(client), 'ECONNRESET')
-  const elapsed = Date.now() - started
-  t.ok(elapsed >= 450 && elapsed < 1500, `closed after the 0.5 s connect timeout (${elapsed} ms)`)
-  const [line] = await proxy.closed()
-  t.match(line, { reason: 'connect_timeout', leg: 'target' })
-})
 
-t.test('a half-closed session does not live forever', async (t) => {
-  const target = await manualTarget(t)
-  const proxy = await proxyTo(t, target.port, { halfCloseTimeout: 0.5 })
-  const client = await connect(proxy.port)
-  const server = await target.next()
-  const serverEnd = endOf(server)
-  client.end('bye')
-  t.equal(await serverEnd, 'end', 'the client FIN reaches the target')
-  // The target keeps its direction open and silent; the bound ends the session.
-  const clientEnd = endOf(client)
-  const [line] = await proxy.closed()
-  t.match(line, { reason: 'half_close_timeout', bytesToTarget: 3, clientClose: 'rst', targetClose: 'rst' })
-  t.ok((line!.durationMs as number) >= 450 && (line!.durationMs as number) < 2000, `after about 0.5 s (${line!.durationMs} ms)`)
-  t.equal(await clientEnd, 'ECONNRESET', 'the client learns the session was cut, not finished')
-  t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
-})
+  t.test('target reset: the client is told with an RST, and the log says target_reset', async (t) => {
+    const target = await manualTarget(t)
+    const proxy = await proxyTo(t, target.port)
+    const client = await connect(proxy.port)
+    const server = await target.next()
+    // Once a byte has crossed, the target leg is up: the reset is not a failed connect.
+    client.write('x')
+    await once(server, 'data')
+    const clientEnd = endOf(client)
+    server.resetAndDestroy()
+    t.equal(await clientEnd, 'ECONNRESET', 'client sees a reset, not a normal end')
+    const [line] = await proxy.closed()
+    t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst', targetClose: 'failed', error: 'ECONNRESET' })
+    t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
+  })
 
-t.test('one session failing leaves the others alone', async (t) => {
-  const target = await manualTarget(t)
-  const proxy = await proxyTo(t, target.port)
-  const a = await connect(proxy.port)
-  const serverA = await target.next()
-  const b = await connect(proxy.port)
-  const serverB = await target.next()
-  const aEnd = endOf(a)
-  serverA.resetAndDestroy()
-  t.equal(await aEnd, 'ECONNRESET')
-  await proxy.closed()
-  const echoed = once(b, 'data')
-  serverB.on('data', (c: Buffer) => serverB.write(c))
-  b.write('still here')
-  t.equal(((await echoed) as [Buffer])[0].toString(), 'still here', 'the other session still relays')
-  t.equal(proxy.listener.sessions.size, 1)
-  b.end()
-  serverB.end()
-  const [line] = await proxy.closed()
-  t.equal(line!.reason, 'client_end')
-})
+  t.test('client reset: the target is told with an RST, and the log says client_reset', async (t) => {
+    const target = await manualTarget(t)
+    const proxy = await proxyTo(t, target.port)
+    const client = await connect(proxy.port)
+    const server = await target.next()
+    const serverEnd = endOf(server)
+    client.write('x')
+    await waitFor(() => proxy.listener.sessions.values().next().value?.bytesToTarget === 1, 2000)
+    client.resetAndDestroy()
+    t.equal(await serverEnd, 'ECONNRESET')
+    const [line] = await proxy.closed()
+    t.match(line, { reason: 'client_reset', leg: 'client', targetClose: 'rst', clientClose: 'failed' })
+    t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
+  })
 
-t.test('stop: sessions get a grace period, then a FIN with reason shutdown', async (t) => {
-  const target = await manualTarget(t)
-  const proxy = await startProxy({ target: `127.0.0.1:${target.port}` })
-  const client = await connect(proxy.port)
-  const server = await target.next()
-  const clientEnd = endOf(client)
-  const serverEnd = endOf(server)
-  const started = Date.now()
-  await proxy.listener.stop(300)
-  t.ok(Date.now() - started >= 280, 'waited for the grace period')
-  t.equal(await clientEnd, 'end')
-  t.equal(await serverEnd, 'end')
-  const [line] = await proxy.closed()
-  t.match(line, { reason: 'shutdown', clientClose: 'fin', targetClose: 'fin' })
-  t.equal(proxy.listener.state, 'closed')
-  await t.rejects(connect(proxy.port), { code: 'ECONNREFUSED' }, 'no longer accepting')
-})
+  t.test('target resets while data is still being flushed to a slow client: flush, then RST', async (t) => {
+    const target = await manualTarget(t)
+    const proxy = await proxyTo(t, target.port)
+    const client = await connect(proxy.port)
+    client.pause()
+    const server = await target.next()
+    const data = payload(8 << 20)
+    server.write(data)
+    await sleep(300)
+    // The target's kernel drops what it has not sent yet; what the proxy took must all arrive.
+    server.resetAndDestroy()
+    // The proxy's target leg is paused by backpressure: the reset must be found all the same,
+    // within the paused-leg check period, while the client still has not read.
+    t.ok(await waitFor(() => proxy.listener.sessions.values().next().value?.reason === 'target_reset', 3000), 'reset found on a paused leg')
+    let received = 0
+    let intact = true
+    client.on('data', (c: Buffer) => {
+      intact &&= c.equals(data.subarray(received, received + c.length))
+      received += c.length
+    })
+    const clientEnd = endSeen(client, proxy.keepalive)
+    const [line] = await proxy.closed()
+    t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst' })
+    t.equal(await clientEnd, 'ECONNRESET', 'the client leg ends with an RST after the data: the failure is not hidden')
+    t.equal(received, line!.bytesToClient, 'every byte the proxy read from the target reaches the client')
+    t.ok(received > 0 && intact, 'in order and exact')
+  })
 
-// A peer resets while the leg from it is paused by backpressure (its bytes acknowledged, waiting
-// in the proxy's receive queue). A direct connection would show the survivor every acknowledged
-// byte, then the reset; so must the proxy, on either transport and in either direction.
-for (const relay of ['native', 'stream'] as const) {
+  t.test('target refused: the client is closed at once with an RST', async (t) => {
+    const { server, port } = await listen(() => {})
+    server.close()
+    await once(server, 'close')
+    const proxy = await proxyTo(t, port)
+    const started = Date.now()
+    const client = await connect(proxy.port)
+    t.equal(await endOf(client), 'ECONNRESET')
+    t.ok(Date.now() - started < 1000, `closed within 1 s (${Date.now() - started} ms)`)
+    const [line] = await proxy.closed()
+    t.match(line, { reason: 'connect_failed', leg: 'target', error: 'ECONNREFUSED', clientClose: 'rst' })
+  })
+
+  t.test('unresolvable target name: connect_failed, client closed', async (t) => {
+    const bad = await proxyTo(t, 'no-such-host.invalid:5432')
+    const client = await connect(bad.port)
+    t.equal(await endOf(client), 'ECONNRESET')
+    const [line] = await bad.closed()
+    t.match(line, { reason: 'connect_failed', error: /ENOTFOUND|EAI_AGAIN/ })
+  })
+
+  t.test('connect timeout bounds a target that never answers', async (t) => {
+    // A listener whose accept queue is full drops further SYNs: a silent target on loopback.
+    const py = spawn('python3', ['-c', [
+      'import socket, sys, time',
+      's = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)',
+      'print(s.getsockname()[1], flush=True)',
+      'time.sleep(60)',
+    ].join('\n')])
+    t.teardown(() => py.kill())
+    const [portText] = (await once(py.stdout, 'data')) as [Buffer]
+    const port = Number(portText.toString().trim())
+    // Fill the accept queue.
+    const fillers: Socket[] = []
+    for (let i = 0; i < 4; i++) {
+      const s = (await import('node:net')).connect(port, '127.0.0.1')
+      s.on('error', () => {})
+      fillers.push(s)
+    }
+    t.teardown(() => fillers.forEach((s) => s.destroy()))
+    await sleep(200)
+    const proxy = await proxyTo(t, port, { connectTimeout: 0.5 })
+    const started = Date.now()
+    const client = await connect(proxy.port)
+    t.equal(await endOf(client), 'ECONNRESET')
+    const elapsed = Date.now() - started
+    t.ok(elapsed >= 450 && elapsed < 1500, `closed after the 0.5 s connect timeout (${elapsed} ms)`)
+    const [line] = await proxy.closed()
+    t.match(line, { reason: 'connect_timeout', leg: 'target' })
+  })
+
+  t.test('a half-closed session does not live forever', async (t) => {
+    const target = await manualTarget(t)
+    const proxy = await proxyTo(t, target.port, { halfCloseTimeout: 0.5 })
+    const client = await connect(proxy.port)
+    const server = await target.next()
+    const serverEnd = endOf(server)
+    client.end('bye')
+    t.equal(await serverEnd, 'end', 'the client FIN reaches the target')
+    // The target keeps its direction open and silent; the bound ends the session.
+    const clientEnd = endOf(client)
+    const [line] = await proxy.closed()
+    t.match(line, { reason: 'half_close_timeout', bytesToTarget: 3, clientClose: 'rst', targetClose: 'rst' })
+    t.ok((line!.durationMs as number) >= 450 && (line!.durationMs as number) < 2000, `after about 0.5 s (${line!.durationMs} ms)`)
+    t.equal(await clientEnd, 'ECONNRESET', 'the client learns the session was cut, not finished')
+    t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
+  })
+
+  t.test('one session failing leaves the others alone', async (t) => {
+    const target = await manualTarget(t)
+    const proxy = await proxyTo(t, target.port)
+    const a = await connect(proxy.port)
+    const serverA = await target.next()
+    const b = await connect(proxy.port)
+    const serverB = await target.next()
+    const aEnd = endOf(a)
+    serverA.resetAndDestroy()
+    t.equal(await aEnd, 'ECONNRESET')
+    await proxy.closed()
+    const echoed = once(b, 'data')
+    serverB.on('data', (c: Buffer) => serverB.write(c))
+    b.write('still here')
+    t.equal(((await echoed) as [Buffer])[0].toString(), 'still here', 'the other session still relays')
+    t.equal(proxy.listener.sessions.size, 1)
+    b.end()
+    serverB.end()
+    const [line] = await proxy.closed()
+    t.equal(line!.reason, 'client_end')
+  })
+
+  t.test('stop: sessions get a grace period, then a FIN with reason shutdown', async (t) => {
+    const target = await manualTarget(t)
+    const proxy = await proxyTo(t, target.port)
+    const client = await connect(proxy.port)
+    const server = await target.next()
+    const clientEnd = endOf(client)
+    const serverEnd = endOf(server)
+    const started = Date.now()
+    await proxy.listener.stop(300)
+    t.ok(Date.now() - started >= 280, 'waited for the grace period')
+    t.equal(await clientEnd, 'end')
+    t.equal(await serverEnd, 'end')
+    const [line] = await proxy.closed()
+    t.match(line, { reason: 'shutdown', clientClose: 'fin', targetClose: 'fin' })
+    t.equal(proxy.listener.state, 'closed')
+    await t.rejects(connect(proxy.port), { code: 'ECONNREFUSED' }, 'no longer accepting')
+  })
+
+  // A peer resets while the leg from it is paused by backpressure (its bytes acknowledged, waiting
+  // in the proxy's receive queue). A direct connection would show the survivor every acknowledged
+  // byte, then the reset; so must the proxy, in either direction.
   for (const dying of ['target', 'client'] as const) {
     const survivor = dying === 'target' ? 'client' : 'target'
-    t.test(`${relay}: the ${dying} resets while its leg is paused: every acknowledged byte reaches the ${survivor}, then an RST`, async (t) => {
+    t.test(`the ${dying} resets while its leg is paused: every acknowledged byte reaches the ${survivor}, then an RST`, async (t) => {
       const target = await manualTarget(t)
-      const proxy = await proxyTo(t, target.port, {}, relay)
+      const proxy = await proxyTo(t, target.port)
       const client = await connect(proxy.port)
       const server = await target.next()
       const peers = { client, target: server }
@@ -223,23 +220,23 @@ for (const relay of ['native', 'stream'] as const) {
       t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
     })
   }
-}
 
-t.test('a survivor that never reads is reset after --flush-timeout, and the log says rst', async (t) => {
-  const target = await manualTarget(t)
-  const proxy = await proxyTo(t, target.port, { flushTimeout: 0.4 })
-  const client = await connect(proxy.port)
-  client.pause()
-  const server = await target.next()
-  server.write(payload(8 << 20))
-  await sleep(300)
-  const resetAt = performance.now()
-  server.resetAndDestroy()
-  const [line] = await proxy.closed()
-  const afterReset = performance.now() - resetAt
-  t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst', targetClose: 'failed' })
-  // Found at once (EPOLLERR) or by the one-second paused-leg check, then 0.4 s of flushing.
-  t.ok(afterReset >= 380 && afterReset < 2000, `closed about 0.4 s after the reset was found (${afterReset.toFixed(0)} ms after it)`)
-  t.equal(await endSeen(client, proxy.keepalive), 'ECONNRESET', 'the client is told the session was cut')
-  t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
+  t.test('a survivor that never reads is reset after --flush-timeout, and the log says rst', async (t) => {
+    const target = await manualTarget(t)
+    const proxy = await proxyTo(t, target.port, { flushTimeout: 0.4 })
+    const client = await connect(proxy.port)
+    client.pause()
+    const server = await target.next()
+    server.write(payload(8 << 20))
+    await sleep(300)
+    const resetAt = performance.now()
+    server.resetAndDestroy()
+    const [line] = await proxy.closed()
+    const afterReset = performance.now() - resetAt
+    t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst', targetClose: 'failed' })
+    // Found at once (EPOLLERR) or by the one-second paused-leg check, then 0.4 s of flushing.
+    t.ok(afterReset >= 380 && afterReset < 2000, `closed about 0.4 s after the reset was found (${afterReset.toFixed(0)} ms after it)`)
+    t.equal(await endSeen(client, proxy.keepalive), 'ECONNRESET', 'the client is told the session was cut')
+    t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
+  })
 })

@@ -7,6 +7,7 @@ import { resolveOptions, type RawOptions } from '../../src/config/options.ts'
 import { KeepaliveApplier } from '../../src/keepalive/socket-options.ts'
 import { ProxyListener } from '../../src/listener.ts'
 import type { SessionSummary } from '../../src/session.ts'
+import type { TransportKind } from '../../src/transport/transport.ts'
 
 export interface LogLine {
   msg: string
@@ -24,7 +25,11 @@ export interface TestProxy {
   stop(): Promise<void>
 }
 
-export async function startProxy(raw: Omit<RawOptions, 'listen'> & { target: string }): Promise<TestProxy> {
+/**
+ * `relay`: the transport that moves the bytes (by default the native pump when the native
+ * helper is in use, as in the proxy itself).
+ */
+export async function startProxy({ relay, ...raw }: Omit<RawOptions, 'listen'> & { target: string; relay?: TransportKind }): Promise<TestProxy> {
   const options = resolveOptions({ listen: '127.0.0.1:0', ...raw })
   const logs: LogLine[] = []
   let taken = 0
@@ -42,7 +47,7 @@ export async function startProxy(raw: Omit<RawOptions, 'listen'> & { target: str
   })
   const logger = pino({ level: 'debug' }, sink)
   const keepalive = new KeepaliveApplier({ native: options.native })
-  const listener = new ProxyListener(options, keepalive, logger)
+  const listener = new ProxyListener(options, keepalive, logger, {}, relay)
   const info = await listener.start()
   const closedLines = (): LogLine[] => logs.filter((l) => l.msg === 'session closed')
   return {

@@ -1,7 +1,7 @@
-// The session transport over the native pump (native/ka_relay.c): bytes move between the two
+// The transport over the native pump (native/ka_relay.c): bytes move between the two
 // descriptors inside the event loop with no JavaScript per chunk; this file turns the pump's
 // few events (connected, end of stream, error, closed) into the session's and carries out its
-// decisions. The policy of how a session ends is in session.ts.
+// orders. The policy of how a session ends is in session.ts.
 //
 // The accepted client socket is handed over at once: the pump takes a duplicate of its
 // descriptor and Node's socket is closed (which closes only Node's copy, no FIN). The target
@@ -10,12 +10,20 @@
 
 import dns from 'node:dns'
 import net from 'node:net'
-import type { Endpoint } from './config/endpoint.ts'
-import { formatEndpoint } from './config/endpoint.ts'
-import { errnoName } from './errors.ts'
-import { closeAccepted, fdOfAccepted, peerOf, type Accepted } from './accept.ts'
-import { loadNative, type NativeRelay, type NativeRelayClass } from './native.ts'
-import { Session, type Leg, type SessionContext } from './session.ts'
+import { formatEndpoint } from '../config/endpoint.ts'
+import { errnoName } from '../errors.ts'
+import { closeAccepted, fdOfAccepted, peerOf, type Accepted } from '../accept.ts'
+import { loadNative, type NativeRelay, type NativeRelayClass } from '../native.ts'
+import {
+  socketDeadReason,
+  socketUnacknowledged,
+  type Leg,
+  type TargetEndpoint,
+  type Transport,
+  type TransportDeps,
+  type TransportEvents,
+  type Transports,
+} from './transport.ts'
 
 const EV_CONNECT = 1
 const EV_EOF = 2
@@ -31,16 +39,38 @@ export function nativeRelayClass(): NativeRelayClass | undefined {
   return load.ok && typeof load.binding.Relay === 'function' ? load.binding.Relay : undefined
 }
 
-/** Legs the pump stopped reading because their peer is slow: see ka_pump_check_paused in native/ka_pump.c. */
-export function checkPausedRelays(): void {
-  const load = loadNative()
-  if (load.ok) load.binding.relayCheckPaused()
+/** Sessions of a listener over the native pump. */
+export class NativeTransports implements Transports {
+  readonly kind = 'native'
+  readonly takesHandles = true
+  readonly #Relay: NativeRelayClass
+  readonly #deps: TransportDeps
+
+  constructor(deps: TransportDeps) {
+    const Relay = nativeRelayClass()
+    if (Relay === undefined) throw new Error('the native pump is not available (native helper not in use)')
+    this.#Relay = Relay
+    this.#deps = deps
+  }
+
+  accept(client: Accepted, events: TransportEvents): Transport {
+    return new NativeTransport(this.#Relay, client, events, this.#deps)
+  }
+
+  /** The pump keeps its own list of paused legs, across listeners: see ka_pump_check_paused in native/ka_pump.c. */
+  checkPaused(): void {
+    const load = loadNative()
+    if (load.ok) load.binding.relayCheckPaused()
+  }
 }
 
-export class NativeSession extends Session {
+export class NativeTransport implements Transport {
   readonly #relay: NativeRelay
-  readonly #clientAddress: string
-  #targetAddress: string | undefined
+  readonly #events: TransportEvents
+  readonly #deps: TransportDeps
+  readonly clientAddress: string
+  targetAddress: string | undefined
+  #port = 0
   #open: [boolean, boolean] = [true, false]
   #connecting = false
   /** Addresses of the target's name not tried yet. */
@@ -50,20 +80,13 @@ export class NativeSession extends Session {
    * Takes over the accepted client. Throws (EMFILE...) when the pump cannot take its
    * descriptor; the client is then still the caller's.
    */
-  constructor(Relay: NativeRelayClass, client: Accepted, ctx: SessionContext, upstream: Endpoint & { host: string }) {
-    super(ctx, upstream)
+  constructor(Relay: NativeRelayClass, client: Accepted, events: TransportEvents, deps: TransportDeps) {
     this.#relay = new Relay(fdOfAccepted(client), this, relayOnEvent)
+    this.#events = events
+    this.#deps = deps
     // Read once, while Node's copy is open: the summary names the client after both legs closed.
-    this.#clientAddress = peerOf(client)
+    this.clientAddress = peerOf(client)
     closeAccepted(client)
-  }
-
-  get clientAddress(): string {
-    return this.#clientAddress
-  }
-
-  get targetAddress(): string {
-    return this.#targetAddress ?? formatEndpoint(this.upstream.host, this.upstream.port)
   }
 
   get bytesToTarget(): number {
@@ -74,17 +97,40 @@ export class NativeSession extends Session {
     return this.#relay.bytes(1)
   }
 
-  legHandle(leg: Leg): number | undefined {
+  handle(leg: Leg): number | undefined {
     const i = LEG_INDEX[leg]
     if (!this.#open[i] || (i === 1 && this.#connecting)) return undefined
     const fd = this.#relay.fd(i)
     return fd >= 0 ? fd : undefined
   }
 
-  protected connectTarget(): void {
+  isOpen(leg: Leg): boolean {
+    return this.#open[LEG_INDEX[leg]]
+  }
+
+  isConnecting(leg: Leg): boolean {
+    return leg === 'target' && this.#connecting
+  }
+
+  queuedBytes(leg: Leg): number {
+    return this.#relay.state(LEG_INDEX[leg])[0]
+  }
+
+  unacknowledged(leg: Leg): number | undefined {
+    const [queued, , finSent] = this.#relay.state(LEG_INDEX[leg])
+    return socketUnacknowledged(this.#deps.keepalive, this.handle(leg), queued, finSent)
+  }
+
+  deadReason(leg: Leg): 'reset' | 'timeout' | undefined {
+    return socketDeadReason(this.#deps.keepalive, this.handle(leg), this.#relay.state(LEG_INDEX[leg])[1])
+  }
+
+  connect(target: TargetEndpoint): void {
     this.#open[1] = true
     this.#connecting = true
-    const { host } = this.upstream
+    const { host, port } = target
+    this.#port = port
+    this.targetAddress = undefined
     const family = net.isIP(host)
     if (family !== 0) {
       this.#connectTo({ address: host, family })
@@ -95,7 +141,7 @@ export class NativeSession extends Session {
     dns.lookup(host, { all: true }, (err, addresses) => {
       if (!this.#open[1]) return // given up meanwhile (connect timeout, kill, shutdown)
       if (err || addresses.length === 0) {
-        this.onError('target', err?.code ?? err?.message ?? 'ENOTFOUND')
+        this.#events.onError('target', err?.code ?? err?.message ?? 'ENOTFOUND')
         return
       }
       this.#untried = addresses.slice(1)
@@ -103,15 +149,15 @@ export class NativeSession extends Session {
     })
   }
 
-  protected dropTarget(): void {
+  abandonConnect(): void {
     this.#untried = []
     this.#connecting = false
     this.#relay.destroy(1)
   }
 
   #connectTo({ address, family }: dns.LookupAddress): void {
-    this.#targetAddress = formatEndpoint(address, this.upstream.port)
-    const failed = this.#relay.connect(address, this.upstream.port, family)
+    this.targetAddress = formatEndpoint(address, this.#port)
+    const failed = this.#relay.connect(address, this.#port, family)
     // Reported like an asynchronous failure, after the caller is done.
     if (failed !== null) queueMicrotask(() => this.#open[1] && this.#onConnectError(failed))
   }
@@ -121,15 +167,15 @@ export class NativeSession extends Session {
     const next = this.#untried.shift()
     if (next === undefined) {
       this.#connecting = false
-      this.onError('target', code)
+      this.#events.onError('target', code)
       return
     }
-    this.ctx.logger.debug({ session: this.id, target: this.targetAddress, error: code }, 'target address failed, trying the next')
+    this.#deps.logger.debug({ session: this.#events.id, target: this.targetAddress, error: code }, 'target address failed, trying the next')
     this.#relay.destroy(1)
     this.#connectTo(next)
   }
 
-  protected beginRelay(): void {
+  relay(): void {
     this.#relay.start()
   }
 
@@ -138,69 +184,54 @@ export class NativeSession extends Session {
     switch (kind) {
       case EV_CONNECT:
         this.#connecting = false
-        this.onTargetConnect()
+        this.#events.onTargetConnect()
         break
       case EV_EOF:
-        this.onEnd(leg)
+        this.#events.onEnd(leg)
         break
       case EV_ERROR:
         if (index === 1 && this.#connecting) this.#onConnectError(errnoName(errno))
-        else this.onError(leg, errnoName(errno))
+        else this.#events.onError(leg, errnoName(errno))
         break
       case EV_CLOSE:
         if (this.#open[index]) {
           this.#open[index] = false
-          this.onClose(leg)
+          this.#events.onClose(leg)
         }
         break
     }
   }
 
-  protected isOpen(leg: Leg): boolean {
-    return this.#open[LEG_INDEX[leg]]
+  /** A handler threw: the session fails (never throws). */
+  onRelayFailure(err: unknown): void {
+    this.#events.fail(err)
   }
 
-  protected isConnecting(leg: Leg): boolean {
-    return leg === 'target' && this.#connecting
-  }
-
-  protected endRequested(leg: Leg): boolean {
-    return this.#relay.state(LEG_INDEX[leg])[1]
-  }
-
-  protected finSent(leg: Leg): boolean {
-    return this.#relay.state(LEG_INDEX[leg])[2]
-  }
-
-  queuedBytes(leg: Leg): number {
-    return this.#relay.state(LEG_INDEX[leg])[0]
-  }
-
-  protected endLeg(leg: Leg): void {
+  end(leg: Leg): void {
     const i = LEG_INDEX[leg]
     if (this.#relay.end(i)) this.#closed(i)
   }
 
-  protected resetLeg(leg: Leg): void {
+  reset(leg: Leg): void {
     const i = LEG_INDEX[leg]
     this.#relay.reset(i)
     this.#closed(i)
   }
 
-  protected destroyLeg(leg: Leg): void {
+  destroy(leg: Leg): void {
     const i = LEG_INDEX[leg]
     this.#relay.destroy(i)
     this.#closed(i)
   }
 
-  protected released(): void {}
+  release(): void {}
 
   /** Closed at the session's request: reported on a later tick, as Node reports 'close'. */
   #closed(i: 0 | 1): void {
     if (!this.#open[i]) return
     this.#open[i] = false
     if (i === 1) this.#connecting = false
-    queueMicrotask(() => this.onClose(INDEX_LEG[i]!))
+    queueMicrotask(() => this.#events.onClose(INDEX_LEG[i]!))
   }
 }
 
@@ -209,10 +240,10 @@ export class NativeSession extends Session {
  * both peers are reset and the log line says so; the pump fails the relay itself should even
  * that throw.
  */
-function relayOnEvent(this: NativeSession, kind: number, leg: 0 | 1, errno: number): void {
+function relayOnEvent(this: NativeTransport, kind: number, leg: 0 | 1, errno: number): void {
   try {
     this.onRelayEvent(kind, leg, errno)
   } catch (err) {
-    this.fail(err)
+    this.onRelayFailure(err)
   }
 }

@@ -1,0 +1,178 @@
+// The seam between a session's policy (session.ts: how legs end, timers, the log line) and
+// the transport that moves its bytes. A session holds one Transport and asks it questions
+// about its two legs (open? connecting? bytes held? acknowledged?) and gives it orders (connect,
+// relay, FIN, RST, close); the transport answers to the session through TransportEvents
+// (connected, end of stream, error, closed). Nothing about the policy lives in a transport,
+// and nothing about sockets, descriptors or buffers lives in the session.
+//
+// Transports (one module each, chosen in registry.ts):
+// - native.ts: the native pump (native/ka_relay.c) moves bytes between two descriptors with no
+//   JavaScript per chunk; the default when the native helper is in use.
+// - stream.ts: Node streams; used without the native helper, or when asked for
+//   (KA_PROXY_RELAY=stream).
+//
+// The seam is made for the transports to come:
+// - An upgrade hand-over (a new process adopting live sessions) is a transport built from
+//   descriptors that are already connected, plus the state the old process exported with
+//   `TransportState`: the bytes it still held for each leg, which FINs were asked for, sent and
+//   received, the byte counts, the addresses. Such a transport starts with its target open
+//   (`isConnecting('target')` false), so the session never connects, and it reports what it
+//   still owes through the same `queuedBytes`/`unacknowledged` the flush already reads.
+// - A paired link (the target leg is a channel of a multiplexed, resumable TLS link) has no
+//   kernel socket for that leg: `handle('target')` is undefined (no socket options to set), and
+//   `unacknowledged`/`deadReason` answer from the link's own acknowledgements and liveness
+//   instead of the kernel's send queue and TCP state. The session's policy is the same.
+// A transport therefore answers every question per leg and in its own terms; the session never
+// reaches past it to a socket except through `handle`, for socket options (keepalive).
+
+import type { Endpoint } from '../config/endpoint.ts'
+import type { Socket } from 'node:net'
+import type { KeepaliveApplier } from '../keepalive/socket-options.ts'
+import type { Logger } from 'pino'
+import type { Accepted } from '../accept.ts'
+
+export type Leg = 'client' | 'target'
+
+/** Which transport moves the bytes of a listener's sessions. */
+export type TransportKind = 'native' | 'stream'
+
+/** What the socket-option calls address: a Node socket or a descriptor owned by the native pump. */
+export type LegHandle = Socket | number
+
+/** Where a session's target leg connects to. */
+export type TargetEndpoint = Endpoint & { host: string }
+
+/**
+ * What a transport tells its session. Every call comes from an event of the transport (never
+ * from inside one of the session's own calls to it, so the session is never re-entered), and a
+ * leg's `onClose` comes exactly once, after any other event of that leg.
+ */
+export interface TransportEvents {
+  /** The session's id, for the transport's own log lines. */
+  readonly id: number
+  /** The target leg is connected (after `connect`). */
+  onTargetConnect(): void
+  /** The leg's peer sent its FIN (or what looks like one: see `deadReason`). */
+  onEnd(leg: Leg): void
+  /** `code` is the errno name (ECONNRESET...), or a message when there is none. */
+  onError(leg: Leg, code: string): void
+  /** The leg is closed, whoever closed it. */
+  onClose(leg: Leg): void
+  /** A handler threw (a bug): the session ends at once. Never throws. */
+  fail(err: unknown): void
+}
+
+/**
+ * One session's two legs, as its transport holds them. Questions are cheap (no system call
+ * unless said); orders are idempotent on a leg that is already closed.
+ */
+export interface Transport {
+  /** The client's address, as host:port, read when the transport took the client over. */
+  readonly clientAddress: string
+  /** The target address connected to or being tried, as host:port; undefined before the first try. */
+  readonly targetAddress: string | undefined
+  /** Bytes read from the client (relayed or still held for the target). */
+  readonly bytesToTarget: number
+  /** Bytes read from the target (relayed or still held for the client). */
+  readonly bytesToClient: number
+
+  /** The leg's socket for option calls; undefined once closed, while connecting, or when it has none. */
+  handle(leg: Leg): LegHandle | undefined
+  isOpen(leg: Leg): boolean
+  isConnecting(leg: Leg): boolean
+  /** Bytes for this leg still held by the proxy (not yet handed to the kernel or link). */
+  queuedBytes(leg: Leg): number
+  /**
+   * Bytes for this leg its peer has not acknowledged yet: held here, or sent and unacknowledged
+   * (a FIN sent is not counted). undefined when it cannot be known. A system call.
+   */
+  unacknowledged(leg: Leg): number | undefined
+  /**
+   * Whether an end of stream just reported on this leg was a failure in disguise: a reset or
+   * timeout that arrives while the leg is not being read surfaces as a plain EOF. 'reset' or
+   * 'timeout', else undefined (an orderly FIN, or unknowable). A system call.
+   */
+  deadReason(leg: Leg): 'reset' | 'timeout' | undefined
+
+  /** Starts connecting the target leg; `onTargetConnect` or `onError('target')` follows. */
+  connect(target: TargetEndpoint): void
+  /** Abandons a failed or timed-out connect quietly (no further events), to connect elsewhere. */
+  abandonConnect(): void
+  /** The target is up: bytes start to flow both ways. */
+  relay(): void
+  /** FIN after the bytes held for the leg; it closes once its peer has ended too. */
+  end(leg: Leg): void
+  /** RST, bytes held for the leg discarded. */
+  reset(leg: Leg): void
+  /** Plain close. */
+  destroy(leg: Leg): void
+  /** The session is over (both legs closed): drop what the transport registered elsewhere. */
+  release(): void
+}
+
+/**
+ * What a transport would hand over to another process so that a transport there can carry on
+ * (zero-loss upgrade): per leg, the bytes held for it and its half-close state, plus the
+ * counts and addresses. Not produced yet; the shape every transport's state fits.
+ */
+export interface TransportState {
+  legs: Record<Leg, LegState>
+  bytesToTarget: number
+  bytesToClient: number
+  clientAddress: string
+  targetAddress: string | undefined
+}
+
+export interface LegState {
+  /** The bytes held for this leg, in order (read from its peer, not yet written to it). */
+  queued: Buffer
+  /** A FIN was asked for (it may still wait behind `queued`). */
+  endRequested: boolean
+  /** The FIN was handed to the kernel. */
+  finSent: boolean
+  /** The leg's peer sent its FIN (end of stream read). */
+  endReceived: boolean
+  connecting: boolean
+}
+
+/** What every transport of a listener shares: built once, never per connection. */
+export interface TransportDeps {
+  keepalive: KeepaliveApplier
+  logger: Logger
+}
+
+/** The transports of one listener: one per session, opened for each accepted client. */
+export interface Transports {
+  readonly kind: TransportKind
+  /** Accepted clients may come as bare handles (no net.Socket built for them). */
+  readonly takesHandles: boolean
+  /**
+   * Takes over an accepted client for a new session. Throws (EMFILE...) when it cannot; the
+   * client is then still the caller's.
+   */
+  accept(client: Accepted, events: TransportEvents): Transport
+  /**
+   * Run once a second: legs not being read because their peer is slow are checked for death
+   * (the kernel reports a reset or a keepalive timeout only to a reader).
+   */
+  checkPaused(): void
+}
+
+/**
+ * Bytes a leg's peer has not acknowledged, for a transport over a kernel socket: what is held
+ * for it plus the kernel's send queue, where a FIN sent occupies one byte until acknowledged.
+ */
+export function socketUnacknowledged(keepalive: KeepaliveApplier, handle: LegHandle | undefined, queued: number, finSent: boolean): number | undefined {
+  const inKernel = handle === undefined ? 0 : keepalive.sendQueueBytes(handle)
+  if (inKernel === undefined) return undefined
+  return queued + Math.max(0, inKernel - (finSent ? 1 : 0))
+}
+
+/**
+ * For a transport over a kernel socket: the kernel's state tells a reset or timeout from a FIN
+ * (CLOSE instead of CLOSE_WAIT). Once our own FIN is out, CLOSE is the normal end of the
+ * exchange instead.
+ */
+export function socketDeadReason(keepalive: KeepaliveApplier, handle: LegHandle | undefined, endRequested: boolean): 'reset' | 'timeout' | undefined {
+  return endRequested || handle === undefined ? undefined : keepalive.deadReason(handle)
+}
