@@ -1,7 +1,7 @@
 // The native helper (native/, one N-API addon: ka_native.node): the one place that loads it,
 // and the one declaration of what it exports. It holds three things: socket options Node
 // cannot set and their read-back (native/ka_sockopt.c, used through src/keepalive/socket-options.ts), the
-// byte pump (native/ka_pump.c and ka_relay.c, used by src/session-native.ts) and sd_notify's
+// byte pump (native/ka_pump.c and ka_relay.c, used by src/transport/native.ts) and sd_notify's
 // sendto (native/ka_notify.c, used by src/notify.ts).
 //
 // The binary is a local build (native/build, in a checkout) or the prebuilt one the package
