@@ -4,29 +4,18 @@
 
 import type { Logger } from 'pino'
 import type { ProxyOptions } from './config/options.ts'
-import type { LogOptions } from './log.ts'
+import type { AppConfig } from './config/resolve.ts'
 import { formatEndpoint } from './config/endpoint.ts'
 import { describeKeepalive } from './keepalive/settings.ts'
 import { describeHeartbeat } from './config/heartbeat.ts'
 import type { KeepaliveApplier } from './keepalive/socket-options.ts'
 import { ProxyListener } from './listener.ts'
 import { ProxyMetrics } from './admin/metrics.ts'
-import { AdminServer, type AdminOptions, type AdminSource, type FailbackReport } from './admin/server.ts'
+import { AdminServer, type AdminSource, type FailbackReport } from './admin/server.ts'
+import type { AdminOptions } from './config/admin.ts'
 import type { Session } from './session.ts'
-import type { PidFile } from './pid-file.ts'
 import { defaultRelay } from './transport/registry.ts'
 import type { TransportKind } from './transport/transport.ts'
-
-export interface AppConfig {
-  routes: ProxyOptions[]
-  admin: AdminOptions | undefined
-  /** Seconds sessions get to finish on SIGINT/SIGTERM, and on routes removed by a reload. */
-  shutdownGrace: number
-  /** Where and how the process logs (the CLI sets its logger up from this). */
-  log: LogOptions
-  /** --pid-file / `pidFile:`: written once every route listens (a reload does not move it). */
-  pidFile?: PidFile | undefined
-}
 
 const sameListen = (a: ProxyOptions, b: ProxyOptions): boolean =>
   a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.native === b.native

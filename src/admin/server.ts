@@ -7,13 +7,13 @@
 
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import { once } from 'node:events'
-import { isIP } from 'node:net'
 import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
-import { ConfigError, ListenError } from '../errors.ts'
+import { ListenError } from '../errors.ts'
 import type { KeepaliveApplier } from '../keepalive/socket-options.ts'
 import type { LegHandle, Session } from '../session.ts'
-import { formatEndpoint, parseListen, type Endpoint } from '../config/endpoint.ts'
+import { formatEndpoint } from '../config/endpoint.ts'
+import type { AdminOptions } from '../config/admin.ts'
 import type { MetricsSource, ProxyMetrics } from './metrics.ts'
 
 export interface AdminSource extends MetricsSource {
@@ -28,13 +28,6 @@ export interface AdminSource extends MetricsSource {
 /** Per route: whether new connections moved back, and to which target (`from`: where they went before). */
 export type FailbackReport = Array<{ route: string; moved: boolean; from?: string; to: string }>
 
-export interface AdminOptions {
-  listen: Endpoint
-  token: string | undefined
-  /** The flag or config key that set the address, for errors (`--admin`, `FILE: admin`). */
-  listenKey: string
-}
-
 /** Concurrent admin connections; a scraper and a few `status` calls need far fewer. */
 export const MAX_CONNECTIONS = 32
 
@@ -43,33 +36,6 @@ export const MAX_CONNECTIONS = 32
  * every second), so connections that send nothing, or trickle, are closed.
  */
 const LIMITS: http.ServerOptions = { headersTimeout: 5000, requestTimeout: 10_000, connectionsCheckingInterval: 1000, keepAliveTimeout: 5000 }
-
-const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost'])
-
-/** The shortest token accepted, wherever it comes from (flag, KA_PROXY_ADMIN_TOKEN, file). */
-export const MIN_TOKEN_LENGTH = 16
-
-/**
- * `keys`: what names the address and the token in an error (the flags, or the file's
- * `admin` and `admin.token`). The token gets the same check from every source.
- */
-export function resolveAdmin(value: string | { listen: string; token?: string | undefined }, keys: { listen: string; token: string }): AdminOptions {
-  const listen = parseListen(typeof value === 'string' ? value : value.listen, keys.listen)
-  const token = typeof value === 'string' ? undefined : value.token
-  if (token !== undefined) {
-    if (token.length < MIN_TOKEN_LENGTH) {
-      throw new ConfigError(keys.token, `must be at least ${MIN_TOKEN_LENGTH} characters long (${token === '' ? 'it is empty' : `got ${token.length}`})`)
-    }
-    // What a client can send after "Bearer ": visible ASCII, no spaces.
-    if (!/^[\x21-\x7e]+$/.test(token)) throw new ConfigError(keys.token, 'must be printable ASCII without spaces')
-  }
-  const host = listen.host
-  const loopback = host !== undefined && (LOOPBACK.has(host) || (isIP(host) === 4 && host.startsWith('127.')))
-  if (!loopback && token === undefined) {
-    throw new ConfigError(keys.listen, `${formatEndpoint(host, listen.port)} is not a loopback address: set a token (at least ${MIN_TOKEN_LENGTH} characters) to expose the admin API`)
-  }
-  return { listen, token, listenKey: keys.listen }
-}
 
 /** Live socket state of one leg; null when it cannot be read (closed, or no native helper). */
 function legState(keepalive: KeepaliveApplier, socket: LegHandle | undefined) {

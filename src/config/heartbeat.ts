@@ -4,8 +4,21 @@
 
 import { ConfigError } from '../errors.ts'
 import { toSeconds } from './duration.ts'
-import type { CheckSpec } from '../heartbeat/checker.ts'
-import { expandUrl } from '../heartbeat/http.ts'
+import { formatEndpoint } from './endpoint.ts'
+
+/** What to check, as resolved from the settings; src/heartbeat/ has one checker per type. */
+export type CheckSpec =
+  | { type: 'tcp' }
+  | { type: 'pg' }
+  | { type: 'redis' }
+  | { type: 'http'; url: string }
+  | { type: 'send'; send: Buffer; expect: Buffer }
+
+/** The check URL for one target: {host} and {port} replaced by the target's. */
+export function expandUrl(url: string, target: { host: string; port: number }): string {
+  const host = formatEndpoint(target.host, target.port)
+  return url.replaceAll('{host}', host.slice(0, host.lastIndexOf(':'))).replaceAll('{port}', String(target.port))
+}
 
 /** What happens to a target's sessions, and to new connections, when it is marked down. */
 export type OnDown = 'kill' | 'drain' | 'keep'

@@ -2,8 +2,7 @@
 // AppConfig the proxy runs. Flags override the file for a one-route config; every error
 // names where the bad value came from: the flag, or the file and key path.
 
-import type { AppConfig } from '../app.ts'
-import { resolveAdmin } from '../admin/server.ts'
+import { resolveAdmin, type AdminOptions } from './admin.ts'
 import { ConfigError } from '../errors.ts'
 import { loadConfigFile } from './file.ts'
 import { HEARTBEAT_FLAGS } from './heartbeat.ts'
@@ -11,8 +10,20 @@ import { DEFAULTS, resolveOptions, type KeyNamer, type ProxyOptions, type RawOpt
 import { formatEndpoint } from './endpoint.ts'
 import { toSeconds } from './duration.ts'
 import type { ConfigFile, RouteConfig } from './schema.ts'
-import { resolveLog, type LogOptions } from '../log.ts'
+import { resolveLog, type LogOptions } from './log.ts'
 import { PidFile } from '../pid-file.ts'
+
+/** Everything the proxy runs: its routes, the admin API, and process-wide settings. */
+export interface AppConfig {
+  routes: ProxyOptions[]
+  admin: AdminOptions | undefined
+  /** Seconds sessions get to finish on SIGINT/SIGTERM, and on routes removed by a reload. */
+  shutdownGrace: number
+  /** Where and how the process logs (the CLI sets its logger up from this). */
+  log: LogOptions
+  /** --pid-file / `pidFile:`: written once every route listens (a reload does not move it). */
+  pidFile?: PidFile | undefined
+}
 
 export interface CliInput extends RawOptions {
   config?: string

@@ -6,7 +6,7 @@ import { ConfigError } from '../errors.ts'
 import { PROFILE_NAMES } from '../keepalive/profiles.ts'
 import { LIMITS } from '../keepalive/settings.ts'
 import { DURATION_HINT, durationSeconds } from './duration.ts'
-import { LOG_FORMATS, LOG_LEVELS } from '../log.ts'
+import { LOG_FORMATS, LOG_LEVELS } from './log.ts'
 
 const whole = (min: number, max: number) => z.number().int().min(min).max(max)
 

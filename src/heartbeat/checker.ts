@@ -7,14 +7,6 @@
 import net from 'node:net'
 import { CheckFailed } from '../errors.ts'
 
-/** What to check, as resolved from the settings (see src/config/heartbeat.ts). */
-export type CheckSpec =
-  | { type: 'tcp' }
-  | { type: 'pg' }
-  | { type: 'redis' }
-  | { type: 'http'; url: string }
-  | { type: 'send'; send: Buffer; expect: Buffer }
-
 export interface CheckTarget {
   host: string
   port: number

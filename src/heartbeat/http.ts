@@ -8,15 +8,9 @@
 
 import { Agent, request } from 'undici'
 import { CheckFailed } from '../errors.ts'
-import { formatEndpoint } from '../config/endpoint.ts'
+import { expandUrl } from '../config/heartbeat.ts'
 import { failureOf, type Checker, type CheckTarget } from './checker.ts'
 import { VERSION } from '../version.ts'
-
-/** The check URL for one target: {host} and {port} replaced by the target's. */
-export function expandUrl(url: string, target: CheckTarget): string {
-  const host = formatEndpoint(target.host, target.port)
-  return url.replaceAll('{host}', host.slice(0, host.lastIndexOf(':'))).replaceAll('{port}', String(target.port))
-}
 
 export function httpChecker(spec: { url: string }): Checker {
   const agent = new Agent({ pipelining: 0 })

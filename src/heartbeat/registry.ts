@@ -1,7 +1,8 @@
 // Which checker serves which kind of check. Adding a protocol: one module exporting a
 // factory, one line here, one member of CheckSpec.
 
-import type { Checker, CheckSpec } from './checker.ts'
+import type { Checker } from './checker.ts'
+import type { CheckSpec } from '../config/heartbeat.ts'
 import { httpChecker } from './http.ts'
 import { pgChecker } from './pg.ts'
 import { redisChecker } from './redis.ts'
