@@ -2,7 +2,7 @@
 // at accept, the target leg is the pump's), the summary still names the real client, a bulk
 // transfer on one session does not stall another session's small exchanges; urgent data, IPv6
 // zone ids, a failing event handler and an orderly close of a paused leg are handled as a
-// direct connection (or a careful proxy) would.
+// direct connection (or a careful proxy) would, by the pump and by Node streams alike.
 
 import t, { type Test } from 'tap'
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
@@ -167,49 +167,51 @@ t.test('an IPv6 target with a zone id: relayed; an unknown zone fails the sessio
   t.same(uncaught, [], 'no exception escaped')
 })
 
-t.test('an exception in a pump event handler fails that session (both peers reset, one line), not the others', async (t) => {
-  const accepted: Socket[] = []
-  const target = await listen((s) => {
-    accepted.push(s)
-    s.on('error', () => {})
+for (const relay of TRANSPORTS) {
+  t.test(`${relay}: an exception in a transport's event handler fails that session (both peers reset, one line), not the others`, async (t) => {
+    const accepted: Socket[] = []
+    const target = await listen((s) => {
+      accepted.push(s)
+      s.on('error', () => {})
+    })
+    const proxy = await startProxy({ target: `127.0.0.1:${target.port}`, relay })
+    t.teardown(async () => {
+      await proxy.stop()
+      target.server.close()
+    })
+    const victim = await connect(proxy.port)
+    const bystander = await connect(proxy.port)
+    await waitFor(() => accepted.length === 2, 2000)
+    const [victimServer, bystanderServer] = accepted as [Socket, Socket]
+    const victimSession = [...proxy.listener.sessions][0]!
+    const uncaught: Error[] = []
+    const onUncaught = (err: Error): void => void uncaught.push(err)
+    process.on('uncaughtException', onUncaught)
+    t.teardown(() => process.off('uncaughtException', onUncaught))
+    // A bug in the end-of-stream handling, for this one session.
+    const onEnd = Session.prototype.onEnd
+    Session.prototype.onEnd = function (this: Session, leg) {
+      if (this === victimSession) throw new Error('bug for the test')
+      onEnd.call(this, leg)
+    }
+    t.teardown(() => void (Session.prototype.onEnd = onEnd))
+    const clientEnd = endOf(victim)
+    const serverEnd = endOf(victimServer)
+    victimServer.end() // the target's FIN: onEnd throws
+    t.equal(await clientEnd, 'ECONNRESET', 'the client is reset')
+    t.equal(await serverEnd, 'ECONNRESET', 'the target is reset')
+    const [line] = await proxy.closed()
+    t.match(line, { reason: 'internal_error', clientClose: 'rst', targetClose: 'rst', error: 'Error: bug for the test', stack: /pump\.test\.ts/ })
+    t.equal(proxy.logs.filter((l) => l.session === victimSession.id && l.msg !== 'session opened').length, 1, 'one log line for the session')
+    t.same(uncaught, [], 'the exception did not escape to the process')
+    t.equal(proxy.listener.sessions.size, 1, 'the session is gone')
+    const echoed = once(bystander, 'data')
+    bystanderServer.on('data', (c: Buffer) => bystanderServer.write(c))
+    bystander.write('still here')
+    t.equal(((await echoed) as [Buffer])[0].toString(), 'still here', 'the other session relays on')
+    bystander.destroy()
   })
-  const proxy = await startProxy({ target: `127.0.0.1:${target.port}` })
-  t.teardown(async () => {
-    await proxy.stop()
-    target.server.close()
-  })
-  const victim = await connect(proxy.port)
-  const bystander = await connect(proxy.port)
-  await waitFor(() => accepted.length === 2, 2000)
-  const [victimServer, bystanderServer] = accepted as [Socket, Socket]
-  const victimSession = [...proxy.listener.sessions][0]!
-  const uncaught: Error[] = []
-  const onUncaught = (err: Error): void => void uncaught.push(err)
-  process.on('uncaughtException', onUncaught)
-  t.teardown(() => process.off('uncaughtException', onUncaught))
-  // A bug in the end-of-stream handling, for this one session.
-  const onEnd = Session.prototype.onEnd
-  Session.prototype.onEnd = function (this: Session, leg) {
-    if (this === victimSession) throw new Error('bug for the test')
-    onEnd.call(this, leg)
-  }
-  t.teardown(() => void (Session.prototype.onEnd = onEnd))
-  const clientEnd = endOf(victim)
-  const serverEnd = endOf(victimServer)
-  victimServer.end() // the target's FIN: onEnd throws
-  t.equal(await clientEnd, 'ECONNRESET', 'the client is reset')
-  t.equal(await serverEnd, 'ECONNRESET', 'the target is reset')
-  const [line] = await proxy.closed()
-  t.match(line, { reason: 'internal_error', clientClose: 'rst', targetClose: 'rst', error: 'Error: bug for the test', stack: /pump\.test\.ts/ })
-  t.equal(proxy.logs.filter((l) => l.session === victimSession.id && l.msg !== 'session opened').length, 1, 'one log line for the session')
-  t.same(uncaught, [], 'the exception did not escape to the process')
-  t.equal(proxy.listener.sessions.size, 1, 'the session is gone')
-  const echoed = once(bystander, 'data')
-  bystanderServer.on('data', (c: Buffer) => bystanderServer.write(c))
-  bystander.write('still here')
-  t.equal(((await echoed) as [Buffer])[0].toString(), 'still here', 'the other session relays on')
-  bystander.destroy()
-})
+}
 
 for (const relay of TRANSPORTS) {
   t.test(`${relay}: an orderly close is not a dead peer: a paused leg in LAST_ACK -> CLOSE stays paused`, async (t) => {

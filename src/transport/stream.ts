@@ -3,7 +3,8 @@
 // session ends is in session.ts; this file moves bytes and maps socket events to legs.
 //
 // Socket handlers are module-level functions that find their transport through a symbol:
-// no closures per connection, and stack traces name the handler.
+// no closures per connection, and stack traces name the handler. Whatever a handler throws (a
+// bug) fails that one session, as with the pump, instead of reaching the process.
 
 import net, { type Socket } from 'node:net'
 import { formatEndpoint } from '../config/endpoint.ts'
@@ -221,7 +222,12 @@ export class StreamTransport implements Transport {
 function ignoreError(): void {}
 
 function socketOnData(this: LegSocket, chunk: Buffer): void {
-  this[kTransport].onData(this, chunk)
+  const transport = this[kTransport]
+  try {
+    transport.onData(this, chunk)
+  } catch (err) {
+    transport.events.fail(err)
+  }
 }
 
 /**
@@ -231,29 +237,59 @@ function socketOnData(this: LegSocket, chunk: Buffer): void {
 function targetOnRead(this: LegSocket, nread: number): boolean {
   const chunk = Buffer.allocUnsafe(nread)
   TARGET_READ_BUFFER.copy(chunk, 0, 0, nread)
-  this[kTransport].onData(this, chunk)
+  socketOnData.call(this, chunk)
   return true
 }
 
-function socketOnDrain(this: LegSocket): void {
-  this[kTransport].onDrain(this)
-}
+const EV_CONNECT = 1
+const EV_END = 2
+const EV_ERROR = 3
+const EV_CLOSE = 4
+const EV_DRAIN = 5
 
-function socketOnEnd(this: LegSocket): void {
-  const transport = this[kTransport]
-  transport.events.onEnd(transport.legOf(this))
-}
-
-function socketOnError(this: LegSocket, err: NodeJS.ErrnoException): void {
-  const transport = this[kTransport]
-  transport.events.onError(transport.legOf(this), err.code ?? err.message)
-}
-
-function socketOnClose(this: LegSocket): void {
-  const transport = this[kTransport]
-  transport.events.onClose(transport.legOf(this))
+/** A socket's event, told to its session (or, for drain, to its transport). */
+function legEvent(socket: LegSocket, kind: number, code: string): void {
+  const transport = socket[kTransport]
+  try {
+    const leg = transport.legOf(socket)
+    switch (kind) {
+      case EV_CONNECT:
+        transport.events.onTargetConnect()
+        break
+      case EV_END:
+        transport.events.onEnd(leg)
+        break
+      case EV_ERROR:
+        transport.events.onError(leg, code)
+        break
+      case EV_CLOSE:
+        transport.events.onClose(leg)
+        break
+      case EV_DRAIN:
+        transport.onDrain(socket)
+        break
+    }
+  } catch (err) {
+    transport.events.fail(err)
+  }
 }
 
 function targetOnConnect(this: LegSocket): void {
-  this[kTransport].events.onTargetConnect()
+  legEvent(this, EV_CONNECT, '')
+}
+
+function socketOnEnd(this: LegSocket): void {
+  legEvent(this, EV_END, '')
+}
+
+function socketOnError(this: LegSocket, err: NodeJS.ErrnoException): void {
+  legEvent(this, EV_ERROR, err.code ?? err.message)
+}
+
+function socketOnClose(this: LegSocket): void {
+  legEvent(this, EV_CLOSE, '')
+}
+
+function socketOnDrain(this: LegSocket): void {
+  legEvent(this, EV_DRAIN, '')
 }
