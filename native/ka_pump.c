@@ -163,7 +163,8 @@ static int wants_read(const leg_t* leg) {
 
 // 0, or the errno of the call named in *syscall.
 static int register_leg(leg_t* leg, const char** syscall) {
-  // Urgent data is read in its place in the stream, as a byte like any other.
+  // Urgent data is read in its place in the stream, as a byte like any other (see
+  // src/socket-control.ts for every option set).
   int one = 1;
   *syscall = "setsockopt(SO_OOBINLINE)";
   if (setsockopt(leg->fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one) != 0) return errno;
@@ -210,6 +211,7 @@ void ka_pump_close_leg(leg_t* leg, int reset) {
   relay_t* r = leg->relay;
   queue_release(leg);
   if (reset) {
+    // Linger on, timeout 0: the close sends an RST (listed in src/socket-control.ts).
     struct linger lg = {1, 0};
     setsockopt(leg->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
@@ -557,7 +559,7 @@ int ka_pump_connect(relay_t* r, const struct sockaddr_storage* sa, socklen_t sa_
   int err = fd < 0 ? errno : 0;
   if (fd >= 0) {
     // Small writes (a query, a handshake) go out at once, as on the client leg, which inherits
-    // TCP_NODELAY from the listening socket.
+    // TCP_NODELAY from the listening socket (src/socket-control.ts lists every option set).
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     target->fd = fd;

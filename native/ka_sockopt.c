@@ -1,6 +1,8 @@
 // Socket options Node cannot set: TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT
-// (libuv only sets TCP_KEEPIDLE and forces interval 1 s / count 10), plus read-back
-// with getsockopt and TCP_INFO, so that what the proxy claims can be checked.
+// (libuv only sets TCP_KEEPIDLE and forces interval 1 s / count 10) and SO_OOBINLINE, plus
+// read-back with getsockopt (those, and TCP_NODELAY), TCP_INFO, the send queue and a socket's
+// addresses, so that what the proxy claims can be checked. src/socket-control.ts uses these and
+// lists every option ka-proxy sets anywhere.
 //
 // Every entry point takes a file descriptor and returns or throws; a bad fd or a
 // value the kernel refuses becomes a JS error carrying the errno name as `code`.
@@ -191,6 +193,31 @@ static napi_value set_urgent_inline(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// getSocketFlags(fd) -> {noDelay, urgentInline}: TCP_NODELAY and SO_OOBINLINE as the kernel has
+// them, so that tests and `doctor` can check the other options ka-proxy sets on every leg.
+static napi_value get_socket_flags(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!get_fd_arg(env, info, &fd)) return NULL;
+  static const struct {
+    int level;
+    int name;
+    const char* label;
+    const char* key;
+  } flags[] = {{IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY", "noDelay"}, {SOL_SOCKET, SO_OOBINLINE, "SO_OOBINLINE", "urgentInline"}};
+  napi_value result;
+  CHECK_NAPI(env, napi_create_object(env, &result));
+  for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+    int value = 0;
+    socklen_t len = sizeof value;
+    if (getsockopt(fd, flags[i].level, flags[i].name, &value, &len) != 0)
+      return ka_throw_errno(env, errno, "getsockopt", flags[i].label);
+    napi_value b;
+    CHECK_NAPI(env, napi_get_boolean(env, value != 0, &b));
+    CHECK_NAPI(env, napi_set_named_property(env, result, flags[i].key, b));
+  }
+  return result;
+}
+
 static int push_address(napi_env env, napi_value array, uint32_t at, const struct sockaddr_storage* sa) {
   char host[INET6_ADDRSTRLEN] = "";
   int port = 0;
@@ -235,6 +262,7 @@ int ka_sockopt_init(napi_env env, napi_value exports) {
       {"tcpInfo", NULL, tcp_info, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendQueueBytes", NULL, send_queue_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setUrgentInline", NULL, set_urgent_inline, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"getSocketFlags", NULL, get_socket_flags, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketAddresses", NULL, socket_addresses, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props) == napi_ok;

@@ -9,7 +9,6 @@ import net, { type Server, type Socket } from 'node:net'
 import { formatPeer } from './config/endpoint.ts'
 import { errnoName } from './errors.ts'
 import { interceptAccept, socketFromHandle, type AcceptedHandle } from './node-internals.ts'
-import { fdOf } from './keepalive/socket-options.ts'
 
 export type { AcceptedHandle }
 
@@ -25,8 +24,6 @@ export function isSocket(client: Accepted): client is Socket {
  */
 export function onAccepted(server: Server, raw: boolean, take: (client: Accepted) => void, onError: (err: Error) => void): void {
   server.on('error', onError)
-  // Accepted sockets inherit TCP_NODELAY from the listening socket (Linux): interceptAccept
-  // sets it once instead of once per client, as net.Server does for a server created with noDelay.
   const hooked = raw && interceptAccept(server, (status: number, client: AcceptedHandle | undefined): void => {
     if (status < 0 || client === undefined) {
       // EMFILE and the like: this accept failed, the listener goes on.
@@ -56,11 +53,6 @@ export function peerOf(client: Accepted): string {
   const out: { address?: string; port?: number } = {}
   client.getpeername(out)
   return formatPeer(out.address, out.port)
-}
-
-/** The descriptor behind an accepted client. */
-export function fdOfAccepted(client: Accepted): number {
-  return isSocket(client) ? fdOf(client) : client.fd
 }
 
 /** Closes Node's copy of an accepted client's descriptor (no FIN while a duplicate is open). */

@@ -8,7 +8,7 @@ import type { AppConfig } from './config/resolve.ts'
 import { formatEndpoint } from './config/endpoint.ts'
 import { describeKeepalive } from './keepalive/settings.ts'
 import { describeHeartbeat } from './config/heartbeat.ts'
-import type { KeepaliveApplier } from './keepalive/socket-options.ts'
+import type { SocketControl } from './socket-control.ts'
 import { ProxyListener } from './listener.ts'
 import { ProxyMetrics } from './admin/metrics.ts'
 import { AdminServer, type AdminSource, type FailbackReport } from './admin/server.ts'
@@ -30,7 +30,7 @@ export class ProxyApp implements AdminSource {
   readonly #routes = new Map<string, ProxyListener>()
   /** Routes no longer accepting whose sessions still finish (stop, or removed by a reload). */
   readonly #draining = new Map<ProxyListener, Promise<void>>()
-  readonly #keepalive: KeepaliveApplier
+  readonly #keepalive: SocketControl
   readonly #logger: Logger
   /** The transport of every route's sessions (see transport/registry.ts). */
   readonly #relay: TransportKind
@@ -38,7 +38,7 @@ export class ProxyApp implements AdminSource {
   #admin: AdminServer | undefined
   #config: AppConfig | undefined
 
-  constructor(keepalive: KeepaliveApplier, logger: Logger, relay: TransportKind = defaultRelay(keepalive)) {
+  constructor(keepalive: SocketControl, logger: Logger, relay: TransportKind = defaultRelay(keepalive)) {
     this.#keepalive = keepalive
     this.#logger = logger
     this.#relay = relay

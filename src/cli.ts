@@ -13,7 +13,7 @@ import { runFailback, runStatus } from './admin/status.ts'
 import { PROFILE_NAMES, profilesTable } from './keepalive/profiles.ts'
 import { HEARTBEAT_DEFAULTS as HB } from './config/heartbeat.ts'
 import { ConfigError, EXIT_FAILURE, EXIT_INTERNAL, KaError } from './errors.ts'
-import { KeepaliveApplier } from './keepalive/socket-options.ts'
+import { SocketControl } from './socket-control.ts'
 import { DEFAULT_KEEPALIVE, describeKeepalive } from './keepalive/settings.ts'
 import { createLogger } from './log.ts'
 import { checkLogFile, LOG_DEFAULTS, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './config/log.ts'
@@ -195,7 +195,7 @@ export async function run(argv: string[]): Promise<number> {
   // Before anything loads the native helper: it is not used where Node's internals changed.
   await checkNodeInternals()
   if (args.version) {
-    const native = new KeepaliveApplier({ native: args.native as boolean | undefined })
+    const native = new SocketControl({ native: args.native as boolean | undefined })
     process.stdout.write(`ka-proxy ${VERSION}\n${nativeStatusLine(native)}\n`)
     return 0
   }
@@ -219,7 +219,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0
   }
   const { logger, reopen } = await createLogger(log)
-  const keepalive = new KeepaliveApplier({ native: input.native })
+  const keepalive = new SocketControl({ native: input.native })
   if (!keepalive.native) {
     const ignored = ignoredByFallback(input)
     const what = ignored.length > 0 ? `; these settings are NOT applied: ${ignored.join(', ')}` : ''

@@ -7,8 +7,8 @@ import type { Logger } from 'pino'
 import { formatEndpoint } from './config/endpoint.ts'
 import type { ProxyOptions } from './config/options.ts'
 import { ListenError } from './errors.ts'
-import type { AppliedKeepalive, KeepaliveApplier } from './keepalive/socket-options.ts'
-import { fdOfAccepted, onAccepted, peerOf, resetAccepted, type Accepted } from './accept.ts'
+import { fdOf, noDelay, type AppliedKeepalive, type SocketControl } from './socket-control.ts'
+import { onAccepted, peerOf, resetAccepted, type Accepted } from './accept.ts'
 import { Session, type LegHandle, type SessionContext, type SessionSummary } from './session.ts'
 import { defaultRelay, openTransports } from './transport/registry.ts'
 import type { TransportKind, Transports } from './transport/transport.ts'
@@ -51,7 +51,7 @@ export class ProxyListener {
   readonly sessions = new Set<Session>()
   #options: ProxyOptions
   readonly #logger: Logger
-  readonly #keepalive: KeepaliveApplier
+  readonly #keepalive: SocketControl
   readonly #hooks: ListenerHooks
   readonly #server: Server
   readonly #ctx: SessionContext
@@ -65,14 +65,14 @@ export class ProxyListener {
    * `relay`: the transport that moves the bytes of this listener's sessions (chosen at the top:
    * see transport/registry.ts); by default the native pump when the native helper is in use.
    */
-  constructor(options: ProxyOptions, keepalive: KeepaliveApplier, logger: Logger, hooks: ListenerHooks = {}, relay: TransportKind = defaultRelay(keepalive)) {
+  constructor(options: ProxyOptions, keepalive: SocketControl, logger: Logger, hooks: ListenerHooks = {}, relay: TransportKind = defaultRelay(keepalive)) {
     this.#options = options
     this.#logger = logger
     this.#keepalive = keepalive
     this.#hooks = hooks
     this.#refusals = new RefusalLog(logger, hooks.refused)
     // pauseOnConnect: nothing is read from a client before its target leg is up.
-    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true })
+    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true })
     this.#pool = new TargetPool(options.targets, { balance: options.balance, failback: options.failback, heartbeat: options.heartbeat, logger })
     this.#ctx = {
       targetKeepalive: options.keepalive.target,
@@ -136,6 +136,8 @@ export class ProxyListener {
     // A second bind (rebind) hooks the new handle; the listeners of the first one go.
     this.#server.removeAllListeners('connection')
     this.#server.removeAllListeners('error')
+    // Inherited by every accepted socket; where the listening handle cannot take it, each gets its own.
+    if (!noDelay(this.#server)) this.#server.on('connection', noDelay)
     onAccepted(this.#server, this.#transports.takesHandles, (client) => this.#onConnection(client), (err) => this.#onAcceptError(err))
     return inherited
   }
@@ -172,7 +174,7 @@ export class ProxyListener {
       resetAccepted(client)
       return
     }
-    const fd = fdOfAccepted(client)
+    const fd = fdOf(client)
     const reserve = withinDescriptorReserve(fd)
     if (!reserve.ok) {
       this.#refuse(client, 'descriptor_limit', { fd, limit: reserve.limit })
@@ -255,9 +257,7 @@ export class ProxyListener {
         this.#keepalive.apply(socket, wanted)
         if (!this.#keepalive.native) return
         legs++
-        const back = this.#keepalive.read(socket)
-        const w = this.#keepalive.effective(wanted)
-        if (back.idle === w.idle && back.interval === w.interval && back.count === w.count && back.userTimeout === w.userTimeout) matching++
+        if (this.#keepalive.check(socket, wanted).differs.length === 0) matching++
       } catch {
         // The leg closed meanwhile; its session is ending anyway.
       }

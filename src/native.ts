@@ -1,8 +1,9 @@
 // The native helper (native/, one N-API addon: ka_native.node): the one place that loads it,
-// and the one declaration of what it exports. It holds three things: socket options Node
-// cannot set and their read-back (native/ka_sockopt.c, used through src/keepalive/socket-options.ts), the
-// byte pump (native/ka_pump.c and ka_relay.c, used by src/transport/native.ts) and sd_notify's
-// sendto (native/ka_notify.c, used by src/notify.ts).
+// and the one declaration of what it exports. It holds: socket options Node cannot set and
+// their read-back (native/ka_sockopt.c, used through src/socket-control.ts), the byte pump
+// (native/ka_pump.c and ka_relay.c, used by src/transport/native.ts), sd_notify's sendto
+// (native/ka_notify.c, used by src/notify.ts) and descriptor passing (native/ka_fdpass.c, for
+// the upgrade hand-over).
 //
 // The binary is a local build (native/build, in a checkout) or the prebuilt one the package
 // ships (native/prebuilds), found by node-gyp-build. Loading may fail (no binary for this
@@ -67,6 +68,8 @@ export interface NativeAddon {
   sendQueueBytes(fd: number): number
   /** SO_OOBINLINE: urgent data stays in the stream. */
   setUrgentInline(fd: number): void
+  /** TCP_NODELAY and SO_OOBINLINE as the kernel has them. */
+  getSocketFlags(fd: number): { noDelay: boolean; urgentInline: boolean }
   /** [localHost, localPort, remoteHost, remotePort] */
   socketAddresses(fd: number): [string, number, string, number]
   Relay: NativeRelayClass

@@ -40,16 +40,21 @@ export function handleFd(socket: Socket | Server): number | undefined {
 }
 
 /**
- * Routes a listening server's accepted connections to `onHandle` as bare handles, and sets
- * TCP_NODELAY on the listening socket (Linux copies it to every accepted one). False where the
- * hook is missing: the caller then takes net.Sockets from the 'connection' event.
+ * Routes a listening server's accepted connections to `onHandle` as bare handles. False where
+ * the hook is missing: the caller then takes net.Sockets from the 'connection' event.
  */
 export function interceptAccept(server: Server, onHandle: (status: number, client: AcceptedHandle | undefined) => void): boolean {
   const handle = handleOf(server)
   if (handle == null || typeof handle.onconnection !== 'function') return false
-  handle.setNoDelay?.(true)
   handle.onconnection = onHandle
   return true
+}
+
+/** TCP_NODELAY on a listening socket, through its handle (net.Server has no public call); false where it cannot. */
+export function listenHandleNoDelay(server: Server): boolean {
+  const handle = handleOf(server)
+  if (handle == null || typeof handle.setNoDelay !== 'function') return false
+  return handle.setNoDelay(true) === 0
 }
 
 /** A net.Socket around an accepted handle. */

@@ -20,7 +20,7 @@
 
 import type { Logger } from 'pino'
 import { formatEndpoint } from './config/endpoint.ts'
-import type { KeepaliveApplier } from './keepalive/socket-options.ts'
+import type { SocketControl } from './socket-control.ts'
 import type { KeepaliveSettings } from './keepalive/settings.ts'
 import type { Leg, LegHandle, TargetEndpoint, Transport, TransportEvents } from './transport/transport.ts'
 
@@ -68,7 +68,7 @@ const ACK_POLL_MAX_MS = 250
 /** Shared by all sessions of one listener: built once, never per connection. */
 export interface SessionContext {
   targetKeepalive: KeepaliveSettings
-  keepalive: KeepaliveApplier
+  keepalive: SocketControl
   /** Client keepalive is inherited from the listening socket unless this is set. */
   clientKeepalivePerSocket: KeepaliveSettings | undefined
   connectTimeoutMs: number

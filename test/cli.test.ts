@@ -66,7 +66,7 @@ t.test('--version and doctor say whether the native helper is in use', async (t)
   t.match(off.stdout, /native socket helper: NOT in use \(disabled by KA_PROXY_NATIVE=0\); falling back to setKeepAlive: interval 1 s, count 10/)
   const d = runCli(['doctor'])
   t.equal(d.status, 0, 'doctor passes on this machine')
-  t.match(d.stdout, /read back with getsockopt: idle 60 s, interval 10 s × 6 \(dead after 120 s, user timeout 120 s\), SO_KEEPALIVE on\nok\n$/)
+  t.match(d.stdout, /read back with getsockopt: idle 60 s, interval 10 s × 6 \(dead after 120 s, user timeout 120 s\), SO_KEEPALIVE on\nalso read back: TCP_NODELAY on, SO_OOBINLINE on\nok\n$/)
 })
 
 t.test('relays, logs one JSON line per session, stops on SIGTERM with exit 0', async (t) => {

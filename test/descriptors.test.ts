@@ -7,7 +7,7 @@
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
 import { socketDescriptors } from '../bench/lab/pids.ts'
-import { KeepaliveApplier } from '../src/keepalive/socket-options.ts'
+import { SocketControl } from '../src/socket-control.ts'
 import { startCliProxy, type RunningProxy } from './helpers/cli.ts'
 import { endSeen } from './helpers/fill.ts'
 import { connect, endOf, listen, manualTarget, waitFor } from './helpers/net.ts'
@@ -64,7 +64,7 @@ t.test('target resets while data is flushed to a slow client: closed once flushe
   server.write(payload(8 << 20))
   await new Promise((r) => setTimeout(r, 300))
   server.resetAndDestroy()
-  const clientEnd = endSeen(client, new KeepaliveApplier())
+  const clientEnd = endSeen(client, new SocketControl())
   t.equal(await clientEnd, 'ECONNRESET', 'the client reads everything, then an RST (the failure is not hidden)')
   t.match(await closedLine(c.proxy, 1), { reason: 'target_reset', targetClose: 'failed', clientClose: 'rst' })
   await noneLeft(t, c, 'flushed after target_reset')

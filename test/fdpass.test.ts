@@ -8,13 +8,13 @@ import { readdirSync } from 'node:fs'
 import net from 'node:net'
 import { once } from 'node:events'
 import { loadNative } from '../src/native.ts'
-import { KeepaliveApplier, fdOf } from '../src/keepalive/socket-options.ts'
+import { SocketControl, fdOf } from '../src/socket-control.ts'
 import { connect, listen } from './helpers/net.ts'
 
 const load = loadNative()
 if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
 const native = load.binding
-const applier = new KeepaliveApplier()
+const applier = new SocketControl()
 
 const openFds = (): number => readdirSync('/proc/self/fd').length
 

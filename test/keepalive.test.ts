@@ -3,13 +3,15 @@
 
 import t, { type Test } from 'tap'
 import type { Socket } from 'node:net'
-import { KeepaliveApplier } from '../src/keepalive/socket-options.ts'
+import { SocketControl } from '../src/socket-control.ts'
 import { connect, listen, waitFor } from './helpers/net.ts'
 import { startProxy } from './helpers/proxy.ts'
 import { relaySockets } from '../bench/lab/ss.ts'
 import type { RawOptions } from '../src/config/options.ts'
+import type { TransportKind } from '../src/transport/transport.ts'
+import { TRANSPORTS } from './helpers/transports.ts'
 
-const reader = new KeepaliveApplier({ native: true })
+const reader = new SocketControl({ native: true })
 
 const CASES: Array<{ name: string; flags: Omit<Partial<RawOptions>, 'target' | 'listen'>; client: object; target: object }> = [
   {
@@ -32,10 +34,10 @@ const CASES: Array<{ name: string; flags: Omit<Partial<RawOptions>, 'target' | '
   },
 ]
 
-async function liveSession(t: Test, flags: Omit<Partial<RawOptions>, 'target' | 'listen'>, native = true) {
+async function liveSession(t: Test, flags: Omit<Partial<RawOptions>, 'target' | 'listen'>, native = true, relay?: TransportKind) {
   const accepted: Socket[] = []
   const { server, port } = await listen((s) => accepted.push(s))
-  const proxy = await startProxy({ target: `127.0.0.1:${port}`, native, ...flags })
+  const proxy = await startProxy({ target: `127.0.0.1:${port}`, native, relay, ...flags })
   const client = await connect(proxy.port)
   await waitFor(() => accepted.length === 1, 2000)
   const session = [...proxy.listener.sessions][0]!
@@ -64,11 +66,33 @@ for (const c of CASES) {
   })
 }
 
+// The other options every leg gets (src/socket-control.ts lists them): set on the listening
+// socket and inherited by the client leg, set by each transport on the target leg it opens.
+for (const relay of TRANSPORTS) {
+  t.test(`TCP_NODELAY and SO_OOBINLINE read back on both legs: ${relay} relay`, async (t) => {
+    const live = await liveSession(t, {}, true, relay)
+    t.equal(live.proxy.listener.relay, relay)
+    t.same(reader.flags(live.session.legHandle('client')!), { noDelay: true, urgentInline: true }, 'client leg (inherited from the listener)')
+    t.same(reader.flags(live.session.legHandle('target')!), { noDelay: true, urgentInline: true }, 'target leg')
+  })
+}
+
+t.test('check(): the one read-back comparison (reload, doctor) names each option not as wanted', async (t) => {
+  const { session } = await liveSession(t, {})
+  const leg = session.legHandle('target')!
+  t.same(reader.check(leg, { idle: 60, interval: 10, count: 6, userTimeout: 120 }).differs, [], 'the defaults, as set')
+  t.same(reader.check(leg, { idle: 61, interval: 10, count: 7, userTimeout: 120 }).differs, ['TCP_KEEPIDLE', 'TCP_KEEPCNT'])
+  t.same(reader.check(leg, { idle: 60, interval: 11, count: 6, userTimeout: 12 }).differs, ['TCP_KEEPINTVL', 'TCP_USER_TIMEOUT'])
+})
+
 t.test('fallback: both legs get what setKeepAlive can do, per socket', async (t) => {
   const { session } = await liveSession(t, { idle: 9 }, false)
   const fallback = { enabled: true, idle: 9, interval: 1, count: 10, userTimeout: 0 }
   t.same(reader.read(session.legHandle('client')!), fallback, 'client leg')
   t.same(reader.read(session.legHandle('target')!), fallback, 'target leg')
+  // TCP_NODELAY needs no helper; SO_OOBINLINE does (Node has no call for it).
+  t.same(reader.flags(session.legHandle('client')!), { noDelay: true, urgentInline: false }, 'client leg: TCP_NODELAY')
+  t.same(reader.flags(session.legHandle('target')!), { noDelay: true, urgentInline: false }, 'target leg: TCP_NODELAY')
 })
 
 t.test('keepalive probes really go out on an idle session', async (t) => {

@@ -6,14 +6,14 @@ import { pino } from 'pino'
 import { request } from 'undici'
 import { ProxyApp } from '../src/app.ts'
 import { resolveAppConfig } from '../src/config/resolve.ts'
-import { KeepaliveApplier } from '../src/keepalive/socket-options.ts'
+import { SocketControl } from '../src/socket-control.ts'
 import { VERSION } from '../src/version.ts'
 import { freePort } from './helpers/net.ts'
 
 for (const native of [true, false]) {
   t.test(`process metrics and build info (native ${native})`, async (t) => {
     const adminPort = await freePort()
-    const app = new ProxyApp(new KeepaliveApplier({ native }), pino({ level: 'silent' }))
+    const app = new ProxyApp(new SocketControl({ native }), pino({ level: 'silent' }))
     await app.start(resolveAppConfig({ listen: '127.0.0.1:0', target: '127.0.0.1:1', admin: `127.0.0.1:${adminPort}`, native }))
     t.teardown(() => app.stop(0))
     const text = await (await request(`http://127.0.0.1:${adminPort}/metrics`)).body.text()

@@ -12,7 +12,7 @@ import { once } from 'node:events'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { loadNative, nativeBinaryPath, type NativeRelay } from '../src/native.ts'
-import { KeepaliveApplier, fdOf } from '../src/keepalive/socket-options.ts'
+import { SocketControl, fdOf } from '../src/socket-control.ts'
 import { resolveKeepalive, validateKeepalive, LIMITS } from '../src/keepalive/settings.ts'
 import { ConfigError, SocketOptionError } from '../src/errors.ts'
 import { connectedSocket, listen, sleep, waitFor } from './helpers/net.ts'
@@ -20,7 +20,7 @@ import { connectedSocket, listen, sleep, waitFor } from './helpers/net.ts'
 const load = loadNative()
 if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
 const binding = load.binding
-const applier = new KeepaliveApplier()
+const applier = new SocketControl()
 
 t.test('set, then read back with getsockopt, for several settings', async (t) => {
   const socket = await connectedSocket(t)
@@ -118,7 +118,7 @@ t.test('user timeout is derived as idle + interval × count unless given', async
 })
 
 t.test('fallback reports what Node can really do', async (t) => {
-  const fallback = new KeepaliveApplier({ native: false })
+  const fallback = new SocketControl({ native: false })
   t.equal(fallback.native, false)
   t.match(fallback.fallbackReason, /--no-native/)
   const socket = await connectedSocket(t)

@@ -10,7 +10,7 @@ import { once } from 'node:events'
 import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import { ListenError } from '../errors.ts'
-import type { KeepaliveApplier } from '../keepalive/socket-options.ts'
+import type { SocketControl } from '../socket-control.ts'
 import type { LegHandle, Session } from '../session.ts'
 import { formatEndpoint } from '../config/endpoint.ts'
 import type { AdminOptions } from '../config/admin.ts'
@@ -38,7 +38,7 @@ export const MAX_CONNECTIONS = 32
 const LIMITS: http.ServerOptions = { headersTimeout: 5000, requestTimeout: 10_000, connectionsCheckingInterval: 1000, keepAliveTimeout: 5000 }
 
 /** Live socket state of one leg; null when it cannot be read (closed, or no native helper). */
-function legState(keepalive: KeepaliveApplier, socket: LegHandle | undefined) {
+function legState(keepalive: SocketControl, socket: LegHandle | undefined) {
   if (socket === undefined || !keepalive.native) return null
   try {
     const ka = keepalive.read(socket)
@@ -62,7 +62,7 @@ function legState(keepalive: KeepaliveApplier, socket: LegHandle | undefined) {
 }
 
 /** One open session as /sessions shows it. */
-export function sessionReport(route: string, session: Session, keepalive: KeepaliveApplier, now: number): object {
+export function sessionReport(route: string, session: Session, keepalive: SocketControl, now: number): object {
   const client = legState(keepalive, session.legHandle('client'))
   const target = legState(keepalive, session.legHandle('target'))
   const idle = [client?.lastDataRecvMs, target?.lastDataRecvMs].filter((v): v is number => v !== undefined)
@@ -113,7 +113,7 @@ function drainedOrClosed(res: ServerResponse): Promise<void> {
  * more than a few sessions' worth of work at a time. Sessions that open or close while it
  * runs may or may not be listed.
  */
-async function streamSessions(res: ServerResponse, source: AdminSource, keepalive: KeepaliveApplier): Promise<void> {
+async function streamSessions(res: ServerResponse, source: AdminSource, keepalive: SocketControl): Promise<void> {
   res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
   if (res.req.method === 'HEAD') {
     res.end()
@@ -156,7 +156,7 @@ export class AdminServer {
   /** Replaced by a reload that changes only the token. */
   token: string | undefined
 
-  constructor(options: AdminOptions, source: AdminSource, metrics: ProxyMetrics, keepalive: KeepaliveApplier, logger: Logger) {
+  constructor(options: AdminOptions, source: AdminSource, metrics: ProxyMetrics, keepalive: SocketControl, logger: Logger) {
     this.#options = options
     this.token = options.token
     this.#server = http.createServer(LIMITS, (req, res) => {

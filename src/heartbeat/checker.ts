@@ -6,6 +6,7 @@
 
 import net from 'node:net'
 import { CheckFailed } from '../errors.ts'
+import { noDelay } from '../socket-control.ts'
 
 export interface CheckTarget {
   host: string
@@ -41,7 +42,8 @@ export function exchange(target: CheckTarget, signal: AbortSignal, ex: Exchange)
       reject(new CheckFailed('timeout', 'aborted before it started'))
       return
     }
-    const socket = net.connect({ host: target.host, port: target.port, noDelay: true })
+    const socket = net.connect({ host: target.host, port: target.port })
+    noDelay(socket)
     let reply: Buffer = Buffer.alloc(0)
     let settled = false
     const done = (failure?: CheckFailed): void => {

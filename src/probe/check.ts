@@ -7,6 +7,7 @@ import net, { type Socket } from 'node:net'
 import { KaError } from '../errors.ts'
 import { failureOf, type Exchange } from '../heartbeat/checker.ts'
 import { formatEndpoint } from '../config/endpoint.ts'
+import { noDelay } from '../socket-control.ts'
 
 /** How a connection was found dead: no answer, a reset, or a close (FIN). */
 export type How = 'silent' | 'reset' | 'closed'
@@ -115,7 +116,8 @@ export class ProbeLink implements ProbeConnection {
   constructor(target: ProbeTarget, spec: LinkSpec, connectTimeoutMs: number) {
     this.#spec = spec
     this.ended = new Promise((resolve) => (this.#onEnd = resolve))
-    const socket = net.connect({ host: target.host, port: target.port, noDelay: true })
+    const socket = net.connect({ host: target.host, port: target.port })
+    noDelay(socket)
     this.#socket = socket
     socket.on('data', (chunk: Buffer) => this.#onData(chunk))
     socket.once('end', () => this.#die(new Death('closed', this.#closeDetail('FIN'), this.#byServer())))

@@ -12,7 +12,7 @@
 // A connection the *server* ended (see Death.byServer) bounds nothing on the path; its time
 // is reported as the server's own limit. Every figure reported is a sample measured here.
 
-import { KeepaliveApplier, type KeepaliveReadback } from '../keepalive/socket-options.ts'
+import { SocketControl, type KeepaliveReadback } from '../socket-control.ts'
 import type { KeepaliveSettings } from '../keepalive/settings.ts'
 import { Death, TargetUnreachable, type How, type ProbeCheck, type ProbeConnection, type ProbeTarget } from './check.ts'
 import { pointsNeeded, resolutionAt, splitInterval, staggerIdle } from './schedule.ts'
@@ -298,7 +298,7 @@ export class ProbeRunner {
   /** A few connections with keepalive at about half the timeout, idle twice its upper bound. */
   async #keepaliveCheck(b: Bracket): Promise<KeepaliveCheck> {
     const s = this.#s
-    const applier = new KeepaliveApplier({ native: s.native })
+    const applier = new SocketControl({ native: s.native })
     const half = Math.max(1, Math.floor(b.low / 2))
     // Count high enough that the kernel does not give up during the check when probes are lost.
     const settings: KeepaliveSettings = { idle: half, interval: half, count: 9, userTimeout: 0 }

@@ -7,6 +7,7 @@ import net, { type Server, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { formatEndpoint, type Endpoint } from '../config/endpoint.ts'
 import { ListenError } from '../errors.ts'
+import { noDelay } from '../socket-control.ts'
 
 /** Connections held at once: enough for any probe, bounded for a port that may be reachable by anyone. */
 const MAX_CONNECTIONS = 1024
@@ -32,7 +33,8 @@ export interface ProbeServer {
 
 export async function startProbeServer(listen: Endpoint): Promise<ProbeServer> {
   const sockets = new Set<Socket>()
-  const server = net.createServer({ noDelay: true }, (socket) => {
+  const server = net.createServer((socket) => {
+    noDelay(socket)
     sockets.add(socket)
     socket.once('close', () => sockets.delete(socket))
     socket.on('data', onData)

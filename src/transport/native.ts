@@ -12,7 +12,8 @@ import dns from 'node:dns'
 import net from 'node:net'
 import { formatEndpoint } from '../config/endpoint.ts'
 import { errnoName } from '../errors.ts'
-import { closeAccepted, fdOfAccepted, peerOf, type Accepted } from '../accept.ts'
+import { closeAccepted, peerOf, type Accepted } from '../accept.ts'
+import { fdOf } from '../socket-control.ts'
 import { loadNative, type NativeRelay, type NativeRelayClass } from '../native.ts'
 import {
   socketDeadReason,
@@ -81,7 +82,7 @@ export class NativeTransport implements Transport {
    * descriptor; the client is then still the caller's.
    */
   constructor(Relay: NativeRelayClass, client: Accepted, events: TransportEvents, deps: TransportDeps) {
-    this.#relay = new Relay(fdOfAccepted(client), this, relayOnEvent)
+    this.#relay = new Relay(fdOf(client), this, relayOnEvent)
     this.#events = events
     this.#deps = deps
     // Read once, while Node's copy is open: the summary names the client after both legs closed.

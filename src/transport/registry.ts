@@ -4,7 +4,7 @@
 // implementing Transports, one line here, one member of TransportKind.
 
 import { ConfigError } from '../errors.ts'
-import type { KeepaliveApplier } from '../keepalive/socket-options.ts'
+import type { SocketControl } from '../socket-control.ts'
 import { nativeRelayClass, NativeTransports } from './native.ts'
 import { StreamTransports } from './stream.ts'
 import type { TransportDeps, TransportKind, Transports } from './transport.ts'
@@ -20,7 +20,7 @@ export function openTransports(kind: TransportKind, deps: TransportDeps): Transp
 }
 
 /** The native pump when the native helper is in use, else Node streams. */
-export function defaultRelay(keepalive: KeepaliveApplier): TransportKind {
+export function defaultRelay(keepalive: SocketControl): TransportKind {
   return keepalive.native && nativeRelayClass() !== undefined ? 'native' : 'stream'
 }
 
@@ -28,7 +28,7 @@ export function defaultRelay(keepalive: KeepaliveApplier): TransportKind {
  * The transport an operator asked for with KA_PROXY_RELAY (unset or empty: the default), checked
  * against what this process can do.
  */
-export function chooseRelay(keepalive: KeepaliveApplier, wanted: string | undefined): TransportKind {
+export function chooseRelay(keepalive: SocketControl, wanted: string | undefined): TransportKind {
   const available = defaultRelay(keepalive)
   if (wanted === undefined || wanted === '') return available
   if (wanted !== 'native' && wanted !== 'stream') throw new ConfigError('KA_PROXY_RELAY', `expected native or stream (got "${wanted}")`)

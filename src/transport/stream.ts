@@ -9,6 +9,7 @@
 import net, { type Socket } from 'node:net'
 import { formatEndpoint } from '../config/endpoint.ts'
 import { peerOf, socketOf, type Accepted } from '../accept.ts'
+import { noDelay } from '../socket-control.ts'
 import {
   socketDeadReason,
   socketUnacknowledged,
@@ -127,9 +128,9 @@ export class StreamTransport implements Transport {
       host: endpoint.host,
       port: endpoint.port,
       allowHalfOpen: true,
-      noDelay: true,
       onread: TARGET_READ,
     }) as LegSocket
+    noDelay(target)
     target[kTransport] = this
     this.target = target
     target.on('connect', targetOnConnect)

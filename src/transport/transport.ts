@@ -27,7 +27,7 @@
 
 import type { Endpoint } from '../config/endpoint.ts'
 import type { Socket } from 'node:net'
-import type { KeepaliveApplier } from '../keepalive/socket-options.ts'
+import type { SocketControl } from '../socket-control.ts'
 import type { Logger } from 'pino'
 import type { Accepted } from '../accept.ts'
 
@@ -137,7 +137,7 @@ export interface LegState {
 
 /** What every transport of a listener shares: built once, never per connection. */
 export interface TransportDeps {
-  keepalive: KeepaliveApplier
+  keepalive: SocketControl
   logger: Logger
 }
 
@@ -162,7 +162,7 @@ export interface Transports {
  * Bytes a leg's peer has not acknowledged, for a transport over a kernel socket: what is held
  * for it plus the kernel's send queue, where a FIN sent occupies one byte until acknowledged.
  */
-export function socketUnacknowledged(keepalive: KeepaliveApplier, handle: LegHandle | undefined, queued: number, finSent: boolean): number | undefined {
+export function socketUnacknowledged(keepalive: SocketControl, handle: LegHandle | undefined, queued: number, finSent: boolean): number | undefined {
   const inKernel = handle === undefined ? 0 : keepalive.sendQueueBytes(handle)
   if (inKernel === undefined) return undefined
   return queued + Math.max(0, inKernel - (finSent ? 1 : 0))
@@ -173,6 +173,6 @@ export function socketUnacknowledged(keepalive: KeepaliveApplier, handle: LegHan
  * (CLOSE instead of CLOSE_WAIT). Once our own FIN is out, CLOSE is the normal end of the
  * exchange instead.
  */
-export function socketDeadReason(keepalive: KeepaliveApplier, handle: LegHandle | undefined, endRequested: boolean): 'reset' | 'timeout' | undefined {
+export function socketDeadReason(keepalive: SocketControl, handle: LegHandle | undefined, endRequested: boolean): 'reset' | 'timeout' | undefined {
   return endRequested || handle === undefined ? undefined : keepalive.deadReason(handle)
 }

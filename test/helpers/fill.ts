@@ -2,7 +2,7 @@
 // tests of what a proxy delivers when a peer fails behind backpressure.
 
 import type { Socket } from 'node:net'
-import type { KeepaliveApplier } from '../../src/keepalive/socket-options.ts'
+import type { SocketControl } from '../../src/socket-control.ts'
 import { endOf, sleep, waitFor } from './net.ts'
 import { payload } from './payload.ts'
 
@@ -14,7 +14,7 @@ const TCP_CLOSE = 7
  * the kernel; returns what was written and how much of it the peer's kernel acknowledged (the
  * bytes a direct connection would deliver before an RST).
  */
-export async function fillPath(from: Socket, keepalive: KeepaliveApplier): Promise<{ data: Buffer; acked: number }> {
+export async function fillPath(from: Socket, keepalive: SocketControl): Promise<{ data: Buffer; acked: number }> {
   const data = payload(64 << 20)
   const unacked = (): number => keepalive.sendQueueBytes(from) ?? -1
   let handed = 0
@@ -38,13 +38,13 @@ export async function fillPath(from: Socket, keepalive: KeepaliveApplier): Promi
  * an RST that arrived behind unread bytes as a plain end of stream (POLLHUP after a short read):
  * the kernel's state tells them apart (CLOSE after a reset, CLOSE_WAIT after a FIN).
  */
-export async function endSeen(socket: Socket, keepalive: KeepaliveApplier): Promise<string> {
+export async function endSeen(socket: Socket, keepalive: SocketControl): Promise<string> {
   const end = await endOf(socket)
   return end === 'end' && keepalive.tcpInfo(socket).state === TCP_CLOSE ? 'ECONNRESET' : end
 }
 
 /** Everything a socket receives until it ends, and how it ended (see endSeen). */
-export function drain(socket: Socket, keepalive: KeepaliveApplier): Promise<{ received: Buffer; end: string }> {
+export function drain(socket: Socket, keepalive: SocketControl): Promise<{ received: Buffer; end: string }> {
   const chunks: Buffer[] = []
   socket.on('data', (c: Buffer) => chunks.push(c))
   return endSeen(socket, keepalive).then((end) => ({ received: Buffer.concat(chunks), end }))

@@ -4,7 +4,7 @@
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { resolveOptions, type RawOptions } from '../../src/config/options.ts'
-import { KeepaliveApplier } from '../../src/keepalive/socket-options.ts'
+import { SocketControl } from '../../src/socket-control.ts'
 import { ProxyListener } from '../../src/listener.ts'
 import type { SessionSummary } from '../../src/session.ts'
 import type { TransportKind } from '../../src/transport/transport.ts'
@@ -17,7 +17,7 @@ export interface LogLine {
 
 export interface TestProxy {
   listener: ProxyListener
-  keepalive: KeepaliveApplier
+  keepalive: SocketControl
   port: number
   logs: LogLine[]
   /** Resolves with the next `n` session-closed lines (counting those already logged but not yet taken). */
@@ -46,7 +46,7 @@ export async function startProxy({ relay, ...raw }: Omit<RawOptions, 'listen'> &
     },
   })
   const logger = pino({ level: 'debug' }, sink)
-  const keepalive = new KeepaliveApplier({ native: options.native })
+  const keepalive = new SocketControl({ native: options.native })
   const listener = new ProxyListener(options, keepalive, logger, {}, relay)
   const info = await listener.start()
   const closedLines = (): LogLine[] => logs.filter((l) => l.msg === 'session closed')
