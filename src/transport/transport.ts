@@ -11,17 +11,21 @@
 // - stream.ts: Node streams; used without the native helper, or when asked for
 //   (KA_PROXY_RELAY=stream).
 //
-// The seam is made for the transports to come:
+// The seam is made for the transports to come. A session does not build its transport: it is
+// given a function that opens one (`Transports.accept` for a client just accepted), so other
+// ways to open one need nothing from the session but that function.
 // - An upgrade hand-over (a new process adopting live sessions) is a transport built from
-//   descriptors that are already connected, plus the state the old process exported with
+//   descriptors that are already connected, plus the state the old process exported as
 //   `TransportState`: the bytes it still held for each leg, which FINs were asked for, sent and
 //   received, the byte counts, the addresses. Such a transport starts with its target open
-//   (`isConnecting('target')` false), so the session never connects, and it reports what it
-//   still owes through the same `queuedBytes`/`unacknowledged` the flush already reads.
-// - A paired link (the target leg is a channel of a multiplexed, resumable TLS link) has no
-//   kernel socket for that leg: `handle('target')` is undefined (no socket options to set), and
-//   `unacknowledged`/`deadReason` answer from the link's own acknowledgements and liveness
-//   instead of the kernel's send queue and TCP state. The session's policy is the same.
+//   (`isConnecting('target')` false), so the session does not connect again, and it reports
+//   what it still owes through the same `queuedBytes`/`unacknowledged` the flush already reads.
+// - A paired link (a leg is a channel of a multiplexed, resumable TLS link: the target leg next
+//   to the application, the client leg next to the server) has no kernel socket for that leg:
+//   `handle(leg)` is undefined (no socket options to set), and `unacknowledged`/`deadReason`
+//   answer from the link's own acknowledgements and liveness instead of the kernel's send queue
+//   and TCP state. A link that drops and resumes within its window reports nothing; the
+//   session's policy is the same.
 // A transport therefore answers every question per leg and in its own terms; the session never
 // reaches past it to a socket except through `handle`, for socket options (keepalive).
 
