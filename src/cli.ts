@@ -5,13 +5,14 @@ import yargs, { type Argv } from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import type { Logger } from 'pino'
 import { DEFAULTS } from './config/options.ts'
-import { resolveAppConfig, type AppConfig, type CliInput } from './config/resolve.ts'
-import { loadConfigFile, loadConfigFileOffLoop } from './config/file.ts'
+import { ignoredByFallback, resolveAppConfig, type AppConfig, type CliInput } from './config/resolve.ts'
+import { flagOf, KEEPALIVE_FIELDS, KEEPALIVE_SCOPES, LEGS } from './config/keys.ts'
+import { loadConfigFileOffLoop } from './config/file.ts'
 import { ProxyApp } from './app.ts'
 import { formatEndpoint } from './config/endpoint.ts'
 import { runFailback, runStatus } from './admin/status.ts'
 import { PROFILE_NAMES, profilesTable } from './keepalive/profiles.ts'
-import { HEARTBEAT_DEFAULTS as HB } from './config/heartbeat.ts'
+import { HEARTBEAT_DEFAULTS as HB, HEARTBEAT_FLAGS } from './config/heartbeat.ts'
 import { ConfigError, EXIT_FAILURE, EXIT_INTERNAL, KaError } from './errors.ts'
 import { SocketControl } from './socket-control.ts'
 import { DEFAULT_KEEPALIVE, describeKeepalive } from './keepalive/settings.ts'
@@ -59,10 +60,10 @@ function buildParser(argv: string[]): Argv {
     .option('count', { type: 'number', requiresArg: true, group: KEEPALIVE_GROUP, describe: `TCP_KEEPCNT: unanswered probes before the peer is dead, 1..127 [default: ${d.count}]` })
     .option('user-timeout', { type: 'string', requiresArg: true, group: KEEPALIVE_GROUP, describe: 'TCP_USER_TIMEOUT: max time sent data may stay unacknowledged; 0 disables [default: idle + interval × count]' })
     .option('profile', { type: 'string', requiresArg: true, group: KEEPALIVE_GROUP, describe: `named preset under the explicit values: ${PROFILE_NAMES.join(', ')} (see ka-proxy profiles)` })
-  for (const leg of ['client', 'target'] as const) {
-    for (const field of ['idle', 'interval', 'count', 'user-timeout', 'profile']) {
+  for (const leg of LEGS) {
+    for (const field of KEEPALIVE_FIELDS) {
       const type = field === 'count' ? 'number' : 'string'
-      parser = parser.option(`${leg}-${field}`, { type, requiresArg: true, group: LEG_GROUP, describe: `--${field} for the ${leg} leg only` })
+      parser = parser.option(flagOf(['keepalive', leg, field]).slice(2), { type, requiresArg: true, group: LEG_GROUP, describe: `${flagOf(['keepalive', 'shared', field])} for the ${leg} leg only` })
     }
   }
   return parser
@@ -125,24 +126,11 @@ function cliInput(args: Record<string, unknown>): CliInput {
     adminToken: str('adminToken'),
     log: { level: args.logLevel as LogLevel | undefined, format: args.logFormat as LogFormat | undefined, file: str('logFile') },
     pidFile: str('pidFile'),
-    profile: args.profile,
-    clientProfile: args.clientProfile,
-    targetProfile: args.targetProfile,
     maxConnections: n('maxConnections'),
     listen: args.listen,
     target: args.target,
-    idle: d('idle'),
-    interval: d('interval'),
-    count: n('count'),
-    userTimeout: d('userTimeout'),
-    clientIdle: d('clientIdle'),
-    clientInterval: d('clientInterval'),
-    clientCount: n('clientCount'),
-    clientUserTimeout: d('clientUserTimeout'),
-    targetIdle: d('targetIdle'),
-    targetInterval: d('targetInterval'),
-    targetCount: n('targetCount'),
-    targetUserTimeout: d('targetUserTimeout'),
+    // One loop over the scopes: --idle, --client-idle, --target-idle and so on, as flagOf names them.
+    keepalive: Object.fromEntries(KEEPALIVE_SCOPES.map((scope) => [scope, Object.fromEntries(KEEPALIVE_FIELDS.map((field) => [field, args[flagOf(['keepalive', scope, field]).slice(2)]]))])),
     connectTimeout: d('connectTimeout'),
     halfCloseTimeout: d('halfCloseTimeout'),
     flushTimeout: d('flushTimeout'),
@@ -150,16 +138,7 @@ function cliInput(args: Record<string, unknown>): CliInput {
     native: args.native as boolean | undefined,
     balance: args.balance,
     failback: args.failback,
-    heartbeat: {
-      type: args.heartbeat,
-      send: args.heartbeatSend,
-      expect: args.heartbeatExpect,
-      interval: d('heartbeatInterval'),
-      timeout: d('heartbeatTimeout'),
-      fall: n('heartbeatFall'),
-      rise: n('heartbeatRise'),
-      onDown: args.onDown,
-    },
+    heartbeat: Object.fromEntries(Object.entries(HEARTBEAT_FLAGS).map(([key, flag]) => [key, args[flag.slice(2)]])),
   }
 }
 
@@ -251,31 +230,6 @@ export async function run(argv: string[]): Promise<number> {
 function servingStatus(app: ProxyApp): string {
   const names = app.config?.routes.map((r) => r.name) ?? []
   return `serving ${names.length} route${names.length === 1 ? '' : 's'}: ${names.join(', ')}`
-}
-
-/**
- * The keepalive settings given explicitly (flags, or keys of the config file) that Node's
- * setKeepAlive cannot apply: interval, count, user timeout, and profiles (which set them).
- */
-function ignoredByFallback(input: CliInput): string[] {
-  const fields = ['interval', 'count', 'userTimeout', 'profile'] as const
-  const out: string[] = []
-  for (const leg of ['', 'client', 'target']) {
-    for (const field of fields) {
-      const key = leg === '' ? field : `${leg}${field[0]!.toUpperCase()}${field.slice(1)}`
-      if ((input as Record<string, unknown>)[key] !== undefined) out.push(`--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`)
-    }
-  }
-  if (input.config === undefined) return out
-  loadConfigFile(input.config).routes.forEach((route, i) => {
-    if (route.profile !== undefined) out.push(`${input.config}: routes[${i}].profile`)
-    for (const group of ['keepalive', 'clientKeepalive', 'targetKeepalive'] as const) {
-      for (const field of fields) {
-        if (route[group]?.[field] !== undefined) out.push(`${input.config}: routes[${i}].${group}.${field}`)
-      }
-    }
-  })
-  return out
 }
 
 /** What `ka-proxy check` prints for a valid config: one line per route, like haproxy -c. */

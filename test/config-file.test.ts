@@ -40,9 +40,24 @@ const BAD: Array<[string, string, RegExp]> = [
   ['NaN', 'routes:\n  - {listen: 1, target: "a:1", connectTimeout: .nan}\n', /: routes\[0\]\.connectTimeout: must be a finite number \(got \.nan\)$/],
   ['infinity', 'routes:\n  - {listen: 1, target: "a:1", halfCloseTimeout: .inf}\n', /: routes\[0\]\.halfCloseTimeout: must be a finite number \(got \.inf\)$/],
   ['a literal that overflows', 'routes:\n  - {listen: 1, target: "a:1", keepalive: {idle: 1e309}}\n', /: routes\[0\]\.keepalive\.idle: must be a finite number \(got \.inf\)$/],
+  ['a typo in a heartbeat key', 'routes:\n  - {listen: 1, target: "a:1", heartbeat: {type: pg, intervall: 2}}\n', /: routes\[0\]\.heartbeat\.intervall: unknown key$/],
+  ['heartbeat not a mapping', 'routes:\n  - {listen: 1, target: "a:1", heartbeat: pg}\n', /: routes\[0\]\.heartbeat: expected a mapping with at least "type" \(got "pg"\)$/],
+  ['unknown heartbeat check', 'routes:\n  - {listen: 1, target: "a:1", heartbeat: {type: mysql}}\n', /: routes\[0\]\.heartbeat\.type: must be tcp, pg, redis, send or an http\(s\):\/\/ URL \(got "mysql"\)$/],
+  ['heartbeat fall out of range', 'routes:\n  - {listen: 1, target: "a:1", heartbeat: {type: pg, fall: 0}}\n', /: routes\[0\]\.heartbeat\.fall: must be a whole number from 1 to 100 \(got 0\)$/],
+  ['heartbeat interval too long', 'routes:\n  - {listen: 1, target: "a:1", heartbeat: {type: pg, interval: 2h}}\n', /: routes\[0\]\.heartbeat\.interval: must be a number of seconds from 0\.01 to 3600 \(got 7200\)$/],
+  ['bad onDown', 'routes:\n  - {listen: 1, target: "a:1", heartbeat: {type: pg, onDown: explode}}\n', /: routes\[0\]\.heartbeat\.onDown: must be one of kill, drain, keep \(got explode\)$/],
+  ['bad escape in expect', 'routes:\n  - {listen: 1, target: "a:1", heartbeat: {type: send, expect: "a\\\\q"}}\n', /: routes\[0\]\.heartbeat\.expect: unknown escape "\\q"/],
   ['YAML syntax', 'routes:\n  - listen: 1\n   target: x\n', /^--config: .*: line 3: /],
   ['duplicate key', 'routes:\n  - {listen: 1, listen: 2, target: "a:1"}\n', /^--config: .*: line 2: Map keys must be unique/],
 ]
+
+t.test('heartbeat: a combination that does not hold names the key in the file, or the flag that set it', async (t) => {
+  const path = file('heartbeat-combination.yaml', 'routes:\n  - {listen: 1, target: "a:1", heartbeat: {interval: 1, timeout: 0.5}}\n')
+  t.throws(() => resolveAppConfig({ config: path }), { message: `${path}: routes[0].heartbeat.interval: has no effect without ${path}: routes[0].heartbeat.type (the check to run)` })
+  t.throws(() => resolveAppConfig({ config: path, heartbeat: { type: 'pg', timeout: 2 } }), { message: '--heartbeat-timeout: must not be longer than the interval (1 s): checks of a target never overlap' })
+  const ok = resolveAppConfig({ config: path, heartbeat: { type: 'pg' } })
+  t.match(ok.routes[0]!.heartbeat, { check: { type: 'pg' }, interval: 1, timeout: 0.5 }, 'the flag and the file combine')
+})
 
 t.test('bad configs: one error naming the path', async (t) => {
   for (const [name, text, message] of BAD) {

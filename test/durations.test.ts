@@ -25,18 +25,17 @@ t.test('the duration syntax', async (t) => {
 t.test('every time flag takes units; bare numbers stay seconds', async (t) => {
   const o = resolveOptions({
     listen: '0', target: 'a:1',
-    idle: '1m', interval: '10s', count: 3, userTimeout: '2m',
-    clientIdle: '5m', targetInterval: '5',
+    keepalive: { shared: { idle: '1m', interval: '10s', count: 3, userTimeout: '2m' }, client: { idle: '5m' }, target: { interval: '5' } },
     connectTimeout: '1500ms', halfCloseTimeout: '2m', flushTimeout: '30s', shutdownGrace: '1m30s',
     heartbeat: { type: 'tcp', interval: '500ms', timeout: '250ms' },
   })
   t.same(o.keepalive.client, { idle: 300, interval: 10, count: 3, userTimeout: 120 })
   t.same(o.keepalive.target, { idle: 60, interval: 5, count: 3, userTimeout: 120 })
   t.match(o, { connectTimeout: 1.5, halfCloseTimeout: 120, flushTimeout: 30, shutdownGrace: 90, heartbeat: { interval: 0.5, timeout: 0.25 } })
-  const bare = resolveOptions({ listen: '0', target: 'a:1', idle: 45, connectTimeout: 3 })
+  const bare = resolveOptions({ listen: '0', target: 'a:1', keepalive: { shared: { idle: 45 } }, connectTimeout: 3 })
   t.match(bare, { keepalive: { client: { idle: 45 } }, connectTimeout: 3 })
   t.throws(() => resolveOptions({ listen: '0', target: 'a:1', connectTimeout: 'soon' }), new ConfigError('--connect-timeout', 'must be a number of seconds, or a duration such as 1500ms, 30s, 5m, 1h (got "soon")'))
-  t.throws(() => resolveOptions({ listen: '0', target: 'a:1', targetIdle: '1500ms' }), new ConfigError('--target-idle', 'must be a whole number from 1 to 32767 (got 1.5)'), 'the kernel takes whole seconds')
+  t.throws(() => resolveOptions({ listen: '0', target: 'a:1', keepalive: { target: { idle: '1500ms' } } }), new ConfigError('--target-idle', 'must be a whole number from 1 to 32767 (got 1.5)'), 'the kernel takes whole seconds')
   t.throws(() => resolveOptions({ listen: '0', target: 'a:1', heartbeat: { type: 'tcp', interval: 'often' } }), { message: /^--heartbeat-interval: must be a number of seconds, or a duration/ })
 })
 

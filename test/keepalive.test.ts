@@ -22,13 +22,13 @@ const CASES: Array<{ name: string; flags: Omit<Partial<RawOptions>, 'target' | '
   },
   {
     name: '--idle 5 --interval 2 --count 3',
-    flags: { idle: 5, interval: 2, count: 3 },
+    flags: { keepalive: { shared: { idle: 5, interval: 2, count: 3 } } },
     client: { idle: 5, interval: 2, count: 3, userTimeout: 11 },
     target: { idle: 5, interval: 2, count: 3, userTimeout: 11 },
   },
   {
     name: 'per-leg overrides and --user-timeout 0',
-    flags: { idle: 20, clientIdle: 300, clientInterval: 30, clientCount: 5, targetCount: 2, targetUserTimeout: 0 },
+    flags: { keepalive: { shared: { idle: 20 }, client: { idle: 300, interval: 30, count: 5 }, target: { count: 2, userTimeout: 0 } } },
     client: { idle: 300, interval: 30, count: 5, userTimeout: 450 },
     target: { idle: 20, interval: 10, count: 2, userTimeout: 0 },
   },
@@ -86,7 +86,7 @@ t.test('check(): the one read-back comparison (reload, doctor) names each option
 })
 
 t.test('fallback: both legs get what setKeepAlive can do, per socket', async (t) => {
-  const { session } = await liveSession(t, { idle: 9 }, false)
+  const { session } = await liveSession(t, { keepalive: { shared: { idle: 9 } } }, false)
   const fallback = { enabled: true, idle: 9, interval: 1, count: 10, userTimeout: 0 }
   t.same(reader.read(session.legHandle('client')!), fallback, 'client leg')
   t.same(reader.read(session.legHandle('target')!), fallback, 'target leg')
@@ -96,7 +96,7 @@ t.test('fallback: both legs get what setKeepAlive can do, per socket', async (t)
 })
 
 t.test('keepalive probes really go out on an idle session', async (t) => {
-  const { session } = await liveSession(t, { idle: 1, interval: 1, count: 5 })
+  const { session } = await liveSession(t, { keepalive: { shared: { idle: 1, interval: 1, count: 5 } } })
   // An answered probe leaves no trace in TCP_INFO counters, but the ACK it draws does:
   // last_ack_recv is refreshed about every second although no data moves.
   await new Promise((r) => setTimeout(r, 2500))

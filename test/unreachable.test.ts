@@ -42,7 +42,7 @@ for (const relay of TRANSPORTS) {
       for (const s of accepted) s.destroy()
       target.server.close()
     })
-    const proxy = await startProxy({ target: `${TARGET_HOST}:${target.port}`, relay, targetIdle: KEEPALIVE.idle, targetInterval: KEEPALIVE.interval, targetCount: KEEPALIVE.count })
+    const proxy = await startProxy({ target: `${TARGET_HOST}:${target.port}`, relay, keepalive: { target: { idle: KEEPALIVE.idle, interval: KEEPALIVE.interval, count: KEEPALIVE.count } } })
     t.teardown(() => proxy.stop())
     const client = await connect(proxy.port)
     client.write('a')

@@ -10,7 +10,8 @@ import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 import { parse } from 'yaml'
 import { ConfigError } from '../errors.ts'
-import { configSchema, formatPath, parseWith, type ConfigFile } from './schema.ts'
+import { configSchema, type ConfigFile } from './schema.ts'
+import { formatPath, parseWith } from './validate.ts'
 
 /** Largest config file read: two thousand routes take about 220 KB. */
 export const MAX_CONFIG_BYTES = 256 * 1024

@@ -1,10 +1,12 @@
 // Heartbeat settings: one plain object, the same from the command line (--heartbeat*,
-// --on-down) as under a route's `heartbeat` key in a config file. Defaults, then
-// validation with errors naming the flag or key at fault (the caller says how to name it).
+// --on-down) as under a route's `heartbeat` key in a config file, checked by one zod schema.
+// Defaults, then the checks of the combination, with errors naming the flag or key at fault
+// (the caller says how to name it).
 
+import { z } from 'zod'
 import { ConfigError } from '../errors.ts'
-import { toSeconds } from './duration.ts'
 import { formatEndpoint } from './endpoint.ts'
+import { duration, parseWith } from './validate.ts'
 
 /** What to check, as resolved from the settings; src/heartbeat/ has one checker per type. */
 export type CheckSpec =
@@ -76,90 +78,118 @@ export const HEARTBEAT_FLAGS: Record<HeartbeatKey, string> = {
 const SECONDS = { min: 0.01, max: 3600 }
 const COUNT = { min: 1, max: 100 }
 
+/** tcp, pg, redis, send, or an http(s):// URL (trimmed); the schema's output checks again the same. */
+const checkType = z.unknown().transform((value, ctx) => {
+  const type = typeof value === 'string' ? value.trim() : ''
+  if (type === 'tcp' || type === 'pg' || type === 'redis' || type === 'send') return type
+  if (/^https?:\/\//i.test(type)) {
+    try {
+      new URL(expandUrl(type, { host: 'localhost', port: 1 }))
+      return type
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `not a valid URL: ${type}` })
+      return z.NEVER
+    }
+  }
+  ctx.addIssue({ code: 'custom', message: `must be tcp, pg, redis, send or an http(s):// URL (got ${JSON.stringify(value)})` })
+  return z.NEVER
+})
+
+/** Text with escapes (see decodeBytes), kept as written: the resolver decodes it. */
+const escapedBytes = (canBeEmpty: boolean) =>
+  z.unknown().transform((value, ctx) => {
+    const decoded = bytesOf(value)
+    const problem = typeof decoded === 'string' ? decoded : !canBeEmpty && decoded.length === 0 ? 'must not be empty' : undefined
+    if (problem === undefined) return value as string
+    ctx.addIssue({ code: 'custom', message: problem })
+    return z.NEVER
+  })
+
+const checkSeconds = duration(
+  z.number().refine((v) => v >= SECONDS.min && v <= SECONDS.max, {
+    error: (issue) => `must be a number of seconds from ${SECONDS.min} to ${SECONDS.max} (got ${String(issue.input)})`,
+  }),
+)
+
+const checkCount = z.custom<number>((v) => Number.isInteger(v) && (v as number) >= COUNT.min && (v as number) <= COUNT.max, {
+  error: (issue) => `must be a whole number from ${COUNT.min} to ${COUNT.max} (got ${String(issue.input)})`,
+})
+
+const onDown = z.custom<OnDown>((v) => ON_DOWN.includes(v as OnDown), {
+  error: (issue) => `must be one of ${ON_DOWN.join(', ')} (got ${String(issue.input)})`,
+})
+
+/**
+ * Each field of the heartbeat block, the same for a config file's `heartbeat:` and for the
+ * --heartbeat* flags; what depends on several fields (a type to go with them, send/expect only
+ * with send, timeout within interval) is checked by resolveHeartbeat, which names both keys.
+ */
+export const heartbeatSchema = z
+  .custom<object>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), {
+    error: (issue) => `expected a mapping with at least "type" (got ${JSON.stringify(issue.input)})`,
+  })
+  .pipe(
+    z.strictObject({
+      type: checkType.optional(),
+      send: escapedBytes(true).optional(),
+      expect: escapedBytes(false).optional(),
+      interval: checkSeconds.optional(),
+      timeout: checkSeconds.optional(),
+      fall: checkCount.optional(),
+      rise: checkCount.optional(),
+      onDown: onDown.optional(),
+    } satisfies Record<HeartbeatKey, z.ZodType>),
+  )
+
+const HEARTBEAT_KEYS = Object.keys(HEARTBEAT_FLAGS) as HeartbeatKey[]
+
 /**
  * Undefined when no heartbeat is configured. Throws ConfigError naming `keyOf(field)`, or
- * `keyOf()` for the object itself: a flag on the command line, a key path in a file.
- * `input` is unchecked: from a file it may be anything.
+ * `keyOf()` for the block itself: a flag on the command line, a key path in a file.
+ * `raw` is unchecked: from a file it may be anything.
  */
-export function resolveHeartbeat(raw: unknown, keyOf: (key?: HeartbeatKey) => string): HeartbeatSettings | undefined {
+export function resolveHeartbeat(raw: unknown, keyOf: (key?: string) => string): HeartbeatSettings | undefined {
   if (raw === undefined || raw === null) return undefined
-  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(keyOf(), `expected a mapping with at least "type" (got ${JSON.stringify(raw)})`)
-  const input = raw as HeartbeatInput
-  const given = Object.keys(input).filter((k) => input[k as HeartbeatKey] !== undefined) as HeartbeatKey[]
-  const unknown = given.find((k) => !(k in HEARTBEAT_FLAGS))
-  if (unknown !== undefined) throw new ConfigError(keyOf(unknown), 'unknown key')
+  const input = parseWith(heartbeatSchema, raw, (path) => keyOf(path.length === 0 ? undefined : String(path[0])))
+  const given = HEARTBEAT_KEYS.filter((k) => input[k] !== undefined)
   if (input.type === undefined) {
     if (given.length === 0) return undefined
-    throw new ConfigError(keyOf(given[0]!), `has no effect without ${keyOf('type')} (the check to run)`)
+    throw new ConfigError(keyOf(given[0]), `has no effect without ${keyOf('type')} (the check to run)`)
   }
-  const check = parseCheck(input, keyOf)
-  const interval = seconds(input.interval, HEARTBEAT_DEFAULTS.interval, keyOf('interval'))
-  const timeout = seconds(input.timeout, Math.min(HEARTBEAT_DEFAULTS.timeout, interval), keyOf('timeout'))
+  const interval = input.interval ?? HEARTBEAT_DEFAULTS.interval
+  const timeout = input.timeout ?? Math.min(HEARTBEAT_DEFAULTS.timeout, interval)
+  const check = checkOf(input, keyOf)
   if (timeout > interval) {
     throw new ConfigError(keyOf('timeout'), `must not be longer than the interval (${interval} s): checks of a target never overlap`)
-  }
-  const onDown = input.onDown ?? HEARTBEAT_DEFAULTS.onDown
-  if (!ON_DOWN.includes(onDown as OnDown)) {
-    throw new ConfigError(keyOf('onDown'), `must be one of ${ON_DOWN.join(', ')} (got ${String(onDown)})`)
   }
   return {
     check,
     interval,
     timeout,
-    fall: count(input.fall, HEARTBEAT_DEFAULTS.fall, keyOf('fall')),
-    rise: count(input.rise, HEARTBEAT_DEFAULTS.rise, keyOf('rise')),
-    onDown: onDown as OnDown,
+    fall: input.fall ?? HEARTBEAT_DEFAULTS.fall,
+    rise: input.rise ?? HEARTBEAT_DEFAULTS.rise,
+    onDown: input.onDown ?? HEARTBEAT_DEFAULTS.onDown,
   }
 }
 
-function parseCheck(input: HeartbeatInput, keyOf: (key?: HeartbeatKey) => string): CheckSpec {
-  const key = keyOf('type')
-  const type = typeof input.type === 'string' ? input.type.trim() : ''
+function checkOf(input: z.output<typeof heartbeatSchema>, keyOf: (key?: string) => string): CheckSpec {
+  const type = input.type!
   if (type !== 'send') {
     for (const k of ['send', 'expect'] as const) {
-      if (input[k] !== undefined) throw new ConfigError(keyOf(k), `only goes with ${key} send`)
+      if (input[k] !== undefined) throw new ConfigError(keyOf(k), `only goes with ${keyOf('type')} send`)
     }
-  }
-  if (/^https?:\/\//i.test(type)) {
-    try {
-      new URL(expandUrl(type, { host: 'localhost', port: 1 }))
-    } catch {
-      throw new ConfigError(key, `not a valid URL: ${type}`)
-    }
-    return { type: 'http', url: type }
   }
   if (type === 'tcp' || type === 'pg' || type === 'redis') return { type }
-  if (type === 'send') {
-    if (input.expect === undefined) throw new ConfigError(keyOf('expect'), `is required with ${key} send (the reply prefix that means up)`)
-    const expect = decodeBytes(input.expect, keyOf('expect'))
-    if (expect.length === 0) throw new ConfigError(keyOf('expect'), 'must not be empty')
-    const send = input.send === undefined ? Buffer.alloc(0) : decodeBytes(input.send, keyOf('send'))
-    return { type: 'send', send, expect }
-  }
-  throw new ConfigError(key, `must be tcp, pg, redis, send or an http(s):// URL (got ${JSON.stringify(input.type)})`)
-}
-
-function seconds(value: unknown, fallback: number, key: string): number {
-  const v = toSeconds(value, key) ?? fallback
-  if (!(v >= SECONDS.min && v <= SECONDS.max)) {
-    throw new ConfigError(key, `must be a number of seconds from ${SECONDS.min} to ${SECONDS.max} (got ${v})`)
-  }
-  return v
-}
-
-function count(value: unknown, fallback: number, key: string): number {
-  const v = value ?? fallback
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < COUNT.min || v > COUNT.max) {
-    throw new ConfigError(key, `must be a whole number from ${COUNT.min} to ${COUNT.max} (got ${String(v)})`)
-  }
-  return v
+  if (type !== 'send') return { type: 'http', url: type }
+  if (input.expect === undefined) throw new ConfigError(keyOf('expect'), `is required with ${keyOf('type')} send (the reply prefix that means up)`)
+  return { type: 'send', send: decodeBytes(input.send ?? '', keyOf('send')), expect: decodeBytes(input.expect, keyOf('expect')) }
 }
 
 const ESCAPES: Record<string, number> = { r: 0x0d, n: 0x0a, t: 0x09, '0': 0x00, '\\': 0x5c }
 
-/** Text with C-style escapes to bytes: \r \n \t \0 \\ and \xHH; anything else is UTF-8. */
-export function decodeBytes(value: unknown, key: string): Buffer {
-  if (typeof value !== 'string') throw new ConfigError(key, `must be a string (got ${String(value)})`)
+/** Text with C-style escapes to bytes: \r \n \t \0 \\ and \xHH; anything else is UTF-8. A string says what is wrong. */
+function bytesOf(value: unknown): Buffer | string {
+  if (typeof value !== 'string') return `must be a string (got ${String(value)})`
   const parts: Buffer[] = []
   let text = ''
   for (let i = 0; i < value.length; i++) {
@@ -178,11 +208,18 @@ export function decodeBytes(value: unknown, key: string): Buffer {
       parts.push(Buffer.from([ESCAPES[c]!]))
       i += 1
     } else {
-      throw new ConfigError(key, `unknown escape "\\${c}" (use \\r \\n \\t \\0 \\\\ or \\xHH)`)
+      return `unknown escape "\\${c}" (use \\r \\n \\t \\0 \\\\ or \\xHH)`
     }
   }
   parts.push(Buffer.from(text, 'utf8'))
   return Buffer.concat(parts)
+}
+
+/** bytesOf, or a ConfigError naming `key`. */
+export function decodeBytes(value: unknown, key: string): Buffer {
+  const bytes = bytesOf(value)
+  if (typeof bytes === 'string') throw new ConfigError(key, bytes)
+  return bytes
 }
 
 export function describeHeartbeat(h: HeartbeatSettings): string {

@@ -11,7 +11,8 @@ import {
 } from '../keepalive/settings.ts'
 import { PROFILE_NAMES, PROFILES, type ProfileName } from '../keepalive/profiles.ts'
 import { parseListen, parseTargets, type Endpoint } from './endpoint.ts'
-import { HEARTBEAT_FLAGS, resolveHeartbeat, type HeartbeatInput, type HeartbeatSettings } from './heartbeat.ts'
+import { resolveHeartbeat, type HeartbeatInput, type HeartbeatSettings } from './heartbeat.ts'
+import { flagOf, givenSettings, LEGS, type KeepaliveScope, type KeyNamer, type Leg } from './keys.ts'
 
 export interface ProxyOptions {
   /** The route's name in logs, metrics and the admin API; defaults to the listen address. */
@@ -26,7 +27,7 @@ export interface ProxyOptions {
   failback: Failback
   /** Application-level checks of every target; undefined: none, every target counts as up. */
   heartbeat: HeartbeatSettings | undefined
-  keepalive: { client: KeepaliveSettings; target: KeepaliveSettings }
+  keepalive: Record<Leg, KeepaliveSettings>
   /** Seconds until an unanswered connect to the target gives up. */
   connectTimeout: number
   /** Seconds a session may stay half-closed (one side sent FIN, the other did not). */
@@ -64,40 +65,25 @@ export const DEFAULTS = {
 /** Seconds, or a duration string as written ("30s", "5m", "1500ms"). */
 type Duration = number | string
 
-/** The fields that are times: each takes a number of seconds or a duration with a unit. */
-const DURATION_FIELDS = [
-  'idle', 'interval', 'userTimeout', 'clientIdle', 'clientInterval', 'clientUserTimeout',
-  'targetIdle', 'targetInterval', 'targetUserTimeout', 'connectTimeout', 'halfCloseTimeout', 'flushTimeout', 'shutdownGrace',
-] as const
-
-type Seconds<T> = { [K in keyof T]: K extends (typeof DURATION_FIELDS)[number] ? number | undefined : T[K] }
-
-/** Every time field in seconds; a bad duration is a ConfigError naming its flag or key. */
-function inSeconds(raw: RawOptions, keyOf: KeyNamer): Seconds<RawOptions> {
-  const out: Record<string, unknown> = { ...raw }
-  for (const field of DURATION_FIELDS) out[field] = toSeconds(raw[field], keyOf(flagOf(field)))
-  return out as Seconds<RawOptions>
-}
-
-const flagOf = (field: string): string => `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
-
-/** Values as the CLI hands them over; undefined means "not given". */
-export interface RawOptions {
-  name?: string
-  listen?: unknown
-  target?: unknown
+/** One scope's keepalive as given: a profile, and explicit values on top of it. */
+export interface KeepaliveRaw {
+  profile?: unknown
   idle?: Duration
   interval?: Duration
   count?: number
   userTimeout?: Duration
-  clientIdle?: Duration
-  clientInterval?: Duration
-  clientCount?: number
-  clientUserTimeout?: Duration
-  targetIdle?: Duration
-  targetInterval?: Duration
-  targetCount?: number
-  targetUserTimeout?: Duration
+}
+
+/** Values as the CLI or a config file's route hands them over; undefined means "not given". */
+export interface RawOptions {
+  name?: string
+  listen?: unknown
+  target?: unknown
+  /**
+   * shared: both legs (--idle, a route's `keepalive:`); client and target: that leg only, over
+   * the shared values (--client-idle, `clientKeepalive:`). See keys.ts for every name.
+   */
+  keepalive?: { [S in KeepaliveScope]?: KeepaliveRaw }
   connectTimeout?: Duration
   halfCloseTimeout?: Duration
   flushTimeout?: Duration
@@ -108,32 +94,20 @@ export interface RawOptions {
   /** The same object a config file's route carries under `heartbeat`. */
   heartbeat?: HeartbeatInput
   maxConnections?: number
-  /** Named keepalive presets under the explicit values: shared, and per leg. */
-  profile?: unknown
-  clientProfile?: unknown
-  targetProfile?: unknown
 }
+
+/** The route-wide times; each takes a number of seconds or a duration with a unit. */
+const TIMES = ['connectTimeout', 'halfCloseTimeout', 'flushTimeout', 'shutdownGrace'] as const
 
 /**
- * Names the place a value came from, given its flag (`--client-idle`): the flag itself on
- * the command line, or the matching key path for a route from a config file.
+ * One scope's keepalive in seconds, over its profile's values. A bad duration or an unknown
+ * profile is a ConfigError naming its flag or key.
  */
-export type KeyNamer = (flag: string) => string
-const asFlag: KeyNamer = (flag) => flag
-
-const FLAG_OF_FIELD: Record<keyof KeepaliveSettings, string> = {
-  idle: 'idle',
-  interval: 'interval',
-  count: 'count',
-  userTimeout: 'user-timeout',
-}
-
-function legInput(raw: Seconds<RawOptions>, leg: 'client' | 'target'): KeepaliveInput {
-  const pick = (field: keyof KeepaliveSettings): number | undefined => {
-    const key = `${leg}${field[0]!.toUpperCase()}${field.slice(1)}` as keyof RawOptions
-    return raw[key] as number | undefined
-  }
-  return { idle: pick('idle'), interval: pick('interval'), count: pick('count'), userTimeout: pick('userTimeout') }
+function scopeInput(raw: RawOptions, scope: KeepaliveScope, keyOf: KeyNamer): KeepaliveInput {
+  const given = raw.keepalive?.[scope] ?? {}
+  const secondsOf = (field: 'idle' | 'interval' | 'userTimeout'): number | undefined => toSeconds(given[field], keyOf(['keepalive', scope, field]))
+  const explicit = { idle: secondsOf('idle'), interval: secondsOf('interval'), count: given.count, userTimeout: secondsOf('userTimeout') }
+  return overProfile(given.profile, keyOf(['keepalive', scope, 'profile']), explicit)
 }
 
 /** A profile's values, with the explicitly given ones on top. */
@@ -147,17 +121,20 @@ function overProfile(profile: unknown, key: string, explicit: KeepaliveInput): K
   return { idle, interval, count, ...given }
 }
 
-/** Names the flag that set a field: the per-leg override when given, else the shared one. */
-function flagFor(raw: Seconds<RawOptions>, leg: 'client' | 'target', field: keyof KeepaliveSettings): string {
-  const override = legInput(raw, leg)[field]
-  return override !== undefined ? `--${leg}-${FLAG_OF_FIELD[field]}` : `--${FLAG_OF_FIELD[field]}`
+/** Both legs' settings: each leg's values over the shared ones, over the defaults; checked. */
+function resolveLegs(raw: RawOptions, keyOf: KeyNamer): Record<Leg, KeepaliveSettings> {
+  const shared = scopeInput(raw, 'shared', keyOf)
+  const legs = Object.fromEntries(LEGS.map((leg) => [leg, resolveKeepalive(scopeInput(raw, leg, keyOf), shared)])) as Record<Leg, KeepaliveSettings>
+  for (const leg of LEGS) {
+    // Names the leg's own key when it was given, else the shared one the value came from.
+    validateKeepalive(legs[leg], (field) => keyOf(['keepalive', raw.keepalive?.[leg]?.[field] !== undefined ? leg : 'shared', field]))
+  }
+  return legs
 }
 
 function checkNumbers(raw: RawOptions, keyOf: KeyNamer): void {
-  for (const [key, value] of Object.entries(raw)) {
-    if (typeof value === 'number' && Number.isNaN(value)) {
-      throw new ConfigError(keyOf(flagOf(key)), 'must be a number')
-    }
+  for (const [path, value] of givenSettings(raw)) {
+    if (typeof value === 'number' && Number.isNaN(value)) throw new ConfigError(keyOf(path), 'must be a number')
   }
 }
 
@@ -169,45 +146,33 @@ function seconds(value: number | undefined, fallback: number, key: string, min: 
   return v
 }
 
-export function resolveOptions(input: RawOptions, keyOf: KeyNamer = asFlag): ProxyOptions {
-  checkNumbers(input, keyOf)
-  const raw = inSeconds(input, keyOf)
-  if (raw.target === undefined) throw new ConfigError(keyOf('--target'), 'is required (host:port of the server to relay to)')
-  if (raw.listen === undefined) throw new ConfigError(keyOf('--listen'), 'is required ([host:]port to accept clients on)')
+export function resolveOptions(raw: RawOptions, keyOf: KeyNamer = flagOf): ProxyOptions {
+  checkNumbers(raw, keyOf)
+  const time = Object.fromEntries(TIMES.map((field) => [field, toSeconds(raw[field], keyOf([field]))])) as Record<(typeof TIMES)[number], number | undefined>
+  if (raw.target === undefined) throw new ConfigError(keyOf(['target']), 'is required (host:port of the server to relay to)')
+  if (raw.listen === undefined) throw new ConfigError(keyOf(['listen']), 'is required ([host:]port to accept clients on)')
   const balance = raw.balance ?? 'first'
-  if (!BALANCE.includes(balance as Balance)) throw new ConfigError(keyOf('--balance'), `must be one of ${BALANCE.join(', ')} (got ${String(balance)})`)
+  if (!BALANCE.includes(balance as Balance)) throw new ConfigError(keyOf(['balance']), `must be one of ${BALANCE.join(', ')} (got ${String(balance)})`)
   const failback = raw.failback ?? 'manual'
-  if (!FAILBACK.includes(failback as Failback)) throw new ConfigError(keyOf('--failback'), `must be one of ${FAILBACK.join(', ')} (got ${String(failback)})`)
-  const shared = overProfile(raw.profile, keyOf('--profile'), {
-    idle: raw.idle,
-    interval: raw.interval,
-    count: raw.count,
-    userTimeout: raw.userTimeout,
-  })
-  const keepalive = {
-    client: resolveKeepalive(overProfile(raw.clientProfile, keyOf('--client-profile'), legInput(raw, 'client')), shared),
-    target: resolveKeepalive(overProfile(raw.targetProfile, keyOf('--target-profile'), legInput(raw, 'target')), shared),
-  }
-  for (const leg of ['client', 'target'] as const) {
-    validateKeepalive(keepalive[leg], (field) => keyOf(flagFor(raw, leg, field)))
-  }
+  if (!FAILBACK.includes(failback as Failback)) throw new ConfigError(keyOf(['failback']), `must be one of ${FAILBACK.join(', ')} (got ${String(failback)})`)
+  const keepalive = resolveLegs(raw, keyOf)
   const maxConnections = raw.maxConnections
   if (maxConnections !== undefined && (!Number.isInteger(maxConnections) || maxConnections < 1)) {
-    throw new ConfigError(keyOf('--max-connections'), `must be a whole number of at least 1 (got ${String(maxConnections)})`)
+    throw new ConfigError(keyOf(['maxConnections']), `must be a whole number of at least 1 (got ${String(maxConnections)})`)
   }
   return {
     name: raw.name ?? String(raw.listen),
-    listen: parseListen(raw.listen, keyOf('--listen')),
-    listenKey: keyOf('--listen'),
-    targets: parseTargets(raw.target, keyOf('--target')),
+    listen: parseListen(raw.listen, keyOf(['listen'])),
+    listenKey: keyOf(['listen']),
+    targets: parseTargets(raw.target, keyOf(['target'])),
     balance: balance as Balance,
     failback: failback as Failback,
-    heartbeat: resolveHeartbeat(raw.heartbeat, (key = 'type') => keyOf(HEARTBEAT_FLAGS[key])),
+    heartbeat: resolveHeartbeat(raw.heartbeat, (key = 'type') => keyOf(['heartbeat', key])),
     keepalive,
-    connectTimeout: seconds(raw.connectTimeout, DEFAULTS.connectTimeout, keyOf('--connect-timeout'), 0.001),
-    halfCloseTimeout: seconds(raw.halfCloseTimeout, DEFAULTS.halfCloseTimeout, keyOf('--half-close-timeout'), 0.001),
-    flushTimeout: seconds(raw.flushTimeout, DEFAULTS.flushTimeout, keyOf('--flush-timeout'), 0.001),
-    shutdownGrace: seconds(raw.shutdownGrace, DEFAULTS.shutdownGrace, keyOf('--shutdown-grace'), 0),
+    connectTimeout: seconds(time.connectTimeout, DEFAULTS.connectTimeout, keyOf(['connectTimeout']), 0.001),
+    halfCloseTimeout: seconds(time.halfCloseTimeout, DEFAULTS.halfCloseTimeout, keyOf(['halfCloseTimeout']), 0.001),
+    flushTimeout: seconds(time.flushTimeout, DEFAULTS.flushTimeout, keyOf(['flushTimeout']), 0.001),
+    shutdownGrace: seconds(time.shutdownGrace, DEFAULTS.shutdownGrace, keyOf(['shutdownGrace']), 0),
     native: raw.native ?? true,
     maxConnections,
   }

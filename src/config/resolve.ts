@@ -5,8 +5,8 @@
 import { resolveAdmin, type AdminOptions } from './admin.ts'
 import { ConfigError } from '../errors.ts'
 import { loadConfigFile } from './file.ts'
-import { HEARTBEAT_FLAGS } from './heartbeat.ts'
-import { DEFAULTS, resolveOptions, type KeyNamer, type ProxyOptions, type RawOptions } from './options.ts'
+import { DEFAULTS, resolveOptions, type ProxyOptions, type RawOptions } from './options.ts'
+import { FILE_GROUP, flagOf, givenSettings, KEEPALIVE_SCOPES, routeKeyOf, valueAt, type KeyNamer } from './keys.ts'
 import { formatEndpoint } from './endpoint.ts'
 import { toSeconds } from './duration.ts'
 import type { ConfigFile, RouteConfig } from './schema.ts'
@@ -35,52 +35,18 @@ export interface CliInput extends RawOptions {
   pidFile?: string
 }
 
-const KEEPALIVE_FIELDS = new Set(['idle', 'interval', 'count', 'user-timeout', 'profile'])
-
-const camel = (s: string): string => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
-
-/** The key path in a route for the value a flag sets: `--client-idle` -> `clientKeepalive.idle`. */
-export function routePathOf(flag: string, route: RouteConfig): string {
-  const name = flag.replace(/^--/, '')
-  if (name === 'on-down') return 'heartbeat.onDown'
-  if (name === 'heartbeat') return 'heartbeat.type'
-  if (name.startsWith('heartbeat-')) return `heartbeat.${camel(name.slice('heartbeat-'.length))}`
-  for (const leg of ['client', 'target'] as const) {
-    const rest = name.slice(leg.length + 1)
-    if (name.startsWith(`${leg}-`) && KEEPALIVE_FIELDS.has(rest)) return `${leg}Keepalive.${camel(rest)}`
-  }
-  if (name === 'profile') return route.keepalive?.profile !== undefined ? 'keepalive.profile' : 'profile'
-  if (KEEPALIVE_FIELDS.has(name)) return `keepalive.${camel(name)}`
-  return camel(name)
-}
-
 /** A route from a file, in the same shape the flags arrive in. */
-function rawFromRoute(r: RouteConfig, shutdownGrace: number | undefined): RawOptions {
-  const ka = r.keepalive ?? {}
-  const client = r.clientKeepalive ?? {}
-  const target = r.targetKeepalive ?? {}
+export function rawFromRoute(r: RouteConfig, shutdownGrace: number | undefined): RawOptions {
+  const keepalive = Object.fromEntries(KEEPALIVE_SCOPES.map((scope) => [scope, { ...r[FILE_GROUP[scope]] }])) as RawOptions['keepalive'] & object
+  keepalive.shared!.profile ??= r.profile
   return {
     name: r.name,
     listen: r.listen,
     target: Array.isArray(r.target) ? r.target.join(',') : r.target,
     balance: r.balance,
     failback: r.failback,
-    profile: ka.profile ?? r.profile,
-    idle: ka.idle,
-    interval: ka.interval,
-    count: ka.count,
-    userTimeout: ka.userTimeout,
-    clientProfile: client.profile,
-    clientIdle: client.idle,
-    clientInterval: client.interval,
-    clientCount: client.count,
-    clientUserTimeout: client.userTimeout,
-    targetProfile: target.profile,
-    targetIdle: target.idle,
-    targetInterval: target.interval,
-    targetCount: target.count,
-    targetUserTimeout: target.userTimeout,
-    heartbeat: r.heartbeat as RawOptions['heartbeat'],
+    keepalive,
+    heartbeat: r.heartbeat ?? undefined,
     maxConnections: r.maxConnections,
     connectTimeout: r.connectTimeout,
     halfCloseTimeout: r.halfCloseTimeout,
@@ -89,23 +55,41 @@ function rawFromRoute(r: RouteConfig, shutdownGrace: number | undefined): RawOpt
   }
 }
 
-const defined = <T extends object>(o: T): Partial<T> =>
-  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
+/** What Node's setKeepAlive cannot apply: all but idle (a profile sets the others). */
+const FALLBACK_IGNORES = ['interval', 'count', 'userTimeout', 'profile'] as const
 
-/** Route-level values given as flags (process-wide ones such as --native do not count). */
-function routeFlagsGiven(cli: CliInput): Partial<RawOptions> {
-  const { config: _c, admin: _a, adminToken: _t, native: _n, shutdownGrace: _g, log: _l, pidFile: _p, heartbeat, ...rest } = cli
-  const hb = heartbeat ? defined(heartbeat) : {}
-  return { ...defined(rest), ...(Object.keys(hb).length > 0 ? { heartbeat: hb } : {}) }
+/**
+ * The keepalive settings given explicitly (flags, or keys of the config file) that Node's
+ * setKeepAlive fallback cannot apply, each named as the user wrote it.
+ */
+export function ignoredByFallback(cli: CliInput): string[] {
+  const named = (raw: RawOptions, keyOf: KeyNamer): string[] =>
+    KEEPALIVE_SCOPES.flatMap((scope) => FALLBACK_IGNORES.filter((field) => raw.keepalive?.[scope]?.[field] !== undefined).map((field) => keyOf(['keepalive', scope, field])))
+  const out = named(cli, flagOf)
+  if (cli.config === undefined) return out
+  loadConfigFile(cli.config).routes.forEach((route, i) => {
+    out.push(...named(rawFromRoute(route, undefined), (key) => `${cli.config}: routes[${i}].${routeKeyOf(key, route)}`))
+  })
+  return out
 }
 
-const HEARTBEAT_KEY_OF_FLAG = new Map(Object.entries(HEARTBEAT_FLAGS).map(([key, flag]) => [flag, key]))
+/** Route-level values as flags give them (process-wide ones such as --native do not count). */
+function routeFlags(cli: CliInput): RawOptions {
+  const { config: _c, admin: _a, adminToken: _t, native: _n, shutdownGrace: _g, log: _l, pidFile: _p, ...route } = cli
+  return route
+}
 
-/** Whether the value behind `flag` was given on the command line (else it came from the file). */
-function cliGave(flag: string, overrides: Partial<RawOptions>): boolean {
-  const hbKey = HEARTBEAT_KEY_OF_FLAG.get(flag)
-  if (hbKey !== undefined) return (overrides.heartbeat as Record<string, unknown> | undefined)?.[hbKey] !== undefined
-  return (overrides as Record<string, unknown>)[camel(flag.replace(/^--/, ''))] !== undefined
+const isMapping = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+/** `top` over `base`, into keepalive scopes and the heartbeat block: each value `top` gives wins. */
+function overlay<T extends object>(base: T, top: T): T {
+  const out = { ...base } as Record<string, unknown>
+  for (const [key, value] of Object.entries(top)) {
+    if (value === undefined) continue
+    const under = out[key]
+    out[key] = isMapping(value) && isMapping(under) ? overlay(under, value) : value
+  }
+  return out as T
 }
 
 function adminFrom(cli: CliInput, file: AppConfigFileAdmin, keyPrefix: string) {
@@ -148,22 +132,16 @@ export function resolveAppConfig(cli: CliInput, loaded?: ConfigFile): AppConfig 
   }
   const path = cli.config
   const file = loaded ?? loadConfigFile(path)
-  const overrides = routeFlagsGiven(cli)
-  const overridden = Object.keys(overrides)
+  const overrides = routeFlags(cli)
+  const overridden = givenSettings(overrides)
   if (overridden.length > 0 && file.routes.length > 1) {
-    const flag = `--${overridden[0]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
-    throw new ConfigError(flag, `overrides a single route only; ${path} has ${file.routes.length} routes: set it there`)
+    throw new ConfigError(flagOf(overridden[0]![0]), `overrides a single route only; ${path} has ${file.routes.length} routes: set it there`)
   }
   const shutdownGrace = toSeconds(cli.shutdownGrace, '--shutdown-grace') ?? file.shutdownGrace ?? DEFAULTS.shutdownGrace
   const routes = file.routes.map((route, i) => {
-    const fromFile = rawFromRoute(route, shutdownGrace)
-    const raw: RawOptions = {
-      ...fromFile,
-      ...overrides,
-      heartbeat: overrides.heartbeat || fromFile.heartbeat ? { ...(fromFile.heartbeat ?? {}), ...(overrides.heartbeat ?? {}) } : undefined,
-      native: cli.native,
-    }
-    const keyOf: KeyNamer = (flag) => (cliGave(flag, overrides) ? flag : `${path}: routes[${i}].${routePathOf(flag, route)}`)
+    const raw: RawOptions = { ...overlay(rawFromRoute(route, shutdownGrace), overrides), native: cli.native }
+    // A value given on the command line is named by its flag, one from the file by its key.
+    const keyOf: KeyNamer = (key) => (valueAt(overrides, key) !== undefined ? flagOf(key) : `${path}: routes[${i}].${routeKeyOf(key, route)}`)
     return resolveOptions(raw, keyOf)
   })
   const names = routes.map((r) => r.name)
