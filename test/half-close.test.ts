@@ -5,12 +5,12 @@
 import t from 'tap'
 import { connect, endOf, listen, readAll } from './helpers/net.ts'
 import { startProxy } from './helpers/proxy.ts'
-import { TRANSPORTS } from './helpers/transports.ts'
+import { SETUPS } from './helpers/transports.ts'
 
 const CHUNK = 'x'.repeat(1000)
 
-for (const relay of TRANSPORTS) {
-  t.test(`${relay}: a response streaming for 4 bounds after the FIN arrives whole`, async (t) => {
+for (const { name, native, relay } of SETUPS) {
+  t.test(`${name}: a response streaming for 4 bounds after the FIN arrives whole`, async (t) => {
     // After the client's FIN, the server answers a chunk every 100 ms for 2 s, then ends.
     const { server, port } = await listen((s) => {
       s.resume()
@@ -27,7 +27,7 @@ for (const relay of TRANSPORTS) {
       })
     })
     t.teardown(() => server.close())
-    const proxy = await startProxy({ target: `127.0.0.1:${port}`, halfCloseTimeout: 0.5, relay })
+    const proxy = await startProxy({ target: `127.0.0.1:${port}`, halfCloseTimeout: 0.5, native, relay })
     t.teardown(() => proxy.stop())
     const client = await connect(proxy.port)
     const got = readAll(client)
@@ -37,7 +37,7 @@ for (const relay of TRANSPORTS) {
     t.match(summary, { reason: 'client_end', clientClose: 'fin', targetClose: 'fin', bytesToClient: 20 * CHUNK.length })
   })
 
-  t.test(`${relay}: a half-closed session that goes quiet is cut one bound after its last byte`, async (t) => {
+  t.test(`${name}: a half-closed session that goes quiet is cut one bound after its last byte`, async (t) => {
     let lastByteAt = 0
     const { server, port } = await listen((s) => {
       s.resume()
@@ -53,7 +53,7 @@ for (const relay of TRANSPORTS) {
       })
     })
     t.teardown(() => server.close())
-    const proxy = await startProxy({ target: `127.0.0.1:${port}`, halfCloseTimeout: 0.4, relay })
+    const proxy = await startProxy({ target: `127.0.0.1:${port}`, halfCloseTimeout: 0.4, native, relay })
     t.teardown(() => proxy.stop())
     const client = await connect(proxy.port)
     const ended = endOf(client)

@@ -8,17 +8,12 @@ import type { Socket } from 'node:net'
 import { connect, listen, readAll, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { startProxy } from './helpers/proxy.ts'
-import { TRANSPORTS } from './helpers/transports.ts'
+import { SETUPS, TRANSPORTS } from './helpers/transports.ts'
 
 const SIZES = [1, 1000, 65_537, 1 << 20, 16 << 20]
 const digest = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
 
-const VARIANTS = [
-  ...TRANSPORTS.map((relay) => ({ name: `native helper, ${relay === 'native' ? 'its pump' : 'Node streams'}`, native: true, relay })),
-  { name: 'setKeepAlive fallback', native: false, relay: 'stream' },
-] as const
-
-for (const { name, native, relay } of VARIANTS) {
+for (const { name, native, relay } of SETUPS) {
   t.test(`relay (${name})`, async (t) => {
     // The target answers what it read with its own payload, in the order the test asks.
     let plan: { clientFirst: boolean; toClient: Buffer; received?: Promise<Buffer> } = {
