@@ -1,4 +1,4 @@
-// The transport over the native pump (native/ka_relay.c): bytes move between the two
+// The transport over the native pump (native/ka_pump.c): bytes move between the two
 // descriptors inside the event loop with no JavaScript per chunk; this file turns the pump's
 // few events (connected, end of stream, error, closed) into the session's and carries out its
 // orders. The policy of how a session ends is in session.ts.

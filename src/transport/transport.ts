@@ -6,7 +6,7 @@
 // and nothing about sockets, descriptors or buffers lives in the session.
 //
 // Transports (one module each, chosen in registry.ts):
-// - native.ts: the native pump (native/ka_relay.c) moves bytes between two descriptors with no
+// - native.ts: the native pump (native/ka_pump.c) moves bytes between two descriptors with no
 //   JavaScript per chunk; the default when the native helper is in use.
 // - stream.ts: Node streams; used without the native helper, or when asked for
 //   (KA_PROXY_RELAY=stream).
