@@ -8,6 +8,8 @@
 //   sendFds(sock, payload, fds, timeoutMs) -> undefined
 //   recvFds(sock, maxBytes, timeoutMs) -> {payload: Buffer, fds: number[]} | null (peer closed)
 //   closeFd(fd)                        for received descriptors nobody adopted
+//   moveFd(from, to)                   dup2(from, to), then close(from): the new process puts the
+//                                      real stderr it inherited back on descriptor 2
 //
 // Every failure throws Error{code: errno name, syscall}; a message whose payload or descriptors
 // did not fit (MSG_TRUNC, MSG_CTRUNC) is refused whole, and the descriptors that did arrive are
@@ -217,6 +219,23 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value move_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  int32_t from, to;
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || !ka_get_int_arg(env, args, argc, 0, &from) ||
+      !ka_get_int_arg(env, args, argc, 1, &to))
+    return NULL;
+  if (from == to) return throw_arg(env, "moveFd: from and to are the same descriptor");
+  int r;
+  do {
+    r = dup2(from, to);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return ka_throw_errno(env, errno, "dup2", "fd");
+  close(from);
+  return NULL;
+}
+
 int ka_fdpass_init(napi_env env, napi_value exports) {
   static const struct {
     const char* name;
@@ -226,6 +245,7 @@ int ka_fdpass_init(napi_env env, napi_value exports) {
       {"sendFds", send_fds},
       {"recvFds", recv_fds},
       {"closeFd", close_fd},
+      {"moveFd", move_fd},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

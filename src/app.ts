@@ -16,6 +16,7 @@ import type { AdminOptions } from './config/admin.ts'
 import type { Session } from './session.ts'
 import { defaultRelay } from './transport/registry.ts'
 import type { TransportKind } from './transport/transport.ts'
+import { adminListenerKey, routeListenerKey, type HandedListener, type InheritedListeners } from './upgrade.ts'
 
 const sameListen = (a: ProxyOptions, b: ProxyOptions): boolean =>
   a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.native === b.native
@@ -54,11 +55,18 @@ export class ProxyApp implements AdminSource {
     return this.#config
   }
 
-  /** Starts every route and the admin API; on any failure, stops what had started and throws. */
-  async start(config: AppConfig): Promise<void> {
+  /**
+   * Starts every route and the admin API; on any failure, stops what had started and throws.
+   * `inherited`: listening sockets handed over by an upgrade; a route (or the admin API) whose
+   * address matches one listens on it instead of binding.
+   */
+  async start(config: AppConfig, inherited?: InheritedListeners): Promise<void> {
     try {
-      for (const options of config.routes) this.#routes.set(options.name, await this.#bindRoute(options))
-      if (config.admin) this.#admin = await this.#bindAdmin(config.admin)
+      for (const options of config.routes) {
+        const fd = inherited?.take(routeListenerKey(options.name, options.listen.host, options.listen.port))
+        this.#routes.set(options.name, await this.#bindRoute(options, fd))
+      }
+      if (config.admin) this.#admin = await this.#bindAdmin(config.admin, inherited?.take(adminListenerKey(config.admin.listen.host, config.admin.listen.port)))
     } catch (err) {
       await this.stop(0)
       throw err
@@ -157,8 +165,8 @@ export class ProxyApp implements AdminSource {
     }
   }
 
-  /** Binds a route's listener (not yet registered); rejects with ListenError. */
-  async #bindRoute(options: ProxyOptions): Promise<ProxyListener> {
+  /** Binds a route's listener (not yet registered), or listens on `fd`; rejects with ListenError. */
+  async #bindRoute(options: ProxyOptions, fd?: number): Promise<ProxyListener> {
     const metrics = this.metrics
     const route = options.name
     const listener = new ProxyListener(options, this.#keepalive, this.#logger.child({ route }), {
@@ -167,7 +175,7 @@ export class ProxyApp implements AdminSource {
       targetConnected: (seconds) => metrics.targetConnected(route, seconds),
       refused: (reason) => metrics.refused(route, reason),
     }, this.#relay)
-    const info = await listener.start()
+    const info = await listener.start(fd)
     this.#logger.info(
       {
         route,
@@ -180,15 +188,16 @@ export class ProxyApp implements AdminSource {
         relay: listener.relay,
         inherited: info.inherited,
         maxConnections: options.maxConnections ?? null,
+        ...(fd !== undefined && { handedOver: true }),
       },
       'listening',
     )
     return listener
   }
 
-  async #bindAdmin(options: AdminOptions): Promise<AdminServer> {
+  async #bindAdmin(options: AdminOptions, fd?: number): Promise<AdminServer> {
     const admin = new AdminServer(options, this, this.metrics, this.#keepalive, this.#logger)
-    const address = await admin.start()
+    const address = await admin.start(fd)
     this.#logger.info({ address, token: options.token !== undefined }, 'admin listening')
     return admin
   }
@@ -216,6 +225,22 @@ export class ProxyApp implements AdminSource {
   /** Second signal: every session closed at once, in running and draining routes alike. */
   terminate(): void {
     for (const listener of [...this.#routes.values(), ...this.#draining.keys()]) listener.terminate()
+  }
+
+  /** The listening sockets an upgrade hands over: every route's and the admin API's. */
+  listeners(): Array<HandedListener & { fd: number }> {
+    const out: Array<HandedListener & { fd: number }> = []
+    for (const [name, listener] of this.#routes) {
+      const fd = listener.listenFd
+      const { host, port } = listener.options.listen
+      if (fd !== undefined) out.push({ key: routeListenerKey(name, host, port), address: formatEndpoint(host, port), fd })
+    }
+    const adminFd = this.#admin?.listenFd
+    const admin = this.#config?.admin
+    if (adminFd !== undefined && admin !== undefined) {
+      out.push({ key: adminListenerKey(admin.listen.host, admin.listen.port), address: formatEndpoint(admin.listen.host, admin.listen.port), fd: adminFd })
+    }
+    return out
   }
 
   get sessionCount(): number {

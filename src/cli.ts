@@ -24,6 +24,8 @@ import { VERSION } from './version.ts'
 import { ServiceNotifier } from './notify.ts'
 import { checkNodeInternals } from './node-internals.ts'
 import { runProbeCommand } from './probe/command.ts'
+import { loadNative } from './native.ts'
+import { Handover, Upgrader } from './upgrade.ts'
 
 // Times take seconds (30, 0.5) or a duration with units (1500ms, 30s, 5m, 1h, 1m30s).
 const KEEPALIVE_GROUP = 'Keepalive (both legs; times in seconds or 30s, 5m, 1h):'
@@ -204,10 +206,20 @@ export async function run(argv: string[]): Promise<number> {
     const what = ignored.length > 0 ? `; these settings are NOT applied: ${ignored.join(', ')}` : ''
     logger.warn({ reason: keepalive.fallbackReason, ignored }, `${nativeStatusLine(keepalive)}${what}`)
   }
+  const addon = keepalive.native ? loadNative() : undefined
+  const binding = addon?.ok ? addon.binding : undefined
+  // Started by an upgrade: the old process's listening sockets are taken over, not bound anew.
+  const handover = Handover.fromEnv(binding)
+  const inherited = handover?.receive()
   // The one read of KA_PROXY_RELAY: which transport moves the bytes (the native pump by default).
   const app = new ProxyApp(keepalive, logger, chooseRelay(keepalive, process.env.KA_PROXY_RELAY))
   runningLogger = logger
-  await app.start(config)
+  let unused: string[] = []
+  try {
+    await app.start(config, inherited)
+  } finally {
+    unused = inherited?.closeRest() ?? []
+  }
   try {
     config.pidFile?.write()
   } catch (err) {
@@ -220,8 +232,15 @@ export async function run(argv: string[]): Promise<number> {
     logger.info(`${route.name}: client leg ${describeKeepalive(applied.client)}; target leg ${describeKeepalive(applied.target)}`)
   }
   const notifier = new ServiceNotifier(logger)
-  notifier.ready(servingStatus(app))
-  const code = await waitForStop(app, logger, input, notifier, reopen)
+  if (handover !== undefined && inherited !== undefined) {
+    // The old process tells systemd (MAINPID=, READY=1) once it hears this.
+    handover.ready(app.listeners().length)
+    logger.info({ from: inherited.from, listeners: app.listeners().length, notTaken: unused }, 'upgrade: took over the listeners')
+  } else {
+    notifier.ready(servingStatus(app))
+  }
+  const upgrader = binding === undefined ? undefined : new Upgrader(binding, logger)
+  const code = await waitForStop(app, logger, input, notifier, reopen, upgrader)
   config.pidFile?.remove()
   return code
 }
@@ -243,28 +262,22 @@ function checkReport(config: AppConfig, file: string | undefined): string {
   return `${file ?? 'flags'}: valid, ${n} route${n === 1 ? '' : 's'}${admin}\n${lines.join('\n')}\n`
 }
 
+/** After an upgrade, sessions left in the old process end by themselves (the longest timer Node has). */
+const UNBOUNDED_GRACE_MS = 2 ** 31 - 1
+
 /** The admin address `ka-proxy status` asks when --admin is not given. */
 const DEFAULT_ADMIN = 'http://127.0.0.1:9480'
 
 /**
  * SIGINT/SIGTERM: stop accepting and drain; a second signal closes every session at once.
  * SIGHUP: reopen the log file, then re-read the config; one that fails validation is rejected
- * and the old one stays. (SIGUSR1 is left to Node: it starts the inspector.)
+ * and the old one stays. SIGUSR2: the upgrade (src/upgrade.ts). (SIGUSR1 is left to Node: it starts the inspector.)
  */
-function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: ServiceNotifier, reopenLog: () => string | undefined): Promise<number> {
+function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: ServiceNotifier, reopenLog: () => string | undefined, upgrader: Upgrader | undefined): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false
     let reloading = Promise.resolve()
-    const onSignal = (signal: NodeJS.Signals): void => {
-      if (stopping) {
-        logger.warn({ signal }, 'second signal: closing all sessions now')
-        app.terminate()
-        return
-      }
-      stopping = true
-      const graceMs = (app.config?.shutdownGrace ?? 0) * 1000
-      logger.info({ signal, sessions: app.sessionCount }, 'shutting down')
-      notifier.stopping(`shutting down on ${signal}: draining ${app.sessionCount} sessions`)
+    const stopThenResolve = (graceMs: number): void => {
       app.stop(graceMs).then(() => {
         logger.info('stopped')
         logger.flush()
@@ -273,6 +286,19 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
         logger.error({ err }, 'shutdown failed')
         resolve(EXIT_FAILURE)
       })
+    }
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        logger.warn({ signal }, 'second signal: closing all sessions now')
+        app.terminate()
+        return
+      }
+      stopping = true
+      upgrader?.abort()
+      const graceMs = (app.config?.shutdownGrace ?? 0) * 1000
+      logger.info({ signal, sessions: app.sessionCount }, 'shutting down')
+      notifier.stopping(`shutting down on ${signal}: draining ${app.sessionCount} sessions`)
+      stopThenResolve(graceMs)
     }
     const onReload = (): void => {
       const file = reopenLog()
@@ -298,9 +324,44 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
         }
       })
     }
+    const onUpgrade = (): void => {
+      if (stopping) {
+        logger.warn('SIGUSR2 ignored: shutting down')
+        return
+      }
+      if (upgrader === undefined) {
+        logger.warn('SIGUSR2 ignored: the upgrade needs the native helper (descriptor passing); nothing changed')
+        return
+      }
+      if (upgrader.running) {
+        logger.warn('SIGUSR2 ignored: an upgrade is already under way')
+        return
+      }
+      const sessions = app.sessionCount
+      if (sessions > 0) {
+        // Moving established sessions is not built yet: a new process now would leave them here.
+        logger.warn({ sessions }, 'SIGUSR2 refused: sessions are open and this release hands over only listeners; nothing changed')
+        return
+      }
+      logger.info('upgrade: starting a new process')
+      notifier.reloading('upgrading: starting a new ka-proxy')
+      void upgrader.start(app).then((outcome) => {
+        if (!outcome.ok) {
+          logger.error({ reason: outcome.reason }, `upgrade failed, still serving: ${outcome.reason}`)
+          notifier.ready(`${servingStatus(app)} (upgrade failed)`)
+          return
+        }
+        if (stopping) return
+        stopping = true
+        notifier.mainPid(outcome.pid, `upgraded: pid ${outcome.pid} serves`)
+        logger.info({ newPid: outcome.pid, listeners: outcome.listeners, ms: outcome.ms, sessionsLeft: app.sessionCount }, 'upgrade done: the new process serves; exiting once the sessions left here end')
+        stopThenResolve(UNBOUNDED_GRACE_MS)
+      })
+    }
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
     process.on('SIGHUP', onReload)
+    process.on('SIGUSR2', onUpgrade)
   })
 }
 

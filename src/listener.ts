@@ -12,6 +12,7 @@ import { onAccepted, peerOf, resetAccepted, type Accepted } from './accept.ts'
 import { Session, type LegHandle, type SessionContext, type SessionSummary } from './session.ts'
 import { defaultRelay, openTransports } from './transport/registry.ts'
 import type { TransportKind, Transports } from './transport/transport.ts'
+import { handleFd } from './node-internals.ts'
 import { TargetPool, type Target, type TargetChange } from './targets.ts'
 import { LOCAL_RESOURCE_ERRORS, RefusalLog, withinDescriptorReserve, type RefusalReason } from './refusals.ts'
 
@@ -101,9 +102,12 @@ export class ProxyListener {
     return this.#transports.kind
   }
 
-  /** Binds and starts accepting; rejects with ListenError (in use, not permitted...). */
-  async start(): Promise<ListenerInfo> {
-    const inherited = await this.#listen()
+  /**
+   * Binds and starts accepting; rejects with ListenError (in use, not permitted...). `fd`: a
+   * listening socket handed over by the process being upgraded, listened on as it is.
+   */
+  async start(fd?: number): Promise<ListenerInfo> {
+    const inherited = await this.#listen(fd)
     this.state = 'running'
     this.#pool.start((change) => this.#onTargetChange(change))
     const addr = this.#server.address() as AddressInfo
@@ -118,13 +122,13 @@ export class ProxyListener {
   }
 
   /** Binds the listening socket and hooks the accepts; returns whether keepalive is inherited. */
-  async #listen(): Promise<boolean> {
+  async #listen(fd?: number): Promise<boolean> {
     const { host, port } = this.#options.listen
     const shown = formatEndpoint(host, port)
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => reject(new ListenError(shown, err, this.#options.listenKey))
       this.#server.once('error', onError)
-      this.#server.listen({ host, port }, () => {
+      this.#server.listen(fd === undefined ? { host, port } : { fd }, () => {
         this.#server.off('error', onError)
         resolve()
       })
@@ -153,6 +157,11 @@ export class ProxyListener {
   /** Listens again after `unbind` (a reload was rejected). */
   async rebind(): Promise<void> {
     if (this.state === 'running' && !this.#server.listening) await this.#listen()
+  }
+
+  /** The listening socket's descriptor (for the upgrade hand-over); undefined when not listening. */
+  get listenFd(): number | undefined {
+    return this.#server.listening ? handleFd(this.#server) : undefined
   }
 
   get server(): Server {

@@ -84,6 +84,8 @@ export interface NativeAddon {
   /** The next message, or null once the peer closed; throws ETIMEDOUT after timeoutMs. */
   recvFds(sock: number, maxBytes: number, timeoutMs: number): { payload: Buffer; fds: number[] } | null
   closeFd(fd: number): void
+  /** dup2(from, to), then close(from). */
+  moveFd(from: number, to: number): void
 }
 
 export type NativeLoad = { ok: true; binding: NativeAddon } | { ok: false; reason: string }

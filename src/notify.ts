@@ -54,6 +54,14 @@ export class ServiceNotifier {
     this.#notify(['RELOADING=1', `MONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`, statusLine(status)])
   }
 
+  /**
+   * An upgrade is done: the process `pid` serves now (MAINPID=, sent by the old main process,
+   * the one systemd accepts it from), and the reload is over (READY=1).
+   */
+  mainPid(pid: number, status: string): void {
+    this.#notify([`MAINPID=${pid}`, 'READY=1', statusLine(status)])
+  }
+
   /** Shutdown has begun: STOPPING=1. */
   stopping(status: string): void {
     this.#notify(['STOPPING=1', statusLine(status)])

@@ -9,7 +9,7 @@ import net from 'node:net'
 import { once } from 'node:events'
 import { loadNative } from '../src/native.ts'
 import { SocketControl, fdOf } from '../src/socket-control.ts'
-import { connect, listen } from './helpers/net.ts'
+import { connect, listen, sleep } from './helpers/net.ts'
 
 const load = loadNative()
 if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
@@ -17,6 +17,12 @@ const native = load.binding
 const applier = new SocketControl()
 
 const openFds = (): number => readdirSync('/proc/self/fd').length
+
+/** Open descriptors once what earlier tests closed is closed (a socket's close is asynchronous). */
+async function settledFds(): Promise<number> {
+  await sleep(100)
+  return openFds()
+}
 
 function pair(t: { teardown(fn: () => void): void }): [number, number] {
   const [a, b] = native.seqpacketPair()
@@ -62,7 +68,7 @@ t.test('a live TCP connection and its payload cross; the received descriptor rel
 
 t.test('several descriptors in one message, in order; 253 is the most', async (t) => {
   const [a, b] = pair(t)
-  const before = openFds()
+  const before = await settledFds()
   const sent = Array.from({ length: 253 }, () => native.seqpacketPair()).flat()
   native.sendFds(a, Buffer.from('x'), sent.filter((_, i) => i % 2 === 0), 1000)
   const got = native.recvFds(b, 16, 1000)!
@@ -78,7 +84,7 @@ t.test('several descriptors in one message, in order; 253 is the most', async (t
 t.test('a message that does not fit is refused whole; its descriptors are closed, not leaked', async (t) => {
   const [a, b] = pair(t)
   const [x, y] = native.seqpacketPair()
-  const before = openFds()
+  const before = await settledFds()
   native.sendFds(a, Buffer.alloc(100, 1), [x, y], 1000)
   t.throws(() => native.recvFds(b, 50, 1000), { code: 'EMSGSIZE', syscall: 'recvmsg' }, 'payload cut off: refused')
   t.equal(openFds(), before, 'the two descriptors that arrived were closed')
@@ -117,4 +123,17 @@ t.test('bad arguments throw, never crash', async (t) => {
   t.throws(() => native.sendFds(999_999, Buffer.from('x'), [], 100), { code: 'EBADF' })
   t.throws(() => native.recvFds(999_999, 16, 100), { code: 'EBADF' })
   t.throws(() => native.closeFd(999_999), { code: 'EBADF' })
+})
+
+t.test('moveFd puts one descriptor in the place of another and closes the first', async (t) => {
+  const [a, b] = native.seqpacketPair()
+  const [c, d] = native.seqpacketPair()
+  native.moveFd(a, c)
+  native.sendFds(b, Buffer.from('moved'), [], 1000)
+  t.equal(native.recvFds(c, 16, 1000)!.payload.toString(), 'moved', 'descriptor c is now the socket a was')
+  t.throws(() => native.closeFd(a), { code: 'EBADF' }, 'a is closed')
+  t.equal(native.recvFds(d, 16, 100), null, "c's old socket was closed: its peer reads the end")
+  t.throws(() => native.moveFd(b, b), { code: 'KA_NATIVE_ARG' })
+  t.throws(() => native.moveFd(999_999, b), { code: 'EBADF' })
+  for (const fd of [b, c, d]) native.closeFd(fd)
 })

@@ -193,3 +193,32 @@ t.test('NOTIFY_SOCKET without the native helper: one warning naming it', { skip 
   proxy.proc.kill('SIGTERM')
   t.equal(await proxy.exited, 0)
 })
+
+t.test('an upgrade (SIGUSR2): RELOADING=1, then MAINPID= of the new process and READY=1, from the old main process', { skip }, async (t) => {
+  const r = await receiver(t, join(dir, 'upgrade.sock'))
+  const port = await freePort()
+  const proxy = spawnProxy(['--listen', `127.0.0.1:${port}`, '--target', '127.0.0.1:9'], { NOTIFY_SOCKET: r.socket })
+  t.teardown(() => {
+    for (const pid of new Set(proxy.logs.map((l) => l.pid))) {
+      try {
+        if (typeof pid === 'number') process.kill(pid, 'SIGKILL')
+      } catch {
+        // exited already
+      }
+    }
+  })
+  const oldPid = proxy.proc.pid!
+  t.equal((await r.until('READY=1', 30_000)).pid, oldPid)
+  proxy.proc.kill('SIGUSR2')
+  const reloading = await r.next()
+  t.equal(reloading.pid, oldPid)
+  t.same(lines(reloading).filter((l) => !l.startsWith('MONOTONIC_USEC=')), ['RELOADING=1', 'STATUS=upgrading: starting a new ka-proxy'])
+  const done = await proxy.line((l) => l.msg.startsWith('upgrade done'), 30_000)
+  const switched = await r.next()
+  t.equal(switched.pid, oldPid, 'sent by the main process systemd knows (NotifyAccess=main)')
+  t.same(lines(switched), [`MAINPID=${String(done.newPid)}`, 'READY=1', `STATUS=upgraded: pid ${String(done.newPid)} serves`])
+  t.equal(await proxy.exited, 0)
+  process.kill(Number(done.newPid), 'SIGTERM')
+  const stopping = await r.until('STOPPING=1')
+  t.equal(stopping.pid, Number(done.newPid), 'the new process speaks for itself from then on')
+})

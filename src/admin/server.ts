@@ -15,6 +15,7 @@ import type { LegHandle, Session } from '../session.ts'
 import { formatEndpoint } from '../config/endpoint.ts'
 import type { AdminOptions } from '../config/admin.ts'
 import type { MetricsSource, ProxyMetrics } from './metrics.ts'
+import { handleFd } from '../node-internals.ts'
 
 export interface AdminSource extends MetricsSource {
   /** Open sessions with the name of their route. */
@@ -207,10 +208,11 @@ export class AdminServer {
     }
   }
 
-  async start(): Promise<string> {
+  /** `fd`: a listening socket handed over by the process being upgraded. */
+  async start(fd?: number): Promise<string> {
     const { host, port } = this.#options.listen
     const shown = formatEndpoint(host, port)
-    this.#server.listen({ host, port })
+    this.#server.listen(fd === undefined ? { host, port } : { fd })
     try {
       await Promise.race([once(this.#server, 'listening'), once(this.#server, 'error').then(([err]) => Promise.reject(err))])
     } catch (err) {
@@ -218,6 +220,11 @@ export class AdminServer {
     }
     const addr = this.#server.address() as import('node:net').AddressInfo
     return formatEndpoint(addr.address, addr.port)
+  }
+
+  /** The listening socket's descriptor (for the upgrade hand-over). */
+  get listenFd(): number | undefined {
+    return this.#server.listening ? handleFd(this.#server) : undefined
   }
 
   async stop(): Promise<void> {
