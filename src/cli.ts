@@ -6,7 +6,7 @@ import { hideBin } from 'yargs/helpers'
 import type { Logger } from 'pino'
 import { DEFAULTS } from './config/options.ts'
 import { ignoredByFallback, resolveAppConfig, type AppConfig, type CliInput } from './config/resolve.ts'
-import { flagOf, KEEPALIVE_FIELDS, KEEPALIVE_SCOPES, LEGS } from './config/keys.ts'
+import { flagOf, KEEPALIVE_FIELDS, KEEPALIVE_SCOPES, LEGS, type Leg } from './config/keys.ts'
 import { loadConfigFileOffLoop } from './config/file.ts'
 import { ProxyApp } from './app.ts'
 import { formatEndpoint } from './config/endpoint.ts'
@@ -15,7 +15,7 @@ import { PROFILE_NAMES, profilesTable } from './keepalive/profiles.ts'
 import { HEARTBEAT_DEFAULTS as HB, HEARTBEAT_FLAGS } from './config/heartbeat.ts'
 import { ConfigError, EXIT_FAILURE, EXIT_INTERNAL, KaError } from './errors.ts'
 import { SocketControl } from './socket-control.ts'
-import { DEFAULT_KEEPALIVE, describeKeepalive } from './keepalive/settings.ts'
+import { DEFAULT_KEEPALIVE, describeKeepalive, type KeepaliveSettings } from './keepalive/settings.ts'
 import { createLogger } from './log.ts'
 import { checkLogFile, LOG_DEFAULTS, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './config/log.ts'
 import { nativeStatusLine, runDoctor } from './doctor.ts'
@@ -227,9 +227,8 @@ export async function run(argv: string[]): Promise<number> {
     throw err
   }
   for (const route of config.routes) {
-    const ka = route.keepalive
-    const applied = { client: keepalive.effective(ka.client), target: keepalive.effective(ka.target) }
-    logger.info(`${route.name}: client leg ${describeKeepalive(applied.client)}; target leg ${describeKeepalive(applied.target)}`)
+    // What the kernel gets: without the native helper, only what setKeepAlive can set.
+    logger.info(`${route.name}: ${describeLegs((leg) => keepalive.effective(route.keepalive[leg]))}`)
   }
   const notifier = new ServiceNotifier(logger)
   if (handover !== undefined && inherited !== undefined) {
@@ -251,11 +250,16 @@ function servingStatus(app: ProxyApp): string {
   return `serving ${names.length} route${names.length === 1 ? '' : 's'}: ${names.join(', ')}`
 }
 
+/** "client leg idle 60 s, …; target leg idle 60 s, …" */
+function describeLegs(settings: (leg: Leg) => KeepaliveSettings): string {
+  return LEGS.map((leg) => `${leg} leg ${describeKeepalive(settings(leg))}`).join('; ')
+}
+
 /** What `ka-proxy check` prints for a valid config: one line per route, like haproxy -c. */
 function checkReport(config: AppConfig, file: string | undefined): string {
   const lines = config.routes.map((r) => {
     const targets = r.targets.map((t) => formatEndpoint(t.host, t.port)).join(',')
-    return `  ${r.name}: ${formatEndpoint(r.listen.host, r.listen.port)} -> ${targets}; client leg ${describeKeepalive(r.keepalive.client)}; target leg ${describeKeepalive(r.keepalive.target)}`
+    return `  ${r.name}: ${formatEndpoint(r.listen.host, r.listen.port)} -> ${targets}; ${describeLegs((leg) => r.keepalive[leg])}`
   })
   const admin = config.admin ? `; admin API on ${formatEndpoint(config.admin.listen.host, config.admin.listen.port)}` : ''
   const n = config.routes.length
