@@ -34,6 +34,23 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, entry?: Entr
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
 }
 
+/** runCli without blocking: several can run at once. */
+export function runCliAsync(args: string[], env: NodeJS.ProcessEnv = {}, entry?: Entry): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const proc = spawn(process.execPath, [...nodeArgs(entry), ...args], {
+      cwd: entry?.cwd,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 20_000,
+    })
+    let stdout = ''
+    let stderr = ''
+    proc.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s))
+    proc.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
+    proc.on('close', (status) => resolve({ status, stdout, stderr }))
+  })
+}
+
 export interface RunningProxy {
   proc: ChildProcess
   logs: LogLine[]
