@@ -16,6 +16,7 @@ import type { AdminOptions } from './config/admin.ts'
 import type { Session } from './session.ts'
 import { defaultRelay } from './transport/registry.ts'
 import type { TransportKind } from './transport/transport.ts'
+import type { PoolState } from './targets.ts'
 import { adminListenerKey, routeListenerKey, type HandedListener, type InheritedListeners } from './upgrade.ts'
 
 const sameListen = (a: ProxyOptions, b: ProxyOptions): boolean =>
@@ -64,7 +65,7 @@ export class ProxyApp implements AdminSource {
     try {
       for (const options of config.routes) {
         const fd = inherited?.take(routeListenerKey(options.name, options.listen.host, options.listen.port))
-        this.#routes.set(options.name, await this.#bindRoute(options, fd))
+        this.#routes.set(options.name, await this.#bindRoute(options, fd, inherited && Object.hasOwn(inherited.targets, options.name) ? inherited.targets[options.name] : undefined))
       }
       if (config.admin) this.#admin = await this.#bindAdmin(config.admin, inherited?.take(adminListenerKey(config.admin.listen.host, config.admin.listen.port)))
     } catch (err) {
@@ -166,7 +167,8 @@ export class ProxyApp implements AdminSource {
   }
 
   /** Binds a route's listener (not yet registered), or listens on `fd`; rejects with ListenError. */
-  async #bindRoute(options: ProxyOptions, fd?: number): Promise<ProxyListener> {
+  /** `targets`: the targets' health as the process being upgraded knew it, taken over before the checks start. */
+  async #bindRoute(options: ProxyOptions, fd?: number, targets?: unknown): Promise<ProxyListener> {
     const metrics = this.metrics
     const route = options.name
     const listener = new ProxyListener(options, this.#keepalive, this.#logger.child({ route }), {
@@ -175,6 +177,7 @@ export class ProxyApp implements AdminSource {
       targetConnected: (seconds) => metrics.targetConnected(route, seconds),
       refused: (reason) => metrics.refused(route, reason),
     }, this.#relay)
+    if (targets !== undefined) listener.pool.importState(targets)
     const info = await listener.start(fd)
     this.#logger.info(
       {
@@ -241,6 +244,11 @@ export class ProxyApp implements AdminSource {
       out.push({ key: adminListenerKey(admin.listen.host, admin.listen.port), address: formatEndpoint(admin.listen.host, admin.listen.port), fd: adminFd })
     }
     return out
+  }
+
+  /** Each route's targets as its pool knows them (health, failed connects, the one in use), for an upgrade. */
+  targetStates(): Record<string, PoolState> {
+    return Object.fromEntries([...this.#routes].map(([name, listener]) => [name, listener.pool.exportState()]))
   }
 
   get sessionCount(): number {

@@ -13,7 +13,7 @@ import { formatEndpoint, type Endpoint } from './config/endpoint.ts'
 import type { HeartbeatSettings } from './config/heartbeat.ts'
 import type { Balance, Failback } from './config/options.ts'
 import type { Checker } from './heartbeat/checker.ts'
-import { TargetHealth, type HealthChange } from './heartbeat/health.ts'
+import { TargetHealth, type HealthChange, type HealthState } from './heartbeat/health.ts'
 import { createChecker } from './heartbeat/registry.ts'
 import { sharedScheduler, type CheckOutcome, type HeartbeatScheduler } from './heartbeat/scheduler.ts'
 
@@ -32,6 +32,16 @@ export class Target {
     this.name = formatEndpoint(endpoint.host, endpoint.port)
     this.health = heartbeat ? new TargetHealth(heartbeat.fall, heartbeat.rise) : undefined
   }
+}
+
+/** A pool's knowledge as handed over in an upgrade (see exportState). */
+export interface PoolState {
+  active: string
+  targets: Array<{
+    name: string
+    health: { state: HealthState; streak: number } | undefined
+    failure: { ageMs: number; error: string } | undefined
+  }>
 }
 
 export interface TargetChange extends HealthChange {
@@ -163,6 +173,48 @@ export class TargetPool {
     }
     lookUp(true)
     this.#lookups = setInterval(lookUp, PASSIVE_HOLD_MS, false).unref()
+  }
+
+  /**
+   * What the pool knows, for the process that takes over in an upgrade: each target's health
+   * and last failed connect (its age: performance.now() is per process), and the target new
+   * connections go to. Plain data (JSON).
+   */
+  exportState(): PoolState {
+    const now = performance.now()
+    return {
+      active: this.targets[this.#active]!.name,
+      targets: this.targets.map((t) => ({
+        name: t.name,
+        health: t.health && { state: t.health.state, streak: t.health.streak },
+        failure: t.failure && { ageMs: Math.max(0, Math.round(now - t.failure.at)), error: t.failure.error },
+      })),
+    }
+  }
+
+  /**
+   * Takes over what the old process knew (before `start`), for the targets that are still in
+   * the list (by name), so an upgrade neither flaps a target nor moves new connections.
+   * Anything malformed is ignored: the targets then start as at a fresh start.
+   */
+  importState(state: unknown): void {
+    const s = state as Partial<PoolState> | null
+    if (s === null || typeof s !== 'object' || !Array.isArray(s.targets)) return
+    const now = performance.now()
+    const states = new Set<unknown>(['unknown', 'up', 'down'])
+    for (const saved of s.targets) {
+      const target = this.targets.find((t) => t.name === saved?.name)
+      if (target === undefined) continue
+      const h = saved.health
+      if (target.health !== undefined && h && states.has(h.state) && Number.isInteger(h.streak) && h.streak >= 0) {
+        target.health.state = h.state
+        target.health.streak = Math.min(h.streak, Math.max(target.health.fall, target.health.rise) - 1)
+      }
+      const f = saved.failure
+      if (f && Number.isFinite(f.ageMs) && typeof f.error === 'string') target.failure = { at: now - f.ageMs, error: f.error }
+    }
+    const active = this.targets.findIndex((t) => t.name === s.active)
+    if (active >= 0) this.#active = active
   }
 
   /** Starts every target's checks on the shared scheduler; `onChange` hears each state change. */

@@ -7,7 +7,8 @@
 // The protocol, over a Unix SOCK_SEQPACKET pair whose one end the new process inherits as
 // descriptor 3 (KA_PROXY_HANDOVER_FD); every message is one JSON object with a format version `v`:
 //   new -> old  {v, type: 'hello', pid, accepts: [versions]}     once its config is valid
-//   old -> new  {v, type: 'listeners', pid, listeners, admin}    + one descriptor per listener
+//   old -> new  {v, type: 'listeners', pid, listeners, targets}  + one descriptor per listener
+//               (targets: each route's target health, taken over so an upgrade never flaps one)
 //   new -> old  {v, type: 'ready', pid, listeners}               once every route listens
 // The old process picks the highest version both know; a new process that knows none of the
 // old one's (or gets a message of a version it does not know) refuses, binds nothing and exits.
@@ -58,6 +59,8 @@ interface Listeners {
   type: 'listeners'
   pid: number
   listeners: HandedListener[]
+  /** Per route name: its targets' health, failed connects and the target in use (TargetPool.exportState). */
+  targets?: Record<string, unknown>
 }
 
 interface Ready {
@@ -104,6 +107,8 @@ export function adminListenerKey(host: string | undefined, port: number): string
 export interface UpgradeSource {
   /** The listening sockets to hand over (their descriptors stay open in this process). */
   listeners(): Array<HandedListener & { fd: number }>
+  /** Per route name: what its target pool knows, so the new process neither flaps nor moves a target. */
+  targetStates(): Record<string, unknown>
   sessionCount: number
 }
 
@@ -185,7 +190,7 @@ export class Upgrader {
         return fail(`the new process speaks hand-over format ${hello.accepts.join(', ')}, this one ${HANDOVER_VERSIONS.join(', ')}: no common version`)
       }
       const listeners = source.listeners()
-      const message: Listeners = { v: version, type: 'listeners', pid: process.pid, listeners: listeners.map(({ key, address }) => ({ key, address })) }
+      const message: Listeners = { v: version, type: 'listeners', pid: process.pid, listeners: listeners.map(({ key, address }) => ({ key, address })), targets: source.targetStates() }
       this.#native.sendFds(mine, encode(message), listeners.map((l) => l.fd), Math.max(1, Math.ceil(deadline - performance.now())))
       const ready = await this.#receive(mine, deadline, () => exited)
       if (typeof ready === 'string') return fail(ready)
@@ -244,12 +249,15 @@ class FirstErrorLine {
 /** Listening descriptors a new process received, taken by key; the rest are closed at the end. */
 export class InheritedListeners {
   readonly from: number
+  /** Per route name: its targets as the old process knew them (checked by TargetPool.importState). */
+  readonly targets: Record<string, unknown>
   readonly #fds: Map<string, number>
   readonly #native: NativeAddon
 
-  constructor(from: number, fds: Map<string, number>, native: NativeAddon) {
+  constructor(from: number, fds: Map<string, number>, targets: Record<string, unknown>, native: NativeAddon) {
     this.from = from
     this.#fds = fds
+    this.targets = targets
     this.#native = native
   }
 
@@ -313,7 +321,8 @@ export class Handover {
       }
       this.#version = message.v
       message.listeners.forEach((l, i) => fds.set(String(l.key), got.fds[i]!))
-      return new InheritedListeners(message.pid, fds, this.#native)
+      const targets = message.targets !== null && typeof message.targets === 'object' ? message.targets : {}
+      return new InheritedListeners(message.pid, fds, targets, this.#native)
     } catch (err) {
       for (const fd of got.fds) this.#native.closeFd(fd)
       throw err

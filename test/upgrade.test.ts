@@ -79,7 +79,10 @@ async function roundTrip(s: Socket, text: string): Promise<string> {
   return String(data)
 }
 
-/** Connects, sends, reads the echo, closes; over and over until `stop`, from `n` clients at once. */
+/**
+ * Connects, sends, reads the echo, closes; over and over until `stop`, from `n` clients at once,
+ * with a short pause between round trips (the new process must start on a busy 2-core machine).
+ */
 async function connectLoop(port: number, n: number, stop: () => boolean): Promise<{ ok: number; errors: string[] }> {
   const out = { ok: 0, errors: [] as string[] }
   await Promise.all(
@@ -96,6 +99,7 @@ async function connectLoop(port: number, n: number, stop: () => boolean): Promis
         } catch (err) {
           out.errors.push((err as NodeJS.ErrnoException).code ?? String(err))
         }
+        await sleep(5)
       }
     }),
   )
@@ -122,7 +126,7 @@ t.test('the new process takes the listeners; a connect loop through the upgrade 
   proxy.proc.kill('SIGUSR2')
   // The loop starts once the upgrade has (no session may be open at SIGUSR2: see the refusal test).
   await proxy.line((l) => proxy.logs.indexOf(l) >= mark && l.msg === 'upgrade: starting a new process')
-  loop = connectLoop(port, 4, () => stop)
+  loop = connectLoop(port, 2, () => stop)
   const done = await proxy.line((l) => l.msg.startsWith('upgrade done'), 30_000)
   const newPid = Number(done.newPid)
   t.not(newPid, oldPid)
@@ -253,4 +257,30 @@ t.test('SIGUSR2 changes nothing while sessions are open, and without the native 
     s.end()
     t.equal(await proxy.stop('SIGTERM'), 0)
   }
+})
+
+t.test('target health carries over: a target down before the upgrade is not tried, logged or failed over again', async (t) => {
+  const echoPort = await echoServer(t)
+  const downPort = await freePort()
+  const entry = entryFile(t, 'health')
+  const hb = ['--heartbeat', 'tcp', '--heartbeat-interval', '200ms', '--heartbeat-timeout', '100ms', '--heartbeat-fall', '2', '--heartbeat-rise', '2']
+  const { proxy, port } = await start(t, entry, ['--target', `127.0.0.1:${downPort},127.0.0.1:${echoPort}`, ...hb])
+  await proxy.line((l) => l.msg === 'target down')
+  const s = await connect(port)
+  t.equal(await roundTrip(s, 'before'), 'before')
+  s.end()
+  await proxy.line((l) => l.msg === 'session closed')
+  const mark = proxy.logs.length
+  proxy.proc.kill('SIGUSR2')
+  const done = await proxy.line((l) => proxy.logs.indexOf(l) >= mark && l.msg.startsWith('upgrade done'), 30_000)
+  const newPid = Number(done.newPid)
+  const after = await connect(port)
+  t.equal(await roundTrip(after, 'after'), 'after')
+  after.end()
+  const closed = await proxy.line((l) => l.pid === newPid && l.msg === 'session closed')
+  t.equal(closed.target, `127.0.0.1:${echoPort}`, 'the new process sends new connections where the old one did')
+  t.equal(closed.reason, 'client_end', 'at once: no failed connect to the down target first')
+  await sleep(1500) // several check intervals
+  const fromNew = proxy.logs.filter((l) => l.pid === newPid && /^(target (down|up)|failover)/.test(l.msg))
+  t.same(fromNew.map((l) => l.msg), [], 'no state change and no failover in the new process')
 })
