@@ -47,12 +47,27 @@ export function resetAccepted(client: Accepted): void {
   socket.resetAndDestroy()
 }
 
-/** Where the client came from, as host:port: read at accept, while the kernel still knows. */
-export function peerOf(client: Accepted): string {
-  if (isSocket(client)) return formatPeer(client.remoteAddress, client.remotePort)
-  const out: { address?: string; port?: number } = {}
+/** A client's address and port as the kernel gave them (either may be missing: the peer left). */
+export interface Peer {
+  address?: string | undefined
+  port?: number | undefined
+}
+
+/**
+ * Where the client came from: read at accept, while the kernel still knows. Kept as read, not
+ * formatted: a session formats it only when something shows it (its log line, the admin API).
+ */
+export function readPeer(client: Accepted): Peer {
+  if (isSocket(client)) return { address: client.remoteAddress, port: client.remotePort }
+  const out: Peer = {}
   client.getpeername(out)
-  return formatPeer(out.address, out.port)
+  return out
+}
+
+/** Where the client came from, as host:port. */
+export function peerOf(client: Accepted): string {
+  const { address, port } = readPeer(client)
+  return formatPeer(address, port)
 }
 
 /** Closes Node's copy of an accepted client's descriptor (no FIN while a duplicate is open). */

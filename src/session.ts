@@ -107,8 +107,8 @@ export class Session implements TransportEvents {
   /** Where this session goes: chosen by the listener when the client arrived (re-pointed by a reload). */
   upstream: TargetEndpoint
   readonly startedAt = performance.now()
-  /** Targets whose connect failed for this session (it tries each at most once). */
-  readonly tried = new Set<TargetEndpoint>()
+  /** Targets whose connect failed for this session (it tries each at most once); made at the first failure. */
+  tried: Set<TargetEndpoint> | undefined
   reason: CloseReason | undefined
   reasonLeg: Leg | null = null
   error: string | undefined
@@ -180,7 +180,7 @@ export class Session implements TransportEvents {
     const client = perSocket === undefined ? undefined : this.legHandle('client')
     if (perSocket !== undefined && client !== undefined) {
       try {
-        ctx.keepalive.apply(client, perSocket)
+        ctx.keepalive.set(client, perSocket)
       } catch (err) {
         ctx.logger.warn({ session: this.id, err }, 'cannot set client keepalive')
       }
@@ -231,7 +231,7 @@ export class Session implements TransportEvents {
     this.#targetUp = true
     const target = this.legHandle('target')
     try {
-      if (target !== undefined) this.#ctx.keepalive.apply(target, this.#ctx.targetKeepalive)
+      if (target !== undefined) this.#ctx.keepalive.set(target, this.#ctx.targetKeepalive)
     } catch (err) {
       this.#ctx.logger.warn({ session: this.id, err }, 'cannot set target keepalive')
     }
@@ -353,6 +353,7 @@ export class Session implements TransportEvents {
    */
   #retry(error: string): boolean {
     if (this.reason !== undefined || !this.#transport.isOpen('client')) return false
+    this.tried ??= new Set()
     this.tried.add(this.upstream)
     const next = this.#ctx.retarget?.(this, error)
     if (next === undefined) return false

@@ -134,15 +134,20 @@ export class SocketControl {
     return { idle: s.idle, interval: FALLBACK_INTERVAL, count: FALLBACK_COUNT, userTimeout: 0, native: false }
   }
 
-  /** Sets the options on a connected socket. */
+  /** Sets the options on a connected socket; returns what is in force (see `effective`). */
   apply(socket: Socket | number, s: KeepaliveSettings): AppliedKeepalive {
+    this.set(socket, s)
+    return this.effective(s)
+  }
+
+  /** `apply` for the per-session path: sets, and builds nothing to say so. */
+  set(socket: Socket | number, s: KeepaliveSettings): void {
     if (!this.#binding) {
       if (typeof socket === 'number') throw new SocketOptionError('native', 'ENOTSUP', 'a bare descriptor needs the native helper')
       socket.setKeepAlive(true, s.idle * 1000)
-      return this.effective(s)
+      return
     }
     setOnFd(this.#binding, fdOf(socket), s)
-    return this.effective(s)
   }
 
   /**
@@ -256,7 +261,11 @@ export class SocketControl {
   }
 }
 
+/** Called once per session (the target leg): no closure, unlike `callNative`. */
 function setOnFd(binding: NativeAddon, fd: number, s: KeepaliveSettings): void {
-  const userTimeoutMs = Math.round(s.userTimeout * 1000)
-  callNative(() => binding.setKeepalive(fd, 1, s.idle, s.interval, s.count, userTimeoutMs))
+  try {
+    binding.setKeepalive(fd, 1, s.idle, s.interval, s.count, Math.round(s.userTimeout * 1000))
+  } catch (err) {
+    throw wrapNativeError(err)
+  }
 }

@@ -108,19 +108,24 @@ export class TargetPool {
    * or undefined when none is healthy. Targets whose connect failed recently come last.
    */
   pick(tried?: ReadonlySet<object>): Target | undefined {
-    const now = performance.now()
-    const usable = (t: Target): boolean => this.routable(t) && !tried?.has(t)
-    return this.#choose((t) => usable(t) && this.#fresh(t, now)) ?? this.#choose(usable)
+    // Runs once per session: two passes with no closure built per call.
+    return this.#choose(tried, performance.now()) ?? this.#choose(tried, undefined)
   }
 
-  #choose(ok: (t: Target) => boolean): Target | undefined {
+  /** Routable, not tried, and (with `now`) without a recent connect failure. */
+  #usable(target: Target, tried: ReadonlySet<object> | undefined, now: number | undefined): boolean {
+    return this.routable(target) && tried?.has(target) !== true && (now === undefined || this.#fresh(target, now))
+  }
+
+  #choose(tried: ReadonlySet<object> | undefined, now: number | undefined): Target | undefined {
     const n = this.targets.length
-    if (this.#balance === 'first' && this.#failback === 'auto') return this.targets.find(ok)
-    const first = this.#balance === 'first' ? this.#active : this.#next
+    const inOrder = this.#balance === 'first' && this.#failback === 'auto'
+    const first = inOrder ? 0 : this.#balance === 'first' ? this.#active : this.#next
     for (let i = 0; i < n; i++) {
       const index = (first + i) % n
       const target = this.targets[index]!
-      if (!ok(target)) continue
+      if (!this.#usable(target, tried, now)) continue
+      if (inOrder) return target
       if (this.#balance === 'roundrobin') this.#next = (index + 1) % n
       else if (index !== this.#active) {
         this.#logger.warn({ from: this.targets[this.#active]!.name, to: target.name }, 'failover: new connections go to the next target')

@@ -10,9 +10,9 @@
 
 import dns from 'node:dns'
 import net from 'node:net'
-import { formatEndpoint } from '../config/endpoint.ts'
+import { formatEndpoint, formatPeer } from '../config/endpoint.ts'
 import { errnoName } from '../errors.ts'
-import { closeAccepted, peerOf, type Accepted } from '../accept.ts'
+import { closeAccepted, readPeer, type Accepted } from '../accept.ts'
 import { fdOf } from '../socket-control.ts'
 import { loadNative, type NativeRelay, type NativeRelayClass } from '../native.ts'
 import {
@@ -33,6 +33,8 @@ const EV_CLOSE = 4
 
 const LEG_INDEX: Record<Leg, 0 | 1> = { client: 0, target: 1 }
 const INDEX_LEG: readonly Leg[] = ['client', 'target']
+/** A target given by address: nothing left to try after it (shared, never written). */
+const NO_ADDRESSES: readonly dns.LookupAddress[] = Object.freeze([])
 
 /** The pump's class, or why it cannot be used. */
 export function nativeRelayClass(): NativeRelayClass | undefined {
@@ -69,13 +71,18 @@ export class NativeTransport implements Transport {
   readonly #relay: NativeRelay
   readonly #events: TransportEvents
   readonly #deps: TransportDeps
-  readonly clientAddress: string
-  targetAddress: string | undefined
+  /**
+   * The client's address and port as read at accept, and the target address being connected:
+   * formatted only when shown (an idle session holds no strings built for its log line).
+   */
+  readonly #clientHost: string | undefined
+  readonly #clientPort: number | undefined
+  #targetHost: string | undefined
   #port = 0
   #open: [boolean, boolean] = [true, false]
   #connecting = false
   /** Addresses of the target's name not tried yet. */
-  #untried: dns.LookupAddress[] = []
+  #untried: readonly dns.LookupAddress[] = NO_ADDRESSES
 
   /**
    * Takes over the accepted client. Throws (EMFILE...) when the pump cannot take its
@@ -86,8 +93,18 @@ export class NativeTransport implements Transport {
     this.#events = events
     this.#deps = deps
     // Read once, while Node's copy is open: the summary names the client after both legs closed.
-    this.clientAddress = peerOf(client)
+    const peer = readPeer(client)
+    this.#clientHost = peer.address
+    this.#clientPort = peer.port
     closeAccepted(client)
+  }
+
+  get clientAddress(): string {
+    return formatPeer(this.#clientHost, this.#clientPort)
+  }
+
+  get targetAddress(): string | undefined {
+    return this.#targetHost === undefined ? undefined : formatEndpoint(this.#targetHost, this.#port)
   }
 
   get bytesToTarget(): number {
@@ -131,7 +148,7 @@ export class NativeTransport implements Transport {
     this.#connecting = true
     const { host, port } = target
     this.#port = port
-    this.targetAddress = undefined
+    this.#targetHost = undefined
     const family = net.isIP(host)
     if (family !== 0) {
       this.#connectTo({ address: host, family })
@@ -151,13 +168,13 @@ export class NativeTransport implements Transport {
   }
 
   abandonConnect(): void {
-    this.#untried = []
+    this.#untried = NO_ADDRESSES
     this.#connecting = false
     this.#relay.destroy(1)
   }
 
   #connectTo({ address, family }: dns.LookupAddress): void {
-    this.targetAddress = formatEndpoint(address, this.#port)
+    this.#targetHost = address
     const failed = this.#relay.connect(address, this.#port, family)
     // Reported like an asynchronous failure, after the caller is done.
     if (failed !== null) queueMicrotask(() => this.#open[1] && this.#onConnectError(failed))
@@ -165,13 +182,14 @@ export class NativeTransport implements Transport {
 
   /** The next address of the target's name, if any is left; else the connect has failed. */
   #onConnectError(code: string): void {
-    const next = this.#untried.shift()
+    const [next, ...rest] = this.#untried
     if (next === undefined) {
       this.#connecting = false
       this.#events.onError('target', code)
       return
     }
     this.#deps.logger.debug({ session: this.#events.id, target: this.targetAddress, error: code }, 'target address failed, trying the next')
+    this.#untried = rest
     this.#relay.destroy(1)
     this.#connectTo(next)
   }
