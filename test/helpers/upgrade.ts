@@ -1,0 +1,107 @@
+// For the upgrade tests: an entry point of the test's own (so a test can put another "release" on
+// disk before SIGUSR2), a proxy started through it whose every process (old and new share one
+// stdout) is killed at the end, and small clients.
+
+import type { Test } from 'tap'
+import { rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import type { Socket } from 'node:net'
+import { request } from 'undici'
+import { connect, freePort, sleep } from './net.ts'
+import { spawnProxy, type Entry, type RunningProxy } from './cli.ts'
+import type { LogLine } from './proxy.ts'
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+export const MAIN = join(ROOT, 'src/main.ts')
+export const NATIVE = join(ROOT, 'src/native.ts')
+
+export const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+export type TestEntry = Entry & { install(code: string): void; real(): void }
+
+/** `dir`/`name`.mjs, importing the real entry point until `install` puts other code there. */
+export function entryFile(t: Test, dir: string, name: string): TestEntry {
+  const main = join(dir, `${name}.mjs`)
+  const install = (code: string): void => writeFileSync(main, code)
+  const real = (): void => install(`await import(${JSON.stringify(MAIN)})\n`)
+  real()
+  t.teardown(() => rmSync(main, { force: true }))
+  return { main, cwd: ROOT, install, real }
+}
+
+/** Every process an upgrade started writes to the same stdout: kills whichever is left at the end. */
+export function killAllAtEnd(t: Test, proxy: RunningProxy): void {
+  t.teardown(() => {
+    for (const pid of new Set(proxy.logs.map((l) => l.pid))) {
+      try {
+        if (typeof pid === 'number') process.kill(pid, 'SIGKILL')
+      } catch {
+        // exited already
+      }
+    }
+  })
+}
+
+export interface Started {
+  proxy: RunningProxy
+  port: number
+  /** The first line after the `from`-th whose message starts with `msg`. */
+  since(from: number, msg: string): LogLine | undefined
+}
+
+export async function start(t: Test, entry: Entry, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Started> {
+  const port = await freePort()
+  const proxy = spawnProxy(['--listen', `127.0.0.1:${port}`, ...args], env, entry)
+  killAllAtEnd(t, proxy)
+  await proxy.line((l) => l.msg === 'listening', 30_000)
+  const since = (from: number, msg: string): LogLine | undefined => proxy.logs.slice(from).find((l) => l.msg.startsWith(msg))
+  return { proxy, port, since }
+}
+
+export async function roundTrip(s: Socket, text: string): Promise<string> {
+  s.write(text)
+  const [data] = (await once(s, 'data')) as [Buffer]
+  return String(data)
+}
+
+/**
+ * Connects, sends, reads the echo, closes; over and over until `stop`, from `n` clients at once,
+ * with a short pause between round trips (the new process must start on a busy 2-core machine).
+ */
+export async function connectLoop(port: number, n: number, stop: () => boolean): Promise<{ ok: number; errors: string[] }> {
+  const out = { ok: 0, errors: [] as string[] }
+  await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      for (let k = 0; !stop(); k++) {
+        try {
+          const s = await connect(port)
+          const text = `c${i}-${k}`
+          const got = await roundTrip(s, text)
+          if (got !== text) out.errors.push(`echo ${JSON.stringify(got)} for ${text}`)
+          else out.ok++
+          s.end()
+          await once(s, 'close')
+        } catch (err) {
+          out.errors.push((err as NodeJS.ErrnoException).code ?? String(err))
+        }
+        await sleep(5)
+      }
+    }),
+  )
+  return out
+}
+
+export async function healthy(port: number): Promise<boolean> {
+  const res = await request(`http://127.0.0.1:${port}/healthz`)
+  await res.body.dump()
+  return res.statusCode === 200
+}
