@@ -116,7 +116,8 @@ export class Session implements TransportEvents {
   /** How the bytes move: asked about the legs, told how to end them. */
   readonly #transport: Transport
   #closed: Record<Leg, boolean> = { client: false, target: true }
-  #ended: Record<Leg, boolean> = { client: false, target: false }
+  /** Directions that reached their end (made at the first: an idle session holds none). */
+  #ended: Record<Leg, boolean> | undefined
   #closeHow: Record<Leg, LegClose | null> = { client: null, target: null }
   /**
    * The session's one timer, by phase: the connect timeout until the target is up; the half-close
@@ -126,8 +127,8 @@ export class Session implements TransportEvents {
   #phaseTimer: NodeJS.Timeout | undefined
   /** Set when the flush phase begins: when its bound expires (performance.now()). */
   #flushDeadline: number | undefined
-  /** Legs to be reset once their bytes are acknowledged. */
-  #resetWhenFlushed: Record<Leg, boolean> = { client: false, target: false }
+  /** Legs to be reset once their bytes are acknowledged (made when the first is). */
+  #resetWhenFlushed: Record<Leg, boolean> | undefined
   #ackPollMs = ACK_POLL_FIRST_MS
   /** Half-closed: bytes moved when last looked at, and since when none have moved. */
   #halfClosedBytes = 0
@@ -254,13 +255,14 @@ export class Session implements TransportEvents {
       this.#abort(dead === 'reset' ? (leg === 'client' ? 'client_reset' : 'target_reset') : 'keepalive_timeout', leg)
       return
     }
-    this.#ended[leg] = true
+    const ended = (this.#ended ??= { client: false, target: false })
+    ended[leg] = true
     this.#setReason(leg === 'client' ? 'client_end' : 'target_end', leg)
     const peer = otherLeg(leg)
     if (this.#transport.isOpen(peer)) this.#endLeg(peer, 'half')
     // Once ending (failure, flush), the phase timer belongs to the flush.
     if (this.#flushDeadline !== undefined || this.#finished) return
-    if (this.#ended.client && this.#ended.target) {
+    if (ended.client && ended.target) {
       // Both directions are done; sockets close once their writes are flushed.
       clearTimeout(this.#phaseTimer)
       this.#phaseTimer = undefined
@@ -331,7 +333,7 @@ export class Session implements TransportEvents {
       if (!this.#transport.isOpen(leg)) continue
       if (expired) {
         this.#endLeg(leg, 'rst-now')
-      } else if (this.#resetWhenFlushed[leg]) {
+      } else if (this.#resetWhenFlushed?.[leg] === true) {
         if (this.#transport.unacknowledged(leg) === 0) this.#endLeg(leg, 'rst-now')
         else waiting = true
       } else {
@@ -340,7 +342,7 @@ export class Session implements TransportEvents {
     }
     if (!waiting || this.#finished) return
     const left = this.#flushDeadline! - performance.now()
-    const anyReset = this.#resetWhenFlushed.client || this.#resetWhenFlushed.target
+    const anyReset = this.#resetWhenFlushed !== undefined
     const next = anyReset ? Math.min(this.#ackPollMs, left) : left
     this.#ackPollMs = Math.min(this.#ackPollMs * 2, ACK_POLL_MAX_MS)
     this.#phaseTimer = setTimeout(sessionOnFlushTick, Math.max(0, next), this)
@@ -404,6 +406,7 @@ export class Session implements TransportEvents {
     // Bytes still on their way to this peer: they go first, bounded, since the peer may not read.
     if (how === 'rst' && unacknowledged !== undefined) {
       this.#closeHow[leg] = 'rst'
+      this.#resetWhenFlushed ??= { client: false, target: false }
       this.#resetWhenFlushed[leg] = true
     } else {
       // A FIN after the data (or, where the send queue cannot be read, the only safe end for it).
