@@ -22,8 +22,11 @@
 //   stream read, and our FIN sent after its queue drained); JavaScript is told with CLOSE.
 // - A leg the kernel has closed (reset, keepalive or user timeout) is read to its end before
 //   the error is reported, paused or not: Linux keeps what was received readable, and those
-//   bytes were acknowledged to the peer. EPOLLERR comes even on a leg not being read;
-//   relayCheckPaused() also looks at the kernel's state of legs paused by backpressure.
+//   bytes were acknowledged to the peer. A leg paused by backpressure needs no check of its
+//   own: its registration never changes (reading or not is the pump's decision, not epoll's),
+//   and the kernel raises EPOLLERR on every death (reset, keepalive or user timeout, abort),
+//   which SO_ERROR then names; a leg is never left unwatched the way a stream whose reading has
+//   stopped leaves epoll (test/paused-leg.test.ts).
 // - A socket is read until the kernel says EAGAIN or end of stream, not until a short read:
 //   a read stops short at the urgent mark, and more may be waiting behind it. The urgent byte
 //   itself is relayed inline (SO_OOBINLINE), in its place in the stream.
@@ -67,7 +70,6 @@
 static char read_buffer[READ_SIZE];
 static char* queue_pool[QUEUE_POOL_MAX];
 static int queue_pool_len = 0;
-static relay_t* paused_head = NULL;
 
 static int epfd = -1;
 static napi_env pump_env = NULL;  // the environment (thread) the pump serves
@@ -127,32 +129,6 @@ static int queue_append(leg_t* leg, const char* data, size_t len) {
   return 1;
 }
 
-// ---- the paused list ---------------------------------------------------------------------
-
-// Paused: open, relaying, not at its end, and not read because the other leg's queue is full.
-static int leg_paused(const leg_t* leg) {
-  const leg_t* to = &leg->relay->legs[1 - leg->index];
-  return leg->fd >= 0 && leg->relay->started && !leg->read_eof && !leg->failed && !leg->dead_drain &&
-         to->fd >= 0 && queued(to) > 0;
-}
-
-static void update_paused(relay_t* r) {
-  int paused = leg_paused(&r->legs[0]) || leg_paused(&r->legs[1]);
-  if (paused == r->in_paused_list) return;
-  if (paused) {
-    r->paused_prev = NULL;
-    r->paused_next = paused_head;
-    if (paused_head) paused_head->paused_prev = r;
-    paused_head = r;
-  } else {
-    if (r->paused_prev) r->paused_prev->paused_next = r->paused_next;
-    else paused_head = r->paused_next;
-    if (r->paused_next) r->paused_next->paused_prev = r->paused_prev;
-    r->paused_prev = r->paused_next = NULL;
-  }
-  r->in_paused_list = paused;
-}
-
 // ---- registration, readiness and lifetime ----------------------------------------------
 
 static int wants_read(const leg_t* leg) {
@@ -208,7 +184,6 @@ static void resume_reader(leg_t* leg);
 
 void ka_pump_close_leg(leg_t* leg, int reset) {
   if (leg->fd < 0) return;
-  relay_t* r = leg->relay;
   queue_release(leg);
   if (reset) {
     // Linger on, timeout 0: the close sends an RST (listed in src/socket-control.ts).
@@ -226,14 +201,12 @@ void ka_pump_close_leg(leg_t* leg, int reset) {
   }
   close(leg->fd);
   leg->fd = -1;
-  update_paused(r);
   // The other leg may have been waiting for this one's queue: it reads (and drops) again.
   resume_reader(other_leg(leg));
 }
 
 static void fail_leg(leg_t* leg, int err) {
   leg->failed = 1;
-  update_paused(leg->relay);
   ka_relay_emit(leg->relay, EV_ERROR, leg->index, err);
 }
 
@@ -291,7 +264,6 @@ static void flush_queue(leg_t* leg) {
   leg->queue_off += (size_t)sent;
   if (queued(leg) > 0) return;
   queue_release(leg);
-  update_paused(leg->relay);
   if (finish_if_done(leg)) {
     closed_by_pump(leg);
     return;
@@ -306,7 +278,6 @@ static void forward(leg_t* to, const char* data, size_t len) {
   ssize_t sent = queued(to) == 0 ? send_some(to, data, len) : 0;
   if (sent < 0 || (size_t)sent == len) return;
   if (!queue_append(to, data + sent, len - (size_t)sent)) fail_leg(to, ENOMEM);
-  else update_paused(to->relay);
 }
 
 static void read_leg(leg_t* leg) {
@@ -345,7 +316,6 @@ static void read_leg(leg_t* leg) {
     }
     leg->read_eof = 1;
     leg->readable = 0;
-    update_paused(r);
     ka_relay_emit(r, EV_EOF, leg->index, 0);
     if (finish_if_done(leg)) closed_by_pump(leg);
     return;
@@ -372,7 +342,6 @@ static void start_dead_drain(leg_t* leg, int err) {
   leg->dead_drain = 1;
   leg->dead_err = err;
   leg->readable = 1;
-  update_paused(leg->relay);
 }
 
 static void on_event(leg_t* leg, uint32_t events) {
@@ -587,33 +556,6 @@ int ka_pump_end(leg_t* leg) {
   if (leg->fd < 0) return 0;
   leg->fin_wanted = 1;
   return finish_if_done(leg);
-}
-
-#define TCP_STATE_CLOSE 7
-
-// A leg in TCP state CLOSE is dead unless it got there by an orderly end: its peer's FIN
-// received (still unread behind the pause) and ours acknowledged (LAST_ACK -> CLOSE), with no
-// error pending. Such a leg stays paused and is read at its reader's pace.
-int ka_pump_check_paused(napi_env env) {
-  int found = 0;
-  relay_t* next;
-  for (relay_t* r = env == pump_env ? paused_head : NULL; r != NULL; r = next) {
-    next = r->paused_next;
-    for (int i = 0; i < 2; i++) {
-      leg_t* leg = &r->legs[i];
-      if (!leg_paused(leg)) continue;
-      struct tcp_info ti;
-      socklen_t len = sizeof ti;
-      if (getsockopt(leg->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || ti.tcpi_state != TCP_STATE_CLOSE) continue;
-      int err = socket_error(leg->fd);
-      if (err == 0 && leg->fin_sent) continue;
-      start_dead_drain(leg, err);
-      found++;
-      make_ready(leg);
-    }
-    update_paused(r);
-  }
-  return found;
 }
 
 void ka_pump_forget(relay_t* r) {

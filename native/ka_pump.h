@@ -47,9 +47,6 @@ struct relay {
   napi_ref callback;  // likewise
   int started;        // bytes flow (set by start(), after the target leg connected)
   int js_alive;       // the JavaScript wrapper has not been finalised
-  relay_t* paused_prev;
-  relay_t* paused_next;
-  int in_paused_list;
   int faulted;                     // the callback threw: both legs were reset
   napi_async_context async_context;  // callbacks run in the async context the relay was created in
   relay_t* grave_next;
@@ -74,8 +71,6 @@ int ka_pump_end(leg_t* leg);
 void ka_pump_close_leg(leg_t* leg, int reset);
 // Bytes queued for the leg.
 size_t ka_pump_queued(const leg_t* leg);
-// Paused legs of env's pump that the kernel has closed are read to their end; returns how many.
-int ka_pump_check_paused(napi_env env);
 // JavaScript has let go of the relay: it is freed once no queued event can name it.
 void ka_pump_forget(relay_t* r);
 

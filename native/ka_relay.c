@@ -1,8 +1,8 @@
 // The byte pump's JavaScript class: `new Relay(clientFd, owner, callback)` and its methods
-// (connect, start, end, reset, destroy, state, bytes, fd), and `relayCheckPaused()`. This file
-// checks arguments, turns them into calls on the event loop (ka_pump.c, which says how bytes
-// move and when legs close) and calls back into JavaScript with what the sockets did. What the
-// two files share is in ka_pump.h.
+// (connect, start, end, reset, destroy, state, bytes, fd). This file checks arguments, turns
+// them into calls on the event loop (ka_pump.c, which says how bytes move and when legs close)
+// and calls back into JavaScript with what the sockets did. What the two files share is in
+// ka_pump.h.
 
 #include <errno.h>
 #include <math.h>
@@ -328,15 +328,6 @@ static napi_value relay_fd(napi_env env, napi_callback_info info) { return leg_n
 // bytes(leg) -> bytes read from that leg so far.
 static napi_value relay_bytes(napi_env env, napi_callback_info info) { return leg_number(env, info, 1); }
 
-// relayCheckPaused() -> how many paused legs were found dead and are now read to their end
-// (see ka_pump_check_paused).
-static napi_value relay_check_paused(napi_env env, napi_callback_info info) {
-  (void)info;
-  napi_value result;
-  if (napi_create_int32(env, ka_pump_check_paused(env), &result) != napi_ok) return NULL;
-  return result;
-}
-
 int ka_relay_init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
       {"connect", NULL, relay_connect, NULL, NULL, NULL, napi_default, NULL},
@@ -348,12 +339,10 @@ int ka_relay_init(napi_env env, napi_value exports) {
       {"bytes", NULL, relay_bytes, NULL, NULL, NULL, napi_default, NULL},
       {"fd", NULL, relay_fd, NULL, NULL, NULL, napi_default, NULL},
   };
-  napi_value cls, check;
+  napi_value cls;
   if (napi_define_class(env, "Relay", NAPI_AUTO_LENGTH, relay_new, NULL, sizeof methods / sizeof methods[0], methods,
                         &cls) != napi_ok ||
-      napi_set_named_property(env, exports, "Relay", cls) != napi_ok ||
-      napi_create_function(env, "relayCheckPaused", NAPI_AUTO_LENGTH, relay_check_paused, NULL, &check) != napi_ok ||
-      napi_set_named_property(env, exports, "relayCheckPaused", check) != napi_ok) {
+      napi_set_named_property(env, exports, "Relay", cls) != napi_ok) {
     return 0;
   }
   return 1;

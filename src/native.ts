@@ -73,8 +73,6 @@ export interface NativeAddon {
   /** [localHost, localPort, remoteHost, remotePort] */
   socketAddresses(fd: number): [string, number, string, number]
   Relay: NativeRelayClass
-  /** Paused legs the kernel has closed are read to their end; returns how many. */
-  relayCheckPaused(): number
   /** sd_notify: one datagram to a Unix socket path ('@' for an abstract name); see src/notify.ts. */
   notify(socket: string, message: string): void
   /** A connected AF_UNIX SOCK_SEQPACKET pair (close-on-exec); see native/ka_fdpass.c. */

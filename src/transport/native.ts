@@ -60,11 +60,11 @@ export class NativeTransports implements Transports {
     return new NativeTransport(this.#Relay, client, events, this.#deps)
   }
 
-  /** The pump keeps its own list of paused legs, across listeners: see ka_pump_check_paused in native/ka_pump.c. */
-  checkPaused(): void {
-    const load = loadNative()
-    if (load.ok) load.binding.relayCheckPaused()
-  }
+  /**
+   * Nothing to do: the pump stops reading a leg without taking it out of its epoll set, so the
+   * kernel's EPOLLERR reports a paused leg's death at once (native/ka_pump.c).
+   */
+  checkPaused(): void {}
 }
 
 export class NativeTransport implements Transport {
