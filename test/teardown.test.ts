@@ -195,7 +195,8 @@ eachTransport((t, relay) => {
     const survivor = dying === 'target' ? 'client' : 'target'
     t.test(`the ${dying} resets while its leg is paused: every acknowledged byte reaches the ${survivor}, then an RST`, async (t) => {
       const target = await manualTarget(t)
-      const proxy = await proxyTo(t, target.port)
+      // A flush bound far above the wait below: the RST must follow the acknowledgement, not the bound.
+      const proxy = await proxyTo(t, target.port, { flushTimeout: 30 })
       const client = await connect(proxy.port)
       const server = await target.next()
       const peers = { client, target: server }
@@ -203,10 +204,13 @@ eachTransport((t, relay) => {
       peers[survivor].pause()
       peers[survivor].write('a request that will not be read')
       const { data, acked } = await fillPath(peers[dying], proxy.keepalive)
+      const resetAt = performance.now()
       peers[dying].resetAndDestroy()
       await sleep(2000) // the survivor starts reading late
       const { received, end } = await drain(peers[survivor], proxy.keepalive)
+      const tookMs = performance.now() - resetAt
       const [line] = await proxy.closed()
+      t.ok(tookMs < 15_000, `the RST came once the survivor had acknowledged every byte, not at the 30 s flush bound (${tookMs.toFixed(0)} ms)`)
       t.ok(received.length >= acked, `no acknowledged byte lost (${acked} acknowledged, ${received.length} delivered)`)
       t.ok(received.equals(data.subarray(0, received.length)), 'in order and exact')
       t.equal(end, 'ECONNRESET', 'then the reset, as a direct connection would show')
