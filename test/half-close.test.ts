@@ -3,6 +3,7 @@
 // that stops is, about one bound after its last byte.
 
 import t from 'tap'
+import type { Socket } from 'node:net'
 import { connect, endOf, listen, readAll } from './helpers/net.ts'
 import { startProxy } from './helpers/proxy.ts'
 import { SETUPS } from './helpers/transports.ts'
@@ -12,20 +13,7 @@ const CHUNK = 'x'.repeat(1000)
 for (const { name, native, relay } of SETUPS) {
   t.test(`${name}: a response streaming for 4 bounds after the FIN arrives whole`, async (t) => {
     // After the client's FIN, the server answers a chunk every 100 ms for 2 s, then ends.
-    const { server, port } = await listen((s) => {
-      s.resume()
-      s.once('end', () => {
-        let n = 0
-        const timer = setInterval(() => {
-          s.write(CHUNK)
-          if (++n === 20) {
-            clearInterval(timer)
-            s.end()
-          }
-        }, 100)
-        s.once('close', () => clearInterval(timer))
-      })
-    })
+    const { server, port } = await listen((s) => answerAfterFin(s, 20, () => s.end()))
     t.teardown(() => server.close())
     const proxy = await startProxy({ target: `127.0.0.1:${port}`, halfCloseTimeout: 0.5, native, relay })
     t.teardown(() => proxy.stop())
@@ -39,18 +27,10 @@ for (const { name, native, relay } of SETUPS) {
 
   t.test(`${name}: a half-closed session that goes quiet is cut one bound after its last byte`, async (t) => {
     let lastByteAt = 0
+    // After the client's FIN, five chunks 100 ms apart, then silence (no FIN).
     const { server, port } = await listen((s) => {
-      s.resume()
-      s.once('end', () => {
-        let n = 0
-        const timer = setInterval(() => {
-          s.write(CHUNK)
-          lastByteAt = performance.now()
-          if (++n === 5) clearInterval(timer)
-        }, 100)
-        s.once('close', () => clearInterval(timer))
-        s.on('error', () => {})
-      })
+      s.on('error', () => {})
+      answerAfterFin(s, 5, () => {}, () => (lastByteAt = performance.now()))
     })
     t.teardown(() => server.close())
     const proxy = await startProxy({ target: `127.0.0.1:${port}`, halfCloseTimeout: 0.4, native, relay })
@@ -63,5 +43,22 @@ for (const { name, native, relay } of SETUPS) {
     t.ok(quiet >= 390 && quiet < 900, `cut ${quiet.toFixed(0)} ms after the last byte (bound 400 ms)`)
     const [summary] = await proxy.closed()
     t.match(summary, { reason: 'half_close_timeout', bytesToClient: 5 * CHUNK.length })
+  })
+}
+
+/** Once `s` reads the client's FIN, writes `chunks` chunks 100 ms apart (`onChunk` after each), then calls `done`. */
+function answerAfterFin(s: Socket, chunks: number, done: () => void, onChunk: () => void = () => {}): void {
+  s.resume()
+  s.once('end', () => {
+    let n = 0
+    const timer = setInterval(() => {
+      s.write(CHUNK)
+      onChunk()
+      if (++n === chunks) {
+        clearInterval(timer)
+        done()
+      }
+    }, 100)
+    s.once('close', () => clearInterval(timer))
   })
 }
