@@ -325,7 +325,9 @@ static void read_leg(leg_t* leg) {
 
 // What a leg can do now: drain its queue, then read.
 static void service(leg_t* leg) {
-  if (leg->fd >= 0 && leg->writable && queued(leg) > 0) flush_queue(leg);
+  // Bytes are held before start() only by an adopted relay; they go once it starts (until then
+  // the process that handed them over may still take them back).
+  if (leg->fd >= 0 && leg->writable && queued(leg) > 0 && leg->relay->started) flush_queue(leg);
   if (leg->fd >= 0 && leg->readable && wants_read(leg)) read_leg(leg);
 }
 
@@ -548,7 +550,7 @@ void ka_pump_start(relay_t* r) {
   r->started = 1;
   // Bytes that arrived before now raised their edge already.
   for (int i = 0; i < 2; i++) {
-    if (r->legs[i].readable) make_ready(&r->legs[i]);
+    if (r->legs[i].readable || (r->legs[i].writable && queued(&r->legs[i]) > 0)) make_ready(&r->legs[i]);
   }
 }
 
@@ -556,6 +558,72 @@ int ka_pump_end(leg_t* leg) {
   if (leg->fd < 0) return 0;
   leg->fin_wanted = 1;
   return finish_if_done(leg);
+}
+
+// Out of the epoll set without a close: the descriptor goes to the caller.
+static int release_leg(leg_t* leg) {
+  int fd = leg->fd;
+  if (leg->registered) {
+    if (epfd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+    leg->registered = 0;
+    if (--open_legs == 0 && !pump_closing && epfd >= 0) uv_unref((uv_handle_t*)&epoll_watch);
+  }
+  leg->fd = -1;
+  return fd;
+}
+
+int ka_pump_detach(relay_t* r, int out_fds[2]) {
+  if (!r->started || r->faulted) return 0;
+  for (int i = 0; i < 2; i++) {
+    const leg_t* leg = &r->legs[i];
+    if (leg->fd < 0 || leg->connecting || leg->failed || leg->dead_drain) return 0;
+  }
+  // Events already taken for these legs are skipped (fd < 0), as after a close.
+  for (int i = 0; i < 2; i++) out_fds[i] = release_leg(&r->legs[i]);
+  return 1;
+}
+
+void ka_pump_drop_queues(relay_t* r) {
+  queue_release(&r->legs[0]);
+  queue_release(&r->legs[1]);
+}
+
+int ka_pump_adopt(relay_t* r, int target_fd, const char* queued_bytes[2], const size_t queued_len[2], const int flags[2],
+                  const double bytes[2]) {
+  leg_t* target = &r->legs[LEG_TARGET];
+  ka_pump_reset_target(r);
+  target->fd = fcntl(target_fd, F_DUPFD_CLOEXEC, 0);
+  if (target->fd < 0) return errno;
+  for (int i = 0; i < 2; i++) {
+    int fl = fcntl(r->legs[i].fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(r->legs[i].fd, F_SETFL, fl | O_NONBLOCK);
+  }
+  for (int i = 0; i < 2; i++) {
+    leg_t* leg = &r->legs[i];
+    if (queued_len[i] > 0 && !queue_append(leg, queued_bytes[i], queued_len[i])) {
+      ka_pump_drop_queues(r);
+      close(target->fd);
+      target->fd = -1;
+      return ENOMEM;
+    }
+    leg->fin_wanted = (flags[i] & ADOPT_END_REQUESTED) != 0;
+    leg->fin_sent = (flags[i] & ADOPT_FIN_SENT) != 0;
+    leg->read_eof = (flags[i] & ADOPT_END_RECEIVED) != 0;
+    leg->bytes_read = bytes[i];
+    // A FIN asked for with nothing left before it goes now (it would have gone in the old process).
+    if (leg->fin_wanted && !leg->fin_sent && queued(leg) == 0) {
+      shutdown(leg->fd, SHUT_WR);
+      leg->fin_sent = 1;
+    }
+  }
+  const char* syscall;
+  int err = register_leg(target, &syscall);
+  if (err != 0) {
+    ka_pump_drop_queues(r);
+    close(target->fd);
+    target->fd = -1;
+  }
+  return err;
 }
 
 void ka_pump_forget(relay_t* r) {

@@ -71,6 +71,19 @@ int ka_pump_end(leg_t* leg);
 void ka_pump_close_leg(leg_t* leg, int reset);
 // Bytes queued for the leg.
 size_t ka_pump_queued(const leg_t* leg);
+// An upgrade takes the relay away: both legs leave the epoll set and the relay lets go of
+// their descriptors without closing them (no FIN, no RST reaches a peer); the caller owns
+// out_fds. Only a relaying relay with both legs open and healthy can go (0 otherwise, nothing
+// changed). The queues stay with the legs for the caller to copy, then ka_pump_drop_queues.
+int ka_pump_detach(relay_t* r, int out_fds[2]);
+// The legs' queues are freed (after ka_pump_detach, once copied).
+void ka_pump_drop_queues(relay_t* r);
+// The other side of an upgrade: the target leg is a connected socket taken over (a duplicate
+// of target_fd), and each leg gets what the old process held for it and its half-close state.
+// 0, or an errno (the caller keeps its own descriptor).
+int ka_pump_adopt(relay_t* r, int target_fd, const char* queued[2], const size_t queued_len[2], const int flags[2],
+                  const double bytes[2]);
+enum { ADOPT_END_REQUESTED = 1, ADOPT_FIN_SENT = 2, ADOPT_END_RECEIVED = 4 };
 // JavaScript has let go of the relay: it is freed once no queued event can name it.
 void ka_pump_forget(relay_t* r);
 

@@ -328,6 +328,87 @@ static napi_value relay_fd(napi_env env, napi_callback_info info) { return leg_n
 // bytes(leg) -> bytes read from that leg so far.
 static napi_value relay_bytes(napi_env env, napi_callback_info info) { return leg_number(env, info, 1); }
 
+// detach() -> null when the relay cannot be handed over (not relaying, a leg connecting, closed,
+// failed or being drained); else {fds: [client, target], queued: [Buffer, Buffer], endRequested,
+// finSent, endReceived: [bool, bool], bytes: [read from client, read from target]}. The legs
+// leave the pump without a close (no FIN, no RST): the descriptors are the caller's to pass on
+// and close; the relay reports nothing more.
+static napi_value relay_detach(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  relay_t* r = unwrap(env, info, &argc, NULL);
+  if (r == NULL) return NULL;
+  int fds[2];
+  napi_value result;
+  if (!ka_pump_detach(r, fds)) {
+    if (napi_get_null(env, &result) != napi_ok) return NULL;
+    return result;
+  }
+  napi_value arrays[6];
+  int ok = napi_create_object(env, &result) == napi_ok;
+  for (int a = 0; ok && a < 6; a++) ok = napi_create_array_with_length(env, 2, &arrays[a]) == napi_ok;
+  for (int i = 0; ok && i < 2; i++) {
+    leg_t* leg = &r->legs[i];
+    napi_value v[6];
+    void* data = NULL;
+    size_t len = ka_pump_queued(leg);
+    ok = napi_create_int32(env, fds[i], &v[0]) == napi_ok &&
+         napi_create_buffer_copy(env, len, len > 0 ? leg->queue + leg->queue_off : "", &data, &v[1]) == napi_ok &&
+         napi_get_boolean(env, leg->fin_wanted, &v[2]) == napi_ok && napi_get_boolean(env, leg->fin_sent, &v[3]) == napi_ok &&
+         napi_get_boolean(env, leg->read_eof, &v[4]) == napi_ok && napi_create_double(env, leg->bytes_read, &v[5]) == napi_ok;
+    for (int a = 0; ok && a < 6; a++) ok = napi_set_element(env, arrays[a], (uint32_t)i, v[a]) == napi_ok;
+  }
+  static const char* names[6] = {"fds", "queued", "endRequested", "finSent", "endReceived", "bytes"};
+  for (int a = 0; ok && a < 6; a++) ok = napi_set_named_property(env, result, names[a], arrays[a]) == napi_ok;
+  ka_pump_drop_queues(r);
+  ka_relay_release_if_done(r);
+  if (!ok) {
+    // The descriptors are out of the pump either way; closing them here would end the sessions.
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot build the detached state");
+    return NULL;
+  }
+  return result;
+}
+
+// adopt(targetFd, [clientQueued, targetQueued], [clientFlags, targetFlags], [bytesFromClient,
+// bytesFromTarget]): the target leg is a connected socket handed over (a duplicate is taken;
+// the caller closes its own), each leg gets the bytes the old process held for it and its
+// half-close state (flags: 1 FIN asked for, 2 FIN sent, 4 end of stream received). Then start().
+static napi_value relay_adopt(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value args[4];
+  relay_t* r = unwrap(env, info, &argc, args);
+  if (r == NULL) return NULL;
+  int32_t target_fd;
+  if (!int_in_range(env, args, argc, 0, 0, INT32_MAX, "adopt: fd must be an integer from 0 to 2**31-1", &target_fd)) return NULL;
+  const char* queued[2] = {NULL, NULL};
+  size_t queued_len[2] = {0, 0};
+  int flags[2] = {0, 0};
+  double bytes[2] = {0, 0};
+  for (int i = 0; i < 2; i++) {
+    napi_value q, f, b;
+    void* data = NULL;
+    bool is_buffer = false;
+    int32_t flag;
+    if (argc < 4 || napi_get_element(env, args[1], (uint32_t)i, &q) != napi_ok ||
+        napi_is_buffer(env, q, &is_buffer) != napi_ok || !is_buffer ||
+        napi_get_buffer_info(env, q, &data, &queued_len[i]) != napi_ok ||
+        napi_get_element(env, args[2], (uint32_t)i, &f) != napi_ok || napi_get_value_int32(env, f, &flag) != napi_ok ||
+        napi_get_element(env, args[3], (uint32_t)i, &b) != napi_ok || napi_get_value_double(env, b, &bytes[i]) != napi_ok) {
+      napi_throw_type_error(env, "KA_NATIVE_ARG", "expected (fd, [Buffer, Buffer], [flags, flags], [bytes, bytes])");
+      return NULL;
+    }
+    queued[i] = data;
+    flags[i] = flag;
+  }
+  if (r->legs[LEG_TARGET].fd >= 0 || r->legs[LEG_CLIENT].fd < 0 || r->started) {
+    napi_throw_error(env, "KA_NATIVE_STATE", "adopt: target leg already open, or relay closed or started");
+    return NULL;
+  }
+  int err = ka_pump_adopt(r, target_fd, queued, queued_len, flags, bytes);
+  if (err != 0) return ka_throw_errno(env, err, "adopt", "target");
+  return NULL;
+}
+
 int ka_relay_init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
       {"connect", NULL, relay_connect, NULL, NULL, NULL, napi_default, NULL},
@@ -338,6 +419,8 @@ int ka_relay_init(napi_env env, napi_value exports) {
       {"state", NULL, relay_state, NULL, NULL, NULL, napi_default, NULL},
       {"bytes", NULL, relay_bytes, NULL, NULL, NULL, napi_default, NULL},
       {"fd", NULL, relay_fd, NULL, NULL, NULL, napi_default, NULL},
+      {"detach", NULL, relay_detach, NULL, NULL, NULL, napi_default, NULL},
+      {"adopt", NULL, relay_adopt, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_value cls;
   if (napi_define_class(env, "Relay", NAPI_AUTO_LENGTH, relay_new, NULL, sizeof methods / sizeof methods[0], methods,

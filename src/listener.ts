@@ -9,9 +9,9 @@ import type { ProxyOptions } from './config/options.ts'
 import { ListenError } from './errors.ts'
 import { fdOf, noDelay, type AppliedKeepalive, type SocketControl } from './socket-control.ts'
 import { onAccepted, peerOf, resetAccepted, type Accepted } from './accept.ts'
-import { Session, type LegHandle, type SessionContext, type SessionSummary } from './session.ts'
+import { Session, type LegHandle, type SessionContext, type SessionIdentity, type SessionSummary } from './session.ts'
 import { defaultRelay, openTransports } from './transport/registry.ts'
-import type { TransportKind, Transports } from './transport/transport.ts'
+import type { DetachedTransport, TargetEndpoint, TransportKind, TransportState, Transports } from './transport/transport.ts'
 import { handleFd } from './node-internals.ts'
 import { TargetPool, type Target, type TargetChange } from './targets.ts'
 import { LOCAL_RESOURCE_ERRORS, RefusalLog, withinDescriptorReserve, type RefusalReason } from './refusals.ts'
@@ -38,6 +38,19 @@ export interface ListenerHooks {
   targetConnected?(seconds: number): void
   /** A client turned away before a session started. */
   refused?(reason: RefusalReason): void
+}
+
+/** A session an upgrade moves: who it is, where it goes, and its transport's state and sockets. */
+export interface MovedSession {
+  identity: SessionIdentity
+  target: { host: string; port: number }
+  transport: DetachedTransport
+}
+
+/** An adopted session, built but not moving bytes until `start` (after the hand-over is done). */
+export interface AdoptedSession {
+  session: Session
+  start(): void
 }
 
 /** What a re-tune changed: sessions re-tuned, and how many legs read back as set. */
@@ -298,6 +311,39 @@ export class ProxyListener {
       if (onDown === 'kill') session.kill('target_down')
     }
     this.#logger.warn({ ...fields, onDown, [onDown === 'kill' ? 'closed' : 'kept']: sessions }, 'target down')
+  }
+
+  /**
+   * Upgrade: every session that can move leaves this listener (Session.handOver) with no log
+   * line and no event; the others (connecting, ending) stay and finish here.
+   */
+  handOverSessions(): MovedSession[] {
+    const out: MovedSession[] = []
+    for (const session of this.sessions) {
+      const moved = session.handOver()
+      if (moved === undefined) continue
+      this.sessions.delete(session)
+      out.push({ identity: moved.identity, target: { host: session.upstream.host, port: session.upstream.port }, transport: moved.transport })
+    }
+    if (this.sessions.size === 0) this.#drained?.()
+    return out
+  }
+
+  /**
+   * Upgrade: carries on a session handed over (or taken back after a failed upgrade). Its target
+   * is the pool's target of that address when there is one (health checks and on-down cover it).
+   * Throws (EMFILE, a transport that cannot adopt) with nothing changed; the caller keeps the
+   * descriptors either way.
+   */
+  adoptSession(identity: SessionIdentity, target: { host: string; port: number }, fds: [number, number], state: TransportState): AdoptedSession {
+    const transports = this.#transports
+    if (transports.adopt === undefined) throw new Error(`the ${transports.kind} transport cannot adopt a session`)
+    const key = formatEndpoint(target.host, target.port)
+    const upstream: TargetEndpoint = this.#pool.targets.find((t) => formatEndpoint(t.host, t.port) === key) ?? { host: target.host, port: target.port }
+    const session = new Session(this.#ctx, upstream, (events) => transports.adopt!(fds, state, events), identity)
+    this.sessions.add(session)
+    this.#hooks.sessionOpened?.()
+    return { session, start: () => session.adopt(identity.ended, this.#options.keepalive.client) }
   }
 
   #onSessionClosed(session: Session): void {

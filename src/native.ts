@@ -52,7 +52,34 @@ export interface NativeRelay {
   bytes(leg: 0 | 1): number
   /** The leg's descriptor, -1 once closed. */
   fd(leg: 0 | 1): number
+  /**
+   * Takes the relay out of the pump for an upgrade, without closing a leg: null when it cannot go
+   * (not relaying, a leg connecting, closed, failed or being drained). The descriptors are then
+   * the caller's; the relay reports nothing more.
+   */
+  detach(): DetachedRelay | null
+  /**
+   * Before start(): the target leg is a connected socket handed over (a duplicate is taken), and
+   * each leg gets the bytes held for it and its half-close state (ADOPT_* flags).
+   */
+  adopt(targetFd: number, queued: [Buffer, Buffer], flags: [number, number], bytes: [number, number]): void
 }
+
+/** A relay taken out of the pump (per leg: client, target). */
+export interface DetachedRelay {
+  fds: [number, number]
+  /** The bytes held for each leg (read from the other, not yet written to it). */
+  queued: [Buffer, Buffer]
+  endRequested: [boolean, boolean]
+  finSent: [boolean, boolean]
+  endReceived: [boolean, boolean]
+  /** Bytes read from each leg. */
+  bytes: [number, number]
+}
+
+export const ADOPT_END_REQUESTED = 1
+export const ADOPT_FIN_SENT = 2
+export const ADOPT_END_RECEIVED = 4
 
 export type NativeRelayClass = new (
   clientFd: number,

@@ -22,7 +22,7 @@ import type { Logger } from 'pino'
 import { formatEndpoint } from './config/endpoint.ts'
 import type { SocketControl } from './socket-control.ts'
 import type { KeepaliveSettings } from './keepalive/settings.ts'
-import type { Leg, LegHandle, TargetEndpoint, Transport, TransportEvents } from './transport/transport.ts'
+import type { DetachedTransport, Leg, LegHandle, TargetEndpoint, Transport, TransportEvents } from './transport/transport.ts'
 
 export type { Leg, LegHandle }
 
@@ -102,11 +102,28 @@ export interface SessionSummary {
 
 let nextSessionId = 1
 
+/** Sessions adopted by an upgrade keep their ids: new ones are numbered after the highest. */
+export function sessionIdsAfter(id: number): void {
+  if (Number.isSafeInteger(id) && id >= nextSessionId) nextSessionId = id + 1
+}
+
+/**
+ * What a session is, as an upgrade hands it over (with its transport's DetachedTransport): its
+ * identity, and where its ending stands. Only established sessions that are not ending move:
+ * either both directions open, or one ended by its peer's FIN (already relayed as a FIN).
+ */
+export interface SessionIdentity {
+  id: number
+  /** Wall-clock start (ms since the epoch): the two processes' monotonic clocks differ. */
+  startedAtMs: number
+  /** The direction whose peer sent its FIN, if any (the session is half-closed). */
+  ended: Leg | null
+}
 export class Session implements TransportEvents {
-  readonly id = nextSessionId++
+  readonly id: number
   /** Where this session goes: chosen by the listener when the client arrived (re-pointed by a reload). */
   upstream: TargetEndpoint
-  readonly startedAt = performance.now()
+  readonly startedAt: number
   /** Targets whose connect failed for this session (it tries each at most once); made at the first failure. */
   tried: Set<TargetEndpoint> | undefined
   reason: CloseReason | undefined
@@ -141,10 +158,69 @@ export class Session implements TransportEvents {
    * `open` builds the session's transport, which reports to the session (e.g. takes over an
    * accepted client: see Transports.accept); it throws when it cannot (EMFILE...).
    */
-  constructor(ctx: SessionContext, upstream: TargetEndpoint, open: (events: TransportEvents) => Transport) {
+  constructor(ctx: SessionContext, upstream: TargetEndpoint, open: (events: TransportEvents) => Transport, adopted?: SessionIdentity) {
     this.#ctx = ctx
     this.upstream = upstream
+    if (adopted === undefined) {
+      this.id = nextSessionId++
+      this.startedAt = performance.now()
+    } else {
+      this.id = adopted.id
+      this.startedAt = performance.now() - Math.max(0, Date.now() - adopted.startedAtMs)
+    }
     this.#transport = open(this)
+  }
+
+  /**
+   * An upgrade takes this session to another process: established, not ending (at most one
+   * direction ended by a FIN). Its transport lets go of both sockets without a close; the
+   * session is then gone from here with no event and no log line (the other process writes it).
+   * undefined when it stays here (connecting, ending, a transport that cannot).
+   */
+  handOver(): { identity: SessionIdentity; transport: DetachedTransport } | undefined {
+    if (!this.#targetUp || this.#finished || this.#flushDeadline !== undefined || this.#resetWhenFlushed !== undefined) return undefined
+    const ended = this.#ended
+    if (ended?.client === true && ended.target === true) return undefined
+    if (this.reason !== undefined && this.reason !== 'client_end' && this.reason !== 'target_end') return undefined
+    const transport = this.#transport.detach?.()
+    if (transport === undefined) return undefined
+    this.#finished = true
+    clearTimeout(this.#phaseTimer)
+    this.#phaseTimer = undefined
+    const identity: SessionIdentity = {
+      id: this.id,
+      startedAtMs: Math.round(Date.now() - (performance.now() - this.startedAt)),
+      ended: ended?.client === true ? 'client' : ended?.target === true ? 'target' : null,
+    }
+    return { identity, transport }
+  }
+
+  /**
+   * Carries on a session handed over by an upgrade (built with its identity and an adopted
+   * transport): both legs are up; the route's keepalive is applied to both, the half-close
+   * bound restarts for a half-closed one, and the bytes held are written first.
+   */
+  adopt(ended: Leg | null, clientKeepalive: KeepaliveSettings): void {
+    const ctx = this.#ctx
+    this.#closed.target = false
+    this.#targetUp = true
+    for (const [leg, settings] of [['client', clientKeepalive], ['target', ctx.targetKeepalive]] as const) {
+      const handle = this.legHandle(leg)
+      try {
+        if (handle !== undefined) ctx.keepalive.set(handle, settings)
+      } catch (err) {
+        ctx.logger.warn({ session: this.id, err }, `cannot set ${leg} keepalive`)
+      }
+    }
+    if (ended !== null) {
+      this.#ended = { client: ended === 'client', target: ended === 'target' }
+      this.#setReason(ended === 'client' ? 'client_end' : 'target_end', ended)
+      this.#closeHow[otherLeg(ended)] = 'fin'
+      this.#halfClosedBytes = this.bytesToTarget + this.bytesToClient
+      this.#halfClosedIdleSince = performance.now()
+      this.#phaseTimer = setTimeout(sessionOnHalfCloseTimeout, this.#ctx.halfCloseTimeoutMs / 4, this)
+    }
+    this.#transport.relay()
   }
 
   get clientAddress(): string {

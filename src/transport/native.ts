@@ -14,15 +14,18 @@ import { formatEndpoint, formatPeer } from '../config/endpoint.ts'
 import { errnoName } from '../errors.ts'
 import { closeAccepted, readPeer, type Accepted } from '../accept.ts'
 import { fdOf } from '../socket-control.ts'
-import { loadNative, type NativeRelay, type NativeRelayClass } from '../native.ts'
+import { ADOPT_END_RECEIVED, ADOPT_END_REQUESTED, ADOPT_FIN_SENT, loadNative, type NativeRelay, type NativeRelayClass } from '../native.ts'
 import {
   socketDeadReason,
   socketUnacknowledged,
+  type DetachedTransport,
   type Leg,
+  type LegState,
   type TargetEndpoint,
   type Transport,
   type TransportDeps,
   type TransportEvents,
+  type TransportState,
   type Transports,
 } from './transport.ts'
 
@@ -60,6 +63,10 @@ export class NativeTransports implements Transports {
     return new NativeTransport(this.#Relay, client, events, this.#deps)
   }
 
+  adopt(fds: [number, number], state: TransportState, events: TransportEvents): Transport {
+    return new NativeTransport(this.#Relay, { fds, state }, events, this.#deps)
+  }
+
   /**
    * Nothing to do: the pump stops reading a leg without taking it out of its epoll set, so the
    * kernel's EPOLLERR reports a paused leg's death at once (native/ka_pump.c).
@@ -77,6 +84,9 @@ export class NativeTransport implements Transport {
    */
   readonly #clientHost: string | undefined
   readonly #clientPort: number | undefined
+  /** Adopted from an upgrade: the addresses as the old process showed them. */
+  readonly #clientShown: string | undefined
+  #targetShown: string | undefined
   #targetHost: string | undefined
   #port = 0
   #open: [boolean, boolean] = [true, false]
@@ -88,10 +98,25 @@ export class NativeTransport implements Transport {
    * Takes over the accepted client. Throws (EMFILE...) when the pump cannot take its
    * descriptor; the client is then still the caller's.
    */
-  constructor(Relay: NativeRelayClass, client: Accepted, events: TransportEvents, deps: TransportDeps) {
-    this.#relay = new Relay(fdOf(client), this, relayOnEvent)
+  constructor(Relay: NativeRelayClass, client: Accepted | { fds: [number, number]; state: TransportState }, events: TransportEvents, deps: TransportDeps) {
     this.#events = events
     this.#deps = deps
+    if ('state' in client) {
+      // Handed over by an upgrade: both legs connected; relay() writes what was held, then relays.
+      const { fds, state } = client
+      this.#relay = new Relay(fds[0], this, relayOnEvent)
+      try {
+        this.#relay.adopt(fds[1], [state.legs.client.queued, state.legs.target.queued], [adoptFlags(state.legs.client), adoptFlags(state.legs.target)], [state.bytesToTarget, state.bytesToClient])
+      } catch (err) {
+        this.#relay.destroy(0)
+        throw err
+      }
+      this.#open = [true, true]
+      this.#clientShown = state.clientAddress
+      this.#targetShown = state.targetAddress
+      return
+    }
+    this.#relay = new Relay(fdOf(client), this, relayOnEvent)
     // Read once, while Node's copy is open: the summary names the client after both legs closed.
     const peer = readPeer(client)
     this.#clientHost = peer.address
@@ -100,11 +125,11 @@ export class NativeTransport implements Transport {
   }
 
   get clientAddress(): string {
-    return formatPeer(this.#clientHost, this.#clientPort)
+    return this.#clientShown ?? formatPeer(this.#clientHost, this.#clientPort)
   }
 
   get targetAddress(): string | undefined {
-    return this.#targetHost === undefined ? undefined : formatEndpoint(this.#targetHost, this.#port)
+    return this.#targetHost === undefined ? this.#targetShown : formatEndpoint(this.#targetHost, this.#port)
   }
 
   get bytesToTarget(): number {
@@ -245,6 +270,20 @@ export class NativeTransport implements Transport {
 
   release(): void {}
 
+  detach(): DetachedTransport | undefined {
+    if (!this.#open[0] || !this.#open[1] || this.#connecting) return undefined
+    const clientAddress = this.clientAddress
+    const targetAddress = this.targetAddress
+    const d = this.#relay.detach()
+    if (d === null) return undefined
+    this.#open = [false, false]
+    const leg = (i: 0 | 1): LegState => ({ queued: d.queued[i], endRequested: d.endRequested[i], finSent: d.finSent[i], endReceived: d.endReceived[i], connecting: false })
+    return {
+      fds: d.fds,
+      state: { legs: { client: leg(0), target: leg(1) }, bytesToTarget: d.bytes[0], bytesToClient: d.bytes[1], clientAddress, targetAddress },
+    }
+  }
+
   /** Closed at the session's request: reported on a later tick, as Node reports 'close'. */
   #closed(i: 0 | 1): void {
     if (!this.#open[i]) return
@@ -252,6 +291,10 @@ export class NativeTransport implements Transport {
     if (i === 1) this.#connecting = false
     queueMicrotask(() => this.#events.onClose(INDEX_LEG[i]!))
   }
+}
+
+function adoptFlags(leg: LegState): number {
+  return (leg.endRequested ? ADOPT_END_REQUESTED : 0) | (leg.finSent ? ADOPT_FIN_SENT : 0) | (leg.endReceived ? ADOPT_END_RECEIVED : 0)
 }
 
 /**

@@ -112,12 +112,26 @@ export interface Transport {
   destroy(leg: Leg): void
   /** The session is over (both legs closed): drop what the transport registered elsewhere. */
   release(): void
+  /**
+   * An upgrade takes the session away: the legs stop moving bytes and leave this transport
+   * without a close (no FIN, no RST reaches a peer), and what it held is returned with the two
+   * descriptors, which are then the caller's. undefined when it cannot (nothing changed): a
+   * transport without descriptors, a leg connecting, closed or failed. No event follows.
+   */
+  detach?(): DetachedTransport | undefined
+}
+
+/** A session's transport as an upgrade hands it over: its state and its two connected sockets. */
+export interface DetachedTransport {
+  state: TransportState
+  /** client, target: owned by the caller. */
+  fds: [number, number]
 }
 
 /**
- * What a transport would hand over to another process so that a transport there can carry on
+ * What a transport hands over to another process so that a transport there carries on
  * (zero-loss upgrade): per leg, the bytes held for it and its half-close state, plus the
- * counts and addresses. Not produced yet; the shape every transport's state fits.
+ * counts and addresses (see `detach`, and `Transports.adopt` on the other side).
  */
 export interface TransportState {
   legs: Record<Leg, LegState>
@@ -155,6 +169,12 @@ export interface Transports {
    * client is then still the caller's.
    */
   accept(client: Accepted, events: TransportEvents): Transport
+  /**
+   * Carries on a session handed over by an upgrade: both legs connected (duplicates of `fds` are
+   * taken; the caller closes its own), the bytes held written first once `relay()` is called.
+   * Absent on a transport that cannot. Throws (EMFILE...) when it cannot take the descriptors.
+   */
+  adopt?(fds: [number, number], state: TransportState, events: TransportEvents): Transport
   /**
    * Run once a second: legs not being read because their peer is slow are checked for death
    * (the kernel reports a reset or a keepalive timeout only to a reader).
