@@ -17,7 +17,9 @@ import type { Session } from './session.ts'
 import { defaultRelay } from './transport/registry.ts'
 import type { TransportKind } from './transport/transport.ts'
 import type { PoolState } from './targets.ts'
-import { adminListenerKey, routeListenerKey, type HandedListener, type InheritedListeners } from './upgrade.ts'
+import { adminListenerKey, routeListenerKey, type HandedListener, type HandedSession, type InheritedListeners } from './upgrade.ts'
+import type { AdoptedSession, MovedSession } from './listener.ts'
+import { nextSessionIdValue } from './session.ts'
 
 const sameListen = (a: ProxyOptions, b: ProxyOptions): boolean =>
   a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.native === b.native
@@ -249,6 +251,48 @@ export class ProxyApp implements AdminSource {
   /** Each route's targets as its pool knows them (health, failed connects, the one in use), for an upgrade. */
   targetStates(): Record<string, PoolState> {
     return Object.fromEntries([...this.#routes].map(([name, listener]) => [name, listener.pool.exportState()]))
+  }
+
+  /** Upgrade: the sessions that can move leave the running routes named (see ProxyListener.handOverSessions). */
+  handOverSessions(routes: ReadonlySet<string>): Array<MovedSession & { route: string }> {
+    const out: Array<MovedSession & { route: string }> = []
+    for (const [route, listener] of this.#routes) {
+      if (!routes.has(route)) continue
+      for (const moved of listener.handOverSessions()) out.push({ ...moved, route })
+    }
+    return out
+  }
+
+  /** A failed upgrade: the sessions handed over carry on here, from the state they left in. */
+  takeBack(sessions: Array<MovedSession & { route: string }>): void {
+    const { adopted, refused } = this.adoptSessions(sessions.map((m) => ({ route: m.route, identity: m.identity, target: m.target, state: m.transport.state, fds: m.transport.fds })))
+    for (const a of adopted) a.start()
+    if (refused.length > 0) this.#logger.error({ sessions: refused }, 'upgrade failed and these sessions could not be carried on here: they are closed')
+  }
+
+  get nextSessionId(): number {
+    return nextSessionIdValue()
+  }
+
+  /**
+   * Upgrade, the new process: the sessions handed over join their routes, built but not moving
+   * bytes until each `start()` (once the old process has been told). `refused`: ids that could
+   * not be carried on (no such route, out of descriptors); the old process keeps those.
+   */
+  adoptSessions(sessions: Array<HandedSession & { fds: [number, number] }>): { adopted: AdoptedSession[]; refused: number[] } {
+    const adopted: AdoptedSession[] = []
+    const refused: number[] = []
+    for (const s of sessions) {
+      const listener = this.#routes.get(s.route)
+      try {
+        if (listener === undefined) throw new Error(`route ${s.route} is not in this config`)
+        adopted.push(listener.adoptSession(s.identity, s.target, s.fds, s.state))
+      } catch (err) {
+        this.#logger.warn({ session: s.identity.id, route: s.route, error: (err as Error).message }, 'upgrade: a session handed over cannot be carried on; the old process keeps it')
+        refused.push(s.identity.id)
+      }
+    }
+    return { adopted, refused }
   }
 
   get sessionCount(): number {

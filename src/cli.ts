@@ -210,7 +210,7 @@ export async function run(argv: string[]): Promise<number> {
   const binding = addon?.ok ? addon.binding : undefined
   // Started by an upgrade: the old process's listening sockets are taken over, not bound anew.
   const handover = Handover.fromEnv(binding)
-  const inherited = handover?.receive()
+  const inherited = handover?.receive(config.routes.map((r) => r.name))
   // The one read of KA_PROXY_RELAY: which transport moves the bytes (the native pump by default).
   const app = new ProxyApp(keepalive, logger, chooseRelay(keepalive, process.env.KA_PROXY_RELAY))
   runningLogger = logger
@@ -232,9 +232,18 @@ export async function run(argv: string[]): Promise<number> {
   }
   const notifier = new ServiceNotifier(logger)
   if (handover !== undefined && inherited !== undefined) {
+    // The sessions handed over are built now and move bytes only once the old process knows
+    // which it keeps (those refused here): until then it may still take them all back.
+    const started = performance.now()
+    const { adopted, refused } = app.adoptSessions(inherited.sessions)
+    inherited.closeSessionFds()
     // The old process tells systemd (MAINPID=, READY=1) once it hears this.
-    handover.ready(app.listeners().length)
-    logger.info({ from: inherited.from, listeners: app.listeners().length, notTaken: unused }, 'upgrade: took over the listeners')
+    handover.ready(app.listeners().length, refused)
+    for (const a of adopted) a.start()
+    logger.info(
+      { from: inherited.from, listeners: app.listeners().length, notTaken: unused, sessions: adopted.length, refused: refused.length, ms: Math.round(performance.now() - started) },
+      'upgrade: took over the listeners and sessions',
+    )
   } else {
     notifier.ready(servingStatus(app))
   }
@@ -341,12 +350,6 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
         logger.warn('SIGUSR2 ignored: an upgrade is already under way')
         return
       }
-      const sessions = app.sessionCount
-      if (sessions > 0) {
-        // Moving established sessions is not built yet: a new process now would leave them here.
-        logger.warn({ sessions }, 'SIGUSR2 refused: sessions are open and this release hands over only listeners; nothing changed')
-        return
-      }
       logger.info('upgrade: starting a new process')
       notifier.reloading('upgrading: starting a new ka-proxy')
       void upgrader.start(app).then((outcome) => {
@@ -358,7 +361,10 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
         if (stopping) return
         stopping = true
         notifier.mainPid(outcome.pid, `upgraded: pid ${outcome.pid} serves`)
-        logger.info({ newPid: outcome.pid, listeners: outcome.listeners, ms: outcome.ms, sessionsLeft: app.sessionCount }, 'upgrade done: the new process serves; exiting once the sessions left here end')
+        logger.info(
+          { newPid: outcome.pid, listeners: outcome.listeners, sessions: outcome.sessions, kept: outcome.kept, heldBytes: outcome.held, ms: outcome.ms, sessionsLeft: app.sessionCount },
+          'upgrade done: the new process serves; exiting once the sessions left here end',
+        )
         stopThenResolve(UNBOUNDED_GRACE_MS)
       })
     }

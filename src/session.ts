@@ -102,6 +102,11 @@ export interface SessionSummary {
 
 let nextSessionId = 1
 
+/** The id the next session gets. */
+export function nextSessionIdValue(): number {
+  return nextSessionId
+}
+
 /** Sessions adopted by an upgrade keep their ids: new ones are numbered after the highest. */
 export function sessionIdsAfter(id: number): void {
   if (Number.isSafeInteger(id) && id >= nextSessionId) nextSessionId = id + 1

@@ -26,9 +26,24 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import type { Logger } from 'pino'
 import type { NativeAddon } from './native.ts'
 import { KaError } from './errors.ts'
+import type { MovedSession } from './listener.ts'
+import type { Leg, LegState, TransportState } from './transport/transport.ts'
+import { sessionIdsAfter, type SessionIdentity } from './session.ts'
 
 /** Versions of the hand-over format this release speaks (the highest is offered first). */
-export const HANDOVER_VERSIONS: readonly number[] = [1]
+export const HANDOVER_VERSIONS: readonly number[] = [2, 1]
+/** The first version that moves established sessions. */
+const SESSIONS_VERSION = 2
+/** Sessions per `sessions` message: two descriptors each, within the kernel's 253 per message. */
+const SESSIONS_PER_MESSAGE = 125
+/**
+ * A message of a SOCK_SEQPACKET pair must fit its send buffer (about 200 KiB by default): a
+ * `sessions` message is closed once its JSON passes SESSIONS_MESSAGE_BYTES; a session holding
+ * more than INLINE_HELD bytes sends them first in `held` messages of HELD_CHUNK bytes each.
+ */
+const SESSIONS_MESSAGE_BYTES = 96 * 1024
+const INLINE_HELD = 16 * 1024
+const HELD_CHUNK = 48 * 1024
 export const HANDOVER_FD_ENV = 'KA_PROXY_HANDOVER_FD'
 export const HANDOVER_STDERR_ENV = 'KA_PROXY_HANDOVER_STDERR'
 /** How long the new process has to report ready, from its spawn. */
@@ -36,7 +51,7 @@ export const READY_BOUND_MS = 10_000
 /** A new process that did not report ready gets this long to stop after SIGTERM, then SIGKILL. */
 const KILL_AFTER_MS = 2000
 const POLL_MS = 20
-const MAX_MESSAGE = 256 * 1024
+const MAX_MESSAGE = 1024 * 1024
 /** The new process waits this long for the old one's answer (within the old one's bound). */
 const RECEIVE_BOUND_MS = READY_BOUND_MS
 
@@ -52,6 +67,53 @@ interface Hello {
   type: 'hello'
   pid: number
   accepts: number[]
+  /** v2: the routes of the new config; only their sessions move (a removed route's drain here). */
+  routes?: string[]
+}
+
+/** A session as the hand-over carries it; its two descriptors (client, target) ride with the message. */
+export interface HandedSession {
+  route: string
+  identity: SessionIdentity
+  target: { host: string; port: number }
+  state: TransportState
+}
+
+interface WireLeg {
+  /** base64 */
+  queued: string
+  endRequested: boolean
+  finSent: boolean
+  endReceived: boolean
+}
+
+interface WireSession {
+  route: string
+  id: number
+  startedAtMs: number
+  ended: Leg | null
+  target: { host: string; port: number }
+  clientAddress: string
+  targetAddress: string | null
+  bytesToTarget: number
+  bytesToClient: number
+  legs: Record<Leg, WireLeg>
+}
+
+interface Sessions {
+  v: number
+  type: 'sessions'
+  sessions: WireSession[]
+}
+
+/** Part of the bytes a session's leg held, sent before its `sessions` message, in order. */
+interface Held {
+  v: number
+  type: 'held'
+  id: number
+  leg: Leg
+  /** base64 */
+  data: string
 }
 
 interface Listeners {
@@ -61,6 +123,9 @@ interface Listeners {
   listeners: HandedListener[]
   /** Per route name: its targets' health, failed connects and the target in use (TargetPool.exportState). */
   targets?: Record<string, unknown>
+  /** v2: how many sessions follow, in `sessions` messages; and the next session id here. */
+  sessions?: number
+  nextSession?: number
 }
 
 interface Ready {
@@ -68,9 +133,11 @@ interface Ready {
   type: 'ready'
   pid: number
   listeners: number
+  /** v2: ids of sessions handed over that it could not carry on: the old process keeps them. */
+  refused?: number[]
 }
 
-type Message = Hello | Listeners | Ready
+type Message = Hello | Listeners | Sessions | Held | Ready
 
 export class HandoverError extends KaError {
   constructor(message: string) {
@@ -110,9 +177,63 @@ export interface UpgradeSource {
   /** Per route name: what its target pool knows, so the new process neither flaps nor moves a target. */
   targetStates(): Record<string, unknown>
   sessionCount: number
+  /** The sessions that can move (established, not ending) leave their routes, of those named. */
+  handOverSessions(routes: ReadonlySet<string>): Array<MovedSession & { route: string }>
+  /** Sessions handed over that the new process did not take: carried on here again. */
+  takeBack(sessions: Array<MovedSession & { route: string }>): void
+  /** The next session id here (the new process numbers its own after it). */
+  nextSessionId: number
 }
 
-export type UpgradeOutcome = { ok: true; pid: number; listeners: number; ms: number } | { ok: false; reason: string }
+/** sessions: moved; kept: refused by the new process, carried on here; held: bytes the moved sessions' legs held. */
+export type UpgradeOutcome = { ok: true; pid: number; listeners: number; sessions: number; kept: number; held: number; ms: number } | { ok: false; reason: string }
+
+/** `inline`: the held bytes ride in the message; else they went before it in `held` messages. */
+function wireSession(m: MovedSession & { route: string }, inline: boolean): WireSession {
+  const { state } = m.transport
+  const leg = (l: LegState): WireLeg => ({ queued: inline ? l.queued.toString('base64') : '', endRequested: l.endRequested, finSent: l.finSent, endReceived: l.endReceived })
+  return {
+    route: m.route,
+    id: m.identity.id,
+    startedAtMs: m.identity.startedAtMs,
+    ended: m.identity.ended,
+    target: m.target,
+    clientAddress: state.clientAddress,
+    targetAddress: state.targetAddress ?? null,
+    bytesToTarget: state.bytesToTarget,
+    bytesToClient: state.bytesToClient,
+    legs: { client: leg(state.legs.client), target: leg(state.legs.target) },
+  }
+}
+
+function fromWire(w: WireSession, held: Map<string, Buffer[]>): HandedSession {
+  const bool = (v: unknown): boolean => v === true
+  const num = (v: unknown): number => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new HandoverError('a session with a count that is not a number')
+    return v
+  }
+  const leg = (l: WireLeg | undefined, name: Leg): LegState => {
+    if (l === undefined || typeof l !== 'object' || typeof l.queued !== 'string') throw new HandoverError('a session without its legs')
+    const before = held.get(`${w.id} ${name}`) ?? []
+    return { queued: Buffer.concat([...before, Buffer.from(l.queued, 'base64')]), endRequested: bool(l.endRequested), finSent: bool(l.finSent), endReceived: bool(l.endReceived), connecting: false }
+  }
+  if (w === null || typeof w !== 'object' || typeof w.route !== 'string' || typeof w.clientAddress !== 'string' || w.target === null || typeof w.target !== 'object' || typeof w.target.host !== 'string') {
+    throw new HandoverError('a session that is not understood')
+  }
+  const ended = w.ended === 'client' || w.ended === 'target' ? w.ended : null
+  return {
+    route: w.route,
+    identity: { id: num(w.id), startedAtMs: num(w.startedAtMs), ended },
+    target: { host: w.target.host, port: num(w.target.port) },
+    state: {
+      legs: { client: leg(w.legs?.client, 'client'), target: leg(w.legs?.target, 'target') },
+      bytesToTarget: num(w.bytesToTarget),
+      bytesToClient: num(w.bytesToClient),
+      clientAddress: w.clientAddress,
+      targetAddress: typeof w.targetAddress === 'string' ? w.targetAddress : undefined,
+    },
+  }
+}
 
 /**
  * The old process's side: one upgrade at a time. `start` resolves once the new process serves
@@ -123,6 +244,8 @@ export class Upgrader {
   readonly #logger: Logger
   #child: ChildProcess | undefined
   #running = false
+  /** Sessions handed over in this attempt: their descriptors stay open here until the new process is ready. */
+  #moved: Array<MovedSession & { route: string }> = []
 
   constructor(native: NativeAddon, logger: Logger) {
     this.#native = native
@@ -135,9 +258,16 @@ export class Upgrader {
 
   async start(source: UpgradeSource): Promise<UpgradeOutcome> {
     this.#running = true
+    this.#moved = []
     try {
-      return await this.#run(source)
+      const outcome = await this.#run(source)
+      // Failed: the new process never moved a byte of them (it relays only once ready), so every
+      // session handed over carries on here, from the very state it left in.
+      if (!outcome.ok && this.#moved.length > 0) source.takeBack(this.#moved)
+      return outcome
     } finally {
+      for (const m of this.#moved) for (const fd of m.transport.fds) this.#native.closeFd(fd)
+      this.#moved = []
       this.#running = false
       this.#child = undefined
     }
@@ -191,14 +321,51 @@ export class Upgrader {
       }
       const listeners = source.listeners()
       const message: Listeners = { v: version, type: 'listeners', pid: process.pid, listeners: listeners.map(({ key, address }) => ({ key, address })), targets: source.targetStates() }
-      this.#native.sendFds(mine, encode(message), listeners.map((l) => l.fd), Math.max(1, Math.ceil(deadline - performance.now())))
+      const left = (): number => Math.max(1, Math.ceil(deadline - performance.now()))
+      if (version >= SESSIONS_VERSION) {
+        // From here until 'ready' the sessions handed over move no byte in either process.
+        this.#moved = source.handOverSessions(new Set(Array.isArray(hello.routes) ? hello.routes.map(String) : []))
+        message.sessions = this.#moved.length
+        message.nextSession = source.nextSessionId
+      }
+      this.#native.sendFds(mine, encode(message), listeners.map((l) => l.fd), left())
+      for (let i = 0; i < this.#moved.length; ) {
+        const batch: WireSession[] = []
+        const fds: number[] = []
+        let size = 0
+        for (; i < this.#moved.length && batch.length < SESSIONS_PER_MESSAGE && size < SESSIONS_MESSAGE_BYTES; i++) {
+          const m = this.#moved[i]!
+          const { legs } = m.transport.state
+          const inline = legs.client.queued.length + legs.target.queued.length <= INLINE_HELD
+          if (!inline) {
+            for (const name of ['client', 'target'] as const) {
+              const queued = legs[name].queued
+              for (let at = 0; at < queued.length; at += HELD_CHUNK) {
+                const held: Held = { v: version, type: 'held', id: m.identity.id, leg: name, data: queued.subarray(at, at + HELD_CHUNK).toString('base64') }
+                this.#native.sendFds(mine, encode(held), [], left())
+              }
+            }
+          }
+          const w = wireSession(m, inline)
+          size += w.legs.client.queued.length + w.legs.target.queued.length + 512
+          batch.push(w)
+          fds.push(...this.#moved[i]!.transport.fds)
+        }
+        this.#native.sendFds(mine, encode({ v: version, type: 'sessions', sessions: batch }), fds, left())
+      }
       const ready = await this.#receive(mine, deadline, () => exited)
       if (typeof ready === 'string') return fail(ready)
       if (ready.type !== 'ready') return fail(`the new process sent '${ready.type}' where 'ready' was expected`)
+      // What it could not carry on stays here; the rest is its now (the copies here close after).
+      const refused = new Set(Array.isArray(ready.refused) ? ready.refused : [])
+      const kept = this.#moved.filter((m) => refused.has(m.identity.id))
+      if (kept.length > 0) source.takeBack(kept)
+      const sessions = this.#moved.length - kept.length
       // Its stderr is the real one again; this pipe has nothing more to carry.
       child.stderr!.destroy()
       child.unref()
-      return { ok: true, pid: child.pid!, listeners: listeners.length, ms: Math.round(performance.now() - started) }
+      const held = this.#moved.reduce((n, m) => n + m.transport.state.legs.client.queued.length + m.transport.state.legs.target.queued.length, 0)
+      return { ok: true, pid: child.pid!, listeners: listeners.length, sessions, kept: kept.length, held, ms: Math.round(performance.now() - started) }
     } catch (err) {
       return fail((err as Error).message)
     } finally {
@@ -251,14 +418,22 @@ export class InheritedListeners {
   readonly from: number
   /** Per route name: its targets as the old process knew them (checked by TargetPool.importState). */
   readonly targets: Record<string, unknown>
+  /** Established sessions handed over, each with its two descriptors (client, target). */
+  readonly sessions: Array<HandedSession & { fds: [number, number] }>
   readonly #fds: Map<string, number>
   readonly #native: NativeAddon
 
-  constructor(from: number, fds: Map<string, number>, targets: Record<string, unknown>, native: NativeAddon) {
+  constructor(from: number, fds: Map<string, number>, targets: Record<string, unknown>, sessions: Array<HandedSession & { fds: [number, number] }>, native: NativeAddon) {
     this.from = from
     this.#fds = fds
     this.targets = targets
+    this.sessions = sessions
     this.#native = native
+  }
+
+  /** The sessions' descriptors here (each adopted session holds its own duplicates). */
+  closeSessionFds(): void {
+    for (const s of this.sessions) for (const fd of s.fds) this.#native.closeFd(fd)
   }
 
   take(key: string): number | undefined {
@@ -306,8 +481,8 @@ export class Handover {
   }
 
   /** Says hello and receives the listening sockets; throws HandoverError on a format it does not know. */
-  receive(): InheritedListeners {
-    this.#send({ v: this.#version, type: 'hello', pid: process.pid, accepts: [...HANDOVER_VERSIONS] })
+  receive(routes: string[]): InheritedListeners {
+    this.#send({ v: this.#version, type: 'hello', pid: process.pid, accepts: [...HANDOVER_VERSIONS], routes })
     const got = this.#native.recvFds(this.#sock, MAX_MESSAGE, RECEIVE_BOUND_MS)
     if (got === null) throw new HandoverError('the old process closed the hand-over socket')
     const fds = new Map<string, number>()
@@ -322,17 +497,54 @@ export class Handover {
       this.#version = message.v
       message.listeners.forEach((l, i) => fds.set(String(l.key), got.fds[i]!))
       const targets = message.targets !== null && typeof message.targets === 'object' ? message.targets : {}
-      return new InheritedListeners(message.pid, fds, targets, this.#native)
+      const sessions = this.#receiveSessions(message)
+      return new InheritedListeners(message.pid, fds, targets, sessions, this.#native)
     } catch (err) {
       for (const fd of got.fds) this.#native.closeFd(fd)
       throw err
     }
   }
 
+  /** The `sessions` messages that follow the listeners (v2), all of them, or HandoverError. */
+  #receiveSessions(message: Listeners): Array<HandedSession & { fds: [number, number] }> {
+    const expected = message.v >= SESSIONS_VERSION && typeof message.sessions === 'number' ? message.sessions : 0
+    if (typeof message.nextSession === 'number') sessionIdsAfter(message.nextSession - 1)
+    const out: Array<HandedSession & { fds: [number, number] }> = []
+    const held = new Map<string, Buffer[]>()
+    try {
+      while (out.length < expected) {
+        const got = this.#native.recvFds(this.#sock, MAX_MESSAGE, RECEIVE_BOUND_MS)
+        if (got === null) throw new HandoverError('the old process closed the hand-over socket while sending the sessions')
+        let batch: HandedSession[]
+        try {
+          const m = decode(got.payload)
+          if (m.type === 'held' && got.fds.length === 0 && typeof m.data === 'string') {
+            const key = `${m.id} ${m.leg}`
+            held.set(key, [...(held.get(key) ?? []), Buffer.from(m.data, 'base64')])
+            continue
+          }
+          if (m.type !== 'sessions' || !Array.isArray(m.sessions) || got.fds.length !== 2 * m.sessions.length) {
+            throw new HandoverError(`expected sessions and two descriptors each, got '${m.type}' with ${got.fds.length} descriptors`)
+          }
+          batch = m.sessions.map((w) => fromWire(w, held))
+        } catch (err) {
+          for (const fd of got.fds) this.#native.closeFd(fd)
+          throw err
+        }
+        batch.forEach((s, i) => out.push({ ...s, fds: [got.fds[2 * i]!, got.fds[2 * i + 1]!] }))
+      }
+    } catch (err) {
+      for (const s of out) for (const fd of s.fds) this.#native.closeFd(fd)
+      throw err
+    }
+    for (const s of out) sessionIdsAfter(s.identity.id)
+    return out
+  }
+
   /** Every route listens: tells the old process, and takes the real stderr back. */
-  ready(listeners: number): void {
+  ready(listeners: number, refused: number[] = []): void {
     if (this.#stderr !== undefined) this.#native.moveFd(this.#stderr, 2)
-    this.#send({ v: this.#version, type: 'ready', pid: process.pid, listeners })
+    this.#send({ v: this.#version, type: 'ready', pid: process.pid, listeners, ...(this.#version >= SESSIONS_VERSION && { refused }) })
     this.#native.closeFd(this.#sock)
   }
 

@@ -1,0 +1,148 @@
+// The upgrade moves established sessions to the new process (the real command, real sockets):
+// byte streams running both ways through it arrive whole and in order; bytes the old process
+// held for a slow reader are delivered first; a half-closed session finishes normally; the
+// adopted sockets carry the keepalive of the config read again (read back in /sessions); each
+// session's one `session closed` line comes from the new process with its original id, start
+// and whole byte counts. Listener-only behaviour is in upgrade.test.ts.
+
+import t from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Socket } from 'node:net'
+import { request } from 'undici'
+import { connect, freePort, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
+import { payload, writeChunked } from './helpers/payload.ts'
+import { spawnProxy } from './helpers/cli.ts'
+import { entryFile, killAllAtEnd } from './helpers/upgrade.ts'
+import { loadNative } from '../src/native.ts'
+
+const load = loadNative()
+if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
+
+const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-upgrade-sessions-'))
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+
+function collect(s: Socket): { length(): number; data(): Buffer } {
+  const chunks: Buffer[] = []
+  let n = 0
+  s.on('data', (c: Buffer) => {
+    chunks.push(c)
+    n += c.length
+  })
+  return { length: () => n, data: () => Buffer.concat(chunks) }
+}
+
+t.test('open sessions move: streams both ways, a slow reader, a half-closed one, keepalive, one whole log line each', async (t) => {
+  const target = await manualTarget(t)
+  const [port, admin] = await Promise.all([freePort(), freePort()])
+  const config = join(dir, 'sessions.yaml')
+  const write = (idle: number): void =>
+    writeFileSync(config, `admin: 127.0.0.1:${admin}\nroutes:\n  - {name: r, listen: "127.0.0.1:${port}", target: "127.0.0.1:${target.port}", keepalive: { idle: ${idle}, interval: 7, count: 5 }}\n`)
+  write(50)
+  const entry = entryFile(t, dir, 'sessions')
+  const proxy = spawnProxy(['--config', config], {}, entry)
+  killAllAtEnd(t, proxy)
+  await proxy.line((l) => l.msg === 'admin listening', 30_000)
+  const oldPid = proxy.proc.pid!
+
+  // 1. Streams both ways, written before, during and after the upgrade.
+  const bulkClient = await connect(port)
+  const bulkServer = await target.next()
+  const up = payload(24 << 20)
+  const down = payload(24 << 20)
+  const atServer = collect(bulkServer)
+  const atClient = collect(bulkClient)
+  const bulkDone = Promise.all([writeChunked(bulkClient, up, { end: false }), writeChunked(bulkServer, down, { end: false })])
+
+  // 2. A slow reader: the proxy holds bytes for it.
+  const slowClient = await connect(port)
+  const slowServer = await target.next()
+  slowClient.pause()
+  const slowData = payload(8 << 20)
+  const slowWrote = writeChunked(slowServer, slowData, { end: true })
+
+  // 3. Half-closed: the request and the client's FIN are through before the upgrade.
+  const halfClient = await connect(port)
+  const halfServer = await target.next()
+  const requestBytes = payload(50_000)
+  const requestAtServer = readAll(halfServer)
+  await writeChunked(halfClient, requestBytes, { end: true })
+  t.ok((await requestAtServer).equals(requestBytes), 'the request and the FIN reached the target before the upgrade')
+
+  await sleep(300) // the slow session's queues fill
+  const opened = proxy.logs.length
+  write(40) // the new process reads the config again: other keepalive
+  const before = Date.now()
+  proxy.proc.kill('SIGUSR2')
+  const done = await proxy.line((l) => proxy.logs.indexOf(l) >= opened && l.msg.startsWith('upgrade done'), 30_000)
+  const newPid = Number(done.newPid)
+  t.equal(done.sessions, 3, 'the three sessions moved')
+  t.equal(done.sessionsLeft, 0, 'none left in the old process')
+  t.ok(Number(done.heldBytes) > 0, `the old process held ${String(done.heldBytes)} bytes at hand-over, handed over with them`)
+  const took = await proxy.line((l) => l.pid === newPid && l.msg.startsWith('upgrade: took over'), 10_000)
+  t.equal(took.sessions, 3)
+  t.equal(await proxy.exited, 0, 'the old process exits cleanly at once')
+
+  // Keepalive of the config read again, read back on the adopted sockets; ids and counts continue.
+  const asked = Date.now()
+  const res = await request(`http://127.0.0.1:${admin}/sessions`)
+  const listed = ((await res.body.json()) as { sessions: Array<{ session: number; ageMs: number; legs: Record<string, { keepalive: { idle: number; interval: number; count: number } } | null> }> }).sessions
+  t.equal(listed.length, 3, '/sessions in the new process shows them')
+  for (const s of listed) {
+    for (const leg of ['client', 'target']) {
+      const ka = s.legs[leg]?.keepalive
+      t.same(ka && [ka.idle, ka.interval, ka.count], [40, 7, 5], `session ${s.session}: ${leg} keepalive read back as the new config sets it`)
+    }
+    t.ok(s.ageMs >= asked - before, `session ${s.session}: its age (${s.ageMs} ms) counts from its start in the old process`)
+  }
+
+  // The slow reader reads now: every byte, in order.
+  const slowAtClient = readAll(slowClient)
+  slowClient.resume()
+  await slowWrote
+  t.ok((await slowAtClient).equals(slowData), 'the slow reader got every byte in order, the held ones first')
+  slowClient.end()
+
+  // The half-closed session finishes: its response, then the end.
+  const response = payload(1 << 20)
+  const responseAtClient = readAll(halfClient)
+  await writeChunked(halfServer, response, { end: true })
+  t.ok((await responseAtClient).equals(response), 'the half-closed session got its response and its end')
+
+  await bulkDone
+  t.ok(await waitFor(() => atServer.length() >= up.length && atClient.length() >= down.length, 60_000), 'the streams arrived')
+  t.ok(atServer.data().equals(up), 'client to target: no byte lost, reordered or repeated')
+  t.ok(atClient.data().equals(down), 'target to client: no byte lost, reordered or repeated')
+  bulkClient.end()
+  bulkServer.end()
+
+  const closed = async (n: number) => {
+    await waitFor(() => proxy.logs.filter((l) => l.msg === 'session closed').length >= n, 10_000)
+    return proxy.logs.filter((l) => l.msg === 'session closed')
+  }
+  const lines = await closed(3)
+  t.same(lines.map((l) => l.pid), [newPid, newPid, newPid], 'each session closed line comes from the new process, once')
+  const ids = listed.map((s) => s.session).sort()
+  t.same(lines.map((l) => l.session).sort(), ids, 'with the original ids')
+  const byTarget = new Map(lines.map((l) => [Number(l.bytesToTarget), l]))
+  t.equal(byTarget.get(up.length)?.bytesToClient, down.length, 'whole counts for the streams')
+  t.equal(byTarget.get(0)?.bytesToClient, slowData.length, 'whole counts for the slow reader')
+  const half = byTarget.get(requestBytes.length)
+  t.equal(half?.bytesToClient, response.length, 'whole counts for the half-closed one')
+  t.equal(half?.reason, 'client_end')
+  for (const l of lines) {
+    const age = listed.find((s) => s.session === l.session)?.ageMs ?? Infinity
+    t.ok(Number(l.durationMs) >= age, `session ${String(l.session)}: its duration (${String(l.durationMs)} ms) counts from its start`)
+  }
+  t.notOk(proxy.logs.some((l) => l.pid === oldPid && l.msg === 'session closed'), 'the old process wrote no session line')
+  // A new session after the upgrade does not reuse an id.
+  const fresh = await connect(port)
+  const freshServer = await target.next()
+  fresh.end()
+  freshServer.end()
+  await waitFor(() => proxy.logs.filter((l) => l.msg === 'session closed').length >= 4, 10_000)
+  const last = proxy.logs.filter((l) => l.msg === 'session closed')[3]!
+  t.ok(Number(last.session) > Math.max(...ids), `a new session is numbered after the adopted ones (${String(last.session)})`)
+  process.kill(newPid, 'SIGTERM')
+})
