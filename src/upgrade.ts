@@ -9,7 +9,9 @@
 //   new -> old  {v, type: 'hello', pid, accepts: [versions]}     once its config is valid
 //   old -> new  {v, type: 'listeners', pid, listeners, targets}  + one descriptor per listener
 //               (targets: each route's target health, taken over so an upgrade never flaps one)
-//   new -> old  {v, type: 'ready', pid, listeners}               once every route listens
+//   old -> new  {v, type: 'held', id, leg, data}                 v2: a large held queue, in parts
+//   old -> new  {v, type: 'sessions', sessions}                  v2: + two descriptors per session
+//   new -> old  {v, type: 'ready', pid, listeners, refused}      once every route listens
 // The old process picks the highest version both know; a new process that knows none of the
 // old one's (or gets a message of a version it does not know) refuses, binds nothing and exits.
 // Failure is safe: until 'ready' the old process changed nothing. If the new process exits, or
@@ -18,9 +20,13 @@
 // process's stderr is a pipe to the old one until it is ready, then the real stderr again (it
 // inherits that as descriptor 4 and moves it onto 2).
 //
-// Established sessions do not move yet: while any session is open, SIGUSR2 is refused with one
-// line and nothing else happens. Sessions accepted during an upgrade stay in the old process,
-// which exits once they have ended (never cut).
+// Established sessions move too (v2): after the listeners, `held` and `sessions` messages carry
+// each session that can move (Session.handOver: target connected, not ending) with its two
+// sockets and what its pump held; the new process builds them at once but relays only after
+// 'ready', so until then the old process can take every one back (a failed upgrade loses
+// nothing), and 'ready' names the ones it could not take (kept by the old process). Sessions
+// still connecting, ending, of a route the new config lacks, or accepted during an upgrade stay
+// in the old process, which exits once they have ended (never cut).
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import type { Logger } from 'pino'
@@ -304,7 +310,11 @@ export class Upgrader {
     child.once('exit', (code, signal) => (exited = signal ? `was killed by ${signal}` : `exited with code ${code}`))
     child.once('error', (err) => (exited ??= `could not start (${err.message})`))
     const fail = (why: string): UpgradeOutcome => {
-      if (child.exitCode === null && child.signalCode === null) {
+      if (child.exitCode === null && child.signalCode === null && this.#moved.length > 0) {
+        // It holds sessions handed over: no graceful stop (that would end them with a FIN); its
+        // death closes only its copies, and this process carries them on.
+        child.kill('SIGKILL')
+      } else if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM')
         setTimeout(() => child.kill('SIGKILL'), KILL_AFTER_MS).unref()
       }
