@@ -281,7 +281,8 @@ export class Upgrader {
 
   /** Stops a new process that has not taken over (this process is stopping). */
   abort(): void {
-    this.#child?.kill('SIGTERM')
+    // Holding sessions handed over, it must not stop gracefully (that would end them with a FIN).
+    this.#child?.kill(this.#moved.length > 0 ? 'SIGKILL' : 'SIGTERM')
   }
 
   async #run(source: UpgradeSource): Promise<UpgradeOutcome> {
