@@ -3,13 +3,16 @@
 // held for a slow reader are delivered first; a half-closed session finishes normally; the
 // adopted sockets carry the keepalive of the config read again (read back in /sessions); each
 // session's one `session closed` line comes from the new process with its original id, start
-// and whole byte counts. Listener-only behaviour is in upgrade.test.ts.
+// and whole byte counts. A new process that took the sessions but never reports ready loses none
+// (the old one carries them on); a removed route's session stays in the old process, which exits
+// once it ends. Listener-only behaviour is in upgrade.test.ts.
 
 import t from 'tap'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Socket } from 'node:net'
+import { once } from 'node:events'
 import { request } from 'undici'
 import { connect, freePort, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
@@ -185,4 +188,43 @@ t.test('a new process that took the sessions but never reports ready: the old pr
   t.equal(line.bytesToClient, down.length)
   t.equal(line.reason, 'client_end')
   t.equal(await proxy.stop('SIGTERM'), 0)
+})
+
+t.test('a session of a route the new config no longer has stays in the old process, which exits once it ends', async (t) => {
+  const target = await manualTarget(t)
+  const [keep, gone] = await Promise.all([freePort(), freePort()])
+  const config = join(dir, 'removed.yaml')
+  const route = (name: string, port: number): string => `  - {name: ${name}, listen: "127.0.0.1:${port}", target: "127.0.0.1:${target.port}"}\n`
+  writeFileSync(config, `routes:\n${route('keep', keep)}${route('gone', gone)}`)
+  const entry = entryFile(t, dir, 'removed')
+  const proxy = spawnProxy(['--config', config], {}, entry)
+  killAllAtEnd(t, proxy)
+  await proxy.line((l) => l.msg === 'listening' && l.route === 'gone', 30_000)
+  const oldPid = proxy.proc.pid!
+  const kept = await connect(keep)
+  const keptServer = await target.next()
+  const stays = await connect(gone)
+  const staysServer = await target.next()
+  writeFileSync(config, `routes:\n${route('keep', keep)}`)
+  proxy.proc.kill('SIGUSR2')
+  const done = await proxy.line((l) => l.msg.startsWith('upgrade done'), 30_000)
+  t.equal(done.sessions, 1, 'the session of the route kept moved')
+  t.equal(done.sessionsLeft, 1, 'the one of the removed route stays')
+  await sleep(300)
+  t.equal(proxy.proc.exitCode, null, 'the old process waits for it')
+  const echo = async (c: Socket, s: Socket, text: string): Promise<string> => {
+    c.write(text)
+    const [got] = (await once(s, 'data')) as [Buffer]
+    return String(got)
+  }
+  t.equal(await echo(stays, staysServer, 'still here'), 'still here', 'it still relays, from the old process')
+  t.equal(await echo(kept, keptServer, 'moved'), 'moved', 'the moved one relays from the new process')
+  stays.end()
+  staysServer.end()
+  t.equal(await proxy.exited, 0, 'the old process exits once its last session ended')
+  const line = proxy.logs.find((l) => l.msg === 'session closed')
+  t.equal(line?.pid, oldPid, 'and wrote its line')
+  kept.end()
+  keptServer.end()
+  process.kill(Number(done.newPid), 'SIGTERM')
 })
