@@ -34,7 +34,7 @@ export class ProxyApp implements AdminSource {
   readonly #routes = new Map<string, ProxyListener>()
   /** Routes no longer accepting whose sessions still finish (stop, or removed by a reload). */
   readonly #draining = new Map<ProxyListener, Promise<void>>()
-  readonly #keepalive: SocketControl
+  readonly #sockets: SocketControl
   readonly #logger: Logger
   /** The transport of every route's sessions (see transport/registry.ts). */
   readonly #relay: TransportKind
@@ -42,8 +42,8 @@ export class ProxyApp implements AdminSource {
   #admin: AdminServer | undefined
   #config: AppConfig | undefined
 
-  constructor(keepalive: SocketControl, logger: Logger, relay: TransportKind = defaultRelay(keepalive)) {
-    this.#keepalive = keepalive
+  constructor(sockets: SocketControl, logger: Logger, relay: TransportKind = defaultRelay(sockets)) {
+    this.#sockets = sockets
     this.#logger = logger
     this.#relay = relay
     this.metrics = new ProxyMetrics(this)
@@ -51,7 +51,7 @@ export class ProxyApp implements AdminSource {
 
   /** Whether the native helper is in use (for ka_proxy_build_info). */
   get native(): boolean {
-    return this.#keepalive.native
+    return this.#sockets.native
   }
 
   get config(): AppConfig | undefined {
@@ -173,7 +173,7 @@ export class ProxyApp implements AdminSource {
   async #bindRoute(options: ProxyOptions, fd?: number, targets?: unknown): Promise<ProxyListener> {
     const metrics = this.metrics
     const route = options.name
-    const listener = new ProxyListener(options, this.#keepalive, this.#logger.child({ route }), {
+    const listener = new ProxyListener(options, this.#sockets, this.#logger.child({ route }), {
       sessionOpened: () => metrics.sessionOpened(route),
       sessionClosed: (summary) => metrics.sessionClosed(route, summary),
       targetConnected: (seconds) => metrics.targetConnected(route, seconds),
@@ -189,7 +189,7 @@ export class ProxyApp implements AdminSource {
         heartbeat: options.heartbeat && describeHeartbeat(options.heartbeat),
         clientKeepalive: info.clientKeepalive,
         targetKeepalive: info.targetKeepalive,
-        native: this.#keepalive.native,
+        native: this.#sockets.native,
         relay: listener.relay,
         inherited: info.inherited,
         maxConnections: options.maxConnections ?? null,
@@ -201,7 +201,7 @@ export class ProxyApp implements AdminSource {
   }
 
   async #bindAdmin(options: AdminOptions, fd?: number): Promise<AdminServer> {
-    const admin = new AdminServer(options, this, this.metrics, this.#keepalive, this.#logger)
+    const admin = new AdminServer(options, this, this.metrics, this.#sockets, this.#logger)
     const address = await admin.start(fd)
     this.#logger.info({ address, token: options.token !== undefined }, 'admin listening')
     return admin

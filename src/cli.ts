@@ -200,19 +200,19 @@ export async function run(argv: string[]): Promise<number> {
     return 0
   }
   const { logger, reopen } = await createLogger(log)
-  const keepalive = new SocketControl({ native: input.native })
-  if (!keepalive.native) {
+  const sockets = new SocketControl({ native: input.native })
+  if (!sockets.native) {
     const ignored = ignoredByFallback(input)
     const what = ignored.length > 0 ? `; these settings are NOT applied: ${ignored.join(', ')}` : ''
-    logger.warn({ reason: keepalive.fallbackReason, ignored }, `${nativeStatusLine(keepalive)}${what}`)
+    logger.warn({ reason: sockets.fallbackReason, ignored }, `${nativeStatusLine(sockets)}${what}`)
   }
-  const addon = keepalive.native ? loadNative() : undefined
+  const addon = sockets.native ? loadNative() : undefined
   const binding = addon?.ok ? addon.binding : undefined
   // Started by an upgrade: the old process's listening sockets are taken over, not bound anew.
   const handover = Handover.fromEnv(binding)
   const inherited = handover?.receive(config.routes.map((r) => r.name))
   // The one read of KA_PROXY_RELAY: which transport moves the bytes (the native pump by default).
-  const app = new ProxyApp(keepalive, logger, chooseRelay(keepalive, process.env.KA_PROXY_RELAY))
+  const app = new ProxyApp(sockets, logger, chooseRelay(sockets, process.env.KA_PROXY_RELAY))
   runningLogger = logger
   let unused: string[] = []
   try {
@@ -228,7 +228,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   for (const route of config.routes) {
     // What the kernel gets: without the native helper, only what setKeepAlive can set.
-    logger.info(`${route.name}: ${describeLegs((leg) => keepalive.effective(route.keepalive[leg]))}`)
+    logger.info(`${route.name}: ${describeLegs((leg) => sockets.effective(route.keepalive[leg]))}`)
   }
   const notifier = new ServiceNotifier(logger)
   if (handover !== undefined && inherited !== undefined) {

@@ -65,7 +65,7 @@ export class ProxyListener {
   readonly sessions = new Set<Session>()
   #options: ProxyOptions
   readonly #logger: Logger
-  readonly #keepalive: SocketControl
+  readonly #sockets: SocketControl
   readonly #hooks: ListenerHooks
   readonly #server: Server
   readonly #ctx: SessionContext
@@ -79,10 +79,10 @@ export class ProxyListener {
    * `relay`: the transport that moves the bytes of this listener's sessions (chosen at the top:
    * see transport/registry.ts); by default the native pump when the native helper is in use.
    */
-  constructor(options: ProxyOptions, keepalive: SocketControl, logger: Logger, hooks: ListenerHooks = {}, relay: TransportKind = defaultRelay(keepalive)) {
+  constructor(options: ProxyOptions, sockets: SocketControl, logger: Logger, hooks: ListenerHooks = {}, relay: TransportKind = defaultRelay(sockets)) {
     this.#options = options
     this.#logger = logger
-    this.#keepalive = keepalive
+    this.#sockets = sockets
     this.#hooks = hooks
     this.#refusals = new RefusalLog(logger, hooks.refused)
     // pauseOnConnect: nothing is read from a client before its target leg is up.
@@ -90,7 +90,7 @@ export class ProxyListener {
     this.#pool = new TargetPool(options.targets, { balance: options.balance, failback: options.failback, heartbeat: options.heartbeat, logger })
     this.#ctx = {
       targetKeepalive: options.keepalive.target,
-      keepalive,
+      sockets,
       clientKeepalivePerSocket: undefined,
       connectTimeoutMs: options.connectTimeout * 1000,
       halfCloseTimeoutMs: options.halfCloseTimeout * 1000,
@@ -106,7 +106,7 @@ export class ProxyListener {
         return this.state === 'running' ? this.#pool.pick(session.tried) : undefined
       },
     }
-    this.#transports = openTransports(relay, { keepalive, logger })
+    this.#transports = openTransports(relay, { sockets, logger })
     this.#deadCheck = setInterval(checkPaused, PAUSED_CHECK_MS, this.#transports).unref()
   }
 
@@ -128,8 +128,8 @@ export class ProxyListener {
     return {
       address: formatEndpoint(addr.address, addr.port),
       port: addr.port,
-      clientKeepalive: this.#keepalive.effective(clientKa),
-      targetKeepalive: this.#keepalive.effective(this.#options.keepalive.target),
+      clientKeepalive: this.#sockets.effective(clientKa),
+      targetKeepalive: this.#sockets.effective(this.#options.keepalive.target),
       inherited,
     }
   }
@@ -148,7 +148,7 @@ export class ProxyListener {
     })
     // Set before the first accept (accepts run on a later loop turn than the listen callback).
     const clientKa = this.#options.keepalive.client
-    const inherited = this.#keepalive.applyToListener(this.#server, clientKa)
+    const inherited = this.#sockets.applyToListener(this.#server, clientKa)
     this.#ctx.clientKeepalivePerSocket = inherited ? undefined : clientKa
     // A second bind (rebind) hooks the new handle; the listeners of the first one go.
     this.#server.removeAllListeners('connection')
@@ -269,17 +269,17 @@ export class ProxyListener {
     const changed = before !== JSON.stringify({ ...options, name: undefined })
     if (!changed) return { changed, sessions: 0, readBack: null }
     const { client, target } = options.keepalive
-    const inherited = this.#keepalive.applyToListener(this.#server, client)
+    const inherited = this.#sockets.applyToListener(this.#server, client)
     ctx.clientKeepalivePerSocket = inherited ? undefined : client
     let legs = 0
     let matching = 0
     const applyLeg = (socket: LegHandle | undefined, wanted: typeof client): void => {
       if (socket === undefined) return
       try {
-        this.#keepalive.apply(socket, wanted)
-        if (!this.#keepalive.native) return
+        this.#sockets.apply(socket, wanted)
+        if (!this.#sockets.native) return
         legs++
-        if (this.#keepalive.check(socket, wanted).differs.length === 0) matching++
+        if (this.#sockets.check(socket, wanted).differs.length === 0) matching++
       } catch {
         // The leg closed meanwhile; its session is ending anyway.
       }
@@ -288,7 +288,7 @@ export class ProxyListener {
       applyLeg(session.legHandle('client'), client)
       applyLeg(session.legHandle('target'), target)
     }
-    return { changed, sessions: this.sessions.size, readBack: this.#keepalive.native ? { legs, matching } : null }
+    return { changed, sessions: this.sessions.size, readBack: this.#sockets.native ? { legs, matching } : null }
   }
 
   /**

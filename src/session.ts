@@ -22,7 +22,7 @@ import type { Logger } from 'pino'
 import { formatEndpoint } from './config/endpoint.ts'
 import type { SocketControl } from './socket-control.ts'
 import type { KeepaliveSettings } from './keepalive/settings.ts'
-import type { DetachedTransport, Leg, LegHandle, TargetEndpoint, Transport, TransportEvents } from './transport/transport.ts'
+import { LEGS, type DetachedTransport, type Leg, type LegHandle, type TargetEndpoint, type Transport, type TransportEvents } from './transport/transport.ts'
 
 export type { Leg, LegHandle }
 
@@ -68,7 +68,7 @@ const ACK_POLL_MAX_MS = 250
 /** Shared by all sessions of one listener: built once, never per connection. */
 export interface SessionContext {
   targetKeepalive: KeepaliveSettings
-  keepalive: SocketControl
+  sockets: SocketControl
   /** Client keepalive is inherited from the listening socket unless this is set. */
   clientKeepalivePerSocket: KeepaliveSettings | undefined
   connectTimeoutMs: number
@@ -212,7 +212,7 @@ export class Session implements TransportEvents {
     for (const [leg, settings] of [['client', clientKeepalive], ['target', ctx.targetKeepalive]] as const) {
       const handle = this.legHandle(leg)
       try {
-        if (handle !== undefined) ctx.keepalive.set(handle, settings)
+        if (handle !== undefined) ctx.sockets.set(handle, settings)
       } catch (err) {
         ctx.logger.warn({ session: this.id, err }, `cannot set ${leg} keepalive`)
       }
@@ -262,7 +262,7 @@ export class Session implements TransportEvents {
     const client = perSocket === undefined ? undefined : this.legHandle('client')
     if (perSocket !== undefined && client !== undefined) {
       try {
-        ctx.keepalive.set(client, perSocket)
+        ctx.sockets.set(client, perSocket)
       } catch (err) {
         ctx.logger.warn({ session: this.id, err }, 'cannot set client keepalive')
       }
@@ -313,7 +313,7 @@ export class Session implements TransportEvents {
     this.#targetUp = true
     const target = this.legHandle('target')
     try {
-      if (target !== undefined) this.#ctx.keepalive.set(target, this.#ctx.targetKeepalive)
+      if (target !== undefined) this.#ctx.sockets.set(target, this.#ctx.targetKeepalive)
     } catch (err) {
       this.#ctx.logger.warn({ session: this.id, err }, 'cannot set target keepalive')
     }
@@ -546,7 +546,6 @@ export class Session implements TransportEvents {
   }
 }
 
-const LEGS: readonly Leg[] = ['client', 'target']
 
 function otherLeg(leg: Leg): Leg {
   return leg === 'client' ? 'target' : 'client'

@@ -82,7 +82,7 @@ for (const [n, { relay, dying }] of cases.entries()) {
 
     // The survivor stops reading: the proxy holds bytes for it and stops reading the dying leg.
     peers[survivor].pause()
-    const { data, acked } = await fillPath(peers[dying], proxy.keepalive)
+    const { data, acked } = await fillPath(peers[dying], proxy.sockets)
     t.ok(session.queuedBytes(survivor) > 0, `the proxy holds bytes for the ${survivor}: the ${dying} leg is not being read`)
 
     const vanishedAt = performance.now()
@@ -92,7 +92,7 @@ for (const [n, { relay, dying }] of cases.entries()) {
     t.ok(found, `the death is found while the ${survivor} still does not read, within ${FOUND_WITHIN_MS} ms (${ms.toFixed(0)} ms)`)
     t.equal(session.reason, 'keepalive_timeout')
 
-    const { received, end } = await drain(peers[survivor], proxy.keepalive)
+    const { received, end } = await drain(peers[survivor], proxy.sockets)
     const [line] = await proxy.closed()
     t.ok(received.length >= acked, `no acknowledged byte lost (${acked} acknowledged, ${received.length} delivered)`)
     t.ok(received.equals(data.subarray(0, received.length)), 'in order and exact')

@@ -231,7 +231,7 @@ for (const relay of TRANSPORTS) {
     const probe = await connect(proxy.port)
     probe.pause()
     await waitFor(() => servers.length === 1, 2000)
-    const { acked } = await fillPath(servers[0]!, proxy.keepalive)
+    const { acked } = await fillPath(servers[0]!, proxy.sockets)
     const relayed = [...proxy.listener.sessions][0]!.bytesToClient
     probe.destroy()
     await proxy.closed()
@@ -249,7 +249,7 @@ for (const relay of TRANSPORTS) {
       const s = servers.pop()!
       data = payload(relayed + Math.floor((acked - relayed) / share))
       s.end(data)
-      if (await waitFor(() => proxy.keepalive.sendQueueBytes(s) === 0, 3000)) [client, server] = [c, s]
+      if (await waitFor(() => proxy.sockets.sendQueueBytes(s) === 0, 3000)) [client, server] = [c, s]
       else {
         c.destroy()
         discarded++

@@ -35,7 +35,7 @@ for (const { name, native, relay } of SETUPS) {
       await proxy.stop()
       server.close()
     })
-    t.equal(proxy.keepalive.native, native, 'the helper in use is the one asked for')
+    t.equal(proxy.sockets.native, native, 'the helper in use is the one asked for')
     t.equal(proxy.listener.relay, relay, `bytes move through ${relay === 'native' ? 'the native pump' : 'Node streams'}`)
 
     for (const clientFirst of [true, false]) {

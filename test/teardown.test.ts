@@ -72,7 +72,7 @@ eachTransport((t, relay) => {
       intact &&= c.equals(data.subarray(received, received + c.length))
       received += c.length
     })
-    const clientEnd = endSeen(client, proxy.keepalive)
+    const clientEnd = endSeen(client, proxy.sockets)
     const [line] = await proxy.closed()
     t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst' })
     t.equal(await clientEnd, 'ECONNRESET', 'the client leg ends with an RST after the data: the failure is not hidden')
@@ -203,11 +203,11 @@ eachTransport((t, relay) => {
       // The survivor does not read; it has sent something the dying side will not read.
       peers[survivor].pause()
       peers[survivor].write('a request that will not be read')
-      const { data, acked } = await fillPath(peers[dying], proxy.keepalive)
+      const { data, acked } = await fillPath(peers[dying], proxy.sockets)
       const resetAt = performance.now()
       peers[dying].resetAndDestroy()
       await sleep(2000) // the survivor starts reading late
-      const { received, end } = await drain(peers[survivor], proxy.keepalive)
+      const { received, end } = await drain(peers[survivor], proxy.sockets)
       const tookMs = performance.now() - resetAt
       const [line] = await proxy.closed()
       t.ok(tookMs < 15_000, `the RST came once the survivor had acknowledged every byte, not at the 30 s flush bound (${tookMs.toFixed(0)} ms)`)
@@ -240,7 +240,7 @@ eachTransport((t, relay) => {
     t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst', targetClose: 'failed' })
     // Found at once (EPOLLERR) or by the one-second paused-leg check, then 0.4 s of flushing.
     t.ok(afterReset >= 380 && afterReset < 2000, `closed about 0.4 s after the reset was found (${afterReset.toFixed(0)} ms after it)`)
-    t.equal(await endSeen(client, proxy.keepalive), 'ECONNRESET', 'the client is told the session was cut')
+    t.equal(await endSeen(client, proxy.sockets), 'ECONNRESET', 'the client is told the session was cut')
     t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
   })
 })

@@ -39,13 +39,13 @@ export const MAX_CONNECTIONS = 32
 const LIMITS: http.ServerOptions = { headersTimeout: 5000, requestTimeout: 10_000, connectionsCheckingInterval: 1000, keepAliveTimeout: 5000 }
 
 /** Live socket state of one leg; null when it cannot be read (closed, or no native helper). */
-function legState(keepalive: SocketControl, socket: LegHandle | undefined) {
-  if (socket === undefined || !keepalive.native) return null
+function legState(sockets: SocketControl, socket: LegHandle | undefined) {
+  if (socket === undefined || !sockets.native) return null
   try {
-    const ka = keepalive.read(socket)
-    const tcp = keepalive.tcpInfo(socket)
+    const ka = sockets.read(socket)
+    const tcp = sockets.tcpInfo(socket)
     return {
-      ...keepalive.addresses(socket),
+      ...sockets.addresses(socket),
       keepalive: ka,
       rttUs: tcp.rttUs,
       rttvarUs: tcp.rttvarUs,
@@ -63,9 +63,9 @@ function legState(keepalive: SocketControl, socket: LegHandle | undefined) {
 }
 
 /** One open session as /sessions shows it. */
-export function sessionReport(route: string, session: Session, keepalive: SocketControl, now: number): object {
-  const client = legState(keepalive, session.legHandle('client'))
-  const target = legState(keepalive, session.legHandle('target'))
+export function sessionReport(route: string, session: Session, sockets: SocketControl, now: number): object {
+  const client = legState(sockets, session.legHandle('client'))
+  const target = legState(sockets, session.legHandle('target'))
   const idle = [client?.lastDataRecvMs, target?.lastDataRecvMs].filter((v): v is number => v !== undefined)
   return {
     route,
@@ -114,7 +114,7 @@ function drainedOrClosed(res: ServerResponse): Promise<void> {
  * more than a few sessions' worth of work at a time. Sessions that open or close while it
  * runs may or may not be listed.
  */
-async function streamSessions(res: ServerResponse, source: AdminSource, keepalive: SocketControl): Promise<void> {
+async function streamSessions(res: ServerResponse, source: AdminSource, sockets: SocketControl): Promise<void> {
   res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' })
   if (res.req.method === 'HEAD') {
     res.end()
@@ -131,7 +131,7 @@ async function streamSessions(res: ServerResponse, source: AdminSource, keepaliv
     return !res.destroyed
   }
   for (const { route, session } of source.sessions()) {
-    batch.push(JSON.stringify(sessionReport(route, session, keepalive, performance.now())))
+    batch.push(JSON.stringify(sessionReport(route, session, sockets, performance.now())))
     if (batch.length >= SESSIONS_PER_TURN && !(await flush())) return
   }
   const rest = batch.join(',')
@@ -157,7 +157,7 @@ export class AdminServer {
   /** Replaced by a reload that changes only the token. */
   token: string | undefined
 
-  constructor(options: AdminOptions, source: AdminSource, metrics: ProxyMetrics, keepalive: SocketControl, logger: Logger) {
+  constructor(options: AdminOptions, source: AdminSource, metrics: ProxyMetrics, sockets: SocketControl, logger: Logger) {
     this.#options = options
     this.token = options.token
     this.#server = http.createServer(LIMITS, (req, res) => {
@@ -201,7 +201,7 @@ export class AdminServer {
           return json(res, ready ? 200 : 503, { status: ready ? 'ok' : 'unavailable', routes })
         }
         case '/sessions':
-          return streamSessions(res, source, keepalive)
+          return streamSessions(res, source, sockets)
         default:
           return json(res, 404, { error: 'not found', endpoints: ['/metrics', '/healthz', '/sessions', 'POST /failback'] })
       }

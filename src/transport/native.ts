@@ -161,11 +161,11 @@ export class NativeTransport implements Transport {
 
   unacknowledged(leg: Leg): number | undefined {
     const [queued, , finSent] = this.#relay.state(LEG_INDEX[leg])
-    return socketUnacknowledged(this.#deps.keepalive, this.handle(leg), queued, finSent)
+    return socketUnacknowledged(this.#deps.sockets, this.handle(leg), queued, finSent)
   }
 
   deadReason(leg: Leg): 'reset' | 'timeout' | undefined {
-    return socketDeadReason(this.#deps.keepalive, this.handle(leg), this.#relay.state(LEG_INDEX[leg])[1])
+    return socketDeadReason(this.#deps.sockets, this.handle(leg), this.#relay.state(LEG_INDEX[leg])[1])
   }
 
   connect(target: TargetEndpoint): void {

@@ -20,20 +20,20 @@ export function openTransports(kind: TransportKind, deps: TransportDeps): Transp
 }
 
 /** The native pump when the native helper is in use, else Node streams. */
-export function defaultRelay(keepalive: SocketControl): TransportKind {
-  return keepalive.native && nativeRelayClass() !== undefined ? 'native' : 'stream'
+export function defaultRelay(sockets: SocketControl): TransportKind {
+  return sockets.native && nativeRelayClass() !== undefined ? 'native' : 'stream'
 }
 
 /**
  * The transport an operator asked for with KA_PROXY_RELAY (unset or empty: the default), checked
  * against what this process can do.
  */
-export function chooseRelay(keepalive: SocketControl, wanted: string | undefined): TransportKind {
-  const available = defaultRelay(keepalive)
+export function chooseRelay(sockets: SocketControl, wanted: string | undefined): TransportKind {
+  const available = defaultRelay(sockets)
   if (wanted === undefined || wanted === '') return available
   if (wanted !== 'native' && wanted !== 'stream') throw new ConfigError('KA_PROXY_RELAY', `expected native or stream (got "${wanted}")`)
   if (wanted === 'native' && available !== 'native') {
-    throw new ConfigError('KA_PROXY_RELAY', `native needs the native helper, which is not in use (${keepalive.fallbackReason ?? 'disabled'})`)
+    throw new ConfigError('KA_PROXY_RELAY', `native needs the native helper, which is not in use (${sockets.fallbackReason ?? 'disabled'})`)
   }
   return wanted
 }

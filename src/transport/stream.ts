@@ -63,7 +63,7 @@ export class StreamTransports implements Transports {
       // Once our FIN is out, CLOSE may be the orderly end (LAST_ACK -> CLOSE): the peer's FIN waits
       // behind the unread bytes, which are read at the reader's pace like any others.
       if (socket.writableFinished) continue
-      if (this.#deps.keepalive.deadReason(socket) !== undefined) (socket as LegSocket)[kTransport].onPausedLegDead(socket)
+      if (this.#deps.sockets.deadReason(socket) !== undefined) (socket as LegSocket)[kTransport].onPausedLegDead(socket)
     }
   }
 }
@@ -116,11 +116,11 @@ export class StreamTransport implements Transport {
 
   unacknowledged(leg: Leg): number | undefined {
     const socket = this.#socket(leg)
-    return socketUnacknowledged(this.#deps.keepalive, this.handle(leg), socket?.writableLength ?? 0, socket?.writableFinished === true)
+    return socketUnacknowledged(this.#deps.sockets, this.handle(leg), socket?.writableLength ?? 0, socket?.writableFinished === true)
   }
 
   deadReason(leg: Leg): 'reset' | 'timeout' | undefined {
-    return socketDeadReason(this.#deps.keepalive, this.handle(leg), this.#socket(leg)?.writableEnded === true)
+    return socketDeadReason(this.#deps.sockets, this.handle(leg), this.#socket(leg)?.writableEnded === true)
   }
 
   connect(endpoint: TargetEndpoint): void {
@@ -152,7 +152,7 @@ export class StreamTransport implements Transport {
   relay(): void {
     try {
       // The client leg inherits it from the listening socket.
-      this.#deps.keepalive.urgentInline(this.target!)
+      this.#deps.sockets.urgentInline(this.target!)
     } catch (err) {
       this.#deps.logger.warn({ session: this.events.id, err }, 'cannot set SO_OOBINLINE on the target leg')
     }

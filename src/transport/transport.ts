@@ -34,8 +34,10 @@ import type { Socket } from 'node:net'
 import type { SocketControl } from '../socket-control.ts'
 import type { Logger } from 'pino'
 import type { Accepted } from '../accept.ts'
+import type { Leg } from '../config/keys.ts'
 
-export type Leg = 'client' | 'target'
+/** The two legs of a session: one list for the config, the sessions and their transports. */
+export { LEGS, type Leg } from '../config/keys.ts'
 
 /** Which transport moves the bytes of a listener's sessions. */
 export type TransportKind = 'native' | 'stream'
@@ -155,7 +157,7 @@ export interface LegState {
 
 /** What every transport of a listener shares: built once, never per connection. */
 export interface TransportDeps {
-  keepalive: SocketControl
+  sockets: SocketControl
   logger: Logger
 }
 
@@ -186,8 +188,8 @@ export interface Transports {
  * Bytes a leg's peer has not acknowledged, for a transport over a kernel socket: what is held
  * for it plus the kernel's send queue, where a FIN sent occupies one byte until acknowledged.
  */
-export function socketUnacknowledged(keepalive: SocketControl, handle: LegHandle | undefined, queued: number, finSent: boolean): number | undefined {
-  const inKernel = handle === undefined ? 0 : keepalive.sendQueueBytes(handle)
+export function socketUnacknowledged(sockets: SocketControl, handle: LegHandle | undefined, queued: number, finSent: boolean): number | undefined {
+  const inKernel = handle === undefined ? 0 : sockets.sendQueueBytes(handle)
   if (inKernel === undefined) return undefined
   return queued + Math.max(0, inKernel - (finSent ? 1 : 0))
 }
@@ -197,6 +199,6 @@ export function socketUnacknowledged(keepalive: SocketControl, handle: LegHandle
  * (CLOSE instead of CLOSE_WAIT). Once our own FIN is out, CLOSE is the normal end of the
  * exchange instead.
  */
-export function socketDeadReason(keepalive: SocketControl, handle: LegHandle | undefined, endRequested: boolean): 'reset' | 'timeout' | undefined {
-  return endRequested || handle === undefined ? undefined : keepalive.deadReason(handle)
+export function socketDeadReason(sockets: SocketControl, handle: LegHandle | undefined, endRequested: boolean): 'reset' | 'timeout' | undefined {
+  return endRequested || handle === undefined ? undefined : sockets.deadReason(handle)
 }

@@ -14,9 +14,9 @@ const TCP_CLOSE = 7
  * the kernel; returns what was written and how much of it the peer's kernel acknowledged (the
  * bytes a direct connection would deliver before an RST).
  */
-export async function fillPath(from: Socket, keepalive: SocketControl): Promise<{ data: Buffer; acked: number }> {
+export async function fillPath(from: Socket, sockets: SocketControl): Promise<{ data: Buffer; acked: number }> {
   const data = payload(64 << 20)
-  const unacked = (): number => keepalive.sendQueueBytes(from) ?? -1
+  const unacked = (): number => sockets.sendQueueBytes(from) ?? -1
   let handed = 0
   for (;;) {
     await new Promise<void>((resolve) => from.write(data.subarray(handed, handed + CHUNK), () => resolve()))
@@ -38,14 +38,14 @@ export async function fillPath(from: Socket, keepalive: SocketControl): Promise<
  * an RST that arrived behind unread bytes as a plain end of stream (POLLHUP after a short read):
  * the kernel's state tells them apart (CLOSE after a reset, CLOSE_WAIT after a FIN).
  */
-export async function endSeen(socket: Socket, keepalive: SocketControl): Promise<string> {
+export async function endSeen(socket: Socket, sockets: SocketControl): Promise<string> {
   const end = await endOf(socket)
-  return end === 'end' && keepalive.tcpInfo(socket).state === TCP_CLOSE ? 'ECONNRESET' : end
+  return end === 'end' && sockets.tcpInfo(socket).state === TCP_CLOSE ? 'ECONNRESET' : end
 }
 
 /** Everything a socket receives until it ends, and how it ended (see endSeen). */
-export function drain(socket: Socket, keepalive: SocketControl): Promise<{ received: Buffer; end: string }> {
+export function drain(socket: Socket, sockets: SocketControl): Promise<{ received: Buffer; end: string }> {
   const chunks: Buffer[] = []
   socket.on('data', (c: Buffer) => chunks.push(c))
-  return endSeen(socket, keepalive).then((end) => ({ received: Buffer.concat(chunks), end }))
+  return endSeen(socket, sockets).then((end) => ({ received: Buffer.concat(chunks), end }))
 }

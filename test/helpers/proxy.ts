@@ -17,7 +17,7 @@ export interface LogLine {
 
 export interface TestProxy {
   listener: ProxyListener
-  keepalive: SocketControl
+  sockets: SocketControl
   port: number
   logs: LogLine[]
   /** Resolves with the next `n` session-closed lines (counting those already logged but not yet taken). */
@@ -46,13 +46,13 @@ export async function startProxy({ relay, ...raw }: Omit<RawOptions, 'listen'> &
     },
   })
   const logger = pino({ level: 'debug' }, sink)
-  const keepalive = new SocketControl({ native: options.native })
-  const listener = new ProxyListener(options, keepalive, logger, {}, relay)
+  const sockets = new SocketControl({ native: options.native })
+  const listener = new ProxyListener(options, sockets, logger, {}, relay)
   const info = await listener.start()
   const closedLines = (): LogLine[] => logs.filter((l) => l.msg === 'session closed')
   return {
     listener,
-    keepalive,
+    sockets,
     port: info.port,
     logs,
     async closed(n = 1) {
