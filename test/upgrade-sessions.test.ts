@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import type { Socket } from 'node:net'
 import { once } from 'node:events'
 import { request } from 'undici'
-import { connect, freePort, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
+import { collect, connect, freePort, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { spawnProxy } from './helpers/cli.ts'
 import { entryFile, killAllAtEnd, NATIVE } from './helpers/upgrade.ts'
@@ -25,16 +25,6 @@ if (!load.ok) throw new Error(`native helper must be built for these tests: ${lo
 
 const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-upgrade-sessions-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-
-function collect(s: Socket): { length(): number; data(): Buffer } {
-  const chunks: Buffer[] = []
-  let n = 0
-  s.on('data', (c: Buffer) => {
-    chunks.push(c)
-    n += c.length
-  })
-  return { length: () => n, data: () => Buffer.concat(chunks) }
-}
 
 t.test('open sessions move: streams both ways, a slow reader, a half-closed one, keepalive, one whole log line each', async (t) => {
   const target = await manualTarget(t)

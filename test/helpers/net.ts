@@ -103,3 +103,14 @@ export async function echo(port: number, text: string): Promise<string> {
   c.end(text)
   return (await got).toString()
 }
+
+/** Gathers what `s` receives: how many bytes so far, and all of them. */
+export function collect(s: Socket): { length(): number; data(): Buffer } {
+  const chunks: Buffer[] = []
+  let n = 0
+  s.on('data', (c: Buffer) => {
+    chunks.push(c)
+    n += c.length
+  })
+  return { length: () => n, data: () => Buffer.concat(chunks) }
+}
