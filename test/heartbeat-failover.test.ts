@@ -25,7 +25,9 @@ t.test('a health URL flipping 200/503 moves new connections and resets the sessi
   t.teardown(() => proxy.stop())
   const A = `127.0.0.1:${a.port}`
   const B = `127.0.0.1:${b.port}`
-  await lineOf(proxy, (l) => l.msg === 'target up' && l.target === B)
+  // Both up before the first connection: on a busy machine a first probe can miss its 0.2 s and
+  // mark a target down from unknown, and then the first connection would not go to A.
+  await Promise.all([A, B].map((target) => lineOf(proxy, (l) => l.msg === 'target up' && l.target === target)))
 
   const onA = await whereTo(proxy.port)
   t.equal(onA.name, 'A', 'both healthy: the first')
@@ -33,7 +35,7 @@ t.test('a health URL flipping 200/503 moves new connections and resets the sessi
 
   web.status.set(a.port, 503)
   const flippedAt = Date.now()
-  const down = await lineOf(proxy, (l) => l.msg === 'target down' && l.target === A)
+  const down = await lineOf(proxy, (l) => l.msg === 'target down' && l.target === A && (l.time as number) >= flippedAt)
   t.match(down, { from: 'up', to: 'down', reason: 'http_status', detail: 'HTTP 503', onDown: 'kill', closed: 1 })
   t.equal(await onAEnd, 'ECONNRESET', 'its session: reset')
   const detectedMs = (down.time as number) - flippedAt
@@ -48,8 +50,9 @@ t.test('a health URL flipping 200/503 moves new connections and resets the sessi
   // The primary moves back.
   web.status.set(a.port, 200)
   web.status.set(b.port, 503)
-  await lineOf(proxy, (l) => l.msg === 'target up' && l.target === A && l.from === 'down')
-  await lineOf(proxy, (l) => l.msg === 'target down' && l.target === B)
+  const movedAt = Date.now()
+  await lineOf(proxy, (l) => l.msg === 'target up' && l.target === A && l.from === 'down' && (l.time as number) >= movedAt)
+  await lineOf(proxy, (l) => l.msg === 'target down' && l.target === B && (l.time as number) >= movedAt)
   t.equal(await onBEnd, 'ECONNRESET')
   const back = await whereTo(proxy.port)
   t.equal(back.name, 'A', 'used again once up')
