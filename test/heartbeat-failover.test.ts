@@ -70,6 +70,7 @@ t.test('round robin: each healthy target in turn; a target marked down is skippe
   })
   t.teardown(() => proxy.stop())
   await lineOf(proxy, (l) => l.msg === 'target down' && l.target === `127.0.0.1:${c.port}`)
+  await Promise.all([a, b].map((s) => lineOf(proxy, (l) => l.msg === 'target up' && l.target === `127.0.0.1:${s.port}`)))
   const names: string[] = []
   for (let i = 0; i < 6; i++) {
     const { socket, name } = await whereTo(proxy.port)
