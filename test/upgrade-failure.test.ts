@@ -5,19 +5,12 @@
 
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connect, echoServer, freePort, waitFor } from './helpers/net.ts'
-import { entryFile, MAIN, NATIVE, ROOT, roundTrip, start } from './helpers/upgrade.ts'
-import { loadNative } from '../src/native.ts'
+import { entryFile, MAIN, NATIVE, ROOT, roundTrip, start, upgradeTestSetup } from './helpers/upgrade.ts'
 
-const load = loadNative()
-if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
-const native = load.binding
-
-const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-upgrade-failure-'))
-t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+const { native, dir } = upgradeTestSetup(t, 'upgrade-failure')
 
 t.test('failure is safe: broken entry point, never ready, unknown format; SIGUSR2 during an upgrade is ignored; a later one works', async (t) => {
   const echoPort = await echoServer(t)

@@ -8,8 +8,7 @@
 // once it ends. Listener-only behaviour is in upgrade.test.ts.
 
 import t from 'tap'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Socket } from 'node:net'
 import { once } from 'node:events'
@@ -17,14 +16,9 @@ import { request } from 'undici'
 import { collect, connect, freePort, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { spawnProxy } from './helpers/cli.ts'
-import { entryFile, killAllAtEnd, NATIVE } from './helpers/upgrade.ts'
-import { loadNative } from '../src/native.ts'
+import { entryFile, killAllAtEnd, NATIVE, upgradeTestSetup } from './helpers/upgrade.ts'
 
-const load = loadNative()
-if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
-
-const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-upgrade-sessions-'))
-t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+const { dir } = upgradeTestSetup(t, 'upgrade-sessions')
 
 t.test('open sessions move: streams both ways, a slow reader, a half-closed one, keepalive, one whole log line each', async (t) => {
   const target = await manualTarget(t)

@@ -6,19 +6,13 @@
 // upgrade-failure.test.ts.
 
 import t from 'tap'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connect, echoServer, freePort, sleep, waitFor } from './helpers/net.ts'
 import { spawnProxy } from './helpers/cli.ts'
-import { alive, connectLoop, entryFile, healthy, killAllAtEnd, roundTrip, start } from './helpers/upgrade.ts'
-import { loadNative } from '../src/native.ts'
+import { alive, connectLoop, entryFile, healthy, killAllAtEnd, roundTrip, start, upgradeTestSetup } from './helpers/upgrade.ts'
 
-const load = loadNative()
-if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
-
-const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-upgrade-'))
-t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+const { dir } = upgradeTestSetup(t, 'upgrade')
 
 t.test('the new process takes the listeners; a connect loop through the upgrade sees no refusal or reset', async (t) => {
   const echoPort = await echoServer(t)

@@ -3,7 +3,8 @@
 // stdout) is killed at the end, and small clients.
 
 import type { Test } from 'tap'
-import { rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
@@ -12,6 +13,7 @@ import { request } from 'undici'
 import { connect, freePort, sleep } from './net.ts'
 import { spawnProxy, type Entry, type RunningProxy } from './cli.ts'
 import type { LogLine } from './proxy.ts'
+import { loadNative, type NativeAddon } from '../../src/native.ts'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const MAIN = join(ROOT, 'src/main.ts')
@@ -104,4 +106,16 @@ export async function healthy(port: number): Promise<boolean> {
   const res = await request(`http://127.0.0.1:${port}/healthz`)
   await res.body.dump()
   return res.statusCode === 200
+}
+
+/**
+ * What every upgrade test file starts with: the native helper, which the upgrade needs (a missing
+ * build is an error, not a skip), and a directory of its own, removed at the end of the file.
+ */
+export function upgradeTestSetup(t: Test, name: string): { native: NativeAddon; dir: string } {
+  const load = loadNative()
+  if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
+  const dir = mkdtempSync(join(tmpdir(), `ka-proxy-${name}-`))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return { native: load.binding, dir }
 }
