@@ -221,9 +221,7 @@ export class Session implements TransportEvents {
       this.#ended = { client: ended === 'client', target: ended === 'target' }
       this.#setReason(ended === 'client' ? 'client_end' : 'target_end', ended)
       this.#closeHow[otherLeg(ended)] = 'fin'
-      this.#halfClosedBytes = this.bytesToTarget + this.bytesToClient
-      this.#halfClosedIdleSince = performance.now()
-      this.#phaseTimer = setTimeout(sessionOnHalfCloseTimeout, this.#ctx.halfCloseTimeoutMs / 4, this)
+      this.#startHalfCloseBound()
     }
     this.#transport.relay()
   }
@@ -348,10 +346,15 @@ export class Session implements TransportEvents {
       clearTimeout(this.#phaseTimer)
       this.#phaseTimer = undefined
     } else if (this.#phaseTimer === undefined) {
-      this.#halfClosedBytes = this.bytesToTarget + this.bytesToClient
-      this.#halfClosedIdleSince = performance.now()
-      this.#phaseTimer = setTimeout(sessionOnHalfCloseTimeout, this.#ctx.halfCloseTimeoutMs / 4, this)
+      this.#startHalfCloseBound()
     }
+  }
+
+  /** The half-closed state begins: the inactivity bound counts from now and from the bytes so far. */
+  #startHalfCloseBound(): void {
+    this.#halfClosedBytes = this.bytesToTarget + this.bytesToClient
+    this.#halfClosedIdleSince = performance.now()
+    this.#phaseTimer = setTimeout(sessionOnHalfCloseTimeout, this.#ctx.halfCloseTimeoutMs / 4, this)
   }
 
   /**
