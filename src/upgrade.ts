@@ -1,6 +1,7 @@
 // The upgrade (SIGUSR2): the running process starts a new ka-proxy from the same command line and
-// entry point on disk (process.execPath, execArgv, argv: a newly installed release takes over),
-// hands it the listening sockets, and exits once the new one serves. The listening sockets are
+// entry point on disk (process.execPath, execArgv, argv: a newly installed release takes over;
+// Node's one-shot flags such as --inspect are left out, see upgradeExecArgv), hands it the
+// listening sockets, and exits once the new one serves. The listening sockets are
 // never closed: the new process listens on the very descriptors (SCM_RIGHTS, native/ka_fdpass.c),
 // so the listen backlog and its queued connections carry over and no client is refused.
 //
@@ -60,6 +61,41 @@ const POLL_MS = 20
 const MAX_MESSAGE = 1024 * 1024
 /** The new process waits this long for the old one's answer (within the old one's bound). */
 const RECEIVE_BOUND_MS = READY_BOUND_MS
+
+/**
+ * Node flags that belong to this one process and must not reach the new one: the inspector's
+ * (its port is this process's: the new one would fail to bind it, and --inspect-brk or
+ * --inspect-wait would stop it before it could report ready) and --watch, which would make the
+ * new process a watcher restarting a child instead of the proxy. A flag given as `--flag value`
+ * takes its value along.
+ */
+const ONE_SHOT_FLAGS = new Set(['--inspect', '--inspect-brk', '--inspect-wait', '--inspect-port', '--debug-port', '--watch', '--watch-path', '--watch-preserve-output'])
+const ONE_SHOT_WITH_VALUE = new Set(['--inspect-port', '--debug-port', '--watch-path'])
+
+/**
+ * The Node flags (execArgv, or NODE_OPTIONS split into words) the new process starts with: every
+ * one but ONE_SHOT_FLAGS, so what matters (--import tsx, --max-old-space-size, --expose-gc...)
+ * carries over.
+ */
+export function upgradeExecArgv(flags: readonly string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i < flags.length; i++) {
+    const flag = flags[i]!
+    const name = flag.split('=', 1)[0]!
+    if (!ONE_SHOT_FLAGS.has(name)) {
+      out.push(flag)
+      continue
+    }
+    if (ONE_SHOT_WITH_VALUE.has(name) && !flag.includes('=')) i++
+  }
+  return out
+}
+
+/** NODE_OPTIONS for the new process: the same, less ONE_SHOT_FLAGS (undefined stays unset). */
+function upgradeNodeOptions(options: string | undefined): string | undefined {
+  if (options === undefined) return undefined
+  return upgradeExecArgv(options.split(/\s+/).filter((w) => w !== '')).join(' ')
+}
 
 /** One listening socket handed over; `key` says which route (or the admin API) takes it. */
 export interface HandedListener {
@@ -291,9 +327,12 @@ export class Upgrader {
     const [mine, theirs] = this.#native.seqpacketPair()
     let child: ChildProcess
     try {
-      child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      const env: NodeJS.ProcessEnv = { ...process.env, [HANDOVER_FD_ENV]: '3', [HANDOVER_STDERR_ENV]: '4' }
+      const nodeOptions = upgradeNodeOptions(process.env.NODE_OPTIONS)
+      if (nodeOptions !== undefined) env.NODE_OPTIONS = nodeOptions
+      child = spawn(process.execPath, [...upgradeExecArgv(process.execArgv), ...process.argv.slice(1)], {
         stdio: ['inherit', 'inherit', 'pipe', theirs, 2],
-        env: { ...process.env, [HANDOVER_FD_ENV]: '3', [HANDOVER_STDERR_ENV]: '4' },
+        env,
       })
     } catch (err) {
       this.#native.closeFd(mine)

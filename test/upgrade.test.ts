@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { connect, echoServer, freePort, sleep, waitFor } from './helpers/net.ts'
 import { spawnProxy } from './helpers/cli.ts'
 import { alive, connectLoop, entryFile, healthy, killAllAtEnd, roundTrip, start, upgradeTestSetup } from './helpers/upgrade.ts'
+import { upgradeExecArgv } from '../src/upgrade.ts'
 
 const { dir } = upgradeTestSetup(t, 'upgrade')
 
@@ -123,4 +124,25 @@ t.test('the new process reads the config file again: a moved admin API, a remove
     const refused = await connect(port).then((s) => (s.destroy(), 'connected'), (err: NodeJS.ErrnoException) => err.code)
     t.equal(refused, 'ECONNREFUSED', `127.0.0.1:${port} is closed once the old process has gone`)
   }
+})
+
+t.test("Node's flags: the inspector's and --watch stay with the old process, the others carry over", async (t) => {
+  t.same(
+    upgradeExecArgv(['--inspect', '--inspect-brk=0', '--inspect-port', '9300', '--inspect-wait=127.0.0.1:9301', '--debug-port=9302', '--watch', '--watch-path', 'src', '--max-old-space-size=300', '--import', 'tsx', '--expose-gc']),
+    ['--max-old-space-size=300', '--import', 'tsx', '--expose-gc'],
+  )
+  const echoPort = await echoServer(t)
+  const inspect = await freePort()
+  const entry = { ...entryFile(t, dir, 'flags'), nodeFlags: [`--inspect=127.0.0.1:${inspect}`, '--max-old-space-size=300'] }
+  const { proxy, port } = await start(t, entry, ['--target', `127.0.0.1:${echoPort}`])
+  proxy.proc.kill('SIGUSR2')
+  const done = await proxy.line((l) => l.msg.startsWith('upgrade done'), 30_000)
+  const newPid = Number(done.newPid)
+  const argv = readFileSync(`/proc/${newPid}/cmdline`, 'utf8').split('\0')
+  t.notOk(argv.some((a) => a.startsWith('--inspect')), `no inspector flag: ${argv.join(' ')}`)
+  t.ok(argv.includes('--max-old-space-size=300') && argv.includes('tsx'), 'the heap limit and the loader carry over')
+  const s = await connect(port)
+  t.equal(await roundTrip(s, 'served'), 'served')
+  s.end()
+  process.kill(newPid, 'SIGTERM')
 })

@@ -13,9 +13,11 @@ const NODE_ARGS = ['--import', 'tsx', MAIN]
 export interface Entry {
   main: string
   cwd: string
+  /** Node flags before the entry point (--max-old-space-size=...). */
+  nodeFlags?: string[]
 }
 
-const nodeArgs = (entry: Entry | undefined): string[] => (entry === undefined ? NODE_ARGS : ['--import', 'tsx', entry.main])
+const nodeArgs = (entry: Entry | undefined): string[] => (entry === undefined ? NODE_ARGS : [...(entry.nodeFlags ?? []), '--import', 'tsx', entry.main])
 
 export interface RunResult {
   status: number | null
