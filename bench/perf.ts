@@ -1,7 +1,8 @@
 // npm run bench: what a relay costs. Bulk throughput, ping-pong latency and rate, a real
 // PostgreSQL client, idle-session memory and open rate, and the relay's CPU per unit of work:
 // a direct connection, ka-proxy and its peers side by side, with the same load generator, the
-// relays interleaved and each case repeated. Prints tables and writes JSON to bench/results/.
+// relays interleaved and each case repeated; and ka-proxy's own upgrade (SIGUSR2) under load,
+// against its aims. Prints tables and writes JSON to bench/results/.
 // See bench/README.md and --help.
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
@@ -22,7 +23,7 @@ import { cpuBusy } from './perf/procfs.ts'
 import { describeLoad, finishReport, newReport, type RelayReport, type Report } from './perf/report.ts'
 import { summarizeMetrics } from './perf/stats.ts'
 import { writeResultFiles } from './results.ts'
-import { num, renderRatios, renderTable } from './perf/table.ts'
+import { num, renderAims, renderRatios, renderTable } from './perf/table.ts'
 
 /** Pause between measurements, for sockets and processes of the last one to go away. */
 const BETWEEN_MS = 300
@@ -30,14 +31,14 @@ const BETWEEN_MS = 300
 /** One measurement: a fresh relay process (none for direct), the case through it, then stop. */
 async function measureOnce(relay: PerfRelay, c: PerfCase, env: CaseEnv, dir: string): Promise<Metrics> {
   const target = c.target(env)
-  if (!relay.proxies) return await c.measure(env, target, null)
+  if (!relay.proxies) return await c.measure(env, target, null, null)
   const listen: Endpoint = { host: '127.0.0.1', port: await freePort() }
   const relayDir = join(dir, relay.name.replace(/[^\w.-]/g, '_'))
   mkdirSync(relayDir, { recursive: true })
   const command = relay.command({ listen, target, options: KEEPALIVE }, relayDir, c.sessions(env))
   const proc = await startRelayProcess(relay.name, command, env.settings.pin?.relay ?? null, listen.port, relayDir)
   try {
-    return await c.measure(env, listen, proc.pid)
+    return await c.measure(env, listen, proc.pid, proc)
   } finally {
     await proc.stop()
   }
@@ -57,6 +58,7 @@ async function runCases(report: Report, relays: Array<{ relay: PerfRelay, entry:
     console.log(`\n${c.title} (${name})`)
     for (let rep = 0; rep < s.repeat; rep++) {
       for (const { relay, entry } of rotated(relays, rep)) {
+        if (c.relays !== undefined && !c.relays(relay.name)) continue
         const result = (entry.cases[name] ??= { measurements: [], summary: {}, errors: [] })
         const label = `  [${rep + 1}/${s.repeat}] ${relay.name.padEnd(width)}`
         try {
@@ -156,6 +158,8 @@ async function run(): Promise<number> {
     const ratios = renderRatios(report, numerator, denominator, false)
     if (ratios !== null) console.log(`${numerator} against ${denominator}:\n${ratios}\n`)
   }
+  const aims = renderAims(report)
+  if (aims !== null) console.log(`The upgrade against its aims (met: every measurement; median: the median only):\n${aims}\n`)
   console.log(`${report.pinning}; ${report.settings.repeat} measurement(s) per cell: median (min–max)`)
   console.log(describeLoad(report))
   for (const note of report.notes) console.log(note)

@@ -10,8 +10,18 @@
 //   loadgen rr HOST PORT CONNS SIZE WARMUP SECONDS
 //                                          SIZE-byte ping-pong on CONNS connections to the echo
 //   loadgen open HOST PORT COUNT WINDOW    opens COUNT sessions, at most WINDOW at a time, each
-//                                          proven end to end by a 1-byte echo; holds them until a
-//                                          line (or EOF) on stdin, then resets them all
+//                                          proven end to end by a 1-byte echo; holds them: a line
+//                                          "check" on stdin echoes 1 byte on each again and counts
+//                                          those that answered; "close" (or EOF) resets them all
+//   loadgen trace HOST PORT SIZE           SIZE-byte ping-pong on one connection to the echo, every
+//                                          round trip kept, until "stop FROM TO" on stdin (two
+//                                          CLOCK_MONOTONIC times in ns, the bench's own clock):
+//                                          the median before FROM, the longest round trip that
+//                                          overlaps FROM..TO (one still unanswered counts to now)
+//   loadgen stream HOST PORT CONNS RATE    CONNS connections to the echo, each sending RATE bytes/s
+//                                          of its own pseudo-random stream and checking every
+//                                          byte that comes back, until "stop" on stdin: then it
+//                                          stops sending, waits for the rest, and reports
 //
 // Client modes print one JSON object per line on stdout. A bulk stream starts with its length
 // (8 bytes, little-endian); when that many bytes have arrived the sink answers with the number it
@@ -24,6 +34,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <arpa/inet.h>
 #include <signal.h>
 #include <stdint.h>
@@ -505,6 +516,247 @@ static int rr(const struct sockaddr_in *sa, int nconns, size_t size, double warm
   return 0;
 }
 
+
+// ---------------------------------------------------------------------------- stdin, check
+
+/** One line of stdin without its newline (one byte at a time: nothing read past it); 0 on EOF. */
+static int read_line(char *line, size_t cap) {
+  size_t len = 0;
+  for (;;) {
+    char ch;
+    ssize_t r = read(0, &ch, 1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) { line[len] = 0; return len > 0; }
+    if (ch == '\n') { line[len] = 0; return 1; }
+    if (len + 1 < cap) line[len++] = ch;
+  }
+}
+
+/** True when a line is waiting on stdin (the clients below must not block on it). */
+static int stdin_ready(void) {
+  struct pollfd p = { .fd = 0, .events = POLLIN };
+  return poll(&p, 1, 0) > 0;
+}
+
+#define CHECK_TIMEOUT_MS 10000
+
+/**
+ * One 1-byte echo on each held session (blocking sockets), all sent first, then every answer
+ * awaited for up to CHECK_TIMEOUT_MS: a session that is closed, reset or silent has failed.
+ */
+static void check_held(const int *held, int count) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  char byte = 'c';
+  int waiting = 0, ok = 0;
+  for (int i = 0; i < count; i++) {
+    set_nonblocking(held[i], 1);
+    if (write(held[i], &byte, 1) != 1) continue;
+    watch(ep, EPOLL_CTL_ADD, held[i], EPOLLIN);
+    waiting++;
+  }
+  double deadline = now_s() + CHECK_TIMEOUT_MS / 1000.0;
+  struct epoll_event events[MAX_EVENTS];
+  while (waiting > 0) {
+    int left_ms = (int)((deadline - now_s()) * 1000);
+    if (left_ms <= 0) break;
+    int n = wait_events(ep, events, left_ms);
+    for (int e = 0; e < n; e++) {
+      int fd = events[e].data.fd;
+      char got;
+      ssize_t r = read(fd, &got, 1);
+      if (r < 0 && errno == EAGAIN) continue;
+      if (r == 1) ok++;
+      watch(ep, EPOLL_CTL_DEL, fd, 0);
+      waiting--;
+    }
+  }
+  close(ep);
+  printf("{\"mode\":\"check\",\"checked\":%d,\"ok\":%d,\"failed\":%d}\n", count, ok, count - ok);
+  fflush(stdout);
+}
+
+// ---------------------------------------------------------------------------------------- trace
+
+struct trip {
+  uint64_t start, end;  // CLOCK_MONOTONIC ns
+};
+
+/** How long a round trip may be unanswered before stdin is looked at again. */
+#define TRACE_POLL_MS 50
+
+static int trace(const struct sockaddr_in *sa, size_t size) {
+  char msg[size], reply[size];
+  memset(msg, 'p', size);
+  int fd = connect_blocking(sa);
+  struct timeval tv = { .tv_sec = 0, .tv_usec = TRACE_POLL_MS * 1000 };
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  struct trip *trips = NULL;
+  size_t len = 0, cap = 0;
+  int errors = 0, unanswered = 0;
+  uint64_t from = 0, to = 0;
+  char line[128];
+  for (;;) {
+    if (stdin_ready()) {
+      if (!read_line(line, sizeof line) || sscanf(line, "stop %lu %lu", &from, &to) == 2) break;
+    }
+    uint64_t start = now_ns();
+    if (write(fd, msg, size) != (ssize_t)size) { errors++; break; }
+    size_t got = 0;
+    int stop = 0;
+    while (got < size) {
+      ssize_t r = read(fd, reply + got, size - got);
+      if (r > 0) { got += (size_t)r; continue; }
+      if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+        // Unanswered for now: a stop that comes meanwhile ends it, counted to the stop.
+        if (stdin_ready() && (!read_line(line, sizeof line) || sscanf(line, "stop %lu %lu", &from, &to) == 2)) { stop = 1; break; }
+        continue;
+      }
+      errors++;
+      stop = 1;
+      break;
+    }
+    if (len == cap) {
+      cap = cap ? cap * 2 : 1 << 16;
+      trips = realloc(trips, cap * sizeof *trips);
+      if (trips == NULL) die("realloc");
+    }
+    trips[len++] = (struct trip){ start, now_ns() };
+    if (got < size) { unanswered = 1; }
+    if (stop) break;
+  }
+  if (to == 0) {
+    // stdin ended (or the session failed first): wait for the times all the same
+    while (read_line(line, sizeof line) && sscanf(line, "stop %lu %lu", &from, &to) != 2) {}
+  }
+  close(fd);
+  // Before: round trips that ended before FROM. During: those overlapping FROM..TO.
+  struct samples before = { 0 };
+  uint64_t longest = 0;
+  size_t during = 0, after = 0;
+  for (size_t i = 0; i < len; i++) {
+    uint64_t rtt = trips[i].end - trips[i].start;
+    if (trips[i].end < from) record(&before, rtt);
+    else if (trips[i].start <= to) { during++; if (rtt > longest) longest = rtt; }
+    else after++;
+  }
+  qsort(before.ns, before.len, sizeof *before.ns, cmp_u32);
+  printf("{\"mode\":\"trace\",\"size\":%zu,\"roundTrips\":%zu,\"before\":%zu,\"during\":%zu,\"after\":%zu,"
+         "\"p50BeforeUs\":%.2f,\"maxBeforeUs\":%.2f,\"longestDuringUs\":%.2f,\"unanswered\":%d,\"errors\":%d}\n",
+         size, len, before.len, during, after, percentile_us(&before, 0.5), percentile_us(&before, 1.0),
+         longest / 1000.0, unanswered, errors);
+  return 0;
+}
+
+// --------------------------------------------------------------------------------------- stream
+
+/**
+ * Bytes `pos`.. of stream `id` into `out`: word k of a stream is splitmix64 of the stream and k,
+ * so a byte lost, repeated or moved anywhere shows at once.
+ */
+static void stream_fill(uint64_t id, uint64_t pos, unsigned char *out, size_t len) {
+  for (size_t k = 0; k < len;) {
+    uint64_t at = pos + k;
+    uint64_t z = (id << 40) ^ (at >> 3);
+    z += 0x9e3779b97f4a7c15u;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    z ^= z >> 31;
+    for (unsigned b = (unsigned)(at & 7); b < 8 && k < len; b++, k++) out[k] = (unsigned char)(z >> (b * 8));
+  }
+}
+
+struct flow {
+  uint64_t sent, received;
+  uint64_t mismatch_at;  // first position that came back wrong, + 1; 0: none
+  uint64_t last_progress;
+  int failed;
+};
+
+/** Bytes a flow may have sent and not got back: bounds what sits in the relay and the echo. */
+#define STREAM_WINDOW (256 * 1024)
+#define STREAM_TICK_MS 5
+#define STREAM_DRAIN_MS 10000
+
+static int stream(const struct sockaddr_in *sa, int nconns, double rate) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  int fds[nconns];
+  struct flow fl[nconns];
+  for (int i = 0; i < nconns; i++) {
+    fds[i] = connect_blocking(sa);
+    set_nonblocking(fds[i], 1);
+    watch(ep, EPOLL_CTL_ADD, fds[i], EPOLLIN);
+    fl[i] = (struct flow){ .last_progress = now_ns() };
+  }
+  static unsigned char buf[STREAM_WINDOW], expected[STREAM_WINDOW];
+  uint64_t t0 = now_ns();
+  uint64_t longest_gap = 0, drain_until = 0;
+  int sending = 1;
+  char line[64];
+  struct epoll_event events[MAX_EVENTS];
+  for (;;) {
+    uint64_t now = now_ns();
+    if (sending && stdin_ready()) {
+      read_line(line, sizeof line);
+      sending = 0;
+      drain_until = now + (uint64_t)STREAM_DRAIN_MS * 1000000u;
+    }
+    int pending = 0;
+    for (int i = 0; i < nconns; i++) {
+      struct flow *f = &fl[i];
+      if (f->failed) continue;
+      if (f->received < f->sent) {
+        pending = 1;
+        uint64_t gap = now - f->last_progress;
+        if (gap > longest_gap) longest_gap = gap;
+      } else {
+        f->last_progress = now;
+      }
+      if (!sending) continue;
+      uint64_t allowed = (uint64_t)(rate * (double)(now - t0) / 1e9);
+      uint64_t want = allowed > f->sent ? allowed - f->sent : 0;
+      uint64_t room = STREAM_WINDOW - (f->sent - f->received);
+      if (want > room) want = room;
+      if (want == 0) continue;
+      stream_fill((uint64_t)i, f->sent, buf, (size_t)want);
+      ssize_t w = write(fds[i], buf, (size_t)want);
+      if (w < 0 && errno != EAGAIN) { f->failed = 1; continue; }
+      if (w > 0) f->sent += (uint64_t)w;
+    }
+    if (!sending && (!pending || now > drain_until)) break;
+    int n = wait_events(ep, events, STREAM_TICK_MS);
+    for (int e = 0; e < n; e++) {
+      int i = index_of(fds, events[e].data.fd);
+      struct flow *f = &fl[i];
+      ssize_t r = read(fds[i], buf, sizeof buf);
+      if (r < 0 && errno == EAGAIN) continue;
+      if (r <= 0) { f->failed = 1; watch(ep, EPOLL_CTL_DEL, fds[i], 0); continue; }
+      if (f->mismatch_at == 0) {
+        stream_fill((uint64_t)i, f->received, expected, (size_t)r);
+        for (ssize_t k = 0; k < r; k++) {
+          if (buf[k] != expected[k]) { f->mismatch_at = f->received + (uint64_t)k + 1; break; }
+        }
+      }
+      f->received += (uint64_t)r;
+      f->last_progress = now_ns();
+    }
+  }
+  double seconds = (double)(now_ns() - t0) / 1e9;
+  uint64_t sent = 0, received = 0;
+  int failed = 0, mismatched = 0, short_ = 0;
+  for (int i = 0; i < nconns; i++) {
+    sent += fl[i].sent;
+    received += fl[i].received;
+    failed += fl[i].failed;
+    mismatched += fl[i].mismatch_at != 0;
+    short_ += fl[i].received != fl[i].sent;
+    reset_close(fds[i]);
+  }
+  printf("{\"mode\":\"stream\",\"conns\":%d,\"sent\":%llu,\"received\":%llu,\"seconds\":%.6f,\"failed\":%d,"
+         "\"mismatched\":%d,\"short\":%d,\"longestGapUs\":%.2f}\n",
+         nconns, (unsigned long long)sent, (unsigned long long)received, seconds, failed, mismatched, short_, longest_gap / 1000.0);
+  return 0;
+}
+
 // ----------------------------------------------------------------------------------------- open
 
 enum open_state { CONNECTING, WAITING_ECHO };
@@ -570,8 +822,8 @@ static int open_sessions(const struct sockaddr_in *sa, int count, int window) {
   printf("{\"mode\":\"open\",\"opened\":%d,\"failed\":%d,\"seconds\":%.6f,\"cpuSeconds\":%.4f}\n",
          opened, count - opened, seconds, cpu_s() - cpu0);
   fflush(stdout);
-  char line[16];
-  if (read(0, line, sizeof line) < 0) { /* EOF or error: close anyway */ }
+  char line[64];
+  while (read_line(line, sizeof line) && strcmp(line, "check") == 0) check_held(held, opened);
   for (int i = 0; i < opened; i++) reset_close(held[i]);
   printf("{\"mode\":\"closed\",\"closed\":%d}\n", opened);
   return 0;
@@ -596,6 +848,15 @@ int main(int argc, char **argv) {
     struct sockaddr_in sa = address(argv[2], argv[3]);
     return open_sessions(&sa, atoi(argv[4]), atoi(argv[5]));
   }
-  fprintf(stderr, "usage: loadgen serve | bulk|down HOST PORT STREAMS BYTES | rr HOST PORT CONNS SIZE WARMUP SECONDS | open HOST PORT COUNT WINDOW\n");
+  if (argc == 5 && strcmp(argv[1], "trace") == 0) {
+    struct sockaddr_in sa = address(argv[2], argv[3]);
+    return trace(&sa, (size_t)atoi(argv[4]));
+  }
+  if (argc == 6 && strcmp(argv[1], "stream") == 0) {
+    struct sockaddr_in sa = address(argv[2], argv[3]);
+    return stream(&sa, atoi(argv[4]), atof(argv[5]));
+  }
+  fprintf(stderr, "usage: loadgen serve | bulk|down HOST PORT STREAMS BYTES | rr HOST PORT CONNS SIZE WARMUP SECONDS | open HOST PORT COUNT WINDOW"
+                  " | trace HOST PORT SIZE | stream HOST PORT CONNS RATE\n");
   return 2;
 }

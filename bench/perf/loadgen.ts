@@ -18,6 +18,23 @@ export interface RrResult {
   p50us: number, p99us: number, p999us: number, maxus: number, errors: number, cpuSeconds: number
 }
 export interface OpenResult { opened: number, failed: number, seconds: number, cpuSeconds: number }
+export interface CheckResult { checked: number, ok: number, failed: number }
+/** Round trips of one ping-pong session around a span of time: before it, and overlapping it. */
+export interface TraceResult {
+  size: number, roundTrips: number, before: number, during: number, after: number,
+  p50BeforeUs: number, maxBeforeUs: number,
+  /** The longest round trip that overlapped the span; one still unanswered at the stop counts to then. */
+  longestDuringUs: number,
+  unanswered: number, errors: number
+}
+/** Busy sessions to the echo: bytes sent, bytes back (each checked against what was sent). */
+export interface StreamResult {
+  conns: number, sent: number, received: number, seconds: number,
+  /** Sessions that ended (EOF, reset, error); that had a byte come back wrong; that did not get all back. */
+  failed: number, mismatched: number, short: number,
+  /** The longest time a session waited for its echo while bytes were outstanding. */
+  longestGapUs: number
+}
 
 export interface Servers {
   sink: Endpoint
@@ -30,7 +47,19 @@ export interface Servers {
 /** Sessions held open by the `open` mode until `close()` resets them all. */
 export interface HeldSessions {
   result: OpenResult
+  /** One 1-byte echo on every held session again: how many still answer. */
+  check(): Promise<CheckResult>
   close(): Promise<void>
+}
+
+/** The `trace` client, running until `stop` gives it the span to report on. */
+export interface Trace {
+  stop(from: bigint, until: bigint): Promise<TraceResult>
+}
+
+/** The `stream` clients, running until `stop` (then they take back what is outstanding). */
+export interface Streams {
+  stop(): Promise<StreamResult>
 }
 
 /** Null when a C compiler is installed, otherwise why the bench cannot run. */
@@ -128,11 +157,40 @@ export class LoadGenerator {
     return await this.#start('rr', [to.host, to.port, conns, size, warmup, seconds]).next<RrResult>(SLACK_MS + (warmup + seconds) * 1000)
   }
 
+  /**
+   * A `size`-byte ping-pong session, every round trip timed, until `stop(from, to)`: two
+   * process.hrtime.bigint() values, CLOCK_MONOTONIC as the generator's own clock.
+   */
+  trace(to: Endpoint, size: number): Trace {
+    const lines = this.#start('trace', [to.host, to.port, size])
+    return {
+      async stop(from: bigint, until: bigint) {
+        lines.child.stdin!.end(`stop ${from} ${until}\n`)
+        return await lines.next<TraceResult>(SLACK_MS)
+      }
+    }
+  }
+
+  /** `conns` busy sessions, each sending `bytesPerSecond` to the echo and checking what comes back. */
+  stream(to: Endpoint, conns: number, bytesPerSecond: number): Streams {
+    const lines = this.#start('stream', [to.host, to.port, conns, bytesPerSecond])
+    return {
+      async stop() {
+        lines.child.stdin!.end('stop\n')
+        return await lines.next<StreamResult>(SLACK_MS)
+      }
+    }
+  }
+
   async open(to: Endpoint, count: number, window: number): Promise<HeldSessions> {
     const lines = this.#start('open', [to.host, to.port, count, window])
     const result = await lines.next<OpenResult>(SLACK_MS)
     return {
       result,
+      async check() {
+        lines.child.stdin!.write('check\n')
+        return await lines.next<CheckResult>(SLACK_MS)
+      },
       async close() {
         lines.child.stdin!.end('close\n')
         await lines.next(SLACK_MS)

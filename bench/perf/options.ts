@@ -3,8 +3,8 @@
 import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 
-export type CaseName = 'bulk1' | 'bulk8' | 'down1' | 'down8' | 'rr1' | 'rr32' | 'pgbench' | 'idle'
-export const CASES: readonly CaseName[] = ['bulk1', 'bulk8', 'down1', 'down8', 'rr1', 'rr32', 'pgbench', 'idle']
+export type CaseName = 'bulk1' | 'bulk8' | 'down1' | 'down8' | 'rr1' | 'rr32' | 'pgbench' | 'idle' | 'upgrade-idle' | 'upgrade-busy'
+export const CASES: readonly CaseName[] = ['bulk1', 'bulk8', 'down1', 'down8', 'rr1', 'rr32', 'pgbench', 'idle', 'upgrade-idle', 'upgrade-busy']
 export const DEFAULT_RELAYS = ['direct', 'ka-proxy', 'ka-proxy+checks', 'haproxy', 'nginx', 'socat', 'node-pipe']
 
 export interface PerfSettings {
@@ -28,6 +28,10 @@ export interface PerfSettings {
   openWindow: number
   /** Seconds the idle sessions are left alone before the relay's memory is read. */
   idleSettle: number
+  /** Busy sessions of the upgrade-busy case (the upgrade-idle case holds `idleSessions`). */
+  upgradeBusy: number
+  /** Bytes per second each busy session sends (and gets back from the echo). */
+  upgradeRate: number
   /** CPUs for the relay and for everything else; null: no pinning. */
   pin: { relay: number, load: number } | null
   /** Git revisions whose ka-proxy runs next to the working tree's, each as `ka-proxy@<rev>`. */
@@ -38,11 +42,11 @@ export interface PerfSettings {
 const SIZE_UNITS: Record<string, number> = { '': 1, k: 1e3, kb: 1e3, kib: 1024, m: 1e6, mb: 1e6, mib: 1024 ** 2, g: 1e9, gb: 1e9, gib: 1024 ** 3 }
 
 /** "2GiB", "256MiB", "1e9" -> bytes. */
-export function parseSize(text: string): number {
+export function parseSize(text: string, flag = 'bulk-size'): number {
   const m = /^\s*([\d.e+]+)\s*([a-z]*)\s*$/i.exec(text)
   const unit = SIZE_UNITS[m?.[2]?.toLowerCase() ?? 'x']
   const value = Number(m?.[1])
-  if (m === null || unit === undefined || !(value > 0)) throw new RangeError(`--bulk-size: not a size: "${text}" (e.g. 2GiB, 256MiB)`)
+  if (m === null || unit === undefined || !(value > 0)) throw new RangeError(`--${flag}: not a size: "${text}" (e.g. 2GiB, 256MiB)`)
   return Math.round(value * unit)
 }
 
@@ -65,7 +69,8 @@ export function parseOptions(argv = hideBin(process.argv)): PerfSettings {
     .scriptName('bench')
     .usage('Usage: npm run bench -- [options]\n\n' +
       'Throughput, latency, a real PostgreSQL client, idle-session memory and open rate, and relay CPU per unit ' +
-      'of work: a direct connection, ka-proxy and its peers side by side, relays interleaved, each case repeated.')
+      'of work: a direct connection, ka-proxy and its peers side by side, relays interleaved, each case repeated. ' +
+      'The upgrade cases (upgrade-idle, upgrade-busy) run only for ka-proxy relays.')
     .version(false)
     .wrap(Math.min(110, process.stdout.columns || 110))
     .option('relays', { type: 'string', default: DEFAULT_RELAYS.join(','), describe: 'relays to compare, comma-separated' })
@@ -82,6 +87,8 @@ export function parseOptions(argv = hideBin(process.argv)): PerfSettings {
     .option('idle-sessions', { type: 'number', default: 10_000, describe: 'idle sessions held through each relay' })
     .option('open-window', { type: 'number', default: 100, describe: 'sessions being opened at once' })
     .option('idle-settle', { type: 'number', default: 1, describe: 'seconds before reading the memory of idle sessions' })
+    .option('upgrade-busy', { type: 'number', default: 100, describe: 'busy sessions through the upgrade (upgrade-busy; upgrade-idle holds --idle-sessions)' })
+    .option('upgrade-rate', { type: 'string', default: '1MB', describe: 'bytes per second each busy session sends, and gets back' })
     .option('relay-cpu', { type: 'number', default: 0, describe: 'CPU the relay is pinned to' })
     .option('load-cpu', { type: 'number', default: 1, describe: 'CPU the load generator, servers and PostgreSQL are pinned to' })
     .option('pin', { type: 'boolean', default: true, describe: 'pin with taskset (--no-pin: let the scheduler place everything)' })
@@ -120,6 +127,8 @@ export function parseOptions(argv = hideBin(process.argv)): PerfSettings {
     idleSessions: Math.floor(positive('idle-sessions', quick('idle-sessions', args.idleSessions, 1000))),
     openWindow: Math.floor(positive('open-window', args.openWindow)),
     idleSettle: quick('idle-settle', args.idleSettle, 0.5),
+    upgradeBusy: Math.floor(positive('upgrade-busy', args.upgradeBusy)),
+    upgradeRate: parseSize(args.upgradeRate, 'upgrade-rate'),
     pin: args.pin ? { relay: args.relayCpu, load: args.loadCpu } : null,
     baselines,
     outDir: args.out

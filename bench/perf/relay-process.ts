@@ -17,16 +17,24 @@ export interface RelayCommand {
 
 export interface RelayProcess {
   pid: number
+  /** Its stdout and stderr (and those of any process it starts, such as an upgrade's new one). */
+  logPath: string
+  /** Milliseconds from spawn until its port listened (polled every POLL_MS). */
+  startMs: number
+  /** Resolves with its exit code (null when killed by a signal) once this process has exited. */
+  exited: Promise<number | null>
   stop(): Promise<void>
 }
 
 const START_TIMEOUT_MS = 30_000
 const STOP_GRACE_MS = 5_000
+/** Fine enough for a start time of a few hundred milliseconds. */
+const POLL_MS = 5
 
-function exited(child: ChildProcess): Promise<void> {
+function exited(child: ChildProcess): Promise<number | null> {
   return child.exitCode !== null || child.signalCode !== null
-    ? Promise.resolve()
-    : new Promise(resolve => child.once('exit', () => resolve()))
+    ? Promise.resolve(child.exitCode)
+    : new Promise(resolve => child.once('exit', code => resolve(code)))
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
@@ -45,6 +53,7 @@ export async function startRelayProcess(name: string, command: RelayCommand, cpu
   const env = { ...process.env }
   delete env.NODE_OPTIONS
   const [cmd, args] = pinnedCommand(cpu, command.cmd, command.args)
+  const spawnedAt = performance.now()
   const child = spawn(cmd, args, { cwd: command.cwd, env, detached: true, stdio: ['ignore', log, log] })
   closeSync(log)
   const gone = exited(child)
@@ -57,11 +66,15 @@ export async function startRelayProcess(name: string, command: RelayCommand, cpu
       killGroup(child.pid!, 'SIGKILL')
       throw failure(`did not listen on port ${port} within ${START_TIMEOUT_MS / 1000} s`)
     }
-    await sleep(20)
+    await sleep(POLL_MS)
   }
+  const startMs = performance.now() - spawnedAt
   const pid = child.pid!
   return {
     pid,
+    logPath,
+    startMs,
+    exited: gone,
     async stop() {
       killGroup(pid, 'SIGTERM')
       const timer = setTimeout(() => killGroup(pid, 'SIGKILL'), STOP_GRACE_MS)

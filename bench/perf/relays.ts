@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DEFAULT_KEEPALIVE } from '../../src/keepalive/settings.ts'
 import { haproxy, haproxyConfig } from '../lab/relays/haproxy.ts'
-import { kaProxy, kaProxyArgs, kaProxyEntryArgs } from '../lab/relays/ka-proxy.ts'
+import { kaProxy, kaProxyArgs, kaProxyEntryArgs, type KaProxyEntry } from '../lab/relays/ka-proxy.ts'
 import { nginx, nginxConfig } from '../lab/relays/nginx.ts'
 import { socat, socatArgs } from '../lab/relays/socat.ts'
 import type { RelayConfig, RelayOptions } from '../lab/relays/relay.ts'
@@ -39,13 +39,16 @@ const direct: PerfRelay = {
   command() { throw new Error('the direct connection has no process') }
 }
 
-/** ka-proxy from the checkout at `root` (this one, or a revision extracted by baseline.ts). */
-export function kaProxyRelay(name = 'ka-proxy', root = REPO_ROOT): PerfRelay {
+/**
+ * ka-proxy from the checkout at `root` (this one, or a revision extracted by baseline.ts); from
+ * src/ through tsx, or (`dist`) the compiled entry point, which starts without compiling.
+ */
+export function kaProxyRelay(name = 'ka-proxy', root = REPO_ROOT, entry: KaProxyEntry = 'src'): PerfRelay {
   return {
     name,
     proxies: true,
-    unavailable: () => kaProxy('src').unavailable(),
-    command: cfg => ({ cmd: process.execPath, args: [...kaProxyEntryArgs('src', root), ...kaProxyArgs(cfg)], cwd: root })
+    unavailable: () => kaProxy(entry).unavailable(),
+    command: cfg => ({ cmd: process.execPath, args: [...kaProxyEntryArgs(entry, root), ...kaProxyArgs(cfg)], cwd: root })
   }
 }
 
@@ -103,7 +106,10 @@ const nodePipe: PerfRelay = {
   })
 }
 
-export const PERF_RELAYS: readonly PerfRelay[] = [direct, kaProxyRelay(), kaProxyWithChecks, haproxyRelay, nginxRelay, socatRelay, nodePipe]
+/** Not in the default set: next to `ka-proxy` it shows what starting from TypeScript costs (the upgrade cases). */
+const kaProxyDist = kaProxyRelay('ka-proxy-dist', REPO_ROOT, 'dist')
+
+export const PERF_RELAYS: readonly PerfRelay[] = [direct, kaProxyRelay(), kaProxyWithChecks, kaProxyDist, haproxyRelay, nginxRelay, socatRelay, nodePipe]
 
 /** A relay by name; `ka-proxy@<rev>` needs the root of that revision's checkout. */
 export function perfRelay(name: string, baselineRoots: ReadonlyMap<string, string>): PerfRelay {

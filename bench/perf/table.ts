@@ -15,6 +15,24 @@ interface Measure {
   better: 'higher' | 'lower'
   /** The issue's target for ka-proxy / HAProxy; a number is a bound on the ratio. */
   target?: { ratio: number } | { atMost: number, unit: string }
+  /** An aim for the figure itself, whatever the other relays do (the upgrade's). */
+  aim?: { atMost: number, unit: string }
+}
+
+/** The rows of one upgrade case: `what` names its sessions. */
+function upgradeMeasures(c: 'upgrade-idle' | 'upgrade-busy', what: string): Measure[] {
+  const m = (label: string, metric: string, better: 'higher' | 'lower' = 'lower', aim?: Measure['aim']): Measure =>
+    ({ label: `upgrade, ${what}: ${label}`, case: c, metric, better, ...(aim === undefined ? {} : { aim }) })
+  return [
+    m('SIGUSR2 → old process exit, ms', 'upgradeMs', 'lower', { atMost: 1000, unit: 'ms' }),
+    m('sessions moved (incl. the ping-pong one)', 'sessionsMoved', 'higher'),
+    m('spawn → new process ready, ms', 'readyMs'),
+    m('of which a start (spawn → listening), ms', 'startMs'),
+    m('≈ hand-over beyond the start, ms', 'handoverMs'),
+    m('new process adopting the sessions, ms', 'adoptMs'),
+    m('longest ping-pong round trip, ms', 'stallMs', 'lower', { atMost: 100, unit: 'ms' }),
+    m('ping-pong p50 before, µs', 'p50BeforeUs')
+  ]
 }
 
 function measures(report: Report): Measure[] {
@@ -39,7 +57,11 @@ function measures(report: Report): Measure[] {
     { label: 'relay CPU: µs/RT, 1 conn', case: 'rr1', metric: 'relayCpuUsPerRoundTrip', better: 'lower' },
     { label: `relay CPU: µs/RT, ${s.rrConns} conns`, case: 'rr32', metric: 'relayCpuUsPerRoundTrip', better: 'lower' },
     { label: 'relay CPU: µs/pgbench transaction', case: 'pgbench', metric: 'relayCpuUsPerTransaction', better: 'lower' },
-    { label: 'relay CPU: µs/session opened', case: 'idle', metric: 'relayCpuUsPerOpen', better: 'lower' }
+    { label: 'relay CPU: µs/session opened', case: 'idle', metric: 'relayCpuUsPerOpen', better: 'lower' },
+    ...upgradeMeasures('upgrade-idle', 'idle sessions'),
+    ...upgradeMeasures('upgrade-busy', `${s.upgradeBusy} busy`),
+    { label: `upgrade, ${s.upgradeBusy} busy: MB echoed and checked`, case: 'upgrade-busy', metric: 'verifiedMB', better: 'higher' },
+    { label: `upgrade, ${s.upgradeBusy} busy: longest wait for an echo, ms`, case: 'upgrade-busy', metric: 'longestGapMs', better: 'lower' }
   ]
   return all.filter(m => s.cases.includes(m.case))
 }
@@ -85,6 +107,20 @@ export function renderTable(report: Report): string {
     }
   }
   return out.join('\n')
+}
+
+/** Each relay's figure against the aims set for it alone (the upgrade's): null when none was measured. */
+export function renderAims(report: Report): string | null {
+  const rows: string[][] = []
+  for (const m of measures(report)) {
+    if (m.aim === undefined) continue
+    for (const r of report.relays) {
+      const x = summaryOf(r, m)
+      if (x === undefined) continue
+      rows.push([m.label, r.relay, cell(x), `≤ ${num(m.aim.atMost)} ${m.aim.unit}`, x.max <= m.aim.atMost ? 'yes' : x.median <= m.aim.atMost ? 'median' : 'no'])
+    }
+  }
+  return rows.length === 0 ? null : markdown(['measure', 'relay', 'figure', 'aim', 'met'], rows)
 }
 
 function ratio(a: Summary | undefined, b: Summary | undefined): number | undefined {

@@ -38,7 +38,8 @@ export function kaProxyArgs({ listen, target, options }: RelayConfig): string[] 
   ]
 }
 
-function parseJson(line: string): Record<string, unknown> | null {
+/** One of ka-proxy's JSON log lines as an object; null for anything else. */
+export function parseJson(line: string): Record<string, unknown> | null {
   try {
     const value: unknown = JSON.parse(line)
     return typeof value === 'object' && value !== null ? value as Record<string, unknown> : null

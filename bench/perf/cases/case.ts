@@ -4,6 +4,7 @@
 
 import type { Endpoint } from '../../lab/ss.ts'
 import type { LoadGenerator, Servers } from '../loadgen.ts'
+import type { RelayProcess } from '../relay-process.ts'
 import type { CaseName, PerfSettings } from '../options.ts'
 import { sleep } from '../../lab/exec.ts'
 import { treeCpuSeconds } from '../procfs.ts'
@@ -27,9 +28,12 @@ export interface PerfCase {
   title: string
   /** The figure shown while the bench runs: metric name and unit. */
   headline: [metric: string, unit: string]
+  /** The relays it applies to, by name; every relay when absent. */
+  relays?(name: string): boolean
   target(env: CaseEnv): Endpoint
   sessions(env: CaseEnv): number
-  measure(env: CaseEnv, address: Endpoint, relayPid: number | null): Promise<Metrics>
+  /** `relay` is the relay's process, when there is one, for cases that act on it (signals, its log). */
+  measure(env: CaseEnv, address: Endpoint, relayPid: number | null, relay: RelayProcess | null): Promise<Metrics>
 }
 
 /**

@@ -6,6 +6,7 @@ import { bulkCase } from './bulk.ts'
 import { rrCase } from './rr.ts'
 import { pgbenchCase } from './pgbench.ts'
 import { idleCase } from './idle.ts'
+import { upgradeCase } from './upgrade.ts'
 
 export type { CaseEnv, Metrics, PerfCase } from './case.ts'
 export { idleSessionLimit } from './idle.ts'
@@ -18,5 +19,7 @@ export const PERF_CASES: Record<CaseName, PerfCase> = {
   rr1: rrCase('rr1', false),
   rr32: rrCase('rr32', true),
   pgbench: pgbenchCase,
-  idle: idleCase
+  idle: idleCase,
+  'upgrade-idle': upgradeCase('upgrade-idle', false),
+  'upgrade-busy': upgradeCase('upgrade-busy', true)
 }
