@@ -22,7 +22,7 @@ import type { AdoptedSession, MovedSession } from './listener.ts'
 import { nextSessionIdValue } from './session.ts'
 
 const sameListen = (a: ProxyOptions, b: ProxyOptions): boolean =>
-  a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.native === b.native
+  a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.native === b.native && a.backlog === b.backlog
 
 const sameTargets = (a: ProxyOptions, b: ProxyOptions): boolean =>
   JSON.stringify([a.targets, a.balance, a.heartbeat]) === JSON.stringify([b.targets, b.balance, b.heartbeat])
@@ -193,6 +193,7 @@ export class ProxyApp implements AdminSource {
         relay: listener.relay,
         inherited: info.inherited,
         maxConnections: options.maxConnections ?? null,
+        backlog: info.backlog,
         ...(fd !== undefined && { handedOver: true }),
       },
       'listening',

@@ -84,6 +84,7 @@ function buildParser(argv: string[]): Argv {
     .option('failback', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'after a failover (connect failed or target down): auto returns new connections to the first target once it is up again; manual keeps them on the one in use until it fails or until ka-proxy failback [default: manual]' })
     .option('balance', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'first: the first healthy target; roundrobin: each healthy target in turn [default: first]' })
     .option('max-connections', { type: 'number', requiresArg: true, describe: 'refuse clients (RST) beyond this many open sessions [default: no limit]' })
+    .option('backlog', { type: 'number', requiresArg: true, describe: 'connections the kernel queues before they are accepted (listen backlog) [default: net.core.somaxconn]' })
     .option('admin', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'serve /metrics, /healthz, /sessions on host:port (loopback unless --admin-token); for status: its URL' })
     .option('admin-token', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'bearer token the admin API requires (at least 16 characters)' })
     .option('route', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'for failback: the one route to fail back [default: every route]' })
@@ -129,6 +130,7 @@ function cliInput(args: Record<string, unknown>): CliInput {
     log: { level: args.logLevel as LogLevel | undefined, format: args.logFormat as LogFormat | undefined, file: str('logFile') },
     pidFile: str('pidFile'),
     maxConnections: n('maxConnections'),
+    backlog: n('backlog'),
     listen: args.listen,
     target: args.target,
     // One loop over the scopes: --idle, --client-idle, --target-idle and so on, as flagOf names them.

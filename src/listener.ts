@@ -2,6 +2,7 @@
 // whole thing stops. RUNNING -> DRAINING (not accepting, sessions finish) -> CLOSED.
 // Also what happens to sessions when a heartbeat marks their target down (on-down).
 
+import { readFileSync } from 'node:fs'
 import net, { type AddressInfo, type Server, type Socket } from 'node:net'
 import type { Logger } from 'pino'
 import { formatEndpoint } from './config/endpoint.ts'
@@ -28,6 +29,8 @@ export interface ListenerInfo {
   targetKeepalive: AppliedKeepalive
   /** True when accepted sockets inherit keepalive from the listening socket. */
   inherited: boolean
+  /** The listen backlog asked for (the kernel caps it at net.core.somaxconn). */
+  backlog: number
 }
 
 /** What the listener tells whoever counts (metrics); each is optional. */
@@ -131,6 +134,7 @@ export class ProxyListener {
       clientKeepalive: this.#sockets.effective(clientKa),
       targetKeepalive: this.#sockets.effective(this.#options.keepalive.target),
       inherited,
+      backlog: this.#options.backlog ?? systemBacklog(),
     }
   }
 
@@ -141,10 +145,15 @@ export class ProxyListener {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => reject(new ListenError(shown, err, this.#options.listenKey))
       this.#server.once('error', onError)
-      this.#server.listen(fd === undefined ? { host, port } : { fd }, () => {
+      const backlog = this.#options.backlog ?? systemBacklog()
+      const listening = (): void => {
         this.#server.off('error', onError)
         resolve()
-      })
+      }
+      // A descriptor handed over is listened on again, which sets the backlog anew; Node takes
+      // it from the argument there (listen(handle, backlog)), not from the options.
+      if (fd === undefined) this.#server.listen({ host, port, backlog }, listening)
+      else this.#server.listen({ fd }, backlog, listening)
     })
     // Set before the first accept (accepts run on a later loop turn than the listen callback).
     const clientKa = this.#options.keepalive.client
@@ -385,6 +394,26 @@ export class ProxyListener {
   terminate(): void {
     for (const session of this.sessions) session.shutdown()
   }
+}
+
+let somaxconn: number | undefined
+
+/**
+ * The most the kernel queues for a listening socket (net.core.somaxconn, read once): the default
+ * backlog. Node's own default, 511, overflows into SYN cookies when an application fleet
+ * reconnects at once. 4096 (the kernel's default since 5.4) where it cannot be read.
+ */
+export function systemBacklog(): number {
+  if (somaxconn === undefined) {
+    let value = NaN
+    try {
+      value = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim())
+    } catch {
+      // Not Linux, or /proc not mounted.
+    }
+    somaxconn = Number.isInteger(value) && value > 0 ? value : 4096
+  }
+  return somaxconn
 }
 
 function checkPaused(transports: Transports): void {

@@ -26,6 +26,8 @@ const BAD_INPUT: Array<[string, string[], RegExp]> = [
   ['empty admin token', ['--listen', '15432', ...TARGET, '--admin', '127.0.0.1:0', '--admin-token='], /^ka-proxy: --admin-token: must be at least 16 characters long \(it is empty\)/],
   ['short admin token', ['--listen', '15432', ...TARGET, '--admin', '0.0.0.0:0', '--admin-token', 'x'], /^ka-proxy: --admin-token: must be at least 16 characters long \(got 1\)/],
   ['--connect-timeout 0', ['--listen', '15432', ...TARGET, '--connect-timeout', '0'], /^ka-proxy: --connect-timeout: must be a number of seconds/],
+  ['--backlog 0', ['--listen', '15432', ...TARGET, '--backlog', '0'], /^ka-proxy: --backlog: must be a whole number from 1 to 2147483647 \(got 0\)/],
+  ['--backlog 1.5', ['--listen', '15432', ...TARGET, '--backlog', '1.5'], /^ka-proxy: --backlog: must be a whole number from 1/],
   ['flag without value', ['--listen', '15432', ...TARGET, '--idle'], /^ka-proxy: --idle: needs a value/],
   ['unknown flag', ['--listen', '15432', ...TARGET, '--idel', '5'], /^ka-proxy: --idel: unknown option/],
   ['unknown command', ['frobnicate'], /^ka-proxy: frobnicate: unknown command/],

@@ -36,6 +36,7 @@ const BAD: Array<[string, string, RegExp]> = [
   ['no routes', 'routes: []\n', /: routes: needs at least 1 entry$/],
   ['missing routes', 'admin: 127.0.0.1:9480\n', /: routes: expected a list \(got nothing\)$/],
   ['wrong type', 'routes:\n  - {listen: 1, target: "a:1", maxConnections: many}\n', /: routes\[0\]\.maxConnections: expected a number \(got "many"\)$/],
+  ['backlog out of range', 'routes:\n  - {listen: 1, target: "a:1", backlog: 0}\n', /: routes\[0\]\.backlog: must be at least 1 \(got 0\)$/],
   ['unknown profile', 'routes:\n  - {listen: 1, target: "a:1", keepalive: {profile: fast}}\n', /: routes\[0\]\.keepalive\.profile: must be one of kernel, database, aggressive-nat, ssh, satellite \(got "fast"\)$/],
   ['NaN', 'routes:\n  - {listen: 1, target: "a:1", connectTimeout: .nan}\n', /: routes\[0\]\.connectTimeout: must be a finite number \(got \.nan\)$/],
   ['infinity', 'routes:\n  - {listen: 1, target: "a:1", halfCloseTimeout: .inf}\n', /: routes\[0\]\.halfCloseTimeout: must be a finite number \(got \.inf\)$/],

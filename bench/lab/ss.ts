@@ -16,6 +16,8 @@ export interface SocketInfo {
   pids: number[]
   /** `ss -o` timer, e.g. "keepalive,4.1sec,0" or "on,1.2sec,3". */
   timer: string | null
+  /** Send-Q: bytes not yet acknowledged; for a LISTEN socket, its backlog. */
+  sendQueue: number
 }
 
 function parseEndpoint(text: string): Endpoint {
@@ -30,14 +32,15 @@ export function parseSs(output: string): SocketInfo[] {
   for (const line of output.split('\n')) {
     const fields = line.trim().split(/\s+/)
     if (fields.length < 5) continue
-    const [state, , , local, peer] = fields as [string, string, string, string, string]
+    const [state, , sendQueue, local, peer] = fields as [string, string, string, string, string]
     const rest = fields.slice(5).join(' ')
     sockets.push({
       state,
       local: parseEndpoint(local),
       peer: parseEndpoint(peer),
       pids: [...rest.matchAll(/pid=(\d+)/g)].map(m => Number(m[1])),
-      timer: /timer:\(([^)]*)\)/.exec(rest)?.[1] ?? null
+      timer: /timer:\(([^)]*)\)/.exec(rest)?.[1] ?? null,
+      sendQueue: Number(sendQueue)
     })
   }
   return sockets

@@ -40,6 +40,12 @@ export interface ProxyOptions {
   native: boolean
   /** Clients beyond this many open sessions are refused at once; undefined: no limit. */
   maxConnections: number | undefined
+  /**
+   * Connections the kernel queues before they are accepted (listen's backlog); undefined: the
+   * system's most (net.core.somaxconn), which a storm of connects needs: a full queue turns
+   * further SYNs into SYN cookies or drops.
+   */
+  backlog: number | undefined
 }
 
 /** Which healthy target a new connection goes to: the first listed, or each in turn. */
@@ -61,6 +67,9 @@ export const DEFAULTS = {
   flushTimeout: 10,
   shutdownGrace: 10,
 } as const
+
+/** listen() takes an int; the kernel caps it at net.core.somaxconn anyway. */
+export const MAX_BACKLOG = 2 ** 31 - 1
 
 /** Seconds, or a duration string as written ("30s", "5m", "1500ms"). */
 type Duration = number | string
@@ -94,6 +103,7 @@ export interface RawOptions {
   /** The same object a config file's route carries under `heartbeat`. */
   heartbeat?: HeartbeatInput
   maxConnections?: number
+  backlog?: number
 }
 
 /** The route-wide times; each takes a number of seconds or a duration with a unit. */
@@ -160,6 +170,10 @@ export function resolveOptions(raw: RawOptions, keyOf: KeyNamer = flagOf): Proxy
   if (maxConnections !== undefined && (!Number.isInteger(maxConnections) || maxConnections < 1)) {
     throw new ConfigError(keyOf(['maxConnections']), `must be a whole number of at least 1 (got ${String(maxConnections)})`)
   }
+  const backlog = raw.backlog
+  if (backlog !== undefined && (!Number.isInteger(backlog) || backlog < 1 || backlog > MAX_BACKLOG)) {
+    throw new ConfigError(keyOf(['backlog']), `must be a whole number from 1 to ${MAX_BACKLOG} (got ${String(backlog)})`)
+  }
   return {
     name: raw.name ?? String(raw.listen),
     listen: parseListen(raw.listen, keyOf(['listen'])),
@@ -175,5 +189,6 @@ export function resolveOptions(raw: RawOptions, keyOf: KeyNamer = flagOf): Proxy
     shutdownGrace: seconds(time.shutdownGrace, DEFAULTS.shutdownGrace, keyOf(['shutdownGrace']), 0),
     native: raw.native ?? true,
     maxConnections,
+    backlog,
   }
 }

@@ -48,6 +48,7 @@ export function rawFromRoute(r: RouteConfig, shutdownGrace: number | undefined):
     keepalive,
     heartbeat: r.heartbeat ?? undefined,
     maxConnections: r.maxConnections,
+    backlog: r.backlog,
     connectTimeout: r.connectTimeout,
     halfCloseTimeout: r.halfCloseTimeout,
     flushTimeout: r.flushTimeout,

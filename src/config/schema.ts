@@ -7,6 +7,7 @@ import { LIMITS } from '../keepalive/settings.ts'
 import { heartbeatSchema } from './heartbeat.ts'
 import { LOG_FORMATS, LOG_LEVELS } from './log.ts'
 import { duration, seconds, whole } from './validate.ts'
+import { MAX_BACKLOG } from './options.ts'
 
 export const keepaliveSchema = z.strictObject({
   profile: z.enum(PROFILE_NAMES).optional(),
@@ -31,6 +32,7 @@ export const routeSchema = z.strictObject({
   // The same schema checks --heartbeat* flags; YAML's empty `heartbeat:` is null (none).
   heartbeat: heartbeatSchema.nullish(),
   maxConnections: whole(1, 10_000_000).optional(),
+  backlog: whole(1, MAX_BACKLOG).optional(),
   connectTimeout: seconds(0.001).optional(),
   halfCloseTimeout: seconds(0.001).optional(),
   flushTimeout: seconds(0.001).optional(),
