@@ -26,6 +26,7 @@ import { checkNodeInternals } from './node-internals.ts'
 import { runProbeCommand } from './probe/command.ts'
 import { loadNative } from './native.ts'
 import { Handover, Upgrader } from './upgrade.ts'
+import { writePairSecret } from './pair/secret.ts'
 
 // Times take seconds (30, 0.5) or a duration with units (1500ms, 30s, 5m, 1h, 1m30s).
 const KEEPALIVE_GROUP = 'Keepalive (both legs; times in seconds or 30s, 5m, 1h):'
@@ -33,6 +34,7 @@ const LEG_GROUP = 'Per-leg overrides:'
 const TIMEOUT_GROUP = 'Timeouts (seconds or 1500ms, 30s, 5m):'
 const HEARTBEAT_GROUP = 'Heartbeats and failover (times in seconds or 500ms, 2s):'
 const ADMIN_GROUP = 'Admin API:'
+const PAIR_GROUP = 'Paired mode (two ka-proxies over a resumable TLS link):'
 
 function buildParser(argv: string[]): Argv {
   const d = DEFAULT_KEEPALIVE
@@ -53,6 +55,7 @@ function buildParser(argv: string[]): Argv {
     .command('status', 'show health and open sessions of a running ka-proxy (through its admin API)')
     .command('failback', 'send new connections of every route (or --route NAME) back to its first target (--failback manual; through the admin API)')
     .command('probe', 'measure how long the path to a server keeps an idle connection (ka-proxy probe --help)')
+    .command('pair-key [file]', 'write a new pair secret to FILE (mode 0600): ka-proxy pair-key FILE [--force]')
     .command('probe-server', 'echo responder to run next to the server for ka-proxy probe (ka-proxy probe-server --help)')
     .option('config', { type: 'string', requiresArg: true, describe: 'YAML or JSON file with one or more routes; flags override a one-route file; SIGHUP re-reads it' })
     .option('listen', { type: 'string', requiresArg: true, describe: '[host:]port to accept clients on (bare port: all interfaces)' })
@@ -83,6 +86,12 @@ function buildParser(argv: string[]): Argv {
     .option('on-down', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: `target marked down: kill (reset its sessions), drain (keep them, send new ones elsewhere), keep (only log) [default: ${HB.onDown}]` })
     .option('failback', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'after a failover (connect failed or target down): auto returns new connections to the first target once it is up again; manual keeps them on the one in use until it fails or until ka-proxy failback [default: manual]' })
     .option('balance', { type: 'string', requiresArg: true, group: HEARTBEAT_GROUP, describe: 'first: the first healthy target; roundrobin: each healthy target in turn [default: first]' })
+    .option('pair-listen', { type: 'string', requiresArg: true, group: PAIR_GROUP, describe: 'far end: [host:]port to accept pair links on (instead of --listen); their sessions go to --target' })
+    .option('pair-connect', { type: 'string', requiresArg: true, group: PAIR_GROUP, describe: 'near end: host:port of the far end (instead of --target); clients of --listen travel over the link' })
+    .option('pair-secret-file', { type: 'string', requiresArg: true, group: PAIR_GROUP, describe: 'the secret both ends share (ka-proxy pair-key FILE writes one)' })
+    .option('pair-heartbeat', { type: 'string', requiresArg: true, group: PAIR_GROUP, describe: `a heartbeat crosses the link when it sent nothing for this; 3 x without a frame from the peer: dead [default: ${DEFAULTS.pairHeartbeat}]` })
+    .option('resume-window', { type: 'string', requiresArg: true, group: PAIR_GROUP, describe: `how long a session waits for its link to come back [default: ${DEFAULTS.resumeWindow}]` })
+    .option('force', { type: 'boolean', group: PAIR_GROUP, describe: 'for pair-key: replace an existing file' })
     .option('max-connections', { type: 'number', requiresArg: true, describe: 'refuse clients (RST) beyond this many open sessions [default: no limit]' })
     .option('backlog', { type: 'number', requiresArg: true, describe: 'connections the kernel queues before they are accepted (listen backlog) [default: net.core.somaxconn]' })
     .option('admin', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'serve /metrics, /healthz, /sessions on host:port (loopback unless --admin-token); for status: its URL' })
@@ -143,6 +152,11 @@ function cliInput(args: Record<string, unknown>): CliInput {
     balance: args.balance,
     failback: args.failback,
     heartbeat: Object.fromEntries(Object.entries(HEARTBEAT_FLAGS).map(([key, flag]) => [key, args[flag.slice(2)]])),
+    pairListen: args.pairListen,
+    pairConnect: args.pairConnect,
+    pairSecretFile: str('pairSecretFile'),
+    pairHeartbeat: d('pairHeartbeat'),
+    resumeWindow: d('resumeWindow'),
   }
 }
 
@@ -192,6 +206,8 @@ export async function run(argv: string[]): Promise<number> {
   if (command === 'status') return runStatus(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, write)
   if (args.route !== undefined && command !== 'failback') throw new ConfigError('--route', 'only goes with the failback command')
   if (command === 'failback') return runFailback(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, args.route as string | undefined, write)
+  if (args.force !== undefined && command !== 'pair-key') throw new ConfigError('--force', 'only goes with the pair-key command')
+  if (command === 'pair-key') return runPairKey(args, write)
   if (command !== undefined && command !== 'check') throw new ConfigError(String(command), 'unknown command (see ka-proxy --help)')
   const input = cliInput(args)
   const config = resolveAppConfig(input)
@@ -255,6 +271,15 @@ export async function run(argv: string[]): Promise<number> {
   return code
 }
 
+/** `ka-proxy pair-key FILE [--force]`: a new secret for both ends of a pair. */
+function runPairKey(args: Record<string, unknown>, write: (text: string) => void): number {
+  const file = args.file
+  if (typeof file !== 'string' || file === '') throw new ConfigError('pair-key', 'needs one FILE to write the secret to (ka-proxy pair-key FILE)')
+  writePairSecret(file, args.force === true)
+  write(`${file}: a new pair secret (mode 0600); copy it to both ends\n`)
+  return 0
+}
+
 /** The STATUS= line systemd shows. */
 function servingStatus(app: ProxyApp): string {
   const names = app.config?.routes.map((r) => r.name) ?? []
@@ -270,7 +295,8 @@ function describeLegs(settings: (leg: Leg) => KeepaliveSettings): string {
 function checkReport(config: AppConfig, file: string | undefined): string {
   const lines = config.routes.map((r) => {
     const targets = r.targets.map((t) => formatEndpoint(t.host, t.port)).join(',')
-    return `  ${r.name}: ${formatEndpoint(r.listen.host, r.listen.port)} -> ${targets}; ${describeLegs((leg) => r.keepalive[leg])}`
+    const pair = r.pair === undefined ? '' : ` (pair ${r.pair.role} end)`
+    return `  ${r.name}: ${formatEndpoint(r.listen.host, r.listen.port)} -> ${targets}${pair}; ${describeLegs((leg) => r.keepalive[leg])}`
   })
   const admin = config.admin ? `; admin API on ${formatEndpoint(config.admin.listen.host, config.admin.listen.port)}` : ''
   const n = config.routes.length

@@ -10,9 +10,10 @@ import {
   type KeepaliveSettings,
 } from '../keepalive/settings.ts'
 import { PROFILE_NAMES, PROFILES, type ProfileName } from '../keepalive/profiles.ts'
-import { parseListen, parseTargets, type Endpoint } from './endpoint.ts'
+import { parseListen, parseTarget, parseTargets, type Endpoint } from './endpoint.ts'
 import { resolveHeartbeat, type HeartbeatInput, type HeartbeatSettings } from './heartbeat.ts'
 import { flagOf, givenSettings, LEGS, type KeepaliveScope, type KeyNamer, type Leg } from './keys.ts'
+import { readPairSecret } from '../pair/secret.ts'
 
 export interface ProxyOptions {
   /** The route's name in logs, metrics and the admin API; defaults to the listen address. */
@@ -46,6 +47,26 @@ export interface ProxyOptions {
    * further SYNs into SYN cookies or drops.
    */
   backlog: number | undefined
+  /** Paired mode: this route is one end of a pair (src/pair/); undefined: a plain route. */
+  pair: PairOptions | undefined
+}
+
+/**
+ * One end of a pair. near: clients accepted on `listen` travel over a link to `endpoint` (the
+ * far end), which names the target. far: pair links are accepted on `listen` (--pair-listen) and
+ * their sessions go to `targets`.
+ */
+export interface PairOptions {
+  role: 'near' | 'far'
+  /** near: the far end to connect to; far: the address pair links are accepted on. */
+  endpoint: Endpoint & { host?: string | undefined }
+  /** The shared secret, read from `secretFile` (see pair/secret.ts). */
+  secret: Buffer
+  secretFile: string
+  /** Seconds without a frame sent after which a heartbeat is sent; 3 x without one received: dead. */
+  heartbeat: number
+  /** Seconds a session waits for its link to come back before both ends reset it. */
+  resumeWindow: number
 }
 
 /** Which healthy target a new connection goes to: the first listed, or each in turn. */
@@ -66,6 +87,8 @@ export const DEFAULTS = {
   halfCloseTimeout: 60,
   flushTimeout: 10,
   shutdownGrace: 10,
+  pairHeartbeat: 10,
+  resumeWindow: 60,
 } as const
 
 /** listen() takes an int; the kernel caps it at net.core.somaxconn anyway. */
@@ -104,10 +127,16 @@ export interface RawOptions {
   heartbeat?: HeartbeatInput
   maxConnections?: number
   backlog?: number
+  /** Paired mode (see PairOptions). */
+  pairListen?: unknown
+  pairConnect?: unknown
+  pairSecretFile?: string
+  pairHeartbeat?: Duration
+  resumeWindow?: Duration
 }
 
 /** The route-wide times; each takes a number of seconds or a duration with a unit. */
-const TIMES = ['connectTimeout', 'halfCloseTimeout', 'flushTimeout', 'shutdownGrace'] as const
+const TIMES = ['connectTimeout', 'halfCloseTimeout', 'flushTimeout', 'shutdownGrace', 'pairHeartbeat', 'resumeWindow'] as const
 
 /**
  * One scope's keepalive in seconds, over its profile's values. A bad duration or an unknown
@@ -156,11 +185,54 @@ function seconds(value: number | undefined, fallback: number, key: string, min: 
   return v
 }
 
+type Times = Record<(typeof TIMES)[number], number | undefined>
+
+/**
+ * Which end of a pair the route is, if any, checked: a far end (pairListen) accepts pair links
+ * instead of clients and names the target; a near end (pairConnect) accepts clients and sends
+ * them to the far end instead of a target; both need the secret. Settings that only make sense
+ * in one of the three shapes are refused in the others, naming the flag or key.
+ */
+function resolvePair(raw: RawOptions, keyOf: KeyNamer, time: Times): PairOptions | undefined {
+  // Another setting named inside a message: its flag, or its key without the file's name again.
+  const other = (key: 'pairListen' | 'pairConnect'): string => keyOf([key]).replace(/^.*: /, '')
+  const far = raw.pairListen !== undefined
+  const near = raw.pairConnect !== undefined
+  if (!far && !near) {
+    for (const key of ['pairSecretFile', 'pairHeartbeat', 'resumeWindow'] as const) {
+      if (raw[key] !== undefined) throw new ConfigError(keyOf([key]), `has no effect without ${other('pairListen')} or ${other('pairConnect')}`)
+    }
+    if (raw.target === undefined) throw new ConfigError(keyOf(['target']), 'is required (host:port of the server to relay to)')
+    if (raw.listen === undefined) throw new ConfigError(keyOf(['listen']), 'is required ([host:]port to accept clients on)')
+    return undefined
+  }
+  if (far && near) throw new ConfigError(keyOf(['pairConnect']), `not with ${other('pairListen')}: a route is one end of a pair`)
+  if (far && raw.listen !== undefined) throw new ConfigError(keyOf(['listen']), `not with ${other('pairListen')}: the far end accepts pair links, not clients`)
+  if (far && raw.target === undefined) throw new ConfigError(keyOf(['target']), 'is required (host:port of the server the far end relays to)')
+  if (near && raw.target !== undefined) throw new ConfigError(keyOf(['target']), `not with ${other('pairConnect')}: the far end names the target`)
+  if (near && raw.listen === undefined) throw new ConfigError(keyOf(['listen']), 'is required ([host:]port to accept clients on)')
+  const secretKey = keyOf(['pairSecretFile'])
+  if (raw.pairSecretFile === undefined) throw new ConfigError(secretKey, `is required with ${other(far ? 'pairListen' : 'pairConnect')} (ka-proxy pair-key FILE writes one)`)
+  const endpointKey = keyOf([far ? 'pairListen' : 'pairConnect'])
+  return {
+    role: far ? 'far' : 'near',
+    endpoint: far ? parseListen(raw.pairListen, endpointKey) : parseTarget(raw.pairConnect, endpointKey),
+    secret: readPairSecret(raw.pairSecretFile, secretKey),
+    secretFile: raw.pairSecretFile,
+    heartbeat: seconds(time.pairHeartbeat, DEFAULTS.pairHeartbeat, keyOf(['pairHeartbeat']), 0.05),
+    resumeWindow: seconds(time.resumeWindow, DEFAULTS.resumeWindow, keyOf(['resumeWindow']), 0.1),
+  }
+}
+
 export function resolveOptions(raw: RawOptions, keyOf: KeyNamer = flagOf): ProxyOptions {
   checkNumbers(raw, keyOf)
-  const time = Object.fromEntries(TIMES.map((field) => [field, toSeconds(raw[field], keyOf([field]))])) as Record<(typeof TIMES)[number], number | undefined>
-  if (raw.target === undefined) throw new ConfigError(keyOf(['target']), 'is required (host:port of the server to relay to)')
-  if (raw.listen === undefined) throw new ConfigError(keyOf(['listen']), 'is required ([host:]port to accept clients on)')
+  const time = Object.fromEntries(TIMES.map((field) => [field, toSeconds(raw[field], keyOf([field]))])) as Times
+  const pair = resolvePair(raw, keyOf, time)
+  // The far end's listening address is its pair address; the near end's one target, the far end.
+  const listenRaw = pair?.role === 'far' ? raw.pairListen : raw.listen
+  const listenKey = keyOf([pair?.role === 'far' ? 'pairListen' : 'listen'])
+  const targetRaw = pair?.role === 'near' ? raw.pairConnect : raw.target
+  const targetKey = keyOf([pair?.role === 'near' ? 'pairConnect' : 'target'])
   const balance = raw.balance ?? 'first'
   if (!BALANCE.includes(balance as Balance)) throw new ConfigError(keyOf(['balance']), `must be one of ${BALANCE.join(', ')} (got ${String(balance)})`)
   const failback = raw.failback ?? 'manual'
@@ -175,10 +247,10 @@ export function resolveOptions(raw: RawOptions, keyOf: KeyNamer = flagOf): Proxy
     throw new ConfigError(keyOf(['backlog']), `must be a whole number from 1 to ${MAX_BACKLOG} (got ${String(backlog)})`)
   }
   return {
-    name: raw.name ?? String(raw.listen),
-    listen: parseListen(raw.listen, keyOf(['listen'])),
-    listenKey: keyOf(['listen']),
-    targets: parseTargets(raw.target, keyOf(['target'])),
+    name: raw.name ?? String(listenRaw),
+    listen: parseListen(listenRaw, listenKey),
+    listenKey,
+    targets: parseTargets(targetRaw, targetKey),
     balance: balance as Balance,
     failback: failback as Failback,
     heartbeat: resolveHeartbeat(raw.heartbeat, (key = 'type') => keyOf(['heartbeat', key])),
@@ -190,5 +262,6 @@ export function resolveOptions(raw: RawOptions, keyOf: KeyNamer = flagOf): Proxy
     native: raw.native ?? true,
     maxConnections,
     backlog,
+    pair,
   }
 }

@@ -53,6 +53,11 @@ export function rawFromRoute(r: RouteConfig, shutdownGrace: number | undefined):
     halfCloseTimeout: r.halfCloseTimeout,
     flushTimeout: r.flushTimeout,
     shutdownGrace,
+    pairListen: r.pairListen,
+    pairConnect: r.pairConnect,
+    pairSecretFile: r.pairSecretFile,
+    pairHeartbeat: r.pairHeartbeat,
+    resumeWindow: r.resumeWindow,
   }
 }
 

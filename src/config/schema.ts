@@ -21,8 +21,9 @@ const address = z.union([z.string().min(1), whole(0, 65535)])
 
 export const routeSchema = z.strictObject({
   name: z.string().min(1).optional(),
-  listen: address,
-  target: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+  // A far end (pairListen) has no listen, a near end (pairConnect) no target: options.ts checks which.
+  listen: address.optional(),
+  target: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
   balance: z.enum(['first', 'roundrobin']).optional(),
   failback: z.enum(['auto', 'manual']).optional(),
   profile: z.enum(PROFILE_NAMES).optional(),
@@ -36,6 +37,11 @@ export const routeSchema = z.strictObject({
   connectTimeout: seconds(0.001).optional(),
   halfCloseTimeout: seconds(0.001).optional(),
   flushTimeout: seconds(0.001).optional(),
+  pairListen: address.optional(),
+  pairConnect: z.string().min(1).optional(),
+  pairSecretFile: z.string().min(1).optional(),
+  pairHeartbeat: seconds(0.05).optional(),
+  resumeWindow: seconds(0.1).optional(),
 })
 
 export const adminSchema = z.union([
