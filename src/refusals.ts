@@ -6,13 +6,16 @@
 import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 
-export type RefusalReason = 'max_connections' | 'no_healthy_target' | 'descriptor_limit' | 'cannot_start'
+export type RefusalReason = 'max_connections' | 'no_healthy_target' | 'descriptor_limit' | 'cannot_start' | 'pair_bad_secret' | 'pair_not_pair'
 
 const MESSAGES: Record<RefusalReason, string> = {
   max_connections: 'connection refused: max connections reached',
   no_healthy_target: 'connection refused: no healthy target',
   descriptor_limit: 'connection refused: the proxy is out of file descriptors (it keeps 16 free; raise its limit, ulimit -n)',
   cannot_start: 'connection refused: cannot start session',
+  // A pair listener's (src/pair/link.ts): a peer without the secret, or one not speaking TLS 1.3 at all.
+  pair_bad_secret: 'pair link refused: the peer does not hold the pair secret',
+  pair_not_pair: 'pair link refused: the peer does not speak the pair protocol',
 }
 
 /** Errors that say the proxy itself is out of resources, not that a peer failed. */

@@ -67,7 +67,7 @@ export class ProxyMetrics {
     })
     this.#refused = new Counter({
       name: 'ka_proxy_connections_refused_total',
-      help: 'Clients refused before a session started (max_connections, no_healthy_target, descriptor_limit, cannot_start)',
+      help: 'Clients refused before a session started (max_connections, no_healthy_target, descriptor_limit, cannot_start), and pair links refused (pair_bad_secret, pair_not_pair)',
       labelNames: ['route', 'reason'],
       registers,
     })

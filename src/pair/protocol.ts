@@ -79,7 +79,7 @@ export const PROTOCOL_VERSION = 1
 export const ROLE = { near: 1, far: 2 } as const
 export type Role = keyof typeof ROLE
 
-/** The longest payload each type may carry; anything longer is a protocol error. */
+/** The payload each type carries: DATA up to this, every other type exactly this; else a protocol error. */
 export const MAX_PAYLOAD: Record<FrameType, number> = {
   [FRAME.HELLO]: 2 + 32,
   [FRAME.DATA]: MAX_DATA,
@@ -89,4 +89,119 @@ export const MAX_PAYLOAD: Record<FrameType, number> = {
   [FRAME.FIN]: 6,
   [FRAME.RST]: 0,
   [FRAME.RESUME]: TOKEN_BYTES + 6,
+}
+
+/** A frame's header (and its small payload, if any) in one buffer; DATA's payload is written after it. */
+export function frameHeader(type: FrameType, channel: number, length: number, extra = 0): Buffer {
+  const b = Buffer.allocUnsafe(HEADER_BYTES + extra)
+  b[0] = type
+  b.writeUInt32BE(channel, 1)
+  b.writeUInt32BE(length, 5)
+  return b
+}
+
+/** A control frame whose payload is one u48 offset (ACK, FIN). */
+export function offsetFrame(type: typeof FRAME.ACK | typeof FRAME.FIN, channel: number, offset: number): Buffer {
+  const b = frameHeader(type, channel, 6, 6)
+  b.writeUIntBE(offset, HEADER_BYTES, 6)
+  return b
+}
+
+export function readOffset(payload: Buffer, at = 0): number {
+  return payload.readUIntBE(at, 6)
+}
+
+/** What a FrameReader hands on: control frames whole, DATA payloads piece by piece as they arrive. */
+export interface FrameSink {
+  onControl(type: FrameType, channel: number, payload: Buffer): void
+  /** A piece of a DATA frame's payload (a view of the bytes read: no copy). */
+  onData(channel: number, piece: Buffer): void
+  /** The peer broke the protocol; nothing more is read. */
+  onProtocolError(detail: string): void
+}
+
+/**
+ * Splits the link's byte stream into frames with no copy of DATA payloads (a 64 KiB frame spans
+ * several TLS records: its pieces go on as they come). Only headers and control payloads, a few
+ * bytes each, are gathered when split across reads.
+ */
+export class FrameReader {
+  readonly #sink: FrameSink
+  readonly #header = Buffer.allocUnsafe(HEADER_BYTES)
+  #headerHave = 0
+  /** The frame being read: its type, channel, and payload bytes still to come. */
+  #type: FrameType = FRAME.HEARTBEAT
+  #channel = 0
+  #left = -1
+  #control: Buffer | undefined
+  #controlHave = 0
+  #broken = false
+
+  constructor(sink: FrameSink) {
+    this.#sink = sink
+  }
+
+  push(chunk: Buffer): void {
+    let at = 0
+    while (at < chunk.length && !this.#broken) {
+      if (this.#left < 0) {
+        const take = Math.min(HEADER_BYTES - this.#headerHave, chunk.length - at)
+        chunk.copy(this.#header, this.#headerHave, at, at + take)
+        this.#headerHave += take
+        at += take
+        if (this.#headerHave < HEADER_BYTES) return
+        this.#headerHave = 0
+        if (!this.#startFrame()) return
+        continue
+      }
+      const take = Math.min(this.#left, chunk.length - at)
+      if (this.#type === FRAME.DATA) {
+        this.#left -= take
+        this.#sink.onData(this.#channel, chunk.subarray(at, at + take))
+      } else {
+        chunk.copy(this.#control!, this.#controlHave, at, at + take)
+        this.#controlHave += take
+        this.#left -= take
+      }
+      at += take
+      if (this.#left === 0) this.#endFrame()
+    }
+  }
+
+  /** A header is complete: checks it; false when the peer broke the protocol. */
+  #startFrame(): boolean {
+    const type = this.#header[0]! as FrameType
+    const length = this.#header.readUInt32BE(5)
+    const max = MAX_PAYLOAD[type]
+    if (max === undefined) return this.#fail(`unknown frame type ${type}`)
+    if (length > max || (type === FRAME.DATA && length === 0)) return this.#fail(`frame type ${type} of ${length} bytes`)
+    this.#type = type
+    this.#channel = this.#header.readUInt32BE(1)
+    this.#left = length
+    if (type !== FRAME.DATA) {
+      this.#control = Buffer.allocUnsafe(length)
+      this.#controlHave = 0
+    }
+    if (length === 0) this.#endFrame()
+    return true
+  }
+
+  #endFrame(): void {
+    this.#left = -1
+    if (this.#type === FRAME.DATA) return
+    const payload = this.#control!
+    this.#control = undefined
+    // Every control payload has one exact length (DATA aside, a short one is as wrong as a long one).
+    if (payload.length !== MAX_PAYLOAD[this.#type]) {
+      this.#fail(`frame type ${this.#type} of ${payload.length} bytes`)
+      return
+    }
+    this.#sink.onControl(this.#type, this.#channel, payload)
+  }
+
+  #fail(detail: string): false {
+    this.#broken = true
+    this.#sink.onProtocolError(detail)
+    return false
+  }
 }

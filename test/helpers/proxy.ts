@@ -2,7 +2,7 @@
 // its log lines captured as parsed JSON so tests assert on fields.
 
 import { Writable } from 'node:stream'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
 import { resolveOptions, type RawOptions } from '../../src/config/options.ts'
 import { SocketControl } from '../../src/socket-control.ts'
 import { ProxyListener } from '../../src/listener.ts'
@@ -25,14 +25,9 @@ export interface TestProxy {
   stop(): Promise<void>
 }
 
-/**
- * `relay`: the transport that moves the bytes (by default the native pump when the native
- * helper is in use, as in the proxy itself).
- */
-export async function startProxy({ relay, ...raw }: Omit<RawOptions, 'listen'> & { target: string; relay?: TransportKind }): Promise<TestProxy> {
-  const options = resolveOptions({ listen: '127.0.0.1:0', ...raw })
+/** A debug-level logger whose lines are kept parsed in `logs`; `next()` resolves at the next line. */
+export function capturedLogger(): { logger: Logger; logs: LogLine[]; next(): Promise<void> } {
   const logs: LogLine[] = []
-  let taken = 0
   let waiters: Array<() => void> = []
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -45,7 +40,17 @@ export async function startProxy({ relay, ...raw }: Omit<RawOptions, 'listen'> &
       done()
     },
   })
-  const logger = pino({ level: 'debug' }, sink)
+  return { logger: pino({ level: 'debug' }, sink), logs, next: () => new Promise<void>((r) => waiters.push(r)) }
+}
+
+/**
+ * `relay`: the transport that moves the bytes (by default the native pump when the native
+ * helper is in use, as in the proxy itself).
+ */
+export async function startProxy({ relay, ...raw }: Omit<RawOptions, 'listen'> & { target: string; relay?: TransportKind }): Promise<TestProxy> {
+  const options = resolveOptions({ listen: '127.0.0.1:0', ...raw })
+  const { logger, logs, next } = capturedLogger()
+  let taken = 0
   const sockets = new SocketControl({ native: options.native })
   const listener = new ProxyListener(options, sockets, logger, {}, relay)
   const info = await listener.start()
@@ -56,7 +61,7 @@ export async function startProxy({ relay, ...raw }: Omit<RawOptions, 'listen'> &
     port: info.port,
     logs,
     async closed(n = 1) {
-      while (closedLines().length < taken + n) await new Promise<void>((r) => waiters.push(r))
+      while (closedLines().length < taken + n) await next()
       const lines = closedLines().slice(taken, taken + n)
       taken += n
       return lines as unknown as SessionSummary[]

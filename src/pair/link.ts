@@ -1,0 +1,396 @@
+// A pair link: one authenticated TLS 1.3 connection between a near end and a far end, carrying
+// the frames of many sessions (design and frame format: protocol.ts). This module knows sockets,
+// authentication, framing and liveness; what the frames mean to sessions is its owner's business
+// (LinkEvents). Three pieces:
+// - PairLink: an established TLS socket; sends its HELLO, accepts nothing else until the peer's
+//   HELLO verifies, then passes frames on; sends a heartbeat when it has sent nothing for the
+//   pair heartbeat, and is dead when nothing came from its peer for 3 x that.
+// - PairLinkServer (far end): accepts links; a peer without the secret, or one that does not
+//   speak TLS, is refused with one line (at most one a second per reason: refusals.ts).
+// - LinkDialer (near end): keeps one link to the far end up, connecting again with backoff
+//   whenever it fails or dies, each time from a new socket (a new source port, so a NAT that
+//   lost its mapping makes a new one); one line per failed attempt.
+
+import tls, { type TLSSocket } from 'node:tls'
+import type { AddressInfo } from 'node:net'
+import { createHmac, timingSafeEqual } from 'node:crypto'
+import type { Logger } from 'pino'
+import { formatEndpoint, formatPeer } from '../config/endpoint.ts'
+import type { RefusalLog } from '../refusals.ts'
+import type { PairKeys } from './secret.ts'
+import { FRAME, FrameReader, frameHeader, HEADER_BYTES, PROTOCOL_VERSION, ROLE, type FrameSink, type FrameType, type Role } from './protocol.ts'
+
+/** The TLS identity offered with the pre-shared key: one secret per pair, so a constant. */
+const PSK_IDENTITY = 'ka-proxy-pair'
+const EXPORTER_LABEL = 'EXPORTER-ka-proxy-pair-hello'
+const NO_CONTEXT = Buffer.alloc(0)
+const TLS_OPTIONS = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const
+
+/** Reconnect backoff of the near end: from the first retry to the longest wait between two. */
+const BACKOFF_FIRST_MS = 100
+const BACKOFF_MAX_MS = 5000
+
+/** Why a link ended, in its log line. */
+export type LinkDownReason =
+  | 'heartbeat_timeout'
+  | 'protocol'
+  | 'bad_hello'
+  | 'closed'
+  | 'error'
+  | 'local'
+
+/** Why a link could not be set up, in the near end's log line. */
+export type LinkFailReason = 'bad_secret' | 'bad_hello' | 'handshake_failed' | 'handshake_timeout' | 'connect_failed'
+
+export interface LinkOptions {
+  keys: PairKeys
+  /** Milliseconds without a frame sent after which a heartbeat goes; 3 x without one received: dead. */
+  heartbeatMs: number
+  logger: Logger
+}
+
+/** What a link tells its owner. Frames come only once the peer is authenticated. */
+export interface LinkEvents {
+  onLinkUp(link: PairLink): void
+  onLinkControl(link: PairLink, type: FrameType, channel: number, payload: Buffer): void
+  /** A piece of a DATA frame's payload (see FrameReader). */
+  onLinkData(link: PairLink, channel: number, piece: Buffer): void
+  /** The link is gone (not told for a link its owner closed). Once, after onLinkUp if it came. */
+  onLinkDown(link: PairLink, reason: LinkDownReason): void
+}
+
+/** The proof a side sends: HMAC over this link's exported keying material and the sender's role. */
+function helloProof(socket: TLSSocket, keys: PairKeys, role: Role): Buffer {
+  const material = socket.exportKeyingMaterial(32, EXPORTER_LABEL, NO_CONTEXT)
+  return createHmac('sha256', keys.hello).update(material).update(Buffer.of(ROLE[role])).digest()
+}
+
+export class PairLink implements FrameSink {
+  readonly role: Role
+  /** The peer's address, as host:port. */
+  readonly peer: string
+  state: 'hello' | 'up' | 'down' = 'hello'
+  readonly #socket: TLSSocket
+  readonly #options: LinkOptions
+  readonly #events: LinkEvents
+  readonly #reader: FrameReader
+  readonly #timer: NodeJS.Timeout
+  #lastSent = performance.now()
+  #lastReceived = performance.now()
+  #corked = false
+  readonly #startedAt = performance.now()
+
+  /** `socket` has finished its TLS handshake (with the pre-shared key). */
+  constructor(socket: TLSSocket, role: Role, options: LinkOptions, events: LinkEvents) {
+    this.#socket = socket
+    this.role = role
+    this.#options = options
+    this.#events = events
+    this.peer = formatPeer(socket.remoteAddress, socket.remotePort)
+    this.#reader = new FrameReader(this)
+    socket.setNoDelay(true)
+    socket.on('data', (chunk: Buffer) => this.#onRead(chunk))
+    socket.on('error', (err: NodeJS.ErrnoException) => this.#down('error', err.code ?? err.message))
+    socket.on('close', () => this.#down('closed'))
+    // Checked four times per heartbeat: a heartbeat leaves within 1.25 of them, death is seen within 3.25.
+    this.#timer = setInterval(linkOnTick, options.heartbeatMs / 4, this)
+    const hello = frameHeader(FRAME.HELLO, 0, 34, 34)
+    hello[HEADER_BYTES] = PROTOCOL_VERSION
+    hello[HEADER_BYTES + 1] = ROLE[role]
+    helloProof(socket, options.keys, role).copy(hello, HEADER_BYTES + 2)
+    this.send(hello)
+  }
+
+  /** The local port (the near end's changes with every new link). */
+  get localPort(): number | undefined {
+    return this.#socket.localPort
+  }
+
+  /**
+   * Queues a frame (and a DATA payload after its header). Frames of one turn of the event loop
+   * leave together (corked): many small sessions' frames share TLS records and system calls.
+   * What a link buffers is bounded by the sessions' credit (protocol.ts), not here.
+   */
+  send(frame: Buffer, data?: Buffer): void {
+    if (this.state === 'down') return
+    const socket = this.#socket
+    if (!this.#corked) {
+      this.#corked = true
+      socket.cork()
+      process.nextTick(linkUncork, this)
+    }
+    socket.write(frame)
+    if (data !== undefined) socket.write(data)
+    this.#lastSent = performance.now()
+  }
+
+  uncork(): void {
+    this.#corked = false
+    this.#socket.uncork()
+  }
+
+  /** Closes the link from this side; no onLinkDown follows. */
+  close(): void {
+    this.#down('local')
+  }
+
+  /** The heartbeat check: a heartbeat when idle, death when the peer has been silent too long. */
+  tick(): void {
+    const now = performance.now()
+    const hb = this.#options.heartbeatMs
+    if (now - this.#lastReceived >= 3 * hb) {
+      this.#down('heartbeat_timeout', `nothing from the peer for ${Math.round(now - this.#lastReceived)} ms`)
+      return
+    }
+    if (this.state === 'up' && now - this.#lastSent >= hb) this.send(frameHeader(FRAME.HEARTBEAT, 0, 0))
+  }
+
+  #onRead(chunk: Buffer): void {
+    this.#lastReceived = performance.now()
+    this.#reader.push(chunk)
+  }
+
+  onControl(type: FrameType, channel: number, payload: Buffer): void {
+    if (this.state === 'down') return
+    if (this.state === 'hello') {
+      this.#onHello(type, payload)
+      return
+    }
+    if (type === FRAME.HEARTBEAT) return
+    if (type === FRAME.HELLO) {
+      this.onProtocolError('a second HELLO')
+      return
+    }
+    this.#events.onLinkControl(this, type, channel, payload)
+  }
+
+  onData(channel: number, piece: Buffer): void {
+    if (this.state === 'down') return
+    if (this.state !== 'up') {
+      this.onProtocolError('DATA before HELLO')
+      return
+    }
+    this.#events.onLinkData(this, channel, piece)
+  }
+
+  onProtocolError(detail: string): void {
+    this.#down(this.state === 'hello' ? 'bad_hello' : 'protocol', detail)
+  }
+
+  /** The peer's HELLO: the other role, and proof of the secret bound to this link. */
+  #onHello(type: FrameType, payload: Buffer): void {
+    const peerRole: Role = this.role === 'near' ? 'far' : 'near'
+    if (type !== FRAME.HELLO) {
+      this.onProtocolError(`frame type ${type} before HELLO`)
+      return
+    }
+    if (payload[0] !== PROTOCOL_VERSION || payload[1] !== ROLE[peerRole]) {
+      this.onProtocolError(`HELLO of version ${payload[0]}, role ${payload[1]}`)
+      return
+    }
+    const proof = helloProof(this.#socket, this.#options.keys, peerRole)
+    if (!timingSafeEqual(proof, payload.subarray(2))) {
+      this.onProtocolError('HELLO proof does not verify')
+      return
+    }
+    this.state = 'up'
+    this.#options.logger.info({ peer: this.peer, role: this.role, localPort: this.localPort }, 'pair link up')
+    this.#events.onLinkUp(this)
+  }
+
+  /** The one way a link ends: once, with one line when it had been up. */
+  #down(reason: LinkDownReason, detail?: string): void {
+    if (this.state === 'down') return
+    const wasUp = this.state === 'up'
+    this.state = 'down'
+    clearInterval(this.#timer)
+    this.#socket.destroy()
+    if (reason === 'local') return
+    const fields = { peer: this.peer, role: this.role, reason, detail, upMs: Math.round(performance.now() - this.#startedAt) }
+    if (wasUp) this.#options.logger.warn(fields, 'pair link down')
+    else this.#options.logger.warn(fields, 'pair link refused: the peer failed its hello')
+    this.#events.onLinkDown(this, reason)
+  }
+}
+
+function linkOnTick(link: PairLink): void {
+  link.tick()
+}
+
+function linkUncork(link: PairLink): void {
+  link.uncork()
+}
+
+/** The far end's listening side: every connection that completes the handshake becomes a PairLink. */
+export class PairLinkServer {
+  readonly links = new Set<PairLink>()
+  readonly #server: tls.Server
+  readonly #options: LinkOptions
+
+  constructor(options: LinkOptions, refusals: RefusalLog, events: LinkEvents) {
+    this.#options = options
+    const psk = options.keys.psk
+    this.#server = tls.createServer({
+      ...TLS_OPTIONS,
+      pskCallback: () => psk,
+      // A handshake is a few round trips: one that takes 3 heartbeats is as dead as a silent link.
+      handshakeTimeout: 3 * options.heartbeatMs,
+    })
+    this.#server.on('secureConnection', (socket: TLSSocket) => {
+      const link = new PairLink(socket, 'far', options, {
+        onLinkUp: (l) => events.onLinkUp(l),
+        onLinkControl: (l, type, channel, payload) => events.onLinkControl(l, type, channel, payload),
+        onLinkData: (l, channel, piece) => events.onLinkData(l, channel, piece),
+        onLinkDown: (l, reason) => {
+          this.links.delete(l)
+          events.onLinkDown(l, reason)
+        },
+      })
+      this.links.add(link)
+    })
+    this.#server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+      const peer = formatPeer(socket.remoteAddress, socket.remotePort)
+      refusals.refused(err.code === 'ERR_SSL_BINDER_DOES_NOT_VERIFY' ? 'pair_bad_secret' : 'pair_not_pair', { peer, error: err.code ?? err.message })
+    })
+  }
+
+  /** Listens; rejects with the listen error (the caller names the setting). */
+  async listen(host: string | undefined, port: number): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject)
+      this.#server.listen({ host, port }, () => {
+        this.#server.off('error', reject)
+        resolve()
+      })
+    })
+    this.#server.on('error', (err) => this.#options.logger.error({ err }, 'pair listener error'))
+    return this.#server.address() as AddressInfo
+  }
+
+  /** Stops accepting links; those open stay (their owner closes them). */
+  close(): Promise<void> {
+    return new Promise((resolve) => this.#server.close(() => resolve()))
+  }
+}
+
+/**
+ * The near end's link to its far end: connects, and connects again with backoff each time the
+ * link fails or dies, until stopped. Each attempt is a new socket, so a new source port.
+ */
+export class LinkDialer {
+  /** The link, once authenticated; undefined while there is none. */
+  link: PairLink | undefined
+  readonly #far: { host: string; port: number }
+  readonly #options: LinkOptions
+  readonly #events: LinkEvents
+  #attempt = 0
+  #retry: NodeJS.Timeout | undefined
+  #connecting: TLSSocket | undefined
+  /** The link being set up (its HELLO not yet verified). */
+  #pending: PairLink | undefined
+  #stopped = false
+
+  constructor(far: { host: string; port: number }, options: LinkOptions, events: LinkEvents) {
+    this.#far = far
+    this.#options = options
+    this.#events = events
+  }
+
+  start(): void {
+    this.#connect()
+  }
+
+  /** No more attempts; the link, if any, is closed (no onLinkDown). */
+  stop(): void {
+    this.#stopped = true
+    clearTimeout(this.#retry)
+    this.#connecting?.destroy()
+    this.#pending?.close()
+    this.link?.close()
+    this.link = undefined
+  }
+
+  #connect(): void {
+    this.#retry = undefined
+    if (this.#stopped) return
+    const far = this.#far
+    const psk = this.#options.keys.psk
+    const socket = tls.connect({
+      ...TLS_OPTIONS,
+      host: far.host,
+      port: far.port,
+      // No certificate: the pre-shared key authenticates the far end (and the hello again).
+      checkServerIdentity: () => undefined,
+      pskCallback: () => ({ psk, identity: PSK_IDENTITY }),
+    })
+    this.#connecting = socket
+    let done = false
+    const fail = (reason: LinkFailReason, detail: string): void => {
+      if (done) return
+      done = true
+      clearTimeout(timeout)
+      socket.destroy()
+      this.#connecting = undefined
+      this.#failed(reason, detail)
+    }
+    const timeout = setTimeout(() => fail('handshake_timeout', `no handshake within ${3 * this.#options.heartbeatMs} ms`), 3 * this.#options.heartbeatMs)
+    socket.once('error', (err: NodeJS.ErrnoException) => fail(classifyDialError(err), err.code ?? err.message))
+    socket.once('close', () => fail('handshake_failed', 'closed during the handshake'))
+    socket.once('secureConnect', () => {
+      done = true
+      clearTimeout(timeout)
+      socket.removeAllListeners('error')
+      socket.removeAllListeners('close')
+      this.#connecting = undefined
+      this.#pending = new PairLink(socket, 'near', this.#options, {
+        onLinkUp: (link) => {
+          this.#pending = undefined
+          this.#attempt = 0
+          this.link = link
+          this.#events.onLinkUp(link)
+        },
+        onLinkControl: (link, type, channel, payload) => this.#events.onLinkControl(link, type, channel, payload),
+        onLinkData: (link, channel, piece) => this.#events.onLinkData(link, channel, piece),
+        onLinkDown: (link, reason) => {
+          if (this.#pending === link) {
+            // Refused by its own line (bad hello); retried like any failed attempt.
+            this.#pending = undefined
+            this.#scheduleRetry(false)
+            return
+          }
+          this.link = undefined
+          this.#events.onLinkDown(link, reason)
+          // A link that was up is tried again at once: the path may be fine and only its mapping gone.
+          this.#scheduleRetry(true)
+        },
+      })
+    })
+  }
+
+  #failed(reason: LinkFailReason, detail: string): void {
+    const retryInMs = this.#scheduleRetry(false)
+    this.#options.logger.warn({ far: formatEndpoint(this.#far.host, this.#far.port), reason, detail, attempt: this.#attempt, retryInMs }, 'pair link failed')
+  }
+
+  /** The next attempt: at once after a link that was up, else 0.1 s doubling to 5 s, with jitter. */
+  #scheduleRetry(now: boolean): number {
+    if (this.#stopped) return 0
+    const n = this.#attempt++
+    const base = now ? 0 : Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** n)
+    // Jitter: many near ends cut off by one failure do not all come back in step.
+    const delay = Math.round(base * (0.8 + 0.4 * Math.random()))
+    this.#retry = setTimeout(() => this.#connect(), delay)
+    return delay
+  }
+}
+
+/**
+ * What a failed connect says. Without the secret the far end rejects the key's binder
+ * (illegal_parameter) or the handshake (decrypt_error, handshake_failure): bad_secret.
+ */
+function classifyDialError(err: NodeJS.ErrnoException): LinkFailReason {
+  const code = err.code ?? ''
+  if (code === 'ERR_SSL_SSLV3_ALERT_ILLEGAL_PARAMETER' || code === 'ERR_SSL_TLSV1_ALERT_DECRYPT_ERROR' || code === 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE') return 'bad_secret'
+  if (code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS')) return 'handshake_failed'
+  return 'connect_failed'
+}

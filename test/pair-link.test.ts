@@ -1,0 +1,180 @@
+// The pair link on real loopback sockets: TLS 1.3 authenticated by the shared secret, frames
+// both ways, heartbeats that keep an idle link alive, death after 3 silent heartbeats and a new
+// link from a new source port, and refusals (wrong secret, not TLS) that harm no link.
+
+import t, { type Test } from 'tap'
+import net from 'node:net'
+import { randomBytes } from 'node:crypto'
+import { capturedLogger, type LogLine } from './helpers/proxy.ts'
+import { breakablePath } from './helpers/path.ts'
+import { sleep, waitFor } from './helpers/net.ts'
+import { LinkDialer, PairLink, PairLinkServer, type LinkEvents } from '../src/pair/link.ts'
+import { pairKeys } from '../src/pair/secret.ts'
+import { FRAME, FrameReader, frameHeader, offsetFrame, readOffset, type FrameType } from '../src/pair/protocol.ts'
+import { RefusalLog } from '../src/refusals.ts'
+
+const SECRET = Buffer.from('0123456789abcdef0123456789abcdef')
+const HB = 100
+
+/** What one end of a link saw. */
+class Recorder implements LinkEvents {
+  up: PairLink[] = []
+  down: Array<{ link: PairLink; reason: string }> = []
+  control: Array<{ type: FrameType; channel: number; payload: Buffer }> = []
+  data = new Map<number, Buffer[]>()
+  onLinkUp(link: PairLink): void {
+    this.up.push(link)
+  }
+  onLinkControl(_link: PairLink, type: FrameType, channel: number, payload: Buffer): void {
+    this.control.push({ type, channel, payload: Buffer.from(payload) })
+  }
+  onLinkData(_link: PairLink, channel: number, piece: Buffer): void {
+    const pieces = this.data.get(channel) ?? []
+    pieces.push(piece)
+    this.data.set(channel, pieces)
+  }
+  onLinkDown(link: PairLink, reason: string): void {
+    this.down.push({ link, reason })
+  }
+  bytes(channel: number): Buffer {
+    return Buffer.concat(this.data.get(channel) ?? [])
+  }
+}
+
+async function farEnd(t: Test, secret = SECRET) {
+  const { logger, logs } = capturedLogger()
+  const events = new Recorder()
+  const server = new PairLinkServer({ keys: pairKeys(secret), heartbeatMs: HB, logger }, new RefusalLog(logger), events)
+  const { port } = await server.listen('127.0.0.1', 0)
+  t.teardown(async () => {
+    for (const link of server.links) link.close()
+    await server.close()
+  })
+  return { server, port, logs, events }
+}
+
+function nearEnd(t: Test, port: number, secret = SECRET, keys = pairKeys(secret)) {
+  const { logger, logs } = capturedLogger()
+  const events = new Recorder()
+  const dialer = new LinkDialer({ host: '127.0.0.1', port }, { keys, heartbeatMs: HB, logger }, events)
+  dialer.start()
+  t.teardown(() => dialer.stop())
+  return { dialer, logs, events }
+}
+
+const lines = (logs: LogLine[], msg: string): LogLine[] => logs.filter((l) => l.msg.startsWith(msg))
+
+t.test('an authenticated link carries control and data frames both ways, byte-exact', async (t) => {
+  const far = await farEnd(t)
+  const near = nearEnd(t, far.port)
+  t.ok(await waitFor(() => near.events.up.length === 1 && far.events.up.length === 1, 5000), 'up at both ends')
+  const bulk = randomBytes(1_000_000)
+  const nearLink = near.dialer.link!
+  for (let at = 0; at < bulk.length; at += 65536) {
+    const piece = bulk.subarray(at, at + 65536)
+    nearLink.send(frameHeader(FRAME.DATA, 7, piece.length), piece)
+  }
+  nearLink.send(offsetFrame(FRAME.FIN, 7, bulk.length))
+  const farLink = far.events.up[0]!
+  farLink.send(offsetFrame(FRAME.ACK, 7, 12345))
+  t.ok(await waitFor(() => far.events.control.length === 1 && near.events.control.length === 1, 5000))
+  t.ok(far.events.bytes(7).equals(bulk), '1 MB of DATA arrives byte-exact, in order')
+  t.equal(far.events.control[0]!.type, FRAME.FIN)
+  t.equal(readOffset(far.events.control[0]!.payload), bulk.length, 'the FIN after it, with its offset')
+  t.equal(near.events.control[0]!.type, FRAME.ACK)
+  t.equal(readOffset(near.events.control[0]!.payload), 12345, 'and frames the other way')
+})
+
+t.test('heartbeats keep an idle link alive; a silent one is dead after 3 heartbeats and comes back on a new port', async (t) => {
+  const far = await farEnd(t)
+  const path = await breakablePath(far.port)
+  t.teardown(() => path.close())
+  const near = nearEnd(t, path.port)
+  t.ok(await waitFor(() => near.events.up.length === 1, 5000))
+  const firstPort = near.dialer.link!.localPort
+  await sleep(10 * HB)
+  t.equal(near.events.down.length + far.events.down.length, 0, 'idle for 10 heartbeats, no data: still up at both ends')
+  const cutAt = performance.now()
+  path.blackhole()
+  t.ok(await waitFor(() => near.events.down.length === 1 && far.events.down.length === 1, 20 * HB), 'both ends see it die')
+  const detectedMs = performance.now() - cutAt
+  // The last frame before the cut came up to 1.25 heartbeats earlier; death is 3 after it, seen within a quarter.
+  t.ok(detectedMs >= 1.75 * HB && detectedMs < 5 * HB, `dead 3 heartbeats after the last frame (${Math.round(detectedMs)} ms after the cut)`)
+  t.equal(near.events.down[0]!.reason, 'heartbeat_timeout')
+  t.equal(far.events.down[0]!.reason, 'heartbeat_timeout')
+  t.match(lines(near.logs, 'pair link down'), [{ reason: 'heartbeat_timeout', role: 'near' }], 'one line at the near end')
+  t.match(lines(far.logs, 'pair link down'), [{ reason: 'heartbeat_timeout', role: 'far' }], 'one line at the far end')
+  t.ok(await waitFor(() => near.events.up.length === 2, 20 * HB), 'the near end connects again')
+  t.not(near.dialer.link!.localPort, firstPort, 'from a new source port')
+  t.equal(path.connections, 2)
+})
+
+t.test('a wrong secret is refused with one line at each end; nothing else happens', async (t) => {
+  const far = await farEnd(t)
+  const near = nearEnd(t, far.port, Buffer.from('another secret, also 32 characters long'))
+  t.ok(await waitFor(() => lines(near.logs, 'pair link failed').length >= 1 && lines(far.logs, 'pair link refused').length >= 1, 5000))
+  near.dialer.stop()
+  await sleep(200)
+  t.match(lines(near.logs, 'pair link failed'), [{ reason: 'bad_secret' }], 'one line at the near end')
+  t.match(lines(far.logs, 'pair link refused'), [{ reason: 'pair_bad_secret', msg: 'pair link refused: the peer does not hold the pair secret' }], 'one line at the far end')
+  t.equal(near.events.up.length + far.events.up.length, 0, 'no link up at either end')
+})
+
+t.test('the hello proves the secret over this link: the right TLS key with a wrong proof is refused at both ends', async (t) => {
+  const far = await farEnd(t)
+  const keys = { psk: pairKeys(SECRET).psk, hello: pairKeys(Buffer.from('not the secret, but 32 characters long')).hello }
+  const near = nearEnd(t, far.port, SECRET, keys)
+  t.ok(await waitFor(() => lines(near.logs, 'pair link refused').length >= 1 && lines(far.logs, 'pair link refused').length >= 1, 5000))
+  near.dialer.stop()
+  t.match(lines(far.logs, 'pair link refused'), [{ reason: 'bad_hello', detail: 'HELLO proof does not verify' }], 'one line at the far end')
+  t.match(lines(near.logs, 'pair link refused')[0], { reason: 'bad_hello' }, 'and at the near end')
+  t.equal(near.events.up.length + far.events.up.length, 0, 'no link up at either end')
+})
+
+t.test('garbage on the pair port is refused; a link already up is not harmed', async (t) => {
+  const far = await farEnd(t)
+  const near = nearEnd(t, far.port)
+  t.ok(await waitFor(() => far.events.up.length === 1, 5000))
+  const rogue = net.connect({ port: far.port, host: '127.0.0.1' })
+  rogue.on('error', () => {})
+  rogue.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+  t.ok(await waitFor(() => lines(far.logs, 'pair link refused').length === 1, 5000))
+  t.match(lines(far.logs, 'pair link refused'), [{ reason: 'pair_not_pair' }])
+  rogue.destroy()
+  near.dialer.link!.send(offsetFrame(FRAME.ACK, 1, 1))
+  t.ok(await waitFor(() => far.events.control.length === 1, 2000), 'the link still carries frames')
+  t.equal(near.events.down.length + far.events.down.length, 0, 'and never went down')
+})
+
+t.test('the frame reader: any split of the stream gives the same frames; a bad frame stops it', async (t) => {
+  const stream = Buffer.concat([
+    frameHeader(FRAME.DATA, 3, 5), Buffer.from('hello'),
+    frameHeader(FRAME.HEARTBEAT, 0, 0),
+    offsetFrame(FRAME.ACK, 3, 2 ** 40),
+    frameHeader(FRAME.DATA, 4, 3), Buffer.from('abc'),
+  ])
+  for (const size of [1, 2, 7, 9, 10, stream.length]) {
+    const got: string[] = []
+    const reader = new FrameReader({
+      onControl: (type, channel, payload) => got.push(`${type}/${channel}/${payload.length === 6 ? readOffset(payload) : ''}`),
+      onData: (channel, piece) => got.push(`d${channel}:${piece}`),
+      onProtocolError: (detail) => got.push(`error ${detail}`),
+    })
+    for (let at = 0; at < stream.length; at += size) reader.push(stream.subarray(at, at + size))
+    const data = got.filter((g) => g.startsWith('d'))
+    t.equal(data.map((d) => d.slice(3)).join(''), 'helloabc', `chunks of ${size}: data`)
+    t.same(got.filter((g) => !g.startsWith('d')), [`${FRAME.HEARTBEAT}/0/`, `${FRAME.ACK}/3/${2 ** 40}`], `chunks of ${size}: control`)
+  }
+  for (const [name, bad] of [
+    ['unknown type', frameHeader(99 as FrameType, 0, 0)],
+    ['oversized data', frameHeader(FRAME.DATA, 1, 1 << 20)],
+    ['short ack', frameHeader(FRAME.ACK, 1, 2)],
+    ['empty data', frameHeader(FRAME.DATA, 1, 0)],
+  ] as const) {
+    const errors: string[] = []
+    const reader = new FrameReader({ onControl: () => errors.push('frame'), onData: () => errors.push('data'), onProtocolError: (d) => errors.push(d) })
+    reader.push(Buffer.concat([bad, Buffer.alloc(8), frameHeader(FRAME.HEARTBEAT, 0, 0)]))
+    t.equal(errors.length, 1, `${name}: one protocol error, nothing after it`)
+    t.notMatch(errors[0], /^(frame|data)$/, name)
+  }
+})
