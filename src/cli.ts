@@ -27,6 +27,7 @@ import { runProbeCommand } from './probe/command.ts'
 import { loadNative } from './native.ts'
 import { Handover, Upgrader } from './upgrade.ts'
 import { writePairSecret } from './pair/secret.ts'
+import { answerUpgrade, runUpgrade, upgradeTarget } from './upgrade-command.ts'
 
 // Times take seconds (30, 0.5) or a duration with units (1500ms, 30s, 5m, 1h, 1m30s).
 const KEEPALIVE_GROUP = 'Keepalive (both legs; times in seconds or 30s, 5m, 1h):'
@@ -41,7 +42,7 @@ function buildParser(argv: string[]): Argv {
   let parser = yargs(argv)
     .scriptName('ka-proxy')
     .version(false)
-    .usage('Usage: ka-proxy --listen [host:]port --target host:port [options]\n       ka-proxy --config FILE [options]\n       ka-proxy check --config FILE\n       ka-proxy doctor | profiles | status [--admin URL] | failback [--admin URL] [--route NAME] | completion')
+    .usage('Usage: ka-proxy --listen [host:]port --target host:port [options]\n       ka-proxy --config FILE [options]\n       ka-proxy check --config FILE\n       ka-proxy upgrade [--pid PID | --pid-file FILE]\n       ka-proxy doctor | profiles | status [--admin URL] | failback [--admin URL] [--route NAME] | completion')
     // Messages in one language whatever LANG says: errors are one line a user can search for.
     .locale('en')
     // KA_PROXY_<FLAG> for every flag; envOnlyValueFlags() hides the variables that are not one.
@@ -50,6 +51,7 @@ function buildParser(argv: string[]): Argv {
     .parserConfiguration({ 'duplicate-arguments-array': false })
     .completion('completion', 'print a bash/zsh completion script (ka-proxy completion >> ~/.bashrc)')
     .command('check', 'validate the config (--config FILE and flags) without binding anything: exit 0 if valid, 2 if not')
+    .command('upgrade', 'upgrade the running ka-proxy (SIGUSR2: a new process from the release on disk takes its sockets and sessions) and wait: exit 0 once the new one serves, 1 with the reason if not; the process is --pid, --pid-file or $MAINPID (systemd ExecReload=)')
     .command('doctor', 'check that keepalive options can be set and read back on this machine')
     .command('profiles', 'list the keepalive profiles and the detection time each implies')
     .command('status', 'show health and open sessions of a running ka-proxy (through its admin API)')
@@ -96,6 +98,7 @@ function buildParser(argv: string[]): Argv {
     .option('backlog', { type: 'number', requiresArg: true, describe: 'connections the kernel queues before they are accepted (listen backlog) [default: net.core.somaxconn]' })
     .option('admin', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'serve /metrics, /healthz, /sessions on host:port (loopback unless --admin-token); for status: its URL' })
     .option('admin-token', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'bearer token the admin API requires (at least 16 characters)' })
+    .option('pid', { type: 'string', requiresArg: true, describe: 'for upgrade: the running process [default: the pid in --pid-file, else $MAINPID]' })
     .option('route', { type: 'string', requiresArg: true, group: ADMIN_GROUP, describe: 'for failback: the one route to fail back [default: every route]' })
     .option('native', { type: 'boolean', default: true, describe: 'use the native socket helper (--no-native: Node setKeepAlive only)' })
     .option('log-level', { type: 'string', requiresArg: true, choices: LOG_LEVELS as unknown as string[], describe: `[default: ${LOG_DEFAULTS.level}]` })
@@ -205,6 +208,8 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (command === 'status') return runStatus(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, write)
   if (args.route !== undefined && command !== 'failback') throw new ConfigError('--route', 'only goes with the failback command')
+  if (args.pid !== undefined && command !== 'upgrade') throw new ConfigError('--pid', 'only goes with the upgrade command')
+  if (command === 'upgrade') return runUpgrade(upgradeTarget(args.pid, args.pidFile as string | undefined, process.env.MAINPID), write)
   if (command === 'failback') return runFailback(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, args.route as string | undefined, write)
   if (args.force !== undefined && command !== 'pair-key') throw new ConfigError('--force', 'only goes with the pair-key command')
   if (command === 'pair-key') return runPairKey(args, write)
@@ -366,14 +371,13 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
       })
     }
     const onUpgrade = (): void => {
-      if (stopping) {
-        logger.warn('SIGUSR2 ignored: shutting down')
-        return
+      // Refused at once: said to a waiting `ka-proxy upgrade` too. (One under way answers it when done.)
+      const refuse = (why: string): void => {
+        logger.warn(`SIGUSR2 ignored: ${why}`)
+        answerUpgrade({ ok: false, reason: why })
       }
-      if (upgrader === undefined) {
-        logger.warn('SIGUSR2 ignored: the upgrade needs the native helper (descriptor passing); nothing changed')
-        return
-      }
+      if (stopping) return refuse('shutting down')
+      if (upgrader === undefined) return refuse('the upgrade needs the native helper (descriptor passing); nothing changed')
       if (upgrader.running) {
         logger.warn('SIGUSR2 ignored: an upgrade is already under way')
         return
@@ -384,11 +388,14 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
         if (!outcome.ok) {
           logger.error({ reason: outcome.reason }, `upgrade failed, still serving: ${outcome.reason}`)
           notifier.ready(`${servingStatus(app)} (upgrade failed)`)
+          answerUpgrade(outcome)
           return
         }
         if (stopping) return
         stopping = true
+        // systemd first: the reload a waiting `ka-proxy upgrade` ends must find the new main pid.
         notifier.mainPid(outcome.pid, `upgraded: pid ${outcome.pid} serves`)
+        answerUpgrade({ ok: true, pid: outcome.pid, sessions: outcome.sessions, stayed: app.sessionCount, ms: outcome.ms })
         logger.info(
           { newPid: outcome.pid, listeners: outcome.listeners, sessions: outcome.sessions, kept: outcome.kept, heldBytes: outcome.held, ms: outcome.ms, sessionsLeft: app.sessionCount },
           'upgrade done: the new process serves; exiting once the sessions left here end',

@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { once } from 'node:events'
 import { ServiceNotifier } from '../src/notify.ts'
 import { loadNative } from '../src/native.ts'
-import { spawnProxy } from './helpers/cli.ts'
+import { runCliAsync, spawnProxy } from './helpers/cli.ts'
 import { freePort } from './helpers/net.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
 
@@ -194,7 +194,7 @@ t.test('NOTIFY_SOCKET without the native helper: one warning naming it', { skip 
   t.equal(await proxy.exited, 0)
 })
 
-t.test('an upgrade (SIGUSR2): RELOADING=1, then MAINPID= of the new process and READY=1, from the old main process', { skip }, async (t) => {
+t.test('systemctl reload (ExecReload=ka-proxy upgrade, $MAINPID): RELOADING=1, then MAINPID= of the new process and READY=1, from the old main process; the command exits 0 after', { skip }, async (t) => {
   const r = await receiver(t, join(dir, 'upgrade.sock'))
   const port = await freePort()
   const proxy = spawnProxy(['--listen', `127.0.0.1:${port}`, '--target', '127.0.0.1:9'], { NOTIFY_SOCKET: r.socket })
@@ -209,16 +209,23 @@ t.test('an upgrade (SIGUSR2): RELOADING=1, then MAINPID= of the new process and 
   })
   const oldPid = proxy.proc.pid!
   t.equal((await r.until('READY=1', 30_000)).pid, oldPid)
-  proxy.proc.kill('SIGUSR2')
-  const reloading = await r.next()
+  // As systemd runs ExecReload=: $MAINPID in the environment, NOTIFY_SOCKET too (NotifyAccess=main
+  // ignores what the command itself might send).
+  const reload = runCliAsync(['upgrade'], { MAINPID: String(oldPid), NOTIFY_SOCKET: r.socket })
+  const reloading = await r.next(20_000)
   t.equal(reloading.pid, oldPid)
   t.same(lines(reloading).filter((l) => !l.startsWith('MONOTONIC_USEC=')), ['RELOADING=1', 'STATUS=upgrading: starting a new ka-proxy'])
+  const switched = await r.next(30_000)
   const done = await proxy.line((l) => l.msg.startsWith('upgrade done'), 30_000)
-  const switched = await r.next()
-  t.equal(switched.pid, oldPid, 'sent by the main process systemd knows (NotifyAccess=main)')
-  t.same(lines(switched), [`MAINPID=${String(done.newPid)}`, 'READY=1', `STATUS=upgraded: pid ${String(done.newPid)} serves`])
+  const newPid = Number(done.newPid)
+  t.equal(switched.pid, oldPid, 'sent by the main process systemd knows (NotifyAccess=main); nothing from the new one before')
+  t.same(lines(switched), [`MAINPID=${newPid}`, 'READY=1', `STATUS=upgraded: pid ${newPid} serves`])
+  const result = await reload
+  t.equal(result.status, 0, 'the reload succeeds')
+  t.match(result.stdout, new RegExp(`^ka-proxy: upgraded: pid ${newPid} serves \\(0 sessions moved, 0 stay in pid ${oldPid} until they end; \\d+ ms\\)\\n$`))
+  t.equal(result.stderr, '')
   t.equal(await proxy.exited, 0)
-  process.kill(Number(done.newPid), 'SIGTERM')
+  process.kill(newPid, 'SIGTERM')
   const stopping = await r.until('STOPPING=1')
-  t.equal(stopping.pid, Number(done.newPid), 'the new process speaks for itself from then on')
+  t.equal(stopping.pid, newPid, 'the new process speaks for itself from then on')
 })

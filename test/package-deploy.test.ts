@@ -1,6 +1,6 @@
 // package.json's engines agree with the dependencies, and doctor's advice with a checkout.
 // The deployment files agree with the program: the systemd unit passes systemd-analyze and
-// asks for what ka-proxy does (Type=notify, SIGHUP reload); the Kubernetes example's config
+// asks for what ka-proxy does (Type=notify, reload = the upgrade, waited for); the Kubernetes example's config
 // passes `ka-proxy check`, and its probes, scrape annotations and token match that config; the
 // Dockerfile runs the build script that CI runs (config/docker/build.sh) and drops root.
 
@@ -48,7 +48,7 @@ t.test('the unit asks for what ka-proxy does', async (t) => {
   const has = (line: string): void => void t.match(unit, new RegExp(`^${line.replace(/[$]/g, '\\$')}$`, 'm'), line)
   has('Type=notify')
   has('NotifyAccess=main')
-  has('ExecReload=/bin/kill -HUP $MAINPID')
+  has('ExecReload=/usr/bin/env ka-proxy upgrade --pid $MAINPID')
   has('DynamicUser=yes')
   has('NoNewPrivileges=yes')
   has('ProtectSystem=strict')

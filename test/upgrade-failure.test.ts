@@ -5,10 +5,11 @@
 
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connect, echoServer, freePort, waitFor } from './helpers/net.ts'
-import { entryFile, MAIN, NATIVE, ROOT, roundTrip, start, upgradeTestSetup } from './helpers/upgrade.ts'
+import { entryFile, killAllAtEnd, MAIN, NATIVE, ROOT, roundTrip, start, upgradeTestSetup } from './helpers/upgrade.ts'
+import { runCliAsync, spawnProxy } from './helpers/cli.ts'
 
 const { native, dir } = upgradeTestSetup(t, 'upgrade-failure')
 
@@ -96,4 +97,29 @@ t.test('a state of an unknown format is refused by the new process: it binds not
   native.sendFds(mine, Buffer.from(JSON.stringify({ v: 99, type: 'listeners', pid: process.pid, listeners: [] })), [], 1000)
   t.equal(await exited, 1)
   t.equal(stderr, 'ka-proxy: upgrade hand-over: format version 99 is not known to this release (it knows 2, 1); nothing was taken over\n')
+})
+
+t.test('ka-proxy upgrade (what systemctl reload runs): a config made invalid fails the command with the reason, the old process serves on', async (t) => {
+  const echoPort = await echoServer(t)
+  const port = await freePort()
+  const config = join(dir, 'invalid.yaml')
+  const pidFile = join(dir, 'invalid.pid')
+  writeFileSync(config, `routes:\n  - {name: r, listen: "127.0.0.1:${port}", target: "127.0.0.1:${echoPort}"}\n`)
+  const entry = entryFile(t, dir, 'invalid')
+  const proxy = spawnProxy(['--config', config, '--pid-file', pidFile], {}, entry)
+  killAllAtEnd(t, proxy)
+  await proxy.line((l) => l.msg === 'listening', 30_000)
+  const oldPid = proxy.proc.pid!
+  const s = await connect(port)
+  t.equal(await roundTrip(s, 'before'), 'before')
+  writeFileSync(config, `routes:\n  - {name: r, listen: "127.0.0.1:${port}", target: "127.0.0.1:${echoPort}", keepalive: {idle: -5}}\n`)
+  const result = await runCliAsync(['upgrade', '--pid-file', pidFile])
+  t.equal(result.status, 1, 'the command fails')
+  t.equal(result.stdout, '')
+  t.match(result.stderr, new RegExp(`^ka-proxy: upgrade failed, pid ${oldPid} still serves: the new process exited with code 2 before it was ready: ka-proxy: .*invalid\\.yaml: routes\\[0\\]\\.keepalive\\.idle: [^\\n]+\\n$`), 'one line: why, with the new process\'s own error')
+  t.equal(await roundTrip(s, 'after'), 'after', 'the session goes on in the old process')
+  t.equal(proxy.proc.exitCode, null, 'which still runs')
+  t.equal(readFileSync(pidFile, 'utf8'), `${oldPid}\n`)
+  s.end()
+  t.equal(await proxy.stop('SIGTERM'), 0)
 })

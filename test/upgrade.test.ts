@@ -9,7 +9,7 @@ import t from 'tap'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { connect, echoServer, freePort, sleep, waitFor } from './helpers/net.ts'
-import { spawnProxy } from './helpers/cli.ts'
+import { runCliAsync, spawnProxy } from './helpers/cli.ts'
 import { alive, connectLoop, entryFile, healthy, killAllAtEnd, roundTrip, start, upgradeTestSetup } from './helpers/upgrade.ts'
 import { upgradeExecArgv } from '../src/upgrade.ts'
 
@@ -65,6 +65,8 @@ t.test('without the native helper SIGUSR2 logs one line and changes nothing', as
   proxy.proc.kill('SIGUSR2')
   const line = await proxy.line((l) => proxy.logs.indexOf(l) >= mark && l.msg.startsWith('SIGUSR2'))
   t.equal(line.msg, 'SIGUSR2 ignored: the upgrade needs the native helper (descriptor passing); nothing changed')
+  const command = await runCliAsync(['upgrade', '--pid', String(proxy.proc.pid)])
+  t.same([command.status, command.stderr], [1, `ka-proxy: upgrade failed, pid ${proxy.proc.pid} still serves: the upgrade needs the native helper (descriptor passing); nothing changed\n`], 'ka-proxy upgrade says so and fails')
   await sleep(300)
   t.equal(await roundTrip(s, 'b'), 'b', 'the session goes on')
   t.notOk(proxy.logs.slice(mark).some((l) => l.msg.startsWith('upgrade')), 'no upgrade started')
