@@ -208,7 +208,8 @@ export class PairLink implements FrameSink {
     if (reason === 'local') return
     const fields = { peer: this.peer, role: this.role, reason, detail, upMs: Math.round(performance.now() - this.#startedAt) }
     if (wasUp) this.#options.logger.warn(fields, 'pair link down')
-    else this.#options.logger.warn(fields, 'pair link refused: the peer failed its hello')
+    // bad_hello: the peer's proof failed here; closed or error: the peer refused ours (or went away).
+    else this.#options.logger.warn(fields, 'pair link refused during the hello')
     this.#events.onLinkDown(this, reason)
   }
 }
