@@ -1,9 +1,10 @@
-// npm run bench:survival: how relays keep idle TCP sessions alive through an aggressive NAT and
-// how fast they notice dead peers, measured in network namespaces on this machine (as root).
+// npm run bench:survival: how relays keep idle TCP sessions alive through an aggressive NAT, how
+// fast they notice dead peers, and whether their sessions survive the relay's own upgrade,
+// measured in network namespaces on this machine (as root).
 // Prints a table and writes JSON and an SVG chart to bench/results/. See --help.
 
 import {
-  blackholeTarget, clientVanishes, createLab, createWorkbench, labUnsupported, relayByName, survival,
+  blackholeTarget, clientVanishes, createLab, createWorkbench, labUnsupported, ownUpgrade, relayByName, survival,
   type Entrant, type Outcome, type RelayOptions, type Workbench
 } from './lab/index.ts'
 import { parseOptions, type BenchSettings, type ScenarioName } from './survival/options.ts'
@@ -13,10 +14,18 @@ import { renderChart } from './survival/chart.ts'
 import { staggerIdle } from '../src/probe/schedule.ts'
 import { writeResultFiles } from './results.ts'
 
-/** ka-proxy gets the chosen TCP_USER_TIMEOUT; HAProxy and socat the peers' one (none by default). */
+/**
+ * ka-proxy gets the chosen TCP_USER_TIMEOUT; HAProxy and socat the peers' one (none by default).
+ * HAProxy gets a hard-stop-after, for its reload.
+ */
 function relayOptions(s: BenchSettings, relay: string): RelayOptions {
   const userTimeout = relay === 'ka-proxy' ? s.userTimeout : relay === 'haproxy' || relay === 'socat' ? s.peerUserTimeout : undefined
-  return { target: s.keepalive, client: s.clientKeepalive, ...(userTimeout === undefined ? {} : { userTimeout }) }
+  return {
+    target: s.keepalive,
+    client: s.clientKeepalive,
+    ...(userTimeout === undefined ? {} : { userTimeout }),
+    ...(relay === 'haproxy' ? { hardStopAfter: s.hardStopAfter } : {})
+  }
 }
 
 function describe(scenario: ScenarioName, s: BenchSettings): string {
@@ -25,6 +34,7 @@ function describe(scenario: ScenarioName, s: BenchSettings): string {
     case 'blackhole': return `blackhole while idle: cut the server, wait up to ${s.window} s`
     case 'inflight': return `blackhole with data in flight: cut the server, send, wait up to ${s.window} s`
     case 'vanish': return `client vanishes: cut the app side, wait up to ${s.window} s`
+    case 'upgrade': return `each relay's own upgrade or restart, sessions checked ${s.upgradeWait} s after`
   }
 }
 
@@ -34,6 +44,7 @@ function runScenario(wb: Workbench, scenario: ScenarioName, s: BenchSettings): P
     case 'blackhole': return blackholeTarget(wb, { inFlight: false, windowSeconds: s.window })
     case 'inflight': return blackholeTarget(wb, { inFlight: true, windowSeconds: s.window })
     case 'vanish': return clientVanishes(wb, s.window)
+    case 'upgrade': return ownUpgrade(wb, s.upgradeWait)
   }
 }
 

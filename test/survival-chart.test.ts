@@ -21,6 +21,8 @@ const T = 15
 const SESSIONS = 50
 const IDLE_MAX = 45
 const WINDOW = 45
+const UPGRADE_WAIT = 30
+const HARD_STOP = 10
 
 const COLOR = { direct: [0x7f, 0x7f, 0x7f], 'ka-proxy': [0x1f, 0x77, 0xb4], haproxy: [0xff, 0x7f, 0x0e] } as const
 type Relay = keyof typeof COLOR
@@ -38,7 +40,15 @@ function survivalOf(checks: IdleCheck[]): NonNullable<Report['relays'][number]['
   return { ...fault(dead), survived: SESSIONS - dead.length, idleMax: IDLE_MAX, checks }
 }
 
-/** Direct dies at T and never notices a fault; ka-proxy keeps every session and closes at the bound; HAProxy misses data in flight. */
+function upgradeOf(ends: number[], how: string): NonNullable<Report['relays'][number]['results']['upgrade']> {
+  return { ...fault(ends), window: UPGRADE_WAIT, how, working: SESSIONS - ends.length, newSession: true, upgradeSeconds: 1, oldRunning: false, peerSaw: ends.length > 0 ? { rst: ends.length } : {} }
+}
+
+/**
+ * Direct dies at T and never notices a fault; ka-proxy keeps every session and closes at the
+ * bound; HAProxy misses data in flight. Through its own upgrade ka-proxy keeps every session;
+ * HAProxy's old process cuts them all at hard-stop-after.
+ */
 const report: Report = {
   startedAt: '2026-12-01T00:00:00.000Z',
   settings: {
@@ -50,16 +60,18 @@ const report: Report = {
     userTimeout: undefined,
     peerUserTimeout: undefined,
     relays: ['direct', 'ka-proxy', 'haproxy', 'nginx'],
-    scenarios: ['survival', 'blackhole', 'inflight'],
+    scenarios: ['survival', 'blackhole', 'inflight', 'upgrade'],
     window: WINDOW,
+    upgradeWait: UPGRADE_WAIT,
+    hardStopAfter: HARD_STOP,
     outDir: 'unused'
   },
   userTimeout: { kaProxy: 'default (idle + interval × count)', peers: 'none' },
   machine: { kernel: 'test', node: process.version },
   relays: [
     { relay: 'direct', results: { survival: survivalOf(idleChecks(T)), blackhole: fault([]), inflight: fault([]) } },
-    { relay: 'ka-proxy', results: { survival: survivalOf(idleChecks(Infinity)), blackhole: fault(Array(SESSIONS).fill(11.2)), inflight: fault(Array(SESSIONS).fill(11.6)) } },
-    { relay: 'haproxy', results: { survival: survivalOf(idleChecks(Infinity)), blackhole: fault(Array(SESSIONS).fill(11.2)), inflight: fault([]) } },
+    { relay: 'ka-proxy', results: { survival: survivalOf(idleChecks(Infinity)), blackhole: fault(Array(SESSIONS).fill(11.2)), inflight: fault(Array(SESSIONS).fill(11.6)), upgrade: upgradeOf([], 'SIGUSR2') } },
+    { relay: 'haproxy', results: { survival: survivalOf(idleChecks(Infinity)), blackhole: fault(Array(SESSIONS).fill(11.2)), inflight: fault([]), upgrade: upgradeOf(Array(SESSIONS).fill(HARD_STOP), 'reload') } },
     { relay: 'nginx', skipped: 'nginx is not installed', results: {} }
   ]
 }
@@ -121,7 +133,7 @@ t.test('the chart renders, and each series is where it was measured', { skip: rs
   const png = decodePng(readFileSync(join(dir, 'chart.png')))
   const layout = chartLayout(report)
   t.same([png.width, png.height], [layout.width, layout.height], 'the image has the layout\'s size')
-  t.same(layout.panels.map(p => p.scenario), ['survival', 'blackhole', 'inflight'], 'one panel per scenario run; "vanish" was not run and has none')
+  t.same(layout.panels.map(p => p.scenario), ['survival', 'blackhole', 'inflight', 'upgrade'], 'one panel per scenario run; "vanish" was not run and has none')
   t.notOk(svg.includes('Client vanishes'), 'nothing of the scenario that was not run is drawn')
   t.notOk(svg.includes('nginx'), 'a skipped relay is neither drawn nor in the legend')
 
@@ -163,6 +175,12 @@ t.test('the chart renders, and each series is where it was measured', { skip: rs
   expect('inflight', 20, 0, ['ka-proxy'], ['direct', 'haproxy'])
   expect('inflight', 40, 1, ['direct', 'haproxy'], ['ka-proxy'])
 
+  // Their own upgrade: ka-proxy keeps all; HAProxy's old process cuts all at hard-stop-after (marked).
+  expect('upgrade', 5, 1, ['ka-proxy', 'haproxy'], [])
+  expect('upgrade', 20, 1, ['ka-proxy'], ['haproxy'])
+  expect('upgrade', 20, 0, ['haproxy'], ['ka-proxy'])
+  t.ok(marked('upgrade', HARD_STOP), 'upgrade: hard-stop-after is marked')
+
   t.match(svg, /each point: 1 session, idle times 0\.9 s apart/, 'the survival panel says what a point stands for')
   t.match(svg, /first died after: <tspan[^>]*>direct 14\.4–15\.3 s</, 'the survival panel says where the curve dropped')
 })
@@ -174,6 +192,15 @@ t.test('the table has the measured T next to the configured one', async t => {
   t.same(ka?.slice(1, 4), ['ka-proxy', '34/34 (100 %)', 'none died in 45 s'])
   t.same(haproxy?.slice(1, 5), ['haproxy', '34/34 (100 %)', 'none died in 45 s', '11.2 s'])
   t.same(skipped, ['skipped nginx: nginx is not installed'])
+})
+
+t.test('the table says who survives its own upgrade, and how each upgraded', async t => {
+  const lines = renderTable(report).split('\n')
+  const [head, , , ka, haproxy] = lines.map(l => l.split('|').map(c => c.trim()))
+  t.same(head?.slice(-3, -1), [`own upgrade: working ${UPGRADE_WAIT} s after`, 'own upgrade: new session'])
+  t.same(ka?.slice(-3, -1), ['50/50', 'yes'])
+  t.same(haproxy?.slice(-3, -1), [`0/50, closed ${HARD_STOP}.0 s, RST`, 'yes'])
+  t.ok(lines.includes('own upgrade of ka-proxy: SIGUSR2') && lines.includes('own upgrade of haproxy: reload'))
 })
 
 t.test('beyond 50 sessions a point pools neighbours, and says so', async t => {

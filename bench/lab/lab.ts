@@ -18,6 +18,7 @@ import { labNames, removeNetnsSync, sweepStaleNamespaces, type LabNames } from '
 import { onTeardown } from './cleanup.ts'
 import { spawnIn, type LabProcess, type SpawnOptions } from './process.ts'
 import { Faults } from './faults.ts'
+import { alive, signalAll } from './pids.ts'
 
 export type Role = 'client' | 'router' | 'server'
 
@@ -64,6 +65,8 @@ export class Lab {
   readonly addresses = ADDRESSES
   readonly faults: Faults
   private readonly processes = new Set<LabProcess>()
+  /** Processes the lab did not start but must not outlive it: a relay's own new generation after an upgrade. */
+  private readonly strays = new Set<number>()
   private readonly tempDirs: string[] = []
   private readonly unregister: () => void
   private destroyed = false
@@ -89,6 +92,11 @@ export class Lab {
     this.processes.add(proc)
     proc.once('exit', () => this.processes.delete(proc))
     return proc
+  }
+
+  /** Kills `pid` with the lab if it is still running then (it was started by a lab process, not by the lab). */
+  track(pid: number): void {
+    this.strays.add(pid)
   }
 
   /** A temporary directory removed with the lab. */
@@ -140,6 +148,7 @@ export class Lab {
     if (this.destroyed) return
     this.destroyed = true
     this.unregister()
+    signalAll([...this.strays].filter(alive), 'SIGKILL')
     for (const ns of [this.names.client, this.names.router, this.names.server]) removeNetnsSync(ns)
     for (const dir of this.tempDirs) rmSync(dir, { recursive: true, force: true })
   }

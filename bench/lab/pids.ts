@@ -31,6 +31,26 @@ export function processTree(root: number): number[] {
   return tree
 }
 
+/** True while `pid` runs (a zombie, exited but not yet reaped, does not). */
+export function alive(pid: number): boolean {
+  const state = statFields(pid)?.[0]
+  return state !== undefined && state !== 'Z' && state !== 'X'
+}
+
+/**
+ * Stops a process this one did not start (so it cannot wait for its exit): SIGTERM, SIGKILL
+ * after `graceMs`, resolved once it is gone. True when SIGTERM was enough.
+ */
+export async function stopPid(pid: number, graceMs: number): Promise<boolean> {
+  signalAll([pid], 'SIGTERM')
+  const deadline = Date.now() + graceMs
+  while (alive(pid) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
+  if (!alive(pid)) return true
+  signalAll([pid], 'SIGKILL')
+  while (alive(pid)) await new Promise(resolve => setTimeout(resolve, 20))
+  return false
+}
+
 /** Sends `signal` to each of `pids` that is still alive. */
 export function signalAll(pids: readonly number[], signal: NodeJS.Signals): void {
   for (const pid of pids) {

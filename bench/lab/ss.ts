@@ -78,13 +78,14 @@ export async function heldSockets(ns: string, pids: readonly number[]): Promise<
   return (await tcpSockets(ns)).filter(s => s.state !== 'LISTEN' && s.pids.some(p => wanted.has(p)))
 }
 
-/** Waits until something listens on `port` in `ns`: for relays that do not say when they are ready. */
-export async function waitForListening(ns: string, port: number, timeoutMs: number): Promise<void> {
+/** Waits until something (or process `pid`) listens on `port` in `ns`: for relays that do not say when they are ready. */
+export async function waitForListening(ns: string, port: number, timeoutMs: number, pid?: number): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
-    const { stdout } = await runIn(ns, 'ss', ['-tlnH', `( sport = :${port} )`])
-    if (stdout.trim() !== '') return
-    if (Date.now() > deadline) throw new Error(`nothing listens on port ${port} in ${ns} after ${timeoutMs} ms`)
+    // With `pid`: until that process holds the listening socket (a relay's new generation).
+    const { stdout } = await runIn(ns, 'ss', [pid === undefined ? '-tlnH' : '-tlnpH', `( sport = :${port} )`])
+    if (pid === undefined ? stdout.trim() !== '' : stdout.includes(`pid=${pid},`)) return
+    if (Date.now() > deadline) throw new Error(`${pid === undefined ? 'nothing listens' : `process ${pid} does not listen`} on port ${port} in ${ns} after ${timeoutMs} ms`)
     await new Promise(resolve => setTimeout(resolve, 50))
   }
 }

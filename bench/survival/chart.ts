@@ -36,7 +36,8 @@ type FaultName = Exclude<ScenarioName, 'survival'>
 const FAULTS: Record<FaultName, (s: BenchSettings) => { title: string, marker: Marker }> = {
   blackhole: s => ({ title: 'Server blackholed while idle', marker: { at: bound(s.keepalive), label: `keepalive bound ${bound(s.keepalive)} s` } }),
   inflight: s => ({ title: 'Server blackholed with data in flight', marker: inFlightBound(s) }),
-  vanish: s => ({ title: 'Client vanishes (target legs live)', marker: { at: bound(s.clientKeepalive), label: `client keepalive bound ${bound(s.clientKeepalive)} s` } })
+  vanish: s => ({ title: 'Client vanishes (target legs live)', marker: { at: bound(s.clientKeepalive), label: `client keepalive bound ${bound(s.clientKeepalive)} s` } }),
+  upgrade: s => ({ title: "The relay's own upgrade or restart", marker: { at: s.hardStopAfter, label: `HAProxy hard-stop-after ${s.hardStopAfter} s` } })
 }
 
 interface Marker {

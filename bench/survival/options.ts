@@ -4,8 +4,8 @@ import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import type { KeepaliveSettings } from '../lab/index.ts'
 
-export type ScenarioName = 'survival' | 'blackhole' | 'inflight' | 'vanish'
-export const SCENARIOS: readonly ScenarioName[] = ['survival', 'blackhole', 'inflight', 'vanish']
+export type ScenarioName = 'survival' | 'blackhole' | 'inflight' | 'vanish' | 'upgrade'
+export const SCENARIOS: readonly ScenarioName[] = ['survival', 'blackhole', 'inflight', 'vanish', 'upgrade']
 export const DEFAULT_RELAYS = ['direct', 'ka-proxy', 'haproxy', 'socat', 'nginx']
 
 export interface BenchSettings {
@@ -26,6 +26,10 @@ export interface BenchSettings {
   scenarios: ScenarioName[]
   /** Seconds to wait for a relay to notice a fault. */
   window: number
+  /** Seconds after each relay's own upgrade until its sessions are checked. */
+  upgradeWait: number
+  /** HAProxy's hard-stop-after for its reload, seconds: how long its old process keeps sessions. */
+  hardStopAfter: number
   outDir: string
 }
 
@@ -37,8 +41,8 @@ export function parseOptions(argv = hideBin(process.argv)): BenchSettings {
   const args = yargs(argv)
     .scriptName('bench:survival')
     .usage('Usage: npm run bench:survival -- [options]   (as root)\n\n' +
-      'Measures how relays keep idle TCP sessions alive through an aggressive NAT and how fast ' +
-      'they notice dead peers, in network namespaces on this machine.')
+      'Measures how relays keep idle TCP sessions alive through an aggressive NAT, how fast ' +
+      'they notice dead peers, and whether their sessions survive their own upgrade, in network namespaces on this machine.')
     .version(false)
     .wrap(Math.min(110, process.stdout.columns || 110))
     .option('nat-timeout', { alias: 'T', type: 'number', default: 15, describe: 'seconds the NAT keeps an idle flow' })
@@ -55,6 +59,8 @@ export function parseOptions(argv = hideBin(process.argv)): BenchSettings {
     .option('relays', { type: 'string', default: DEFAULT_RELAYS.join(','), describe: 'relays to compare, comma-separated' })
     .option('scenarios', { type: 'string', default: SCENARIOS.join(','), describe: 'scenarios to run, comma-separated' })
     .option('window', { type: 'number', default: 45, describe: 'seconds to wait for a relay to notice a fault' })
+    .option('upgrade-wait', { type: 'number', default: 30, describe: "seconds after each relay's own upgrade until its sessions are checked" })
+    .option('hard-stop-after', { type: 'number', default: 10, describe: "HAProxy's hard-stop-after on its reload, seconds (how long its old process keeps sessions)" })
     .option('out', { type: 'string', default: 'bench/results', describe: 'directory for the JSON and SVG results' })
     .strict()
     .help()
@@ -73,7 +79,7 @@ export function parseOptions(argv = hideBin(process.argv)): BenchSettings {
   for (const s of scenarios) {
     if (!SCENARIOS.includes(s as ScenarioName)) throw new RangeError(`--scenarios: unknown "${s}"; known: ${SCENARIOS.join(', ')}`)
   }
-  for (const [flag, value] of Object.entries({ 'nat-timeout': args.natTimeout, sessions: args.sessions, idle: args.idle, interval: args.interval, count: args.count, window: args.window })) {
+  for (const [flag, value] of Object.entries({ 'nat-timeout': args.natTimeout, sessions: args.sessions, idle: args.idle, interval: args.interval, count: args.count, window: args.window, 'upgrade-wait': args.upgradeWait, 'hard-stop-after': args.hardStopAfter })) {
     if (!(value > 0)) throw new RangeError(`--${flag} must be a positive number (got ${value})`)
   }
   if (args.idleMax !== undefined && !(args.idleMax > 0)) throw new RangeError(`--idle-max must be a positive number (got ${args.idleMax})`)
@@ -92,6 +98,8 @@ export function parseOptions(argv = hideBin(process.argv)): BenchSettings {
     relays: list(args.relays),
     scenarios: scenarios as ScenarioName[],
     window: args.window,
+    upgradeWait: args.upgradeWait,
+    hardStopAfter: args.hardStopAfter,
     outDir: args.out
   }
 }

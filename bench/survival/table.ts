@@ -52,12 +52,29 @@ function perFault(r: RelayReport, cell: (o: OutcomeSummary | undefined) => strin
   return [r.results.blackhole, r.results.inflight, r.results.vanish].map(cell).join(' / ')
 }
 
+/** "50/50", or "0/50, closed 10.0 s, RST"; ", old process still holds them" while the old generation runs. */
+function upgradeWorking(r: RelayReport): string {
+  const o = r.results.upgrade
+  if (o?.working === undefined) return 'n/a'
+  const parts = [`${o.working}/${o.sessions}`]
+  if (o.error !== undefined) parts.push(`upgrade failed: ${o.error}`)
+  if (o.ends.length > 0) parts.push(`closed ${detection(o).replace(/ \(\d+\/\d+\)$/, '')}, ${peerSaw(o)}`)
+  if (o.oldRunning === true && o.working > 0) parts.push('old process still holds them')
+  return parts.join(', ')
+}
+
+function upgradeNewSession(r: RelayReport): string {
+  const o = r.results.upgrade
+  if (o?.newSession === undefined) return 'n/a'
+  return o.newSession ? 'yes' : 'no'
+}
+
 function socketsLeft(o: OutcomeSummary | undefined): string {
   return o?.socketsLeft === null || o?.socketsLeft === undefined ? '–' : String(o.socketsLeft)
 }
 
 /** Columns; the measured T sits next to the configured one. */
-const headers = (natTimeout: number): string[] => [
+const headers = (natTimeout: number, upgradeWait: number): string[] => [
   'relay',
   'survived idle > T',
   `measured T (configured ${natTimeout} s)`,
@@ -65,12 +82,14 @@ const headers = (natTimeout: number): string[] => [
   'blackhole, data in flight',
   'client vanishes: target leg closed after',
   'peer saw (idle / in flight / vanish)',
-  'sockets left (idle / in flight / vanish)'
+  'sockets left (idle / in flight / vanish)',
+  `own upgrade: working ${upgradeWait} s after`,
+  'own upgrade: new session'
 ]
 
 export function renderTable(report: Report): string {
   const T = report.settings.natTimeout
-  const head = headers(T)
+  const head = headers(T, report.settings.upgradeWait)
   const rows = report.relays.filter(r => r.skipped === undefined).map(r => [
     r.relay,
     survivedPastT(r, T),
@@ -79,13 +98,19 @@ export function renderTable(report: Report): string {
     detection(r.results.inflight),
     detection(r.results.vanish),
     perFault(r, peerSaw),
-    perFault(r, socketsLeft)
+    perFault(r, socketsLeft),
+    upgradeWorking(r),
+    upgradeNewSession(r)
   ])
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map(row => (row[i] as string).length)))
   const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i] as number)).join(' | ')} |`
   const out = [line(head), line(widths.map(w => '-'.repeat(w))), ...rows.map(line)]
   for (const r of report.relays) {
     if (r.skipped !== undefined) out.push(`skipped ${r.relay}: ${r.skipped}`)
+  }
+  for (const r of report.relays) {
+    const how = r.results.upgrade?.how
+    if (how !== undefined) out.push(`own upgrade of ${r.relay}: ${how}`)
   }
   return out.join('\n')
 }

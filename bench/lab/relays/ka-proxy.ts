@@ -1,12 +1,18 @@
 // ka-proxy itself, run from this checkout in the client namespace (the app's sidecar). By
 // default from the TypeScript sources through tsx, so the lab tests what is in src/ without a
-// build; KA_PROXY_ENTRY=dist runs the compiled entry point in dist/ instead.
+// build; KA_PROXY_ENTRY=dist runs the compiled entry point in dist/ instead. Its own upgrade is
+// SIGUSR2 (src/upgrade.ts): it starts the new process itself, which writes to the same stdout.
 
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import type { KeepaliveSettings, Relay, RelayConfig } from './relay.ts'
 import { REPO_ROOT } from '../node-script.ts'
 import { processTree, socketDescriptors } from '../pids.ts'
+import { Generations, labGeneration, strayGeneration } from './command.ts'
+import type { LabProcess } from '../process.ts'
+
+/** Time for the new process to say it serves, from SIGUSR2. */
+const UPGRADE_BOUND_MS = 30_000
 
 export type KaProxyEntry = 'src' | 'dist'
 
@@ -59,20 +65,39 @@ export function kaProxy(entry: KaProxyEntry = process.env.KA_PROXY_ENTRY === 'di
     async start(ctx) {
       const proc = ctx.lab.spawn('client', 'ka-proxy', process.execPath, [...kaProxyEntryArgs(entry), ...kaProxyArgs(ctx)], { cwd: REPO_ROOT })
       await proc.waitForLine(line => parseJson(line)?.msg === 'listening', 20_000, 'its "listening" log line')
+      const generations = new Generations(labGeneration(proc))
       const baseline = socketDescriptors(processTree(proc.pid))
       return {
         address: ctx.listen,
-        async pids() { return proc.running ? processTree(proc.pid) : [] },
-        async descriptorsLeft() { return socketDescriptors(processTree(proc.pid)) - baseline },
+        async pids() { return generations.pids() },
+        async descriptorsLeft() { return socketDescriptors(generations.pids()) - baseline },
         sessionLog() {
           return proc.lines.map(parseJson).filter((e): e is Record<string, unknown> => e?.msg === 'session closed')
         },
+        async upgrade() { generations.add(strayGeneration(ctx.lab, await upgrade(proc))) },
+        oldGenerationRunning: () => generations.oldRunning(),
         async stop() {
-          const code = await proc.stop(5000)
           // SIGTERM is a graceful stop that exits 0; anything else is a failure of the run.
-          if (code !== 0) throw new Error(`ka-proxy exited ${code} on SIGTERM: ${proc.stderr.trim().slice(-500)}`)
+          if (!(await generations.stop())) throw new Error(`ka-proxy did not stop cleanly on SIGTERM: ${proc.stderr.trim().slice(-500)}`)
         }
       }
-    }
+    },
+    upgradeHow: () => 'SIGUSR2: listeners and sessions handed over'
   }
+}
+
+/** SIGUSR2 to the serving process; resolves with the new one's pid once it serves. */
+async function upgrade(proc: LabProcess): Promise<number> {
+  // Every generation writes to the same stdout: the serving one is the last upgrade's new process.
+  const done = proc.lines.map(parseJson).filter(l => String(l?.msg).startsWith('upgrade done'))
+  const serving = done.length === 0 ? proc.pid : Number(done[done.length - 1]?.newPid)
+  process.kill(serving, 'SIGUSR2')
+  const outcomeOf = (l: string): boolean => {
+    const line = parseJson(l)
+    return line?.pid === serving && /^upgrade (done|failed)/.test(String(line.msg))
+  }
+  const line = await proc.waitForLine(outcomeOf, UPGRADE_BOUND_MS, 'an "upgrade done" line')
+  const outcome = parseJson(line)
+  if (outcome === null || !String(outcome.msg).startsWith('upgrade done')) throw new Error(`ka-proxy: ${String(outcome?.msg)}`)
+  return Number(outcome.newPid)
 }

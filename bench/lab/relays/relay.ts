@@ -22,6 +22,11 @@ export interface RelayOptions {
    * (ka-proxy: idle + interval × count; the peers: none), 0 disables it.
    */
   userTimeout?: number
+  /**
+   * Seconds the old process of a relay's own upgrade may keep its sessions (HAProxy's
+   * hard-stop-after); undefined: as long as they last.
+   */
+  hardStopAfter?: number
 }
 
 export interface RelayStart {
@@ -48,6 +53,13 @@ export interface RunningRelay {
   descriptorsLeft?(): Promise<number>
   /** The relay's structured log of ended sessions, when it writes one. */
   sessionLog?(): Array<Record<string, unknown>>
+  /**
+   * The relay's own upgrade or restart, as its operators do it (see Relay.upgradeHow); resolves
+   * once the new generation serves. Stop and pids() cover both generations from then on.
+   */
+  upgrade?(): Promise<void>
+  /** After an upgrade: whether a process of the old generation still runs (holding sessions). */
+  oldGenerationRunning?(): boolean
   stop(): Promise<void>
 }
 
@@ -58,6 +70,8 @@ export interface Relay {
   /** Null when the relay can run here, otherwise why not, in a few words. */
   unavailable(): Promise<string | null>
   start(ctx: RelayStart): Promise<RunningRelay>
+  /** How it upgrades or restarts itself (its running relay then has `upgrade`); absent: it does not. */
+  upgradeHow?(options: RelayOptions): string
 }
 
 /** The bound a relay promises for detecting a dead peer on one leg, in seconds. */

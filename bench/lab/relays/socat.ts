@@ -1,9 +1,13 @@
 // socat, one forked child per connection, keepalive set on both addresses and, when asked,
 // TCP_USER_TIMEOUT through a raw setsockopt (IPPROTO_TCP = 6, TCP_USER_TIMEOUT = 18): socat
-// has no option of its own for it.
+// has no option of its own for it. It has no upgrade of its own: a new release means a restart,
+// the old process stopped (SIGTERM) and a new one started; what becomes of the children serving
+// the sessions is socat's doing (those still running are kept track of).
 
 import type { KeepaliveSettings, Relay, RelayConfig } from './relay.ts'
-import { missingCommand, startCommandRelay } from './command.ts'
+import { labGeneration, missingCommand, startCommandRelay, strayGeneration, type Upgrade } from './command.ts'
+import { processTree } from '../pids.ts'
+import { waitForListening } from '../ss.ts'
 
 function keepalive(k: KeepaliveSettings): string {
   return `keepalive,keepidle=${k.idle},keepintvl=${k.interval},keepcnt=${k.count}`
@@ -19,11 +23,22 @@ export function socatArgs({ listen, target, options }: RelayConfig): string[] {
   ]
 }
 
+const restart: Upgrade = async (ctx, generations) => {
+  const old = generations.current
+  const children = processTree(old.pid).slice(1)
+  await old.stop()
+  for (const pid of children) generations.add(strayGeneration(ctx.lab, pid))
+  const proc = ctx.lab.spawn('client', 'socat', 'socat', socatArgs(ctx))
+  await proc.readyWhen(waitForListening(ctx.lab.ns('client'), ctx.listen.port, 10_000, proc.pid), 'listening')
+  return labGeneration(proc)
+}
+
 export const socat: Relay = {
   name: 'socat',
   proxies: true,
   unavailable: () => missingCommand('socat', ['-V'], 'socat'),
   async start(ctx) {
-    return await startCommandRelay(ctx, 'socat', 'socat', socatArgs(ctx))
-  }
+    return await startCommandRelay(ctx, 'socat', 'socat', socatArgs(ctx), restart)
+  },
+  upgradeHow: () => 'restart: SIGTERM, then a new process'
 }

@@ -2,3 +2,4 @@ export { createWorkbench, Workbench, type Entrant, type Outcome } from './workbe
 export { survival, type IdleCheck, type SurvivalOutcome } from './survival.ts'
 export { blackholeTarget, type BlackholeOptions } from './blackhole.ts'
 export { clientVanishes } from './client-vanish.ts'
+export { ownUpgrade, type UpgradeOutcome } from './upgrade.ts'
