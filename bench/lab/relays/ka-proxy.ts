@@ -10,9 +10,12 @@ import { REPO_ROOT } from '../node-script.ts'
 import { processTree, socketDescriptors } from '../pids.ts'
 import { Generations, labGeneration, strayGeneration } from './command.ts'
 import type { LabProcess } from '../process.ts'
+import { sleep } from '../exec.ts'
 
 /** Time for the new process to say it serves, from SIGUSR2. */
 const UPGRADE_BOUND_MS = 30_000
+/** Time for the old process to exit once the new one serves. */
+const OLD_EXIT_BOUND_MS = 10_000
 
 export type KaProxyEntry = 'src' | 'dist'
 
@@ -74,7 +77,14 @@ export function kaProxy(entry: KaProxyEntry = process.env.KA_PROXY_ENTRY === 'di
         sessionLog() {
           return proc.lines.map(parseJson).filter((e): e is Record<string, unknown> => e?.msg === 'session closed')
         },
-        async upgrade() { generations.add(strayGeneration(ctx.lab, await upgrade(proc))) },
+        async upgrade() {
+          const old = generations.current
+          generations.add(strayGeneration(ctx.lab, await upgrade(proc)))
+          // Done when the old process has gone: at once once every session moved (still running
+          // after the bound: it kept sessions, which oldGenerationRunning then says).
+          const deadline = Date.now() + OLD_EXIT_BOUND_MS
+          while (old.running() && Date.now() < deadline) await sleep(50)
+        },
         oldGenerationRunning: () => generations.oldRunning(),
         async stop() {
           // SIGTERM is a graceful stop that exits 0; anything else is a failure of the run.
