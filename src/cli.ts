@@ -261,7 +261,15 @@ export async function run(argv: string[]): Promise<number> {
     const { adopted, refused } = app.adoptSessions(inherited.sessions)
     inherited.closeSessionFds()
     // The old process tells systemd (MAINPID=, READY=1) once it hears this.
-    handover.ready(app.listeners().length, refused)
+    try {
+      handover.ready(app.listeners().length, refused)
+    } catch (err) {
+      // Not confirmed: the old process carries every session on. Out at once, touching none of
+      // them (a graceful stop would end them with a FIN), and the pid file is the old one's again.
+      process.stderr.write(`ka-proxy: ${(err as Error).message}\n`)
+      config.pidFile?.remove()
+      process.exit(EXIT_FAILURE)
+    }
     for (const a of adopted) a.start()
     logger.info(
       { from: inherited.from, listeners: app.listeners().length, notTaken: unused, sessions: adopted.length, refused: refused.length, ms: Math.round(performance.now() - started) },
@@ -340,11 +348,14 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
         return
       }
       stopping = true
-      upgrader?.abort()
       const graceMs = (app.config?.shutdownGrace ?? 0) * 1000
-      logger.info({ signal, sessions: app.sessionCount }, 'shutting down')
+      // During an upgrade: a new process that has not taken over is stopped and every session
+      // handed over comes back here first, then all drain as after any SIGTERM. One that took
+      // over already serves on; what stayed here drains.
+      const upgrade = upgrader?.abort()
+      logger.info({ signal, sessions: app.sessionCount, upgrading: upgrade !== undefined }, 'shutting down')
       notifier.stopping(`shutting down on ${signal}: draining ${app.sessionCount} sessions`)
-      stopThenResolve(graceMs)
+      void (upgrade ?? Promise.resolve()).then(() => stopThenResolve(graceMs))
     }
     const onReload = (): void => {
       const file = reopenLog()
@@ -387,15 +398,22 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
       void upgrader.start(app).then((outcome) => {
         if (!outcome.ok) {
           logger.error({ reason: outcome.reason }, `upgrade failed, still serving: ${outcome.reason}`)
-          notifier.ready(`${servingStatus(app)} (upgrade failed)`)
+          // A new process that wrote the pid file and then did not take over removed it.
+          try {
+            app.config?.pidFile?.write()
+          } catch (err) {
+            logger.error({ error: (err as Error).message }, 'pid file not written again after the failed upgrade')
+          }
+          if (!stopping) notifier.ready(`${servingStatus(app)} (upgrade failed)`)
           answerUpgrade(outcome)
           return
         }
-        if (stopping) return
-        stopping = true
         // systemd first: the reload a waiting `ka-proxy upgrade` ends must find the new main pid.
         notifier.mainPid(outcome.pid, `upgraded: pid ${outcome.pid} serves`)
         answerUpgrade({ ok: true, pid: outcome.pid, sessions: outcome.sessions, stayed: app.sessionCount, ms: outcome.ms })
+        // A signal came after the new process took over: it serves on; this one drains (onSignal).
+        if (stopping) return
+        stopping = true
         logger.info(
           { newPid: outcome.pid, listeners: outcome.listeners, sessions: outcome.sessions, kept: outcome.kept, heldBytes: outcome.held, ms: outcome.ms, sessionsLeft: app.sessionCount },
           'upgrade done: the new process serves; exiting once the sessions left here end',

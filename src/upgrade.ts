@@ -13,9 +13,10 @@
 //   old -> new  {v, type: 'held', id, leg, data}                 v2: a large held queue, in parts
 //   old -> new  {v, type: 'sessions', sessions}                  v2: + two descriptors per session
 //   new -> old  {v, type: 'ready', pid, listeners, refused}      once every route listens
+//   old -> new  {v, type: 'go'}                                  v3: the sessions are the new one's
 // The old process picks the highest version both know; a new process that knows none of the
 // old one's (or gets a message of a version it does not know) refuses, binds nothing and exits.
-// Failure is safe: until 'ready' the old process changed nothing. If the new process exits, or
+// Failure is safe: until 'go' (v2: 'ready') the old process changed nothing. If the new process exits, or
 // does not report ready within READY_BOUND_MS, the old one logs why (with the new process's first
 // error line, read from its stderr) and keeps serving; a later SIGUSR2 may try again. The new
 // process's stderr is a pipe to the old one until it is ready, then the real stderr again (it
@@ -25,7 +26,14 @@
 // each session that can move (Session.handOver: target connected, not ending) with its two
 // sockets and what its pump held; the new process builds them at once but relays only after
 // 'ready', so until then the old process can take every one back (a failed upgrade loses
-// nothing), and 'ready' names the ones it could not take (kept by the old process). Sessions
+// nothing), and 'ready' names the ones it could not take (kept by the old process).
+// Who owns the sessions is decided at one point, in the old process, when it reads 'ready' (v3):
+// within READY_BOUND_MS and not stopped by a signal meanwhile, it sends 'go' and they are the new
+// process's; else it kills the new process, which has moved no byte (it waits for 'go', and gives
+// up by itself GO_BOUND_MS after its 'ready'), and carries them on. A 'ready' sent in time but read
+// late (the old process stalled) is refused: never both, never neither. In v2 the new process
+// relayed at once after 'ready', so a signal or the deadline falling between the two could leave
+// both relaying. Sessions
 // still connecting, ending, of a route the new config lacks, or accepted during an upgrade stay
 // in the old process, which exits once they have ended (never cut).
 
@@ -38,9 +46,11 @@ import type { Leg, LegState, TransportState } from './transport/transport.ts'
 import { sessionIdsAfter, type SessionIdentity } from './session.ts'
 
 /** Versions of the hand-over format this release speaks (the highest is offered first). */
-export const HANDOVER_VERSIONS: readonly number[] = [2, 1]
+export const HANDOVER_VERSIONS: readonly number[] = [3, 2, 1]
 /** The first version that moves established sessions. */
 const SESSIONS_VERSION = 2
+/** The first version in which the new process waits for 'go' after 'ready'. */
+const COMMIT_VERSION = 3
 /** Sessions per `sessions` message: two descriptors each, within the kernel's 253 per message. */
 const SESSIONS_PER_MESSAGE = 125
 /**
@@ -61,6 +71,12 @@ const POLL_MS = 20
 const MAX_MESSAGE = 1024 * 1024
 /** The new process waits this long for the old one's answer (within the old one's bound). */
 const RECEIVE_BOUND_MS = READY_BOUND_MS
+/**
+ * The new process waits this long for 'go' after its 'ready'. Its 'ready' comes after the old
+ * process's spawn, so this bound ends after the old one's deadline: it never gives up on a 'go'
+ * the old process may still send.
+ */
+const GO_BOUND_MS = READY_BOUND_MS
 
 /**
  * Node flags that belong to this one process and must not reach the new one: the inspector's
@@ -179,7 +195,13 @@ interface Ready {
   refused?: number[]
 }
 
-type Message = Hello | Listeners | Sessions | Held | Ready
+/** v3: the old process's commit, the answer to 'ready': from now on the sessions are the new one's. */
+interface Go {
+  v: number
+  type: 'go'
+}
+
+type Message = Hello | Listeners | Sessions | Held | Ready | Go
 
 export class HandoverError extends KaError {
   constructor(message: string) {
@@ -285,7 +307,12 @@ export class Upgrader {
   readonly #native: NativeAddon
   readonly #logger: Logger
   #child: ChildProcess | undefined
-  #running = false
+  /** The attempt under way: resolves once it has an outcome (sessions taken back if it failed). */
+  #attempt: Promise<UpgradeOutcome> | undefined
+  /** A signal asked this process to stop: the attempt fails unless the new process already took over. */
+  #aborted = false
+  /** The new process owns the sessions handed over ('go' sent; v2: 'ready' read). */
+  #committed = false
   /** Sessions handed over in this attempt: their descriptors stay open here until the new process is ready. */
   #moved: Array<MovedSession & { route: string }> = []
 
@@ -295,11 +322,17 @@ export class Upgrader {
   }
 
   get running(): boolean {
-    return this.#running
+    return this.#attempt !== undefined
   }
 
-  async start(source: UpgradeSource): Promise<UpgradeOutcome> {
-    this.#running = true
+  start(source: UpgradeSource): Promise<UpgradeOutcome> {
+    this.#aborted = false
+    this.#committed = false
+    const attempt = this.#attempt = this.#start(source).finally(() => (this.#attempt = undefined))
+    return attempt
+  }
+
+  async #start(source: UpgradeSource): Promise<UpgradeOutcome> {
     this.#moved = []
     try {
       const outcome = await this.#run(source)
@@ -310,15 +343,23 @@ export class Upgrader {
     } finally {
       for (const m of this.#moved) for (const fd of m.transport.fds) this.#native.closeFd(fd)
       this.#moved = []
-      this.#running = false
       this.#child = undefined
     }
   }
 
-  /** Stops a new process that has not taken over (this process is stopping). */
-  abort(): void {
-    // Holding sessions handed over, it must not stop gracefully (that would end them with a FIN).
-    this.#child?.kill(this.#moved.length > 0 ? 'SIGKILL' : 'SIGTERM')
+  /**
+   * This process is stopping: a new process that has not taken over is stopped and the sessions
+   * handed over come back here. Resolves once the attempt has its outcome (undefined: none runs);
+   * ok means the new process had taken over before.
+   */
+  abort(): Promise<UpgradeOutcome> | undefined {
+    if (this.#attempt === undefined) return undefined
+    if (!this.#committed) {
+      this.#aborted = true
+      // Holding sessions handed over, it must not stop gracefully (that would end them with a FIN).
+      this.#child?.kill(this.#moved.length > 0 ? 'SIGKILL' : 'SIGTERM')
+    }
+    return this.#attempt
   }
 
   async #run(source: UpgradeSource): Promise<UpgradeOutcome> {
@@ -406,6 +447,13 @@ export class Upgrader {
       const ready = await this.#receive(mine, deadline, () => exited)
       if (typeof ready === 'string') return fail(ready)
       if (ready.type !== 'ready') return fail(`the new process sent '${ready.type}' where 'ready' was expected`)
+      // The one point where ownership passes (see the header): nothing here awaits.
+      if (version >= COMMIT_VERSION) {
+        if (this.#aborted) return fail('this process is stopping: the new process was stopped before it took over')
+        if (performance.now() > deadline) return fail(`the new process did not report ready within ${READY_BOUND_MS / 1000} s`)
+        this.#native.sendFds(mine, encode({ v: version, type: 'go' }), [], left())
+      }
+      this.#committed = true
       // What it could not carry on stays here; the rest is its now (the copies here close after).
       const refused = new Set(Array.isArray(ready.refused) ? ready.refused : [])
       const kept = this.#moved.filter((m) => refused.has(m.identity.id))
@@ -591,11 +639,30 @@ export class Handover {
     return out
   }
 
-  /** Every route listens: tells the old process, and takes the real stderr back. */
+  /**
+   * Every route listens: tells the old process, takes the real stderr back and (v3) waits for its
+   * 'go'. Throws HandoverError when none comes: the old process keeps the sessions, and this one
+   * must exit without touching them.
+   */
   ready(listeners: number, refused: number[] = []): void {
     if (this.#stderr !== undefined) this.#native.moveFd(this.#stderr, 2)
-    this.#send({ v: this.#version, type: 'ready', pid: process.pid, listeners, ...(this.#version >= SESSIONS_VERSION && { refused }) })
-    this.#native.closeFd(this.#sock)
+    try {
+      this.#send({ v: this.#version, type: 'ready', pid: process.pid, listeners, ...(this.#version >= SESSIONS_VERSION && { refused }) })
+      if (this.#version < COMMIT_VERSION) return
+      let got: { payload: Buffer; fds: number[] } | null
+      try {
+        got = this.#native.recvFds(this.#sock, MAX_MESSAGE, GO_BOUND_MS)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw err
+        throw new HandoverError(`the old process did not confirm within ${GO_BOUND_MS / 1000} s; it keeps the sessions`)
+      }
+      if (got === null) throw new HandoverError('the old process did not confirm (it stopped or gave up); it keeps the sessions')
+      for (const fd of got.fds) this.#native.closeFd(fd)
+      const m = decode(got.payload)
+      if (m.type !== 'go') throw new HandoverError(`expected 'go', got '${m.type}'; the old process keeps the sessions`)
+    } finally {
+      this.#native.closeFd(this.#sock)
+    }
   }
 
   #send(message: Message): void {

@@ -16,7 +16,7 @@ import { request } from 'undici'
 import { collect, connect, freePort, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { spawnProxy } from './helpers/cli.ts'
-import { entryFile, killAllAtEnd, NATIVE, upgradeTestSetup } from './helpers/upgrade.ts'
+import { entryFile, killAllAtEnd, NATIVE, oneSession, twoWayStreams, upgradeTestSetup } from './helpers/upgrade.ts'
 
 const { dir } = upgradeTestSetup(t, 'upgrade-sessions')
 
@@ -135,19 +135,8 @@ t.test('open sessions move: streams both ways, a slow reader, a half-closed one,
 })
 
 t.test('a new process that took the sessions but never reports ready: the old process carries every one on', async (t) => {
-  const target = await manualTarget(t)
-  const port = await freePort()
-  const entry = entryFile(t, dir, 'taker')
+  const { port, entry, proxy, client, server } = await oneSession(t, dir, 'taker')
   const route = `127.0.0.1:${port}`
-  const proxy = spawnProxy(['--listen', route, '--target', `127.0.0.1:${target.port}`], {}, entry)
-  killAllAtEnd(t, proxy)
-  await proxy.line((l) => l.msg === 'listening', 30_000)
-  const client = await connect(port)
-  const server = await target.next()
-  const up = payload(8 << 20)
-  const down = payload(8 << 20)
-  const atServer = collect(server)
-  const atClient = collect(client)
   const hello = JSON.stringify({ v: 2, type: 'hello', pid: 0, accepts: [2], routes: [route] })
   entry.install(
     `const { loadNative } = await import(${JSON.stringify(NATIVE)})\nconst n = loadNative().binding\n` +
@@ -155,21 +144,21 @@ t.test('a new process that took the sessions but never reports ready: the old pr
       `for (;;) { try { const got = n.recvFds(3, 1 << 20, 50); if (got === null) break; kept.push(got) } catch { await new Promise((r) => setTimeout(r, 50)) } }\n` +
       `setInterval(() => {}, 1000)\n`,
   )
-  const streams = Promise.all([writeChunked(client, up, { end: false, maxChunk: 4096 }), writeChunked(server, down, { end: false, maxChunk: 4096 })])
+  const streams = twoWayStreams(client, server)
   const mark = proxy.logs.length
   proxy.proc.kill('SIGUSR2')
   const failed = await proxy.line((l) => proxy.logs.indexOf(l) >= mark && l.msg.startsWith('upgrade failed'), 30_000)
   t.match(String(failed.reason), /did not report ready within 10 s/)
-  await streams
-  t.ok(await waitFor(() => atServer.length() >= up.length && atClient.length() >= down.length, 30_000), 'the streams arrived')
-  t.ok(atServer.data().equals(up), 'client to target: whole and in order across the failed attempt')
-  t.ok(atClient.data().equals(down), 'target to client: whole and in order across the failed attempt')
+  const whole = await streams.whole()
+  t.ok(whole.arrived, 'the streams arrived')
+  t.ok(whole.up, 'client to target: whole and in order across the failed attempt')
+  t.ok(whole.down, 'target to client: whole and in order across the failed attempt')
   client.end()
   server.end()
   const line = await proxy.line((l) => l.msg === 'session closed', 10_000)
   t.equal(line.pid, proxy.proc.pid, 'the old process ends the session')
-  t.equal(line.bytesToTarget, up.length)
-  t.equal(line.bytesToClient, down.length)
+  t.equal(line.bytesToTarget, 8 << 20)
+  t.equal(line.bytesToClient, 8 << 20)
   t.equal(line.reason, 'client_end')
   t.equal(await proxy.stop('SIGTERM'), 0)
 })

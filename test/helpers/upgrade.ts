@@ -10,7 +10,8 @@ import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import type { Socket } from 'node:net'
 import { request } from 'undici'
-import { connect, freePort, sleep } from './net.ts'
+import { collect, connect, freePort, manualTarget, sleep, waitFor } from './net.ts'
+import { payload, writeChunked } from './payload.ts'
 import { spawnProxy, type Entry, type RunningProxy } from './cli.ts'
 import type { LogLine } from './proxy.ts'
 import { loadNative, type NativeAddon } from '../../src/native.ts'
@@ -118,4 +119,36 @@ export function upgradeTestSetup(t: Test, name: string): { native: NativeAddon; 
   const dir = mkdtempSync(join(tmpdir(), `ka-proxy-${name}-`))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   return { native: load.binding, dir }
+}
+
+/** A proxy started through its own entry point (`name`), with one session through it to a target the test drives. */
+export async function oneSession(t: Test, dir: string, name: string, args: string[] = []): Promise<{ port: number; entry: TestEntry; proxy: RunningProxy; client: Socket; server: Socket; target: { port: number; next(): Promise<Socket> } }> {
+  const target = await manualTarget(t)
+  const port = await freePort()
+  const entry = entryFile(t, dir, name)
+  const proxy = spawnProxy(['--listen', `127.0.0.1:${port}`, '--target', `127.0.0.1:${target.port}`, ...args], {}, entry)
+  killAllAtEnd(t, proxy)
+  await proxy.line((l) => l.msg === 'listening', 30_000)
+  const client = await connect(port)
+  const server = await target.next()
+  return { port, entry, proxy, client, server, target }
+}
+
+/**
+ * 8 MiB each way through a session, in writes of 4 KiB (many pump rounds, so a hand-over falls in
+ * the middle); `whole()` waits for both ends and says whether each got every byte, in order, once.
+ */
+export function twoWayStreams(client: Socket, server: Socket): { whole(): Promise<{ arrived: boolean; up: boolean; down: boolean }> } {
+  const up = payload(8 << 20)
+  const down = payload(8 << 20)
+  const atServer = collect(server)
+  const atClient = collect(client)
+  const written = Promise.all([writeChunked(client, up, { end: false, maxChunk: 4096 }), writeChunked(server, down, { end: false, maxChunk: 4096 })])
+  return {
+    async whole() {
+      await written
+      const arrived = await waitFor(() => atServer.length() >= up.length && atClient.length() >= down.length, 30_000)
+      return { arrived, up: atServer.data().equals(up), down: atClient.data().equals(down) }
+    },
+  }
 }

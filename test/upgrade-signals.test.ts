@@ -1,0 +1,83 @@
+// The edges of an upgrade's hand-over, with the real command and a "new release" on disk that is
+// the real one with a hook on the moment it sends 'ready': SIGTERM to the old process after the
+// sessions were handed over and before the new process took over (the old process stops the new
+// one, takes every session back and drains them; none lost, none doubled), and a 'ready' the old
+// process reads after its 10 s bound (it refuses it, and the new process has relayed nothing).
+
+import t from 'tap'
+import { collect, connect, sleep, waitFor } from './helpers/net.ts'
+import { alive, MAIN, NATIVE, oneSession, twoWayStreams, upgradeTestSetup } from './helpers/upgrade.ts'
+
+const { dir } = upgradeTestSetup(t, 'upgrade-signals')
+
+/** The real entry point, with `hook` (JavaScript) run just before it sends 'ready', after a marker line. */
+const hookedEntry = (hook: string): string =>
+  `const { loadNative } = await import(${JSON.stringify(NATIVE)})\n` +
+  `const n = loadNative().binding\nconst send = n.sendFds\n` +
+  `n.sendFds = (sock, payload, fds, ms) => {\n` +
+  `  if (payload.includes('"type":"ready"')) { process.stdout.write('HOOK ready\\n'); ${hook} }\n` +
+  `  return send(sock, payload, fds, ms)\n}\n` +
+  `await import(${JSON.stringify(MAIN)})\n`
+
+t.test('SIGTERM after the sessions were handed over, before the new process took over: every session comes back and drains', async (t) => {
+  const { entry, proxy, client, server } = await oneSession(t, dir, 'sigterm', ['--shutdown-grace', '60'])
+  // The new release waits 1.5 s before its 'ready': the window for the signal.
+  entry.install(hookedEntry('Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500)'))
+  const streams = twoWayStreams(client, server)
+  proxy.proc.kill('SIGUSR2')
+  await proxy.line((l) => l.msg === 'HOOK ready', 30_000)
+  proxy.proc.kill('SIGTERM')
+  const failed = await proxy.line((l) => l.msg.startsWith('upgrade failed'), 10_000)
+  t.match(String(failed.reason), /stopping: the new process was stopped before it took over|was killed by SIGKILL/, `one line says why: ${String(failed.reason)}`)
+  const newPid = Number(proxy.logs.find((l) => l.msg === 'listening' && l.pid !== proxy.proc.pid)?.pid)
+  t.ok(await waitFor(() => !alive(newPid), 5000), 'the new process was stopped')
+  t.notOk(proxy.logs.some((l) => /could not be carried on here/.test(l.msg)), 'no session closed for want of a route')
+  const whole = await streams.whole()
+  t.ok(whole.arrived, 'the streams arrived while the old process drains')
+  t.ok(whole.up, 'client to target: whole, in order, once')
+  t.ok(whole.down, 'target to client: whole, in order, once')
+  t.equal(proxy.proc.exitCode, null, 'the old process drains: it waits for the session')
+  client.end()
+  server.end()
+  const line = await proxy.line((l) => l.msg === 'session closed', 10_000)
+  t.same([line.pid, line.bytesToTarget, line.bytesToClient, line.reason], [proxy.proc.pid, 8 << 20, 8 << 20, 'client_end'], 'its one line, whole, from the old process')
+  t.equal(await proxy.exited, 0, 'then exits as after any SIGTERM')
+})
+
+t.test("a 'ready' the old process reads after its 10 s bound is refused; the new process relays nothing before it is told to", async (t) => {
+  const { port, entry, proxy, client, server, target } = await oneSession(t, dir, 'late')
+  const oldPid = proxy.proc.pid!
+  t.teardown(() => {
+    try {
+      process.kill(oldPid, 'SIGCONT')
+    } catch {
+      // gone
+    }
+  })
+  const atServer = collect(server)
+  // The new release stops the old process just before its 'ready': the old one reads it late.
+  entry.install(hookedEntry('process.kill(process.ppid, "SIGSTOP")'))
+  proxy.proc.kill('SIGUSR2')
+  const starting = await proxy.line((l) => l.msg === 'upgrade: starting a new process', 30_000)
+  await proxy.line((l) => l.msg === 'HOOK ready', 30_000)
+  client.write('sent while the old process is stopped')
+  await sleep(1500)
+  t.equal(atServer.length(), 0, 'the new process, not yet told, relays nothing')
+  // Past the old process's bound (10 s from the attempt's start), then it runs again.
+  await sleep(Math.max(0, Number(starting.time) + 10_500 - Date.now()))
+  process.kill(oldPid, 'SIGCONT')
+  const failed = await proxy.line((l) => l.msg.startsWith('upgrade failed'), 10_000)
+  t.match(String(failed.reason), /did not report ready within 10 s|did not confirm/, `refused: ${String(failed.reason)}`)
+  t.ok(await waitFor(() => atServer.length() >= 36, 5000), 'the old process relays what waited')
+  client.write(' and after')
+  t.ok(await waitFor(() => atServer.data().toString() === 'sent while the old process is stopped and after', 5000), `once, in order: ${JSON.stringify(atServer.data().toString())}`)
+  const s2 = await connect(port)
+  const s2Server = await target.next()
+  s2.end()
+  s2Server.end()
+  t.notOk(proxy.logs.some((l) => l.msg.startsWith('upgrade done')), 'no upgrade done')
+  t.equal(proxy.proc.exitCode, null, 'the old process serves on')
+  client.end()
+  server.end()
+  t.equal(await proxy.stop('SIGTERM'), 0)
+})
