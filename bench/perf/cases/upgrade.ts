@@ -49,10 +49,11 @@ async function upgradeLog(relay: RelayProcess): Promise<UpgradeLog> {
   const msg = (l: Record<string, unknown>): string => String(l.msg ?? '')
   for (;;) {
     const lines = logLines(relay.logPath)
-    const failed = lines.find(l => msg(l).startsWith('upgrade failed'))
+    // The log file is the relay's across measurements: only this process's lines, and its new one's.
+    const failed = lines.find(l => l.pid === relay.pid && msg(l).startsWith('upgrade failed'))
     if (failed !== undefined) throw new Error(`upgrade: ${msg(failed)}`)
     const done = lines.find(l => l.pid === relay.pid && msg(l).startsWith('upgrade done'))
-    const took = lines.find(l => l.pid !== relay.pid && msg(l) === NEW_PROCESS_MSG)
+    const took = done === undefined ? undefined : lines.find(l => l.pid === Number(done.newPid) && msg(l) === NEW_PROCESS_MSG)
     if (done !== undefined && took !== undefined) {
       return { readyMs: Number(done.ms), sessions: Number(done.sessions), kept: Number(done.kept), adoptMs: Number(took.ms) }
     }
