@@ -231,6 +231,18 @@ export class ProxyApp implements AdminSource {
     this.#admin = undefined
   }
 
+  /**
+   * After an upgrade: the admin API's listening socket is the new process's (or closed by it), so
+   * this one stops answering at once instead of after its drain. Else it would answer on the
+   * same socket as the new one, half the requests, with no routes (/healthz 503, /metrics
+   * without the sessions that moved).
+   */
+  async releaseAdmin(): Promise<void> {
+    const admin = this.#admin
+    this.#admin = undefined
+    await admin?.stop()
+  }
+
   /** Second signal: every session closed at once, in running and draining routes alike. */
   terminate(): void {
     for (const listener of [...this.#routes.values(), ...this.#draining.keys()]) listener.terminate()

@@ -411,6 +411,7 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
         // systemd first: the reload a waiting `ka-proxy upgrade` ends must find the new main pid.
         notifier.mainPid(outcome.pid, `upgraded: pid ${outcome.pid} serves`)
         answerUpgrade({ ok: true, pid: outcome.pid, sessions: outcome.sessions, stayed: app.sessionCount, ms: outcome.ms })
+        void app.releaseAdmin()
         // A signal came after the new process took over: it serves on; this one drains (onSignal).
         if (stopping) return
         stopping = true

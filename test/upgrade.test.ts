@@ -7,6 +7,7 @@
 
 import t from 'tap'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { get } from 'node:http'
 import { join } from 'node:path'
 import { connect, echoServer, freePort, sleep, waitFor } from './helpers/net.ts'
 import { runCliAsync, spawnProxy } from './helpers/cli.ts'
@@ -147,4 +148,50 @@ t.test("Node's flags: the inspector's and --watch stay with the old process, the
   t.equal(await roundTrip(s, 'served'), 'served')
   s.end()
   process.kill(newPid, 'SIGTERM')
+})
+
+/** One request on a connection of its own: the kernel picks which process accepts it. */
+function freshGet(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('utf8').on('data', (c: string) => (body += c))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    }).on('error', reject)
+  })
+}
+
+t.test('after an upgrade only the new process answers the admin API: it counts the moved sessions, the old one (still draining) is silent', async (t) => {
+  const echoPort = await echoServer(t)
+  const [keep, gone, admin] = await Promise.all([freePort(), freePort(), freePort()])
+  const config = join(dir, 'admin-owner.yaml')
+  const route = (name: string, port: number): string => `  - {name: ${name}, listen: "127.0.0.1:${port}", target: "127.0.0.1:${echoPort}"}\n`
+  writeFileSync(config, `admin: 127.0.0.1:${admin}\nroutes:\n${route('keep', keep)}${route('gone', gone)}`)
+  const entry = entryFile(t, dir, 'admin-owner')
+  const proxy = spawnProxy(['--config', config], {}, entry)
+  killAllAtEnd(t, proxy)
+  await proxy.line((l) => l.msg === 'admin listening', 30_000)
+  const moved = [await connect(keep), await connect(keep)]
+  for (const s of moved) t.equal(await roundTrip(s, 'x'), 'x')
+  const stays = await connect(gone) // its route is removed: it keeps the old process alive
+  t.equal(await roundTrip(stays, 'y'), 'y')
+  writeFileSync(config, `admin: 127.0.0.1:${admin}\nroutes:\n${route('keep', keep)}`)
+  proxy.proc.kill('SIGUSR2')
+  const done = await proxy.line((l) => l.msg.startsWith('upgrade done'), 30_000)
+  t.equal(done.sessions, 2)
+  t.equal(done.sessionsLeft, 1)
+  const answers = new Map<string, number>()
+  for (let i = 0; i < 24; i++) {
+    const [metrics, health, sessions] = await Promise.all([freshGet(admin, '/metrics'), freshGet(admin, '/healthz'), freshGet(admin, '/sessions')])
+    const active = metrics.body.split('\n').filter((l) => l.startsWith('ka_proxy_sessions_active')).join('; ')
+    const listed = (JSON.parse(sessions.body) as { sessions: Array<{ route: string }> }).sessions.map((s) => s.route).join(',')
+    const key = `${active} | healthz ${health.status} | sessions ${listed}`
+    answers.set(key, (answers.get(key) ?? 0) + 1)
+  }
+  t.same([...answers.keys()], ['ka_proxy_sessions_active{route="keep"} 2 | healthz 200 | sessions keep,keep'], 'every answer is the new process\'s, with the two sessions it took')
+  t.equal(proxy.proc.exitCode, null, 'while the old process still drains its one session')
+  stays.end()
+  t.equal(await proxy.exited, 0)
+  for (const s of moved) s.end()
+  process.kill(Number(done.newPid), 'SIGTERM')
 })
