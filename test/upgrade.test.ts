@@ -5,16 +5,31 @@
 // Established sessions moving are in upgrade-sessions.test.ts, the failure paths in
 // upgrade-failure.test.ts.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
 import { join } from 'node:path'
 import { connect, echoServer, freePort, sleep, waitFor } from './helpers/net.ts'
-import { runCliAsync, spawnProxy } from './helpers/cli.ts'
+import { runCliAsync, spawnProxy, type RunningProxy } from './helpers/cli.ts'
 import { alive, connectLoop, entryFile, healthy, killAllAtEnd, roundTrip, start, upgradeTestSetup } from './helpers/upgrade.ts'
 import { upgradeExecArgv } from '../src/upgrade.ts'
 
 const { dir } = upgradeTestSetup(t, 'upgrade')
+
+/**
+ * A proxy started from a config file of its own: the admin API and routes (name: port) to the echo
+ * server; `rewrite` writes the file anew (the upgrade reads it again).
+ */
+async function fromConfig(t: Test, name: string, echoPort: number, admin: number, routes: Record<string, number>): Promise<{ proxy: RunningProxy; rewrite(admin: number, routes: Record<string, number>): void }> {
+  const config = join(dir, `${name}.yaml`)
+  const rewrite = (adminPort: number, r: Record<string, number>): void =>
+    writeFileSync(config, `admin: 127.0.0.1:${adminPort}\nroutes:\n${Object.entries(r).map(([n, port]) => `  - {name: ${n}, listen: "127.0.0.1:${port}", target: "127.0.0.1:${echoPort}"}\n`).join('')}`)
+  rewrite(admin, routes)
+  const proxy = spawnProxy(['--config', config], {}, entryFile(t, dir, name))
+  killAllAtEnd(t, proxy)
+  await proxy.line((l) => l.msg === 'admin listening', 30_000)
+  return { proxy, rewrite }
+}
 
 t.test('the new process takes the listeners; a connect loop through the upgrade sees no refusal or reset', async (t) => {
   const echoPort = await echoServer(t)
@@ -104,14 +119,8 @@ t.test('target health carries over: a target down before the upgrade is not trie
 t.test('the new process reads the config file again: a moved admin API, a removed and an added route', async (t) => {
   const echoPort = await echoServer(t)
   const [keep, gone, added, adminA, adminB] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()])
-  const config = join(dir, 'reread.yaml')
-  const route = (name: string, port: number): string => `  - {name: ${name}, listen: "127.0.0.1:${port}", target: "127.0.0.1:${echoPort}"}\n`
-  writeFileSync(config, `admin: 127.0.0.1:${adminA}\nroutes:\n${route('keep', keep)}${route('gone', gone)}`)
-  const entry = entryFile(t, dir, 'reread')
-  const proxy = spawnProxy(['--config', config], {}, entry)
-  killAllAtEnd(t, proxy)
-  await proxy.line((l) => l.msg === 'admin listening', 30_000)
-  writeFileSync(config, `admin: 127.0.0.1:${adminB}\nroutes:\n${route('keep', keep)}${route('added', added)}`)
+  const { proxy, rewrite } = await fromConfig(t, 'reread', echoPort, adminA, { keep, gone })
+  rewrite(adminB, { keep, added })
   proxy.proc.kill('SIGUSR2')
   const took = await proxy.line((l) => l.msg.startsWith('upgrade: took over the listeners'), 30_000)
   t.same(took.notTaken, [`listen 127.0.0.1:${gone}`, `admin 127.0.0.1:${adminA}`], 'the removed route and the moved admin API do not take their sockets')
@@ -164,18 +173,12 @@ function freshGet(port: number, path: string): Promise<{ status: number; body: s
 t.test('after an upgrade only the new process answers the admin API: it counts the moved sessions, the old one (still draining) is silent', async (t) => {
   const echoPort = await echoServer(t)
   const [keep, gone, admin] = await Promise.all([freePort(), freePort(), freePort()])
-  const config = join(dir, 'admin-owner.yaml')
-  const route = (name: string, port: number): string => `  - {name: ${name}, listen: "127.0.0.1:${port}", target: "127.0.0.1:${echoPort}"}\n`
-  writeFileSync(config, `admin: 127.0.0.1:${admin}\nroutes:\n${route('keep', keep)}${route('gone', gone)}`)
-  const entry = entryFile(t, dir, 'admin-owner')
-  const proxy = spawnProxy(['--config', config], {}, entry)
-  killAllAtEnd(t, proxy)
-  await proxy.line((l) => l.msg === 'admin listening', 30_000)
+  const { proxy, rewrite } = await fromConfig(t, 'admin-owner', echoPort, admin, { keep, gone })
   const moved = [await connect(keep), await connect(keep)]
   for (const s of moved) t.equal(await roundTrip(s, 'x'), 'x')
   const stays = await connect(gone) // its route is removed: it keeps the old process alive
   t.equal(await roundTrip(stays, 'y'), 'y')
-  writeFileSync(config, `admin: 127.0.0.1:${admin}\nroutes:\n${route('keep', keep)}`)
+  rewrite(admin, { keep })
   proxy.proc.kill('SIGUSR2')
   const done = await proxy.line((l) => l.msg.startsWith('upgrade done'), 30_000)
   t.equal(done.sessions, 2)
