@@ -17,7 +17,8 @@
 //                                          round trip kept, until "stop FROM TO" on stdin (two
 //                                          CLOCK_MONOTONIC times in ns, the bench's own clock):
 //                                          the median before FROM, the longest round trip that
-//                                          overlaps FROM..TO (one still unanswered counts to now)
+//                                          overlaps FROM..TO (one in flight at the stop gets 5 s
+//                                          more, then counts as unanswered)
 //   loadgen stream HOST PORT CONNS RATE    CONNS connections to the echo, each sending RATE bytes/s
 //                                          of its own pseudo-random stream and checking every
 //                                          byte that comes back, until "stop" on stdin: then it
@@ -583,6 +584,8 @@ struct trip {
 
 /** How long a round trip may be unanswered before stdin is looked at again. */
 #define TRACE_POLL_MS 50
+/** How long a round trip in flight at the stop may still take before it counts as unanswered. */
+#define TRACE_GRACE_MS 5000
 
 static int trace(const struct sockaddr_in *sa, size_t size) {
   char msg[size], reply[size];
@@ -603,12 +606,18 @@ static int trace(const struct sockaddr_in *sa, size_t size) {
     if (write(fd, msg, size) != (ssize_t)size) { errors++; break; }
     size_t got = 0;
     int stop = 0;
+    uint64_t stop_deadline = 0;
     while (got < size) {
       ssize_t r = read(fd, reply + got, size - got);
       if (r > 0) { got += (size_t)r; continue; }
       if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-        // Unanswered for now: a stop that comes meanwhile ends it, counted to the stop.
-        if (stdin_ready() && (!read_line(line, sizeof line) || sscanf(line, "stop %lu %lu", &from, &to) == 2)) { stop = 1; break; }
+        // Unanswered for now. A stop that comes meanwhile gives it TRACE_GRACE_MS more to be
+        // answered (a slow resumption is a stall, not a loss); then it ends, counted to then.
+        if (!stop && stdin_ready() && (!read_line(line, sizeof line) || sscanf(line, "stop %lu %lu", &from, &to) == 2)) {
+          stop = 1;
+          stop_deadline = now_ns() + (uint64_t)TRACE_GRACE_MS * 1000000u;
+        }
+        if (stop && now_ns() > stop_deadline) break;
         continue;
       }
       errors++;

@@ -23,7 +23,10 @@ export interface CheckResult { checked: number, ok: number, failed: number }
 export interface TraceResult {
   size: number, roundTrips: number, before: number, during: number, after: number,
   p50BeforeUs: number, maxBeforeUs: number,
-  /** The longest round trip that overlapped the span; one still unanswered at the stop counts to then. */
+  /**
+   * The longest round trip that overlapped the span; one in flight at the stop gets 5 s more,
+   * then counts as unanswered, to then.
+   */
   longestDuringUs: number,
   unanswered: number, errors: number
 }

@@ -78,7 +78,8 @@ async function upgrade(relay: RelayProcess): Promise<{ from: bigint, until: bigi
 /** The figures of one upgrade, or an error naming what was lost. */
 function metricsOf(upgradeMs: number, relay: RelayProcess, log: UpgradeLog, rtt: TraceResult, check: CheckResult | undefined, flow: StreamResult | undefined): Metrics {
   const lost: string[] = []
-  if (rtt.errors > 0 || rtt.unanswered > 0) lost.push('the ping-pong session was cut or left unanswered')
+  if (rtt.errors > 0) lost.push('the ping-pong session was cut (closed or reset)')
+  if (rtt.unanswered > 0) lost.push(`the ping-pong session's round trip in flight was still unanswered 5 s after the stop, ${AFTER_MS} ms after the old process exited`)
   if (check !== undefined && check.failed > 0) lost.push(`${check.failed} of ${check.checked} idle sessions no longer echo`)
   if (flow !== undefined && flow.failed + flow.mismatched + flow.short > 0) {
     lost.push(`busy sessions: ${flow.failed} ended, ${flow.mismatched} got a wrong byte back, ${flow.short} did not get every byte back (${flow.received} of ${flow.sent})`)
