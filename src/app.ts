@@ -286,6 +286,13 @@ export class ProxyApp implements AdminSource {
     if (refused.length > 0) this.#logger.error({ sessions: refused }, 'upgrade failed and these sessions could not be carried on here: they are closed')
   }
 
+  /** Upgrade: sessions on a transport that cannot hand them over (ProxyListener.movable); they finish here. */
+  get unmovableSessions(): number {
+    let n = 0
+    for (const l of [...this.#routes.values(), ...this.#draining.keys()]) if (!l.movable) n += l.sessions.size
+    return n
+  }
+
   get nextSessionId(): number {
     return nextSessionIdValue()
   }

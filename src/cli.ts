@@ -419,6 +419,13 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
           { newPid: outcome.pid, listeners: outcome.listeners, sessions: outcome.sessions, kept: outcome.kept, heldBytes: outcome.held, ms: outcome.ms, sessionsLeft: app.sessionCount },
           'upgrade done: the new process serves; exiting once the sessions left here end',
         )
+        const unmovable = app.unmovableSessions
+        if (unmovable > 0) {
+          logger.info(
+            { sessions: unmovable, relay: 'stream' },
+            `upgrade: ${unmovable} session${unmovable === 1 ? '' : 's'} on the stream transport stay in this process until they end: Node streams cannot hand a session over (bytes they hold are in Node's buffers); none is cut`,
+          )
+        }
         stopThenResolve(UNBOUNDED_GRACE_MS)
       })
     }

@@ -119,6 +119,15 @@ export class ProxyListener {
   }
 
   /**
+   * Whether its sessions can move in an upgrade: the native pump exports a session's held bytes
+   * and takes it on; Node streams hold bytes in their own buffers (read ahead, queued writes) that
+   * no descriptor carries, so a session on them stays in its process to the end.
+   */
+  get movable(): boolean {
+    return this.#transports.adopt !== undefined
+  }
+
+  /**
    * Binds and starts accepting; rejects with ListenError (in use, not permitted...). `fd`: a
    * listening socket handed over by the process being upgraded, listened on as it is.
    */

@@ -34,8 +34,9 @@
 // late (the old process stalled) is refused: never both, never neither. In v2 the new process
 // relayed at once after 'ready', so a signal or the deadline falling between the two could leave
 // both relaying. Sessions
-// still connecting, ending, of a route the new config lacks, or accepted during an upgrade stay
-// in the old process, which exits once they have ended (never cut).
+// still connecting, ending, of a route the new config lacks, on the stream transport (Node's
+// buffers hold bytes no descriptor carries), or accepted during an upgrade stay in the old
+// process, which exits once they have ended (never cut).
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import type { Logger } from 'pino'

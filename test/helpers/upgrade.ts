@@ -122,11 +122,11 @@ export function upgradeTestSetup(t: Test, name: string): { native: NativeAddon; 
 }
 
 /** A proxy started through its own entry point (`name`), with one session through it to a target the test drives. */
-export async function oneSession(t: Test, dir: string, name: string, args: string[] = []): Promise<{ port: number; entry: TestEntry; proxy: RunningProxy; client: Socket; server: Socket; target: { port: number; next(): Promise<Socket> } }> {
+export async function oneSession(t: Test, dir: string, name: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ port: number; entry: TestEntry; proxy: RunningProxy; client: Socket; server: Socket; target: { port: number; next(): Promise<Socket> } }> {
   const target = await manualTarget(t)
   const port = await freePort()
   const entry = entryFile(t, dir, name)
-  const proxy = spawnProxy(['--listen', `127.0.0.1:${port}`, '--target', `127.0.0.1:${target.port}`, ...args], {}, entry)
+  const proxy = spawnProxy(['--listen', `127.0.0.1:${port}`, '--target', `127.0.0.1:${target.port}`, ...args], env, entry)
   killAllAtEnd(t, proxy)
   await proxy.line((l) => l.msg === 'listening', 30_000)
   const client = await connect(port)
