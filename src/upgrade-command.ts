@@ -24,6 +24,7 @@ export type UpgradeAnswer = { ok: true; pid: number; sessions: number; stayed: n
 /** Longer than any attempt: the new process's bound to report ready, and the hand-over around it. */
 const ANSWER_BOUND_MS = 3 * READY_BOUND_MS
 const POLL_MS = 100
+const EXITED_GRACE_MS = 1000
 
 function channel(pid: number): string {
   return `\0ka-proxy-upgrade-${pid}`
@@ -90,7 +91,13 @@ export async function runUpgrade(pid: number, write: (line: string) => void): Pr
     let text: string | undefined
     answered.then((t) => (text = t), () => {})
     while (text === undefined) {
-      if (!alive(pid)) throw new KaError('KA_ERR_UPGRADE', `upgrade: process ${pid} exited without an answer`)
+      if (!alive(pid)) {
+        // It may have answered and exited at once (nothing left to drain): the answer can still
+        // be on its way through this process's event loop.
+        await Promise.race([answered, new Promise((r) => setTimeout(r, EXITED_GRACE_MS))])
+        if (text === undefined) throw new KaError('KA_ERR_UPGRADE', `upgrade: process ${pid} exited without an answer`)
+        break
+      }
       if (Date.now() >= deadline) throw new KaError('KA_ERR_UPGRADE', `upgrade: no answer from process ${pid} within ${ANSWER_BOUND_MS / 1000} s (is it a ka-proxy of this release or later?)`)
       await new Promise((r) => setTimeout(r, POLL_MS))
     }
