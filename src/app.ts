@@ -13,7 +13,6 @@ import { ProxyListener } from './listener.ts'
 import { ProxyMetrics } from './admin/metrics.ts'
 import { AdminServer, type AdminSource, type FailbackReport } from './admin/server.ts'
 import type { AdminOptions } from './config/admin.ts'
-import { ConfigError } from './errors.ts'
 import type { Session } from './session.ts'
 import { defaultRelay } from './transport/registry.ts'
 import type { TransportKind } from './transport/transport.ts'
@@ -172,8 +171,6 @@ export class ProxyApp implements AdminSource {
   /** Binds a route's listener (not yet registered), or listens on `fd`; rejects with ListenError. */
   /** `targets`: the targets' health as the process being upgraded knew it, taken over before the checks start. */
   async #bindRoute(options: ProxyOptions, fd?: number, targets?: unknown): Promise<ProxyListener> {
-    // Paired mode is being built (src/pair/): its options are checked, its sessions cannot run yet.
-    if (options.pair !== undefined) throw new ConfigError(options.listenKey, 'paired mode cannot run in this version yet: its link and sessions are not built')
     const metrics = this.metrics
     const route = options.name
     const listener = new ProxyListener(options, this.#sockets, this.#logger.child({ route }), {

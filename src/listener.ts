@@ -12,7 +12,8 @@ import { fdOf, noDelay, type AppliedKeepalive, type SocketControl } from './sock
 import { onAccepted, peerOf, resetAccepted, type Accepted } from './accept.ts'
 import { Session, type LegHandle, type SessionContext, type SessionIdentity, type SessionSummary } from './session.ts'
 import { defaultRelay, openTransports } from './transport/registry.ts'
-import type { DetachedTransport, TargetEndpoint, TransportKind, TransportState, Transports } from './transport/transport.ts'
+import type { DetachedTransport, TargetEndpoint, Transport, TransportEvents, TransportKind, TransportState, Transports } from './transport/transport.ts'
+import { PairTransports } from './pair/transport.ts'
 import { handleFd } from './node-internals.ts'
 import { TargetPool, type Target, type TargetChange } from './targets.ts'
 import { LOCAL_RESOURCE_ERRORS, RefusalLog, withinDescriptorReserve, type RefusalReason } from './refusals.ts'
@@ -109,12 +110,13 @@ export class ProxyListener {
         return this.state === 'running' ? this.#pool.pick(session.tried) : undefined
       },
     }
-    this.#transports = openTransports(relay, { sockets, logger })
+    // A pair route's sessions have a channel for one leg (src/pair/); the others, two sockets.
+    this.#transports = options.pair === undefined ? openTransports(relay, { sockets, logger }) : new PairTransports(options.pair, { sockets, logger, refusals: this.#refusals })
     this.#deadCheck = setInterval(checkPaused, PAUSED_CHECK_MS, this.#transports).unref()
   }
 
-  /** Which transport moves the bytes: the native pump, or Node streams. */
-  get relay(): TransportKind {
+  /** Which transport moves the bytes: the native pump, Node streams, or a pair's. */
+  get relay(): Transports['kind'] {
     return this.#transports.kind
   }
 
@@ -132,10 +134,13 @@ export class ProxyListener {
    * listening socket handed over by the process being upgraded, listened on as it is.
    */
   async start(fd?: number): Promise<ListenerInfo> {
-    const inherited = await this.#listen(fd)
+    const transports = this.#transports
+    // A pair's far end accepts pair links instead of clients: its sessions start from their OPEN.
+    const far = transports instanceof PairTransports && this.#options.pair?.role === 'far'
+    const inherited = far ? false : await this.#listen(fd)
+    const addr = far ? await this.#listenPair(transports) : (this.#server.address() as AddressInfo)
     this.state = 'running'
     this.#pool.start((change) => this.#onTargetChange(change))
-    const addr = this.#server.address() as AddressInfo
     const clientKa = this.#options.keepalive.client
     return {
       address: formatEndpoint(addr.address, addr.port),
@@ -144,6 +149,16 @@ export class ProxyListener {
       targetKeepalive: this.#sockets.effective(this.#options.keepalive.target),
       inherited,
       backlog: this.#options.backlog ?? systemBacklog(),
+    }
+  }
+
+  /** A pair's far end: links accepted on the route's pair address; each OPEN a session. */
+  async #listenPair(transports: PairTransports): Promise<AddressInfo> {
+    const { host, port } = this.#options.listen
+    try {
+      return await transports.listen(host, port, (open) => this.#startSession(open, (reason, fields) => this.#refusals.refused(reason, fields)))
+    } catch (err) {
+      throw new ListenError(formatEndpoint(host, port), err as NodeJS.ErrnoException, this.#options.listenKey)
     }
   }
 
@@ -220,25 +235,34 @@ export class ProxyListener {
       this.#refuse(client, 'descriptor_limit', { fd, limit: reserve.limit })
       return
     }
+    const transports = this.#transports
+    this.#startSession((events) => transports.accept(client, events), (reason, fields) => this.#refuse(client, reason, fields))
+  }
+
+  /**
+   * A new session, unless the route refuses it (max connections, no healthy target, out of
+   * descriptors: `refuse` says so to whoever asked); `open` builds its transport. Whether it started.
+   */
+  #startSession(open: (events: TransportEvents) => Transport, refuse: (reason: RefusalReason, fields: object) => void): boolean {
+    if (this.state !== 'running') return false
     const max = this.#options.maxConnections
     if (max !== undefined && this.sessions.size >= max) {
-      this.#refuse(client, 'max_connections', { maxConnections: max })
-      return
+      refuse('max_connections', { maxConnections: max })
+      return false
     }
     const upstream = this.#pool.pick()
     if (upstream === undefined) {
-      this.#refuse(client, 'no_healthy_target', { targets: this.#pool.targets.map((t) => t.name) })
-      return
+      refuse('no_healthy_target', { targets: this.#pool.targets.map((t) => t.name) })
+      return false
     }
-    const transports = this.#transports
     let session: Session
     try {
-      session = new Session(this.#ctx, upstream, (events) => transports.accept(client, events))
+      session = new Session(this.#ctx, upstream, open)
     } catch (err) {
       // Out of descriptors or memory: this client is turned away, the others go on.
       const code = (err as NodeJS.ErrnoException).code ?? ''
-      this.#refuse(client, LOCAL_RESOURCE_ERRORS.has(code) ? 'descriptor_limit' : 'cannot_start', { error: code || String(err) })
-      return
+      refuse(LOCAL_RESOURCE_ERRORS.has(code) ? 'descriptor_limit' : 'cannot_start', { error: code || String(err) })
+      return false
     }
     this.sessions.add(session)
     this.#hooks.sessionOpened?.()
@@ -247,6 +271,7 @@ export class ProxyListener {
       this.#logger.debug({ session: session.id, client: session.clientAddress, target: upstream.name }, 'session opened')
     }
     session.start()
+    return true
   }
 
   /** Refused at once with an RST, counted, and logged at most once a second per reason. */
@@ -393,6 +418,7 @@ export class ProxyListener {
       }
     }
     await serverClosed
+    await this.#transports.close?.()
     await this.#pool.stop()
     clearInterval(this.#deadCheck)
     this.#refusals.flush()

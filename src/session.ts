@@ -22,6 +22,7 @@ import type { Logger } from 'pino'
 import { formatEndpoint } from './config/endpoint.ts'
 import type { SocketControl } from './socket-control.ts'
 import type { KeepaliveSettings } from './keepalive/settings.ts'
+import { PAIR_LOST } from './pair/transport.ts'
 import { LEGS, type DetachedTransport, type Leg, type LegHandle, type TargetEndpoint, type Transport, type TransportEvents } from './transport/transport.ts'
 
 export type { Leg, LegHandle }
@@ -42,6 +43,8 @@ export type CloseReason =
   | 'target_down'
   | 'shutdown'
   | 'internal_error'
+  /** Paired mode: the pair link under the session's channel leg was lost. */
+  | 'pair_lost'
 
 /** How the proxy ended a leg: FIN, RST, or it failed by itself (peer reset it, timeout). */
 export type LegClose = 'fin' | 'rst' | 'failed'
@@ -563,6 +566,8 @@ export function classifyError(leg: Leg, code: string): CloseReason {
       return leg === 'client' ? 'client_reset' : 'target_reset'
     case 'ETIMEDOUT':
       return 'keepalive_timeout'
+    case PAIR_LOST:
+      return 'pair_lost'
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
     case 'EHOSTDOWN':

@@ -369,6 +369,7 @@ export class LinkDialer {
   }
 
   #failed(reason: LinkFailReason, detail: string): void {
+    if (this.#stopped) return
     const retryInMs = this.#scheduleRetry(false)
     this.#options.logger.warn({ far: formatEndpoint(this.#far.host, this.#far.port), reason, detail, attempt: this.#attempt, retryInMs }, 'pair link failed')
   }

@@ -163,7 +163,8 @@ export interface TransportDeps {
 
 /** The transports of one listener: one per session, opened for each accepted client. */
 export interface Transports {
-  readonly kind: TransportKind
+  /** pair: paired mode's (src/pair/transport.ts), chosen by a route's options, not by the relay. */
+  readonly kind: TransportKind | 'pair'
   /** Accepted clients may come as bare handles (no net.Socket built for them). */
   readonly takesHandles: boolean
   /**
@@ -182,6 +183,8 @@ export interface Transports {
    * (the kernel reports a reset or a keepalive timeout only to a reader).
    */
   checkPaused(): void
+  /** The listener stops: whatever the transports hold besides sessions (pair links) goes. */
+  close?(): Promise<void>
 }
 
 /**

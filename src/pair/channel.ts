@@ -1,0 +1,117 @@
+// One session's stream over a pair link, at one end: the bytes of each direction numbered from 0,
+// what was sent kept until the peer acknowledges it (the credit window, and what a resume will
+// replay), what was received acknowledged once the plain leg took it. FIN carries the offset it
+// comes after; RST ends the channel at once. The channel knows frames and offsets, not sockets
+// (transport.ts) nor links' lives (link.ts).
+
+import { FRAME, frameHeader, MAX_DATA, offsetFrame, TOKEN_BYTES, WINDOW } from './protocol.ts'
+import type { PairLink } from './link.ts'
+
+export class Channel {
+  readonly id: number
+  /** 128 random bits naming the session to both ends (OPEN, and RESUME on a new link). */
+  readonly token: Buffer
+  /** The link it travels on; undefined while there is none. */
+  link: PairLink | undefined
+  /** Bytes sent so far, and how many of them the peer acknowledged. */
+  sent = 0
+  acked = 0
+  /** Bytes received so far, and how many of them were acknowledged to the peer. */
+  received = 0
+  ackedToPeer = 0
+  finSent = false
+  finReceived = false
+  /** Sent and not acknowledged, in order: the bytes from `acked` to `sent`. */
+  readonly #unacked: Buffer[] = []
+  #ackQueued = false
+
+  constructor(id: number, token: Buffer, link: PairLink | undefined) {
+    if (token.length !== TOKEN_BYTES) throw new Error(`a channel token is ${TOKEN_BYTES} bytes`)
+    this.id = id
+    this.token = token
+    this.link = link
+  }
+
+  /** Bytes sent that the peer has not acknowledged. */
+  get unacknowledged(): number {
+    return this.sent - this.acked
+  }
+
+  /** No credit left: the plain leg feeding it must stop being read. */
+  get full(): boolean {
+    return this.unacknowledged >= WINDOW
+  }
+
+  /** Sends `data` (in frames of at most MAX_DATA) and keeps it until acknowledged. */
+  write(data: Buffer): void {
+    this.#unacked.push(data)
+    this.sent += data.length
+    const link = this.link
+    if (link === undefined) return
+    for (let at = 0; at < data.length; at += MAX_DATA) {
+      const piece = at === 0 && data.length <= MAX_DATA ? data : data.subarray(at, at + MAX_DATA)
+      link.send(frameHeader(FRAME.DATA, this.id, piece.length), piece)
+    }
+  }
+
+  /** This direction ends after the bytes sent so far. */
+  fin(): void {
+    if (this.finSent) return
+    this.finSent = true
+    this.link?.send(offsetFrame(FRAME.FIN, this.id, this.sent))
+  }
+
+  rst(): void {
+    this.link?.send(frameHeader(FRAME.RST, this.id, 0))
+  }
+
+  /** The peer acknowledged every byte before `offset`: credit returns and the kept bytes go. */
+  onAck(offset: number): boolean {
+    if (offset < this.acked || offset > this.sent) return false
+    let drop = offset - this.acked
+    this.acked = offset
+    const kept = this.#unacked
+    while (drop > 0) {
+      const first = kept[0]!
+      if (first.length <= drop) {
+        kept.shift()
+        drop -= first.length
+      } else {
+        kept[0] = first.subarray(drop)
+        drop = 0
+      }
+    }
+    return true
+  }
+
+  /** `n` bytes arrived (the transport hands them to the plain leg). */
+  onReceived(n: number): void {
+    this.received += n
+  }
+
+  /**
+   * The plain leg took everything received so far: acknowledged at the end of this turn of the
+   * event loop (one ACK for all the pieces one read brought), or at once past a quarter window.
+   */
+  acknowledge(): void {
+    if (this.received === this.ackedToPeer) return
+    if (this.received - this.ackedToPeer >= WINDOW / 4) {
+      this.sendAck()
+      return
+    }
+    if (this.#ackQueued) return
+    this.#ackQueued = true
+    process.nextTick(channelSendAck, this)
+  }
+
+  sendAck(): void {
+    this.#ackQueued = false
+    if (this.received === this.ackedToPeer && this.received !== 0) return
+    this.ackedToPeer = this.received
+    this.link?.send(offsetFrame(FRAME.ACK, this.id, this.received))
+  }
+}
+
+function channelSendAck(channel: Channel): void {
+  channel.sendAck()
+}

@@ -1,0 +1,481 @@
+// Paired mode as a transport (transport/transport.ts): a session whose one leg is a Node socket
+// and whose other leg is a channel over a pair link. Near end: the client leg is the accepted
+// socket, the target leg a channel to the far end. Far end: the client leg is a channel opened by
+// the near end, the target leg a socket to the target. The session's policy (session.ts) is the
+// same as for any session: a FIN on one side becomes a FIN on the other, a reset a reset.
+//
+// - PairTransport: one session's two legs. The channel leg has no socket (`handle` undefined),
+//   answers `unacknowledged` from the peer's acknowledgements, and is never "dead in disguise".
+//   Reading the socket leg stops while its channel has no credit, and what arrives from the
+//   channel is acknowledged once the socket took it (write() without backpressure, or 'drain').
+// - PairTransports: a route's links and the channels on them. Near end: one LinkDialer, new
+//   sessions OPEN channels on it. Far end: a PairLinkServer, whose OPEN frames become sessions
+//   of the listener (through `openSession`). A link that dies takes its sessions with it, reason
+//   pair_lost (resumption is to come).
+//
+// Every event a channel brings comes from a link's socket event; what the session's own calls
+// cause (a reset, a close) is told on the next tick, so the session is never re-entered.
+
+import net, { type AddressInfo, type Socket } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import type { Logger } from 'pino'
+import { formatEndpoint } from '../config/endpoint.ts'
+import type { PairOptions } from '../config/options.ts'
+import { peerOf, socketOf, type Accepted } from '../accept.ts'
+import { noDelay, type SocketControl } from '../socket-control.ts'
+import type { RefusalLog } from '../refusals.ts'
+import { socketDeadReason, socketUnacknowledged, type Leg, type LegHandle, type TargetEndpoint, type Transport, type TransportEvents, type Transports } from '../transport/transport.ts'
+import { Channel } from './channel.ts'
+import { LinkDialer, PairLinkServer, type LinkEvents, type LinkOptions, type PairLink } from './link.ts'
+import { FRAME, readOffset, TOKEN_BYTES, type FrameType } from './protocol.ts'
+import { pairKeys } from './secret.ts'
+
+/** The error a channel leg reports when its link is lost (classified as pair_lost by the session). */
+export const PAIR_LOST = 'pair_lost'
+
+const kPair = Symbol('ka.pair')
+type PairSocket = Socket & { [kPair]: PairTransport }
+
+export class PairTransport implements Transport {
+  readonly events: TransportEvents
+  readonly channel: Channel
+  readonly socketLeg: Leg
+  readonly channelLeg: Leg
+  socket: Socket | undefined
+  bytesToTarget = 0
+  bytesToClient = 0
+  readonly clientAddress: string
+  readonly #deps: PairTransportDeps
+  /** Near end: the far end's address; far end: read from the target socket. */
+  readonly #farAddress: string | undefined
+  #channelOpen = true
+  /** Near end: the far end has not yet said the target is connected. */
+  #channelConnecting: boolean
+  #relaying = false
+
+  constructor(deps: PairTransportDeps, events: TransportEvents, channel: Channel, socketLeg: Leg, client: { socket: Socket } | { address: string }, farAddress?: string) {
+    this.#deps = deps
+    this.events = events
+    this.channel = channel
+    this.socketLeg = socketLeg
+    this.channelLeg = socketLeg === 'client' ? 'target' : 'client'
+    this.#channelConnecting = this.channelLeg === 'target'
+    this.#farAddress = farAddress
+    if ('socket' in client) {
+      this.clientAddress = peerOf(client.socket)
+      this.#adopt(client.socket)
+    } else {
+      this.clientAddress = client.address
+    }
+  }
+
+  get targetAddress(): string | undefined {
+    if (this.#farAddress !== undefined) return this.#farAddress
+    const t = this.socket
+    return t?.remoteAddress ? formatEndpoint(t.remoteAddress, t.remotePort) : undefined
+  }
+
+  handle(leg: Leg): LegHandle | undefined {
+    const s = this.socket
+    return leg === this.socketLeg && s !== undefined && !s.destroyed && !s.connecting ? s : undefined
+  }
+
+  isOpen(leg: Leg): boolean {
+    if (leg === this.channelLeg) return this.#channelOpen
+    return this.socket !== undefined && !this.socket.destroyed
+  }
+
+  isConnecting(leg: Leg): boolean {
+    if (leg === this.channelLeg) return this.#channelOpen && this.#channelConnecting
+    return this.socket?.connecting === true
+  }
+
+  queuedBytes(leg: Leg): number {
+    if (leg === this.channelLeg) return this.channel.unacknowledged
+    return this.socket?.writableLength ?? 0
+  }
+
+  unacknowledged(leg: Leg): number | undefined {
+    if (leg === this.channelLeg) return this.channel.unacknowledged
+    const s = this.socket
+    return socketUnacknowledged(this.#deps.sockets, this.handle(leg), s?.writableLength ?? 0, s?.writableFinished === true)
+  }
+
+  deadReason(leg: Leg): 'reset' | 'timeout' | undefined {
+    if (leg === this.channelLeg) return undefined
+    return socketDeadReason(this.#deps.sockets, this.handle(leg), this.socket?.writableEnded === true)
+  }
+
+  /** Near end: the target leg is a channel: OPEN (now, or once the link is up). Far end: a socket. */
+  connect(target: TargetEndpoint): void {
+    if (this.channelLeg === 'target') {
+      this.#deps.open(this)
+      return
+    }
+    const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true })
+    noDelay(socket)
+    this.#adopt(socket)
+    socket.on('connect', pairSocketOnConnect)
+  }
+
+  abandonConnect(): void {
+    // A pair route has one target (the far end, or the far end's target): nothing to retry.
+    const s = this.socket
+    if (s === undefined || this.socketLeg !== 'target') return
+    s.removeAllListeners()
+    s.on('error', ignoreError)
+    s.destroy()
+    this.socket = undefined
+  }
+
+  relay(): void {
+    this.#relaying = true
+    const s = this.socket!
+    s.on('data', pairSocketOnData)
+    s.on('end', pairSocketOnEnd)
+    s.on('drain', pairSocketOnDrain)
+    if (!this.channel.full) s.resume()
+  }
+
+  end(leg: Leg): void {
+    if (leg === this.channelLeg) {
+      this.channel.fin()
+      this.#closeChannelIfDone()
+    } else {
+      this.socket?.end()
+    }
+  }
+
+  reset(leg: Leg): void {
+    if (leg === this.channelLeg) {
+      if (!this.#channelOpen) return
+      this.channel.rst()
+      this.#closeChannel()
+    } else {
+      const s = this.socket
+      // libuv cannot reset a socket whose FIN is out (UV_EINVAL, and no 'close' would ever come):
+      // that one is closed instead; its peer already had the FIN.
+      if (s?.writableEnded === true) s.destroy()
+      else s?.resetAndDestroy()
+    }
+  }
+
+  destroy(leg: Leg): void {
+    if (leg !== this.channelLeg) {
+      this.socket?.destroy()
+      return
+    }
+    if (!this.#channelOpen) return
+    // A channel closed before both of its directions ended: the peer must not wait for the rest.
+    if (!this.channel.finSent || !this.channel.finReceived) this.channel.rst()
+    this.#closeChannel()
+  }
+
+  release(): void {
+    this.#deps.forget(this)
+  }
+
+  // From the socket leg.
+
+  onSocketConnect(): void {
+    // Far end: the target is up; the near end learns it from the first acknowledgement.
+    this.channel.sendAck()
+    this.events.onTargetConnect()
+  }
+
+  onSocketData(chunk: Buffer): void {
+    if (this.socketLeg === 'client') this.bytesToTarget += chunk.length
+    else this.bytesToClient += chunk.length
+    if (!this.#channelOpen) return
+    this.channel.write(chunk)
+    if (this.channel.full) this.socket!.pause()
+  }
+
+  onSocketDrain(): void {
+    this.channel.acknowledge()
+  }
+
+  // From the channel leg (link frames).
+
+  onChannelFrame(type: FrameType, payload: Buffer): void {
+    if (!this.#channelOpen) return
+    switch (type) {
+      case FRAME.ACK: {
+        if (!this.channel.onAck(readOffset(payload))) {
+          this.#lost('an acknowledgement beyond what was sent')
+          return
+        }
+        if (this.#channelConnecting) {
+          this.#channelConnecting = false
+          this.events.onTargetConnect()
+          return
+        }
+        const s = this.socket
+        if (this.#relaying && s !== undefined && !this.channel.full && s.isPaused()) s.resume()
+        return
+      }
+      case FRAME.FIN:
+        if (readOffset(payload) !== this.channel.received) {
+          this.#lost('a FIN at the wrong offset')
+          return
+        }
+        this.channel.finReceived = true
+        this.events.onEnd(this.channelLeg)
+        this.#closeChannelIfDone()
+        return
+      case FRAME.RST:
+        this.#channelOpen = false
+        this.events.onError(this.channelLeg, 'ECONNRESET')
+        this.events.onClose(this.channelLeg)
+        return
+      default:
+        this.#lost(`frame type ${type} on an open channel`)
+    }
+  }
+
+  onChannelData(piece: Buffer): void {
+    if (!this.#channelOpen || this.channel.finReceived) return
+    if (this.channelLeg === 'client') this.bytesToTarget += piece.length
+    else this.bytesToClient += piece.length
+    this.channel.onReceived(piece.length)
+    const s = this.socket
+    if (s === undefined || s.destroyed) return
+    // The piece is a view of the link's read: the socket keeps it until written, nothing reuses it.
+    if (s.write(piece)) this.channel.acknowledge()
+  }
+
+  /** The link under the channel is gone. */
+  onLinkLost(): void {
+    this.#lost('the pair link is down')
+  }
+
+  #lost(detail: string): void {
+    if (!this.#channelOpen) return
+    this.#deps.logger.debug({ session: this.events.id, detail }, 'pair channel lost')
+    this.#channelOpen = false
+    this.events.onError(this.channelLeg, PAIR_LOST)
+    this.events.onClose(this.channelLeg)
+  }
+
+  /** Both directions ended: the channel is done. */
+  #closeChannelIfDone(): void {
+    if (this.channel.finSent && this.channel.finReceived) this.#closeChannel()
+  }
+
+  /** Closed by the session's own call: told on the next tick (never inside that call). */
+  #closeChannel(): void {
+    this.#channelOpen = false
+    process.nextTick(pairChannelOnClose, this)
+  }
+
+  #adopt(socket: Socket): void {
+    this.socket = socket
+    ;(socket as PairSocket)[kPair] = this
+    socket.on('error', pairSocketOnError)
+    socket.on('close', pairSocketOnClose)
+  }
+}
+
+function ignoreError(): void {}
+
+function pairChannelOnClose(t: PairTransport): void {
+  try {
+    t.events.onClose(t.channelLeg)
+  } catch (err) {
+    t.events.fail(err)
+  }
+}
+
+/** A socket's event, told to its transport; whatever it throws (a bug) fails that one session. */
+function onSocket(socket: PairSocket, what: (t: PairTransport) => void): void {
+  const t = socket[kPair]
+  try {
+    what(t)
+  } catch (err) {
+    t.events.fail(err)
+  }
+}
+
+function pairSocketOnConnect(this: PairSocket): void {
+  onSocket(this, (t) => t.onSocketConnect())
+}
+
+function pairSocketOnData(this: PairSocket, chunk: Buffer): void {
+  onSocket(this, (t) => t.onSocketData(chunk))
+}
+
+function pairSocketOnEnd(this: PairSocket): void {
+  onSocket(this, (t) => t.events.onEnd(t.socketLeg))
+}
+
+function pairSocketOnDrain(this: PairSocket): void {
+  onSocket(this, (t) => t.onSocketDrain())
+}
+
+function pairSocketOnError(this: PairSocket, err: NodeJS.ErrnoException): void {
+  onSocket(this, (t) => t.events.onError(t.socketLeg, err.code ?? err.message))
+}
+
+function pairSocketOnClose(this: PairSocket): void {
+  onSocket(this, (t) => t.events.onClose(t.socketLeg))
+}
+
+/** What a PairTransport needs from its route's PairTransports. */
+interface PairTransportDeps {
+  sockets: SocketControl
+  logger: Logger
+  /** Near end: send the channel's OPEN now, or once the link is up. */
+  open(t: PairTransport): void
+  /** The session is over: its channel is forgotten. */
+  forget(t: PairTransport): void
+}
+
+/** What a far end's route does with an OPEN: a session of its listener, or undefined if refused. */
+export type OpenSession = (open: (events: TransportEvents) => Transport) => boolean
+
+export interface PairTransportsDeps {
+  sockets: SocketControl
+  logger: Logger
+  refusals: RefusalLog
+}
+
+/** A route's pair links and the channels on them (see the header). */
+export class PairTransports implements Transports, LinkEvents {
+  readonly kind = 'pair'
+  readonly takesHandles = false
+  readonly #pair: PairOptions
+  readonly #deps: PairTransportDeps
+  readonly #logger: Logger
+  /** Channels by link (the far end's ids are the near end's, unique per link only). */
+  readonly #channels = new Map<PairLink | undefined, Map<number, PairTransport>>()
+  readonly #dialer: LinkDialer | undefined
+  readonly #server: PairLinkServer | undefined
+  #openSession: OpenSession | undefined
+  #nextId = 1
+
+  constructor(pair: PairOptions, deps: PairTransportsDeps) {
+    this.#pair = pair
+    this.#logger = deps.logger
+    this.#deps = {
+      sockets: deps.sockets,
+      logger: deps.logger,
+      open: (t) => this.#open(t),
+      forget: (t) => this.#channels.get(t.channel.link)?.delete(t.channel.id),
+    }
+    const linkOptions: LinkOptions = { keys: pairKeys(pair.secret), heartbeatMs: pair.heartbeat * 1000, logger: deps.logger }
+    if (pair.role === 'near') {
+      const { host, port } = pair.endpoint
+      this.#dialer = new LinkDialer({ host: host!, port }, linkOptions, this)
+      this.#dialer.start()
+    } else {
+      this.#server = new PairLinkServer(linkOptions, deps.refusals, this)
+    }
+  }
+
+  /** Far end: accepts links on the route's pair address; OPEN frames become sessions through `openSession`. */
+  async listen(host: string | undefined, port: number, openSession: OpenSession): Promise<AddressInfo> {
+    this.#openSession = openSession
+    return this.#server!.listen(host, port)
+  }
+
+  /** Near end: a client accepted on the route's listener; its target leg will be a channel. */
+  accept(client: Accepted, events: TransportEvents): Transport {
+    const id = this.#nextId
+    this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1
+    const channel = new Channel(id, randomBytes(TOKEN_BYTES), undefined)
+    const { host, port } = this.#pair.endpoint
+    return new PairTransport(this.#deps, events, channel, 'client', { socket: socketOf(client) }, formatEndpoint(host, port))
+  }
+
+  checkPaused(): void {
+    // The socket legs are paused only while their channel has no credit: the link's liveness
+    // (heartbeats) covers the wait, and a socket leg's own death surfaces when it is read again.
+  }
+
+  /** Stops dialing and accepting, and closes the links (their sessions are lost). */
+  async close(): Promise<void> {
+    this.#dialer?.stop()
+    // First the links: a TLS server's close waits for its connections to end.
+    const closed = this.#server?.close()
+    for (const link of this.#server?.links ?? []) link.close()
+    await closed
+  }
+
+  #channelsOf(link: PairLink | undefined): Map<number, PairTransport> {
+    let m = this.#channels.get(link)
+    if (m === undefined) this.#channels.set(link, (m = new Map()))
+    return m
+  }
+
+  /** Near end: a session's OPEN goes on the link if there is one; otherwise it waits for it. */
+  #open(t: PairTransport): void {
+    const link = this.#dialer!.link
+    t.channel.link = link
+    this.#channelsOf(link).set(t.channel.id, t)
+    if (link !== undefined) link.send(openFrame(t.channel))
+  }
+
+  onLinkUp(link: PairLink): void {
+    if (link.role !== 'near') return
+    // Sessions that arrived while there was no link open their channels now.
+    const waiting = this.#channels.get(undefined)
+    if (waiting === undefined) return
+    this.#channels.delete(undefined)
+    const on = this.#channelsOf(link)
+    for (const [id, t] of waiting) {
+      t.channel.link = link
+      on.set(id, t)
+      link.send(openFrame(t.channel))
+    }
+  }
+
+  onLinkControl(link: PairLink, type: FrameType, channel: number, payload: Buffer): void {
+    const t = this.#channels.get(link)?.get(channel)
+    if (type === FRAME.OPEN) {
+      if (link.role !== 'far' || t !== undefined) {
+        this.#logger.warn({ peer: link.peer, channel }, 'pair link: OPEN of a channel already open, or at the near end; link closed')
+        this.onLinkDown(link)
+        link.close()
+        return
+      }
+      this.#accept(link, channel, payload)
+      return
+    }
+    // A frame for a channel already forgotten (its session ended here first): nothing to do.
+    t?.onChannelFrame(type, payload)
+  }
+
+  onLinkData(link: PairLink, channel: number, piece: Buffer): void {
+    this.#channels.get(link)?.get(channel)?.onChannelData(piece)
+  }
+
+  onLinkDown(link: PairLink): void {
+    const lost = this.#channels.get(link)
+    this.#channels.delete(link)
+    for (const t of lost?.values() ?? []) {
+      try {
+        t.onLinkLost()
+      } catch (err) {
+        t.events.fail(err)
+      }
+    }
+  }
+
+  /** Far end: an OPEN becomes a session of the listener, or an RST when it refuses one. */
+  #accept(link: PairLink, id: number, token: Buffer): void {
+    const channel = new Channel(id, Buffer.from(token), link)
+    let transport: PairTransport | undefined
+    const opened = this.#openSession?.((events) => (transport = new PairTransport(this.#deps, events, channel, 'target', { address: link.peer })))
+    if (opened === true && transport !== undefined) this.#channelsOf(link).set(id, transport)
+    else channel.rst()
+  }
+}
+
+function openFrame(channel: Channel): Buffer {
+  const b = Buffer.allocUnsafe(9 + TOKEN_BYTES)
+  b[0] = FRAME.OPEN
+  b.writeUInt32BE(channel.id, 1)
+  b.writeUInt32BE(TOKEN_BYTES, 5)
+  channel.token.copy(b, 9)
+  return b
+}
