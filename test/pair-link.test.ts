@@ -8,38 +8,14 @@ import { randomBytes } from 'node:crypto'
 import { capturedLogger, type LogLine } from './helpers/proxy.ts'
 import { breakablePath } from './helpers/path.ts'
 import { sleep, waitFor } from './helpers/net.ts'
-import { LinkDialer, PairLink, PairLinkServer, type LinkEvents } from '../src/pair/link.ts'
+import { LinkDialer, PairLinkServer } from '../src/pair/link.ts'
+import { Recorder } from './helpers/pair.ts'
 import { pairKeys } from '../src/pair/secret.ts'
 import { FRAME, FrameReader, frameHeader, offsetFrame, readOffset, type FrameType } from '../src/pair/protocol.ts'
 import { RefusalLog } from '../src/refusals.ts'
 
 const SECRET = Buffer.from('0123456789abcdef0123456789abcdef')
 const HB = 100
-
-/** What one end of a link saw. */
-class Recorder implements LinkEvents {
-  up: PairLink[] = []
-  down: Array<{ link: PairLink; reason: string }> = []
-  control: Array<{ type: FrameType; channel: number; payload: Buffer }> = []
-  data = new Map<number, Buffer[]>()
-  onLinkUp(link: PairLink): void {
-    this.up.push(link)
-  }
-  onLinkControl(_link: PairLink, type: FrameType, channel: number, payload: Buffer): void {
-    this.control.push({ type, channel, payload: Buffer.from(payload) })
-  }
-  onLinkData(_link: PairLink, channel: number, piece: Buffer): void {
-    const pieces = this.data.get(channel) ?? []
-    pieces.push(piece)
-    this.data.set(channel, pieces)
-  }
-  onLinkDown(link: PairLink, reason: string): void {
-    this.down.push({ link, reason })
-  }
-  bytes(channel: number): Buffer {
-    return Buffer.concat(this.data.get(channel) ?? [])
-  }
-}
 
 async function farEnd(t: Test, secret = SECRET) {
   const { logger, logs } = capturedLogger()

@@ -7,7 +7,6 @@ import type { Socket } from 'node:net'
 import { connect, endOf, listen, readAll, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { startPair } from './helpers/pair.ts'
-import { breakablePath } from './helpers/path.ts'
 
 /** Echoes what it reads; after the client's FIN, writes "bye" and ends (a response after a half-close). */
 function echoThenBye(s: Socket): void {
@@ -75,27 +74,4 @@ t.test('the plain legs have their keepalive: the far end\'s target leg reads bac
   else t.ok(far.sockets.native === false, 'native helper not in use: keepalive set through Node')
   t.equal(session.legHandle('client'), undefined, 'the channel leg has no socket to set')
   client.destroy()
-})
-
-t.test('a link cut with no resumption yet: both plain legs are reset, reason pair_lost', async (t) => {
-  let serverSide: Socket | undefined
-  const { server, port } = await listen((s) => {
-    serverSide = s
-    s.on('error', () => {})
-  })
-  t.teardown(() => server.close())
-  let path: Awaited<ReturnType<typeof breakablePath>> | undefined
-  const { near, far } = await startPair(t, port, { through: async (farPort) => (path = await breakablePath(farPort)).port })
-  t.teardown(() => path!.close())
-  const client = await connect(near.port)
-  client.write('hello')
-  t.ok(await waitFor(() => serverSide !== undefined, 5000))
-  const clientEnd = endOf(client)
-  const serverEnd = endOf(serverSide!)
-  path!.cut()
-  t.equal(await clientEnd, 'ECONNRESET', 'the client gets an RST')
-  t.equal(await serverEnd, 'ECONNRESET', 'the server gets an RST')
-  t.ok(await waitFor(() => near.closed().length === 1 && far.closed().length === 1, 5000))
-  t.match(near.closed()[0], { reason: 'pair_lost', leg: 'target', clientClose: 'rst' })
-  t.match(far.closed()[0], { reason: 'pair_lost', leg: 'client', targetClose: 'rst' })
 })

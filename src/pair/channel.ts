@@ -21,6 +21,12 @@ export class Channel {
   ackedToPeer = 0
   finSent = false
   finReceived = false
+  /** Near end: OPEN was sent (on a new link, it RESUMEs instead). */
+  opened = false
+  /** Near end: RESUME sent, its answer not yet come. */
+  resuming = false
+  /** When its link was lost (performance.now()); undefined while it has one. */
+  lostAt: number | undefined
   /** Sent and not acknowledged, in order: the bytes from `acked` to `sent`. */
   readonly #unacked: Buffer[] = []
   #ackQueued = false
@@ -46,12 +52,45 @@ export class Channel {
   write(data: Buffer): void {
     this.#unacked.push(data)
     this.sent += data.length
+    this.#send(data)
+  }
+
+  #send(data: Buffer): void {
     const link = this.link
     if (link === undefined) return
     for (let at = 0; at < data.length; at += MAX_DATA) {
       const piece = at === 0 && data.length <= MAX_DATA ? data : data.subarray(at, at + MAX_DATA)
       link.send(frameHeader(FRAME.DATA, this.id, piece.length), piece)
     }
+  }
+
+  /**
+   * On a new link: the peer had received `peerReceived` bytes (all it ever will of the old link),
+   * so those count as acknowledged and the rest is sent again, then the FIN if ours was sent.
+   * false when the peer claims bytes never sent (nothing is replayed).
+   */
+  replay(peerReceived: number): boolean {
+    if (!this.onAck(peerReceived)) return false
+    for (const data of this.#unacked) this.#send(data)
+    if (this.finSent) this.link?.send(offsetFrame(FRAME.FIN, this.id, this.sent))
+    return true
+  }
+
+  /** RESUME: this channel's token and what it received, so the peer replays from there. */
+  resumeFrame(): Buffer {
+    const b = frameHeader(FRAME.RESUME, this.id, TOKEN_BYTES + 6, TOKEN_BYTES + 6)
+    this.token.copy(b, 9)
+    b.writeUIntBE(this.received, 9 + TOKEN_BYTES, 6)
+    // What the peer learns from RESUME it need not hear again as an ACK.
+    this.ackedToPeer = this.received
+    return b
+  }
+
+  /** OPEN: a new session, named by this channel's token. */
+  openFrame(): Buffer {
+    const b = frameHeader(FRAME.OPEN, this.id, TOKEN_BYTES, TOKEN_BYTES)
+    this.token.copy(b, 9)
+    return b
   }
 
   /** This direction ends after the bytes sent so far. */
@@ -106,9 +145,11 @@ export class Channel {
 
   sendAck(): void {
     this.#ackQueued = false
-    if (this.received === this.ackedToPeer && this.received !== 0) return
+    const link = this.link
+    // Without a link the RESUME on the next one says it all.
+    if (link === undefined || (this.received === this.ackedToPeer && this.received !== 0)) return
     this.ackedToPeer = this.received
-    this.link?.send(offsetFrame(FRAME.ACK, this.id, this.received))
+    link.send(offsetFrame(FRAME.ACK, this.id, this.received))
   }
 }
 

@@ -27,7 +27,7 @@ import type { RefusalLog } from '../refusals.ts'
 import { socketDeadReason, socketUnacknowledged, type Leg, type LegHandle, type TargetEndpoint, type Transport, type TransportEvents, type Transports } from '../transport/transport.ts'
 import { Channel } from './channel.ts'
 import { LinkDialer, PairLinkServer, type LinkEvents, type LinkOptions, type PairLink } from './link.ts'
-import { FRAME, readOffset, TOKEN_BYTES, type FrameType } from './protocol.ts'
+import { FRAME, frameHeader, readOffset, TOKEN_BYTES, type FrameType } from './protocol.ts'
 import { pairKeys } from './secret.ts'
 
 /** The error a channel leg reports when its link is lost (classified as pair_lost by the session). */
@@ -215,6 +215,8 @@ export class PairTransport implements Transport {
         return
       }
       case FRAME.FIN:
+        // A FIN sent again after a resume, already had.
+        if (this.channel.finReceived) return
         if (readOffset(payload) !== this.channel.received) {
           this.#lost('a FIN at the wrong offset')
           return
@@ -224,6 +226,10 @@ export class PairTransport implements Transport {
         this.#closeChannelIfDone()
         return
       case FRAME.RST:
+        if (this.channel.resuming) {
+          this.#lost('the far end refused the resume (it no longer knows the session)')
+          return
+        }
         this.#channelOpen = false
         this.events.onError(this.channelLeg, 'ECONNRESET')
         this.events.onClose(this.channelLeg)
@@ -244,9 +250,29 @@ export class PairTransport implements Transport {
     if (s.write(piece)) this.channel.acknowledge()
   }
 
-  /** The link under the channel is gone. */
+  /** Near end: the far end answered the RESUME with what it received; what it lacks goes again. */
+  onResumed(peerReceived: number): void {
+    this.channel.resuming = false
+    this.channel.lostAt = undefined
+    if (!this.channel.replay(peerReceived)) {
+      this.#lost('the peer resumed at an offset never sent')
+      return
+    }
+    const s = this.socket
+    if (this.#relaying && s !== undefined && !this.channel.full && s.isPaused()) s.resume()
+  }
+
+  /** Far end: a RESUME on a new link: answer with what was received here, and send what the near end lacks. */
+  resumeOn(link: PairLink, peerReceived: number): void {
+    this.channel.link = link
+    this.channel.lostAt = undefined
+    link.send(this.channel.resumeFrame())
+    if (!this.channel.replay(peerReceived)) this.#lost('the peer resumed at an offset never sent')
+  }
+
+  /** The link under the channel is gone and no other came within the resume window. */
   onLinkLost(): void {
-    this.#lost('the pair link is down')
+    this.#lost('the pair link did not come back within the resume window')
   }
 
   #lost(detail: string): void {
@@ -352,6 +378,12 @@ export class PairTransports implements Transports, LinkEvents {
   readonly #server: PairLinkServer | undefined
   #openSession: OpenSession | undefined
   #nextId = 1
+  /** Far end: every session's channel by its token (RESUME finds it whatever link it was on). */
+  readonly #byToken = new Map<string, PairTransport>()
+  /** Far end: channels whose link was lost, waiting for a RESUME (the near end keeps its own under no link). */
+  readonly #detached = new Set<PairTransport>()
+  /** Resume-window checks pending, one per lost link. */
+  readonly #expiries = new Set<NodeJS.Timeout>()
 
   constructor(pair: PairOptions, deps: PairTransportsDeps) {
     this.#pair = pair
@@ -360,7 +392,11 @@ export class PairTransports implements Transports, LinkEvents {
       sockets: deps.sockets,
       logger: deps.logger,
       open: (t) => this.#open(t),
-      forget: (t) => this.#channels.get(t.channel.link)?.delete(t.channel.id),
+      forget: (t) => {
+        this.#channels.get(t.channel.link)?.delete(t.channel.id)
+        this.#detached.delete(t)
+        this.#byToken.delete(t.channel.token.toString('hex'))
+      },
     }
     const linkOptions: LinkOptions = { keys: pairKeys(pair.secret), heartbeatMs: pair.heartbeat * 1000, logger: deps.logger }
     if (pair.role === 'near') {
@@ -394,6 +430,7 @@ export class PairTransports implements Transports, LinkEvents {
 
   /** Stops dialing and accepting, and closes the links (their sessions are lost). */
   async close(): Promise<void> {
+    for (const timer of this.#expiries) clearTimeout(timer)
     this.#dialer?.stop()
     // First the links: a TLS server's close waits for its connections to end.
     const closed = this.#server?.close()
@@ -412,20 +449,30 @@ export class PairTransports implements Transports, LinkEvents {
     const link = this.#dialer!.link
     t.channel.link = link
     this.#channelsOf(link).set(t.channel.id, t)
-    if (link !== undefined) link.send(openFrame(t.channel))
+    if (link === undefined) return
+    t.channel.opened = true
+    link.send(t.channel.openFrame())
   }
 
   onLinkUp(link: PairLink): void {
     if (link.role !== 'near') return
-    // Sessions that arrived while there was no link open their channels now.
+    // Sessions that arrived while there was no link open their channels now; those whose link
+    // was lost resume theirs (the far end answers with what it received, and both replay).
     const waiting = this.#channels.get(undefined)
     if (waiting === undefined) return
     this.#channels.delete(undefined)
     const on = this.#channelsOf(link)
     for (const [id, t] of waiting) {
-      t.channel.link = link
+      const channel = t.channel
+      channel.link = link
       on.set(id, t)
-      link.send(openFrame(t.channel))
+      if (channel.opened) {
+        channel.resuming = true
+        link.send(channel.resumeFrame())
+      } else {
+        channel.opened = true
+        link.send(channel.openFrame())
+      }
     }
   }
 
@@ -441,6 +488,11 @@ export class PairTransports implements Transports, LinkEvents {
       this.#accept(link, channel, payload)
       return
     }
+    if (type === FRAME.RESUME) {
+      if (link.role === 'far') this.#resume(link, channel, payload)
+      else if (t?.channel.resuming === true) t.onResumed(readOffset(payload, TOKEN_BYTES))
+      return
+    }
     // A frame for a channel already forgotten (its session ended here first): nothing to do.
     t?.onChannelFrame(type, payload)
   }
@@ -449,10 +501,36 @@ export class PairTransports implements Transports, LinkEvents {
     this.#channels.get(link)?.get(channel)?.onChannelData(piece)
   }
 
+  /**
+   * A link is gone: its sessions carry on without one (their plain legs see nothing; what they
+   * send is kept, up to the credit window) until a new link resumes them, or the resume window
+   * ends them (pair_lost).
+   */
   onLinkDown(link: PairLink): void {
     const lost = this.#channels.get(link)
     this.#channels.delete(link)
-    for (const t of lost?.values() ?? []) {
+    if (lost === undefined || lost.size === 0) return
+    const now = performance.now()
+    for (const t of lost.values()) {
+      t.channel.link = undefined
+      // A resume cut short by another loss keeps counting from the first.
+      t.channel.lostAt ??= now
+      if (link.role === 'near') this.#channelsOf(undefined).set(t.channel.id, t)
+      else this.#detached.add(t)
+    }
+    const timer = setTimeout(() => {
+      this.#expiries.delete(timer)
+      this.#expire()
+    }, this.#pair.resumeWindow * 1000)
+    this.#expiries.add(timer)
+  }
+
+  /** Sessions whose link was lost longer than the resume window ago end (pair_lost, both plain legs reset). */
+  #expire(): void {
+    const deadline = performance.now() - this.#pair.resumeWindow * 1000 + 1
+    const waiting = this.#pair.role === 'near' ? (this.#channels.get(undefined)?.values() ?? []) : this.#detached
+    const expired = [...waiting].filter((t) => t.channel.lostAt !== undefined && t.channel.lostAt <= deadline)
+    for (const t of expired) {
       try {
         t.onLinkLost()
       } catch (err) {
@@ -461,21 +539,33 @@ export class PairTransports implements Transports, LinkEvents {
     }
   }
 
+  /** Far end: a RESUME names a session by its token; an unknown token is refused with an RST. */
+  #resume(link: PairLink, id: number, payload: Buffer): void {
+    const t = this.#byToken.get(payload.subarray(0, TOKEN_BYTES).toString('hex'))
+    if (t === undefined) {
+      this.#logger.warn({ peer: link.peer, channel: id }, 'pair resume refused: no session has this token')
+      link.send(frameHeader(FRAME.RST, id, 0))
+      return
+    }
+    // The near end may see its old link die before the far end does: the session moves.
+    const old = t.channel.link
+    if (old !== undefined) this.#channels.get(old)?.delete(t.channel.id)
+    this.#detached.delete(t)
+    this.#channelsOf(link).set(id, t)
+    this.#logger.info({ session: t.events.id, peer: link.peer, lostMs: t.channel.lostAt === undefined ? 0 : Math.round(performance.now() - t.channel.lostAt) }, 'pair session resumed')
+    t.resumeOn(link, readOffset(payload, TOKEN_BYTES))
+  }
+
   /** Far end: an OPEN becomes a session of the listener, or an RST when it refuses one. */
   #accept(link: PairLink, id: number, token: Buffer): void {
     const channel = new Channel(id, Buffer.from(token), link)
     let transport: PairTransport | undefined
     const opened = this.#openSession?.((events) => (transport = new PairTransport(this.#deps, events, channel, 'target', { address: link.peer })))
-    if (opened === true && transport !== undefined) this.#channelsOf(link).set(id, transport)
-    else channel.rst()
+    if (opened === true && transport !== undefined) {
+      this.#channelsOf(link).set(id, transport)
+      this.#byToken.set(channel.token.toString('hex'), transport)
+    } else {
+      channel.rst()
+    }
   }
-}
-
-function openFrame(channel: Channel): Buffer {
-  const b = Buffer.allocUnsafe(9 + TOKEN_BYTES)
-  b[0] = FRAME.OPEN
-  b.writeUInt32BE(channel.id, 1)
-  b.writeUInt32BE(TOKEN_BYTES, 5)
-  channel.token.copy(b, 9)
-  return b
 }

@@ -10,6 +10,8 @@ import { resolveOptions, type RawOptions } from '../../src/config/options.ts'
 import { SocketControl } from '../../src/socket-control.ts'
 import { ProxyListener } from '../../src/listener.ts'
 import { capturedLogger, type LogLine } from './proxy.ts'
+import type { LinkEvents, PairLink } from '../../src/pair/link.ts'
+import type { FrameType } from '../../src/pair/protocol.ts'
 
 export interface PairEnd {
   listener: ProxyListener
@@ -41,11 +43,37 @@ async function startEnd(t: Test, raw: RawOptions): Promise<PairEnd> {
  * A far end relaying to `targetPort`, and a near end connecting to `farPort(far.port)` (the far
  * end itself, or a breakable path in front of it). `pairHeartbeat` and `resumeWindow` in seconds.
  */
-export async function startPair(t: Test, targetPort: number, options: { pairHeartbeat?: number; resumeWindow?: number; through?: (farPort: number) => Promise<number> } = {}): Promise<{ near: PairEnd; far: PairEnd }> {
-  const secret = pairSecretFile()
+export async function startPair(t: Test, targetPort: number, options: { pairHeartbeat?: number; resumeWindow?: number; secretFile?: string; through?: (farPort: number) => Promise<number> } = {}): Promise<{ near: PairEnd; far: PairEnd }> {
+  const secret = options.secretFile ?? pairSecretFile()
   const common: RawOptions = { pairSecretFile: secret, pairHeartbeat: options.pairHeartbeat ?? 0.2, resumeWindow: options.resumeWindow ?? 60 }
   const far = await startEnd(t, { ...common, pairListen: '127.0.0.1:0', target: `127.0.0.1:${targetPort}` })
   const farPort = options.through === undefined ? far.port : await options.through(far.port)
   const near = await startEnd(t, { ...common, listen: '127.0.0.1:0', pairConnect: `127.0.0.1:${farPort}` })
   return { near, far }
 }
+
+/** What one end of a link saw. */
+export class Recorder implements LinkEvents {
+  up: PairLink[] = []
+  down: Array<{ link: PairLink; reason: string }> = []
+  control: Array<{ type: FrameType; channel: number; payload: Buffer }> = []
+  data = new Map<number, Buffer[]>()
+  onLinkUp(link: PairLink): void {
+    this.up.push(link)
+  }
+  onLinkControl(_link: PairLink, type: FrameType, channel: number, payload: Buffer): void {
+    this.control.push({ type, channel, payload: Buffer.from(payload) })
+  }
+  onLinkData(_link: PairLink, channel: number, piece: Buffer): void {
+    const pieces = this.data.get(channel) ?? []
+    pieces.push(piece)
+    this.data.set(channel, pieces)
+  }
+  onLinkDown(link: PairLink, reason: string): void {
+    this.down.push({ link, reason })
+  }
+  bytes(channel: number): Buffer {
+    return Buffer.concat(this.data.get(channel) ?? [])
+  }
+}
+

@@ -1,0 +1,137 @@
+// Sessions that outlive their link: a link reset or blackholed mid-transfer is replaced and every
+// byte still arrives, once, in order, with the plain legs none the wiser; past the resume window
+// both plain legs are reset (pair_lost); a RESUME naming a session the far end does not know is
+// refused, and garbage on the pair port harms no session.
+
+import t from 'tap'
+import type { Socket } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { connect, endOf, listen, readAll, sleep, waitFor } from './helpers/net.ts'
+import { payload } from './helpers/payload.ts'
+import { pairSecretFile, Recorder, startPair } from './helpers/pair.ts'
+import { breakablePath, type BreakablePath } from './helpers/path.ts'
+import { capturedLogger } from './helpers/proxy.ts'
+import { LinkDialer } from '../src/pair/link.ts'
+import { pairKeys } from '../src/pair/secret.ts'
+import { FRAME, frameHeader, TOKEN_BYTES } from '../src/pair/protocol.ts'
+import net from 'node:net'
+
+function echo(s: Socket): void {
+  s.on('error', () => {})
+  s.pipe(s)
+}
+
+/** Writes `data` in 64 KiB pieces, calling `at(sentBytes)` after each, honouring backpressure; then ends. */
+async function writeWith(socket: Socket, data: Buffer, at: (sent: number) => void): Promise<void> {
+  for (let sent = 0; sent < data.length; sent += 65536) {
+    if (!socket.write(data.subarray(sent, sent + 65536))) await new Promise((r) => socket.once('drain', r))
+    at(sent + 65536)
+  }
+  socket.end()
+}
+
+for (const fault of ['reset', 'blackhole'] as const) {
+  t.test(`bulk through a link ${fault === 'reset' ? 'reset' : 'blackholed'} twice mid-transfer arrives byte-exact; the plain legs see nothing`, async (t) => {
+    const { server, port } = await listen(echo)
+    t.teardown(() => server.close())
+    let path: BreakablePath | undefined
+    const { near, far } = await startPair(t, port, { pairHeartbeat: 0.1, through: async (p) => (path = await breakablePath(p)).port })
+    t.teardown(() => path!.close())
+    const client = await connect(near.port)
+    const data = payload(12 * 1024 * 1024)
+    const back = readAll(client)
+    const cuts = new Set([3, 8].map((mb) => mb * 1024 * 1024))
+    await writeWith(client, data, (sent) => {
+      if (!cuts.has(sent)) return
+      if (fault === 'reset') path!.cut()
+      else path!.blackhole()
+    })
+    const got = await back
+    t.equal(got.length, data.length, 'every byte')
+    t.ok(got.equals(data), 'byte-exact, in order, nothing twice')
+    t.ok(await waitFor(() => near.closed().length === 1 && far.closed().length === 1, 5000))
+    for (const end of [near, far]) t.match(end.closed()[0], { reason: 'client_end', clientClose: 'fin', targetClose: 'fin', bytesToTarget: data.length, bytesToClient: data.length })
+    t.ok(far.logs.filter((l) => l.msg === 'pair session resumed').length >= 1, 'resumed at the far end')
+    t.ok(path!.connections >= 3, `links made: ${path!.connections}`)
+  })
+}
+
+t.test('past the resume window both plain legs are reset, one line each end, reason pair_lost', async (t) => {
+  let serverSide: Socket | undefined
+  const { server, port } = await listen((s) => {
+    serverSide = s
+    s.on('error', () => {})
+  })
+  t.teardown(() => server.close())
+  let path: BreakablePath | undefined
+  const { near, far } = await startPair(t, port, { resumeWindow: 0.6, through: async (p) => (path = await breakablePath(p)).port })
+  const client = await connect(near.port)
+  client.write('hello')
+  t.ok(await waitFor(() => serverSide !== undefined, 5000))
+  const clientEnd = endOf(client)
+  const serverEnd = endOf(serverSide!)
+  const cutAt = performance.now()
+  // The path goes away for good: the near end's attempts to come back are refused.
+  path!.close()
+  t.equal(await clientEnd, 'ECONNRESET', 'the client gets an RST')
+  t.equal(await serverEnd, 'ECONNRESET', 'the server gets an RST')
+  const ms = performance.now() - cutAt
+  t.ok(ms >= 550 && ms < 3000, `after the window (${Math.round(ms)} ms)`)
+  t.ok(await waitFor(() => near.closed().length === 1 && far.closed().length === 1, 5000))
+  t.match(near.closed(), [{ reason: 'pair_lost', leg: 'target', clientClose: 'rst' }], 'one line at the near end')
+  t.match(far.closed(), [{ reason: 'pair_lost', leg: 'client', targetClose: 'rst' }], 'one line at the far end')
+  t.equal(near.listener.sessions.size + far.listener.sessions.size, 0, 'nothing left')
+})
+
+t.test('a RESUME with an unknown token, or the token of a session that ended, is refused; garbage harms no session', async (t) => {
+  const { server, port } = await listen(echo)
+  t.teardown(() => server.close())
+  const secretFile = pairSecretFile()
+  const { near, far } = await startPair(t, port, { secretFile })
+  // A live session through the pair, checked again at the end.
+  const client = await connect(near.port)
+  const echoed = (text: string): Promise<string> => new Promise((resolve) => {
+    client.once('data', (d: Buffer) => resolve(d.toString()))
+    client.write(text)
+  })
+  t.equal(await echoed('before'), 'before')
+  // An authenticated peer that plays the near end by hand.
+  const { logger } = capturedLogger()
+  const events = new Recorder()
+  const dialer = new LinkDialer({ host: '127.0.0.1', port: far.port }, { keys: pairKeys(Buffer.from(readFileSync(secretFile, 'utf8').trim())), heartbeatMs: 200, logger }, events)
+  dialer.start()
+  t.teardown(() => dialer.stop())
+  t.ok(await waitFor(() => dialer.link !== undefined, 5000))
+  const link = dialer.link!
+  const resume = (channel: number, token: Buffer): Buffer => {
+    const b = frameHeader(FRAME.RESUME, channel, TOKEN_BYTES + 6, TOKEN_BYTES + 6)
+    token.copy(b, 9)
+    b.writeUIntBE(0, 9 + TOKEN_BYTES, 6)
+    return b
+  }
+  link.send(resume(900, randomBytes(TOKEN_BYTES)))
+  t.ok(await waitFor(() => events.control.some((c) => c.type === FRAME.RST && c.channel === 900), 5000), 'an unknown token: RST')
+  // A session opened by hand, reset, then its token replayed.
+  const token = randomBytes(TOKEN_BYTES)
+  const open = frameHeader(FRAME.OPEN, 901, TOKEN_BYTES, TOKEN_BYTES)
+  token.copy(open, 9)
+  link.send(open)
+  t.ok(await waitFor(() => events.control.some((c) => c.type === FRAME.ACK && c.channel === 901), 5000), 'the session opened (target connected)')
+  link.send(frameHeader(FRAME.RST, 901, 0))
+  t.ok(await waitFor(() => far.closed().length === 1, 5000), 'and ended by its reset')
+  link.send(resume(902, token))
+  t.ok(await waitFor(() => events.control.some((c) => c.type === FRAME.RST && c.channel === 902), 5000), 'its token replayed: RST')
+  t.equal(far.logs.filter((l) => l.msg.startsWith('pair resume refused')).length, 2, 'one line per refusal')
+  // Garbage on the pair port.
+  const rogue = net.connect({ port: far.port, host: '127.0.0.1' })
+  rogue.on('error', () => {})
+  rogue.write(randomBytes(300))
+  t.ok(await waitFor(() => far.logs.some((l) => l.reason === 'pair_not_pair'), 5000), 'garbage refused')
+  rogue.destroy()
+  await sleep(100)
+  t.equal(await echoed('after'), 'after', 'the live session is unharmed')
+  t.equal(near.closed().length, 0)
+  t.equal(far.closed().length, 1, 'only the session reset on purpose ended')
+  client.destroy()
+})
