@@ -3,7 +3,7 @@
 // established sessions included; a route whose address changed is replaced.
 
 import type { Logger } from 'pino'
-import type { ProxyOptions } from './config/options.ts'
+import { rawOptionsOf, resolveOptions, type ProxyOptions, type RawOptions } from './config/options.ts'
 import type { AppConfig } from './config/resolve.ts'
 import { formatEndpoint } from './config/endpoint.ts'
 import { describeKeepalive } from './keepalive/settings.ts'
@@ -171,15 +171,8 @@ export class ProxyApp implements AdminSource {
   /** Binds a route's listener (not yet registered), or listens on `fd`; rejects with ListenError. */
   /** `targets`: the targets' health as the process being upgraded knew it, taken over before the checks start. */
   async #bindRoute(options: ProxyOptions, fd?: number, targets?: unknown): Promise<ProxyListener> {
-    const metrics = this.metrics
+    const listener = this.#newListener(options, targets)
     const route = options.name
-    const listener = new ProxyListener(options, this.#sockets, this.#logger.child({ route }), {
-      sessionOpened: () => metrics.sessionOpened(route),
-      sessionClosed: (summary) => metrics.sessionClosed(route, summary),
-      targetConnected: (seconds) => metrics.targetConnected(route, seconds),
-      refused: (reason) => metrics.refused(route, reason),
-    }, this.#relay)
-    if (targets !== undefined) listener.pool.importState(targets)
     const info = await listener.start(fd)
     this.#logger.info(
       {
@@ -198,6 +191,20 @@ export class ProxyApp implements AdminSource {
       },
       'listening',
     )
+    return listener
+  }
+
+  /** A route's listener, counted in the metrics, not yet listening; `targets` as in #bindRoute. */
+  #newListener(options: ProxyOptions, targets?: unknown): ProxyListener {
+    const metrics = this.metrics
+    const route = options.name
+    const listener = new ProxyListener(options, this.#sockets, this.#logger.child({ route }), {
+      sessionOpened: () => metrics.sessionOpened(route),
+      sessionClosed: (summary) => metrics.sessionClosed(route, summary),
+      targetConnected: (seconds) => metrics.targetConnected(route, seconds),
+      refused: (reason) => metrics.refused(route, reason),
+    }, this.#relay)
+    if (targets !== undefined) listener.pool.importState(targets)
     return listener
   }
 
@@ -266,14 +273,19 @@ export class ProxyApp implements AdminSource {
     return Object.fromEntries([...this.#routes].map(([name, listener]) => [name, listener.pool.exportState()]))
   }
 
-  /** Upgrade: the sessions that can move leave the running routes named (see ProxyListener.handOverSessions). */
-  handOverSessions(routes: ReadonlySet<string>): Array<MovedSession & { route: string }> {
+  /** Upgrade: the sessions that can move leave the running routes named, or (undefined) all (see ProxyListener.handOverSessions). */
+  handOverSessions(routes: ReadonlySet<string> | undefined): Array<MovedSession & { route: string }> {
     const out: Array<MovedSession & { route: string }> = []
     for (const [route, listener] of this.#routes) {
-      if (!routes.has(route)) continue
+      if (routes !== undefined && !routes.has(route)) continue
       for (const moved of listener.handOverSessions()) out.push({ ...moved, route })
     }
     return out
+  }
+
+  /** Upgrade: each running route the new config lacks (not in `kept`), as its config would write it. */
+  removedRoutes(kept: ReadonlySet<string>): Record<string, RawOptions> {
+    return Object.fromEntries([...this.#routes].filter(([name]) => !kept.has(name)).map(([name, listener]) => [name, rawOptionsOf(listener.options)]))
   }
 
   /** A failed upgrade: the sessions handed over carry on here, from the state they left in. */
@@ -298,19 +310,39 @@ export class ProxyApp implements AdminSource {
    * Upgrade, the new process: the sessions handed over join their routes, built but not moving
    * bytes until each `start()` (once the old process has been told). `refused`: ids that could
    * not be carried on (no such route, out of descriptors); the old process keeps those.
+   * `from.removed` (v3): routes this config lacks, with their settings as the old process ran
+   * them; their sessions join a listener of that route that never listens and drains at once,
+   * exactly as a reload drains a removed route (shutdownGrace, then a FIN to each peer).
    */
-  adoptSessions(sessions: Array<HandedSession & { fds: [number, number] }>): { adopted: AdoptedSession[]; refused: number[] } {
+  adoptSessions(sessions: Array<HandedSession & { fds: [number, number] }>, from?: Pick<InheritedListeners, 'removed' | 'targets'>): { adopted: AdoptedSession[]; refused: number[] } {
     const adopted: AdoptedSession[] = []
     const refused: number[] = []
+    const removed = new Map<string, ProxyListener>()
+    /** A removed route's listener, made at its first session; throws (ConfigError) on settings this release refuses. */
+    const removedRoute = (name: string): ProxyListener | undefined => {
+      if (from === undefined || !Object.hasOwn(from.removed, name)) return undefined
+      let listener = removed.get(name)
+      if (listener === undefined) {
+        const options = resolveOptions({ ...(from.removed[name] as RawOptions), name }, (path) => `upgrade hand-over: removed route ${name}: ${path.join('.')}`)
+        listener = this.#newListener(options, Object.hasOwn(from.targets, name) ? from.targets[name] : undefined)
+        removed.set(name, listener)
+      }
+      return listener
+    }
     for (const s of sessions) {
-      const listener = this.#routes.get(s.route)
       try {
+        const listener = this.#routes.get(s.route) ?? removedRoute(s.route)
         if (listener === undefined) throw new Error(`route ${s.route} is not in this config`)
         adopted.push(listener.adoptSession(s.identity, s.target, s.fds, s.state))
       } catch (err) {
         this.#logger.warn({ session: s.identity.id, route: s.route, error: (err as Error).message }, 'upgrade: a session handed over cannot be carried on; the old process keeps it')
         refused.push(s.identity.id)
       }
+    }
+    const graceMs = (this.#config?.shutdownGrace ?? 0) * 1000
+    for (const listener of removed.values()) {
+      listener.watchTargets()
+      this.#drainInBackground(listener, graceMs)
     }
     return { adopted, refused }
   }

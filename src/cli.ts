@@ -258,7 +258,7 @@ export async function run(argv: string[]): Promise<number> {
     // The sessions handed over are built now and move bytes only once the old process knows
     // which it keeps (those refused here): until then it may still take them all back.
     const started = performance.now()
-    const { adopted, refused } = app.adoptSessions(inherited.sessions)
+    const { adopted, refused } = app.adoptSessions(inherited.sessions, inherited)
     inherited.closeSessionFds()
     // The old process tells systemd (MAINPID=, READY=1) once it hears this.
     try {

@@ -140,7 +140,7 @@ export class ProxyListener {
     const inherited = far ? false : await this.#listen(fd)
     const addr = far ? await this.#listenPair(transports) : (this.#server.address() as AddressInfo)
     this.state = 'running'
-    this.#pool.start((change) => this.#onTargetChange(change))
+    this.watchTargets()
     const clientKa = this.#options.keepalive.client
     return {
       address: formatEndpoint(addr.address, addr.port),
@@ -160,6 +160,15 @@ export class ProxyListener {
     } catch (err) {
       throw new ListenError(formatEndpoint(host, port), err as NodeJS.ErrnoException, this.#options.listenKey)
     }
+  }
+
+  /**
+   * Starts the targets' checks (on-down applies to the sessions). `start` does it; a route the new
+   * config of an upgrade lacks, whose sessions were handed over to drain, never listens but is
+   * checked as a removed route draining after a reload is, until it stops.
+   */
+  watchTargets(): void {
+    this.#pool.start((change) => this.#onTargetChange(change))
   }
 
   /** Binds the listening socket and hooks the accepts; returns whether keepalive is inherited. */

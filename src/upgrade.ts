@@ -9,7 +9,8 @@
 // descriptor 3 (KA_PROXY_HANDOVER_FD); every message is one JSON object with a format version `v`:
 //   new -> old  {v, type: 'hello', pid, accepts: [versions]}     once its config is valid
 //   old -> new  {v, type: 'listeners', pid, listeners, targets}  + one descriptor per listener
-//               (targets: each route's target health, taken over so an upgrade never flaps one)
+//               (targets: each route's target health, taken over so an upgrade never flaps one;
+//               v4 `removed`: the settings of routes the new config lacks, whose sessions follow)
 //   old -> new  {v, type: 'held', id, leg, data}                 v2: a large held queue, in parts
 //   old -> new  {v, type: 'sessions', sessions}                  v2: + two descriptors per session
 //   new -> old  {v, type: 'ready', pid, listeners, refused}      once every route listens
@@ -33,10 +34,12 @@
 // up by itself GO_BOUND_MS after its 'ready'), and carries them on. A 'ready' sent in time but read
 // late (the old process stalled) is refused: never both, never neither. In v2 the new process
 // relayed at once after 'ready', so a signal or the deadline falling between the two could leave
-// both relaying. Sessions
-// still connecting, ending, of a route the new config lacks, on the stream transport (Node's
-// buffers hold bytes no descriptor carries), or accepted during an upgrade stay in the old
-// process, which exits once they have ended (never cut).
+// both relaying. Sessions still connecting, ending, on the stream transport (Node's buffers hold
+// bytes no descriptor carries), or accepted during an upgrade stay in the old process, which exits
+// once they have ended (never cut). A route the new config lacks: up to v3 its sessions stay in
+// the old process too; from v4 they move with the route's settings as its config would write them
+// (config/options.ts rawOptionsOf: the form every release reads), and the new process drains them
+// as a reload drains a removed route (app.ts), so the old process exits at once.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import type { Logger } from 'pino'
@@ -47,11 +50,13 @@ import type { Leg, LegState, TransportState } from './transport/transport.ts'
 import { sessionIdsAfter, type SessionIdentity } from './session.ts'
 
 /** Versions of the hand-over format this release speaks (the highest is offered first). */
-export const HANDOVER_VERSIONS: readonly number[] = [3, 2, 1]
+export const HANDOVER_VERSIONS: readonly number[] = [4, 3, 2, 1]
 /** The first version that moves established sessions. */
 const SESSIONS_VERSION = 2
 /** The first version in which the new process waits for 'go' after 'ready'. */
 const COMMIT_VERSION = 3
+/** The first version that moves the sessions of a route the new config lacks, to drain there. */
+const REMOVED_ROUTES_VERSION = 4
 /** Sessions per `sessions` message: two descriptors each, within the kernel's 253 per message. */
 const SESSIONS_PER_MESSAGE = 125
 /**
@@ -126,7 +131,7 @@ interface Hello {
   type: 'hello'
   pid: number
   accepts: number[]
-  /** v2: the routes of the new config; only their sessions move (a removed route's drain here). */
+  /** v2: the routes of the new config; up to v3 only their sessions move (a removed route's drain in the old process). */
   routes?: string[]
 }
 
@@ -185,6 +190,8 @@ interface Listeners {
   /** v2: how many sessions follow, in `sessions` messages; and the next session id here. */
   sessions?: number
   nextSession?: number
+  /** v4: per route the hello did not name, its settings as its config would write them (RawOptions). */
+  removed?: Record<string, unknown>
 }
 
 interface Ready {
@@ -242,8 +249,10 @@ export interface UpgradeSource {
   /** Per route name: what its target pool knows, so the new process neither flaps nor moves a target. */
   targetStates(): Record<string, unknown>
   sessionCount: number
-  /** The sessions that can move (established, not ending) leave their routes, of those named. */
-  handOverSessions(routes: ReadonlySet<string>): Array<MovedSession & { route: string }>
+  /** The sessions that can move (established, not ending) leave their routes: those named, or (undefined) all. */
+  handOverSessions(routes: ReadonlySet<string> | undefined): Array<MovedSession & { route: string }>
+  /** Per running route not named, its settings as its config would write them (RawOptions). */
+  removedRoutes(kept: ReadonlySet<string>): Record<string, unknown>
   /** Sessions handed over that the new process did not take: carried on here again. */
   takeBack(sessions: Array<MovedSession & { route: string }>): void
   /** The next session id here (the new process numbers its own after it). */
@@ -416,7 +425,9 @@ export class Upgrader {
       const left = (): number => Math.max(1, Math.ceil(deadline - performance.now()))
       if (version >= SESSIONS_VERSION) {
         // From here until 'ready' the sessions handed over move no byte in either process.
-        this.#moved = source.handOverSessions(new Set(Array.isArray(hello.routes) ? hello.routes.map(String) : []))
+        const kept = new Set(Array.isArray(hello.routes) ? hello.routes.map(String) : [])
+        if (version >= REMOVED_ROUTES_VERSION) message.removed = source.removedRoutes(kept)
+        this.#moved = source.handOverSessions(version >= REMOVED_ROUTES_VERSION ? undefined : kept)
         message.sessions = this.#moved.length
         message.nextSession = source.nextSessionId
       }
@@ -519,14 +530,17 @@ export class InheritedListeners {
   readonly targets: Record<string, unknown>
   /** Established sessions handed over, each with its two descriptors (client, target). */
   readonly sessions: Array<HandedSession & { fds: [number, number] }>
+  /** v4: routes this config lacks whose sessions came too: their settings, unchecked (RawOptions). */
+  readonly removed: Record<string, unknown>
   readonly #fds: Map<string, number>
   readonly #native: NativeAddon
 
-  constructor(from: number, fds: Map<string, number>, targets: Record<string, unknown>, sessions: Array<HandedSession & { fds: [number, number] }>, native: NativeAddon) {
+  constructor(from: number, fds: Map<string, number>, targets: Record<string, unknown>, sessions: Array<HandedSession & { fds: [number, number] }>, native: NativeAddon, removed: Record<string, unknown> = {}) {
     this.from = from
     this.#fds = fds
     this.targets = targets
     this.sessions = sessions
+    this.removed = removed
     this.#native = native
   }
 
@@ -597,7 +611,8 @@ export class Handover {
       message.listeners.forEach((l, i) => fds.set(String(l.key), got.fds[i]!))
       const targets = message.targets !== null && typeof message.targets === 'object' ? message.targets : {}
       const sessions = this.#receiveSessions(message)
-      return new InheritedListeners(message.pid, fds, targets, sessions, this.#native)
+      const removed = message.removed !== null && typeof message.removed === 'object' ? message.removed : {}
+      return new InheritedListeners(message.pid, fds, targets, sessions, this.#native, removed)
     } catch (err) {
       for (const fd of got.fds) this.#native.closeFd(fd)
       throw err

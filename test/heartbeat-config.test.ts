@@ -3,7 +3,7 @@
 
 import t from 'tap'
 import { decodeBytes, describeHeartbeat, HEARTBEAT_DEFAULTS, resolveHeartbeat, type HeartbeatInput } from '../src/config/heartbeat.ts'
-import { resolveOptions } from '../src/config/options.ts'
+import { rawOptionsOf, resolveOptions, type RawOptions } from '../src/config/options.ts'
 import { ConfigError } from '../src/errors.ts'
 import { runCli } from './helpers/cli.ts'
 import { run } from '../src/cli.ts'
@@ -32,6 +32,19 @@ t.test('defaults, and the same object as a config file route carries', async (t)
   t.equal(resolveHeartbeat(undefined, inFile), undefined)
   t.same(resolveHeartbeat({ type: 'http://{host}:8008/primary' }, String)!.check, { type: 'http', url: 'http://{host}:8008/primary' })
   t.same(resolveHeartbeat({ type: 'send', expect: 'OK' }, String)!.check, { type: 'send', send: Buffer.alloc(0), expect: Buffer.from('OK') })
+})
+
+t.test('a resolved route written back as its config would (an upgrade hands a removed route over so) resolves to the same options', async (t) => {
+  const routes: RawOptions[] = [
+    { name: 'a', listen: '15432', target: 'db1:5432,[::1]:5433', heartbeat: { type: 'send', send: 'PING\\r\\n\\x00\\xff', expect: '+PONG', interval: 0.5, fall: 4, rise: 1, onDown: 'drain' }, balance: 'roundrobin' },
+    { name: 'b', listen: '[::1]:0', target: '127.0.0.1:5432', heartbeat: { type: 'http://{host}:8008/primary', timeout: 0.2 }, failback: 'auto', keepalive: { shared: { profile: 'aggressive-nat' }, client: { idle: 300, userTimeout: 0 } } },
+    { name: 'c', listen: '127.0.0.1:6000', target: 'x:1', heartbeat: { type: 'send', expect: 'OK' }, connectTimeout: '1500ms', halfCloseTimeout: 5, flushTimeout: 2, shutdownGrace: 0, maxConnections: 10, backlog: 64, native: false },
+    { listen: '7000', target: 'y:2' },
+  ]
+  for (const raw of routes) {
+    const o = resolveOptions(raw)
+    t.same(resolveOptions(rawOptionsOf(o)), o, `route ${o.name}`)
+  }
 })
 
 t.test('escapes in send/expect', async (t) => {

@@ -53,7 +53,7 @@ t.test('failure is safe: broken entry point, never ready, unknown format; SIGUSR
   const hello = JSON.stringify({ v: 99, type: 'hello', pid: 0, accepts: [99] })
   await failedAttempt(
     `const { loadNative } = await import(${JSON.stringify(NATIVE)})\nloadNative().binding.sendFds(3, Buffer.from(${JSON.stringify(hello)}), [], 1000)\nsetInterval(() => {}, 1000)\n`,
-    /speaks hand-over format 99, this one 3, 2, 1: no common version/,
+    /speaks hand-over format 99, this one 4, 3, 2, 1: no common version/,
   )
   t.equal(proxy.proc.exitCode, null, 'the old process is still running')
   // The real release back on disk: the next SIGUSR2 upgrades.
@@ -93,10 +93,10 @@ t.test('a state of an unknown format is refused by the new process: it binds not
       return false
     }
   }, 30_000)
-  t.match(JSON.parse(hello!.payload.toString()), { v: 3, type: 'hello', pid: child.pid, accepts: [3, 2, 1] })
+  t.match(JSON.parse(hello!.payload.toString()), { v: 4, type: 'hello', pid: child.pid, accepts: [4, 3, 2, 1] })
   native.sendFds(mine, Buffer.from(JSON.stringify({ v: 99, type: 'listeners', pid: process.pid, listeners: [] })), [], 1000)
   t.equal(await exited, 1)
-  t.equal(stderr, 'ka-proxy: upgrade hand-over: format version 99 is not known to this release (it knows 3, 2, 1); nothing was taken over\n')
+  t.equal(stderr, 'ka-proxy: upgrade hand-over: format version 99 is not known to this release (it knows 4, 3, 2, 1); nothing was taken over\n')
 })
 
 t.test('ka-proxy upgrade (what systemctl reload runs): a config made invalid fails the command with the reason, the old process serves on', async (t) => {

@@ -4,8 +4,8 @@
 // adopted sockets carry the keepalive of the config read again (read back in /sessions); each
 // session's one `session closed` line comes from the new process with its original id, start
 // and whole byte counts. A new process that took the sessions but never reports ready loses none
-// (the old one carries them on); a removed route's session stays in the old process, which exits
-// once it ends. Listener-only behaviour is in upgrade.test.ts.
+// (the old one carries them on); a removed route's session moves too and drains in the new process
+// as after a reload, so the old process exits at once. Listener-only behaviour is in upgrade.test.ts.
 
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import type { Socket } from 'node:net'
 import { once } from 'node:events'
 import { request } from 'undici'
-import { collect, connect, freePort, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
+import { collect, connect, endOf, freePort, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { spawnProxy } from './helpers/cli.ts'
 import { entryFile, killAllAtEnd, NATIVE, oneSession, twoWayStreams, upgradeTestSetup } from './helpers/upgrade.ts'
@@ -163,12 +163,15 @@ t.test('a new process that took the sessions but never reports ready: the old pr
   t.equal(await proxy.stop('SIGTERM'), 0)
 })
 
-t.test('a session of a route the new config no longer has stays in the old process, which exits once it ends', async (t) => {
+t.test('a session of a route the new config no longer has moves too and drains in the new process as after a reload; the old process exits at once', async (t) => {
   const target = await manualTarget(t)
   const [keep, gone] = await Promise.all([freePort(), freePort()])
   const config = join(dir, 'removed.yaml')
-  const route = (name: string, port: number): string => `  - {name: ${name}, listen: "127.0.0.1:${port}", target: "127.0.0.1:${target.port}"}\n`
-  writeFileSync(config, `routes:\n${route('keep', keep)}${route('gone', gone)}`)
+  const route = (name: string, port: number, extra = ''): string => `  - {name: ${name}, listen: "127.0.0.1:${port}", target: "127.0.0.1:${target.port}"${extra}}\n`
+  // The removed route has settings of its own (as the old process ran them, they go along).
+  const goneRoute = route('gone', gone, ', halfCloseTimeout: 30, keepalive: { idle: 33, interval: 3, count: 3 }')
+  const grace = 2
+  writeFileSync(config, `shutdownGrace: ${grace}\nroutes:\n${route('keep', keep)}${goneRoute}`)
   const entry = entryFile(t, dir, 'removed')
   const proxy = spawnProxy(['--config', config], {}, entry)
   killAllAtEnd(t, proxy)
@@ -176,28 +179,39 @@ t.test('a session of a route the new config no longer has stays in the old proce
   const oldPid = proxy.proc.pid!
   const kept = await connect(keep)
   const keptServer = await target.next()
-  const stays = await connect(gone)
-  const staysServer = await target.next()
-  writeFileSync(config, `routes:\n${route('keep', keep)}`)
-  proxy.proc.kill('SIGUSR2')
-  const done = await proxy.line((l) => l.msg.startsWith('upgrade done'), 30_000)
-  t.equal(done.sessions, 1, 'the session of the route kept moved')
-  t.equal(done.sessionsLeft, 1, 'the one of the removed route stays')
-  await sleep(300)
-  t.equal(proxy.proc.exitCode, null, 'the old process waits for it')
-  const echo = async (c: Socket, s: Socket, text: string): Promise<string> => {
-    c.write(text)
-    const [got] = (await once(s, 'data')) as [Buffer]
+  const moves = await connect(gone)
+  const movesServer = await target.next()
+  const echo = async (from: Socket, to: Socket, text: string): Promise<string> => {
+    from.write(text)
+    const [got] = (await once(to, 'data')) as [Buffer]
     return String(got)
   }
-  t.equal(await echo(stays, staysServer, 'still here'), 'still here', 'it still relays, from the old process')
-  t.equal(await echo(kept, keptServer, 'moved'), 'moved', 'the moved one relays from the new process')
-  stays.end()
-  staysServer.end()
-  t.equal(await proxy.exited, 0, 'the old process exits once its last session ended')
-  const line = proxy.logs.find((l) => l.msg === 'session closed')
-  t.equal(line?.pid, oldPid, 'and wrote its line')
+  t.equal(await echo(moves, movesServer, 'before'), 'before')
+  writeFileSync(config, `shutdownGrace: ${grace}\nroutes:\n${route('keep', keep)}`)
+  proxy.proc.kill('SIGUSR2')
+  const done = await proxy.line((l) => l.msg.startsWith('upgrade done'), 30_000)
+  const upgraded = performance.now()
+  const newPid = Number(done.newPid)
+  t.equal(done.sessions, 2, "both sessions moved, the removed route's too")
+  t.equal(done.sessionsLeft, 0, 'none left in the old process')
+  const exitedAt = await Promise.race([proxy.exited.then(() => performance.now()), sleep(5000).then(() => undefined)])
+  t.ok(exitedAt !== undefined && exitedAt - upgraded < 3000, `the old process exits at once (${exitedAt === undefined ? 'not within 5 s' : `${Math.round(exitedAt - upgraded)} ms`})`)
+  t.equal(proxy.proc.exitCode, 0)
+  const draining = await proxy.line((l) => l.pid === newPid && l.msg === 'route removed: draining', 10_000)
+  t.match(draining, { route: 'gone', sessions: 1 }, 'the new process drains the removed route, as a reload does')
+  const ends = Promise.all([endOf(moves), endOf(movesServer)])
+  t.equal(await echo(moves, movesServer, 'still here'), 'still here', 'it still relays client to target, from the new process')
+  t.equal(await echo(movesServer, moves, 'and back'), 'and back', 'and target to client')
+  t.equal(await echo(kept, keptServer, 'moved'), 'moved', "the kept route's session relays from the new process")
+  // As after a reload: shutdownGrace to finish by itself, then a FIN to each peer.
+  t.same(await Promise.race([ends, sleep(grace * 1000 + 10_000).then(() => 'not ended')]), ['end', 'end'], 'the grace over, both peers get a FIN')
+  const line = await proxy.line((l) => l.msg === 'session closed' && l.route === 'gone', 10_000)
+  const drainedMs = Number(line.time) - Number(draining.time)
+  t.ok(drainedMs >= grace * 1000 - 50 && drainedMs < grace * 1000 + 2000, `at the end of shutdownGrace (${drainedMs} ms after the drain began, grace ${grace} s)`)
+  t.match(line, { pid: newPid, reason: 'shutdown', clientClose: 'fin', targetClose: 'fin', bytesToTarget: 'before'.length + 'still here'.length, bytesToClient: 'and back'.length }, 'its one line, from the new process, with its whole counts')
+  t.notOk(proxy.logs.some((l) => l.pid === oldPid && l.msg === 'session closed'), 'the old process ended nothing')
+  t.equal(await echo(kept, keptServer, 'unaffected'), 'unaffected', "the kept route's session goes on")
   kept.end()
   keptServer.end()
-  process.kill(Number(done.newPid), 'SIGTERM')
+  process.kill(newPid, 'SIGTERM')
 })

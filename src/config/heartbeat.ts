@@ -222,6 +222,24 @@ export function decodeBytes(value: unknown, key: string): Buffer {
   return bytes
 }
 
+/**
+ * Resolved settings written back as a user would (resolveHeartbeat gives them back): an upgrade
+ * hands a removed route's settings over in this form. Bytes to send and expect go as \xHH each.
+ */
+export function heartbeatInputOf(h: HeartbeatSettings): HeartbeatInput {
+  const { check } = h
+  const escaped = (b: Buffer): string => [...b].map((x) => `\\x${x.toString(16).padStart(2, '0')}`).join('')
+  return {
+    type: check.type === 'http' ? check.url : check.type,
+    ...(check.type === 'send' && { send: escaped(check.send), expect: escaped(check.expect) }),
+    interval: h.interval,
+    timeout: h.timeout,
+    fall: h.fall,
+    rise: h.rise,
+    onDown: h.onDown,
+  }
+}
+
 export function describeHeartbeat(h: HeartbeatSettings): string {
   const what = h.check.type === 'http' ? h.check.url : h.check.type
   return (

@@ -10,8 +10,8 @@ import {
   type KeepaliveSettings,
 } from '../keepalive/settings.ts'
 import { PROFILE_NAMES, PROFILES, type ProfileName } from '../keepalive/profiles.ts'
-import { parseListen, parseTarget, parseTargets, type Endpoint } from './endpoint.ts'
-import { resolveHeartbeat, type HeartbeatInput, type HeartbeatSettings } from './heartbeat.ts'
+import { formatEndpoint, parseListen, parseTarget, parseTargets, type Endpoint } from './endpoint.ts'
+import { heartbeatInputOf, resolveHeartbeat, type HeartbeatInput, type HeartbeatSettings } from './heartbeat.ts'
 import { flagOf, givenSettings, LEGS, type KeepaliveScope, type KeyNamer, type Leg } from './keys.ts'
 import { readPairSecret } from '../pair/secret.ts'
 
@@ -263,5 +263,31 @@ export function resolveOptions(raw: RawOptions, keyOf: KeyNamer = flagOf): Proxy
     maxConnections,
     backlog,
     pair,
+  }
+}
+
+/**
+ * A plain route's resolved options written back as its config would give them (resolveOptions
+ * gives the same options back): what an upgrade hands over for a route the new config no longer
+ * has, whose sessions drain in the new process. The config format is what every release reads, so
+ * this form outlives changes to ProxyOptions. Paired mode is not carried: its sessions do not move.
+ */
+export function rawOptionsOf(o: ProxyOptions): RawOptions {
+  const { host, port } = o.listen
+  return {
+    name: o.name,
+    listen: host === undefined ? String(port) : formatEndpoint(host, port),
+    target: o.targets.map((t) => formatEndpoint(t.host, t.port)).join(','),
+    balance: o.balance,
+    failback: o.failback,
+    heartbeat: o.heartbeat && heartbeatInputOf(o.heartbeat),
+    keepalive: { client: { ...o.keepalive.client }, target: { ...o.keepalive.target } },
+    connectTimeout: o.connectTimeout,
+    halfCloseTimeout: o.halfCloseTimeout,
+    flushTimeout: o.flushTimeout,
+    shutdownGrace: o.shutdownGrace,
+    native: o.native,
+    maxConnections: o.maxConnections,
+    backlog: o.backlog,
   }
 }
