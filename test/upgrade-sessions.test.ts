@@ -17,6 +17,8 @@ import { collect, connect, endOf, freePort, manualTarget, readAll, sleep, waitFo
 import { payload, writeChunked } from './helpers/payload.ts'
 import { spawnProxy } from './helpers/cli.ts'
 import { entryFile, killAllAtEnd, NATIVE, oneSession, twoWayStreams, upgradeTestSetup } from './helpers/upgrade.ts'
+import { relaySockets } from '../bench/lab/ss.ts'
+import { socketDescriptors } from '../bench/lab/pids.ts'
 
 const { dir } = upgradeTestSetup(t, 'upgrade-sessions')
 
@@ -213,5 +215,63 @@ t.test('a session of a route the new config no longer has moves too and drains i
   t.equal(await echo(kept, keptServer, 'unaffected'), 'unaffected', "the kept route's session goes on")
   kept.end()
   keptServer.end()
+  process.kill(newPid, 'SIGTERM')
+})
+
+t.test('a peer resets while an adopted session still holds bytes for a client that does not read: the new process ends it with the right reason, the survivor gets an RST, nothing leaks', async (t) => {
+  // Session `normal` is the one the others must not disturb; the flush bound is short so that the
+  // survivor that never reads gets its RST soon.
+  const { port, proxy, client: normal, server: normalServer, target } = await oneSession(t, dir, 'reset', ['--flush-timeout', '1'])
+  const oldPid = proxy.proc.pid!
+  /** A session whose client does not read while its target sends more than the buffers hold. */
+  const slow = async (): Promise<{ client: Socket; server: Socket }> => {
+    const client = await connect(port)
+    const server = await target.next()
+    client.pause()
+    server.write(payload(8 << 20))
+    return { client, server }
+  }
+  const a = await slow() // its client resets: the target survives
+  const c = await slow() // its target resets: the client, which does not read, survives
+  // The proxy's legs of the two, as ss shows them: the client leg's peer, the target leg's own address.
+  const legs = [a, c].flatMap((s) => [`127.0.0.1:${s.client.localPort}`, `127.0.0.1:${s.server.remotePort}`])
+  await sleep(300) // the buffers fill and the pump holds the rest
+  proxy.proc.kill('SIGUSR2')
+  const done = await proxy.line((l) => l.msg.startsWith('upgrade done'), 30_000)
+  const newPid = Number(done.newPid)
+  t.equal(done.sessions, 3, 'the three sessions moved')
+  t.ok(Number(done.heldBytes) > 0, `with ${String(done.heldBytes)} bytes held for the slow clients`)
+  t.equal(await proxy.exited, 0, 'the old process exits')
+  await proxy.line((l) => l.pid === newPid && l.msg.startsWith('upgrade: took over'), 10_000)
+
+  const closed = (s: { client: Socket }) => {
+    const address = `127.0.0.1:${s.client.localPort}`
+    return proxy.line((l) => l.msg === 'session closed' && l.client === address, 10_000)
+  }
+  const aClosed = closed(a)
+  const cClosed = closed(c)
+  const aServerEnd = endOf(a.server)
+  a.client.resetAndDestroy()
+  t.match(await aServerEnd, /^(ECONNRESET|EPIPE)$/, 'the client reset: the target, the survivor, gets an RST')
+  t.match(await aClosed, { pid: newPid, reason: 'client_reset', leg: 'client', clientClose: 'failed', targetClose: 'rst' }, 'its one line from the new process: client_reset')
+
+  const cClientEnd = endOf(c.client)
+  c.server.resetAndDestroy()
+  t.equal(await cClientEnd, 'ECONNRESET', 'the target reset: the client, which did not read, gets an RST')
+  t.match(await cClosed, { pid: newPid, reason: 'target_reset', leg: 'target', targetClose: 'failed', clientClose: 'rst' }, 'its one line from the new process: target_reset')
+
+  normal.write('unaffected')
+  t.equal(String(((await once(normalServer, 'data')) as [Buffer])[0]), 'unaffected', 'the other session relays on, one way')
+  normalServer.write('and back')
+  t.equal(String(((await once(normal, 'data')) as [Buffer])[0]), 'and back', 'and the other')
+  // Nothing leaks: the new process holds the listening socket and the other session's two legs,
+  // and the kernel holds no socket of the two sessions reset.
+  t.ok(await waitFor(() => socketDescriptors([newPid]) === 3, 5000), `the new process holds 3 network sockets (${socketDescriptors([newPid])})`)
+  const left = (await relaySockets(port, target.port)).filter((s) => s.state !== 'TIME-WAIT')
+  t.same(left.filter((s) => s.pids.includes(newPid)).length, 2, "ss: only the other session's two legs are the new process's")
+  t.same(left.filter((s) => legs.includes(`${s.local.host}:${s.local.port}`) || legs.includes(`${s.peer.host}:${s.peer.port}`)).map((s) => s.state), [], 'ss: nothing left of the sessions reset')
+  t.notOk(proxy.logs.some((l) => l.pid === oldPid && l.msg === 'session closed'), 'the old process ended nothing')
+  normal.end()
+  normalServer.end()
   process.kill(newPid, 'SIGTERM')
 })
