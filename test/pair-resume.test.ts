@@ -57,6 +57,28 @@ for (const fault of ['reset', 'blackhole'] as const) {
   })
 }
 
+t.test('a response and its FIN sent while the link is blackholed, after the client\'s FIN, arrive once it resumes', async (t) => {
+  let answer: (() => void) | undefined
+  const { server, port } = await listen((s) => {
+    s.on('error', () => {})
+    s.on('data', () => {})
+    s.on('end', () => (answer = () => s.end('response')))
+  })
+  t.teardown(() => server.close())
+  let path: BreakablePath | undefined
+  const { near, far } = await startPair(t, port, { pairHeartbeat: 0.1, through: async (p) => (path = await breakablePath(p)).port })
+  t.teardown(() => path!.close())
+  const client = await connect(near.port)
+  const got = readAll(client)
+  client.end('request')
+  t.ok(await waitFor(() => answer !== undefined, 5000), 'the server has the request and its FIN')
+  path!.blackhole()
+  answer!()
+  t.equal((await got).toString(), 'response', 'the response, then the FIN, after the link came back')
+  t.ok(await waitFor(() => near.closed().length === 1 && far.closed().length === 1, 5000))
+  for (const end of [near, far]) t.match(end.closed()[0], { reason: 'client_end', clientClose: 'fin', targetClose: 'fin', bytesToClient: 8 })
+})
+
 t.test('past the resume window both plain legs are reset, one line each end, reason pair_lost', async (t) => {
   let serverSide: Socket | undefined
   const { server, port } = await listen((s) => {

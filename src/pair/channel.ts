@@ -21,6 +21,12 @@ export class Channel {
   ackedToPeer = 0
   finSent = false
   finReceived = false
+  /**
+   * The peer acknowledged our FIN. A FIN takes one offset after the last byte, as in TCP: a channel
+   * is done only once its FIN is known to have arrived, since a link lost before that must be
+   * able to resume it (a channel forgotten too early would refuse the peer's RESUME).
+   */
+  finAcked = false
   /** Near end: OPEN was sent (on a new link, it RESUMEs instead). */
   opened = false
   /** Near end: RESUME sent, its answer not yet come. */
@@ -72,7 +78,7 @@ export class Channel {
   replay(peerReceived: number): boolean {
     if (!this.onAck(peerReceived)) return false
     for (const data of this.#unacked) this.#send(data)
-    if (this.finSent) this.link?.send(offsetFrame(FRAME.FIN, this.id, this.sent))
+    if (this.finSent && !this.finAcked) this.link?.send(offsetFrame(FRAME.FIN, this.id, this.sent))
     return true
   }
 
@@ -80,9 +86,9 @@ export class Channel {
   resumeFrame(): Buffer {
     const b = frameHeader(FRAME.RESUME, this.id, TOKEN_BYTES + 6, TOKEN_BYTES + 6)
     this.token.copy(b, 9)
-    b.writeUIntBE(this.received, 9 + TOKEN_BYTES, 6)
+    b.writeUIntBE(this.#receivedUpTo, 9 + TOKEN_BYTES, 6)
     // What the peer learns from RESUME it need not hear again as an ACK.
-    this.ackedToPeer = this.received
+    this.ackedToPeer = this.#receivedUpTo
     return b
   }
 
@@ -106,6 +112,10 @@ export class Channel {
 
   /** The peer acknowledged every byte before `offset`: credit returns and the kept bytes go. */
   onAck(offset: number): boolean {
+    if (this.finSent && offset === this.sent + 1) {
+      this.finAcked = true
+      offset = this.sent
+    }
     if (offset < this.acked || offset > this.sent) return false
     let drop = offset - this.acked
     this.acked = offset
@@ -146,10 +156,16 @@ export class Channel {
   sendAck(): void {
     this.#ackQueued = false
     const link = this.link
+    const upTo = this.#receivedUpTo
     // Without a link the RESUME on the next one says it all.
-    if (link === undefined || (this.received === this.ackedToPeer && this.received !== 0)) return
-    this.ackedToPeer = this.received
-    link.send(offsetFrame(FRAME.ACK, this.id, this.received))
+    if (link === undefined || (upTo === this.ackedToPeer && upTo !== 0)) return
+    this.ackedToPeer = upTo
+    link.send(offsetFrame(FRAME.ACK, this.id, upTo))
+  }
+
+  /** What an acknowledgement covers: the bytes received, and the FIN after them once it came. */
+  get #receivedUpTo(): number {
+    return this.received + (this.finReceived ? 1 : 0)
   }
 }
 

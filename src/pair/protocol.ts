@@ -53,7 +53,10 @@ export const FRAME = {
   HELLO: 0,
   /** payload: the session's next bytes in that direction. */
   DATA: 1,
-  /** payload: offset u48: every byte before it was taken by the plain leg (credit returns). */
+  /**
+   * payload: offset u48: every byte before it was taken by the plain leg (credit returns); the
+   * FIN counts as one more offset, so the byte count + 1 acknowledges the FIN too.
+   */
   ACK: 2,
   /** no payload: the link is alive (sent when it has been idle for the pair heartbeat). */
   HEARTBEAT: 3,

@@ -210,6 +210,7 @@ export class PairTransport implements Transport {
           this.events.onTargetConnect()
           return
         }
+        this.#closeChannelIfDone()
         const s = this.socket
         if (this.#relaying && s !== undefined && !this.channel.full && s.isPaused()) s.resume()
         return
@@ -222,6 +223,8 @@ export class PairTransport implements Transport {
           return
         }
         this.channel.finReceived = true
+        // At once: the peer's channel is done only once it knows its FIN arrived.
+        this.channel.sendAck()
         this.events.onEnd(this.channelLeg)
         this.#closeChannelIfDone()
         return
@@ -258,6 +261,7 @@ export class PairTransport implements Transport {
       this.#lost('the peer resumed at an offset never sent')
       return
     }
+    this.#closeChannelIfDone()
     const s = this.socket
     if (this.#relaying && s !== undefined && !this.channel.full && s.isPaused()) s.resume()
   }
@@ -268,6 +272,7 @@ export class PairTransport implements Transport {
     this.channel.lostAt = undefined
     link.send(this.channel.resumeFrame())
     if (!this.channel.replay(peerReceived)) this.#lost('the peer resumed at an offset never sent')
+    else this.#closeChannelIfDone()
   }
 
   /** The link under the channel is gone and no other came within the resume window. */
@@ -283,9 +288,10 @@ export class PairTransport implements Transport {
     this.events.onClose(this.channelLeg)
   }
 
-  /** Both directions ended: the channel is done. */
+  /** Both directions ended, and our FIN is known to have arrived: the channel is done. */
   #closeChannelIfDone(): void {
-    if (this.channel.finSent && this.channel.finReceived) this.#closeChannel()
+    const c = this.channel
+    if (this.#channelOpen && c.finSent && c.finReceived && c.finAcked) this.#closeChannel()
   }
 
   /** Closed by the session's own call: told on the next tick (never inside that call). */
