@@ -211,8 +211,7 @@ export class PairTransport implements Transport {
           return
         }
         this.#closeChannelIfDone()
-        const s = this.socket
-        if (this.#relaying && s !== undefined && !this.channel.full && s.isPaused()) s.resume()
+        this.#readAgain()
         return
       }
       case FRAME.FIN:
@@ -262,8 +261,7 @@ export class PairTransport implements Transport {
       return
     }
     this.#closeChannelIfDone()
-    const s = this.socket
-    if (this.#relaying && s !== undefined && !this.channel.full && s.isPaused()) s.resume()
+    this.#readAgain()
   }
 
   /** Far end: a RESUME on a new link: answer with what was received here, and send what the near end lacks. */
@@ -271,8 +269,22 @@ export class PairTransport implements Transport {
     this.channel.link = link
     this.channel.lostAt = undefined
     link.send(this.channel.resumeFrame())
-    if (!this.channel.replay(peerReceived)) this.#lost('the peer resumed at an offset never sent')
-    else this.#closeChannelIfDone()
+    if (!this.channel.replay(peerReceived)) {
+      this.#lost('the peer resumed at an offset never sent')
+      return
+    }
+    this.#closeChannelIfDone()
+    this.#readAgain()
+  }
+
+  /**
+   * Credit came back (an ACK, or a resume that counted the peer's bytes as acknowledged): the
+   * socket leg paused for lack of it is read again. After a resume no ACK may follow (the peer
+   * may have had everything), so this is not left to the next ACK.
+   */
+  #readAgain(): void {
+    const s = this.socket
+    if (this.#relaying && s !== undefined && !this.channel.full && s.isPaused()) s.resume()
   }
 
   /** The link under the channel is gone and no other came within the resume window. */
