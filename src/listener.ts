@@ -111,7 +111,7 @@ export class ProxyListener {
       },
     }
     // A pair route's sessions have a channel for one leg (src/pair/); the others, two sockets.
-    this.#transports = options.pair === undefined ? openTransports(relay, { sockets, logger }) : new PairTransports(options.pair, { sockets, logger, refusals: this.#refusals })
+    this.#transports = options.pair === undefined ? openTransports(relay, { sockets, logger }) : new PairTransports(options.pair, { sockets, logger, refusals: this.#refusals, linkKeepalive: options.keepalive[options.pair.role === 'near' ? 'target' : 'client'] })
     this.#deadCheck = setInterval(checkPaused, PAUSED_CHECK_MS, this.#transports).unref()
   }
 

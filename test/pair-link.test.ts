@@ -8,7 +8,10 @@ import { randomBytes } from 'node:crypto'
 import { capturedLogger, type LogLine } from './helpers/proxy.ts'
 import { breakablePath } from './helpers/path.ts'
 import { sleep, waitFor } from './helpers/net.ts'
-import { LinkDialer, PairLinkServer } from '../src/pair/link.ts'
+import { LinkDialer, PairLinkServer, type LinkOptions } from '../src/pair/link.ts'
+import { SocketControl } from '../src/socket-control.ts'
+import { resolveOptions } from '../src/config/options.ts'
+import type { TLSSocket } from 'node:tls'
 import { Recorder } from './helpers/pair.ts'
 import { pairKeys } from '../src/pair/secret.ts'
 import { FRAME, FrameReader, frameHeader, offsetFrame, readOffset, type FrameType } from '../src/pair/protocol.ts'
@@ -17,10 +20,10 @@ import { RefusalLog } from '../src/refusals.ts'
 const SECRET = Buffer.from('0123456789abcdef0123456789abcdef')
 const HB = 100
 
-async function farEnd(t: Test, secret = SECRET) {
+async function farEnd(t: Test, secret = SECRET, tune?: LinkOptions['tune']) {
   const { logger, logs } = capturedLogger()
   const events = new Recorder()
-  const server = new PairLinkServer({ keys: pairKeys(secret), heartbeatMs: HB, logger }, new RefusalLog(logger), events)
+  const server = new PairLinkServer({ keys: pairKeys(secret), heartbeatMs: HB, logger, tune }, new RefusalLog(logger), events)
   const { port } = await server.listen('127.0.0.1', 0)
   t.teardown(async () => {
     for (const link of server.links) link.close()
@@ -29,10 +32,10 @@ async function farEnd(t: Test, secret = SECRET) {
   return { server, port, logs, events }
 }
 
-function nearEnd(t: Test, port: number, secret = SECRET, keys = pairKeys(secret)) {
+function nearEnd(t: Test, port: number, secret = SECRET, keys = pairKeys(secret), tune?: LinkOptions['tune']) {
   const { logger, logs } = capturedLogger()
   const events = new Recorder()
-  const dialer = new LinkDialer({ host: '127.0.0.1', port }, { keys, heartbeatMs: HB, logger }, events)
+  const dialer = new LinkDialer({ host: '127.0.0.1', port }, { keys, heartbeatMs: HB, logger, tune }, events)
   dialer.start()
   t.teardown(() => dialer.stop())
   return { dialer, logs, events }
@@ -83,6 +86,24 @@ t.test('heartbeats keep an idle link alive; a silent one is dead after 3 heartbe
   t.ok(await waitFor(() => near.events.up.length === 2, 20 * HB), 'the near end connects again')
   t.not(near.dialer.link!.localPort, firstPort, 'from a new source port')
   t.equal(path.connections, 2)
+})
+
+t.test('each link\'s socket gets its TCP keepalive at both ends, read back from the kernel', async (t) => {
+  const sockets = new SocketControl({ native: true })
+  const settings = resolveOptions({ listen: 0, target: '127.0.0.1:1', keepalive: { shared: { idle: 7, interval: 3, count: 4 } } }).keepalive.target
+  const tuned: TLSSocket[] = []
+  const tune = (socket: TLSSocket): void => {
+    sockets.set(socket, settings)
+    tuned.push(socket)
+  }
+  const far = await farEnd(t, SECRET, tune)
+  const near = nearEnd(t, far.port, SECRET, pairKeys(SECRET), tune)
+  t.ok(await waitFor(() => near.events.up.length === 1 && far.events.up.length === 1, 5000))
+  t.equal(tuned.length, 2, 'one socket at each end')
+  for (const socket of tuned) {
+    if (sockets.native) t.same(sockets.check(socket, settings).differs, [], 'as set')
+    else t.ok(socket.remotePort !== undefined, 'native helper not in use: set through Node')
+  }
 })
 
 t.test('a wrong secret is refused with one line at each end; nothing else happens', async (t) => {

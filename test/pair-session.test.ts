@@ -7,6 +7,7 @@ import type { Socket } from 'node:net'
 import { connect, endOf, listen, readAll, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { startPair } from './helpers/pair.ts'
+import { tcpSockets } from '../bench/lab/ss.ts'
 
 /** Echoes what it reads; after the client's FIN, writes "bye" and ends (a response after a half-close). */
 function echoThenBye(s: Socket): void {
@@ -61,7 +62,7 @@ t.test('a reset by the server reaches the client as a reset; one by the client r
   t.match(far.closed()[1], { reason: 'client_reset', targetClose: 'rst' })
 })
 
-t.test('the plain legs have their keepalive: the far end\'s target leg reads back as set', async (t) => {
+t.test('the plain legs and the link have their keepalive: the far end\'s target leg reads back as set, the link\'s sockets run a keepalive timer', async (t) => {
   const { server, port } = await listen(echoThenBye)
   t.teardown(() => server.close())
   const { near, far } = await startPair(t, port)
@@ -73,5 +74,9 @@ t.test('the plain legs have their keepalive: the far end\'s target leg reads bac
   if (far.sockets.native) t.same(far.sockets.check(target, far.listener.options.keepalive.target).differs, [], 'as configured')
   else t.ok(far.sockets.native === false, 'native helper not in use: keepalive set through Node')
   t.equal(session.legHandle('client'), undefined, 'the channel leg has no socket to set')
+  // The link's own sockets, both ends (far: local port the pair port; near: peer port it).
+  const link = (await tcpSockets(null, [`( sport = :${far.port} or dport = :${far.port} )`])).filter((s) => s.state === 'ESTAB')
+  t.equal(link.length, 2, 'the link, seen from both ends')
+  for (const s of link) t.match(s.timer, /^keepalive,/, `the link's ${s.local.port === far.port ? 'far' : 'near'} end has TCP keepalive on`)
   client.destroy()
 })

@@ -47,6 +47,11 @@ export interface LinkOptions {
   /** Milliseconds without a frame sent after which a heartbeat goes; 3 x without one received: dead. */
   heartbeatMs: number
   logger: Logger
+  /**
+   * Socket options for every link's socket, once its handshake is done (TCP keepalive: the
+   * link's own, under the heartbeats); a throw is logged, the link goes on.
+   */
+  tune?: (socket: TLSSocket) => void
 }
 
 /** What a link tells its owner. Frames come only once the peer is authenticated. */
@@ -89,6 +94,11 @@ export class PairLink implements FrameSink {
     this.peer = formatPeer(socket.remoteAddress, socket.remotePort)
     this.#reader = new FrameReader(this)
     socket.setNoDelay(true)
+    try {
+      options.tune?.(socket)
+    } catch (err) {
+      options.logger.warn({ peer: this.peer, err }, 'cannot set the pair link\'s socket options')
+    }
     socket.on('data', (chunk: Buffer) => this.#onRead(chunk))
     socket.on('error', (err: NodeJS.ErrnoException) => this.#down('error', err.code ?? err.message))
     socket.on('close', () => this.#down('closed'))

@@ -17,6 +17,8 @@
 //   after a NAT flush N sessions need N handshakes on each end's one thread (1,000 sessions: 1.5 s
 //   of CPU) against a target of heartbeat x 3 + 2 s for all of them to flow again. Multiplexed,
 //   one handshake resumes every session of the link.
+// - Built that way, 2,000 idle paired sessions added 9.6 KiB of RSS each at the near end and
+//   6.7 KiB at the far end (one measurement: client sockets made idle after one echoed byte).
 // - One TLS stream moves 600 MB/s with both of its ends in one process on one core: a link can
 //   carry the 500 MB/s bulk target if framing costs little (data frames up to 64 KiB).
 // The price of multiplexing is head-of-line blocking: a bulk session must not stall an

@@ -24,6 +24,7 @@ import type { PairOptions } from '../config/options.ts'
 import { peerOf, socketOf, type Accepted } from '../accept.ts'
 import { noDelay, type SocketControl } from '../socket-control.ts'
 import type { RefusalLog } from '../refusals.ts'
+import type { KeepaliveSettings } from '../keepalive/settings.ts'
 import { socketDeadReason, socketUnacknowledged, type Leg, type LegHandle, type TargetEndpoint, type Transport, type TransportEvents, type Transports } from '../transport/transport.ts'
 import { Channel } from './channel.ts'
 import { LinkDialer, PairLinkServer, type LinkEvents, type LinkOptions, type PairLink } from './link.ts'
@@ -381,6 +382,8 @@ export interface PairTransportsDeps {
   sockets: SocketControl
   logger: Logger
   refusals: RefusalLog
+  /** TCP keepalive for the links' sockets: the route's target leg's at the near end, client leg's at the far end. */
+  linkKeepalive: KeepaliveSettings
 }
 
 /** A route's pair links and the channels on them (see the header). */
@@ -416,7 +419,12 @@ export class PairTransports implements Transports, LinkEvents {
         this.#byToken.delete(t.channel.token.toString('hex'))
       },
     }
-    const linkOptions: LinkOptions = { keys: pairKeys(pair.secret), heartbeatMs: pair.heartbeat * 1000, logger: deps.logger }
+    const linkOptions: LinkOptions = {
+      keys: pairKeys(pair.secret),
+      heartbeatMs: pair.heartbeat * 1000,
+      logger: deps.logger,
+      tune: (socket) => deps.sockets.set(socket, deps.linkKeepalive),
+    }
     if (pair.role === 'near') {
       const { host, port } = pair.endpoint
       this.#dialer = new LinkDialer({ host: host!, port }, linkOptions, this)
