@@ -137,21 +137,50 @@ static int wants_read(const leg_t* leg) {
   return leg->dead_drain || to->fd < 0 || queued(to) == 0;
 }
 
-// 0, or the errno of the call named in *syscall.
-static int register_leg(leg_t* leg, const char** syscall) {
+static void hold_loop(void) {
+  if (open_legs++ == 0) uv_ref((uv_handle_t*)&epoll_watch);
+}
+
+static void release_loop(void) {
+  if (--open_legs == 0 && !pump_closing && epfd >= 0) uv_unref((uv_handle_t*)&epoll_watch);
+}
+
+// 0, or the errno of the call named in *syscall. oob: SO_OOBINLINE is to be set (not inherited).
+static int register_leg(leg_t* leg, int oob, const char** syscall) {
   // Urgent data is read in its place in the stream, as a byte like any other (see
   // src/socket-control.ts for every option set).
   int one = 1;
   *syscall = "setsockopt(SO_OOBINLINE)";
-  if (setsockopt(leg->fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one) != 0) return errno;
+  if (oob && setsockopt(leg->fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one) != 0) return errno;
   struct epoll_event ev;
   ev.events = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.ptr = leg;
   *syscall = "epoll_ctl";
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, leg->fd, &ev) != 0) return errno;
   leg->registered = 1;
-  if (open_legs++ == 0) uv_ref((uv_handle_t*)&epoll_watch);
+  hold_loop();
   return 0;
+}
+
+// Listening sockets are told from legs by the low bit of their epoll data (both are pointers to
+// structures aligned to at least 8 bytes).
+#define LISTENER_TAG 1u
+
+int ka_pump_watch_listener(ka_acceptor_t* a, int fd) {
+  struct epoll_event ev;
+  ev.events = EPOLLIN;
+  ev.data.u64 = (uint64_t)(uintptr_t)a | LISTENER_TAG;
+  if (epfd < 0) return EBADF;
+  return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0 ? errno : 0;
+}
+
+void ka_pump_unwatch_listener(int fd) {
+  if (epfd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+void ka_pump_hold(int hold) {
+  if (hold) hold_loop();
+  else release_loop();
 }
 
 static void on_ready(uv_idle_t* handle);
@@ -197,7 +226,7 @@ void ka_pump_close_leg(leg_t* leg, int reset) {
   if (leg->registered) {
     if (epfd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, leg->fd, NULL);
     leg->registered = 0;
-    if (--open_legs == 0 && !pump_closing && epfd >= 0) uv_unref((uv_handle_t*)&epoll_watch);
+    release_loop();
   }
   close(leg->fd);
   leg->fd = -1;
@@ -390,7 +419,11 @@ static void on_epoll(uv_poll_t* handle, int status, int events) {
   struct epoll_event batch[EVENTS_PER_WAIT];
   int n = epoll_wait(epfd, batch, EVENTS_PER_WAIT, 0);
   dispatching++;
-  for (int i = 0; i < n; i++) on_event((leg_t*)batch[i].data.ptr, batch[i].events);
+  for (int i = 0; i < n; i++) {
+    uint64_t data = batch[i].data.u64;
+    if (data & LISTENER_TAG) ka_accept_ready((ka_acceptor_t*)(uintptr_t)(data & ~(uint64_t)LISTENER_TAG));
+    else on_event((leg_t*)batch[i].data.ptr, batch[i].events);
+  }
   dispatching--;
   bury();
 }
@@ -479,7 +512,7 @@ int ka_pump_init(napi_env env) {
 
 size_t ka_pump_queued(const leg_t* leg) { return queued(leg); }
 
-relay_t* ka_pump_relay_new(napi_env env, int client_fd, int* err, const char** syscall, const char** what) {
+relay_t* ka_pump_relay_new(napi_env env, int client_fd, int flags, int* err, const char** syscall, const char** what) {
   *what = "client";
   relay_t* r = calloc(1, sizeof *r);
   if (r == NULL) {
@@ -496,16 +529,19 @@ relay_t* ka_pump_relay_new(napi_env env, int client_fd, int* err, const char** s
     r->legs[i].fd = -1;
   }
   leg_t* client = &r->legs[LEG_CLIENT];
-  client->fd = fcntl(client_fd, F_DUPFD_CLOEXEC, 0);
+  int own = (flags & RELAY_OWN_FD) != 0;
+  client->fd = own ? client_fd : fcntl(client_fd, F_DUPFD_CLOEXEC, 0);
   if (client->fd < 0) {
     *err = errno;
     *syscall = "dup";
     free(r);
     return NULL;
   }
-  *err = register_leg(client, syscall);
+  *err = register_leg(client, !own, syscall);
   if (*err != 0) {
-    ka_pump_close_leg(client, 0);
+    // A descriptor of its own stays the caller's on failure, as a duplicated one's original does.
+    if (own) client->fd = -1;
+    else ka_pump_close_leg(client, 0);
     free(r);
     return NULL;
   }
@@ -536,7 +572,7 @@ int ka_pump_connect(relay_t* r, const struct sockaddr_storage* sa, socklen_t sa_
     target->fd = fd;
     target->connecting = 1;
     const char* syscall;
-    err = register_leg(target, &syscall);
+    err = register_leg(target, 1, &syscall);
     if (err == 0 && connect(fd, (const struct sockaddr*)sa, sa_len) != 0 && errno != EINPROGRESS) err = errno;
   }
   if (err != 0 && target->fd >= 0) {
@@ -561,12 +597,12 @@ int ka_pump_end(leg_t* leg) {
 }
 
 // Out of the epoll set without a close: the descriptor goes to the caller.
-static int release_leg(leg_t* leg) {
+int ka_pump_release_leg(leg_t* leg) {
   int fd = leg->fd;
   if (leg->registered) {
     if (epfd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
     leg->registered = 0;
-    if (--open_legs == 0 && !pump_closing && epfd >= 0) uv_unref((uv_handle_t*)&epoll_watch);
+    release_loop();
   }
   leg->fd = -1;
   return fd;
@@ -579,7 +615,7 @@ int ka_pump_detach(relay_t* r, int out_fds[2]) {
     if (leg->fd < 0 || leg->connecting || leg->failed || leg->dead_drain) return 0;
   }
   // Events already taken for these legs are skipped (fd < 0), as after a close.
-  for (int i = 0; i < 2; i++) out_fds[i] = release_leg(&r->legs[i]);
+  for (int i = 0; i < 2; i++) out_fds[i] = ka_pump_release_leg(&r->legs[i]);
   return 1;
 }
 
@@ -617,7 +653,7 @@ int ka_pump_adopt(relay_t* r, int target_fd, const char* queued_bytes[2], const 
     }
   }
   const char* syscall;
-  int err = register_leg(target, &syscall);
+  int err = register_leg(target, 1, &syscall);
   if (err != 0) {
     ka_pump_drop_queues(r);
     close(target->fd);

@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <node_api.h>
 
+#include "ka_native.h"
+
 enum { LEG_CLIENT = 0, LEG_TARGET = 1 };
 enum { EV_CONNECT = 1, EV_EOF = 2, EV_ERROR = 3, EV_CLOSE = 4 };
 
@@ -43,12 +45,10 @@ struct leg {
 struct relay {
   leg_t legs[2];
   napi_env env;
-  napi_ref owner;     // strong until both legs are closed, then released
-  napi_ref callback;  // likewise
+  ka_js_t js;         // held until both legs are closed, then released
   int started;        // bytes flow (set by start(), after the target leg connected)
   int js_alive;       // the JavaScript wrapper has not been finalised
   int faulted;                     // the callback threw: both legs were reset
-  napi_async_context async_context;  // callbacks run in the async context the relay was created in
   relay_t* grave_next;
 };
 
@@ -56,9 +56,13 @@ struct relay {
 
 // Sets the pump up in env (the first Relay's); 0 with an exception thrown when it cannot serve it.
 int ka_pump_init(napi_env env);
-// A relay around a duplicate of the accepted client's descriptor, registered with the pump; NULL
-// with *err, *syscall and *what set when that failed (the caller keeps its own descriptor).
-relay_t* ka_pump_relay_new(napi_env env, int client_fd, int* err, const char** syscall, const char** what);
+// A relay around the accepted client's descriptor, registered with the pump; NULL with *err,
+// *syscall and *what set when that failed (the caller keeps its own descriptor). flags: see
+// RELAY_OWN_FD.
+relay_t* ka_pump_relay_new(napi_env env, int client_fd, int flags, int* err, const char** syscall, const char** what);
+// The descriptor was accepted by the pump (ka_accept.c): the relay takes it as it is, no
+// duplicate, and it inherited SO_OOBINLINE from the listening socket (no call to set it).
+enum { RELAY_OWN_FD = 1 };
 // A new attempt after a failed one (the next address of the target's name) starts clean.
 void ka_pump_reset_target(relay_t* r);
 // Opens the target leg, non-blocking; CONNECT or ERROR follows. 0, or the errno of a failure now.
@@ -69,6 +73,8 @@ void ka_pump_start(relay_t* r);
 int ka_pump_end(leg_t* leg);
 // Closes a leg (with an RST when reset), out of the epoll set first.
 void ka_pump_close_leg(leg_t* leg, int reset);
+// Out of the epoll set without a close: the descriptor is the caller's again.
+int ka_pump_release_leg(leg_t* leg);
 // Bytes queued for the leg.
 size_t ka_pump_queued(const leg_t* leg);
 // An upgrade takes the relay away: both legs leave the epoll set and the relay lets go of
@@ -86,6 +92,21 @@ int ka_pump_adopt(relay_t* r, int target_fd, const char* queued[2], const size_t
 enum { ADOPT_END_REQUESTED = 1, ADOPT_FIN_SENT = 2, ADOPT_END_RECEIVED = 4 };
 // JavaScript has let go of the relay: it is freed once no queued event can name it.
 void ka_pump_forget(relay_t* r);
+
+// A listening socket in the pump's epoll set (level-triggered: an acceptor that stops short of
+// EAGAIN is told again at the next wait). 0, or an errno.
+typedef struct ka_acceptor ka_acceptor_t;
+int ka_pump_watch_listener(ka_acceptor_t* a, int fd);
+// Out of the epoll set (before the descriptor is closed, or to pause after EMFILE).
+void ka_pump_unwatch_listener(int fd);
+// An open acceptor keeps the loop alive, as a listening server does, paused or not: hold 1 when
+// it opens, 0 when it closes.
+void ka_pump_hold(int hold);
+
+// ---- accepting (ka_accept.c) ------------------------------------------------------------
+
+// The listening socket is readable: accept what is waiting, hand JavaScript one batch.
+void ka_accept_ready(ka_acceptor_t* a);
 
 // ---- calling JavaScript (ka_relay.c) ----------------------------------------------------
 

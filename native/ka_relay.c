@@ -29,30 +29,25 @@ static void fault(relay_t* r) {
 }
 
 void ka_relay_emit(relay_t* r, int kind, int leg, int err) {
-  if (r->owner == NULL || r->callback == NULL || r->faulted) return;
+  if (r->js.owner == NULL || r->faulted) return;
   napi_env env = r->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) {
     fault(r);
     return;
   }
-  napi_value owner, callback, argv[3], result;
-  if (napi_get_reference_value(env, r->owner, &owner) != napi_ok ||
-      napi_get_reference_value(env, r->callback, &callback) != napi_ok ||
-      napi_create_int32(env, kind, &argv[0]) != napi_ok || napi_create_int32(env, leg, &argv[1]) != napi_ok ||
-      napi_create_int32(env, err, &argv[2]) != napi_ok) {
-    fault(r);
-  } else if (napi_make_callback(env, r->async_context, owner, callback, 3, argv, &result) != napi_ok) {
+  napi_value argv[3];
+  int called = 0;
+  if (napi_create_int32(env, kind, &argv[0]) == napi_ok && napi_create_int32(env, leg, &argv[1]) == napi_ok &&
+      napi_create_int32(env, err, &argv[2]) == napi_ok) {
+    called = ka_js_call(env, &r->js, 3, argv);
+  }
+  if (called <= 0) {
     // The JavaScript side catches what its handlers throw and fails the session itself; an
     // exception that still gets here is a bug past that guard: fail the relay, then surface
     // the exception like any other uncaught one.
     fault(r);
-    bool pending = false;
-    napi_value exception;
-    if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
-        napi_get_and_clear_last_exception(env, &exception) == napi_ok) {
-      napi_fatal_exception(env, exception);
-    }
+    if (called < 0) ka_surface_exception(env);
   }
   napi_close_handle_scope(env, scope);
 }
@@ -60,23 +55,13 @@ void ka_relay_emit(relay_t* r, int kind, int leg, int err) {
 // Both legs closed: JavaScript will hear nothing more, so the relay stops holding it.
 void ka_relay_release_if_done(relay_t* r) {
   if (r->legs[0].fd >= 0 || r->legs[1].fd >= 0) return;
-  if (r->owner) napi_delete_reference(r->env, r->owner);
-  if (r->callback) napi_delete_reference(r->env, r->callback);
-  if (r->async_context) napi_async_destroy(r->env, r->async_context);
-  r->owner = r->callback = NULL;
-  r->async_context = NULL;
+  ka_js_release(r->env, &r->js);
 }
 
 // ---- the JavaScript class ----------------------------------------------------------------
 
 static relay_t* unwrap(napi_env env, napi_callback_info info, size_t* argc, napi_value* args) {
-  napi_value self;
-  void* data = NULL;
-  if (napi_get_cb_info(env, info, argc, args, &self, NULL) != napi_ok || napi_unwrap(env, self, &data) != napi_ok) {
-    napi_throw_error(env, "KA_NATIVE_NAPI", "not a Relay");
-    return NULL;
-  }
-  return (relay_t*)data;
+  return ka_unwrap(env, info, argc, args, "not a Relay");
 }
 
 static leg_t* leg_arg(napi_env env, relay_t* r, napi_value* args, size_t argc) {
@@ -122,44 +107,30 @@ static int int_in_range(napi_env env, napi_value* args, size_t argc, size_t inde
   return 1;
 }
 
-// new Relay(clientFd, owner, callback): takes a duplicate of the accepted socket's descriptor
-// (the caller then closes its own) and will call callback.call(owner, kind, leg, errno), in the
-// async context the relay was created in.
+// new Relay(clientFd, owner, callback[, flags]): takes a duplicate of the accepted socket's
+// descriptor (the caller then closes its own) and will call callback.call(owner, kind, leg,
+// errno), in the async context the relay was created in. flags 1 (RELAY_OWN_FD): the descriptor
+// was accepted by the pump's Acceptor and is taken as it is (the caller keeps it only if this
+// throws).
 static napi_value relay_new(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value args[3], self, new_target;
-  if (napi_get_cb_info(env, info, &argc, args, &self, NULL) != napi_ok ||
-      napi_get_new_target(env, info, &new_target) != napi_ok) {
-    napi_throw_error(env, "KA_NATIVE_NAPI", "napi_get_cb_info failed");
-    return NULL;
-  }
-  if (new_target == NULL) {
-    napi_throw_type_error(env, "KA_NATIVE_ARG", "Relay is a class: use new Relay(fd, owner, callback)");
-    return NULL;
-  }
+  size_t argc = 4;
+  napi_value args[4];
   int32_t client_fd;
-  if (!int_in_range(env, args, argc, 0, 0, INT32_MAX, "Relay: fd must be an integer from 0 to 2**31-1", &client_fd))
-    return NULL;
-  napi_valuetype owner_type, callback_type;
-  if (argc < 3 || napi_typeof(env, args[1], &owner_type) != napi_ok || napi_typeof(env, args[2], &callback_type) != napi_ok ||
-      (owner_type != napi_object && owner_type != napi_function) || callback_type != napi_function) {
-    napi_throw_type_error(env, "KA_NATIVE_ARG", "expected (fd, owner object, callback function)");
-    return NULL;
-  }
+  napi_value self = ka_class_call(env, info, &argc, args, "Relay is a class: use new Relay(fd, owner, callback)", &client_fd);
+  if (self == NULL) return NULL;
+  int32_t flags = 0;
+  if (argc > 3 && !int_in_range(env, args, argc, 3, 0, RELAY_OWN_FD, "Relay: flags must be 0 or 1", &flags)) return NULL;
   if (!ka_pump_init(env)) return NULL;
   int err;
   const char *syscall, *what;
-  relay_t* r = ka_pump_relay_new(env, client_fd, &err, &syscall, &what);
+  relay_t* r = ka_pump_relay_new(env, client_fd, flags, &err, &syscall, &what);
   if (r == NULL) return ka_throw_errno(env, err, syscall, what);
   leg_t* client = &r->legs[LEG_CLIENT];
-  napi_value name;
-  if (napi_create_reference(env, args[1], 1, &r->owner) != napi_ok ||
-      napi_create_reference(env, args[2], 1, &r->callback) != napi_ok ||
-      napi_create_string_utf8(env, "ka-proxy:relay", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_async_init(env, args[1], name, &r->async_context) != napi_ok ||
-      napi_wrap(env, self, r, finalize, NULL, NULL) != napi_ok) {
-    // Nothing in JavaScript knows this relay: it goes at once (no event can name it yet).
-    ka_pump_close_leg(client, 0);
+  if (!ka_js_init(env, &r->js, args[1], args[2], "ka-proxy:relay") || napi_wrap(env, self, r, finalize, NULL, NULL) != napi_ok) {
+    // Nothing in JavaScript knows this relay: it goes at once (no event can name it yet). A
+    // descriptor of its own goes back to the caller, who is told by the exception.
+    if (flags & RELAY_OWN_FD) ka_pump_release_leg(client);
+    else ka_pump_close_leg(client, 0);
     ka_relay_release_if_done(r);
     free(r);
     napi_throw_error(env, "KA_NATIVE_NAPI", "cannot create Relay");
@@ -411,22 +382,16 @@ static napi_value relay_adopt(napi_env env, napi_callback_info info) {
 
 int ka_relay_init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
-      {"connect", NULL, relay_connect, NULL, NULL, NULL, napi_default, NULL},
-      {"start", NULL, relay_start, NULL, NULL, NULL, napi_default, NULL},
-      {"end", NULL, relay_end, NULL, NULL, NULL, napi_default, NULL},
-      {"reset", NULL, relay_reset, NULL, NULL, NULL, napi_default, NULL},
-      {"destroy", NULL, relay_destroy, NULL, NULL, NULL, napi_default, NULL},
-      {"state", NULL, relay_state, NULL, NULL, NULL, napi_default, NULL},
-      {"bytes", NULL, relay_bytes, NULL, NULL, NULL, napi_default, NULL},
-      {"fd", NULL, relay_fd, NULL, NULL, NULL, napi_default, NULL},
-      {"detach", NULL, relay_detach, NULL, NULL, NULL, napi_default, NULL},
-      {"adopt", NULL, relay_adopt, NULL, NULL, NULL, napi_default, NULL},
+      KA_METHOD("connect", relay_connect),
+      KA_METHOD("start", relay_start),
+      KA_METHOD("end", relay_end),
+      KA_METHOD("reset", relay_reset),
+      KA_METHOD("destroy", relay_destroy),
+      KA_METHOD("state", relay_state),
+      KA_METHOD("bytes", relay_bytes),
+      KA_METHOD("fd", relay_fd),
+      KA_METHOD("detach", relay_detach),
+      KA_METHOD("adopt", relay_adopt),
   };
-  napi_value cls;
-  if (napi_define_class(env, "Relay", NAPI_AUTO_LENGTH, relay_new, NULL, sizeof methods / sizeof methods[0], methods,
-                        &cls) != napi_ok ||
-      napi_set_named_property(env, exports, "Relay", cls) != napi_ok) {
-    return 0;
-  }
-  return 1;
+  return ka_define_class(env, exports, "Relay", relay_new, methods, sizeof methods / sizeof methods[0]);
 }

@@ -32,17 +32,6 @@
     }                                                             \
   } while (0)
 
-// The single fd argument of getKeepalive, tcpInfo and sendQueueBytes.
-static int get_fd_arg(napi_env env, napi_callback_info info, int32_t* fd) {
-  size_t argc = 1;
-  napi_value args[1];
-  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok) {
-    napi_throw_error(env, "KA_NATIVE_NAPI", "napi_get_cb_info failed");
-    return 0;
-  }
-  return ka_get_int_arg(env, args, argc, 0, fd);
-}
-
 typedef struct {
   int level;
   int name;
@@ -107,7 +96,7 @@ static int set_int_property(napi_env env, napi_value obj, const char* key, doubl
 // platform lacks reads as -1.
 static napi_value get_keepalive(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (!get_fd_arg(env, info, &fd)) return NULL;
+  if (!ka_get_fd_arg(env, info, &fd)) return NULL;
   static const char* keys[OPT_COUNT_ALL] = {"enabled", "idle", "interval", "count", "userTimeoutMs"};
   napi_value result;
   CHECK_NAPI(env, napi_create_object(env, &result));
@@ -134,7 +123,7 @@ static napi_value get_keepalive(napi_env env, napi_callback_info info) {
 // Times are in microseconds (rtt) or milliseconds (last_*), as the kernel reports them.
 static napi_value tcp_info(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (!get_fd_arg(env, info, &fd)) return NULL;
+  if (!ka_get_fd_arg(env, info, &fd)) return NULL;
 #ifdef TCP_INFO
   struct tcp_info ti;
   memset(&ti, 0, sizeof ti);
@@ -169,7 +158,7 @@ static napi_value tcp_info(napi_env env, napi_callback_info info) {
 // Decides whether a reset would discard data the peer has not received yet.
 static napi_value send_queue_bytes(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (!get_fd_arg(env, info, &fd)) return NULL;
+  if (!ka_get_fd_arg(env, info, &fd)) return NULL;
 #ifdef SIOCOUTQ
   int queued = 0;
   if (ioctl(fd, SIOCOUTQ, &queued) != 0) return ka_throw_errno(env, errno, "ioctl", "SIOCOUTQ");
@@ -186,7 +175,7 @@ static napi_value send_queue_bytes(napi_env env, napi_callback_info info) {
 // Set on a listening socket, accepted sockets inherit it.
 static napi_value set_urgent_inline(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (!get_fd_arg(env, info, &fd)) return NULL;
+  if (!ka_get_fd_arg(env, info, &fd)) return NULL;
   int one = 1;
   if (setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one) != 0)
     return ka_throw_errno(env, errno, "setsockopt", "SO_OOBINLINE");
@@ -197,7 +186,7 @@ static napi_value set_urgent_inline(napi_env env, napi_callback_info info) {
 // them, so that tests and `doctor` can check the other options ka-proxy sets on every leg.
 static napi_value get_socket_flags(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (!get_fd_arg(env, info, &fd)) return NULL;
+  if (!ka_get_fd_arg(env, info, &fd)) return NULL;
   static const struct {
     int level;
     int name;
@@ -218,7 +207,7 @@ static napi_value get_socket_flags(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static int push_address(napi_env env, napi_value array, uint32_t at, const struct sockaddr_storage* sa) {
+int ka_push_address(napi_env env, napi_value array, uint32_t at, const struct sockaddr_storage* sa) {
   char host[INET6_ADDRSTRLEN] = "";
   int port = 0;
   if (sa->ss_family == AF_INET) {
@@ -240,7 +229,7 @@ static int push_address(napi_env env, napi_value array, uint32_t at, const struc
 // not hold (the native pump's).
 static napi_value socket_addresses(napi_env env, napi_callback_info info) {
   int32_t fd;
-  if (!get_fd_arg(env, info, &fd)) return NULL;
+  if (!ka_get_fd_arg(env, info, &fd)) return NULL;
   struct sockaddr_storage local, remote;
   socklen_t len = sizeof local;
   if (getsockname(fd, (struct sockaddr*)&local, &len) != 0) return ka_throw_errno(env, errno, "getsockname", "local");
@@ -248,7 +237,7 @@ static napi_value socket_addresses(napi_env env, napi_callback_info info) {
   if (getpeername(fd, (struct sockaddr*)&remote, &len) != 0) return ka_throw_errno(env, errno, "getpeername", "remote");
   napi_value result;
   CHECK_NAPI(env, napi_create_array_with_length(env, 4, &result));
-  if (!push_address(env, result, 0, &local) || !push_address(env, result, 2, &remote)) {
+  if (!ka_push_address(env, result, 0, &local) || !ka_push_address(env, result, 2, &remote)) {
     napi_throw_error(env, "KA_NATIVE_NAPI", "cannot build result");
     return NULL;
   }

@@ -12,7 +12,7 @@ import { fdOf, noDelay, type AppliedKeepalive, type SocketControl } from './sock
 import { onAccepted, peerOf, resetAccepted, type Accepted } from './accept.ts'
 import { Session, type LegHandle, type SessionContext, type SessionIdentity, type SessionSummary } from './session.ts'
 import { defaultRelay, openTransports } from './transport/registry.ts'
-import type { DetachedTransport, TargetEndpoint, Transport, TransportEvents, TransportKind, TransportState, Transports } from './transport/transport.ts'
+import type { DetachedTransport, TargetEndpoint, Transport, TransportAcceptor, TransportEvents, TransportKind, TransportState, Transports } from './transport/transport.ts'
 import { PairTransports } from './pair/transport.ts'
 import { handleFd } from './node-internals.ts'
 import { TargetPool, type Target, type TargetChange } from './targets.ts'
@@ -20,6 +20,8 @@ import { LOCAL_RESOURCE_ERRORS, RefusalLog, withinDescriptorReserve, type Refusa
 
 /** How often legs paused by backpressure are checked for a dead peer. */
 const PAUSED_CHECK_MS = 1000
+/** Out of descriptors, the pump accepts again this much later (clients wait in the backlog meanwhile). */
+const ACCEPT_RETRY_MS = 100
 
 export type ListenerState = 'idle' | 'running' | 'draining' | 'closed'
 
@@ -78,6 +80,9 @@ export class ProxyListener {
   readonly #deadCheck: NodeJS.Timeout
   readonly #transports: Transports
   readonly #refusals: RefusalLog
+  /** The pump's hold of the listening socket, where it accepts (Node's server is then closed). */
+  #acceptor: TransportAcceptor | undefined
+  #resumeTimer: NodeJS.Timeout | undefined
 
   /**
    * `relay`: the transport that moves the bytes of this listener's sessions (chosen at the top:
@@ -137,8 +142,7 @@ export class ProxyListener {
     const transports = this.#transports
     // A pair's far end accepts pair links instead of clients: its sessions start from their OPEN.
     const far = transports instanceof PairTransports && this.#options.pair?.role === 'far'
-    const inherited = far ? false : await this.#listen(fd)
-    const addr = far ? await this.#listenPair(transports) : (this.#server.address() as AddressInfo)
+    const { inherited, addr } = far ? { inherited: false, addr: await this.#listenPair(transports) } : await this.#listen(fd)
     this.state = 'running'
     this.watchTargets()
     const clientKa = this.#options.keepalive.client
@@ -171,8 +175,13 @@ export class ProxyListener {
     this.#pool.start((change) => this.#onTargetChange(change))
   }
 
-  /** Binds the listening socket and hooks the accepts; returns whether keepalive is inherited. */
-  async #listen(fd?: number): Promise<boolean> {
+  /**
+   * Binds the listening socket and hooks the accepts; returns whether keepalive is inherited, and
+   * the address bound. Node binds (addresses, dual stack, errors as every Node server has them);
+   * where the transport accepts by itself (the pump), it takes the listening socket over and
+   * Node's server closes its copy.
+   */
+  async #listen(fd?: number): Promise<{ inherited: boolean; addr: AddressInfo }> {
     const { host, port } = this.#options.listen
     const shown = formatEndpoint(host, port)
     await new Promise<void>((resolve, reject) => {
@@ -196,9 +205,33 @@ export class ProxyListener {
     this.#server.removeAllListeners('connection')
     this.#server.removeAllListeners('error')
     // Inherited by every accepted socket; where the listening handle cannot take it, each gets its own.
-    if (!noDelay(this.#server)) this.#server.on('connection', noDelay)
+    const inheritsNoDelay = noDelay(this.#server)
+    const addr = this.#server.address() as AddressInfo
+    const acceptOn = this.#transports.acceptOn
+    if (acceptOn !== undefined && inherited && inheritsNoDelay) {
+      this.#acceptor = acceptOn.call(this.#transports, handleFd(this.#server)!, (client) => this.#onConnection(client), (code) => this.#onAcceptorError(code))
+      this.#server.close()
+      return { inherited, addr }
+    }
+    if (!inheritsNoDelay) this.#server.on('connection', noDelay)
     onAccepted(this.#server, this.#transports.takesHandles, (client) => this.#onConnection(client), (err) => this.#onAcceptError(err))
-    return inherited
+    return { inherited, addr }
+  }
+
+  /** Whether the listening socket is open (Node's, or the acceptor's). */
+  get #bound(): boolean {
+    return this.#acceptor !== undefined || this.#server.listening
+  }
+
+  /** Closes the listening socket, whoever holds it; resolves once it is closed. */
+  #closeListening(): Promise<void> {
+    if (this.#acceptor !== undefined) {
+      clearTimeout(this.#resumeTimer)
+      this.#acceptor.close()
+      this.#acceptor = undefined
+    }
+    if (!this.#server.listening) return Promise.resolve()
+    return new Promise<void>((resolve) => this.#server.close(() => resolve()))
   }
 
   /**
@@ -206,21 +239,18 @@ export class ProxyListener {
    * new route does this before binding it, and `rebind` undoes it if the reload fails.
    */
   unbind(): void {
-    if (this.#server.listening) this.#server.close()
+    void this.#closeListening()
   }
 
   /** Listens again after `unbind` (a reload was rejected). */
   async rebind(): Promise<void> {
-    if (this.state === 'running' && !this.#server.listening) await this.#listen()
+    if (this.state === 'running' && !this.#bound) await this.#listen()
   }
 
   /** The listening socket's descriptor (for the upgrade hand-over); undefined when not listening. */
   get listenFd(): number | undefined {
+    if (this.#acceptor !== undefined) return this.#acceptor.fd
     return this.#server.listening ? handleFd(this.#server) : undefined
-  }
-
-  get server(): Server {
-    return this.#server
   }
 
   /** The options in force (a reload may have replaced those it started with). */
@@ -289,6 +319,28 @@ export class ProxyListener {
     resetAccepted(client)
   }
 
+  /**
+   * The pump stopped accepting: out of descriptors is a refusal like the others, and accepting
+   * resumes a moment later (the waiting clients stay queued in the backlog meanwhile); anything
+   * else is logged, and retried a second later.
+   */
+  #onAcceptorError(code: string): void {
+    const resource = LOCAL_RESOURCE_ERRORS.has(code)
+    if (resource) this.#refusals.refused('descriptor_limit', { error: code })
+    else this.#logger.error({ error: code }, 'listener error')
+    clearTimeout(this.#resumeTimer)
+    this.#resumeTimer = setTimeout(resumeAcceptor, resource ? ACCEPT_RETRY_MS : PAUSED_CHECK_MS, this).unref()
+  }
+
+  /** Called by the timer #onAcceptorError sets. */
+  resumeAccepting(): void {
+    try {
+      this.#acceptor?.resume()
+    } catch (err) {
+      this.#onAcceptorError((err as NodeJS.ErrnoException).code ?? 'EUNKNOWN')
+    }
+  }
+
   /** An accept failed: out of descriptors is a refusal like the others; anything else is logged. */
   #onAcceptError(err: NodeJS.ErrnoException): void {
     if (LOCAL_RESOURCE_ERRORS.has(err.code ?? '')) this.#refusals.refused('descriptor_limit', { error: err.code })
@@ -321,7 +373,8 @@ export class ProxyListener {
     const changed = before !== JSON.stringify({ ...options, name: undefined })
     if (!changed) return { changed, sessions: 0, readBack: null }
     const { client, target } = options.keepalive
-    const inherited = this.#sockets.applyToListener(this.#server, client)
+    const listenFd = this.listenFd
+    const inherited = listenFd !== undefined && this.#sockets.applyToListener(listenFd, client)
     ctx.clientKeepalivePerSocket = inherited ? undefined : client
     let legs = 0
     let matching = 0
@@ -413,7 +466,7 @@ export class ProxyListener {
   async stop(graceMs: number): Promise<void> {
     if (this.state === 'closed' || this.state === 'draining') return
     this.state = 'draining'
-    const serverClosed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    const serverClosed = this.#closeListening()
     if (this.sessions.size > 0) {
       this.#logger.info({ sessions: this.sessions.size, graceMs }, 'draining sessions')
       const drained = new Promise<void>((resolve) => (this.#drained = resolve))
@@ -458,6 +511,10 @@ export function systemBacklog(): number {
     somaxconn = Number.isInteger(value) && value > 0 ? value : 4096
   }
   return somaxconn
+}
+
+function resumeAcceptor(listener: ProxyListener): void {
+  listener.resumeAccepting()
 }
 
 function checkPaused(transports: Transports): void {

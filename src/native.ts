@@ -1,7 +1,7 @@
 // The native helper (native/, one N-API addon: ka_native.node): the one place that loads it,
 // and the one declaration of what it exports. It holds: socket options Node cannot set and
 // their read-back (native/ka_sockopt.c, used through src/socket-control.ts), the byte pump
-// (native/ka_pump.c and ka_relay.c, used by src/transport/native.ts), sd_notify's sendto
+// (native/ka_pump.c, ka_relay.c and ka_accept.c, used by src/transport/native.ts), sd_notify's sendto
 // (native/ka_notify.c, used by src/notify.ts) and descriptor passing (native/ka_fdpass.c, for
 // the upgrade hand-over).
 //
@@ -81,11 +81,36 @@ export const ADOPT_END_REQUESTED = 1
 export const ADOPT_FIN_SENT = 2
 export const ADOPT_END_RECEIVED = 4
 
+/** Relay flag: the client descriptor was accepted by an Acceptor and is taken as it is (no duplicate). */
+export const RELAY_OWN_FD = 1
+
 export type NativeRelayClass = new (
   clientFd: number,
   owner: object,
   callback: (this: never, kind: number, leg: 0 | 1, errno: number) => void,
+  flags?: number,
 ) => NativeRelay
+
+/** A listening socket watched in the pump's epoll set (native/ka_accept.c). */
+export interface NativeAcceptor {
+  /** Stops accepting and closes the acceptor's copy of the listening descriptor. */
+  close(): void
+  /** Watches again after an error stopped it. */
+  resume(): void
+  /** The acceptor's listening descriptor; -1 once closed. */
+  fd(): number
+}
+
+/**
+ * `new Acceptor(listenFd, owner, callback)`: takes a duplicate of the listening descriptor and calls
+ * callback.call(owner, [fd, host, port, ...], errno) once per batch of accepted clients; an errno
+ * other than 0 stopped accepting until resume().
+ */
+export type NativeAcceptorClass = new (
+  listenFd: number,
+  owner: object,
+  callback: (this: never, accepted: Array<number | string>, errno: number) => void,
+) => NativeAcceptor
 
 /** What the addon exports; for setKeepalive a negative number leaves that option as it is. */
 export interface NativeAddon {
@@ -100,6 +125,9 @@ export interface NativeAddon {
   /** [localHost, localPort, remoteHost, remotePort] */
   socketAddresses(fd: number): [string, number, string, number]
   Relay: NativeRelayClass
+  Acceptor: NativeAcceptorClass
+  /** Closes an accepted client's descriptor with an RST. */
+  closeReset(fd: number): void
   /** sd_notify: one datagram to a Unix socket path ('@' for an abstract name); see src/notify.ts. */
   notify(socket: string, message: string): void
   /** A connected AF_UNIX SOCK_SEQPACKET pair (close-on-exec); see native/ka_fdpass.c. */

@@ -20,12 +20,14 @@
 //   why    urgent data (telnet's and FTP's abort) is relayed as a byte in its place in the
 //          stream instead of being pulled out of it and lost (RFC 6093).
 //   where  urgentInline(): the listening socket, inherited by every client leg
-//          (applyToListener); stream target legs (transport/stream.ts). In C: both legs of the
-//          pump (ka_pump.c register_leg). Needs the native helper.
+//          (applyToListener); stream target legs (transport/stream.ts). In C: the pump's target
+//          legs, and client legs Node accepted (ka_pump.c register_leg); a client the pump
+//          accepted (ka_accept.c) has it from the listening socket. Needs the native helper.
 // SO_LINGER, on with timeout 0
 //   why    the close sends an RST, not a FIN: the peer learns at once that the session failed
 //          (a kill, on-down, a failed leg, a refused client, a probe connection found dead).
-//   where  in C: ka_pump.c close_leg (reset). Through Node's resetAndDestroy() (libuv sets it):
+//   where  in C: ka_pump.c close_leg (reset), ka_accept.c close_reset (a refused client the pump
+//          accepted: accept.ts resetAccepted). Through Node's resetAndDestroy() (libuv sets it):
 //          transport/stream.ts, accept.ts resetAccepted, probe/check.ts, probe/pg.ts.
 //
 // Set by Node and libuv, not by ka-proxy: SO_REUSEADDR on the listening socket (at bind),
@@ -36,7 +38,8 @@
 // doctor confirm what was set), TCP_NODELAY and SO_OOBINLINE back (flags), TCP_INFO (tcpInfo,
 // deadReason: the kernel's verdict on a leg), SIOCOUTQ (sendQueueBytes: bytes not yet
 // acknowledged), getsockname/getpeername (addresses of the pump's legs), SO_ERROR (in the pump:
-// a connect's result, a failed leg's errno).
+// a connect's result, a failed leg's errno), SO_ACCEPTCONN (ka_accept.c: the descriptor given to
+// an Acceptor listens).
 //
 // Keepalive without the native addon: Node's setKeepAlive, which on Linux sets TCP_KEEPIDLE but
 // forces TCP_KEEPINTVL = 1 and TCP_KEEPCNT = 10 and cannot set TCP_USER_TIMEOUT. Any
@@ -46,7 +49,7 @@
 import net, { type Server, type Socket } from 'node:net'
 import { formatEndpoint } from './config/endpoint.ts'
 import { SocketOptionError } from './errors.ts'
-import { handleFd, listenHandleNoDelay, type AcceptedHandle } from './node-internals.ts'
+import { handleFd, listenHandleNoDelay } from './node-internals.ts'
 import { loadNative, type NativeAddon, type NativeTcpInfo } from './native.ts'
 import type { KeepaliveSettings } from './keepalive/settings.ts'
 
@@ -70,11 +73,11 @@ const FALLBACK_COUNT = 10
 export type SocketRef = Socket | Server | number
 
 /**
- * The file descriptor behind a Node socket or server, an accepted handle not yet wrapped in a
- * socket (src/accept.ts), or a descriptor itself. Node's own are read through
- * src/node-internals.ts.
+ * The file descriptor behind a Node socket or server, an accepted client not wrapped in a socket
+ * (a handle of Node's, or one the pump accepted: src/accept.ts), or a descriptor itself. Node's
+ * own are read through src/node-internals.ts.
  */
-export function fdOf(socket: SocketRef | AcceptedHandle): number {
+export function fdOf(socket: SocketRef | { readonly fd: number }): number {
   if (typeof socket === 'number') return socket
   if (!(socket instanceof net.Socket) && !(socket instanceof net.Server)) return socket.fd
   const fd = handleFd(socket)
@@ -155,7 +158,7 @@ export class SocketControl {
    * (Linux copies SO_KEEPALIVE, TCP_KEEP* and TCP_USER_TIMEOUT to the child): no system
    * call per accepted connection. Returns false when the caller must `apply` per socket.
    */
-  applyToListener(server: Server, s: KeepaliveSettings): boolean {
+  applyToListener(server: Server | number, s: KeepaliveSettings): boolean {
     if (!this.#binding) return false
     setOnFd(this.#binding, fdOf(server), s)
     this.urgentInline(server)

@@ -6,7 +6,7 @@ import net, { type Socket } from 'node:net'
 import { request } from 'undici'
 import { connect, freePort, listen, sleep, waitFor } from './helpers/net.ts'
 import { startCliProxy } from './helpers/cli.ts'
-import { limitDescriptors } from './helpers/fds.ts'
+import { exhaustDescriptors, limitDescriptors } from './helpers/fds.ts'
 
 async function holdingServer(t: Test): Promise<number> {
   const { server, port } = await listen(() => {})
@@ -72,4 +72,24 @@ t.test('at the descriptor limit: refusals are logged and counted as the proxy\'s
   for (const c of clients.splice(0, 30)) c.destroy()
   let counted = 0
   t.ok(await waitFor(async () => (counted = await refusedMetric(adminPort, 'descriptor_limit').catch(() => 0)) > 0, 5000), `${counted} counted`)
+})
+
+t.test('out of descriptors at accept (EMFILE): counted, logged, and the waiting client is served once some are free', async (t) => {
+  const { server, port: targetPort } = await listen((s) => s.pipe(s))
+  t.teardown(() => server.close())
+  const proxy = await startCliProxy(['--target', `127.0.0.1:${targetPort}`, '--log-level', 'info'])
+  t.teardown(() => proxy.stop('SIGKILL'))
+  const freeSome = exhaustDescriptors(proxy.proc.pid!)
+  // The kernel completes the handshake: the client waits in the backlog for an accept.
+  const client = await connect(proxy.port)
+  client.on('error', () => {})
+  t.teardown(() => client.destroy())
+  const line = await proxy.line((l) => l.reason === 'descriptor_limit', 10_000)
+  t.match(line, { level: 40, error: 'EMFILE', msg: /^connection refused: the proxy is out of file descriptors/ })
+  await sleep(300)
+  t.equal(proxy.proc.exitCode, null, 'the proxy goes on')
+  freeSome()
+  const echoed = new Promise<string>((resolve) => client.once('data', (d: Buffer) => resolve(d.toString())))
+  client.write('served after all')
+  t.equal(await echoed, 'served after all', 'accepted and relayed once descriptors are free')
 })

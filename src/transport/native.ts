@@ -3,18 +3,19 @@
 // few events (connected, end of stream, error, closed) into the session's and carries out its
 // orders. The policy of how a session ends is in session.ts.
 //
-// The accepted client socket is handed over at once: the pump takes a duplicate of its
-// descriptor and Node's socket is closed (which closes only Node's copy, no FIN). The target
-// leg is opened by the pump itself, so a session costs one Node socket for a moment, not two
-// for its life.
+// Clients are accepted by the pump itself (acceptOn: native/ka_accept.c), and a relay takes the
+// accepted descriptor as it is. A client Node accepted (a listener given a socket some other
+// way) is handed over at once: the pump takes a duplicate of its descriptor and Node's copy is
+// closed (no FIN). The target leg is opened by the pump itself, so a session costs no Node
+// socket.
 
 import dns from 'node:dns'
 import net from 'node:net'
 import { formatEndpoint, formatPeer } from '../config/endpoint.ts'
 import { errnoName } from '../errors.ts'
-import { closeAccepted, readPeer, type Accepted } from '../accept.ts'
+import { closeAccepted, isPumpAccepted, readPeer, type Accepted, type PumpAccepted } from '../accept.ts'
 import { fdOf } from '../socket-control.ts'
-import { ADOPT_END_RECEIVED, ADOPT_END_REQUESTED, ADOPT_FIN_SENT, loadNative, type NativeRelay, type NativeRelayClass } from '../native.ts'
+import { ADOPT_END_RECEIVED, ADOPT_END_REQUESTED, ADOPT_FIN_SENT, loadNative, RELAY_OWN_FD, type NativeRelay, type NativeRelayClass } from '../native.ts'
 import {
   socketDeadReason,
   socketUnacknowledged,
@@ -25,6 +26,7 @@ import {
   type Transport,
   type TransportDeps,
   type TransportEvents,
+  type TransportAcceptor,
   type TransportState,
   type Transports,
 } from './transport.ts'
@@ -65,6 +67,20 @@ export class NativeTransports implements Transports {
 
   adopt(fds: [number, number], state: TransportState, events: TransportEvents): Transport {
     return new NativeTransport(this.#Relay, { fds, state }, events, this.#deps)
+  }
+
+  acceptOn(listenFd: number, take: (client: Accepted) => void, onError: (code: string) => void): TransportAcceptor {
+    const load = loadNative()
+    if (!load.ok) throw new Error('the native pump is not available (native helper not in use)')
+    const acceptor = new load.binding.Acceptor(listenFd, { take, onError }, acceptorOnBatch)
+    return {
+      get fd() {
+        const fd = acceptor.fd()
+        return fd >= 0 ? fd : undefined
+      },
+      resume: () => acceptor.resume(),
+      close: () => acceptor.close(),
+    }
   }
 
   /**
@@ -116,7 +132,7 @@ export class NativeTransport implements Transport {
       this.#targetShown = state.targetAddress
       return
     }
-    this.#relay = new Relay(fdOf(client), this, relayOnEvent)
+    this.#relay = new Relay(fdOf(client), this, relayOnEvent, isPumpAccepted(client) ? RELAY_OWN_FD : 0)
     // Read once, while Node's copy is open: the summary names the client after both legs closed.
     const peer = readPeer(client)
     this.#clientHost = peer.address
@@ -291,6 +307,24 @@ export class NativeTransport implements Transport {
     if (i === 1) this.#connecting = false
     queueMicrotask(() => this.#events.onClose(INDEX_LEG[i]!))
   }
+}
+
+/**
+ * A batch of clients the pump accepted ([fd, host, port, ...]), each taken in turn. Should taking
+ * one throw (a bug), the others are still taken (their descriptors would leak otherwise) and the
+ * first error is thrown after them.
+ */
+function acceptorOnBatch(this: { take: (client: PumpAccepted) => void; onError: (code: string) => void }, accepted: Array<number | string>, errno: number): void {
+  let failure: { err: unknown } | undefined
+  for (let i = 0; i + 2 < accepted.length; i += 3) {
+    try {
+      this.take({ pump: true, fd: accepted[i] as number, address: accepted[i + 1] as string, port: accepted[i + 2] as number })
+    } catch (err) {
+      failure ??= { err }
+    }
+  }
+  if (errno !== 0) this.onError(errnoName(errno))
+  if (failure !== undefined) throw failure.err
 }
 
 function adoptFlags(leg: LegState): number {

@@ -179,12 +179,30 @@ export interface Transports {
    */
   adopt?(fds: [number, number], state: TransportState, events: TransportEvents): Transport
   /**
+   * Accepts the clients of a listening socket itself, in one batch per loop turn, calling `take`
+   * for each, and `onError` with the errno name when
+   * accepting failed: it is then stopped until `resume`. The acceptor holds its own copy of the
+   * listening descriptor; the caller may close its own. Absent where Node accepts for the
+   * transport. Throws (EMFILE...) when it cannot start.
+   */
+  acceptOn?(listenFd: number, take: (client: Accepted) => void, onError: (code: string) => void): TransportAcceptor
+  /**
    * Run once a second: legs not being read because their peer is slow are checked for death
    * (the kernel reports a reset or a keepalive timeout only to a reader).
    */
   checkPaused(): void
   /** The listener stops: whatever the transports hold besides sessions (pair links) goes. */
   close?(): Promise<void>
+}
+
+/** A listening socket a transport accepts on (see `Transports.acceptOn`). */
+export interface TransportAcceptor {
+  /** The listening descriptor it holds (for the upgrade hand-over); undefined once closed. */
+  readonly fd: number | undefined
+  /** Accepts again after an error stopped it. */
+  resume(): void
+  /** Stops accepting and closes its descriptor (the socket closes with the last copy). */
+  close(): void
 }
 
 /**

@@ -15,3 +15,16 @@ export function limitDescriptors(pid: number, spare: number): number {
   execFileSync('prlimit', ['--pid', String(pid), `--nofile=${limit}:${limit}`])
   return limit
 }
+
+/**
+ * Lowers the soft RLIMIT_NOFILE of `pid` to its lowest free descriptor number, so the next
+ * descriptor it asks for (an accept) fails with EMFILE; returns a function that raises it to
+ * `restore` again (the hard limit stays: raising it back would need CAP_SYS_RESOURCE).
+ */
+export function exhaustDescriptors(pid: number, restore = 1024): () => void {
+  const used = new Set(readdirSync(`/proc/${pid}/fd`).map(Number))
+  let lowestFree = 0
+  while (used.has(lowestFree)) lowestFree++
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${lowestFree}:`])
+  return () => void execFileSync('prlimit', ['--pid', String(pid), `--nofile=${restore}:`])
+}

@@ -1,0 +1,236 @@
+// Accepting in the byte pump: `new Acceptor(listenFd, owner, callback)` watches a listening
+// socket in the pump's own epoll set (ka_pump.c) and accepts there, with accept4 (non-blocking,
+// close-on-exec, the peer's address in the same call), as many as are waiting up to a turn's
+// worth; JavaScript gets them in one call, callback.call(owner, [fd, host, port, ...], errno).
+//
+// Why: Node's accept path costs a libuv handle, a JavaScript object and a getpeername per
+// client, and the pump then took a duplicate of the descriptor and closed Node's (a dup, an
+// SO_OOBINLINE, a close). Here a client costs one accept4, and the relay takes its descriptor
+// as it is (Relay flag RELAY_OWN_FD); SO_OOBINLINE, keepalive and TCP_NODELAY are inherited
+// from the listening socket, where src/socket-control.ts sets them.
+//
+// The acceptor holds its own duplicate of the listening descriptor: the caller (Node's server,
+// which bound it) closes its copy, and the acceptor's is what an upgrade hands over (fd()).
+// Out of descriptors (EMFILE and the like) it stops watching, so a level-triggered socket that
+// stays readable does not spin, reports the error, and JavaScript calls resume() later.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <node_api.h>
+
+#include "ka_native.h"
+#include "ka_pump.h"
+
+// Accepts per readiness event: a storm is served in batches, the other sockets get their turn
+// between them (the listening socket is level-triggered: what is left is reported again).
+#define ACCEPTS_PER_TURN 64
+
+struct ka_acceptor {
+  napi_env env;
+  int fd;        // the acceptor's duplicate of the listening socket; -1 once closed
+  int watched;   // in the epoll set
+  ka_js_t js;    // held while open
+};
+
+
+// The close sends an RST (SO_LINGER on, timeout 0: listed in src/socket-control.ts).
+static void close_reset(int fd) {
+  struct linger lg = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+}
+
+// [fd, host, port, ...] for JavaScript; NULL when it cannot be built (the caller closes the fds).
+static napi_value batch_array(napi_env env, const int* fds, const struct sockaddr_storage* addrs, int n) {
+  napi_value list;
+  if (napi_create_array_with_length(env, (size_t)n * 3, &list) != napi_ok) return NULL;
+  for (int i = 0; i < n; i++) {
+    napi_value fd;
+    if (napi_create_int32(env, fds[i], &fd) != napi_ok || napi_set_element(env, list, (uint32_t)i * 3, fd) != napi_ok ||
+        !ka_push_address(env, list, (uint32_t)i * 3 + 1, &addrs[i])) {
+      return NULL;
+    }
+  }
+  return list;
+}
+
+static void emit(ka_acceptor_t* a, const int* fds, const struct sockaddr_storage* addrs, int n, int err) {
+  napi_env env = a->env;
+  napi_handle_scope scope;
+  int called = 0;
+  if (napi_open_handle_scope(env, &scope) == napi_ok) {
+    napi_value argv[2];
+    argv[0] = batch_array(env, fds, addrs, n);
+    // Once called, the descriptors are JavaScript's, whatever the callback does. JavaScript
+    // guards each client; an exception that gets here is a bug past that guard.
+    if (argv[0] != NULL && napi_create_int32(env, err, &argv[1]) == napi_ok) called = ka_js_call(env, &a->js, 2, argv);
+    if (called < 0) ka_surface_exception(env);
+    napi_close_handle_scope(env, scope);
+  }
+  // Nobody was told of these clients: they are turned away rather than leaked.
+  if (called == 0) {
+    for (int i = 0; i < n; i++) close_reset(fds[i]);
+  }
+}
+
+void ka_accept_ready(ka_acceptor_t* a) {
+  if (a->fd < 0 || a->js.owner == NULL) return;
+  int fds[ACCEPTS_PER_TURN];
+  struct sockaddr_storage addrs[ACCEPTS_PER_TURN];
+  int n = 0;
+  int err = 0;
+  while (n < ACCEPTS_PER_TURN) {
+    socklen_t len = sizeof addrs[n];
+    int fd = accept4(a->fd, (struct sockaddr*)&addrs[n], &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      fds[n++] = fd;
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    // A client that left before it was accepted, a signal, or a network error of that one
+    // connection (accept(2): treat those like EAGAIN, the next one may be fine).
+    if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == EPERM || errno == ENETDOWN ||
+        errno == ENOPROTOOPT || errno == EHOSTDOWN || errno == ENONET || errno == EHOSTUNREACH || errno == EOPNOTSUPP ||
+        errno == ENETUNREACH) {
+      continue;
+    }
+    err = errno;
+    break;
+  }
+  if (err != 0) {
+    // Level-triggered, the socket stays readable: watched again once JavaScript says so.
+    ka_pump_unwatch_listener(a->fd);
+    a->watched = 0;
+  }
+  if (n > 0 || err != 0) emit(a, fds, addrs, n, err);
+}
+
+// ---- the JavaScript class ----------------------------------------------------------------
+
+static void acceptor_close_fd(ka_acceptor_t* a) {
+  if (a->fd < 0) return;
+  // Out of the epoll set before the close: Node's copy may still be open a moment.
+  if (a->watched) ka_pump_unwatch_listener(a->fd);
+  a->watched = 0;
+  close(a->fd);
+  a->fd = -1;
+  ka_pump_hold(0);
+}
+
+static void acceptor_finalize(napi_env env, void* data, void* hint) {
+  (void)env;
+  (void)hint;
+  ka_acceptor_t* a = data;
+  acceptor_close_fd(a);
+  free(a);
+}
+
+static ka_acceptor_t* unwrap_acceptor(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  return ka_unwrap(env, info, &argc, NULL, "not an Acceptor");
+}
+
+// new Acceptor(listenFd, owner, callback): watches a duplicate of the listening descriptor (the
+// caller closes its own when it likes).
+static napi_value acceptor_new(napi_env env, napi_callback_info info) {
+  int32_t listen_fd;
+  napi_value args[3];
+  size_t argc = sizeof args / sizeof args[0];
+  napi_value self = ka_class_call(env, info, &argc, args, "Acceptor is a class: use new Acceptor(fd, owner, callback)", &listen_fd);
+  if (self == NULL) return NULL;
+  int listening = 0;
+  socklen_t len = sizeof listening;
+  if (getsockopt(listen_fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0) return ka_throw_errno(env, errno, "getsockopt", "SO_ACCEPTCONN");
+  if (!listening) return ka_throw_errno(env, EINVAL, "Acceptor", "not a listening socket");
+  if (!ka_pump_init(env)) return NULL;
+  ka_acceptor_t* a = calloc(1, sizeof *a);
+  if (a == NULL) return ka_throw_errno(env, ENOMEM, "calloc", "acceptor");
+  a->env = env;
+  a->fd = fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
+  if (a->fd < 0) {
+    int err = errno;
+    free(a);
+    return ka_throw_errno(env, err, "dup", "listening socket");
+  }
+  int fl = fcntl(a->fd, F_GETFL);
+  if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(a->fd, F_SETFL, fl | O_NONBLOCK);
+  if (!ka_js_init(env, &a->js, args[1], args[2], "ka-proxy:acceptor")) {
+    close(a->fd);
+    free(a);
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot create Acceptor");
+    return NULL;
+  }
+  int err = ka_pump_watch_listener(a, a->fd);
+  if (err != 0) {
+    ka_js_release(env, &a->js);
+    close(a->fd);
+    free(a);
+    return ka_throw_errno(env, err, "epoll_ctl", "listening socket");
+  }
+  a->watched = 1;
+  ka_pump_hold(1);
+  if (napi_wrap(env, self, a, acceptor_finalize, NULL, NULL) != napi_ok) {
+    acceptor_close_fd(a);
+    ka_js_release(env, &a->js);
+    free(a);
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot create Acceptor");
+    return NULL;
+  }
+  return self;
+}
+
+// close(): stops accepting and closes the acceptor's descriptor; nothing is reported after it.
+static napi_value acceptor_close(napi_env env, napi_callback_info info) {
+  ka_acceptor_t* a = unwrap_acceptor(env, info);
+  if (a == NULL) return NULL;
+  acceptor_close_fd(a);
+  ka_js_release(env, &a->js);
+  return NULL;
+}
+
+// resume(): watches again after an error stopped it (no-op when watching or closed).
+static napi_value acceptor_resume(napi_env env, napi_callback_info info) {
+  ka_acceptor_t* a = unwrap_acceptor(env, info);
+  if (a == NULL) return NULL;
+  if (a->fd >= 0 && !a->watched) {
+    int err = ka_pump_watch_listener(a, a->fd);
+    if (err != 0) return ka_throw_errno(env, err, "epoll_ctl", "listening socket");
+    a->watched = 1;
+  }
+  return NULL;
+}
+
+// fd() -> the acceptor's listening descriptor, -1 once closed (for the upgrade hand-over).
+static napi_value acceptor_fd(napi_env env, napi_callback_info info) {
+  ka_acceptor_t* a = unwrap_acceptor(env, info);
+  if (a == NULL) return NULL;
+  napi_value result;
+  if (napi_create_int32(env, a->fd, &result) != napi_ok) return NULL;
+  return result;
+}
+
+// closeReset(fd): closes an accepted client's descriptor with an RST (a refused client).
+static napi_value close_reset_fn(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!ka_get_fd_arg(env, info, &fd)) return NULL;
+  if (fd < 0) {
+    napi_throw_range_error(env, "KA_NATIVE_ARG", "closeReset: fd must not be negative");
+    return NULL;
+  }
+  close_reset(fd);
+  return NULL;
+}
+
+int ka_accept_init(napi_env env, napi_value exports) {
+  static const napi_property_descriptor methods[] = {KA_METHOD("close", acceptor_close), KA_METHOD("resume", acceptor_resume),
+                                                     KA_METHOD("fd", acceptor_fd)};
+  napi_value fn;
+  return ka_define_class(env, exports, "Acceptor", acceptor_new, methods, sizeof methods / sizeof methods[0]) &&
+         napi_create_function(env, "closeReset", NAPI_AUTO_LENGTH, close_reset_fn, NULL, &fn) == napi_ok &&
+         napi_set_named_property(env, exports, "closeReset", fn) == napi_ok;
+}
