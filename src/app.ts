@@ -203,6 +203,7 @@ export class ProxyApp implements AdminSource {
       sessionClosed: (summary) => metrics.sessionClosed(route, summary),
       targetConnected: (seconds) => metrics.targetConnected(route, seconds),
       refused: (reason) => metrics.refused(route, reason),
+      pairResumed: () => metrics.pairResumed(route),
     }, this.#relay)
     if (targets !== undefined) listener.pool.importState(targets)
     return listener
@@ -370,6 +371,7 @@ export class ProxyApp implements AdminSource {
           return { toTarget, toClient }
         },
         targets: () => listener.pool.targets.map((t) => ({ address: t.name, up: listener.pool.up(t) })),
+        pairLinksUp: listener.pairLinksUp,
       }
     }
   }

@@ -44,6 +44,8 @@ export interface ListenerHooks {
   targetConnected?(seconds: number): void
   /** A client turned away before a session started. */
   refused?(reason: RefusalReason): void
+  /** Paired mode: a session resumed on a new link. */
+  pairResumed?(): void
 }
 
 /** A session an upgrade moves: who it is, where it goes, and its transport's state and sockets. */
@@ -116,8 +118,14 @@ export class ProxyListener {
       },
     }
     // A pair route's sessions have a channel for one leg (src/pair/); the others, two sockets.
-    this.#transports = options.pair === undefined ? openTransports(relay, { sockets, logger }) : new PairTransports(options.pair, { sockets, logger, refusals: this.#refusals, linkKeepalive: options.keepalive[options.pair.role === 'near' ? 'target' : 'client'] })
+    this.#transports = options.pair === undefined ? openTransports(relay, { sockets, logger }) : new PairTransports(options.pair, { sockets, logger, refusals: this.#refusals, resumed: hooks.pairResumed, linkKeepalive: options.keepalive[options.pair.role === 'near' ? 'target' : 'client'] })
     this.#deadCheck = setInterval(checkPaused, PAUSED_CHECK_MS, this.#transports).unref()
+  }
+
+  /** Paired mode: the route's links up now (undefined for a plain route). */
+  get pairLinksUp(): number | undefined {
+    const t = this.#transports
+    return t instanceof PairTransports ? t.linksUp : undefined
   }
 
   /** Which transport moves the bytes: the native pump, Node streams, or a pair's. */

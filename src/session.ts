@@ -23,7 +23,7 @@ import { formatEndpoint } from './config/endpoint.ts'
 import type { SocketControl } from './socket-control.ts'
 import type { KeepaliveSettings } from './keepalive/settings.ts'
 import { PAIR_LOST } from './pair/transport.ts'
-import { LEGS, type DetachedTransport, type Leg, type LegHandle, type TargetEndpoint, type Transport, type TransportEvents } from './transport/transport.ts'
+import { LEGS, type PairState, type DetachedTransport, type Leg, type LegHandle, type TargetEndpoint, type Transport, type TransportEvents } from './transport/transport.ts'
 
 export type { Leg, LegHandle }
 
@@ -248,6 +248,11 @@ export class Session implements TransportEvents {
   /** The leg's socket for option calls; undefined once closed or while still connecting. */
   legHandle(leg: Leg): LegHandle | undefined {
     return this.#transport.handle(leg)
+  }
+
+  /** Paired mode: its link and resumes (undefined for a plain session). */
+  get pair(): PairState | undefined {
+    return this.#transport.pair?.()
   }
 
   /** Bytes for this leg still held by the proxy (not yet in the kernel). */

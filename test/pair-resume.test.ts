@@ -16,6 +16,7 @@ import { LinkDialer } from '../src/pair/link.ts'
 import { pairKeys } from '../src/pair/secret.ts'
 import { FRAME, frameHeader, TOKEN_BYTES } from '../src/pair/protocol.ts'
 import net from 'node:net'
+import { sessionReport } from '../src/admin/server.ts'
 
 function echo(s: Socket): void {
   s.on('error', () => {})
@@ -53,6 +54,7 @@ for (const fault of ['reset', 'blackhole'] as const) {
     t.ok(await waitFor(() => near.closed().length === 1 && far.closed().length === 1, 5000))
     for (const end of [near, far]) t.match(end.closed()[0], { reason: 'client_end', clientClose: 'fin', targetClose: 'fin', bytesToTarget: data.length, bytesToClient: data.length })
     t.ok(far.logs.filter((l) => l.msg === 'pair session resumed').length >= 1, 'resumed at the far end')
+    t.ok(near.resumes >= 1 && far.resumes >= 1, `resumes counted at both ends (near ${near.resumes}, far ${far.resumes})`)
     t.ok(path!.connections >= 3, `links made: ${path!.connections}`)
   })
 }
@@ -93,9 +95,15 @@ t.test('past the resume window both plain legs are reset, one line each end, rea
   t.ok(await waitFor(() => serverSide !== undefined, 5000))
   const clientEnd = endOf(client)
   const serverEnd = endOf(serverSide!)
+  const session = [...near.listener.sessions][0]!
+  t.match(sessionReport('near', session, near.sockets, performance.now()), { pair: { link: `127.0.0.1:${path!.port}`, resumes: 0 } }, '/sessions: the link it travels on')
+  t.equal(near.listener.pairLinksUp, 1)
+  t.equal(far.listener.pairLinksUp, 1)
   const cutAt = performance.now()
   // The path goes away for good: the near end's attempts to come back are refused.
   path!.close()
+  t.ok(await waitFor(() => near.listener.pairLinksUp === 0, 2000), 'no link up at the near end')
+  t.match(sessionReport('near', session, near.sockets, performance.now()), { pair: { link: null, resumes: 0 } }, '/sessions: waiting for a link')
   t.equal(await clientEnd, 'ECONNRESET', 'the client gets an RST')
   t.equal(await serverEnd, 'ECONNRESET', 'the server gets an RST')
   const ms = performance.now() - cutAt

@@ -18,6 +18,8 @@ export interface MetricsSource {
     /** Bytes moved so far by sessions still open. */
     openBytes(): { toTarget: number; toClient: number }
     targets(): Iterable<{ address: string; up: boolean }>
+    /** Paired mode: links up now; undefined for a plain route. */
+    pairLinksUp?: number | undefined
   }>
 }
 
@@ -29,6 +31,7 @@ export class ProxyMetrics {
   readonly #connectFailures: Counter<'route' | 'reason'>
   readonly #refused: Counter<'route' | 'reason'>
   readonly #connectSeconds: Histogram<'route'>
+  readonly #pairResumes: Counter<'route'>
   /** Bytes of closed sessions; open sessions' bytes are added at scrape time. */
   readonly #closedBytes = new Map<string, { toTarget: number; toClient: number }>()
 
@@ -70,6 +73,17 @@ export class ProxyMetrics {
       help: 'Clients refused before a session started (max_connections, no_healthy_target, descriptor_limit, cannot_start), and pair links refused (pair_bad_secret, pair_not_pair)',
       labelNames: ['route', 'reason'],
       registers,
+    })
+    this.#pairResumes = new Counter({ name: 'ka_proxy_pair_resumes_total', help: 'Paired mode: sessions resumed on a new link after theirs was lost', labelNames: ['route'], registers })
+    new Gauge({
+      name: 'ka_proxy_pair_links_up',
+      help: 'Paired mode: links up now (the near end has at most one per route)',
+      labelNames: ['route'],
+      registers,
+      collect() {
+        this.reset()
+        for (const r of source.routes()) if (r.pairLinksUp !== undefined) this.set({ route: r.name }, r.pairLinksUp)
+      },
     })
     this.#connectSeconds = new Histogram({
       name: 'ka_proxy_connect_seconds',
@@ -124,6 +138,10 @@ export class ProxyMetrics {
 
   targetConnected(route: string, seconds: number): void {
     this.#connectSeconds.observe({ route }, seconds)
+  }
+
+  pairResumed(route: string): void {
+    this.#pairResumes.inc({ route })
   }
 
   refused(route: string, reason: string): void {

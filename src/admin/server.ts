@@ -77,6 +77,7 @@ export function sessionReport(route: string, session: Session, sockets: SocketCo
     bytesToTarget: session.bytesToTarget,
     bytesToClient: session.bytesToClient,
     legs: { client, target },
+    ...(session.pair !== undefined && { pair: session.pair }),
   }
 }
 

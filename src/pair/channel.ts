@@ -31,6 +31,8 @@ export class Channel {
   opened = false
   /** Near end: RESUME sent, its answer not yet come. */
   resuming = false
+  /** How many times it resumed on a new link. */
+  resumes = 0
   /** When its link was lost (performance.now()); undefined while it has one. */
   lostAt: number | undefined
   /** Sent and not acknowledged, in order: the bytes from `acked` to `sent`. */

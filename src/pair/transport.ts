@@ -25,7 +25,7 @@ import { peerOf, socketOf, type Accepted } from '../accept.ts'
 import { noDelay, type SocketControl } from '../socket-control.ts'
 import type { RefusalLog } from '../refusals.ts'
 import type { KeepaliveSettings } from '../keepalive/settings.ts'
-import { socketDeadReason, socketUnacknowledged, type Leg, type LegHandle, type TargetEndpoint, type Transport, type TransportEvents, type Transports } from '../transport/transport.ts'
+import { socketDeadReason, socketUnacknowledged, type Leg, type LegHandle, type PairState, type TargetEndpoint, type Transport, type TransportEvents, type Transports } from '../transport/transport.ts'
 import { Channel } from './channel.ts'
 import { LinkDialer, PairLinkServer, type LinkEvents, type LinkOptions, type PairLink } from './link.ts'
 import { FRAME, frameHeader, readOffset, TOKEN_BYTES, type FrameType } from './protocol.ts'
@@ -176,6 +176,11 @@ export class PairTransport implements Transport {
     this.#deps.forget(this)
   }
 
+  pair(): PairState {
+    const link = this.channel.link
+    return { link: link === undefined || this.channel.resuming ? null : link.peer, resumes: this.channel.resumes }
+  }
+
   // From the socket leg.
 
   onSocketConnect(): void {
@@ -257,6 +262,8 @@ export class PairTransport implements Transport {
   onResumed(peerReceived: number): void {
     this.channel.resuming = false
     this.channel.lostAt = undefined
+    this.channel.resumes++
+    this.#deps.resumed()
     if (!this.channel.replay(peerReceived)) {
       this.#lost('the peer resumed at an offset never sent')
       return
@@ -269,6 +276,8 @@ export class PairTransport implements Transport {
   resumeOn(link: PairLink, peerReceived: number): void {
     this.channel.link = link
     this.channel.lostAt = undefined
+    this.channel.resumes++
+    this.#deps.resumed()
     link.send(this.channel.resumeFrame())
     if (!this.channel.replay(peerReceived)) {
       this.#lost('the peer resumed at an offset never sent')
@@ -373,6 +382,8 @@ interface PairTransportDeps {
   open(t: PairTransport): void
   /** The session is over: its channel is forgotten. */
   forget(t: PairTransport): void
+  /** A session resumed on a new link (counted: ka_proxy_pair_resumes_total). */
+  resumed(): void
 }
 
 /** What a far end's route does with an OPEN: a session of its listener, or undefined if refused. */
@@ -384,6 +395,8 @@ export interface PairTransportsDeps {
   refusals: RefusalLog
   /** TCP keepalive for the links' sockets: the route's target leg's at the near end, client leg's at the far end. */
   linkKeepalive: KeepaliveSettings
+  /** A session resumed on a new link. */
+  resumed?(): void
 }
 
 /** A route's pair links and the channels on them (see the header). */
@@ -418,6 +431,7 @@ export class PairTransports implements Transports, LinkEvents {
         this.#detached.delete(t)
         this.#byToken.delete(t.channel.token.toString('hex'))
       },
+      resumed: () => deps.resumed?.(),
     }
     const linkOptions: LinkOptions = {
       keys: pairKeys(pair.secret),
@@ -447,6 +461,14 @@ export class PairTransports implements Transports, LinkEvents {
     const channel = new Channel(id, randomBytes(TOKEN_BYTES), undefined)
     const { host, port } = this.#pair.endpoint
     return new PairTransport(this.#deps, events, channel, 'client', { socket: socketOf(client) }, formatEndpoint(host, port))
+  }
+
+  /** Links up now: the near end's one (0 or 1), or the far end's accepted ones. */
+  get linksUp(): number {
+    if (this.#dialer !== undefined) return this.#dialer.link === undefined ? 0 : 1
+    let n = 0
+    for (const link of this.#server?.links ?? []) if (link.state === 'up') n++
+    return n
   }
 
   checkPaused(): void {

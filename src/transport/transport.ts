@@ -121,6 +121,15 @@ export interface Transport {
    * transport without descriptors, a leg connecting, closed or failed. No event follows.
    */
   detach?(): DetachedTransport | undefined
+  /** Paired mode: the link the session's channel travels on (null: none, waiting to resume) and how often it resumed. */
+  pair?(): PairState
+}
+
+/** A paired session's link, as /sessions shows it. */
+export interface PairState {
+  /** The link's peer (host:port), or null while the session waits for a link to resume on. */
+  link: string | null
+  resumes: number
 }
 
 /** A session's transport as an upgrade hands it over: its state and its two connected sockets. */

@@ -18,6 +18,8 @@ export interface PairEnd {
   port: number
   logs: LogLine[]
   sockets: SocketControl
+  /** Sessions resumed on a new link, as the listener's hook counted them (the metric's source). */
+  resumes: number
   /** The session-closed lines so far. */
   closed(): LogLine[]
 }
@@ -33,10 +35,20 @@ async function startEnd(t: Test, raw: RawOptions): Promise<PairEnd> {
   const options = resolveOptions(raw)
   const { logger, logs } = capturedLogger()
   const sockets = new SocketControl({ native: options.native })
-  const listener = new ProxyListener(options, sockets, logger)
+  const counts = { resumes: 0 }
+  const listener = new ProxyListener(options, sockets, logger, { pairResumed: () => counts.resumes++ })
   const { port } = await listener.start()
   t.teardown(() => listener.stop(0))
-  return { listener, port, logs, sockets, closed: () => logs.filter((l) => l.msg === 'session closed') }
+  return {
+    listener,
+    port,
+    logs,
+    sockets,
+    get resumes() {
+      return counts.resumes
+    },
+    closed: () => logs.filter((l) => l.msg === 'session closed'),
+  }
 }
 
 /**
