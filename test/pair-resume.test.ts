@@ -3,7 +3,7 @@
 // both plain legs are reset (pair_lost); a RESUME naming a session the far end does not know is
 // refused, and garbage on the pair port harms no session.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { Socket } from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -30,6 +30,23 @@ async function writeWith(socket: Socket, data: Buffer, at: (sent: number) => voi
     at(sent + 65536)
   }
   socket.end()
+}
+
+/** One session held open through a breakable path: the pair, the path, both plain ends. */
+async function heldSession(t: Test, resumeWindow: number) {
+  let serverSide: Socket | undefined
+  const { server, port } = await listen((s) => {
+    serverSide = s
+    s.on('error', () => {})
+  })
+  t.teardown(() => server.close())
+  let path: BreakablePath | undefined
+  const { near, far } = await startPair(t, port, { resumeWindow, through: async (p) => (path = await breakablePath(p)).port })
+  t.teardown(() => path!.close())
+  const client = await connect(near.port)
+  client.write('hello')
+  t.ok(await waitFor(() => serverSide !== undefined, 5000))
+  return { near, far, path: path!, client, serverSide: serverSide! }
 }
 
 for (const fault of ['reset', 'blackhole'] as const) {
@@ -81,27 +98,32 @@ t.test('a response and its FIN sent while the link is blackholed, after the clie
   for (const end of [near, far]) t.match(end.closed()[0], { reason: 'client_end', clientClose: 'fin', targetClose: 'fin', bytesToClient: 8 })
 })
 
+t.test('a client reset while the link is down reaches the server as a reset once a link is back, not at the window', async (t) => {
+  const { near, far, path, client, serverSide } = await heldSession(t, 60)
+  const serverEnd = endOf(serverSide)
+  path.refuse(true)
+  path.cut()
+  t.ok(await waitFor(() => near.listener.pairLinksUp === 0, 2000), 'no link')
+  client.resetAndDestroy()
+  t.ok(await waitFor(() => near.closed().length === 1, 2000), 'the near end\'s session is over')
+  t.match(near.closed()[0], { reason: 'client_reset' })
+  path.refuse(false)
+  t.equal(await serverEnd, 'ECONNRESET', 'the server gets its RST once a link is back (the window is 60 s)')
+  t.ok(await waitFor(() => far.closed().length === 1, 2000))
+  t.match(far.closed()[0], { reason: 'client_reset', targetClose: 'rst' })
+})
+
 t.test('past the resume window both plain legs are reset, one line each end, reason pair_lost', async (t) => {
-  let serverSide: Socket | undefined
-  const { server, port } = await listen((s) => {
-    serverSide = s
-    s.on('error', () => {})
-  })
-  t.teardown(() => server.close())
-  let path: BreakablePath | undefined
-  const { near, far } = await startPair(t, port, { resumeWindow: 0.6, through: async (p) => (path = await breakablePath(p)).port })
-  const client = await connect(near.port)
-  client.write('hello')
-  t.ok(await waitFor(() => serverSide !== undefined, 5000))
+  const { near, far, path, client, serverSide } = await heldSession(t, 0.6)
   const clientEnd = endOf(client)
-  const serverEnd = endOf(serverSide!)
+  const serverEnd = endOf(serverSide)
   const session = [...near.listener.sessions][0]!
-  t.match(sessionReport('near', session, near.sockets, performance.now()), { pair: { link: `127.0.0.1:${path!.port}`, resumes: 0 } }, '/sessions: the link it travels on')
+  t.match(sessionReport('near', session, near.sockets, performance.now()), { pair: { link: `127.0.0.1:${path.port}`, resumes: 0 } }, '/sessions: the link it travels on')
   t.equal(near.listener.pairLinksUp, 1)
   t.equal(far.listener.pairLinksUp, 1)
   const cutAt = performance.now()
   // The path goes away for good: the near end's attempts to come back are refused.
-  path!.close()
+  path.close()
   t.ok(await waitFor(() => near.listener.pairLinksUp === 0, 2000), 'no link up at the near end')
   t.match(sessionReport('near', session, near.sockets, performance.now()), { pair: { link: null, resumes: 0 } }, '/sessions: waiting for a link')
   t.equal(await clientEnd, 'ECONNRESET', 'the client gets an RST')

@@ -150,7 +150,7 @@ export class PairTransport implements Transport {
   reset(leg: Leg): void {
     if (leg === this.channelLeg) {
       if (!this.#channelOpen) return
-      this.channel.rst()
+      this.#rst()
       this.#closeChannel()
     } else {
       const s = this.socket
@@ -168,8 +168,18 @@ export class PairTransport implements Transport {
     }
     if (!this.#channelOpen) return
     // A channel closed before both of its directions ended: the peer must not wait for the rest.
-    if (!this.channel.finSent || !this.channel.finReceived) this.channel.rst()
+    if (!this.channel.finSent || !this.channel.finReceived) this.#rst()
     this.#closeChannel()
+  }
+
+  /**
+   * RST to the peer; without a link (waiting to resume), on the next one: the peer knows the
+   * session by its token only until then, so it is resumed there and reset at once.
+   */
+  #rst(): void {
+    const c = this.channel
+    if (c.link === undefined && c.opened && this.channelLeg === 'target') this.#deps.resetLater(c)
+    else c.rst()
   }
 
   release(): void {
@@ -384,6 +394,8 @@ interface PairTransportDeps {
   forget(t: PairTransport): void
   /** A session resumed on a new link (counted: ka_proxy_pair_resumes_total). */
   resumed(): void
+  /** Near end: a session reset while it had no link: its RESUME and RST go on the next one. */
+  resetLater(channel: Channel): void
 }
 
 /** What a far end's route does with an OPEN: a session of its listener, or undefined if refused. */
@@ -416,6 +428,8 @@ export class PairTransports implements Transports, LinkEvents {
   readonly #byToken = new Map<string, PairTransport>()
   /** Far end: channels whose link was lost, waiting for a RESUME (the near end keeps its own under no link). */
   readonly #detached = new Set<PairTransport>()
+  /** Near end: channels reset while they had no link; told on the next (their peer forgets them past the window anyway). */
+  readonly #resetLater = new Set<Channel>()
   /** Resume-window checks pending, one per lost link. */
   readonly #expiries = new Set<NodeJS.Timeout>()
 
@@ -432,6 +446,7 @@ export class PairTransports implements Transports, LinkEvents {
         this.#byToken.delete(t.channel.token.toString('hex'))
       },
       resumed: () => deps.resumed?.(),
+      resetLater: (channel) => this.#resetLater.add(channel),
     }
     const linkOptions: LinkOptions = {
       keys: pairKeys(pair.secret),
@@ -506,6 +521,12 @@ export class PairTransports implements Transports, LinkEvents {
     if (link.role !== 'near') return
     // Sessions that arrived while there was no link open their channels now; those whose link
     // was lost resume theirs (the far end answers with what it received, and both replay).
+    for (const channel of this.#resetLater) {
+      channel.link = link
+      link.send(channel.resumeFrame())
+      channel.rst()
+    }
+    this.#resetLater.clear()
     const waiting = this.#channels.get(undefined)
     if (waiting === undefined) return
     this.#channels.delete(undefined)
@@ -576,6 +597,7 @@ export class PairTransports implements Transports, LinkEvents {
   /** Sessions whose link was lost longer than the resume window ago end (pair_lost, both plain legs reset). */
   #expire(): void {
     const deadline = performance.now() - this.#pair.resumeWindow * 1000 + 1
+    for (const c of this.#resetLater) if (c.lostAt !== undefined && c.lostAt <= deadline) this.#resetLater.delete(c)
     const waiting = this.#pair.role === 'near' ? (this.#channels.get(undefined)?.values() ?? []) : this.#detached
     const expired = [...waiting].filter((t) => t.channel.lostAt !== undefined && t.channel.lostAt <= deadline)
     for (const t of expired) {

@@ -13,6 +13,8 @@ export interface BreakablePath {
   blackhole(): void
   /** Current connections are reset on both sides. */
   cut(): void
+  /** While on, new connections are reset at once (the far side unreachable); off, they pass again. */
+  refuse(on: boolean): void
   close(): void
 }
 
@@ -20,7 +22,13 @@ export async function breakablePath(targetPort: number): Promise<BreakablePath> 
   const live = new Set<[Socket, Socket]>()
   /** Blackholed connections: open, passing nothing, destroyed when the path closes. */
   const swallowed = new Set<[Socket, Socket]>()
+  let refusing = false
   const server: Server = net.createServer((client) => {
+    if (refusing) {
+      client.on('error', () => {})
+      client.resetAndDestroy()
+      return
+    }
     const upstream = net.connect({ port: targetPort, host: '127.0.0.1' })
     const pair: [Socket, Socket] = [client, upstream]
     live.add(pair)
@@ -58,6 +66,9 @@ export async function breakablePath(targetPort: number): Promise<BreakablePath> 
         b.resetAndDestroy()
       }
       live.clear()
+    },
+    refuse(on) {
+      refusing = on
     },
     close() {
       path.cut()
