@@ -26,7 +26,7 @@ import { checkNodeInternals } from './node-internals.ts'
 import { runProbeCommand } from './probe/command.ts'
 import { loadNative } from './native.ts'
 import { Handover, Upgrader } from './upgrade.ts'
-import { writePairSecret } from './pair/secret.ts'
+import { writePairSecret } from './config/pair-secret.ts'
 import { answerUpgrade, runUpgrade, upgradeTarget } from './upgrade-command.ts'
 
 // Times take seconds (30, 0.5) or a duration with units (1500ms, 30s, 5m, 1h, 1m30s).

@@ -75,8 +75,18 @@ t.test('the plain legs and the link have their keepalive: the far end\'s target 
   else t.ok(far.sockets.native === false, 'native helper not in use: keepalive set through Node')
   t.equal(session.legHandle('client'), undefined, 'the channel leg has no socket to set')
   // The link's own sockets, both ends (far: local port the pair port; near: peer port it).
-  const link = (await tcpSockets(null, [`( sport = :${far.port} or dport = :${far.port} )`])).filter((s) => s.state === 'ESTAB')
-  t.equal(link.length, 2, 'the link, seen from both ends')
-  for (const s of link) t.match(s.timer, /^keepalive,/, `the link's ${s.local.port === far.port ? 'far' : 'near'} end has TCP keepalive on`)
+  // ss shows one timer per socket: right after a frame (a heartbeat, an ACK) it may be the
+  // retransmit timer, so each end is read until its keepalive timer shows (never, without it).
+  const linkEnds = async () => (await tcpSockets(null, [`( sport = :${far.port} or dport = :${far.port} )`])).filter((s) => s.state === 'ESTAB')
+  t.equal((await linkEnds()).length, 2, 'the link, seen from both ends')
+  for (const end of ['far', 'near'] as const) {
+    const seen: string[] = []
+    const on = await waitFor(async () => {
+      const s = (await linkEnds()).find((s) => (s.local.port === far.port) === (end === 'far'))
+      seen.push(s?.timer ?? 'gone')
+      return /^keepalive,/.test(s?.timer ?? '')
+    }, 3000, 100)
+    t.ok(on, `the link's ${end} end has TCP keepalive on (timers seen: ${[...new Set(seen)].join(' | ')})`)
+  }
   client.destroy()
 })

@@ -13,7 +13,7 @@ import { PROFILE_NAMES, PROFILES, type ProfileName } from '../keepalive/profiles
 import { formatEndpoint, parseListen, parseTarget, parseTargets, type Endpoint } from './endpoint.ts'
 import { heartbeatInputOf, resolveHeartbeat, type HeartbeatInput, type HeartbeatSettings } from './heartbeat.ts'
 import { flagOf, givenSettings, LEGS, type KeepaliveScope, type KeyNamer, type Leg } from './keys.ts'
-import { readPairSecret } from '../pair/secret.ts'
+import { readPairSecret } from './pair-secret.ts'
 
 export interface ProxyOptions {
   /** The route's name in logs, metrics and the admin API; defaults to the listen address. */
@@ -60,7 +60,7 @@ export interface PairOptions {
   role: 'near' | 'far'
   /** near: the far end to connect to; far: the address pair links are accepted on. */
   endpoint: Endpoint & { host?: string | undefined }
-  /** The shared secret, read from `secretFile` (see pair/secret.ts). */
+  /** The shared secret, read from `secretFile` (see config/pair-secret.ts). */
   secret: Buffer
   secretFile: string
   /** Seconds without a frame sent after which a heartbeat is sent; 3 x without one received: dead. */
