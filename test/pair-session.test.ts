@@ -83,7 +83,7 @@ t.test('the plain legs and the link have their keepalive: the far end\'s target 
     const seen: string[] = []
     const on = await waitFor(async () => {
       const s = (await linkEnds()).find((s) => (s.local.port === far.port) === (end === 'far'))
-      seen.push(s?.timer ?? 'gone')
+      seen.push(s === undefined ? 'gone' : (s.timer ?? 'none'))
       return /^keepalive,/.test(s?.timer ?? '')
     }, 3000, 100)
     t.ok(on, `the link's ${end} end has TCP keepalive on (timers seen: ${[...new Set(seen)].join(' | ')})`)
