@@ -18,7 +18,7 @@ import { defaultRelay } from './transport/registry.ts'
 import type { TransportKind } from './transport/transport.ts'
 import type { PoolState } from './targets.ts'
 import { adminListenerKey, routeListenerKey, type HandedListener, type HandedSession, type InheritedListeners } from './upgrade.ts'
-import type { AdoptedSession, MovedSession } from './listener.ts'
+import type { AdoptedSession, ListenerInfo, MovedSession } from './listener.ts'
 import { nextSessionIdValue } from './session.ts'
 
 const sameListen = (a: ProxyOptions, b: ProxyOptions): boolean =>
@@ -34,6 +34,10 @@ export class ProxyApp implements AdminSource {
   readonly #routes = new Map<string, ProxyListener>()
   /** Routes no longer accepting whose sessions still finish (stop, or removed by a reload). */
   readonly #draining = new Map<ProxyListener, Promise<void>>()
+  /** Upgrade (v5): routes built on a handed-over listening socket, listening only after the commit. */
+  readonly #deferred = new Map<string, number>()
+  /** Upgrade: listeners of routes this config lacks, made for their adopted sessions; drained by finishAdoption. */
+  readonly #adoptedRemoved = new Map<string, ProxyListener>()
   readonly #sockets: SocketControl
   readonly #logger: Logger
   /** The transport of every route's sessions (see transport/registry.ts). */
@@ -63,11 +67,18 @@ export class ProxyApp implements AdminSource {
    * `inherited`: listening sockets handed over by an upgrade; a route (or the admin API) whose
    * address matches one listens on it instead of binding.
    */
-  async start(config: AppConfig, inherited?: InheritedListeners): Promise<void> {
+  async start(config: AppConfig, inherited?: InheritedListeners, deferHandedOver = false): Promise<void> {
     try {
       for (const options of config.routes) {
         const fd = inherited?.take(routeListenerKey(options.name, options.listen.host, options.listen.port))
-        this.#routes.set(options.name, await this.#bindRoute(options, fd, inherited && Object.hasOwn(inherited.targets, options.name) ? inherited.targets[options.name] : undefined))
+        const targets = inherited && Object.hasOwn(inherited.targets, options.name) ? inherited.targets[options.name] : undefined
+        if (fd !== undefined && deferHandedOver) {
+          // Built, not accepting: the listening socket is still the old process's to accept on.
+          this.#routes.set(options.name, this.#newListener(options, targets))
+          this.#deferred.set(options.name, fd)
+          continue
+        }
+        this.#routes.set(options.name, await this.#bindRoute(options, fd, targets))
       }
       if (config.admin) this.#admin = await this.#bindAdmin(config.admin, inherited?.take(adminListenerKey(config.admin.listen.host, config.admin.listen.port)))
     } catch (err) {
@@ -160,20 +171,58 @@ export class ProxyApp implements AdminSource {
   }
 
   /** A leaving route's listening socket, back after a rejected reload. */
-  async #rebind(listener: ProxyListener): Promise<void> {
+  async #rebind(listener: ProxyListener, after = 'a rejected reload'): Promise<void> {
     try {
       await listener.rebind()
     } catch (err) {
-      this.#logger.error({ route: listener.options.name, err }, 'route cannot listen again after a rejected reload')
+      this.#logger.error({ route: listener.options.name, err }, `route cannot listen again after ${after}`)
     }
+  }
+
+  /**
+   * Upgrade (v5), once the old process committed: the routes built on listening sockets handed
+   * over (start's deferHandedOver) accept on them from now. A socket that cannot be listened on
+   * is closed with one line; the route stays without a listener.
+   */
+  async listenHandedOver(): Promise<void> {
+    for (const [name, fd] of this.#deferred) {
+      const listener = this.#routes.get(name)
+      this.#deferred.delete(name)
+      if (listener === undefined) continue
+      try {
+        this.#logListening(listener, await listener.start(fd), fd)
+      } catch (err) {
+        this.#logger.error({ route: name, error: (err as Error).message }, 'upgrade: a listening socket handed over cannot be listened on')
+      }
+    }
+  }
+
+  /** How many handed-over listening sockets wait for listenHandedOver. */
+  get deferredListeners(): number {
+    return this.#deferred.size
+  }
+
+  /** Upgrade (v5), the old process at the commit: its routes stop accepting (the new process's copies accept). */
+  stopAccepting(): void {
+    for (const listener of this.#routes.values()) listener.unbind()
+  }
+
+  /** Upgrade (v5), the new process failed after the commit: the routes listen again. */
+  async resumeAccepting(): Promise<void> {
+    for (const listener of this.#routes.values()) await this.#rebind(listener, 'a failed upgrade')
   }
 
   /** Binds a route's listener (not yet registered), or listens on `fd`; rejects with ListenError. */
   /** `targets`: the targets' health as the process being upgraded knew it, taken over before the checks start. */
   async #bindRoute(options: ProxyOptions, fd?: number, targets?: unknown): Promise<ProxyListener> {
     const listener = this.#newListener(options, targets)
+    this.#logListening(listener, await listener.start(fd), fd)
+    return listener
+  }
+
+  #logListening(listener: ProxyListener, info: ListenerInfo, fd: number | undefined): void {
+    const options = listener.options
     const route = options.name
-    const info = await listener.start(fd)
     this.#logger.info(
       {
         route,
@@ -191,7 +240,6 @@ export class ProxyApp implements AdminSource {
       },
       'listening',
     )
-    return listener
   }
 
   /** A route's listener, counted in the metrics, not yet listening; `targets` as in #bindRoute. */
@@ -275,11 +323,12 @@ export class ProxyApp implements AdminSource {
   }
 
   /** Upgrade: the sessions that can move leave the running routes named, or (undefined) all (see ProxyListener.handOverSessions). */
-  handOverSessions(routes: ReadonlySet<string> | undefined): Array<MovedSession & { route: string }> {
+  handOverSessions(routes: ReadonlySet<string> | undefined, limit = Infinity): Array<MovedSession & { route: string }> {
     const out: Array<MovedSession & { route: string }> = []
     for (const [route, listener] of this.#routes) {
       if (routes !== undefined && !routes.has(route)) continue
-      for (const moved of listener.handOverSessions()) out.push({ ...moved, route })
+      if (out.length >= limit) break
+      for (const moved of listener.handOverSessions(limit - out.length)) out.push({ ...moved, route })
     }
     return out
   }
@@ -313,12 +362,13 @@ export class ProxyApp implements AdminSource {
    * not be carried on (no such route, out of descriptors); the old process keeps those.
    * `from.removed` (v3): routes this config lacks, with their settings as the old process ran
    * them; their sessions join a listener of that route that never listens and drains at once,
-   * exactly as a reload drains a removed route (shutdownGrace, then a FIN to each peer).
+   * exactly as a reload drains a removed route (shutdownGrace, then a FIN to each peer), from
+   * finishAdoption: at once unless `more` (v5: more sessions may follow in later messages).
    */
-  adoptSessions(sessions: Array<HandedSession & { fds: [number, number] }>, from?: Pick<InheritedListeners, 'removed' | 'targets'>): { adopted: AdoptedSession[]; refused: number[] } {
+  adoptSessions(sessions: Array<HandedSession & { fds: [number, number] }>, from?: Pick<InheritedListeners, 'removed' | 'targets'>, more = false): { adopted: AdoptedSession[]; refused: number[] } {
     const adopted: AdoptedSession[] = []
     const refused: number[] = []
-    const removed = new Map<string, ProxyListener>()
+    const removed = this.#adoptedRemoved
     /** A removed route's listener, made at its first session; throws (ConfigError) on settings this release refuses. */
     const removedRoute = (name: string): ProxyListener | undefined => {
       if (from === undefined || !Object.hasOwn(from.removed, name)) return undefined
@@ -340,12 +390,18 @@ export class ProxyApp implements AdminSource {
         refused.push(s.identity.id)
       }
     }
+    if (!more) this.finishAdoption()
+    return { adopted, refused }
+  }
+
+  /** Upgrade: every session has been adopted; the routes this config lacks drain theirs now. */
+  finishAdoption(): void {
     const graceMs = (this.#config?.shutdownGrace ?? 0) * 1000
-    for (const listener of removed.values()) {
+    for (const listener of this.#adoptedRemoved.values()) {
       listener.watchTargets()
       this.#drainInBackground(listener, graceMs)
     }
-    return { adopted, refused }
+    this.#adoptedRemoved.clear()
   }
 
   get sessionCount(): number {

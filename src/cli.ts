@@ -239,7 +239,8 @@ export async function run(argv: string[]): Promise<number> {
   runningLogger = logger
   let unused: string[] = []
   try {
-    await app.start(config, inherited)
+    // v5: the listening sockets handed over accept only once the old process has committed.
+    await app.start(config, inherited, handover?.batched === true)
   } finally {
     unused = inherited?.closeRest() ?? []
   }
@@ -254,7 +255,30 @@ export async function run(argv: string[]): Promise<number> {
     logger.info(`${route.name}: ${describeLegs((leg) => sockets.effective(route.keepalive[leg]))}`)
   }
   const notifier = new ServiceNotifier(logger)
-  if (handover !== undefined && inherited !== undefined) {
+  if (handover !== undefined && inherited !== undefined && handover.batched) {
+    // v5: 'ready' once every route is built; after 'go' this process accepts on the listening
+    // sockets handed over, and the sessions come a message at a time, each started as it comes.
+    try {
+      handover.ready(app.listeners().length + app.deferredListeners)
+    } catch (err) {
+      process.stderr.write(`ka-proxy: ${(err as Error).message}\n`)
+      config.pidFile?.remove()
+      process.exit(EXIT_FAILURE)
+    }
+    const started = performance.now()
+    await app.listenHandedOver()
+    void handover.receiveBatches((sessions) => {
+      const { adopted, refused } = app.adoptSessions(sessions, inherited, true)
+      for (const s of sessions) for (const fd of s.fds) binding!.closeFd(fd)
+      for (const a of adopted) a.start()
+      return refused
+    }).then(({ sessions, refused, gone }) => {
+      app.finishAdoption()
+      const fields = { from: inherited.from, listeners: app.listeners().length, notTaken: unused, sessions, refused, ms: Math.round(performance.now() - started) }
+      if (gone === undefined) logger.info(fields, 'upgrade: took over the listeners and sessions')
+      else logger.error({ ...fields, reason: gone }, `upgrade: the hand-over ended early (${gone}); the sessions not sent stay with the old process`)
+    })
+  } else if (handover !== undefined && inherited !== undefined) {
     // The sessions handed over are built now and move bytes only once the old process knows
     // which it keeps (those refused here): until then it may still take them all back.
     const started = performance.now()

@@ -427,12 +427,14 @@ export class ProxyListener {
   }
 
   /**
-   * Upgrade: every session that can move leaves this listener (Session.handOver) with no log
-   * line and no event; the others (connecting, ending) stay and finish here.
+   * Upgrade: every session that can move (at most `limit`) leaves this listener
+   * (Session.handOver) with no log line and no event; the others (connecting, ending) stay and
+   * finish here.
    */
-  handOverSessions(): MovedSession[] {
+  handOverSessions(limit = Infinity): MovedSession[] {
     const out: MovedSession[] = []
     for (const session of this.sessions) {
+      if (out.length >= limit) break
       const moved = session.handOver()
       if (moved === undefined) continue
       this.sessions.delete(session)

@@ -15,6 +15,12 @@
 //   old -> new  {v, type: 'sessions', sessions}                  v2: + two descriptors per session
 //   new -> old  {v, type: 'ready', pid, listeners, refused}      once every route listens
 //   old -> new  {v, type: 'go'}                                  v3: the sessions are the new one's
+// From v5 the sessions move after the commit, a message at a time, instead of before 'ready':
+//   new -> old  {v, type: 'ready', pid, listeners}               routes built; handed-over listeners not yet accepting
+//   old -> new  {v, type: 'go', nextSession}                     the listeners are the new one's; this one stops accepting
+//   old -> new  {v, type: 'held' | 'sessions', ...}              as in v2, at most WINDOW messages unanswered
+//   new -> old  {v, type: 'took', refused}                       one per `sessions` message: they relay there now
+//   old -> new  {v, type: 'done', sessions}                      nothing more moves
 // The old process picks the highest version both know; a new process that knows none of the
 // old one's (or gets a message of a version it does not know) refuses, binds nothing and exits.
 // Failure is safe: until 'go' (v2: 'ready') the old process changed nothing. If the new process exits, or
@@ -40,6 +46,18 @@
 // the old process too; from v4 they move with the route's settings as its config would write them
 // (config/options.ts rawOptionsOf: the form every release reads), and the new process drains them
 // as a reload drains a removed route (app.ts), so the old process exits at once.
+//
+// Batches (v5): up to v4 every session paused from the old process's hello to the new one's
+// 'ready', the whole hand-over long (about 0.3 ms a session: a second and more at thousands). From
+// v5 nothing moves before the commit; after 'go' the old process takes SESSIONS_PER_MESSAGE
+// sessions at a time off its routes, sends them, and the new process starts them as they arrive
+// and answers 'took': a session pauses only for its own message's trip, and the old process
+// relays the others meanwhile. The new process accepts on the handed-over listeners only after
+// 'go' (clients wait in the backlog), so a failed attempt never resets a client it accepted. If
+// the new process dies or stops answering after the commit, the sessions it never got carry on
+// here, those of the messages it did not answer are reset at both ends (it may have relayed some
+// of their bytes: carrying them on here could lose or repeat them silently), and this process
+// listens again.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import type { Logger } from 'pino'
@@ -50,13 +68,19 @@ import type { Leg, LegState, TransportState } from './transport/transport.ts'
 import { sessionIdsAfter, type SessionIdentity } from './session.ts'
 
 /** Versions of the hand-over format this release speaks (the highest is offered first). */
-export const HANDOVER_VERSIONS: readonly number[] = [4, 3, 2, 1]
+export const HANDOVER_VERSIONS: readonly number[] = [5, 4, 3, 2, 1]
 /** The first version that moves established sessions. */
 const SESSIONS_VERSION = 2
 /** The first version in which the new process waits for 'go' after 'ready'. */
 const COMMIT_VERSION = 3
 /** The first version that moves the sessions of a route the new config lacks, to drain there. */
 const REMOVED_ROUTES_VERSION = 4
+/** The first version that moves the sessions after the commit, in answered messages. */
+const BATCHED_VERSION = 5
+/** v5: `sessions` messages sent and not yet answered ('took'), at most. */
+const WINDOW = 2
+/** v5: how long the new process may take to answer a `sessions` message. */
+const TOOK_BOUND_MS = 5000
 /** Sessions per `sessions` message: two descriptors each, within the kernel's 253 per message. */
 const SESSIONS_PER_MESSAGE = 125
 /**
@@ -207,9 +231,25 @@ interface Ready {
 interface Go {
   v: number
   type: 'go'
+  /** v5: the next session id in the old process, which accepted until now. */
+  nextSession?: number
 }
 
-type Message = Hello | Listeners | Sessions | Held | Ready | Go
+/** v5: the new process's answer to a `sessions` message: the ones it could not carry on. */
+interface Took {
+  v: number
+  type: 'took'
+  refused: number[]
+}
+
+/** v5: every session that can move has moved. */
+interface Done {
+  v: number
+  type: 'done'
+  sessions: number
+}
+
+type Message = Hello | Listeners | Sessions | Held | Ready | Go | Took | Done
 
 export class HandoverError extends KaError {
   constructor(message: string) {
@@ -249,18 +289,27 @@ export interface UpgradeSource {
   /** Per route name: what its target pool knows, so the new process neither flaps nor moves a target. */
   targetStates(): Record<string, unknown>
   sessionCount: number
-  /** The sessions that can move (established, not ending) leave their routes: those named, or (undefined) all. */
-  handOverSessions(routes: ReadonlySet<string> | undefined): Array<MovedSession & { route: string }>
+  /** The sessions that can move (established, not ending) leave their routes: those named, or (undefined) all; at most `limit`. */
+  handOverSessions(routes: ReadonlySet<string> | undefined, limit?: number): Array<MovedSession & { route: string }>
   /** Per running route not named, its settings as its config would write them (RawOptions). */
   removedRoutes(kept: ReadonlySet<string>): Record<string, unknown>
   /** Sessions handed over that the new process did not take: carried on here again. */
   takeBack(sessions: Array<MovedSession & { route: string }>): void
   /** The next session id here (the new process numbers its own after it). */
   nextSessionId: number
+  /** v5, at the commit: the listening sockets here close (the new process's copies accept). */
+  stopAccepting(): void
+  /** v5, the new process failed after the commit: listen again. */
+  resumeAccepting(): Promise<void>
 }
 
 /** sessions: moved; kept: refused by the new process, carried on here; held: bytes the moved sessions' legs held. */
 export type UpgradeOutcome = { ok: true; pid: number; listeners: number; sessions: number; kept: number; held: number; ms: number } | { ok: false; reason: string }
+
+/** The bytes the moved sessions' legs held. */
+function heldBytes(moved: Array<MovedSession & { route: string }>): number {
+  return moved.reduce((n, m) => n + m.transport.state.legs.client.queued.length + m.transport.state.legs.target.queued.length, 0)
+}
 
 /** `inline`: the held bytes ride in the message; else they went before it in `held` messages. */
 function wireSession(m: MovedSession & { route: string }, inline: boolean): WireSession {
@@ -423,39 +472,17 @@ export class Upgrader {
       const listeners = source.listeners()
       const message: Listeners = { v: version, type: 'listeners', pid: process.pid, listeners: listeners.map(({ key, address }) => ({ key, address })), targets: source.targetStates() }
       const left = (): number => Math.max(1, Math.ceil(deadline - performance.now()))
+      const batched = version >= BATCHED_VERSION
       if (version >= SESSIONS_VERSION) {
-        // From here until 'ready' the sessions handed over move no byte in either process.
+        // Up to v4, from here until 'ready' the sessions handed over move no byte in either process.
         const kept = new Set(Array.isArray(hello.routes) ? hello.routes.map(String) : [])
         if (version >= REMOVED_ROUTES_VERSION) message.removed = source.removedRoutes(kept)
-        this.#moved = source.handOverSessions(version >= REMOVED_ROUTES_VERSION ? undefined : kept)
-        message.sessions = this.#moved.length
+        if (!batched) this.#moved = source.handOverSessions(version >= REMOVED_ROUTES_VERSION ? undefined : kept)
+        message.sessions = batched ? source.sessionCount : this.#moved.length
         message.nextSession = source.nextSessionId
       }
       this.#native.sendFds(mine, encode(message), listeners.map((l) => l.fd), left())
-      for (let i = 0; i < this.#moved.length; ) {
-        const batch: WireSession[] = []
-        const fds: number[] = []
-        let size = 0
-        for (; i < this.#moved.length && batch.length < SESSIONS_PER_MESSAGE && size < SESSIONS_MESSAGE_BYTES; i++) {
-          const m = this.#moved[i]!
-          const { legs } = m.transport.state
-          const inline = legs.client.queued.length + legs.target.queued.length <= INLINE_HELD
-          if (!inline) {
-            for (const name of ['client', 'target'] as const) {
-              const queued = legs[name].queued
-              for (let at = 0; at < queued.length; at += HELD_CHUNK) {
-                const held: Held = { v: version, type: 'held', id: m.identity.id, leg: name, data: queued.subarray(at, at + HELD_CHUNK).toString('base64') }
-                this.#native.sendFds(mine, encode(held), [], left())
-              }
-            }
-          }
-          const w = wireSession(m, inline)
-          size += w.legs.client.queued.length + w.legs.target.queued.length + 512
-          batch.push(w)
-          fds.push(...this.#moved[i]!.transport.fds)
-        }
-        this.#native.sendFds(mine, encode({ v: version, type: 'sessions', sessions: batch }), fds, left())
-      }
+      if (!batched) this.#sendSessions(mine, version, this.#moved, left)
       const ready = await this.#receive(mine, deadline, () => exited)
       if (typeof ready === 'string') return fail(ready)
       if (ready.type !== 'ready') return fail(`the new process sent '${ready.type}' where 'ready' was expected`)
@@ -463,9 +490,32 @@ export class Upgrader {
       if (version >= COMMIT_VERSION) {
         if (this.#aborted) return fail('this process is stopping: the new process was stopped before it took over')
         if (performance.now() > deadline) return fail(`the new process did not report ready within ${READY_BOUND_MS / 1000} s`)
-        this.#native.sendFds(mine, encode({ v: version, type: 'go' }), [], left())
+        const go: Go = { v: version, type: 'go', ...(batched && { nextSession: source.nextSessionId }) }
+        this.#native.sendFds(mine, encode(go), [], left())
       }
       this.#committed = true
+      if (batched) {
+        source.stopAccepting()
+        const moved = await this.#moveSessions(mine, version, source, () => exited)
+        if (!moved.ok) {
+          // Dead or silent after the commit: what it was sent and did not answer is reset here
+          // (see the header), the rest never left, and this process listens again.
+          if (child.exitCode === null && child.signalCode === null) {
+            child.kill('SIGKILL')
+            await new Promise((r) => child.once('exit', r))
+          }
+          const lost = this.#moved.length
+          for (const m of this.#moved) for (const fd of m.transport.fds) this.#native.closeReset(fd)
+          this.#moved = []
+          await source.resumeAccepting()
+          const first = stderr.line()
+          const lostText = lost > 0 ? `; ${lost} session${lost === 1 ? '' : 's'} it was handed reset` : ''
+          return { ok: false, reason: `the new process ${moved.reason} after it took over${lostText}${first === undefined ? '' : `: ${first}`}` }
+        }
+        child.stderr!.destroy()
+        child.unref()
+        return { ok: true, pid: child.pid!, listeners: listeners.length, sessions: moved.sessions, kept: moved.kept, held: moved.held, ms: Math.round(performance.now() - started) }
+      }
       // What it could not carry on stays here; the rest is its now (the copies here close after).
       const refused = new Set(Array.isArray(ready.refused) ? ready.refused : [])
       const kept = this.#moved.filter((m) => refused.has(m.identity.id))
@@ -474,8 +524,7 @@ export class Upgrader {
       // Its stderr is the real one again; this pipe has nothing more to carry.
       child.stderr!.destroy()
       child.unref()
-      const held = this.#moved.reduce((n, m) => n + m.transport.state.legs.client.queued.length + m.transport.state.legs.target.queued.length, 0)
-      return { ok: true, pid: child.pid!, listeners: listeners.length, sessions, kept: kept.length, held, ms: Math.round(performance.now() - started) }
+      return { ok: true, pid: child.pid!, listeners: listeners.length, sessions, kept: kept.length, held: heldBytes(this.#moved), ms: Math.round(performance.now() - started) }
     } catch (err) {
       return fail((err as Error).message)
     } finally {
@@ -483,8 +532,104 @@ export class Upgrader {
     }
   }
 
-  /** The next message, or why none came (the new process exited, closed, or the bound passed). */
-  async #receive(sock: number, deadline: number, exited: () => string | undefined): Promise<Message | string> {
+  /**
+   * `sessions` and `held` messages for `moved`, their descriptors along; returns the sessions of
+   * each `sessions` message, in order. A message stays within SESSIONS_PER_MESSAGE sessions and
+   * about SESSIONS_MESSAGE_BYTES; a session holding more than INLINE_HELD bytes sends them first.
+   */
+  #sendSessions(sock: number, version: number, moved: Array<MovedSession & { route: string }>, left: () => number): Array<Array<MovedSession & { route: string }>> {
+    const sent: Array<Array<MovedSession & { route: string }>> = []
+    for (let i = 0; i < moved.length; ) {
+      const batch: WireSession[] = []
+      const fds: number[] = []
+      const first = i
+      let size = 0
+      for (; i < moved.length && batch.length < SESSIONS_PER_MESSAGE && size < SESSIONS_MESSAGE_BYTES; i++) {
+        const m = moved[i]!
+        const { legs } = m.transport.state
+        const inline = legs.client.queued.length + legs.target.queued.length <= INLINE_HELD
+        if (!inline) {
+          for (const name of ['client', 'target'] as const) {
+            const queued = legs[name].queued
+            for (let at = 0; at < queued.length; at += HELD_CHUNK) {
+              const held: Held = { v: version, type: 'held', id: m.identity.id, leg: name, data: queued.subarray(at, at + HELD_CHUNK).toString('base64') }
+              this.#native.sendFds(sock, encode(held), [], left())
+            }
+          }
+        }
+        const w = wireSession(m, inline)
+        size += w.legs.client.queued.length + w.legs.target.queued.length + 512
+        batch.push(w)
+        fds.push(...m.transport.fds)
+      }
+      this.#native.sendFds(sock, encode({ v: version, type: 'sessions', sessions: batch }), fds, left())
+      sent.push(moved.slice(first, i))
+    }
+    return sent
+  }
+
+  /**
+   * v5, after the commit: the sessions leave the routes SESSIONS_PER_MESSAGE at a time, at most
+   * WINDOW messages unanswered; each answer says which it refused (carried on here again), and
+   * this process's copies of the others close. `this.#moved` holds the unanswered ones.
+   */
+  async #moveSessions(sock: number, version: number, source: UpgradeSource, exited: () => string | undefined): Promise<{ ok: true; sessions: number; kept: number; held: number } | { ok: false; reason: string }> {
+    const unanswered: Array<Array<MovedSession & { route: string }>> = []
+    let sessions = 0
+    let kept = 0
+    let held = 0
+    let more = true
+    for (;;) {
+      const bound = performance.now() + TOOK_BOUND_MS
+      const left = (): number => Math.max(1, Math.ceil(bound - performance.now()))
+      while (more && unanswered.length < WINDOW) {
+        const taken = source.handOverSessions(undefined, SESSIONS_PER_MESSAGE)
+        if (taken.length === 0) {
+          more = false
+          break
+        }
+        this.#moved.push(...taken)
+        try {
+          unanswered.push(...this.#sendSessions(sock, version, taken, left))
+        } catch (err) {
+          return { ok: false, reason: `stopped reading the sessions (${(err as Error).message})` }
+        }
+      }
+      if (unanswered.length === 0) break
+      let answer: Message | string
+      try {
+        answer = await this.#receive(sock, bound, exited, 'answered', 1)
+      } catch (err) {
+        // A reset socket: it died; its exit status says more.
+        await new Promise((r) => setTimeout(r, 200))
+        answer = `the new process ${exited() ?? `broke the hand-over socket (${(err as Error).message})`} before it answered`
+      }
+      if (typeof answer === 'string') return { ok: false, reason: answer.replace(/^the new process /, '') }
+      if (answer.type !== 'took') return { ok: false, reason: `sent '${answer.type}' where 'took' was expected` }
+      const batch = unanswered.shift()!
+      const refused = new Set(Array.isArray(answer.refused) ? answer.refused : [])
+      const back = batch.filter((m) => refused.has(m.identity.id))
+      if (back.length > 0) source.takeBack(back)
+      for (const m of batch) if (!refused.has(m.identity.id)) for (const fd of m.transport.fds) this.#native.closeFd(fd)
+      const answered = new Set(batch)
+      this.#moved = this.#moved.filter((m) => !answered.has(m))
+      sessions += batch.length - back.length
+      kept += back.length
+      held += heldBytes(batch)
+    }
+    try {
+      this.#native.sendFds(sock, encode({ v: version, type: 'done', sessions }), [], TOOK_BOUND_MS)
+    } catch {
+      // Every session it was sent is answered: it has them all, whether or not it reads this.
+    }
+    return { ok: true, sessions, kept, held }
+  }
+
+  /**
+   * The next message, or why none came (the new process exited, closed, or the bound passed);
+   * `what` names what it was waiting for.
+   */
+  async #receive(sock: number, deadline: number, exited: () => string | undefined, what = 'ready', pollMs = POLL_MS): Promise<Message | string> {
     for (;;) {
       let got: { payload: Buffer; fds: number[] } | null
       try {
@@ -492,15 +637,15 @@ export class Upgrader {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw err
         const why = exited()
-        if (why !== undefined) return `the new process ${why} before it was ready`
-        if (performance.now() >= deadline) return `the new process did not report ready within ${READY_BOUND_MS / 1000} s`
-        await new Promise((r) => setTimeout(r, POLL_MS))
+        if (why !== undefined) return `the new process ${why} before it ${what === 'ready' ? 'was ready' : what}`
+        if (performance.now() >= deadline) return what === 'ready' ? `the new process did not report ready within ${READY_BOUND_MS / 1000} s` : `the new process ${what} nothing within ${TOOK_BOUND_MS / 1000} s`
+        await new Promise((r) => setTimeout(r, pollMs))
         continue
       }
       if (got === null) {
         // Closed: wait a moment for its exit status, which says more.
         await new Promise((r) => setTimeout(r, 200))
-        return `the new process ${exited() ?? 'closed the hand-over socket'} before it was ready`
+        return `the new process ${exited() ?? 'closed the hand-over socket'} before it ${what === 'ready' ? 'was ready' : what}`
       }
       for (const fd of got.fds) this.#native.closeFd(fd)
       return decode(got.payload)
@@ -619,9 +764,14 @@ export class Handover {
     }
   }
 
-  /** The `sessions` messages that follow the listeners (v2), all of them, or HandoverError. */
+  /** v5: the sessions move after 'go' (receiveBatches), none with the listeners. */
+  get batched(): boolean {
+    return this.#version >= BATCHED_VERSION
+  }
+
+  /** The `sessions` messages that follow the listeners (v2 to v4), all of them, or HandoverError. */
   #receiveSessions(message: Listeners): Array<HandedSession & { fds: [number, number] }> {
-    const expected = message.v >= SESSIONS_VERSION && typeof message.sessions === 'number' ? message.sessions : 0
+    const expected = message.v >= SESSIONS_VERSION && message.v < BATCHED_VERSION && typeof message.sessions === 'number' ? message.sessions : 0
     if (typeof message.nextSession === 'number') sessionIdsAfter(message.nextSession - 1)
     const out: Array<HandedSession & { fds: [number, number] }> = []
     const held = new Map<string, Buffer[]>()
@@ -629,30 +779,86 @@ export class Handover {
       while (out.length < expected) {
         const got = this.#native.recvFds(this.#sock, MAX_MESSAGE, RECEIVE_BOUND_MS)
         if (got === null) throw new HandoverError('the old process closed the hand-over socket while sending the sessions')
-        let batch: HandedSession[]
-        try {
-          const m = decode(got.payload)
-          if (m.type === 'held' && got.fds.length === 0 && typeof m.data === 'string') {
-            const key = `${m.id} ${m.leg}`
-            held.set(key, [...(held.get(key) ?? []), Buffer.from(m.data, 'base64')])
-            continue
-          }
-          if (m.type !== 'sessions' || !Array.isArray(m.sessions) || got.fds.length !== 2 * m.sessions.length) {
-            throw new HandoverError(`expected sessions and two descriptors each, got '${m.type}' with ${got.fds.length} descriptors`)
-          }
-          batch = m.sessions.map((w) => fromWire(w, held))
-        } catch (err) {
-          for (const fd of got.fds) this.#native.closeFd(fd)
-          throw err
-        }
-        batch.forEach((s, i) => out.push({ ...s, fds: [got.fds[2 * i]!, got.fds[2 * i + 1]!] }))
+        const batch = this.#sessionsOf(got, held)
+        if (batch !== undefined) out.push(...batch)
       }
     } catch (err) {
       for (const s of out) for (const fd of s.fds) this.#native.closeFd(fd)
       throw err
     }
-    for (const s of out) sessionIdsAfter(s.identity.id)
     return out
+  }
+
+  /**
+   * One message of the sessions' hand-over: a `held` part is kept in `held` (undefined back), a
+   * `sessions` message gives its sessions, each with its two descriptors; anything else throws
+   * HandoverError with the message's descriptors closed.
+   */
+  #sessionsOf(got: { payload: Buffer; fds: number[] }, held: Map<string, Buffer[]>): Array<HandedSession & { fds: [number, number] }> | undefined {
+    let batch: HandedSession[]
+    try {
+      const m = decode(got.payload)
+      if (m.type === 'held' && got.fds.length === 0 && typeof m.data === 'string') {
+        const key = `${m.id} ${m.leg}`
+        held.set(key, [...(held.get(key) ?? []), Buffer.from(m.data, 'base64')])
+        return undefined
+      }
+      if (m.type !== 'sessions' || !Array.isArray(m.sessions) || got.fds.length !== 2 * m.sessions.length) {
+        throw new HandoverError(`expected sessions and two descriptors each, got '${m.type}' with ${got.fds.length} descriptors`)
+      }
+      batch = m.sessions.map((w) => fromWire(w, held))
+    } catch (err) {
+      for (const fd of got.fds) this.#native.closeFd(fd)
+      throw err
+    }
+    for (const s of batch) {
+      held.delete(`${s.identity.id} client`)
+      held.delete(`${s.identity.id} target`)
+      sessionIdsAfter(s.identity.id)
+    }
+    return batch.map((s, i) => ({ ...s, fds: [got.fds[2 * i]!, got.fds[2 * i + 1]!] }))
+  }
+
+  /**
+   * v5, after 'go': each `sessions` message as it comes, to `adopt` (which owns the descriptors
+   * and returns the ids it could not carry on), answered with 'took'; until 'done'. Reads without
+   * blocking the event loop (the sessions already here relay meanwhile). Resolves with what
+   * moved; `gone`: the old process closed or went silent before 'done' (what came is kept).
+   */
+  async receiveBatches(adopt: (sessions: Array<HandedSession & { fds: [number, number] }>) => number[]): Promise<{ sessions: number; refused: number; gone?: string }> {
+    const held = new Map<string, Buffer[]>()
+    let sessions = 0
+    let refused = 0
+    let heard = performance.now()
+    try {
+      for (;;) {
+        let got: { payload: Buffer; fds: number[] } | null
+        try {
+          got = this.#native.recvFds(this.#sock, MAX_MESSAGE, 0)
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw err
+          if (performance.now() - heard > RECEIVE_BOUND_MS) return { sessions, refused, gone: `nothing from the old process for ${RECEIVE_BOUND_MS / 1000} s` }
+          await new Promise((r) => setTimeout(r, 1))
+          continue
+        }
+        heard = performance.now()
+        if (got === null) return { sessions, refused, gone: 'the old process closed the hand-over socket' }
+        if (got.fds.length === 0) {
+          const m = decode(got.payload)
+          if (m.type === 'done') return { sessions, refused }
+        }
+        const batch = this.#sessionsOf(got, held)
+        if (batch === undefined) continue
+        const no = adopt(batch)
+        sessions += batch.length - no.length
+        refused += no.length
+        this.#send({ v: this.#version, type: 'took', refused: no })
+      }
+    } catch (err) {
+      return { sessions, refused, gone: (err as Error).message }
+    } finally {
+      this.#native.closeFd(this.#sock)
+    }
   }
 
   /**
@@ -662,6 +868,7 @@ export class Handover {
    */
   ready(listeners: number, refused: number[] = []): void {
     if (this.#stderr !== undefined) this.#native.moveFd(this.#stderr, 2)
+    let keepOpen = false
     try {
       this.#send({ v: this.#version, type: 'ready', pid: process.pid, listeners, ...(this.#version >= SESSIONS_VERSION && { refused }) })
       if (this.#version < COMMIT_VERSION) return
@@ -676,8 +883,11 @@ export class Handover {
       for (const fd of got.fds) this.#native.closeFd(fd)
       const m = decode(got.payload)
       if (m.type !== 'go') throw new HandoverError(`expected 'go', got '${m.type}'; the old process keeps the sessions`)
+      if (typeof m.nextSession === 'number') sessionIdsAfter(m.nextSession - 1)
+      // v5: the sessions follow (receiveBatches).
+      keepOpen = this.batched
     } finally {
-      this.#native.closeFd(this.#sock)
+      if (!keepOpen) this.#native.closeFd(this.#sock)
     }
   }
 

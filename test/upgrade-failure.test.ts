@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { connect, echoServer, freePort, waitFor } from './helpers/net.ts'
 import { entryFile, killAllAtEnd, MAIN, NATIVE, ROOT, roundTrip, start, upgradeTestSetup } from './helpers/upgrade.ts'
 import { runCliAsync, spawnProxy } from './helpers/cli.ts'
+import { HANDOVER_VERSIONS } from '../src/upgrade.ts'
 
 const { native, dir } = upgradeTestSetup(t, 'upgrade-failure')
 
@@ -53,7 +54,7 @@ t.test('failure is safe: broken entry point, never ready, unknown format; SIGUSR
   const hello = JSON.stringify({ v: 99, type: 'hello', pid: 0, accepts: [99] })
   await failedAttempt(
     `const { loadNative } = await import(${JSON.stringify(NATIVE)})\nloadNative().binding.sendFds(3, Buffer.from(${JSON.stringify(hello)}), [], 1000)\nsetInterval(() => {}, 1000)\n`,
-    /speaks hand-over format 99, this one 4, 3, 2, 1: no common version/,
+    new RegExp(`speaks hand-over format 99, this one ${HANDOVER_VERSIONS.join(', ')}: no common version`),
   )
   t.equal(proxy.proc.exitCode, null, 'the old process is still running')
   // The real release back on disk: the next SIGUSR2 upgrades.
@@ -93,10 +94,10 @@ t.test('a state of an unknown format is refused by the new process: it binds not
       return false
     }
   }, 30_000)
-  t.match(JSON.parse(hello!.payload.toString()), { v: 4, type: 'hello', pid: child.pid, accepts: [4, 3, 2, 1] })
+  t.match(JSON.parse(hello!.payload.toString()), { v: HANDOVER_VERSIONS[0], type: 'hello', pid: child.pid, accepts: [...HANDOVER_VERSIONS] })
   native.sendFds(mine, Buffer.from(JSON.stringify({ v: 99, type: 'listeners', pid: process.pid, listeners: [] })), [], 1000)
   t.equal(await exited, 1)
-  t.equal(stderr, 'ka-proxy: upgrade hand-over: format version 99 is not known to this release (it knows 4, 3, 2, 1); nothing was taken over\n')
+  t.equal(stderr, `ka-proxy: upgrade hand-over: format version 99 is not known to this release (it knows ${HANDOVER_VERSIONS.join(', ')}); nothing was taken over\n`)
 })
 
 t.test('ka-proxy upgrade (what systemctl reload runs): a config made invalid fails the command with the reason, the old process serves on', async (t) => {

@@ -1,8 +1,8 @@
 // The edges of an upgrade's hand-over, with the real command and a "new release" on disk that is
 // the real one with a hook on the moment it sends 'ready': SIGTERM to the old process after the
-// sessions were handed over and before the new process took over (the old process stops the new
-// one, takes every session back and drains them; none lost, none doubled), and a 'ready' the old
-// process reads after its 10 s bound (it refuses it, and the new process has relayed nothing).
+// hand-over began and before the new process took over (the old process stops the new one and
+// drains every session; none lost, none doubled), and a 'ready' the old process reads after its
+// 10 s bound (it refuses it; the new process has relayed nothing and accepted no client).
 
 import t from 'tap'
 import { collect, connect, sleep, waitFor } from './helpers/net.ts'
@@ -14,12 +14,15 @@ const { dir } = upgradeTestSetup(t, 'upgrade-signals')
 const hookedEntry = (hook: string): string =>
   `const { loadNative } = await import(${JSON.stringify(NATIVE)})\n` +
   `const n = loadNative().binding\nconst send = n.sendFds\n` +
+  // Says when it starts accepting on a listening socket (the pump's acceptor).
+  `const Acceptor = n.Acceptor\n` +
+  `n.Acceptor = class extends Acceptor { constructor(...a) { process.stdout.write('HOOK accepting\\n'); super(...a) } }\n` +
   `n.sendFds = (sock, payload, fds, ms) => {\n` +
   `  if (payload.includes('"type":"ready"')) { process.stdout.write('HOOK ready\\n'); ${hook} }\n` +
   `  return send(sock, payload, fds, ms)\n}\n` +
   `await import(${JSON.stringify(MAIN)})\n`
 
-t.test('SIGTERM after the sessions were handed over, before the new process took over: every session comes back and drains', async (t) => {
+t.test('SIGTERM after the hand-over began, before the new process took over: every session stays whole and drains', async (t) => {
   const { entry, proxy, client, server } = await oneSession(t, dir, 'sigterm', ['--shutdown-grace', '60'])
   // The new release waits 1.5 s before its 'ready': the window for the signal.
   entry.install(hookedEntry('Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500)'))
@@ -29,7 +32,9 @@ t.test('SIGTERM after the sessions were handed over, before the new process took
   proxy.proc.kill('SIGTERM')
   const failed = await proxy.line((l) => l.msg.startsWith('upgrade failed'), 10_000)
   t.match(String(failed.reason), /stopping: the new process was stopped before it took over|was killed by SIGKILL/, `one line says why: ${String(failed.reason)}`)
-  const newPid = Number(proxy.logs.find((l) => l.msg === 'listening' && l.pid !== proxy.proc.pid)?.pid)
+  // Its routes' lines (it listens on the sockets handed over only once told, so no 'listening').
+  const newPid = Number(proxy.logs.find((l) => typeof l.pid === 'number' && l.pid !== proxy.proc.pid)?.pid)
+  t.ok(newPid > 0, `the new process logged (pid ${newPid})`)
   t.ok(await waitFor(() => !alive(newPid), 5000), 'the new process was stopped')
   t.notOk(proxy.logs.some((l) => /could not be carried on here/.test(l.msg)), 'no session closed for want of a route')
   const whole = await streams.whole()
@@ -61,8 +66,15 @@ t.test("a 'ready' the old process reads after its 10 s bound is refused; the new
   const starting = await proxy.line((l) => l.msg === 'upgrade: starting a new process', 30_000)
   await proxy.line((l) => l.msg === 'HOOK ready', 30_000)
   client.write('sent while the old process is stopped')
+  // A client connecting now waits in the backlog: the new process accepts only once told.
+  const waiting = await connect(port)
+  let waitingEnd: string | undefined
+  waiting.on('error', (err: NodeJS.ErrnoException) => (waitingEnd ??= String(err.code)))
+  waiting.on('close', () => (waitingEnd ??= 'closed'))
+  waiting.write('waited')
   await sleep(1500)
   t.equal(atServer.length(), 0, 'the new process, not yet told, relays nothing')
+  t.notOk(proxy.logs.some((l) => l.msg === 'HOOK accepting'), 'and accepts on no listening socket')
   // Past the old process's bound (10 s from the attempt's start), then it runs again.
   await sleep(Math.max(0, Number(starting.time) + 10_500 - Date.now()))
   process.kill(oldPid, 'SIGCONT')
@@ -71,6 +83,12 @@ t.test("a 'ready' the old process reads after its 10 s bound is refused; the new
   t.ok(await waitFor(() => atServer.length() >= 36, 5000), 'the old process relays what waited')
   client.write(' and after')
   t.ok(await waitFor(() => atServer.data().toString() === 'sent while the old process is stopped and after', 5000), `once, in order: ${JSON.stringify(atServer.data().toString())}`)
+  const waitingServer = await target.next()
+  const atWaiting = collect(waitingServer)
+  t.ok(await waitFor(() => atWaiting.data().toString() === 'waited', 5000), `the client that connected meanwhile is served by the old process (${waitingEnd ?? 'open'})`)
+  t.equal(waitingEnd, undefined, 'it was neither reset nor closed')
+  waiting.end()
+  waitingServer.end()
   const s2 = await connect(port)
   const s2Server = await target.next()
   s2.end()
