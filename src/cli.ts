@@ -10,7 +10,6 @@ import { flagOf, KEEPALIVE_FIELDS, KEEPALIVE_SCOPES, LEGS, type Leg } from './co
 import { loadConfigFileOffLoop } from './config/file.ts'
 import { ProxyApp } from './app.ts'
 import { formatEndpoint } from './config/endpoint.ts'
-import { runFailback, runStatus } from './admin/status.ts'
 import { PROFILE_NAMES, profilesTable } from './keepalive/profiles.ts'
 import { HEARTBEAT_DEFAULTS as HB, HEARTBEAT_FLAGS } from './config/heartbeat.ts'
 import { ConfigError, EXIT_FAILURE, EXIT_INTERNAL, KaError } from './errors.ts'
@@ -206,11 +205,11 @@ export async function run(argv: string[]): Promise<number> {
     write(`${profilesTable()}\n`)
     return 0
   }
-  if (command === 'status') return runStatus(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, write)
+  if (command === 'status') return (await import('./admin/status.ts')).runStatus(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, write)
   if (args.route !== undefined && command !== 'failback') throw new ConfigError('--route', 'only goes with the failback command')
   if (args.pid !== undefined && command !== 'upgrade') throw new ConfigError('--pid', 'only goes with the upgrade command')
   if (command === 'upgrade') return runUpgrade(upgradeTarget(args.pid, args.pidFile as string | undefined, process.env.MAINPID), write)
-  if (command === 'failback') return runFailback(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, args.route as string | undefined, write)
+  if (command === 'failback') return (await import('./admin/status.ts')).runFailback(String(args.admin ?? DEFAULT_ADMIN), args.adminToken as string | undefined, args.route as string | undefined, write)
   if (args.force !== undefined && command !== 'pair-key') throw new ConfigError('--force', 'only goes with the pair-key command')
   if (command === 'pair-key') return runPairKey(args, write)
   if (command !== undefined && command !== 'check') throw new ConfigError(String(command), 'unknown command (see ka-proxy --help)')
