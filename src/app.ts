@@ -317,6 +317,11 @@ export class ProxyApp implements AdminSource {
     return out
   }
 
+  /** Each route's keepalive settings, which its sessions' sockets have, for an upgrade. */
+  keepaliveStates(): Record<string, ProxyOptions['keepalive']> {
+    return Object.fromEntries([...this.#routes].map(([name, listener]) => [name, listener.options.keepalive]))
+  }
+
   /** Each route's targets as its pool knows them (health, failed connects, the one in use), for an upgrade. */
   targetStates(): Record<string, PoolState> {
     return Object.fromEntries([...this.#routes].map(([name, listener]) => [name, listener.pool.exportState()]))
@@ -365,7 +370,7 @@ export class ProxyApp implements AdminSource {
    * exactly as a reload drains a removed route (shutdownGrace, then a FIN to each peer), from
    * finishAdoption: at once unless `more` (v5: more sessions may follow in later messages).
    */
-  adoptSessions(sessions: Array<HandedSession & { fds: [number, number] }>, from?: Pick<InheritedListeners, 'removed' | 'targets'>, more = false): { adopted: AdoptedSession[]; refused: number[] } {
+  adoptSessions(sessions: Array<HandedSession & { fds: [number, number] }>, from?: Pick<InheritedListeners, 'removed' | 'targets' | 'keepalive'>, more = false): { adopted: AdoptedSession[]; refused: number[] } {
     const adopted: AdoptedSession[] = []
     const refused: number[] = []
     const removed = this.#adoptedRemoved
@@ -384,7 +389,9 @@ export class ProxyApp implements AdminSource {
       try {
         const listener = this.#routes.get(s.route) ?? removedRoute(s.route)
         if (listener === undefined) throw new Error(`route ${s.route} is not in this config`)
-        adopted.push(listener.adoptSession(s.identity, s.target, s.fds, s.state))
+        // Sockets keep their options: set again only where this config's differ (v5 says which they have).
+        const tuned = from !== undefined && Object.hasOwn(from.keepalive, s.route) && JSON.stringify(from.keepalive[s.route]) === JSON.stringify(listener.options.keepalive)
+        adopted.push(listener.adoptSession(s.identity, s.target, s.fds, s.state, tuned))
       } catch (err) {
         this.#logger.warn({ session: s.identity.id, route: s.route, error: (err as Error).message }, 'upgrade: a session handed over cannot be carried on; the old process keeps it')
         refused.push(s.identity.id)

@@ -450,7 +450,7 @@ export class ProxyListener {
    * Throws (EMFILE, a transport that cannot adopt) with nothing changed; the caller keeps the
    * descriptors either way.
    */
-  adoptSession(identity: SessionIdentity, target: { host: string; port: number }, fds: [number, number], state: TransportState): AdoptedSession {
+  adoptSession(identity: SessionIdentity, target: { host: string; port: number }, fds: [number, number], state: TransportState, tuned = false): AdoptedSession {
     const transports = this.#transports
     if (transports.adopt === undefined) throw new Error(`the ${transports.kind} transport cannot adopt a session`)
     const key = formatEndpoint(target.host, target.port)
@@ -458,7 +458,7 @@ export class ProxyListener {
     const session = new Session(this.#ctx, upstream, (events) => transports.adopt!(fds, state, events), identity)
     this.sessions.add(session)
     this.#hooks.sessionOpened?.()
-    return { session, start: () => session.adopt(identity.ended, this.#options.keepalive.client) }
+    return { session, start: () => session.adopt(identity.ended, tuned ? undefined : this.#options.keepalive.client) }
   }
 
   #onSessionClosed(session: Session): void {

@@ -205,14 +205,16 @@ export class Session implements TransportEvents {
 
   /**
    * Carries on a session handed over by an upgrade (built with its identity and an adopted
-   * transport): both legs are up; the route's keepalive is applied to both, the half-close
-   * bound restarts for a half-closed one, and the bytes held are written first.
+   * transport): both legs are up; the route's keepalive is applied to both (`clientKeepalive`
+   * undefined: the sockets have it already), the half-close bound restarts for a half-closed
+   * one, and the bytes held are written first.
    */
-  adopt(ended: Leg | null, clientKeepalive: KeepaliveSettings): void {
+  adopt(ended: Leg | null, clientKeepalive: KeepaliveSettings | undefined): void {
     const ctx = this.#ctx
     this.#closed.target = false
     this.#targetUp = true
-    for (const [leg, settings] of [['client', clientKeepalive], ['target', ctx.targetKeepalive]] as const) {
+    // undefined: the sockets already have this route's settings (set by the process that handed them over).
+    for (const [leg, settings] of clientKeepalive === undefined ? [] : ([['client', clientKeepalive], ['target', ctx.targetKeepalive]] as const)) {
       const handle = this.legHandle(leg)
       try {
         if (handle !== undefined) ctx.sockets.set(handle, settings)

@@ -17,6 +17,7 @@
 //   old -> new  {v, type: 'go'}                                  v3: the sessions are the new one's
 // From v5 the sessions move after the commit, a message at a time, instead of before 'ready':
 //   new -> old  {v, type: 'ready', pid, listeners}               routes built; handed-over listeners not yet accepting
+//               (v5 adds `keepalive`: per route, the settings its sessions' sockets have)
 //   old -> new  {v, type: 'go', nextSession}                     the listeners are the new one's; this one stops accepting
 //   old -> new  {v, type: 'held' | 'sessions', ...}              as in v2, at most WINDOW messages unanswered
 //   new -> old  {v, type: 'took', refused}                       one per `sessions` message: they relay there now
@@ -216,6 +217,8 @@ interface Listeners {
   nextSession?: number
   /** v4: per route the hello did not name, its settings as its config would write them (RawOptions). */
   removed?: Record<string, unknown>
+  /** v5: per route, the keepalive settings its sessions' sockets have (the new process sets none that match). */
+  keepalive?: Record<string, unknown>
 }
 
 interface Ready {
@@ -288,6 +291,8 @@ export interface UpgradeSource {
   listeners(): Array<HandedListener & { fd: number }>
   /** Per route name: what its target pool knows, so the new process neither flaps nor moves a target. */
   targetStates(): Record<string, unknown>
+  /** Per route name: the keepalive settings its sessions' sockets have (v5). */
+  keepaliveStates(): Record<string, unknown>
   sessionCount: number
   /** The sessions that can move (established, not ending) leave their routes: those named, or (undefined) all; at most `limit`. */
   handOverSessions(routes: ReadonlySet<string> | undefined, limit?: number): Array<MovedSession & { route: string }>
@@ -478,6 +483,7 @@ export class Upgrader {
         const kept = new Set(Array.isArray(hello.routes) ? hello.routes.map(String) : [])
         if (version >= REMOVED_ROUTES_VERSION) message.removed = source.removedRoutes(kept)
         if (!batched) this.#moved = source.handOverSessions(version >= REMOVED_ROUTES_VERSION ? undefined : kept)
+        else message.keepalive = source.keepaliveStates()
         message.sessions = batched ? source.sessionCount : this.#moved.length
         message.nextSession = source.nextSessionId
       }
@@ -677,11 +683,14 @@ export class InheritedListeners {
   readonly sessions: Array<HandedSession & { fds: [number, number] }>
   /** v4: routes this config lacks whose sessions came too: their settings, unchecked (RawOptions). */
   readonly removed: Record<string, unknown>
+  /** v5: per route, the keepalive settings the sessions' sockets have in the old process. */
+  readonly keepalive: Record<string, unknown>
   readonly #fds: Map<string, number>
   readonly #native: NativeAddon
 
-  constructor(from: number, fds: Map<string, number>, targets: Record<string, unknown>, sessions: Array<HandedSession & { fds: [number, number] }>, native: NativeAddon, removed: Record<string, unknown> = {}) {
+  constructor(from: number, fds: Map<string, number>, targets: Record<string, unknown>, sessions: Array<HandedSession & { fds: [number, number] }>, native: NativeAddon, removed: Record<string, unknown> = {}, keepalive: Record<string, unknown> = {}) {
     this.from = from
+    this.keepalive = keepalive
     this.#fds = fds
     this.targets = targets
     this.sessions = sessions
@@ -757,7 +766,8 @@ export class Handover {
       const targets = message.targets !== null && typeof message.targets === 'object' ? message.targets : {}
       const sessions = this.#receiveSessions(message)
       const removed = message.removed !== null && typeof message.removed === 'object' ? message.removed : {}
-      return new InheritedListeners(message.pid, fds, targets, sessions, this.#native, removed)
+      const keepalive = message.keepalive !== null && typeof message.keepalive === 'object' ? message.keepalive : {}
+      return new InheritedListeners(message.pid, fds, targets, sessions, this.#native, removed, keepalive)
     } catch (err) {
       for (const fd of got.fds) this.#native.closeFd(fd)
       throw err

@@ -7,7 +7,8 @@
 
 import t from 'tap'
 import type { Socket } from 'node:net'
-import { connect, echoServer, waitFor } from './helpers/net.ts'
+import { request } from 'undici'
+import { connect, echoServer, freePort, waitFor } from './helpers/net.ts'
 import { entryFile, killAllAtEnd, MAIN, NATIVE, roundTrip, start, upgradeTestSetup } from './helpers/upgrade.ts'
 
 const { dir } = upgradeTestSetup(t, 'upgrade-batches')
@@ -42,10 +43,13 @@ async function echoes(c: Client, text: string): Promise<boolean> {
   return Promise.race([roundTrip(c.socket, text).then((got) => got === text, () => false), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))])
 }
 
-t.test(`${SESSIONS} sessions move in messages of ${PER_MESSAGE}: every one echoes after, with its id; the counts agree`, async (t) => {
+t.test(`${SESSIONS} sessions move in messages of ${PER_MESSAGE}: every one echoes after, with its id and its keepalive; the counts agree`, async (t) => {
   const target = await echoServer(t)
   const entry = entryFile(t, dir, 'many')
-  const { proxy, port } = await start(t, entry, ['--target', `127.0.0.1:${target}`])
+  const admin = await freePort()
+  // Settings of its own on both legs: the config does not change, so the new process sets none
+  // again (the sockets keep theirs), and /sessions must still read them back.
+  const { proxy, port } = await start(t, entry, ['--target', `127.0.0.1:${target}`, '--admin', `127.0.0.1:${admin}`, '--idle', '41', '--interval', '6', '--count', '4'])
   const clients = await sessions(port, SESSIONS)
   const oldPid = proxy.proc.pid!
   proxy.proc.kill('SIGUSR2')
@@ -56,6 +60,11 @@ t.test(`${SESSIONS} sessions move in messages of ${PER_MESSAGE}: every one echoe
   t.equal(took.sessions, SESSIONS, 'the new process took them all')
   t.equal(took.refused, 0)
   t.equal(await proxy.exited, 0, 'the old process exits')
+  const res = await request(`http://127.0.0.1:${admin}/sessions`)
+  const listed = ((await res.body.json()) as { sessions: Array<{ legs: Record<string, { keepalive: { idle: number; interval: number; count: number } } | null> }> }).sessions
+  t.equal(listed.length, SESSIONS, '/sessions in the new process lists them')
+  const read = new Set(listed.flatMap((s) => ['client', 'target'].map((leg) => JSON.stringify(s.legs[leg]?.keepalive && [s.legs[leg]!.keepalive.idle, s.legs[leg]!.keepalive.interval, s.legs[leg]!.keepalive.count]))))
+  t.same([...read], [JSON.stringify([41, 6, 4])], 'every leg reads back the route\'s keepalive')
   const results = await Promise.all(clients.map((c, i) => echoes(c, `after ${i}`)))
   t.equal(results.filter(Boolean).length, SESSIONS, 'every session echoes after the upgrade')
   for (const c of clients) c.socket.end()
