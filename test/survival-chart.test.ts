@@ -28,7 +28,7 @@ const COLOR = { direct: [0x7f, 0x7f, 0x7f], 'ka-proxy': [0x1f, 0x77, 0xb4], hapr
 type Relay = keyof typeof COLOR
 
 function fault(ends: number[]): OutcomeSummary {
-  return { relay: '', sessions: SESSIONS, ends, window: WINDOW, peerSaw: {}, socketsLeft: 0, descriptorsLeft: 0, logReasons: null }
+  return { relay: '', sessions: SESSIONS, ends, window: WINDOW, peerSaw: {}, socketsLeft: 0, descriptorsLeft: 0, linkDowns: null, logReasons: null }
 }
 
 function idleChecks(aliveUntil: number, sessions = SESSIONS): IdleCheck[] {

@@ -3,7 +3,8 @@
 // Plain sockets with the kernel's defaults (no keepalive), as a naive app would have. It takes
 // JSON commands on stdin and answers on stdout, one line each:
 //   {"id":1,"op":"open","group":"ka-proxy/idle","host":"127.0.0.1","port":15001,"count":50,"timeoutMs":5000}
-//   {"id":2,"op":"ping","group":"ka-proxy/idle","timeoutMs":3000}   (echo round trip per session)
+//   {"id":2,"op":"ping","group":"ka-proxy/idle","timeoutMs":3000}   (echo round trip per session:
+//        ok; garbled: it came, but what came back so far is not exactly what was written; timeout; closed)
 //   {"id":3,"op":"send","group":"ka-proxy/idle","text":"x\n"}      (write, do not wait)
 //   {"id":4,"op":"destroy","group":"ka-proxy/idle"}
 // and prints {"ev":"close","tag":...,"how":"fin"|"rst"|"error:CODE","t":ms} when a relay or
@@ -16,6 +17,10 @@ interface Session {
   tag: string
   socket: Socket
   received: string
+  /** Written and not yet echoed: what must come back next, in this order. */
+  unechoed: string
+  /** Something came back that was not the next of what was written (lost, repeated, reordered). */
+  garbled: boolean
   closed: boolean
   onReceive: (() => void) | null
 }
@@ -68,17 +73,25 @@ function expect(session: Session, expected: string, timeoutMs: number): Promise<
   })
 }
 
+/** Writes `text` on the session; the echo server sends it back, checked as it comes. */
+function write(session: Session, text: string): void {
+  session.unechoed += text
+  session.socket.write(text)
+}
+
 function openOne(tag: string, host: string, port: number, timeoutMs: number): Promise<Session | string> {
   const socket = net.connect({ host, port })
-  const session: Session = { tag, socket, received: '', closed: false, onReceive: null }
+  const session: Session = { tag, socket, received: '', unechoed: '', garbled: false, closed: false, onReceive: null }
   socket.setEncoding('latin1')
   socket.on('data', (chunk: string) => {
+    if (!session.unechoed.startsWith(chunk)) session.garbled = true
+    session.unechoed = session.unechoed.slice(chunk.length)
     session.received += chunk
     session.onReceive?.()
   })
   socket.on('end', () => ended(session, 'fin'))
   socket.on('error', (err: NodeJS.ErrnoException) => ended(session, err.code === 'ECONNRESET' ? 'rst' : `error:${err.code ?? 'unknown'}`))
-  socket.write(`${tag}\n`)
+  write(session, `${tag}\n`)
   return expect(session, `${tag}\n`, timeoutMs).then(ok => {
     if (ok) return session
     socket.destroy()
@@ -105,16 +118,16 @@ async function ping(cmd: Command): Promise<Record<string, unknown>> {
     }
     pingSeq += 1
     const token = `ping-${pingSeq}\n`
-    s.socket.write(token)
+    write(s, token)
     const ok = await expect(s, token, cmd.timeoutMs ?? 3000)
-    results[s.tag] = ok ? 'ok' : s.closed ? 'closed' : 'timeout'
+    results[s.tag] = ok ? (s.garbled ? 'garbled' : 'ok') : s.closed ? 'closed' : 'timeout'
   }))
   return { results }
 }
 
 function send(cmd: Command): Record<string, unknown> {
   for (const s of groups.get(cmd.group) ?? []) {
-    if (!s.closed) s.socket.write(cmd.text ?? 'x\n')
+    if (!s.closed) write(s, cmd.text ?? 'x\n')
   }
   return { t: Date.now() }
 }

@@ -13,7 +13,8 @@ export interface AppClose {
   t: number
 }
 
-export type PingResult = 'ok' | 'timeout' | 'closed'
+/** "garbled": the echo came back after bytes that were not sent then (lost, duplicated or reordered ones). */
+export type PingResult = 'ok' | 'garbled' | 'timeout' | 'closed'
 
 interface Reply {
   re: number

@@ -7,13 +7,22 @@
 // - freezeServer: the server application hangs (SIGSTOP) while its kernel still answers TCP,
 //   so keepalive sees a healthy peer; only an application-level check can tell.
 // - resetServer: the server's kernel aborts its connections and sends RST (ss -K).
+// - flushNat: the NAT forgets every flow at once (conntrack -F: a NAT reboot or failover, a full
+//   table). With tcp_loose 0 the next packet of each flow is INVALID and dropped: every
+//   connection through it is a silent blackhole; only new connections get through.
 // - heal: removes every fault.
 
 import type { Lab } from './lab.ts'
 import { run } from './exec.ts'
 import { signalAll } from './pids.ts'
+import { missingCommand } from './relays/command.ts'
 
 const CLIENT_FAULT_TABLE = 'kalab_faults'
+
+/** Null when flushNat can run here (the conntrack command), otherwise what to install. */
+export function natFlushUnavailable(): Promise<string | null> {
+  return missingCommand('conntrack', ['--version'], 'conntrack')
+}
 
 export class Faults {
   private readonly lab: Lab
@@ -61,6 +70,10 @@ export class Faults {
   /** The server's kernel aborts its established connections on `port` with an RST. */
   async resetServer(port: number): Promise<void> {
     await this.lab.exec('server', 'ss', ['-K', 'state', 'established', `( sport = :${port} )`])
+  }
+
+  async flushNat(): Promise<void> {
+    await this.lab.exec('router', 'conntrack', ['-F'])
   }
 
   async heal(): Promise<void> {

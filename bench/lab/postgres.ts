@@ -13,6 +13,7 @@ import { thaw } from './pids.ts'
 import { freePort } from './ports.ts'
 import { waitForListening, type Endpoint } from './ss.ts'
 import { spawnScript } from './node-script.ts'
+import type { LabProcess } from './process.ts'
 
 const PG_USER = 'postgres'
 const BIN_DIRS = ['/usr/lib/postgresql/17/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/15/bin']
@@ -162,4 +163,41 @@ export async function idleQuery(lab: Lab, to: Endpoint, idleSeconds: number, que
     afterIdle: step('after-idle')?.ok === true,
     ...(error === undefined ? {} : { error })
   }
+}
+
+export interface PgAnswer {
+  /** pg_backend_pid(), or null: no answer (an error, or none within the timeout). */
+  pid: number | null
+  /** Milliseconds from the question to the answer or the failure. */
+  ms: number
+  /** When the answer or the failure came (ms since epoch). */
+  at: number
+  error?: string
+}
+
+/** Idle PostgreSQL sessions held by an app in the client namespace (bench/lab/pg-sessions.ts). */
+export class PgSessions {
+  readonly proc: LabProcess
+  /** Each session's backend pid once connected. */
+  readonly pids: number[]
+
+  constructor(proc: LabProcess, pids: number[]) {
+    this.proc = proc
+    this.pids = pids
+  }
+
+  /** SELECT pg_backend_pid() on every session at once, each waiting at most `timeoutMs`. */
+  async query(timeoutMs: number): Promise<PgAnswer[]> {
+    const mark = this.proc.lines.length
+    this.proc.child.stdin?.write(`query ${timeoutMs}\n`)
+    const line = await this.proc.waitForLine(l => this.proc.lines.indexOf(l) >= mark && l.includes('"answers"'), timeoutMs + 10_000, 'answers')
+    return (JSON.parse(line) as { answers: PgAnswer[] }).answers
+  }
+}
+
+/** Opens `count` sessions to `to` from the client namespace and keeps them open, idle. */
+export async function holdPgSessions(lab: Lab, to: Endpoint, count: number): Promise<PgSessions> {
+  const proc = spawnScript(lab, 'client', 'pg-sessions.ts', [to.host, String(to.port), String(count)])
+  const ready = await proc.waitForLine(l => l.includes('"ready"'), 30_000, 'ready')
+  return new PgSessions(proc, (JSON.parse(ready) as { pids: number[] }).pids)
 }

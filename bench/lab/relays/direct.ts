@@ -1,7 +1,7 @@
 // No relay: the app connects straight to the server through the NAT, with the kernel's
 // default keepalive (off). The baseline that shows what the NAT does to an idle connection.
 
-import type { Relay } from './relay.ts'
+import { targetAcross, type Relay } from './relay.ts'
 
 export const direct: Relay = {
   name: 'direct',
@@ -9,9 +9,9 @@ export const direct: Relay = {
   async unavailable() {
     return null
   },
-  async start({ target }) {
+  async start(ctx) {
     return {
-      address: target,
+      address: (await targetAcross(ctx)).target,
       async pids() { return [] },
       async stop() {}
     }

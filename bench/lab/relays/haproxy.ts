@@ -6,7 +6,7 @@
 
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Relay, RelayConfig } from './relay.ts'
+import { targetAcross, type Relay, type RelayConfig } from './relay.ts'
 import { labGeneration, missingCommand, startCommandRelay, type Upgrade } from './command.ts'
 import { waitForListening } from '../ss.ts'
 
@@ -53,7 +53,8 @@ export const haproxy: Relay = {
   name: 'haproxy',
   proxies: true,
   unavailable: () => missingCommand('haproxy', ['-v'], 'haproxy'),
-  async start(ctx) {
+  async start(start) {
+    const ctx = await targetAcross(start)
     const dir = ctx.lab.tempDir('haproxy')
     const file = join(dir, 'haproxy.cfg')
     const socket = join(dir, 'stats.sock')

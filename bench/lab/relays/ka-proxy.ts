@@ -5,7 +5,8 @@
 
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import type { KeepaliveSettings, Relay, RelayConfig } from './relay.ts'
+import { targetAcross, type KeepaliveSettings, type Relay, type RelayConfig, type RelayOptions } from './relay.ts'
+import type { Lab, Role } from '../lab.ts'
 import { REPO_ROOT } from '../node-script.ts'
 import { processTree, socketDescriptors } from '../pids.ts'
 import { Generations, labGeneration, strayGeneration } from './command.ts'
@@ -40,11 +41,38 @@ export function kaProxyArgs({ listen, target, options }: RelayConfig): string[] 
   return [
     '--listen', `${listen.host}:${listen.port}`,
     '--target', `${target.host}:${target.port}`,
+    ...kaProxySettingArgs(options)
+  ]
+}
+
+/** The arguments of `options` (keepalive of both legs, user timeout, paired mode) and JSON logs. */
+export function kaProxySettingArgs(options: RelayOptions): string[] {
+  return [
     ...keepaliveArgs('', options.target),
     ...keepaliveArgs('client-', options.client),
     ...(options.userTimeout === undefined ? [] : ['--user-timeout', String(options.userTimeout)]),
+    ...(options.pairHeartbeat === undefined ? [] : ['--pair-heartbeat', String(options.pairHeartbeat)]),
+    ...(options.resumeWindow === undefined ? [] : ['--resume-window', String(options.resumeWindow)]),
     '--log-format', 'json'
   ]
+}
+
+/** The path of ka-proxy's entry point, or why it cannot run. */
+export function kaProxyUnavailable(entry: KaProxyEntry): string | null {
+  const path = entryPath(entry)
+  return existsSync(path) ? null : `ka-proxy not found at ${path}${entry === 'dist' ? ' (npm run build)' : ''}`
+}
+
+/** Starts ka-proxy with `args` in the namespace of `role`; resolves once it logged "listening". */
+export async function startKaProxy(lab: Lab, role: Role, args: readonly string[], entry: KaProxyEntry): Promise<LabProcess> {
+  const proc = lab.spawn(role, 'ka-proxy', process.execPath, [...kaProxyEntryArgs(entry), ...args], { cwd: REPO_ROOT })
+  await proc.waitForLine(line => parseJson(line)?.msg === 'listening', 20_000, 'its "listening" log line')
+  return proc
+}
+
+/** Its "session closed" log lines. */
+export function sessionLines(proc: LabProcess): Array<Record<string, unknown>> {
+  return proc.lines.map(parseJson).filter((e): e is Record<string, unknown> => e?.msg === 'session closed')
 }
 
 /** One of ka-proxy's JSON log lines as an object; null for anything else. */
@@ -57,26 +85,24 @@ export function parseJson(line: string): Record<string, unknown> | null {
   }
 }
 
-export function kaProxy(entry: KaProxyEntry = process.env.KA_PROXY_ENTRY === 'dist' ? 'dist' : 'src'): Relay {
+/** The entry point the lab runs unless told: the sources, or dist/ with KA_PROXY_ENTRY=dist. */
+export const DEFAULT_ENTRY: KaProxyEntry = process.env.KA_PROXY_ENTRY === 'dist' ? 'dist' : 'src'
+
+export function kaProxy(entry = DEFAULT_ENTRY): Relay {
   return {
     name: 'ka-proxy',
     proxies: true,
-    async unavailable() {
-      const path = entryPath(entry)
-      return existsSync(path) ? null : `ka-proxy not found at ${path}${entry === 'dist' ? ' (npm run build)' : ''}`
-    },
-    async start(ctx) {
-      const proc = ctx.lab.spawn('client', 'ka-proxy', process.execPath, [...kaProxyEntryArgs(entry), ...kaProxyArgs(ctx)], { cwd: REPO_ROOT })
-      await proc.waitForLine(line => parseJson(line)?.msg === 'listening', 20_000, 'its "listening" log line')
+    unavailable: async () => kaProxyUnavailable(entry),
+    async start(start) {
+      const ctx = await targetAcross(start)
+      const proc = await startKaProxy(ctx.lab, 'client', kaProxyArgs(ctx), entry)
       const generations = new Generations(labGeneration(proc))
       const baseline = socketDescriptors(processTree(proc.pid))
       return {
         address: ctx.listen,
         async pids() { return generations.pids() },
         async descriptorsLeft() { return socketDescriptors(generations.pids()) - baseline },
-        sessionLog() {
-          return proc.lines.map(parseJson).filter((e): e is Record<string, unknown> => e?.msg === 'session closed')
-        },
+        sessionLog: () => sessionLines(proc),
         async upgrade() {
           const old = generations.current
           generations.add(strayGeneration(ctx.lab, await upgrade(proc)))

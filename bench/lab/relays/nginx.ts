@@ -9,7 +9,7 @@
 
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Relay, RelayConfig } from './relay.ts'
+import { targetAcross, type Relay, type RelayConfig } from './relay.ts'
 import { commandPath, commandRelay, missingCommand, strayGeneration, type Upgrade } from './command.ts'
 import { sleep } from '../exec.ts'
 import { processTree, signalAll } from '../pids.ts'
@@ -50,7 +50,8 @@ export const nginx: Relay = {
     if (missing !== null) return missing
     return existsSync(STREAM_MODULE) ? null : 'nginx stream module not installed (apt-get install -y libnginx-mod-stream)'
   },
-  async start(ctx) {
+  async start(start) {
+    const ctx = await targetAcross(start)
     const dir = ctx.lab.tempDir('nginx')
     const file = join(dir, 'nginx.conf')
     writeFileSync(file, nginxConfig(ctx, dir, undefined, true))

@@ -27,6 +27,10 @@ export interface RelayOptions {
    * hard-stop-after); undefined: as long as they last.
    */
   hardStopAfter?: number
+  /** Paired mode (ka-proxy-pair): --pair-heartbeat, seconds; undefined: its default. */
+  pairHeartbeat?: number
+  /** Paired mode (ka-proxy-pair): --resume-window, seconds; undefined: its default. */
+  resumeWindow?: number
 }
 
 export interface RelayStart {
@@ -36,6 +40,28 @@ export interface RelayStart {
   /** The server it relays to, across the NAT. */
   target: Endpoint
   options: RelayOptions
+  /**
+   * What stands on the path across the NAT (a box of the lab's): maps an address the relay
+   * connects to across it to the address to connect to instead. Absent: a straight path.
+   */
+  path?: Path
+}
+
+export type Path = (to: Endpoint) => Promise<Endpoint>
+
+/** Where a relay connects to reach `to` across the NAT, on `ctx`'s path. */
+export async function across(ctx: Pick<RelayStart, 'path'>, to: Endpoint): Promise<Endpoint> {
+  return ctx.path === undefined ? to : await ctx.path(to)
+}
+
+/**
+ * `ctx` for a relay whose target leg is what crosses the NAT: its target is where the path leads
+ * (a box in front of the server, or the server itself).
+ */
+export async function targetAcross(ctx: RelayStart): Promise<RelayStart> {
+  if (ctx.path === undefined) return ctx
+  const { path, ...rest } = ctx
+  return { ...rest, target: await path(ctx.target) }
 }
 
 /** What a relay's configuration is made of: the lab's start context without the lab. */
@@ -53,6 +79,8 @@ export interface RunningRelay {
   descriptorsLeft?(): Promise<number>
   /** The relay's structured log of ended sessions, when it writes one. */
   sessionLog?(): Array<Record<string, unknown>>
+  /** A pair of relays: how many times the link between them went down so far (seen at the near end). */
+  linkDowns?(): number
   /**
    * The relay's own upgrade or restart, as its operators do it (see Relay.upgradeHow); resolves
    * once the new generation serves. Stop and pids() cover both generations from then on.

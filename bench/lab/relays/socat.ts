@@ -4,7 +4,7 @@
 // the old process stopped (SIGTERM) and a new one started; what becomes of the children serving
 // the sessions is socat's doing (those still running are kept track of).
 
-import type { KeepaliveSettings, Relay, RelayConfig } from './relay.ts'
+import { targetAcross, type KeepaliveSettings, type Relay, type RelayConfig } from './relay.ts'
 import { labGeneration, missingCommand, startCommandRelay, strayGeneration, type Upgrade } from './command.ts'
 import { processTree } from '../pids.ts'
 import { waitForListening } from '../ss.ts'
@@ -38,7 +38,7 @@ export const socat: Relay = {
   proxies: true,
   unavailable: () => missingCommand('socat', ['-V'], 'socat'),
   async start(ctx) {
-    return await startCommandRelay(ctx, 'socat', 'socat', socatArgs(ctx), restart)
+    return await startCommandRelay(await targetAcross(ctx), 'socat', 'socat', socatArgs(ctx), restart)
   },
   upgradeHow: () => 'restart: SIGTERM, then a new process'
 }

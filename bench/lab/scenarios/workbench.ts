@@ -7,7 +7,7 @@ import type { Lab } from '../lab.ts'
 import { startEchoServer, type EchoServer } from '../echo.ts'
 import { startClientDriver, type ClientDriver } from '../clients.ts'
 import { heldSockets, type Endpoint } from '../ss.ts'
-import type { Relay, RelayOptions, RunningRelay } from '../relays/index.ts'
+import type { Path, Relay, RelayOptions, RunningRelay } from '../relays/index.ts'
 import { sleep } from '../exec.ts'
 
 export interface Entrant {
@@ -45,6 +45,8 @@ export interface Outcome {
   descriptorsLeft: number | null
   /** The relay's own log lines for the ended sessions, when it writes them. */
   sessionLog: Array<Record<string, unknown>> | null
+  /** A pair of relays: how many times the link between them went down; null for other relays. */
+  linkDowns: number | null
 }
 
 const LISTEN_BASE = 15001
@@ -67,13 +69,14 @@ export class Workbench {
 
   /**
    * Starts every relay (or only those `which` accepts) and opens the sessions through each.
-   * `separately` puts each session in a group of its own, so it can be checked on its own.
+   * `separately` puts each session in a group of its own, so it can be checked on its own;
+   * `path` is what stands between the relays and the server (a box), absent: nothing.
    */
-  async deploy(scenario: string, which: (e: Entrant) => boolean = () => true, separately = false): Promise<Deployed[]> {
+  async deploy(scenario: string, which: (e: Entrant) => boolean = () => true, separately = false, path?: Path): Promise<Deployed[]> {
     const deployed: Deployed[] = []
     try {
       for (const e of this.entrants.filter(which)) {
-        const running = await e.relay.start({ lab: this.lab, listen: e.listen, target: e.target, options: e.options })
+        const running = await e.relay.start({ lab: this.lab, listen: e.listen, target: e.target, options: e.options, ...(path === undefined ? {} : { path }) })
         const group = `${e.relay.name}/${scenario}`
         const sessionGroups = separately ? Array.from({ length: this.sessions }, (_, i) => `${group}/${i}`) : [group]
         deployed.push({ ...e, running, group, sessionGroups, opened: 0 })
@@ -117,7 +120,8 @@ export class Workbench {
       peerSaw,
       socketsLeft: await this.socketsLeft(d),
       descriptorsLeft: (await d.running.descriptorsLeft?.()) ?? null,
-      sessionLog: d.running.sessionLog?.() ?? null
+      sessionLog: d.running.sessionLog?.() ?? null,
+      linkDowns: d.running.linkDowns?.() ?? null
     }
   }
 }
