@@ -4,8 +4,8 @@
 // Prints a table and writes JSON and an SVG chart to bench/results/. See --help.
 
 import {
-  blackholeTarget, clientVanishes, createLab, createWorkbench, labUnsupported, ownUpgrade, relayByName, survival,
-  type Entrant, type Outcome, type RelayOptions, type Workbench
+  blackholeTarget, clientVanishes, createLab, createWorkbench, dataTimeout, DataTimeoutBox, labUnsupported, natFlush, ownUpgrade,
+  relayByName, survival, type Entrant, type Outcome, type RelayOptions, type Workbench
 } from './lab/index.ts'
 import { parseOptions, type BenchSettings, type ScenarioName } from './survival/options.ts'
 import { newReport, summarize, type Report } from './survival/report.ts'
@@ -15,16 +15,18 @@ import { staggerIdle } from '../src/probe/schedule.ts'
 import { writeResultFiles } from './results.ts'
 
 /**
- * ka-proxy gets the chosen TCP_USER_TIMEOUT; HAProxy and socat the peers' one (none by default).
- * HAProxy gets a hard-stop-after, for its reload.
+ * ka-proxy (single or paired) gets the chosen TCP_USER_TIMEOUT; HAProxy and socat the peers' one
+ * (none by default). HAProxy gets a hard-stop-after, for its reload; the pair its heartbeat and window.
  */
 function relayOptions(s: BenchSettings, relay: string): RelayOptions {
-  const userTimeout = relay === 'ka-proxy' ? s.userTimeout : relay === 'haproxy' || relay === 'socat' ? s.peerUserTimeout : undefined
+  const kaProxy = relay === 'ka-proxy' || relay === 'ka-proxy-pair'
+  const userTimeout = kaProxy ? s.userTimeout : relay === 'haproxy' || relay === 'socat' ? s.peerUserTimeout : undefined
   return {
     target: s.keepalive,
     client: s.clientKeepalive,
     ...(userTimeout === undefined ? {} : { userTimeout }),
-    ...(relay === 'haproxy' ? { hardStopAfter: s.hardStopAfter } : {})
+    ...(relay === 'haproxy' ? { hardStopAfter: s.hardStopAfter } : {}),
+    ...(relay === 'ka-proxy-pair' ? { pairHeartbeat: s.pairHeartbeat, ...(s.resumeWindow === undefined ? {} : { resumeWindow: s.resumeWindow }) } : {})
   }
 }
 
@@ -35,6 +37,8 @@ function describe(scenario: ScenarioName, s: BenchSettings): string {
     case 'inflight': return `blackhole with data in flight: cut the server, send, wait up to ${s.window} s`
     case 'vanish': return `client vanishes: cut the app side, wait up to ${s.window} s`
     case 'upgrade': return `each relay's own upgrade or restart, sessions checked ${s.upgradeWait} s after`
+    case 'box': return `a box that times out on data after ${s.boxTimeout} s: idle ${s.boxIdle} s through it, then checked`
+    case 'flush': return `the NAT forgets everything (conntrack -F) after ${s.flushAfter} s idle; checked at once, waiting up to ${s.window} s`
   }
 }
 
@@ -45,6 +49,8 @@ function runScenario(wb: Workbench, scenario: ScenarioName, s: BenchSettings): P
     case 'inflight': return blackholeTarget(wb, { inFlight: true, windowSeconds: s.window })
     case 'vanish': return clientVanishes(wb, s.window)
     case 'upgrade': return ownUpgrade(wb, s.upgradeWait)
+    case 'box': return dataTimeout(wb, new DataTimeoutBox(wb.lab, s.boxTimeout), s.boxIdle)
+    case 'flush': return natFlush(wb, s.flushAfter, s.window)
   }
 }
 

@@ -64,6 +64,11 @@ const report: Report = {
     window: WINDOW,
     upgradeWait: UPGRADE_WAIT,
     hardStopAfter: HARD_STOP,
+    boxTimeout: 6,
+    boxIdle: 30,
+    flushAfter: 2,
+    pairHeartbeat: 2,
+    resumeWindow: undefined,
     outDir: 'unused'
   },
   userTimeout: { kaProxy: 'default (idle + interval × count)', peers: 'none' },
@@ -197,10 +202,28 @@ t.test('the table has the measured T next to the configured one', async t => {
 t.test('the table says who survives its own upgrade, and how each upgraded', async t => {
   const lines = renderTable(report).split('\n')
   const [head, , , ka, haproxy] = lines.map(l => l.split('|').map(c => c.trim()))
-  t.same(head?.slice(-3, -1), [`own upgrade: working ${UPGRADE_WAIT} s after`, 'own upgrade: new session'])
-  t.same(ka?.slice(-3, -1), ['50/50', 'yes'])
-  t.same(haproxy?.slice(-3, -1), [`0/50, closed ${HARD_STOP}.0 s, RST`, 'yes'])
+  const at = head?.indexOf(`own upgrade: working ${UPGRADE_WAIT} s after`) ?? -1
+  t.same(head?.slice(at, at + 2), [`own upgrade: working ${UPGRADE_WAIT} s after`, 'own upgrade: new session'])
+  t.same(ka?.slice(at, at + 2), ['50/50', 'yes'])
+  t.same(haproxy?.slice(at, at + 2), [`0/50, closed ${HARD_STOP}.0 s, RST`, 'yes'])
   t.ok(lines.includes('own upgrade of ka-proxy: SIGUSR2') && lines.includes('own upgrade of haproxy: reload'))
+})
+
+t.test('the table says who came through the box and the NAT flush, and when', async t => {
+  const boxed = (ends: number[], peerSaw: Record<string, number>): NonNullable<Report['relays'][number]['results']['box']> => ({ ...fault(ends), window: 30, peerSaw, survived: SESSIONS - ends.length })
+  const withFaults: Report = {
+    ...report,
+    relays: [
+      { relay: 'ka-proxy', results: { box: boxed(Array(SESSIONS).fill(6), { fin: SESSIONS }), flush: boxed(Array(SESSIONS).fill(3.4), { rst: SESSIONS }) } },
+      { relay: 'ka-proxy-pair', results: { box: boxed([], {}), flush: { ...boxed([], {}), recovered: [2.2, 3.3] } } },
+      { relay: 'direct', results: { flush: boxed(Array(SESSIONS).fill(45), {}) } }
+    ]
+  }
+  const [head, , ka, pair, direct] = renderTable(withFaults).split('\n').map(l => l.split('|').map(c => c.trim()))
+  t.same(head?.slice(-3, -1), ['box (6 s on data): alive after 30 s idle', 'NAT flushed: alive'])
+  t.same(ka?.slice(-3, -1), ['0/50, closed 6.0 s, FIN', '0/50, closed 3.4 s, RST'])
+  t.same(pair?.slice(-3, -1), ['50/50', '50/50 flowing again 2.2–3.3 s'])
+  t.same(direct?.slice(-3, -1), ['n/a', '0/50, silent'])
 })
 
 t.test('beyond 50 sessions a point pools neighbours, and says so', async t => {

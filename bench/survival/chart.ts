@@ -37,7 +37,9 @@ const FAULTS: Record<FaultName, (s: BenchSettings) => { title: string, marker: M
   blackhole: s => ({ title: 'Server blackholed while idle', marker: { at: bound(s.keepalive), label: `keepalive bound ${bound(s.keepalive)} s` } }),
   inflight: s => ({ title: 'Server blackholed with data in flight', marker: inFlightBound(s) }),
   vanish: s => ({ title: 'Client vanishes (target legs live)', marker: { at: bound(s.clientKeepalive), label: `client keepalive bound ${bound(s.clientKeepalive)} s` } }),
-  upgrade: s => ({ title: "The relay's own upgrade or restart", marker: { at: s.hardStopAfter, label: `HAProxy hard-stop-after ${s.hardStopAfter} s` } })
+  upgrade: s => ({ title: "The relay's own upgrade or restart", marker: { at: s.hardStopAfter, label: `HAProxy hard-stop-after ${s.hardStopAfter} s` } }),
+  box: s => ({ title: 'A box on the path times out on data only', marker: { at: s.boxTimeout, label: `box timeout ${s.boxTimeout} s` } }),
+  flush: s => ({ title: 'The NAT forgets everything (conntrack -F)', marker: { at: 3 * s.pairHeartbeat + 2, label: `pair: heartbeat × 3 + 2 = ${3 * s.pairHeartbeat + 2} s` } })
 }
 
 interface Marker {

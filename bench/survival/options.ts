@@ -4,9 +4,9 @@ import yargs from 'yargs'
 import { hideBin } from 'yargs/helpers'
 import type { KeepaliveSettings } from '../lab/index.ts'
 
-export type ScenarioName = 'survival' | 'blackhole' | 'inflight' | 'vanish' | 'upgrade'
-export const SCENARIOS: readonly ScenarioName[] = ['survival', 'blackhole', 'inflight', 'vanish', 'upgrade']
-export const DEFAULT_RELAYS = ['direct', 'ka-proxy', 'haproxy', 'socat', 'nginx']
+export type ScenarioName = 'survival' | 'blackhole' | 'inflight' | 'vanish' | 'upgrade' | 'box' | 'flush'
+export const SCENARIOS: readonly ScenarioName[] = ['survival', 'blackhole', 'inflight', 'vanish', 'upgrade', 'box', 'flush']
+export const DEFAULT_RELAYS = ['direct', 'ka-proxy', 'ka-proxy-pair', 'haproxy', 'socat', 'nginx']
 
 export interface BenchSettings {
   /** Seconds the NAT keeps an idle flow. */
@@ -30,6 +30,16 @@ export interface BenchSettings {
   upgradeWait: number
   /** HAProxy's hard-stop-after for its reload, seconds: how long its old process keeps sessions. */
   hardStopAfter: number
+  /** The data-only box's timeout (HAProxy timeout client/server), seconds. */
+  boxTimeout: number
+  /** How long the sessions through the box stay idle before they are checked, seconds. */
+  boxIdle: number
+  /** Seconds the sessions stay idle before the NAT is flushed. */
+  flushAfter: number
+  /** ka-proxy-pair's --pair-heartbeat, seconds. */
+  pairHeartbeat: number
+  /** ka-proxy-pair's --resume-window, seconds; undefined: its default. */
+  resumeWindow: number | undefined
   outDir: string
 }
 
@@ -61,6 +71,11 @@ export function parseOptions(argv = hideBin(process.argv)): BenchSettings {
     .option('window', { type: 'number', default: 45, describe: 'seconds to wait for a relay to notice a fault' })
     .option('upgrade-wait', { type: 'number', default: 30, describe: "seconds after each relay's own upgrade until its sessions are checked" })
     .option('hard-stop-after', { type: 'number', default: 10, describe: "HAProxy's hard-stop-after on its reload, seconds (how long its old process keeps sessions)" })
+    .option('box-timeout', { type: 'number', default: 6, describe: 'box: seconds the box on the path (HAProxy timeout client/server) lets a session go without data' })
+    .option('box-idle', { type: 'number', default: 30, describe: 'box: seconds the sessions through it stay idle before they are checked' })
+    .option('flush-after', { type: 'number', default: 2, describe: 'flush: seconds the sessions stay idle before conntrack -F in the NAT' })
+    .option('pair-heartbeat', { type: 'number', default: 2, describe: "ka-proxy-pair's --pair-heartbeat, seconds (below --box-timeout, or the box times its link out)" })
+    .option('resume-window', { type: 'number', describe: "ka-proxy-pair's --resume-window, seconds [default: its own]" })
     .option('out', { type: 'string', default: 'bench/results', describe: 'directory for the JSON and SVG results' })
     .strict()
     .help()
@@ -79,10 +94,11 @@ export function parseOptions(argv = hideBin(process.argv)): BenchSettings {
   for (const s of scenarios) {
     if (!SCENARIOS.includes(s as ScenarioName)) throw new RangeError(`--scenarios: unknown "${s}"; known: ${SCENARIOS.join(', ')}`)
   }
-  for (const [flag, value] of Object.entries({ 'nat-timeout': args.natTimeout, sessions: args.sessions, idle: args.idle, interval: args.interval, count: args.count, window: args.window, 'upgrade-wait': args.upgradeWait, 'hard-stop-after': args.hardStopAfter })) {
+  for (const [flag, value] of Object.entries({ 'nat-timeout': args.natTimeout, sessions: args.sessions, idle: args.idle, interval: args.interval, count: args.count, window: args.window, 'upgrade-wait': args.upgradeWait, 'hard-stop-after': args.hardStopAfter, 'box-timeout': args.boxTimeout, 'box-idle': args.boxIdle, 'flush-after': args.flushAfter, 'pair-heartbeat': args.pairHeartbeat })) {
     if (!(value > 0)) throw new RangeError(`--${flag} must be a positive number (got ${value})`)
   }
   if (args.idleMax !== undefined && !(args.idleMax > 0)) throw new RangeError(`--idle-max must be a positive number (got ${args.idleMax})`)
+  if (args.resumeWindow !== undefined && !(args.resumeWindow > 0)) throw new RangeError(`--resume-window must be a positive number (got ${args.resumeWindow})`)
   return {
     natTimeout: args.natTimeout,
     sessions: Math.floor(args.sessions),
@@ -100,6 +116,11 @@ export function parseOptions(argv = hideBin(process.argv)): BenchSettings {
     window: args.window,
     upgradeWait: args.upgradeWait,
     hardStopAfter: args.hardStopAfter,
+    boxTimeout: args.boxTimeout,
+    boxIdle: args.boxIdle,
+    flushAfter: args.flushAfter,
+    pairHeartbeat: args.pairHeartbeat,
+    resumeWindow: args.resumeWindow,
     outDir: args.out
   }
 }

@@ -2,7 +2,7 @@
 // scenario measured. Session logs are reduced to a count per close reason.
 
 import { release } from 'node:os'
-import type { Outcome, RelayOptions, SurvivalOutcome, UpgradeOutcome } from '../lab/index.ts'
+import type { FlushOutcome, Outcome, RelayOptions, SurvivalOutcome, UpgradeOutcome } from '../lab/index.ts'
 import type { BenchSettings, ScenarioName } from './options.ts'
 
 export type OutcomeSummary = Omit<Outcome, 'sessionLog'> & {
@@ -16,7 +16,8 @@ export interface RelayReport {
   skipped?: string
   options?: RelayOptions
   results: Partial<Record<ScenarioName, OutcomeSummary & Partial<Pick<SurvivalOutcome, 'survived' | 'idleMax' | 'checks'>>
-    & Partial<Pick<UpgradeOutcome, 'how' | 'working' | 'newSession' | 'upgradeSeconds' | 'oldRunning' | 'error'>>>>
+    & Partial<Pick<UpgradeOutcome, 'how' | 'working' | 'newSession' | 'upgradeSeconds' | 'oldRunning' | 'error'>>
+    & Partial<Pick<FlushOutcome, 'recovered'>>>>
 }
 
 export interface Report {

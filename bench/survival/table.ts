@@ -69,12 +69,36 @@ function upgradeNewSession(r: RelayReport): string {
   return o.newSession ? 'yes' : 'no'
 }
 
+/** "5/5", or "0/5, closed 6.0 s, FIN": the sessions that came through the box alive. */
+function throughBox(r: RelayReport): string {
+  const o = r.results.box
+  if (o?.survived === undefined) return 'n/a'
+  const parts = [`${o.survived}/${o.sessions}`]
+  if (o.ends.length > 0 && Object.keys(o.peerSaw).length > 0) parts.push(`closed ${detection(o).replace(/ \(\d+\/\d+\)$/, '')}, ${peerSaw(o)}`)
+  return parts.join(', ')
+}
+
+/** "50/50 flowing again 2.1–3.4 s", or "0/50, closed 3.0 s, RST", or "0/50, silent". */
+function afterFlush(r: RelayReport): string {
+  const o = r.results.flush
+  if (o?.survived === undefined) return 'n/a'
+  const recovered = o.recovered ?? []
+  const parts = [`${o.survived}/${o.sessions}`]
+  if (recovered.length > 0) {
+    const first = recovered[0] as number
+    const last = recovered[recovered.length - 1] as number
+    parts[0] += ` flowing again ${seconds(first) === seconds(last) ? seconds(first) : `${seconds(first)}–${seconds(last)}`} s`
+  }
+  if (o.ends.length > 0) parts.push(Object.keys(o.peerSaw).length > 0 ? `closed ${detection(o).replace(/ \(\d+\/\d+\)$/, '')}, ${peerSaw(o)}` : 'silent')
+  return parts.join(', ')
+}
+
 function socketsLeft(o: OutcomeSummary | undefined): string {
   return o?.socketsLeft === null || o?.socketsLeft === undefined ? '–' : String(o.socketsLeft)
 }
 
 /** Columns; the measured T sits next to the configured one. */
-const headers = (natTimeout: number, upgradeWait: number): string[] => [
+const headers = (natTimeout: number, upgradeWait: number, box: string): string[] => [
   'relay',
   'survived idle > T',
   `measured T (configured ${natTimeout} s)`,
@@ -84,12 +108,15 @@ const headers = (natTimeout: number, upgradeWait: number): string[] => [
   'peer saw (idle / in flight / vanish)',
   'sockets left (idle / in flight / vanish)',
   `own upgrade: working ${upgradeWait} s after`,
-  'own upgrade: new session'
+  'own upgrade: new session',
+  box,
+  'NAT flushed: alive'
 ]
 
 export function renderTable(report: Report): string {
   const T = report.settings.natTimeout
-  const head = headers(T, report.settings.upgradeWait)
+  const s = report.settings
+  const head = headers(T, s.upgradeWait, `box (${s.boxTimeout} s on data): alive after ${s.boxIdle} s idle`)
   const rows = report.relays.filter(r => r.skipped === undefined).map(r => [
     r.relay,
     survivedPastT(r, T),
@@ -100,7 +127,9 @@ export function renderTable(report: Report): string {
     perFault(r, peerSaw),
     perFault(r, socketsLeft),
     upgradeWorking(r),
-    upgradeNewSession(r)
+    upgradeNewSession(r),
+    throughBox(r),
+    afterFlush(r)
   ])
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map(row => (row[i] as string).length)))
   const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i] as number)).join(' | ')} |`
