@@ -5,7 +5,7 @@ import { hideBin } from 'yargs/helpers'
 
 export type CaseName = 'bulk1' | 'bulk8' | 'down1' | 'down8' | 'rr1' | 'rr32' | 'pgbench' | 'idle' | 'upgrade-idle' | 'upgrade-busy'
 export const CASES: readonly CaseName[] = ['bulk1', 'bulk8', 'down1', 'down8', 'rr1', 'rr32', 'pgbench', 'idle', 'upgrade-idle', 'upgrade-busy']
-export const DEFAULT_RELAYS = ['direct', 'ka-proxy', 'ka-proxy+checks', 'haproxy', 'nginx', 'socat', 'node-pipe']
+export const DEFAULT_RELAYS = ['direct', 'ka-proxy', 'ka-proxy+checks', 'ka-proxy-pair', 'haproxy', 'nginx', 'socat', 'node-pipe']
 
 export interface PerfSettings {
   relays: string[]

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DEFAULT_KEEPALIVE } from '../../src/keepalive/settings.ts'
 import { haproxy, haproxyConfig } from '../lab/relays/haproxy.ts'
-import { kaProxy, kaProxyArgs, kaProxyEntryArgs, type KaProxyEntry } from '../lab/relays/ka-proxy.ts'
+import { kaProxy, kaProxyArgs, kaProxyEntryArgs, kaProxySettingArgs, type KaProxyEntry } from '../lab/relays/ka-proxy.ts'
 import { nginx, nginxConfig } from '../lab/relays/nginx.ts'
 import { socat, socatArgs } from '../lab/relays/socat.ts'
 import type { RelayConfig, RelayOptions } from '../lab/relays/relay.ts'
@@ -93,6 +93,20 @@ const socatRelay: PerfRelay = {
   command: cfg => ({ cmd: 'socat', args: socatArgs(cfg) })
 }
 
+const PAIR_RELAY = fileURLToPath(new URL('pair-relay.ts', import.meta.url))
+
+/** Two ka-proxies in a row over loopback (paired mode: near → link → far → target), one process tree. */
+const kaProxyPair: PerfRelay = {
+  name: 'ka-proxy-pair',
+  proxies: true,
+  unavailable: () => kaProxy().unavailable(),
+  command: ({ listen, target, options }) => ({
+    cmd: process.execPath,
+    args: ['--import', 'tsx', PAIR_RELAY, `${listen.host}:${listen.port}`, `${target.host}:${target.port}`, ...kaProxySettingArgs(options)],
+    cwd: REPO_ROOT
+  })
+}
+
 const PIPE_RELAY = fileURLToPath(new URL('pipe-relay.ts', import.meta.url))
 
 const nodePipe: PerfRelay = {
@@ -109,7 +123,7 @@ const nodePipe: PerfRelay = {
 /** Not in the default set: next to `ka-proxy` it shows what starting from TypeScript costs (the upgrade cases). */
 const kaProxyDist = kaProxyRelay('ka-proxy-dist', REPO_ROOT, 'dist')
 
-export const PERF_RELAYS: readonly PerfRelay[] = [direct, kaProxyRelay(), kaProxyWithChecks, kaProxyDist, haproxyRelay, nginxRelay, socatRelay, nodePipe]
+export const PERF_RELAYS: readonly PerfRelay[] = [direct, kaProxyRelay(), kaProxyWithChecks, kaProxyDist, kaProxyPair, haproxyRelay, nginxRelay, socatRelay, nodePipe]
 
 /** A relay by name; `ka-proxy@<rev>` needs the root of that revision's checkout. */
 export function perfRelay(name: string, baselineRoots: ReadonlyMap<string, string>): PerfRelay {

@@ -105,7 +105,8 @@ function metricsOf(upgradeMs: number, relay: RelayProcess, log: UpgradeLog, rtt:
   return metrics
 }
 
-const isKaProxy = (name: string): boolean => name.startsWith('ka-proxy')
+/** ka-proxy's own relays; not the pair, whose routes do not upgrade yet (nor is its process ka-proxy). */
+const isKaProxy = (name: string): boolean => name.startsWith('ka-proxy') && name !== 'ka-proxy-pair'
 
 export function upgradeCase(name: CaseName, busy: boolean): PerfCase {
   return {
