@@ -32,6 +32,7 @@
 
 struct ka_acceptor {
   napi_env env;
+  ka_pump_t* pump;  // its environment's; referenced until the acceptor is finalized
   int fd;        // the acceptor's duplicate of the listening socket; -1 once closed
   int watched;   // in the epoll set
   ka_js_t js;    // held while open
@@ -104,7 +105,7 @@ void ka_accept_ready(ka_acceptor_t* a) {
   }
   if (err != 0) {
     // Level-triggered, the socket stays readable: watched again once JavaScript says so.
-    ka_pump_unwatch_listener(a->fd);
+    ka_pump_unwatch_listener(a->pump, a->fd);
     a->watched = 0;
   }
   if (n > 0 || err != 0) emit(a, fds, addrs, n, err);
@@ -115,11 +116,11 @@ void ka_accept_ready(ka_acceptor_t* a) {
 static void acceptor_close_fd(ka_acceptor_t* a) {
   if (a->fd < 0) return;
   // Out of the epoll set before the close: Node's copy may still be open a moment.
-  if (a->watched) ka_pump_unwatch_listener(a->fd);
+  if (a->watched) ka_pump_unwatch_listener(a->pump, a->fd);
   a->watched = 0;
   close(a->fd);
   a->fd = -1;
-  ka_pump_hold(0);
+  ka_pump_hold(a->pump, 0);
 }
 
 static void acceptor_finalize(napi_env env, void* data, void* hint) {
@@ -127,6 +128,7 @@ static void acceptor_finalize(napi_env env, void* data, void* hint) {
   (void)hint;
   ka_acceptor_t* a = data;
   acceptor_close_fd(a);
+  ka_pump_unref(a->pump);
   free(a);
 }
 
@@ -147,10 +149,12 @@ static napi_value acceptor_new(napi_env env, napi_callback_info info) {
   socklen_t len = sizeof listening;
   if (getsockopt(listen_fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0) return ka_throw_errno(env, errno, "getsockopt", "SO_ACCEPTCONN");
   if (!listening) return ka_throw_errno(env, EINVAL, "Acceptor", "not a listening socket");
-  if (!ka_pump_init(env)) return NULL;
+  ka_pump_t* pump = ka_pump_init(env);
+  if (pump == NULL) return NULL;
   ka_acceptor_t* a = calloc(1, sizeof *a);
   if (a == NULL) return ka_throw_errno(env, ENOMEM, "calloc", "acceptor");
   a->env = env;
+  a->pump = pump;
   a->fd = fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
   if (a->fd < 0) {
     int err = errno;
@@ -165,7 +169,7 @@ static napi_value acceptor_new(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "KA_NATIVE_NAPI", "cannot create Acceptor");
     return NULL;
   }
-  int err = ka_pump_watch_listener(a, a->fd);
+  int err = ka_pump_watch_listener(pump, a, a->fd);
   if (err != 0) {
     ka_js_release(env, &a->js);
     close(a->fd);
@@ -173,10 +177,12 @@ static napi_value acceptor_new(napi_env env, napi_callback_info info) {
     return ka_throw_errno(env, err, "epoll_ctl", "listening socket");
   }
   a->watched = 1;
-  ka_pump_hold(1);
+  ka_pump_hold(pump, 1);
+  ka_pump_ref(pump);
   if (napi_wrap(env, self, a, acceptor_finalize, NULL, NULL) != napi_ok) {
     acceptor_close_fd(a);
     ka_js_release(env, &a->js);
+    ka_pump_unref(pump);
     free(a);
     napi_throw_error(env, "KA_NATIVE_NAPI", "cannot create Acceptor");
     return NULL;
@@ -198,7 +204,7 @@ static napi_value acceptor_resume(napi_env env, napi_callback_info info) {
   ka_acceptor_t* a = unwrap_acceptor(env, info);
   if (a == NULL) return NULL;
   if (a->fd >= 0 && !a->watched) {
-    int err = ka_pump_watch_listener(a, a->fd);
+    int err = ka_pump_watch_listener(a->pump, a, a->fd);
     if (err != 0) return ka_throw_errno(env, err, "epoll_ctl", "listening socket");
     a->watched = 1;
   }

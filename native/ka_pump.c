@@ -35,13 +35,16 @@
 // - An exception thrown by the JavaScript callback fails that relay (both legs reset).
 // - Nothing here frees a relay while JavaScript holds it or an event may still name it.
 //
-// One pump per process: the state below is global and serves the thread (N-API environment)
-// that first creates a Relay; a Relay asked for on another thread is refused with an error.
-// When that environment is torn down (a worker exits) the pump closes with it and may be
-// taken by the next one.
+// One pump per N-API environment: the main thread and each worker thread that makes a Relay or
+// an Acceptor get a pump of their own (its epoll descriptor, its libuv handles on that thread's
+// loop, its read buffer and queue pool), kept as the environment's instance data. Nothing here
+// is shared between threads. When an environment is torn down (a worker exits) its pump closes
+// its handles first; the relays and acceptors still alive are closed by their finalizers, and
+// the pump is freed after the last of them (each holds a reference to it).
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -67,21 +70,25 @@
 // fresh allocation of this size is an mmap and a page fault per 4 KiB.
 #define QUEUE_POOL_MAX 16
 
-static char read_buffer[READ_SIZE];
-static char* queue_pool[QUEUE_POOL_MAX];
-static int queue_pool_len = 0;
-
-static int epfd = -1;
-static napi_env pump_env = NULL;  // the environment (thread) the pump serves
-static uv_poll_t epoll_watch;  // the epoll descriptor, in Node's loop
-static uv_idle_t ready_runner; // drains the ready queue without blocking the loop
-static napi_async_cleanup_hook_handle pump_cleanup = NULL;
-static int pump_closing = 0;   // handles being closed; counts the close callbacks still to come
-static int open_legs = 0;      // the loop is kept alive while > 0
-static int dispatching = 0;
-static leg_t* ready_head = NULL;
-static leg_t* ready_tail = NULL;
-static relay_t* graveyard = NULL;
+struct ka_pump {
+  napi_env env;                  // the environment (thread) it serves
+  int epfd;                      // -1 once torn down
+  uv_poll_t epoll_watch;         // the epoll descriptor, in that thread's loop
+  uv_idle_t ready_runner;        // drains the ready queue without blocking the loop
+  napi_async_cleanup_hook_handle cleanup;
+  int closing;                   // handles being closed; counts the close callbacks still to come
+  int open_legs;                 // the loop is kept alive while > 0
+  int dispatching;
+  // Freed at 0: one for the environment (its instance data), one for the handles until both
+  // are closed, one per relay not yet freed and per acceptor.
+  int refs;
+  leg_t* ready_head;
+  leg_t* ready_tail;
+  relay_t* graveyard;
+  int queue_pool_len;
+  char* queue_pool[QUEUE_POOL_MAX];
+  char read_buffer[READ_SIZE];
+};
 
 static leg_t* other_leg(leg_t* leg) { return &leg->relay->legs[1 - leg->index]; }
 
@@ -89,8 +96,9 @@ static size_t queued(const leg_t* leg) { return leg->queue_len - leg->queue_off;
 
 static void queue_release(leg_t* leg) {
   if (leg->queue == NULL) return;
-  if (leg->queue_cap == READ_SIZE && queue_pool_len < QUEUE_POOL_MAX) {
-    queue_pool[queue_pool_len++] = leg->queue;
+  ka_pump_t* p = leg->relay->pump;
+  if (leg->queue_cap == READ_SIZE && p->queue_pool_len < QUEUE_POOL_MAX) {
+    p->queue_pool[p->queue_pool_len++] = leg->queue;
   } else {
     free(leg->queue);
   }
@@ -100,8 +108,9 @@ static void queue_release(leg_t* leg) {
 
 // Appends to a leg's queue; 0 when memory ran out.
 static int queue_append(leg_t* leg, const char* data, size_t len) {
+  ka_pump_t* p = leg->relay->pump;
   if (leg->queue == NULL && len <= READ_SIZE) {
-    leg->queue = queue_pool_len > 0 ? queue_pool[--queue_pool_len] : malloc(READ_SIZE);
+    leg->queue = p->queue_pool_len > 0 ? p->queue_pool[--p->queue_pool_len] : malloc(READ_SIZE);
     if (leg->queue == NULL) return 0;
     leg->queue_cap = READ_SIZE;
   } else if (leg->queue == NULL || leg->queue_len + len > leg->queue_cap) {
@@ -137,12 +146,12 @@ static int wants_read(const leg_t* leg) {
   return leg->dead_drain || to->fd < 0 || queued(to) == 0;
 }
 
-static void hold_loop(void) {
-  if (open_legs++ == 0) uv_ref((uv_handle_t*)&epoll_watch);
+static void hold_loop(ka_pump_t* p) {
+  if (p->open_legs++ == 0 && p->epfd >= 0) uv_ref((uv_handle_t*)&p->epoll_watch);
 }
 
-static void release_loop(void) {
-  if (--open_legs == 0 && !pump_closing && epfd >= 0) uv_unref((uv_handle_t*)&epoll_watch);
+static void release_loop(ka_pump_t* p) {
+  if (--p->open_legs == 0 && !p->closing && p->epfd >= 0) uv_unref((uv_handle_t*)&p->epoll_watch);
 }
 
 // 0, or the errno of the call named in *syscall. oob: SO_OOBINLINE is to be set (not inherited).
@@ -156,9 +165,9 @@ static int register_leg(leg_t* leg, int oob, const char** syscall) {
   ev.events = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.ptr = leg;
   *syscall = "epoll_ctl";
-  if (epoll_ctl(epfd, EPOLL_CTL_ADD, leg->fd, &ev) != 0) return errno;
+  if (epoll_ctl(leg->relay->pump->epfd, EPOLL_CTL_ADD, leg->fd, &ev) != 0) return errno;
   leg->registered = 1;
-  hold_loop();
+  hold_loop(leg->relay->pump);
   return 0;
 }
 
@@ -166,38 +175,49 @@ static int register_leg(leg_t* leg, int oob, const char** syscall) {
 // structures aligned to at least 8 bytes).
 #define LISTENER_TAG 1u
 
-int ka_pump_watch_listener(ka_acceptor_t* a, int fd) {
+int ka_pump_watch_listener(ka_pump_t* p, ka_acceptor_t* a, int fd) {
   struct epoll_event ev;
   ev.events = EPOLLIN;
   ev.data.u64 = (uint64_t)(uintptr_t)a | LISTENER_TAG;
-  if (epfd < 0) return EBADF;
-  return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0 ? errno : 0;
+  if (p->epfd < 0) return EBADF;
+  return epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 ? errno : 0;
 }
 
-void ka_pump_unwatch_listener(int fd) {
-  if (epfd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+void ka_pump_unwatch_listener(ka_pump_t* p, int fd) {
+  if (p->epfd >= 0) epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);
 }
 
-void ka_pump_hold(int hold) {
-  if (hold) hold_loop();
-  else release_loop();
+void ka_pump_hold(ka_pump_t* p, int hold) {
+  if (hold) hold_loop(p);
+  else release_loop(p);
 }
 
 static void on_ready(uv_idle_t* handle);
 
 static void make_ready(leg_t* leg) {
-  if (leg->in_ready || leg->fd < 0) return;
+  ka_pump_t* p = leg->relay->pump;
+  // Once torn down nothing drains the queue (a finalizer closing a leg gets here).
+  if (leg->in_ready || leg->fd < 0 || p->epfd < 0) return;
   leg->in_ready = 1;
   leg->ready_next = NULL;
-  if (ready_tail) ready_tail->ready_next = leg;
-  else ready_head = leg;
-  ready_tail = leg;
-  if (!pump_closing) uv_idle_start(&ready_runner, on_ready);  // a no-op when already started
+  if (p->ready_tail) p->ready_tail->ready_next = leg;
+  else p->ready_head = leg;
+  p->ready_tail = leg;
+  uv_idle_start(&p->ready_runner, on_ready);  // a no-op when already started
 }
 
+static void pump_unref(ka_pump_t* p) {
+  if (--p->refs > 0) return;
+  for (int i = 0; i < p->queue_pool_len; i++) free(p->queue_pool[i]);
+  free(p);
+}
+
+void ka_pump_ref(ka_pump_t* p) { p->refs++; }
+void ka_pump_unref(ka_pump_t* p) { pump_unref(p); }
+
 // A relay is freed once JavaScript has let go of it and no queued event can still name it.
-static void bury(void) {
-  relay_t** link = &graveyard;
+static void bury(ka_pump_t* p) {
+  relay_t** link = &p->graveyard;
   while (*link != NULL) {
     relay_t* r = *link;
     if (r->legs[0].in_ready || r->legs[1].in_ready) {
@@ -206,6 +226,7 @@ static void bury(void) {
     }
     *link = r->grave_next;
     free(r);
+    pump_unref(p);  // never the last reference: every caller holds one across the call
   }
 }
 
@@ -224,9 +245,10 @@ void ka_pump_close_leg(leg_t* leg, int reset) {
   // registration would hand back this leg after the relay is freed. Events already taken for
   // it are skipped (fd < 0).
   if (leg->registered) {
-    if (epfd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, leg->fd, NULL);
+    ka_pump_t* p = leg->relay->pump;
+    if (p->epfd >= 0) epoll_ctl(p->epfd, EPOLL_CTL_DEL, leg->fd, NULL);
     leg->registered = 0;
-    release_loop();
+    release_loop(p);
   }
   close(leg->fd);
   leg->fd = -1;
@@ -313,10 +335,10 @@ static void read_leg(leg_t* leg) {
   relay_t* r = leg->relay;
   for (int i = 0; i < READS_PER_TURN; i++) {
     if (!wants_read(leg)) return;  // stays readable: resumed when the other queue drains
-    ssize_t n = recv(leg->fd, read_buffer, READ_SIZE, MSG_DONTWAIT);
+    ssize_t n = recv(leg->fd, r->pump->read_buffer, READ_SIZE, MSG_DONTWAIT);
     if (n > 0) {
       leg->bytes_read += (double)n;
-      forward(other_leg(leg), read_buffer, (size_t)n);
+      forward(other_leg(leg), r->pump->read_buffer, (size_t)n);
       if (leg->fd < 0 || leg->failed) return;  // the callback ended it meanwhile
       // Edge-triggered, a short read means the socket is empty: bytes arriving later raise a
       // new edge. Not so once the peer's FIN is in (nothing would signal the end of stream),
@@ -413,106 +435,135 @@ static void on_event(leg_t* leg, uint32_t events) {
 }
 
 static void on_epoll(uv_poll_t* handle, int status, int events) {
-  (void)handle;
   (void)status;
   (void)events;
+  ka_pump_t* p = handle->data;
   struct epoll_event batch[EVENTS_PER_WAIT];
-  int n = epoll_wait(epfd, batch, EVENTS_PER_WAIT, 0);
-  dispatching++;
+  int n = epoll_wait(p->epfd, batch, EVENTS_PER_WAIT, 0);
+  p->dispatching++;
   for (int i = 0; i < n; i++) {
     uint64_t data = batch[i].data.u64;
     if (data & LISTENER_TAG) ka_accept_ready((ka_acceptor_t*)(uintptr_t)(data & ~(uint64_t)LISTENER_TAG));
     else on_event((leg_t*)batch[i].data.ptr, batch[i].events);
   }
-  dispatching--;
-  bury();
+  p->dispatching--;
+  bury(p);
 }
 
 static void on_ready(uv_idle_t* handle) {
-  leg_t* leg = ready_head;
-  ready_head = ready_tail = NULL;
-  dispatching++;
+  ka_pump_t* p = handle->data;
+  leg_t* leg = p->ready_head;
+  p->ready_head = p->ready_tail = NULL;
+  p->dispatching++;
   while (leg != NULL) {
     leg_t* next = leg->ready_next;
     leg->in_ready = 0;
     service(leg);
     leg = next;
   }
-  dispatching--;
-  bury();
-  if (ready_head == NULL && graveyard == NULL) uv_idle_stop(handle);
+  p->dispatching--;
+  bury(p);
+  if (p->ready_head == NULL && p->graveyard == NULL) uv_idle_stop(handle);
 }
 
 static void on_pump_handle_closed(uv_handle_t* handle) {
-  (void)handle;
-  if (--pump_closing > 0) return;
-  // Both handles are closed: the pump is free for the next environment.
-  napi_async_cleanup_hook_handle hook = pump_cleanup;
-  pump_cleanup = NULL;
-  pump_env = NULL;
-  pump_closing = 0;
+  ka_pump_t* p = handle->data;
+  if (--p->closing > 0) return;
+  // Both handles are closed: the environment's teardown may go on, and the handles let go.
+  napi_async_cleanup_hook_handle hook = p->cleanup;
+  p->cleanup = NULL;
   if (hook != NULL) napi_remove_async_cleanup_hook(hook);
+  pump_unref(p);
 }
 
 // The environment the pump serves is going away (a worker exits, or the process): its handles
-// are closed before its loop is. Relays still alive are closed by their finalizers, later.
+// are closed before its loop is. Relays and acceptors still alive are closed by their
+// finalizers, later; the pump is freed after the last of them.
 static void pump_teardown(napi_async_cleanup_hook_handle handle, void* arg) {
-  (void)arg;
   (void)handle;
-  for (leg_t* leg = ready_head; leg != NULL; leg = leg->ready_next) leg->in_ready = 0;
-  ready_head = ready_tail = NULL;
-  pump_closing = 2;
-  uv_poll_stop(&epoll_watch);
-  uv_close((uv_handle_t*)&epoll_watch, on_pump_handle_closed);
-  uv_close((uv_handle_t*)&ready_runner, on_pump_handle_closed);
-  close(epfd);
-  epfd = -1;
+  ka_pump_t* p = arg;
+  for (leg_t* leg = p->ready_head; leg != NULL; leg = leg->ready_next) leg->in_ready = 0;
+  p->ready_head = p->ready_tail = NULL;
+  p->closing = 2;
+  uv_poll_stop(&p->epoll_watch);
+  uv_close((uv_handle_t*)&p->epoll_watch, on_pump_handle_closed);
+  uv_close((uv_handle_t*)&p->ready_runner, on_pump_handle_closed);
+  close(p->epfd);
+  p->epfd = -1;
+  bury(p);
 }
 
-int ka_pump_init(napi_env env) {
-  if (pump_env == env && epfd >= 0) return 1;
-  if (pump_env != NULL) {
-    napi_throw_error(env, "KA_NATIVE_THREAD",
-                     "the byte pump serves the thread that first used it; use the stream relay on other threads");
-    return 0;
+// The environment's instance data is released: the last of its finalizers have run or will.
+static void pump_env_gone(napi_env env, void* data, void* hint) {
+  (void)env;
+  (void)hint;
+  pump_unref(data);
+}
+
+ka_pump_t* ka_pump_init(napi_env env) {
+  void* data = NULL;
+  if (napi_get_instance_data(env, &data) != napi_ok) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "napi_get_instance_data failed");
+    return NULL;
+  }
+  if (data != NULL) {
+    ka_pump_t* p = data;
+    if (p->epfd >= 0) return p;
+    napi_throw_error(env, "KA_NATIVE_UV", "the byte pump of this thread is closed");
+    return NULL;
   }
   uv_loop_t* loop;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
     napi_throw_error(env, "KA_NATIVE_NAPI", "napi_get_uv_event_loop failed");
-    return 0;
+    return NULL;
   }
-  int fd = epoll_create1(EPOLL_CLOEXEC);
-  if (fd < 0) {
-    ka_throw_errno(env, errno, "epoll_create1", "pump");
-    return 0;
+  // The read buffer's pages are touched by the first read: an idle pump costs little.
+  ka_pump_t* p = malloc(sizeof *p);
+  if (p == NULL) {
+    ka_throw_errno(env, ENOMEM, "malloc", "pump");
+    return NULL;
   }
-  if (uv_poll_init(loop, &epoll_watch, fd) != 0) {
-    close(fd);
+  memset(p, 0, offsetof(ka_pump_t, read_buffer));
+  p->env = env;
+  p->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (p->epfd < 0) {
+    int err = errno;
+    free(p);
+    ka_throw_errno(env, err, "epoll_create1", "pump");
+    return NULL;
+  }
+  if (uv_poll_init(loop, &p->epoll_watch, p->epfd) != 0) {
+    close(p->epfd);
+    free(p);
     napi_throw_error(env, "KA_NATIVE_UV", "uv_poll_init failed");
-    return 0;
+    return NULL;
   }
-  uv_idle_init(loop, &ready_runner);
-  if (uv_poll_start(&epoll_watch, UV_READABLE, on_epoll) != 0 ||
-      napi_add_async_cleanup_hook(env, pump_teardown, NULL, &pump_cleanup) != napi_ok) {
-    // Closed in the loop's next turn; the pump stays unusable in this environment until then.
-    pump_env = env;
-    epfd = fd;
-    pump_teardown(NULL, NULL);
+  uv_idle_init(loop, &p->ready_runner);
+  p->epoll_watch.data = p->ready_runner.data = p;
+  p->refs = 1;  // the handles, until closed
+  if (uv_poll_start(&p->epoll_watch, UV_READABLE, on_epoll) != 0 ||
+      napi_add_async_cleanup_hook(env, pump_teardown, p, &p->cleanup) != napi_ok) {
+    // Closed in the loop's next turn, then freed.
+    pump_teardown(NULL, p);
     napi_throw_error(env, "KA_NATIVE_UV", "cannot start the byte pump");
-    return 0;
+    return NULL;
   }
-  uv_unref((uv_handle_t*)&epoll_watch);
-  uv_unref((uv_handle_t*)&ready_runner);
-  epfd = fd;
-  pump_env = env;
-  return 1;
+  uv_unref((uv_handle_t*)&p->epoll_watch);
+  uv_unref((uv_handle_t*)&p->ready_runner);
+  if (napi_set_instance_data(env, p, pump_env_gone, NULL) != napi_ok) {
+    // The cleanup hook closes it with the environment; nothing else can find it.
+    napi_throw_error(env, "KA_NATIVE_NAPI", "napi_set_instance_data failed");
+    return NULL;
+  }
+  p->refs++;  // the environment, until its instance data is released
+  return p;
 }
 
 // ---- what the Relay class asks (ka_pump.h) -----------------------------------------------
 
 size_t ka_pump_queued(const leg_t* leg) { return queued(leg); }
 
-relay_t* ka_pump_relay_new(napi_env env, int client_fd, int flags, int* err, const char** syscall, const char** what) {
+relay_t* ka_pump_relay_new(ka_pump_t* p, napi_env env, int client_fd, int flags, int* err, const char** syscall, const char** what) {
   *what = "client";
   relay_t* r = calloc(1, sizeof *r);
   if (r == NULL) {
@@ -522,6 +573,7 @@ relay_t* ka_pump_relay_new(napi_env env, int client_fd, int flags, int* err, con
     return NULL;
   }
   r->env = env;
+  r->pump = p;
   r->js_alive = 1;
   for (int i = 0; i < 2; i++) {
     r->legs[i].relay = r;
@@ -545,7 +597,14 @@ relay_t* ka_pump_relay_new(napi_env env, int client_fd, int flags, int* err, con
     free(r);
     return NULL;
   }
+  ka_pump_ref(p);
   return r;
+}
+
+void ka_pump_relay_free(relay_t* r) {
+  ka_pump_t* p = r->pump;
+  free(r);
+  pump_unref(p);
 }
 
 void ka_pump_reset_target(relay_t* r) {
@@ -600,9 +659,10 @@ int ka_pump_end(leg_t* leg) {
 int ka_pump_release_leg(leg_t* leg) {
   int fd = leg->fd;
   if (leg->registered) {
-    if (epfd >= 0) epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+    ka_pump_t* p = leg->relay->pump;
+    if (p->epfd >= 0) epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);
     leg->registered = 0;
-    release_loop();
+    release_loop(p);
   }
   leg->fd = -1;
   return fd;
@@ -667,9 +727,12 @@ void ka_pump_forget(relay_t* r) {
   // leg left open by a bug must not leak its descriptor.
   ka_pump_close_leg(&r->legs[0], 0);
   ka_pump_close_leg(&r->legs[1], 0);
+  ka_pump_t* p = r->pump;
+  ka_pump_ref(p);  // held across: the last relay of a torn-down pump frees it
   r->js_alive = 0;
-  r->grave_next = graveyard;
-  graveyard = r;
-  if (!dispatching) bury();
-  if (graveyard != NULL && epfd >= 0 && !pump_closing) uv_idle_start(&ready_runner, on_ready);
+  r->grave_next = p->graveyard;
+  p->graveyard = r;
+  if (!p->dispatching) bury(p);
+  if (p->graveyard != NULL && p->epfd >= 0) uv_idle_start(&p->ready_runner, on_ready);
+  pump_unref(p);
 }

@@ -15,6 +15,8 @@ enum { EV_CONNECT = 1, EV_EOF = 2, EV_ERROR = 3, EV_CLOSE = 4 };
 
 typedef struct relay relay_t;
 typedef struct leg leg_t;
+// One environment's (thread's) pump: its epoll set, libuv handles, read buffer and queues.
+typedef struct ka_pump ka_pump_t;
 
 struct leg {
   relay_t* relay;
@@ -45,6 +47,7 @@ struct leg {
 struct relay {
   leg_t legs[2];
   napi_env env;
+  ka_pump_t* pump;    // its environment's; referenced until the relay is freed
   ka_js_t js;         // held until both legs are closed, then released
   int started;        // bytes flow (set by start(), after the target leg connected)
   int js_alive;       // the JavaScript wrapper has not been finalised
@@ -54,15 +57,21 @@ struct relay {
 
 // ---- the event loop (ka_pump.c) ----------------------------------------------------------
 
-// Sets the pump up in env (the first Relay's); 0 with an exception thrown when it cannot serve it.
-int ka_pump_init(napi_env env);
+// The pump of env (the environment's instance data), set up by the first Relay or Acceptor
+// made there; NULL with an exception thrown when it cannot serve it.
+ka_pump_t* ka_pump_init(napi_env env);
+// An acceptor holds its pump: a reference taken when it is made, dropped when it is finalized.
+void ka_pump_ref(ka_pump_t* p);
+void ka_pump_unref(ka_pump_t* p);
 // A relay around the accepted client's descriptor, registered with the pump; NULL with *err,
 // *syscall and *what set when that failed (the caller keeps its own descriptor). flags: see
 // RELAY_OWN_FD.
-relay_t* ka_pump_relay_new(napi_env env, int client_fd, int flags, int* err, const char** syscall, const char** what);
+relay_t* ka_pump_relay_new(ka_pump_t* p, napi_env env, int client_fd, int flags, int* err, const char** syscall, const char** what);
 // The descriptor was accepted by the pump (ka_accept.c): the relay takes it as it is, no
 // duplicate, and it inherited SO_OOBINLINE from the listening socket (no call to set it).
 enum { RELAY_OWN_FD = 1 };
+// Frees a relay JavaScript never knew (its construction failed after ka_pump_relay_new).
+void ka_pump_relay_free(relay_t* r);
 // A new attempt after a failed one (the next address of the target's name) starts clean.
 void ka_pump_reset_target(relay_t* r);
 // Opens the target leg, non-blocking; CONNECT or ERROR follows. 0, or the errno of a failure now.
@@ -96,12 +105,12 @@ void ka_pump_forget(relay_t* r);
 // A listening socket in the pump's epoll set (level-triggered: an acceptor that stops short of
 // EAGAIN is told again at the next wait). 0, or an errno.
 typedef struct ka_acceptor ka_acceptor_t;
-int ka_pump_watch_listener(ka_acceptor_t* a, int fd);
+int ka_pump_watch_listener(ka_pump_t* p, ka_acceptor_t* a, int fd);
 // Out of the epoll set (before the descriptor is closed, or to pause after EMFILE).
-void ka_pump_unwatch_listener(int fd);
+void ka_pump_unwatch_listener(ka_pump_t* p, int fd);
 // An open acceptor keeps the loop alive, as a listening server does, paused or not: hold 1 when
 // it opens, 0 when it closes.
-void ka_pump_hold(int hold);
+void ka_pump_hold(ka_pump_t* p, int hold);
 
 // ---- accepting (ka_accept.c) ------------------------------------------------------------
 

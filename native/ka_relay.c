@@ -120,10 +120,11 @@ static napi_value relay_new(napi_env env, napi_callback_info info) {
   if (self == NULL) return NULL;
   int32_t flags = 0;
   if (argc > 3 && !int_in_range(env, args, argc, 3, 0, RELAY_OWN_FD, "Relay: flags must be 0 or 1", &flags)) return NULL;
-  if (!ka_pump_init(env)) return NULL;
+  ka_pump_t* pump = ka_pump_init(env);
+  if (pump == NULL) return NULL;
   int err;
   const char *syscall, *what;
-  relay_t* r = ka_pump_relay_new(env, client_fd, flags, &err, &syscall, &what);
+  relay_t* r = ka_pump_relay_new(pump, env, client_fd, flags, &err, &syscall, &what);
   if (r == NULL) return ka_throw_errno(env, err, syscall, what);
   leg_t* client = &r->legs[LEG_CLIENT];
   if (!ka_js_init(env, &r->js, args[1], args[2], "ka-proxy:relay") || napi_wrap(env, self, r, finalize, NULL, NULL) != napi_ok) {
@@ -132,7 +133,7 @@ static napi_value relay_new(napi_env env, napi_callback_info info) {
     if (flags & RELAY_OWN_FD) ka_pump_release_leg(client);
     else ka_pump_close_leg(client, 0);
     ka_relay_release_if_done(r);
-    free(r);
+    ka_pump_relay_free(r);
     napi_throw_error(env, "KA_NATIVE_NAPI", "cannot create Relay");
     return NULL;
   }
