@@ -124,9 +124,10 @@ static void acceptor_close_fd(ka_acceptor_t* a) {
 }
 
 static void acceptor_finalize(napi_env env, void* data, void* hint) {
-  (void)env;
   (void)hint;
   ka_acceptor_t* a = data;
+  // Still open when its environment is torn down (a worker exits): its references go too.
+  ka_js_release(env, &a->js);
   acceptor_close_fd(a);
   ka_pump_unref(a->pump);
   free(a);

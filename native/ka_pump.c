@@ -723,8 +723,8 @@ int ka_pump_adopt(relay_t* r, int target_fd, const char* queued_bytes[2], const 
 }
 
 void ka_pump_forget(relay_t* r) {
-  // Only reached once both legs are closed (the relay holds its owner until then), but a
-  // leg left open by a bug must not leak its descriptor.
+  // Reached once both legs are closed (the relay holds its owner until then), or when its
+  // environment is torn down (a worker exits) with the session open: its legs close here.
   ka_pump_close_leg(&r->legs[0], 0);
   ka_pump_close_leg(&r->legs[1], 0);
   ka_pump_t* p = r->pump;

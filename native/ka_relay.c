@@ -82,10 +82,14 @@ static leg_t* leg_of_call(napi_env env, napi_callback_info info) {
   return r ? leg_arg(env, r, args, argc) : NULL;
 }
 
+// The wrapper is gone: normally once both legs closed (JavaScript was let go of then); when its
+// environment is torn down (a worker exits) with the session open, what the relay still holds
+// of JavaScript is let go of here, and the pump closes its legs.
 static void finalize(napi_env env, void* data, void* hint) {
-  (void)env;
   (void)hint;
-  ka_pump_forget((relay_t*)data);
+  relay_t* r = data;
+  ka_js_release(env, &r->js);
+  ka_pump_forget(r);
 }
 
 // A number argument that must be an integer in [min, max]: 2**32+1, NaN or Infinity are not

@@ -1,8 +1,9 @@
 // One byte pump per thread (native/ka_pump.c keeps its state per N-API environment): two worker
 // threads and the main thread each relay byte-exact bulk through a pump of their own at the
-// same time, and terminating one worker mid-relay closes that worker's sessions (both peers
-// see the end), frees every descriptor it held, and leaves the other worker's and the main
-// thread's sessions relaying on, untouched.
+// same time (the workers accepting in their pumps too), and terminating one worker mid-relay
+// closes that worker's sessions (both peers see the end), frees every descriptor it held (its
+// listening socket among them), and leaves the other worker's and the main thread's sessions
+// relaying on, untouched.
 
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
@@ -10,7 +11,7 @@ import { readdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
-import type { Server, Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import { loadNative, nativeBinaryPath } from '../src/native.ts'
 import { connect, listen, waitFor } from './helpers/net.ts'
 import { payload } from './helpers/payload.ts'
@@ -20,7 +21,7 @@ if (!load.ok) throw new Error(`native helper must be built for these tests: ${lo
 const ADDON = nativeBinaryPath()
 const FRONT = fileURLToPath(new URL('./fixtures/pump-front.cjs', import.meta.url))
 const { startFront } = createRequire(import.meta.url)(FRONT) as {
-  startFront(addon: string, target: number): Promise<{ port: number; server: Server }>
+  startFront(addon: string, target: number, accept: 'node' | 'pump'): Promise<{ port: number; close(): void }>
 }
 
 const MiB = 1024 * 1024
@@ -64,11 +65,11 @@ async function flows(port: number): Promise<Flow[]> {
   return list
 }
 
-/** A worker thread running the front on its own pump; resolves once it listens. */
+/** A worker thread running the front on its own pump, accepting there too; resolves once it listens. */
 async function startWorker(t: Test, target: number): Promise<{ worker: Worker; port: number }> {
   const code = `
     const { parentPort, workerData } = require('node:worker_threads')
-    require(workerData.front).startFront(workerData.addon, workerData.target).then(({ port }) => parentPort.postMessage(port))`
+    require(workerData.front).startFront(workerData.addon, workerData.target, 'pump').then(({ port }) => parentPort.postMessage(port))`
   // No loaders of the test runner in the worker: it runs the plain CommonJS front.
   const worker = new Worker(code, { eval: true, execArgv: [], workerData: { addon: ADDON, front: FRONT, target } })
   worker.on('error', (err) => t.fail(`worker failed: ${err.message}`))
@@ -85,13 +86,13 @@ t.test('two workers and the main thread relay at once, each on its own pump; ter
     s.on('error', () => {})
     s.pipe(s)
   })
-  const main = await startFront(ADDON, target.port)
+  const main = await startFront(ADDON, target.port, 'node')
   const b = await startWorker(t, target.port)
   let a: { worker: Worker; port: number } | undefined
   t.teardown(async () => {
     await a?.worker.terminate()
     await b.worker.terminate()
-    main.server.close()
+    main.close()
     target.server.close()
     for (const s of targetSockets) s.destroy()
   })
@@ -127,6 +128,8 @@ t.test('two workers and the main thread relay at once, each on its own pump; ter
   t.ok(await waitFor(() => aFlows.every((f) => f.closed), DEADLINE), "worker A's clients see their sessions end")
   t.ok(await waitFor(() => targetSockets.size === 2 * SESSIONS, DEADLINE), "the target sees worker A's target legs end, and only those")
   t.ok(aFlows.every((f) => f.receivedBytes < f.sentBytes), 'they ended mid-relay')
+  const refused = await connect(a.port).then((s) => (s.destroy(), 'accepted'), (err: NodeJS.ErrnoException) => err.code)
+  t.equal(refused, 'ECONNREFUSED', "worker A's listening socket is closed with it")
 
   // The others relay on, byte-exact, through and after the termination.
   for (const f of carriedOn) f.send(4 * MiB)
