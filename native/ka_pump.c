@@ -41,6 +41,16 @@
 // is shared between threads. When an environment is torn down (a worker exits) its pump closes
 // its handles first; the relays and acceptors still alive are closed by their finalizers, and
 // the pump is freed after the last of them (each holds a reference to it).
+//
+// What a pump per thread costs (measured 1 December 2026, Node 20.20, the shared 2-vCPU machine;
+// four idle workers per run, three runs, /proc/self/smaps_rollup): an idle pump adds nothing
+// measurable to a worker's PSS (within ±0.1 MiB of a worker that loaded the addon and made the
+// same sockets without one); the worker thread itself is 7.4-7.8 MiB. Its read buffer is
+// mapped but not touched until the first read, so a pump that has relayed holds 256 KiB more,
+// and its queue pool keeps up to QUEUE_POOL_MAX drained queues (4 MiB) after stalls. Setting
+// one up (the thread's first Relay) takes 0.09-0.5 ms against 0.03-0.23 ms for the thread's
+// first addon call without one, and about 9 µs for each Relay after it: roughly 0.1 ms, once
+// per thread.
 
 #include <errno.h>
 #include <fcntl.h>
