@@ -27,6 +27,12 @@ import { num, renderAims, renderRatios, renderTable } from './perf/table.ts'
 
 /** Pause between measurements, for sockets and processes of the last one to go away. */
 const BETWEEN_MS = 300
+/**
+ * Descriptors an upgrade needs beyond two per session: the new process holds, besides those of the
+ * sessions it took, a message's 250 received and the duplicates it is making, and the old one the
+ * two messages in flight (src/upgrade.ts).
+ */
+const UPGRADE_SPARE_FDS = 1200
 
 /** One measurement: a fresh relay process (none for direct), the case through it, then stop. */
 async function measureOnce(relay: PerfRelay, c: PerfCase, env: CaseEnv, dir: string): Promise<Metrics> {
@@ -137,9 +143,11 @@ async function run(): Promise<number> {
     if (postgres !== null) stopPostgres = () => postgres.server.stop()
     const limit = await idleSessionLimit(s.idleSessions)
     if (limit.note !== null && s.cases.includes('idle')) report.notes.push(limit.note)
+    const upgradeLimit = await idleSessionLimit(s.idleSessions, UPGRADE_SPARE_FDS)
+    if (upgradeLimit.note !== null && s.cases.includes('upgrade-idle')) report.notes.push(`upgrade-idle: ${upgradeLimit.note}, and the new process takes them a message (125) at a time`)
     const servers = await loadgen.startServers()
     stopServers = () => servers.stop()
-    const env: CaseEnv = { settings: s, loadgen, servers, postgres: postgres?.endpoint ?? null, idleSessions: limit.sessions }
+    const env: CaseEnv = { settings: s, loadgen, servers, postgres: postgres?.endpoint ?? null, idleSessions: limit.sessions, upgradeIdleSessions: upgradeLimit.sessions }
     console.log(`${report.pinning}\n${describeLoad(report)}`)
     for (const note of report.notes) console.log(note)
     await runCases(report, relays, env, dir)

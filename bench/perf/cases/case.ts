@@ -20,6 +20,11 @@ export interface CaseEnv {
   postgres: Endpoint | null
   /** Idle sessions per relay: the setting, capped by the descriptor limit (see idle.ts). */
   idleSessions: number
+  /**
+   * Idle sessions through an upgrade (upgrade-idle): capped lower, since the new process holds
+   * the descriptors of the sessions it has taken plus those of the messages in flight.
+   */
+  upgradeIdleSessions: number
 }
 
 export interface PerfCase {

@@ -18,10 +18,10 @@ const SPARE_FDS = 100
  * Sessions the idle case can hold: a single-process relay needs two descriptors per session,
  * and without CAP_SYS_RESOURCE no process can go beyond the hard RLIMIT_NOFILE.
  */
-export async function idleSessionLimit(wanted: number): Promise<{ sessions: number, note: string | null }> {
+export async function idleSessionLimit(wanted: number, spare = SPARE_FDS): Promise<{ sessions: number, note: string | null }> {
   const hard = Number((await run('sh', ['-c', 'ulimit -Hn'])).stdout.trim())
   if (!Number.isFinite(hard)) return { sessions: wanted, note: null }
-  const most = Math.floor((hard - SPARE_FDS) / 2)
+  const most = Math.floor((hard - spare) / 2)
   if (wanted <= most) return { sessions: wanted, note: null }
   return {
     sessions: most,

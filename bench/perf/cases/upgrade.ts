@@ -116,15 +116,15 @@ export function upgradeCase(name: CaseName, busy: boolean): PerfCase {
     relays: isKaProxy,
     target: env => env.servers.echo,
     // The ping-pong session too.
-    sessions: env => (busy ? env.settings.upgradeBusy : env.idleSessions) + 1,
+    sessions: env => (busy ? env.settings.upgradeBusy : env.upgradeIdleSessions) + 1,
     async measure(env, address, _relayPid, relay) {
       if (relay === null) throw new Error('upgrade: needs a ka-proxy process')
       const s = env.settings
-      const held = busy ? null : await env.loadgen.open(address, env.idleSessions, s.openWindow)
+      const held = busy ? null : await env.loadgen.open(address, env.upgradeIdleSessions, s.openWindow)
       let streams: Streams | null = null
       let trace: Trace | null = null
       try {
-        if (held !== null && held.result.failed > 0) throw new Error(`upgrade: ${held.result.failed} of ${env.idleSessions} sessions failed to open`)
+        if (held !== null && held.result.failed > 0) throw new Error(`upgrade: ${held.result.failed} of ${env.upgradeIdleSessions} sessions failed to open`)
         streams = busy ? env.loadgen.stream(address, s.upgradeBusy, s.upgradeRate) : null
         trace = env.loadgen.trace(address, s.rrSize)
         await sleep(BEFORE_MS)
