@@ -328,12 +328,12 @@ export class ProxyApp implements AdminSource {
   }
 
   /** Upgrade: the sessions that can move leave the running routes named, or (undefined) all (see ProxyListener.handOverSessions). */
-  handOverSessions(routes: ReadonlySet<string> | undefined, limit = Infinity): Array<MovedSession & { route: string }> {
+  handOverSessions(routes: ReadonlySet<string> | undefined, limit = Infinity, skip?: ReadonlySet<number>): Array<MovedSession & { route: string }> {
     const out: Array<MovedSession & { route: string }> = []
     for (const [route, listener] of this.#routes) {
       if (routes !== undefined && !routes.has(route)) continue
       if (out.length >= limit) break
-      for (const moved of listener.handOverSessions(limit - out.length)) out.push({ ...moved, route })
+      for (const moved of listener.handOverSessions(limit - out.length, skip)) out.push({ ...moved, route })
     }
     return out
   }

@@ -448,6 +448,12 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
           { newPid: outcome.pid, listeners: outcome.listeners, sessions: outcome.sessions, kept: outcome.kept, heldBytes: outcome.held, ms: outcome.ms, sessionsLeft: app.sessionCount },
           'upgrade done: the new process serves; exiting once the sessions left here end',
         )
+        if (outcome.noRoom === true) {
+          logger.warn(
+            { sessions: app.sessionCount, reason: 'descriptor_limit' },
+            'upgrade: sessions stay in this process until they end: the new process has no descriptors free for them (its limit: LimitNOFILE, ulimit -n); none is cut',
+          )
+        }
         const unmovable = app.unmovableSessions
         if (unmovable > 0) {
           logger.info(

@@ -427,14 +427,15 @@ export class ProxyListener {
   }
 
   /**
-   * Upgrade: every session that can move (at most `limit`) leaves this listener
+   * Upgrade: every session that can move (at most `limit`, none of the ids in `skip`) leaves this listener
    * (Session.handOver) with no log line and no event; the others (connecting, ending) stay and
    * finish here.
    */
-  handOverSessions(limit = Infinity): MovedSession[] {
+  handOverSessions(limit = Infinity, skip?: ReadonlySet<number>): MovedSession[] {
     const out: MovedSession[] = []
     for (const session of this.sessions) {
       if (out.length >= limit) break
+      if (skip?.has(session.id)) continue
       const moved = session.handOver()
       if (moved === undefined) continue
       this.sessions.delete(session)

@@ -3,7 +3,7 @@
 // must not turn into a flood of log lines: the first refusal is logged at once, the ones
 // after it within the second are summed into one line when the second is over.
 
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 
 export type RefusalReason = 'max_connections' | 'no_healthy_target' | 'descriptor_limit' | 'cannot_start' | 'pair_bad_secret' | 'pair_not_pair'
@@ -34,7 +34,7 @@ let limitReadAt = -Infinity
 let softLimit = Infinity
 
 /** RLIMIT_NOFILE's soft value (from /proc, re-read at most once a second: prlimit may change it). */
-function descriptorLimit(): number {
+export function descriptorLimit(): number {
   const now = performance.now()
   if (now - limitReadAt < 1000) return softLimit
   limitReadAt = now
@@ -51,6 +51,17 @@ function descriptorLimit(): number {
  * Whether an accepted descriptor leaves the reserve intact. The kernel hands out the lowest
  * free number, so descriptor `fd` means every lower one is in use: no count needed.
  */
+/** Descriptors this process can still open: its limit less those open (MAX_SAFE_INTEGER when unlimited or unknown). */
+export function freeDescriptors(): number {
+  const limit = descriptorLimit()
+  if (!Number.isFinite(limit)) return Number.MAX_SAFE_INTEGER
+  try {
+    return limit - readdirSync('/proc/self/fd').length
+  } catch {
+    return Number.MAX_SAFE_INTEGER
+  }
+}
+
 export function withinDescriptorReserve(fd: number): { ok: boolean; limit: number } {
   const limit = descriptorLimit()
   return { ok: fd < 0 || fd < limit - DESCRIPTOR_RESERVE, limit }

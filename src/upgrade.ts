@@ -20,7 +20,7 @@
 //               (v5 adds `keepalive`: per route, the settings its sessions' sockets have)
 //   old -> new  {v, type: 'go', nextSession}                     the listeners are the new one's; this one stops accepting
 //   old -> new  {v, type: 'held' | 'sessions', ...}              as in v2, at most WINDOW messages unanswered
-//   new -> old  {v, type: 'took', refused}                       one per `sessions` message: they relay there now
+//   new -> old  {v, type: 'took', refused, free}                 one per `sessions` message: they relay there now
 //   old -> new  {v, type: 'done', sessions}                      nothing more moves
 // The old process picks the highest version both know; a new process that knows none of the
 // old one's (or gets a message of a version it does not know) refuses, binds nothing and exits.
@@ -55,6 +55,10 @@
 // and answers 'took': a session pauses only for its own message's trip, and the old process
 // relays the others meanwhile. The new process accepts on the handed-over listeners only after
 // 'go' (clients wait in the backlog), so a failed attempt never resets a client it accepted. If
+// 'ready' and each 'took' say how many descriptors the new process has free: a message's
+// descriptors are installed all at once when it is read, and a message the kernel must truncate
+// would lose sessions, so a message is never larger than that room allows, and what finds no room
+// stays in the old process (as refused sessions do). If
 // the new process dies or stops answering after the commit, the sessions it never got carry on
 // here, those of the messages it did not answer are reset at both ends (it may have relayed some
 // of their bytes: carrying them on here could lose or repeat them silently), and this process
@@ -67,6 +71,7 @@ import { KaError } from './errors.ts'
 import type { MovedSession } from './listener.ts'
 import type { Leg, LegState, TransportState } from './transport/transport.ts'
 import { sessionIdsAfter, type SessionIdentity } from './session.ts'
+import { freeDescriptors } from './refusals.ts'
 
 /** Versions of the hand-over format this release speaks (the highest is offered first). */
 export const HANDOVER_VERSIONS: readonly number[] = [5, 4, 3, 2, 1]
@@ -82,8 +87,12 @@ const BATCHED_VERSION = 5
 const WINDOW = 2
 /** v5: how long the new process may take to answer a `sessions` message. */
 const TOOK_BOUND_MS = 5000
+/** v5: descriptors a message leaves free in the new process (for its own accepts, logs, checks). */
+const FREE_RESERVE = 64
 /** Sessions per `sessions` message: two descriptors each, within the kernel's 253 per message. */
 const SESSIONS_PER_MESSAGE = 125
+/** v5: below this estimate of its free descriptors the new process counts them again (/proc/self/fd). */
+const FREE_RECOUNT = 4 * 2 * SESSIONS_PER_MESSAGE
 /**
  * A message of a SOCK_SEQPACKET pair must fit its send buffer (about 200 KiB by default): a
  * `sessions` message is closed once its JSON passes SESSIONS_MESSAGE_BYTES; a session holding
@@ -228,6 +237,8 @@ interface Ready {
   listeners: number
   /** v2: ids of sessions handed over that it could not carry on: the old process keeps them. */
   refused?: number[]
+  /** v5: descriptors it has free (its limit less those open). */
+  free?: number
 }
 
 /** v3: the old process's commit, the answer to 'ready': from now on the sessions are the new one's. */
@@ -243,6 +254,8 @@ interface Took {
   v: number
   type: 'took'
   refused: number[]
+  /** Descriptors it has free now. */
+  free?: number
 }
 
 /** v5: every session that can move has moved. */
@@ -294,8 +307,8 @@ export interface UpgradeSource {
   /** Per route name: the keepalive settings its sessions' sockets have (v5). */
   keepaliveStates(): Record<string, unknown>
   sessionCount: number
-  /** The sessions that can move (established, not ending) leave their routes: those named, or (undefined) all; at most `limit`. */
-  handOverSessions(routes: ReadonlySet<string> | undefined, limit?: number): Array<MovedSession & { route: string }>
+  /** The sessions that can move (established, not ending) leave their routes: those named, or (undefined) all; at most `limit`, none of the ids in `skip`. */
+  handOverSessions(routes: ReadonlySet<string> | undefined, limit?: number, skip?: ReadonlySet<number>): Array<MovedSession & { route: string }>
   /** Per running route not named, its settings as its config would write them (RawOptions). */
   removedRoutes(kept: ReadonlySet<string>): Record<string, unknown>
   /** Sessions handed over that the new process did not take: carried on here again. */
@@ -309,7 +322,7 @@ export interface UpgradeSource {
 }
 
 /** sessions: moved; kept: refused by the new process, carried on here; held: bytes the moved sessions' legs held. */
-export type UpgradeOutcome = { ok: true; pid: number; listeners: number; sessions: number; kept: number; held: number; ms: number } | { ok: false; reason: string }
+export type UpgradeOutcome = { ok: true; pid: number; listeners: number; sessions: number; kept: number; held: number; ms: number; noRoom?: boolean } | { ok: false; reason: string }
 
 /** The bytes the moved sessions' legs held. */
 function heldBytes(moved: Array<MovedSession & { route: string }>): number {
@@ -502,7 +515,7 @@ export class Upgrader {
       this.#committed = true
       if (batched) {
         source.stopAccepting()
-        const moved = await this.#moveSessions(mine, version, source, () => exited)
+        const moved = await this.#moveSessions(mine, version, source, () => exited, typeof ready.free === 'number' ? ready.free : Infinity)
         if (!moved.ok) {
           // Dead or silent after the commit: what it was sent and did not answer is reset here
           // (see the header), the rest never left, and this process listens again.
@@ -520,7 +533,7 @@ export class Upgrader {
         }
         child.stderr!.destroy()
         child.unref()
-        return { ok: true, pid: child.pid!, listeners: listeners.length, sessions: moved.sessions, kept: moved.kept, held: moved.held, ms: Math.round(performance.now() - started) }
+        return { ok: true, pid: child.pid!, listeners: listeners.length, sessions: moved.sessions, kept: moved.kept, held: moved.held, ms: Math.round(performance.now() - started), noRoom: moved.noRoom }
       }
       // What it could not carry on stays here; the rest is its now (the copies here close after).
       const refused = new Set(Array.isArray(ready.refused) ? ready.refused : [])
@@ -579,17 +592,30 @@ export class Upgrader {
    * WINDOW messages unanswered; each answer says which it refused (carried on here again), and
    * this process's copies of the others close. `this.#moved` holds the unanswered ones.
    */
-  async #moveSessions(sock: number, version: number, source: UpgradeSource, exited: () => string | undefined): Promise<{ ok: true; sessions: number; kept: number; held: number } | { ok: false; reason: string }> {
+  async #moveSessions(sock: number, version: number, source: UpgradeSource, exited: () => string | undefined, free: number): Promise<{ ok: true; sessions: number; kept: number; held: number; noRoom: boolean } | { ok: false; reason: string }> {
     const unanswered: Array<Array<MovedSession & { route: string }>> = []
     let sessions = 0
     let kept = 0
     let held = 0
     let more = true
+    // Refused by the new process (out of descriptors...): carried on here, and never sent again.
+    const refusedIds = new Set<number>()
+    let noRoom = false
     for (;;) {
       const bound = performance.now() + TOOK_BOUND_MS
       const left = (): number => Math.max(1, Math.ceil(bound - performance.now()))
       while (more && unanswered.length < WINDOW) {
-        const taken = source.handOverSessions(undefined, SESSIONS_PER_MESSAGE)
+        // Its room as last told, less what the unanswered messages will take: two per session.
+        const inFlight = unanswered.reduce((n, b) => n + b.length, 0)
+        const room = Math.floor((free - FREE_RESERVE) / 2) - inFlight
+        if (room <= 0) {
+          if (unanswered.length === 0) {
+            more = false
+            noRoom = true
+          }
+          break
+        }
+        const taken = source.handOverSessions(undefined, Math.min(SESSIONS_PER_MESSAGE, room), refusedIds)
         if (taken.length === 0) {
           more = false
           break
@@ -613,8 +639,10 @@ export class Upgrader {
       if (typeof answer === 'string') return { ok: false, reason: answer.replace(/^the new process /, '') }
       if (answer.type !== 'took') return { ok: false, reason: `sent '${answer.type}' where 'took' was expected` }
       const batch = unanswered.shift()!
+      if (typeof answer.free === 'number') free = answer.free
       const refused = new Set(Array.isArray(answer.refused) ? answer.refused : [])
       const back = batch.filter((m) => refused.has(m.identity.id))
+      for (const m of back) refusedIds.add(m.identity.id)
       if (back.length > 0) source.takeBack(back)
       for (const m of batch) if (!refused.has(m.identity.id)) for (const fd of m.transport.fds) this.#native.closeFd(fd)
       const answered = new Set(batch)
@@ -628,7 +656,7 @@ export class Upgrader {
     } catch {
       // Every session it was sent is answered: it has them all, whether or not it reads this.
     }
-    return { ok: true, sessions, kept, held }
+    return { ok: true, sessions, kept, held, noRoom }
   }
 
   /**
@@ -840,6 +868,8 @@ export class Handover {
     let sessions = 0
     let refused = 0
     let heard = performance.now()
+    // Counted once, then estimated (two a session taken), counted again when the estimate runs low.
+    let free = freeDescriptors()
     try {
       for (;;) {
         let got: { payload: Buffer; fds: number[] } | null
@@ -862,7 +892,9 @@ export class Handover {
         const no = adopt(batch)
         sessions += batch.length - no.length
         refused += no.length
-        this.#send({ v: this.#version, type: 'took', refused: no })
+        free -= 2 * (batch.length - no.length)
+        if (free < FREE_RECOUNT) free = freeDescriptors()
+        this.#send({ v: this.#version, type: 'took', refused: no, free })
       }
     } catch (err) {
       return { sessions, refused, gone: (err as Error).message }
@@ -880,7 +912,7 @@ export class Handover {
     if (this.#stderr !== undefined) this.#native.moveFd(this.#stderr, 2)
     let keepOpen = false
     try {
-      this.#send({ v: this.#version, type: 'ready', pid: process.pid, listeners, ...(this.#version >= SESSIONS_VERSION && { refused }) })
+      this.#send({ v: this.#version, type: 'ready', pid: process.pid, listeners, ...(this.#version >= SESSIONS_VERSION && { refused }), ...(this.batched && { free: freeDescriptors() }) })
       if (this.#version < COMMIT_VERSION) return
       let got: { payload: Buffer; fds: number[] } | null
       try {

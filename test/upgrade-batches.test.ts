@@ -10,6 +10,7 @@ import type { Socket } from 'node:net'
 import { request } from 'undici'
 import { connect, echoServer, freePort, waitFor } from './helpers/net.ts'
 import { entryFile, killAllAtEnd, MAIN, NATIVE, roundTrip, start, upgradeTestSetup } from './helpers/upgrade.ts'
+import { spawnProxy } from './helpers/cli.ts'
 
 const { dir } = upgradeTestSetup(t, 'upgrade-batches')
 
@@ -120,5 +121,33 @@ t.test('a new process that dies between two messages: the sessions it was sent a
   const after = await Promise.all(rest.map((c, i) => echoes(c, `moved ${i}`)))
   t.equal(after.filter(Boolean).length, rest.length, 'and they echo from the new process')
   for (const c of clients) c.socket.destroy()
+  process.kill(Number(done.newPid), 'SIGTERM')
+})
+
+t.test('a new process short of descriptors: the sessions it has no room for stay in the old process, none is cut or reset, the upgrade completes', async (t) => {
+  const target = await echoServer(t)
+  const entry = entryFile(t, dir, 'tight')
+  const port = await freePort()
+  // Room for the old process's 400 sessions (two descriptors each) and little more: the new
+  // process, under the same limit, cannot take them all.
+  const proxy = spawnProxy(['--listen', `127.0.0.1:${port}`, '--target', `127.0.0.1:${target}`], {}, entry, ['prlimit', '--nofile=850:850', '--'])
+  killAllAtEnd(t, proxy)
+  await proxy.line((l) => l.msg === 'listening', 30_000)
+  const clients = await sessions(port, SESSIONS)
+  proxy.proc.kill('SIGUSR2')
+  const done = await proxy.line((l) => l.msg.startsWith('upgrade done') || l.msg.startsWith('upgrade failed'), 60_000)
+  t.match(done.msg, /^upgrade done/, `the upgrade completes: ${done.msg} ${String(done.reason ?? '')}`)
+  const moved = Number(done.sessions)
+  const left = Number(done.sessionsLeft)
+  t.ok(moved > 0 && left > 0, `some moved (${moved}), the rest stayed (${left})`)
+  t.equal(moved + left, SESSIONS, 'every session is in one process or the other')
+  const why = await proxy.line((l) => l.pid === proxy.proc.pid && l.msg.startsWith('upgrade: sessions stay in this process'), 5000).catch(() => undefined)
+  t.equal(why?.reason, 'descriptor_limit', 'one line says why they stay')
+  t.notOk(proxy.logs.some((l) => l.msg === 'session closed'), 'no session was closed')
+  const results = await Promise.all(clients.map((c, i) => echoes(c, `tight ${i}`)))
+  t.equal(results.filter(Boolean).length, SESSIONS, 'every session echoes, from whichever process has it')
+  t.equal(proxy.proc.exitCode, null, 'the old process waits for the sessions it kept')
+  for (const c of clients) c.socket.destroy()
+  t.equal(await proxy.exited, 0, 'and exits once they ended')
   process.kill(Number(done.newPid), 'SIGTERM')
 })
