@@ -37,8 +37,10 @@ export const socat: Relay = {
   name: 'socat',
   proxies: true,
   unavailable: () => missingCommand('socat', ['-V'], 'socat'),
-  async start(ctx) {
-    return await startCommandRelay(await targetAcross(ctx), 'socat', 'socat', socatArgs(ctx), restart)
+  async start(start) {
+    // Its target is where the path across the NAT leads (through the box, when there is one).
+    const ctx = await targetAcross(start)
+    return await startCommandRelay(ctx, 'socat', 'socat', socatArgs(ctx), restart)
   },
   upgradeHow: () => 'restart: SIGTERM, then a new process'
 }
