@@ -369,11 +369,28 @@ export class ProxyApp implements AdminSource {
    * them; their sessions join a listener of that route that never listens and drains at once,
    * exactly as a reload drains a removed route (shutdownGrace, then a FIN to each peer), from
    * finishAdoption: at once unless `more` (v5: more sessions may follow in later messages).
+   * `release`: called with each session once it holds its own descriptors (or was refused), for
+   * the caller to close the ones it received then, not a whole message's at the end.
    */
-  adoptSessions(sessions: Array<HandedSession & { fds: [number, number] }>, from?: Pick<InheritedListeners, 'removed' | 'targets' | 'keepalive'>, more = false): { adopted: AdoptedSession[]; refused: number[] } {
+  adoptSessions(
+    sessions: Array<HandedSession & { fds: [number, number] }>,
+    from?: Pick<InheritedListeners, 'removed' | 'targets' | 'keepalive'>,
+    { more = false, release }: { more?: boolean; release?: (s: HandedSession & { fds: [number, number] }) => void } = {},
+  ): { adopted: AdoptedSession[]; refused: number[] } {
     const adopted: AdoptedSession[] = []
     const refused: number[] = []
     const removed = this.#adoptedRemoved
+    // Sockets keep their options: set again only where this config's differ from what the old
+    // process set (v5 says which); compared once per route.
+    const tunedRoutes = new Map<ProxyListener, boolean>()
+    const tuned = (route: string, listener: ProxyListener): boolean => {
+      let same = tunedRoutes.get(listener)
+      if (same === undefined) {
+        same = from !== undefined && Object.hasOwn(from.keepalive, route) && JSON.stringify(from.keepalive[route]) === JSON.stringify(listener.options.keepalive)
+        tunedRoutes.set(listener, same)
+      }
+      return same
+    }
     /** A removed route's listener, made at its first session; throws (ConfigError) on settings this release refuses. */
     const removedRoute = (name: string): ProxyListener | undefined => {
       if (from === undefined || !Object.hasOwn(from.removed, name)) return undefined
@@ -389,13 +406,12 @@ export class ProxyApp implements AdminSource {
       try {
         const listener = this.#routes.get(s.route) ?? removedRoute(s.route)
         if (listener === undefined) throw new Error(`route ${s.route} is not in this config`)
-        // Sockets keep their options: set again only where this config's differ (v5 says which they have).
-        const tuned = from !== undefined && Object.hasOwn(from.keepalive, s.route) && JSON.stringify(from.keepalive[s.route]) === JSON.stringify(listener.options.keepalive)
-        adopted.push(listener.adoptSession(s.identity, s.target, s.fds, s.state, tuned))
+        adopted.push(listener.adoptSession(s.identity, s.target, s.fds, s.state, tuned(s.route, listener)))
       } catch (err) {
         this.#logger.warn({ session: s.identity.id, route: s.route, error: (err as Error).message }, 'upgrade: a session handed over cannot be carried on; the old process keeps it')
         refused.push(s.identity.id)
       }
+      release?.(s)
     }
     if (!more) this.finishAdoption()
     return { adopted, refused }

@@ -267,15 +267,10 @@ export async function run(argv: string[]): Promise<number> {
     const started = performance.now()
     await app.listenHandedOver()
     void handover.receiveBatches((sessions) => {
-      // One at a time, its received descriptors closed once the session holds its own: the
-      // duplicates of a whole message never add up (a process near its descriptor limit).
-      const refused: number[] = []
-      for (const s of sessions) {
-        const one = app.adoptSessions([s], inherited, true)
-        for (const fd of s.fds) binding!.closeFd(fd)
-        for (const a of one.adopted) a.start()
-        refused.push(...one.refused)
-      }
+      // Each session's received descriptors close once it holds its own: the duplicates of a
+      // whole message never add up (a process near its descriptor limit).
+      const { adopted, refused } = app.adoptSessions(sessions, inherited, { more: true, release: (s) => s.fds.forEach((fd) => binding!.closeFd(fd)) })
+      for (const a of adopted) a.start()
       return refused
     }).then(({ sessions, refused, gone }) => {
       app.finishAdoption()

@@ -34,7 +34,7 @@ let limitReadAt = -Infinity
 let softLimit = Infinity
 
 /** RLIMIT_NOFILE's soft value (from /proc, re-read at most once a second: prlimit may change it). */
-export function descriptorLimit(): number {
+function descriptorLimit(): number {
   const now = performance.now()
   if (now - limitReadAt < 1000) return softLimit
   limitReadAt = now
@@ -47,10 +47,6 @@ export function descriptorLimit(): number {
   return softLimit
 }
 
-/**
- * Whether an accepted descriptor leaves the reserve intact. The kernel hands out the lowest
- * free number, so descriptor `fd` means every lower one is in use: no count needed.
- */
 /** Descriptors this process can still open: its limit less those open (MAX_SAFE_INTEGER when unlimited or unknown). */
 export function freeDescriptors(): number {
   const limit = descriptorLimit()
@@ -62,6 +58,10 @@ export function freeDescriptors(): number {
   }
 }
 
+/**
+ * Whether an accepted descriptor leaves the reserve intact. The kernel hands out the lowest
+ * free number, so descriptor `fd` means every lower one is in use: no count needed.
+ */
 export function withinDescriptorReserve(fd: number): { ok: boolean; limit: number } {
   const limit = descriptorLimit()
   return { ok: fd < 0 || fd < limit - DESCRIPTOR_RESERVE, limit }

@@ -214,12 +214,14 @@ export class Session implements TransportEvents {
     this.#closed.target = false
     this.#targetUp = true
     // undefined: the sockets already have this route's settings (set by the process that handed them over).
-    for (const [leg, settings] of clientKeepalive === undefined ? [] : ([['client', clientKeepalive], ['target', ctx.targetKeepalive]] as const)) {
-      const handle = this.legHandle(leg)
-      try {
-        if (handle !== undefined) ctx.sockets.set(handle, settings)
-      } catch (err) {
-        ctx.logger.warn({ session: this.id, err }, `cannot set ${leg} keepalive`)
+    if (clientKeepalive !== undefined) {
+      for (const [leg, settings] of [['client', clientKeepalive], ['target', ctx.targetKeepalive]] as const) {
+        const handle = this.legHandle(leg)
+        try {
+          if (handle !== undefined) ctx.sockets.set(handle, settings)
+        } catch (err) {
+          ctx.logger.warn({ session: this.id, err }, `cannot set ${leg} keepalive`)
+        }
       }
     }
     if (ended !== null) {

@@ -818,6 +818,7 @@ export class Handover {
         const got = this.#native.recvFds(this.#sock, MAX_MESSAGE, RECEIVE_BOUND_MS)
         if (got === null) throw new HandoverError('the old process closed the hand-over socket while sending the sessions')
         const batch = this.#sessionsOf(got, held)
+        if (batch === 'done') throw new HandoverError("'done' before the sessions the listeners message announced")
         if (batch !== undefined) out.push(...batch)
       }
     } catch (err) {
@@ -829,13 +830,14 @@ export class Handover {
 
   /**
    * One message of the sessions' hand-over: a `held` part is kept in `held` (undefined back), a
-   * `sessions` message gives its sessions, each with its two descriptors; anything else throws
-   * HandoverError with the message's descriptors closed.
+   * `sessions` message gives its sessions, each with its two descriptors, v5's `done` says so;
+   * anything else throws HandoverError with the message's descriptors closed.
    */
-  #sessionsOf(got: { payload: Buffer; fds: number[] }, held: Map<string, Buffer[]>): Array<HandedSession & { fds: [number, number] }> | undefined {
+  #sessionsOf(got: { payload: Buffer; fds: number[] }, held: Map<string, Buffer[]>): Array<HandedSession & { fds: [number, number] }> | 'done' | undefined {
     let batch: HandedSession[]
     try {
       const m = decode(got.payload)
+      if (m.type === 'done' && got.fds.length === 0) return 'done'
       if (m.type === 'held' && got.fds.length === 0 && typeof m.data === 'string') {
         const key = `${m.id} ${m.leg}`
         held.set(key, [...(held.get(key) ?? []), Buffer.from(m.data, 'base64')])
@@ -883,11 +885,8 @@ export class Handover {
         }
         heard = performance.now()
         if (got === null) return { sessions, refused, gone: 'the old process closed the hand-over socket' }
-        if (got.fds.length === 0) {
-          const m = decode(got.payload)
-          if (m.type === 'done') return { sessions, refused }
-        }
         const batch = this.#sessionsOf(got, held)
+        if (batch === 'done') return { sessions, refused }
         if (batch === undefined) continue
         const no = adopt(batch)
         sessions += batch.length - no.length
