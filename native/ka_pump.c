@@ -592,6 +592,7 @@ relay_t* ka_pump_relay_new(ka_pump_t* p, napi_env env, int client_fd, int flags,
   }
   leg_t* client = &r->legs[LEG_CLIENT];
   int own = (flags & RELAY_OWN_FD) != 0;
+  r->own_fds = own;
   client->fd = own ? client_fd : fcntl(client_fd, F_DUPFD_CLOEXEC, 0);
   if (client->fd < 0) {
     *err = errno;
@@ -697,39 +698,54 @@ void ka_pump_drop_queues(relay_t* r) {
 int ka_pump_adopt(relay_t* r, int target_fd, const char* queued_bytes[2], const size_t queued_len[2], const int flags[2],
                   const double bytes[2]) {
   leg_t* target = &r->legs[LEG_TARGET];
+  int own = r->own_fds;
   ka_pump_reset_target(r);
-  target->fd = fcntl(target_fd, F_DUPFD_CLOEXEC, 0);
-  if (target->fd < 0) return errno;
+  target->fd = own ? target_fd : fcntl(target_fd, F_DUPFD_CLOEXEC, 0);
+  if (target->fd < 0) return own ? EBADF : errno;
+  int err = 0;
+  const char* syscall;
   for (int i = 0; i < 2; i++) {
     int fl = fcntl(r->legs[i].fd, F_GETFL);
     if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(r->legs[i].fd, F_SETFL, fl | O_NONBLOCK);
   }
-  for (int i = 0; i < 2; i++) {
+  // A client taken as it is (RELAY_OWN_FD) was registered without SO_OOBINLINE: it is set here,
+  // as on the target leg (the old process set both; a socket keeps its options, this is cheap).
+  int one = 1;
+  if (own && setsockopt(r->legs[LEG_CLIENT].fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one) != 0) err = errno;
+  for (int i = 0; err == 0 && i < 2; i++) {
     leg_t* leg = &r->legs[i];
     if (queued_len[i] > 0 && !queue_append(leg, queued_bytes[i], queued_len[i])) {
-      ka_pump_drop_queues(r);
-      close(target->fd);
-      target->fd = -1;
-      return ENOMEM;
+      err = ENOMEM;
+      break;
     }
     leg->fin_wanted = (flags[i] & ADOPT_END_REQUESTED) != 0;
     leg->fin_sent = (flags[i] & ADOPT_FIN_SENT) != 0;
     leg->read_eof = (flags[i] & ADOPT_END_RECEIVED) != 0;
     leg->bytes_read = bytes[i];
-    // A FIN asked for with nothing left before it goes now (it would have gone in the old process).
+  }
+  if (err == 0) err = register_leg(target, 1, &syscall);
+  if (err != 0) {
+    ka_pump_drop_queues(r);
+    for (int i = 0; i < 2; i++) r->legs[i].fin_wanted = r->legs[i].fin_sent = r->legs[i].read_eof = 0;
+    if (own) {
+      // Both descriptors are the caller's again, untouched (nothing was sent on them).
+      ka_pump_release_leg(target);
+      ka_pump_release_leg(&r->legs[LEG_CLIENT]);
+    } else {
+      close(target->fd);  // never registered: register_leg is the last step
+      target->fd = -1;
+    }
+    return err;
+  }
+  // A FIN asked for with nothing left before it goes now (it would have gone in the old process).
+  for (int i = 0; i < 2; i++) {
+    leg_t* leg = &r->legs[i];
     if (leg->fin_wanted && !leg->fin_sent && queued(leg) == 0) {
       shutdown(leg->fd, SHUT_WR);
       leg->fin_sent = 1;
     }
   }
-  const char* syscall;
-  int err = register_leg(target, 1, &syscall);
-  if (err != 0) {
-    ka_pump_drop_queues(r);
-    close(target->fd);
-    target->fd = -1;
-  }
-  return err;
+  return 0;
 }
 
 void ka_pump_forget(relay_t* r) {

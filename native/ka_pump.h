@@ -52,6 +52,7 @@ struct relay {
   int started;        // bytes flow (set by start(), after the target leg connected)
   int js_alive;       // the JavaScript wrapper has not been finalised
   int faulted;                     // the callback threw: both legs were reset
+  int own_fds;        // made with RELAY_OWN_FD: adopt() takes the target's descriptor as it is too
   relay_t* grave_next;
 };
 
@@ -67,8 +68,9 @@ void ka_pump_unref(ka_pump_t* p);
 // *syscall and *what set when that failed (the caller keeps its own descriptor). flags: see
 // RELAY_OWN_FD.
 relay_t* ka_pump_relay_new(ka_pump_t* p, napi_env env, int client_fd, int flags, int* err, const char** syscall, const char** what);
-// The descriptor was accepted by the pump (ka_accept.c): the relay takes it as it is, no
-// duplicate, and it inherited SO_OOBINLINE from the listening socket (no call to set it).
+// The relay takes the descriptor as it is, no duplicate: one accepted by the pump (ka_accept.c),
+// which inherited SO_OOBINLINE from the listening socket (no call to set it), or one received
+// by an upgrade, whose target leg ka_pump_adopt then takes as it is too (and sets it on both).
 enum { RELAY_OWN_FD = 1 };
 // Frees a relay JavaScript never knew (its construction failed after ka_pump_relay_new).
 void ka_pump_relay_free(relay_t* r);
@@ -93,9 +95,11 @@ size_t ka_pump_queued(const leg_t* leg);
 int ka_pump_detach(relay_t* r, int out_fds[2]);
 // The legs' queues are freed (after ka_pump_detach, once copied).
 void ka_pump_drop_queues(relay_t* r);
-// The other side of an upgrade: the target leg is a connected socket taken over (a duplicate
-// of target_fd), and each leg gets what the old process held for it and its half-close state.
-// 0, or an errno (the caller keeps its own descriptor).
+// The other side of an upgrade: the target leg is a connected socket taken over, and each leg
+// gets what the old process held for it and its half-close state. A duplicate of target_fd is
+// taken (the caller keeps its own), unless the relay took its client as it is (RELAY_OWN_FD):
+// then target_fd itself, and on failure both descriptors are released to the caller, not closed.
+// 0, or an errno (the caller's descriptors are then as they were).
 int ka_pump_adopt(relay_t* r, int target_fd, const char* queued[2], const size_t queued_len[2], const int flags[2],
                   const double bytes[2]);
 enum { ADOPT_END_REQUESTED = 1, ADOPT_FIN_SENT = 2, ADOPT_END_RECEIVED = 4 };

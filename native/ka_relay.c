@@ -346,8 +346,9 @@ static napi_value relay_detach(napi_env env, napi_callback_info info) {
 }
 
 // adopt(targetFd, [clientQueued, targetQueued], [clientFlags, targetFlags], [bytesFromClient,
-// bytesFromTarget]): the target leg is a connected socket handed over (a duplicate is taken;
-// the caller closes its own), each leg gets the bytes the old process held for it and its
+// bytesFromTarget]): the target leg is a connected socket handed over (a duplicate is taken,
+// the caller closes its own; a relay made with RELAY_OWN_FD takes it as it is, and if this
+// throws both descriptors are the caller's again, untouched), each leg gets the bytes the old process held for it and its
 // half-close state (flags: 1 FIN asked for, 2 FIN sent, 4 end of stream received). Then start().
 static napi_value relay_adopt(napi_env env, napi_callback_info info) {
   size_t argc = 4;

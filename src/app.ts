@@ -369,13 +369,14 @@ export class ProxyApp implements AdminSource {
    * them; their sessions join a listener of that route that never listens and drains at once,
    * exactly as a reload drains a removed route (shutdownGrace, then a FIN to each peer), from
    * finishAdoption: at once unless `more` (v5: more sessions may follow in later messages).
-   * `release`: called with each session once it holds its own descriptors (or was refused), for
-   * the caller to close the ones it received then, not a whole message's at the end.
+   * `own`: the sessions take the descriptors given (received by this process for them), none is
+   * duplicated; else each takes duplicates and the caller closes its own. `release`: called with
+   * each session refused, whose descriptors are still the caller's.
    */
   adoptSessions(
     sessions: Array<HandedSession & { fds: [number, number] }>,
     from?: Pick<InheritedListeners, 'removed' | 'targets' | 'keepalive'>,
-    { more = false, release }: { more?: boolean; release?: (s: HandedSession & { fds: [number, number] }) => void } = {},
+    { more = false, own = false, release }: { more?: boolean; own?: boolean; release?: (s: HandedSession & { fds: [number, number] }) => void } = {},
   ): { adopted: AdoptedSession[]; refused: number[] } {
     const adopted: AdoptedSession[] = []
     const refused: number[] = []
@@ -406,12 +407,12 @@ export class ProxyApp implements AdminSource {
       try {
         const listener = this.#routes.get(s.route) ?? removedRoute(s.route)
         if (listener === undefined) throw new Error(`route ${s.route} is not in this config`)
-        adopted.push(listener.adoptSession(s.identity, s.target, s.fds, s.state, tuned(s.route, listener)))
+        adopted.push(listener.adoptSession(s.identity, s.target, s.fds, s.state, tuned(s.route, listener), own))
       } catch (err) {
         this.#logger.warn({ session: s.identity.id, route: s.route, error: (err as Error).message }, 'upgrade: a session handed over cannot be carried on; the old process keeps it')
         refused.push(s.identity.id)
+        release?.(s)
       }
-      release?.(s)
     }
     if (!more) this.finishAdoption()
     return { adopted, refused }

@@ -254,6 +254,8 @@ export async function run(argv: string[]): Promise<number> {
     logger.info(`${route.name}: ${describeLegs((leg) => sockets.effective(route.keepalive[leg]))}`)
   }
   const notifier = new ServiceNotifier(logger)
+  // Sessions handed over take the descriptors received for them; a refused one's close here.
+  const closeRefused = (s: { fds: [number, number] }): void => s.fds.forEach((fd) => binding!.closeFd(fd))
   if (handover !== undefined && inherited !== undefined && handover.batched) {
     // v5: 'ready' once every route is built; after 'go' this process accepts on the listening
     // sockets handed over, and the sessions come a message at a time, each started as it comes.
@@ -267,9 +269,7 @@ export async function run(argv: string[]): Promise<number> {
     const started = performance.now()
     await app.listenHandedOver()
     void handover.receiveBatches((sessions) => {
-      // Each session's received descriptors close once it holds its own: the duplicates of a
-      // whole message never add up (a process near its descriptor limit).
-      const { adopted, refused } = app.adoptSessions(sessions, inherited, { more: true, release: (s) => s.fds.forEach((fd) => binding!.closeFd(fd)) })
+      const { adopted, refused } = app.adoptSessions(sessions, inherited, { more: true, own: true, release: closeRefused })
       for (const a of adopted) a.start()
       return refused
     }).then(({ sessions, refused, gone }) => {
@@ -282,8 +282,7 @@ export async function run(argv: string[]): Promise<number> {
     // The sessions handed over are built now and move bytes only once the old process knows
     // which it keeps (those refused here): until then it may still take them all back.
     const started = performance.now()
-    const { adopted, refused } = app.adoptSessions(inherited.sessions, inherited)
-    inherited.closeSessionFds()
+    const { adopted, refused } = app.adoptSessions(inherited.sessions, inherited, { own: true, release: closeRefused })
     // The old process tells systemd (MAINPID=, READY=1) once it hears this.
     try {
       handover.ready(app.listeners().length, refused)

@@ -448,15 +448,16 @@ export class ProxyListener {
   /**
    * Upgrade: carries on a session handed over (or taken back after a failed upgrade). Its target
    * is the pool's target of that address when there is one (health checks and on-down cover it).
-   * Throws (EMFILE, a transport that cannot adopt) with nothing changed; the caller keeps the
-   * descriptors either way.
+   * Throws (EMFILE, a transport that cannot adopt) with nothing changed. `own`: the session takes
+   * `fds` themselves (received for it); else duplicates, and the caller keeps its own. Either way
+   * a throw leaves the caller's descriptors as they were.
    */
-  adoptSession(identity: SessionIdentity, target: { host: string; port: number }, fds: [number, number], state: TransportState, tuned = false): AdoptedSession {
+  adoptSession(identity: SessionIdentity, target: { host: string; port: number }, fds: [number, number], state: TransportState, tuned = false, own = false): AdoptedSession {
     const transports = this.#transports
     if (transports.adopt === undefined) throw new Error(`the ${transports.kind} transport cannot adopt a session`)
     const key = formatEndpoint(target.host, target.port)
     const upstream: TargetEndpoint = this.#pool.targets.find((t) => formatEndpoint(t.host, t.port) === key) ?? { host: target.host, port: target.port }
-    const session = new Session(this.#ctx, upstream, (events) => transports.adopt!(fds, state, events), identity)
+    const session = new Session(this.#ctx, upstream, (events) => transports.adopt!(fds, state, events, own), identity)
     this.sessions.add(session)
     this.#hooks.sessionOpened?.()
     return { session, start: () => session.adopt(identity.ended, tuned ? undefined : this.#options.keepalive.client) }

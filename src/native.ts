@@ -59,8 +59,9 @@ export interface NativeRelay {
    */
   detach(): DetachedRelay | null
   /**
-   * Before start(): the target leg is a connected socket handed over (a duplicate is taken), and
-   * each leg gets the bytes held for it and its half-close state (ADOPT_* flags).
+   * Before start(): the target leg is a connected socket handed over (a duplicate is taken; by a
+   * relay made with RELAY_OWN_FD, the descriptor itself, and both are the caller's again if this
+   * throws), and each leg gets the bytes held for it and its half-close state (ADOPT_* flags).
    */
   adopt(targetFd: number, queued: [Buffer, Buffer], flags: [number, number], bytes: [number, number]): void
 }
@@ -81,7 +82,10 @@ export const ADOPT_END_REQUESTED = 1
 export const ADOPT_FIN_SENT = 2
 export const ADOPT_END_RECEIVED = 4
 
-/** Relay flag: the client descriptor was accepted by an Acceptor and is taken as it is (no duplicate). */
+/**
+ * Relay flag: the client descriptor is taken as it is, no duplicate: accepted by an Acceptor, or
+ * received by an upgrade (adopt() then takes the target's as it is too).
+ */
 export const RELAY_OWN_FD = 1
 
 export type NativeRelayClass = new (

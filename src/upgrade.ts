@@ -108,6 +108,8 @@ export const READY_BOUND_MS = 10_000
 /** A new process that did not report ready gets this long to stop after SIGTERM, then SIGKILL. */
 const KILL_AFTER_MS = 2000
 const POLL_MS = 20
+/** v5: how long one read for the new process's answer blocks this process's loop, at most. */
+const ANSWER_WAIT_MS = 2
 const MAX_MESSAGE = 1024 * 1024
 /** The new process waits this long for the old one's answer (within the old one's bound). */
 const RECEIVE_BOUND_MS = READY_BOUND_MS
@@ -347,6 +349,9 @@ function wireSession(m: MovedSession & { route: string }, inline: boolean): Wire
   }
 }
 
+/** The bytes of a leg that holds none: shared, never written (the pump copies what it is given). */
+const NOTHING_HELD = Buffer.alloc(0)
+
 function fromWire(w: WireSession, held: Map<string, Buffer[]>): HandedSession {
   const bool = (v: unknown): boolean => v === true
   const num = (v: unknown): number => {
@@ -355,8 +360,10 @@ function fromWire(w: WireSession, held: Map<string, Buffer[]>): HandedSession {
   }
   const leg = (l: WireLeg | undefined, name: Leg): LegState => {
     if (l === undefined || typeof l !== 'object' || typeof l.queued !== 'string') throw new HandoverError('a session without its legs')
-    const before = held.get(`${w.id} ${name}`) ?? []
-    return { queued: Buffer.concat([...before, Buffer.from(l.queued, 'base64')]), endRequested: bool(l.endRequested), finSent: bool(l.finSent), endReceived: bool(l.endReceived), connecting: false }
+    // Most legs hold nothing: no buffer is made for them (a base64 decode is a call into C++).
+    const before = held.size === 0 ? undefined : held.get(`${w.id} ${name}`)
+    const queued = before === undefined ? (l.queued === '' ? NOTHING_HELD : Buffer.from(l.queued, 'base64')) : Buffer.concat([...before, Buffer.from(l.queued, 'base64')])
+    return { queued, endRequested: bool(l.endRequested), finSent: bool(l.finSent), endReceived: bool(l.endReceived), connecting: false }
   }
   if (w === null || typeof w !== 'object' || typeof w.route !== 'string' || typeof w.clientAddress !== 'string' || w.target === null || typeof w.target !== 'object' || typeof w.target.host !== 'string') {
     throw new HandoverError('a session that is not understood')
@@ -630,7 +637,7 @@ export class Upgrader {
       if (unanswered.length === 0) break
       let answer: Message | string
       try {
-        answer = await this.#receive(sock, bound, exited, 'answered', 1)
+        answer = await this.#receive(sock, bound, exited, 'answered')
       } catch (err) {
         // A reset socket: it died; its exit status says more.
         await new Promise((r) => setTimeout(r, 200))
@@ -661,19 +668,22 @@ export class Upgrader {
 
   /**
    * The next message, or why none came (the new process exited, closed, or the bound passed);
-   * `what` names what it was waiting for.
+   * `what` names what it was waiting for. Between looks the event loop runs (the sessions here
+   * keep moving): POLL_MS later while the new process starts; while it answers a message, at
+   * once, after a read that waits up to ANSWER_WAIT_MS, so an answer is seen when it comes.
    */
-  async #receive(sock: number, deadline: number, exited: () => string | undefined, what = 'ready', pollMs = POLL_MS): Promise<Message | string> {
+  async #receive(sock: number, deadline: number, exited: () => string | undefined, what: 'ready' | 'answered' = 'ready'): Promise<Message | string> {
+    const waitMs = what === 'answered' ? ANSWER_WAIT_MS : 0
     for (;;) {
       let got: { payload: Buffer; fds: number[] } | null
       try {
-        got = this.#native.recvFds(sock, MAX_MESSAGE, 0)
+        got = this.#native.recvFds(sock, MAX_MESSAGE, waitMs)
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw err
         const why = exited()
         if (why !== undefined) return `the new process ${why} before it ${what === 'ready' ? 'was ready' : what}`
         if (performance.now() >= deadline) return what === 'ready' ? `the new process did not report ready within ${READY_BOUND_MS / 1000} s` : `the new process ${what} nothing within ${TOOK_BOUND_MS / 1000} s`
-        await new Promise((r) => setTimeout(r, pollMs))
+        await new Promise((r) => (what === 'answered' ? setImmediate(r) : setTimeout(r, POLL_MS)))
         continue
       }
       if (got === null) {
@@ -724,11 +734,6 @@ export class InheritedListeners {
     this.sessions = sessions
     this.removed = removed
     this.#native = native
-  }
-
-  /** The sessions' descriptors here (each adopted session holds its own duplicates). */
-  closeSessionFds(): void {
-    for (const s of this.sessions) for (const fd of s.fds) this.#native.closeFd(fd)
   }
 
   take(key: string): number | undefined {

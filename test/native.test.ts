@@ -3,19 +3,19 @@
 // class checks its arguments, leaves no stale epoll registration, runs its callbacks in their
 // async context, survives a throwing callback and is one pump per thread.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { execFileSync } from 'node:child_process'
-import { openSync, closeSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
-import net, { type AddressInfo } from 'node:net'
+import { openSync, closeSync, fstatSync, readdirSync, readFileSync, readlinkSync, writeSync } from 'node:fs'
+import net, { type AddressInfo, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { loadNative, nativeBinaryPath, type NativeRelay } from '../src/native.ts'
+import { loadNative, nativeBinaryPath, RELAY_OWN_FD, type NativeRelay } from '../src/native.ts'
 import { SocketControl, fdOf } from '../src/socket-control.ts'
 import { resolveKeepalive, validateKeepalive, LIMITS } from '../src/keepalive/settings.ts'
 import { ConfigError, SocketOptionError } from '../src/errors.ts'
-import { connectedSocket, listen, sleep, waitFor } from './helpers/net.ts'
+import { collect, connect, connectedSocket, listen, sleep, waitFor } from './helpers/net.ts'
 
 const load = loadNative()
 if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
@@ -196,6 +196,74 @@ t.test('Relay arguments: descriptors, ports and families are checked, not wrappe
   const file = openSync(new URL(import.meta.url), 'r')
   t.teardown(() => closeSync(file))
   t.throws(() => new Relay(file, {}, () => {}), { code: 'ENOTSOCK', syscall: 'setsockopt(SO_OOBINLINE)' }, 'the failing call is named')
+})
+
+/** Two sockets connected to a target the test drives, and their peers there. */
+async function twoConnections(t: Test): Promise<{ sockets: [Socket, Socket]; peers: [Socket, Socket] }> {
+  const peers: Socket[] = []
+  const { server, port } = await listen((s) => void peers.push(s))
+  const sockets: [Socket, Socket] = [await connect(port), await connect(port)]
+  await waitFor(() => peers.length === 2, 2000)
+  t.teardown(() => {
+    for (const s of [...sockets, ...peers]) s.destroy()
+    server.close()
+  })
+  return { sockets, peers: peers as [Socket, Socket] }
+}
+
+/** New descriptors for `fds`, received over a Unix socket as an upgrade receives them. */
+function received(t: Test, fds: number[]): number[] {
+  const [a, b] = binding.seqpacketPair()
+  t.teardown(() => [a, b].forEach((fd) => binding.closeFd(fd)))
+  binding.sendFds(a, Buffer.from('fds'), fds, 1000)
+  return binding.recvFds(b, 64, 1000)!.fds
+}
+
+const openFds = (): number => readdirSync('/proc/self/fd').length
+const isOpen = (fd: number): boolean => {
+  try {
+    fstatSync(fd)
+    return true
+  } catch {
+    return false
+  }
+}
+
+t.test('adopt, by a relay made with RELAY_OWN_FD: both descriptors are taken as they are, and given back untouched when it fails', async (t) => {
+  const nothing = Buffer.alloc(0)
+  const { sockets, peers } = await twoConnections(t)
+  // Node's sockets stop reading (pause() alone still fills their buffer): the relay's legs are
+  // other descriptors of the same sockets.
+  for (const s of sockets) (s as unknown as { _handle: { readStop(): number } })._handle.readStop()
+  const [client, target] = received(t, sockets.map(fdOf))
+  const relay = new binding.Relay(client!, {}, () => {}, RELAY_OWN_FD)
+  const before = openFds()
+  relay.adopt(target!, [nothing, nothing], [0, 0], [0, 0])
+  t.same([relay.fd(0), relay.fd(1)], [client, target], 'the relay holds the very descriptors it was given')
+  t.equal(openFds(), before, 'no duplicate was made')
+  relay.start()
+  const atTarget = collect(peers[1])
+  peers[0].write('through the adopted legs')
+  t.ok(await waitFor(() => atTarget.length() === 24, 2000), 'bytes move between them')
+  relay.destroy(0)
+  relay.destroy(1)
+  t.notOk(isOpen(client!) || isOpen(target!), 'closing the legs closed them: they were the relay\'s')
+
+  // A target that is not a socket: adopt throws, and both are the caller's again.
+  const again = await twoConnections(t)
+  const [client2] = received(t, [fdOf(again.sockets[0])])
+  const file = openSync(new URL(import.meta.url), 'r')
+  t.teardown(() => [client2!, file].forEach((fd) => isOpen(fd) && closeSync(fd)))
+  const failing = new binding.Relay(client2!, {}, () => {}, RELAY_OWN_FD)
+  t.throws(() => failing.adopt(file, [nothing, nothing], [0, 0], [0, 0]), { code: 'ENOTSOCK' }, 'adopt fails on a descriptor that is not a socket')
+  t.equal(failing.fd(0), -1, 'the relay let go of the client')
+  failing.destroy(0)
+  t.ok(isOpen(client2!) && isOpen(file), 'neither descriptor was closed')
+  t.notOk(inAnEpollSet(client2!), 'the client is in no epoll set')
+  const atPeer = collect(again.peers[0])
+  const words = Buffer.from('still the caller\'s')
+  writeSync(client2!, words)
+  t.ok(await waitFor(() => atPeer.length() === words.length, 2000), 'the client socket works as before: no FIN, no RST')
 })
 
 t.test('pump callbacks run in the async context the relay was created in', async (t) => {

@@ -65,8 +65,8 @@ export class NativeTransports implements Transports {
     return new NativeTransport(this.#Relay, client, events, this.#deps)
   }
 
-  adopt(fds: [number, number], state: TransportState, events: TransportEvents): Transport {
-    return new NativeTransport(this.#Relay, { fds, state }, events, this.#deps)
+  adopt(fds: [number, number], state: TransportState, events: TransportEvents, own = false): Transport {
+    return new NativeTransport(this.#Relay, { fds, state, own }, events, this.#deps)
   }
 
   acceptOn(listenFd: number, take: (client: Accepted) => void, onError: (code: string) => void): TransportAcceptor {
@@ -114,13 +114,15 @@ export class NativeTransport implements Transport {
    * Takes over the accepted client. Throws (EMFILE...) when the pump cannot take its
    * descriptor; the client is then still the caller's.
    */
-  constructor(Relay: NativeRelayClass, client: Accepted | { fds: [number, number]; state: TransportState }, events: TransportEvents, deps: TransportDeps) {
+  constructor(Relay: NativeRelayClass, client: Accepted | { fds: [number, number]; state: TransportState; own: boolean }, events: TransportEvents, deps: TransportDeps) {
     this.#events = events
     this.#deps = deps
     if ('state' in client) {
       // Handed over by an upgrade: both legs connected; relay() writes what was held, then relays.
-      const { fds, state } = client
-      this.#relay = new Relay(fds[0], this, relayOnEvent)
+      // Descriptors of its own are taken as they are: no duplicate to make, none to close after
+      // (on a throw they are the caller's again, untouched).
+      const { fds, state, own } = client
+      this.#relay = new Relay(fds[0], this, relayOnEvent, own ? RELAY_OWN_FD : 0)
       try {
         this.#relay.adopt(fds[1], [state.legs.client.queued, state.legs.target.queued], [adoptFlags(state.legs.client), adoptFlags(state.legs.target)], [state.bytesToTarget, state.bytesToClient])
       } catch (err) {

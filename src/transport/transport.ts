@@ -182,11 +182,12 @@ export interface Transports {
    */
   accept(client: Accepted, events: TransportEvents): Transport
   /**
-   * Carries on a session handed over by an upgrade: both legs connected (duplicates of `fds` are
-   * taken; the caller closes its own), the bytes held written first once `relay()` is called.
-   * Absent on a transport that cannot. Throws (EMFILE...) when it cannot take the descriptors.
+   * Carries on a session handed over by an upgrade: both legs connected, the bytes held written
+   * first once `relay()` is called. `own`: the transport takes `fds` themselves (received by this
+   * process for it); else duplicates, and the caller closes its own. Absent on a transport that
+   * cannot. Throws (EMFILE...) when it cannot take the descriptors: they are the caller's then.
    */
-  adopt?(fds: [number, number], state: TransportState, events: TransportEvents): Transport
+  adopt?(fds: [number, number], state: TransportState, events: TransportEvents, own?: boolean): Transport
   /**
    * Accepts the clients of a listening socket itself, in one batch per loop turn, calling `take`
    * for each, and `onError` with the errno name when
