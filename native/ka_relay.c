@@ -305,10 +305,13 @@ static napi_value relay_fd(napi_env env, napi_callback_info info) { return leg_n
 static napi_value relay_bytes(napi_env env, napi_callback_info info) { return leg_number(env, info, 1); }
 
 // detach() -> null when the relay cannot be handed over (not relaying, a leg connecting, closed,
-// failed or being drained); else {fds: [client, target], queued: [Buffer, Buffer], endRequested,
-// finSent, endReceived: [bool, bool], bytes: [read from client, read from target]}. The legs
-// leave the pump without a close (no FIN, no RST): the descriptors are the caller's to pass on
-// and close; the relay reports nothing more.
+// failed or being drained); else one flat array, per leg (client, target): [clientFd, targetFd,
+// clientFlags, targetFlags, bytes read from the client, from the target, bytes held for the
+// client, for the target] where flags are adopt()'s (ADOPT_*) and the bytes held a Buffer, or
+// null when there are none. Flat, and no Buffer for an empty queue: an upgrade detaches every
+// session, and each object, array and buffer made here is a call into V8. The legs leave the
+// pump without a close (no FIN, no RST): the descriptors are the caller's to pass on and close;
+// the relay reports nothing more.
 static napi_value relay_detach(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   relay_t* r = unwrap(env, info, &argc, NULL);
@@ -319,22 +322,18 @@ static napi_value relay_detach(napi_env env, napi_callback_info info) {
     if (napi_get_null(env, &result) != napi_ok) return NULL;
     return result;
   }
-  napi_value arrays[6];
-  int ok = napi_create_object(env, &result) == napi_ok;
-  for (int a = 0; ok && a < 6; a++) ok = napi_create_array_with_length(env, 2, &arrays[a]) == napi_ok;
+  int ok = napi_create_array_with_length(env, 8, &result) == napi_ok;
   for (int i = 0; ok && i < 2; i++) {
     leg_t* leg = &r->legs[i];
-    napi_value v[6];
-    void* data = NULL;
+    napi_value v[4];
     size_t len = ka_pump_queued(leg);
-    ok = napi_create_int32(env, fds[i], &v[0]) == napi_ok &&
-         napi_create_buffer_copy(env, len, len > 0 ? leg->queue + leg->queue_off : "", &data, &v[1]) == napi_ok &&
-         napi_get_boolean(env, leg->fin_wanted, &v[2]) == napi_ok && napi_get_boolean(env, leg->fin_sent, &v[3]) == napi_ok &&
-         napi_get_boolean(env, leg->read_eof, &v[4]) == napi_ok && napi_create_double(env, leg->bytes_read, &v[5]) == napi_ok;
-    for (int a = 0; ok && a < 6; a++) ok = napi_set_element(env, arrays[a], (uint32_t)i, v[a]) == napi_ok;
+    int flags = (leg->fin_wanted ? ADOPT_END_REQUESTED : 0) | (leg->fin_sent ? ADOPT_FIN_SENT : 0) | (leg->read_eof ? ADOPT_END_RECEIVED : 0);
+    void* data = NULL;
+    ok = napi_create_int32(env, fds[i], &v[0]) == napi_ok && napi_create_int32(env, flags, &v[1]) == napi_ok &&
+         napi_create_double(env, leg->bytes_read, &v[2]) == napi_ok &&
+         (len > 0 ? napi_create_buffer_copy(env, len, leg->queue + leg->queue_off, &data, &v[3]) : napi_get_null(env, &v[3])) == napi_ok;
+    for (int a = 0; ok && a < 4; a++) ok = napi_set_element(env, result, (uint32_t)(a * 2 + i), v[a]) == napi_ok;
   }
-  static const char* names[6] = {"fds", "queued", "endRequested", "finSent", "endReceived", "bytes"};
-  for (int a = 0; ok && a < 6; a++) ok = napi_set_named_property(env, result, names[a], arrays[a]) == napi_ok;
   ka_pump_drop_queues(r);
   ka_relay_release_if_done(r);
   if (!ok) {

@@ -66,17 +66,17 @@ export interface NativeRelay {
   adopt(targetFd: number, queued: [Buffer, Buffer], flags: [number, number], bytes: [number, number]): void
 }
 
-/** A relay taken out of the pump (per leg: client, target). */
-export interface DetachedRelay {
-  fds: [number, number]
-  /** The bytes held for each leg (read from the other, not yet written to it). */
-  queued: [Buffer, Buffer]
-  endRequested: [boolean, boolean]
-  finSent: [boolean, boolean]
-  endReceived: [boolean, boolean]
-  /** Bytes read from each leg. */
-  bytes: [number, number]
-}
+/**
+ * A relay taken out of the pump, flat (one array, no Buffer for an empty queue: every session of
+ * an upgrade is detached): descriptors, half-close state (ADOPT_* flags) and bytes read from each
+ * leg, then the bytes held for each (read from the other, not yet written to it), null for none.
+ */
+export type DetachedRelay = [
+  clientFd: number, targetFd: number,
+  clientFlags: number, targetFlags: number,
+  bytesFromClient: number, bytesFromTarget: number,
+  heldForClient: Buffer | null, heldForTarget: Buffer | null,
+]
 
 export const ADOPT_END_REQUESTED = 1
 export const ADOPT_FIN_SENT = 2

@@ -69,7 +69,7 @@ import type { Logger } from 'pino'
 import type { NativeAddon } from './native.ts'
 import { KaError } from './errors.ts'
 import type { MovedSession } from './listener.ts'
-import type { Leg, LegState, TransportState } from './transport/transport.ts'
+import { NOTHING_HELD, type Leg, type LegState, type TransportState } from './transport/transport.ts'
 import { sessionIdsAfter, type SessionIdentity } from './session.ts'
 import { freeDescriptors } from './refusals.ts'
 
@@ -348,9 +348,6 @@ function wireSession(m: MovedSession & { route: string }, inline: boolean): Wire
     legs: { client: leg(state.legs.client), target: leg(state.legs.target) },
   }
 }
-
-/** The bytes of a leg that holds none: shared, never written (the pump copies what it is given). */
-const NOTHING_HELD = Buffer.alloc(0)
 
 function fromWire(w: WireSession, held: Map<string, Buffer[]>): HandedSession {
   const bool = (v: unknown): boolean => v === true

@@ -17,6 +17,7 @@ import { closeAccepted, isPumpAccepted, readPeer, type Accepted, type PumpAccept
 import { fdOf } from '../socket-control.ts'
 import { ADOPT_END_RECEIVED, ADOPT_END_REQUESTED, ADOPT_FIN_SENT, loadNative, RELAY_OWN_FD, type NativeRelay, type NativeRelayClass } from '../native.ts'
 import {
+  NOTHING_HELD,
   socketDeadReason,
   socketUnacknowledged,
   type DetachedTransport,
@@ -295,10 +296,17 @@ export class NativeTransport implements Transport {
     const d = this.#relay.detach()
     if (d === null) return undefined
     this.#open = [false, false]
-    const leg = (i: 0 | 1): LegState => ({ queued: d.queued[i], endRequested: d.endRequested[i], finSent: d.finSent[i], endReceived: d.endReceived[i], connecting: false })
+    const [clientFd, targetFd, clientFlags, targetFlags, fromClient, fromTarget, heldForClient, heldForTarget] = d
+    const leg = (flags: number, held: Buffer | null): LegState => ({
+      queued: held ?? NOTHING_HELD,
+      endRequested: (flags & ADOPT_END_REQUESTED) !== 0,
+      finSent: (flags & ADOPT_FIN_SENT) !== 0,
+      endReceived: (flags & ADOPT_END_RECEIVED) !== 0,
+      connecting: false,
+    })
     return {
-      fds: d.fds,
-      state: { legs: { client: leg(0), target: leg(1) }, bytesToTarget: d.bytes[0], bytesToClient: d.bytes[1], clientAddress, targetAddress },
+      fds: [clientFd, targetFd],
+      state: { legs: { client: leg(clientFlags, heldForClient), target: leg(targetFlags, heldForTarget) }, bytesToTarget: fromClient, bytesToClient: fromTarget, clientAddress, targetAddress },
     }
   }
 

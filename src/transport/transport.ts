@@ -152,6 +152,9 @@ export interface TransportState {
   targetAddress: string | undefined
 }
 
+/** The bytes held for a leg that holds none: shared by all such legs, never written. */
+export const NOTHING_HELD: Buffer = Buffer.alloc(0)
+
 export interface LegState {
   /** The bytes held for this leg, in order (read from its peer, not yet written to it). */
   queued: Buffer
