@@ -22,7 +22,6 @@ import { chooseRelay } from './transport/registry.ts'
 import { VERSION } from './version.ts'
 import { ServiceNotifier } from './notify.ts'
 import { checkNodeInternals } from './node-internals.ts'
-import { runProbeCommand } from './probe/command.ts'
 import { loadNative } from './native.ts'
 import { Handover, Upgrader } from './upgrade.ts'
 import { writePairSecret } from './config/pair-secret.ts'
@@ -188,8 +187,9 @@ function parseArgs(argv: string[]): Record<string, unknown> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  // Their own flags and parser; KA_PROXY_* variables are the proxy's, not theirs.
-  if (argv[0] === 'probe' || argv[0] === 'probe-server') return runProbeCommand(argv, usageError)
+  // Their own flags and parser; KA_PROXY_* variables are the proxy's, not theirs. Loaded only
+  // for them: the proxy's start (and so an upgrade's) does not pay for their modules.
+  if (argv[0] === 'probe' || argv[0] === 'probe-server') return (await import('./probe/command.ts')).runProbeCommand(argv, usageError)
   const args = parseArgs(argv)
   // Before anything loads the native helper: it is not used where Node's internals changed.
   await checkNodeInternals()

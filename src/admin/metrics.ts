@@ -4,9 +4,20 @@
 // prom-client's default collectors (RSS, CPU, open fds, event-loop lag, GC), as every Node
 // exporter has them, plus ka_proxy_build_info.
 
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { createRequire } from 'node:module'
+import type * as PromClient from 'prom-client'
 import { VERSION } from '../version.ts'
 import type { SessionSummary } from '../session.ts'
+
+// The parts of prom-client used here, each from its own file: its index also loads the
+// Pushgateway (node:http, https, tls, zlib), Summary and the cluster aggregator, which cost
+// every start (and so every upgrade) about 25 ms and are never used. Typed by the index.
+const promFile = createRequire(import.meta.url)
+const Registry = promFile('prom-client/lib/registry') as typeof PromClient.Registry
+const Counter = promFile('prom-client/lib/counter') as typeof PromClient.Counter
+const Gauge = promFile('prom-client/lib/gauge') as typeof PromClient.Gauge
+const Histogram = promFile('prom-client/lib/histogram') as typeof PromClient.Histogram
+const collectDefaultMetrics = promFile('prom-client/lib/defaultMetrics') as typeof PromClient.collectDefaultMetrics
 
 /** What a scrape reads from the running proxy. */
 export interface MetricsSource {
@@ -25,13 +36,13 @@ export interface MetricsSource {
 
 export class ProxyMetrics {
   readonly registry = new Registry()
-  readonly #opened: Counter<'route'>
-  readonly #closed: Counter<'route' | 'reason' | 'leg'>
-  readonly #keepaliveDeaths: Counter<'route' | 'leg'>
-  readonly #connectFailures: Counter<'route' | 'reason'>
-  readonly #refused: Counter<'route' | 'reason'>
-  readonly #connectSeconds: Histogram<'route'>
-  readonly #pairResumes: Counter<'route'>
+  readonly #opened: PromClient.Counter<'route'>
+  readonly #closed: PromClient.Counter<'route' | 'reason' | 'leg'>
+  readonly #keepaliveDeaths: PromClient.Counter<'route' | 'leg'>
+  readonly #connectFailures: PromClient.Counter<'route' | 'reason'>
+  readonly #refused: PromClient.Counter<'route' | 'reason'>
+  readonly #connectSeconds: PromClient.Histogram<'route'>
+  readonly #pairResumes: PromClient.Counter<'route'>
   /** Bytes of closed sessions; open sessions' bytes are added at scrape time. */
   readonly #closedBytes = new Map<string, { toTarget: number; toClient: number }>()
 
