@@ -49,21 +49,26 @@ async function heldSession(t: Test, resumeWindow: number) {
   return { near, far, path: path!, client, serverSide: serverSide! }
 }
 
+/** A pair to an echo server through a breakable path, and a client of its near end. */
+async function echoThroughPath(t: Test, pairHeartbeat: number) {
+  const { server, port } = await listen(echo)
+  t.teardown(() => server.close())
+  let path: BreakablePath | undefined
+  const { near, far } = await startPair(t, port, { pairHeartbeat, through: async (p) => (path = await breakablePath(p)).port })
+  t.teardown(() => path!.close())
+  return { near, far, path: path!, client: await connect(near.port) }
+}
+
 for (const fault of ['reset', 'blackhole'] as const) {
   t.test(`bulk through a link ${fault === 'reset' ? 'reset' : 'blackholed'} twice mid-transfer arrives byte-exact; the plain legs see nothing`, async (t) => {
-    const { server, port } = await listen(echo)
-    t.teardown(() => server.close())
-    let path: BreakablePath | undefined
-    const { near, far } = await startPair(t, port, { pairHeartbeat: 0.1, through: async (p) => (path = await breakablePath(p)).port })
-    t.teardown(() => path!.close())
-    const client = await connect(near.port)
+    const { near, far, path, client } = await echoThroughPath(t, 0.1)
     const data = payload(12 * 1024 * 1024)
     const back = readAll(client)
     const cuts = new Set([3, 8].map((mb) => mb * 1024 * 1024))
     await writeWith(client, data, (sent) => {
       if (!cuts.has(sent)) return
-      if (fault === 'reset') path!.cut()
-      else path!.blackhole()
+      if (fault === 'reset') path.cut()
+      else path.blackhole()
     })
     const got = await back
     t.equal(got.length, data.length, 'every byte')
@@ -72,9 +77,32 @@ for (const fault of ['reset', 'blackhole'] as const) {
     for (const end of [near, far]) t.match(end.closed()[0], { reason: 'client_end', clientClose: 'fin', targetClose: 'fin', bytesToTarget: data.length, bytesToClient: data.length })
     t.ok(far.logs.filter((l) => l.msg === 'pair session resumed').length >= 1, 'resumed at the far end')
     t.ok(near.resumes >= 1 && far.resumes >= 1, `resumes counted at both ends (near ${near.resumes}, far ${far.resumes})`)
-    t.ok(path!.connections >= 3, `links made: ${path!.connections}`)
+    t.ok(path.connections >= 3, `links made: ${path.connections}`)
   })
 }
+
+t.test('bytes read from the client while its RESUME waits for an answer go after what the far end lacks', async (t) => {
+  const { near, far, path, client } = await echoThroughPath(t, 0.2)
+  const data = payload(6 * 1024 * 1024)
+  const back = readAll(client)
+  // A steady writer (not one that fills the window while the link is down): some of its bytes
+  // are read between a RESUME and its answer, on every one of the cuts.
+  let cuts = 0
+  for (let sent = 0; sent < data.length; sent += 4096) {
+    if (!client.write(data.subarray(sent, sent + 4096))) await new Promise((r) => client.once('drain', r))
+    if (sent % (256 * 1024) === 128 * 1024) {
+      path.cut()
+      cuts++
+    }
+    await new Promise((r) => setImmediate(r))
+  }
+  client.end()
+  const got = await back
+  t.equal(got.length, data.length, 'every byte')
+  t.ok(got.equals(data), `byte-exact, in order, nothing twice, through ${cuts} cuts`)
+  t.ok(await waitFor(() => near.closed().length === 1 && far.closed().length === 1, 5000))
+  t.match(near.closed()[0], { reason: 'client_end', bytesToTarget: data.length, bytesToClient: data.length })
+})
 
 t.test('a response and its FIN sent while the link is blackholed, after the client\'s FIN, arrive once it resumes', async (t) => {
   let answer: (() => void) | undefined

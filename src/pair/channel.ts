@@ -65,7 +65,9 @@ export class Channel {
 
   #send(data: Buffer): void {
     const link = this.link
-    if (link === undefined) return
+    // While a RESUME waits for its answer the bytes wait too: the peer takes them as following
+    // what it had, so they go after the replay of what it lacks (replay sends every byte kept).
+    if (link === undefined || this.resuming) return
     for (let at = 0; at < data.length; at += MAX_DATA) {
       const piece = at === 0 && data.length <= MAX_DATA ? data : data.subarray(at, at + MAX_DATA)
       link.send(frameHeader(FRAME.DATA, this.id, piece.length), piece)
@@ -105,7 +107,8 @@ export class Channel {
   fin(): void {
     if (this.finSent) return
     this.finSent = true
-    this.link?.send(offsetFrame(FRAME.FIN, this.id, this.sent))
+    // Resuming: the replay sends it, after the bytes before it.
+    if (!this.resuming) this.link?.send(offsetFrame(FRAME.FIN, this.id, this.sent))
   }
 
   rst(): void {
