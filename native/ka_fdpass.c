@@ -10,6 +10,8 @@
 //   closeFd(fd)                        for received descriptors nobody adopted
 //   moveFd(from, to)                   dup2(from, to), then close(from): the new process puts the
 //                                      real stderr it inherited back on descriptor 2
+//   dupFd(fd) -> fd                    a close-on-exec duplicate: a socket Node owns is handed over
+//                                      (and wrapped again) through a copy, Node closing its own
 //
 // Every failure throws Error{code: errno name, syscall}; a message whose payload or descriptors
 // did not fit (MSG_TRUNC, MSG_CTRUNC) is refused whole, and the descriptors that did arrive are
@@ -17,6 +19,7 @@
 // socket with poll(), at most timeoutMs, and never longer: the caller's bound is the last word.
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -236,6 +239,21 @@ static napi_value move_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value dup_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value args[1];
+  int32_t fd;
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || !ka_get_int_arg(env, args, argc, 0, &fd)) return NULL;
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (copy < 0) return ka_throw_errno(env, errno, "fcntl", "fd");
+  napi_value out;
+  if (napi_create_int32(env, copy, &out) != napi_ok) {
+    close(copy);
+    return NULL;
+  }
+  return out;
+}
+
 int ka_fdpass_init(napi_env env, napi_value exports) {
   static const struct {
     const char* name;
@@ -246,6 +264,7 @@ int ka_fdpass_init(napi_env env, napi_value exports) {
       {"recvFds", recv_fds},
       {"closeFd", close_fd},
       {"moveFd", move_fd},
+      {"dupFd", dup_fd},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

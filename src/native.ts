@@ -143,6 +143,8 @@ export interface NativeAddon {
   closeFd(fd: number): void
   /** dup2(from, to), then close(from). */
   moveFd(from: number, to: number): void
+  /** A close-on-exec duplicate of `fd` (fcntl F_DUPFD_CLOEXEC). */
+  dupFd(fd: number): number
 }
 
 export type NativeLoad = { ok: true; binding: NativeAddon } | { ok: false; reason: string }

@@ -137,3 +137,16 @@ t.test('moveFd puts one descriptor in the place of another and closes the first'
   t.throws(() => native.moveFd(999_999, b), { code: 'EBADF' })
   for (const fd of [b, c, d]) native.closeFd(fd)
 })
+
+t.test('dupFd gives a second descriptor of the same socket: closing the first leaves it open', async (t) => {
+  const [a, b] = native.seqpacketPair()
+  const copy = native.dupFd(a)
+  t.not(copy, a)
+  native.closeFd(a)
+  native.sendFds(b, Buffer.from('still here'), [], 1000)
+  t.equal(native.recvFds(copy, 16, 1000)!.payload.toString(), 'still here', 'the socket lives on through the copy')
+  native.closeFd(copy)
+  t.equal(native.recvFds(b, 16, 100), null, 'closing the copy, the last one, closes the socket')
+  t.throws(() => native.dupFd(999_999), { code: 'EBADF' })
+  native.closeFd(b)
+})
