@@ -328,14 +328,33 @@ export class ProxyApp implements AdminSource {
   }
 
   /** Upgrade: the sessions that can move leave the running routes named, or (undefined) all (see ProxyListener.handOverSessions). */
-  handOverSessions(routes: ReadonlySet<string> | undefined, limit = Infinity, skip?: ReadonlySet<number>): Array<MovedSession & { route: string }> {
+  handOverSessions(routes: ReadonlySet<string> | undefined, limit = Infinity, skip?: ReadonlySet<number>, paired = false): Array<MovedSession & { route: string }> {
     const out: Array<MovedSession & { route: string }> = []
     for (const [route, listener] of this.#routes) {
       if (routes !== undefined && !routes.has(route)) continue
       if (out.length >= limit) break
-      for (const moved of listener.handOverSessions(limit - out.length, skip)) out.push({ ...moved, route })
+      for (const moved of listener.handOverSessions(limit - out.length, skip, paired)) out.push({ ...moved, route })
     }
     return out
+  }
+
+  /** Upgrade: sessions of the running routes that cannot move yet but will shortly (ProxyListener.settlingSessions). */
+  get settlingSessions(): number {
+    let n = 0
+    for (const listener of this.#routes.values()) n += listener.settlingSessions
+    return n
+  }
+
+  /**
+   * After an upgrade that moved the sessions: a far end's pair links close, so their near ends
+   * resume on the new process at once (ProxyListener.closePairLinks); one line if sessions that
+   * stayed here ended with them.
+   */
+  closePairLinks(): void {
+    for (const [route, listener] of this.#routes) {
+      const lost = listener.closePairLinks()
+      if (lost > 0) this.#logger.warn({ route, sessions: lost }, 'upgrade: paired sessions that could not move end with the pair links (pair_lost)')
+    }
   }
 
   /** Upgrade: each running route the new config lacks (not in `kept`), as its config would write it. */
@@ -374,9 +393,9 @@ export class ProxyApp implements AdminSource {
    * each session refused, whose descriptors are still the caller's.
    */
   adoptSessions(
-    sessions: Array<HandedSession & { fds: [number, number] }>,
+    sessions: Array<HandedSession & { fds: number[] }>,
     from?: Pick<InheritedListeners, 'removed' | 'targets' | 'keepalive'>,
-    { more = false, own = false, release }: { more?: boolean; own?: boolean; release?: (s: HandedSession & { fds: [number, number] }) => void } = {},
+    { more = false, own = false, release }: { more?: boolean; own?: boolean; release?: (s: HandedSession & { fds: number[] }) => void } = {},
   ): { adopted: AdoptedSession[]; refused: number[] } {
     const adopted: AdoptedSession[] = []
     const refused: number[] = []

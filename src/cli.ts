@@ -255,7 +255,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const notifier = new ServiceNotifier(logger)
   // Sessions handed over take the descriptors received for them; a refused one's close here.
-  const closeRefused = (s: { fds: [number, number] }): void => s.fds.forEach((fd) => binding!.closeFd(fd))
+  const closeRefused = (s: { fds: number[] }): void => s.fds.forEach((fd) => binding!.closeFd(fd))
   if (handover !== undefined && inherited !== undefined && handover.batched) {
     // v5: 'ready' once every route is built; after 'go' this process accepts on the listening
     // sockets handed over, and the sessions come a message at a time, each started as it comes.
@@ -435,6 +435,9 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
         notifier.mainPid(outcome.pid, `upgraded: pid ${outcome.pid} serves`)
         answerUpgrade({ ok: true, pid: outcome.pid, sessions: outcome.sessions, stayed: app.sessionCount, ms: outcome.ms })
         void app.releaseAdmin()
+        // A far end's links close now that its sessions are the new process's: the near ends
+        // connect again, to the new process, and resume them there.
+        app.closePairLinks()
         // A signal came after the new process took over: it serves on; this one drains (onSignal).
         if (stopping) return
         stopping = true

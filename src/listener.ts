@@ -150,7 +150,7 @@ export class ProxyListener {
     const transports = this.#transports
     // A pair's far end accepts pair links instead of clients: its sessions start from their OPEN.
     const far = transports instanceof PairTransports && this.#options.pair?.role === 'far'
-    const { inherited, addr } = far ? { inherited: false, addr: await this.#listenPair(transports) } : await this.#listen(fd)
+    const { inherited, addr } = far ? { inherited: false, addr: await this.#listenPair(transports, fd) } : await this.#listen(fd)
     this.state = 'running'
     this.watchTargets()
     const clientKa = this.#options.keepalive.client
@@ -164,11 +164,11 @@ export class ProxyListener {
     }
   }
 
-  /** A pair's far end: links accepted on the route's pair address; each OPEN a session. */
-  async #listenPair(transports: PairTransports): Promise<AddressInfo> {
+  /** A pair's far end: links accepted on the route's pair address (or `fd`, handed over); each OPEN a session. */
+  async #listenPair(transports: PairTransports, fd?: number): Promise<AddressInfo> {
     const { host, port } = this.#options.listen
     try {
-      return await transports.listen(host, port, (open) => this.#startSession(open, (reason, fields) => this.#refusals.refused(reason, fields)))
+      return await transports.listen(host, port, (open) => this.#startSession(open, (reason, fields) => this.#refusals.refused(reason, fields)), fd)
     } catch (err) {
       throw new ListenError(formatEndpoint(host, port), err as NodeJS.ErrnoException, this.#options.listenKey)
     }
@@ -226,13 +226,20 @@ export class ProxyListener {
     return { inherited, addr }
   }
 
-  /** Whether the listening socket is open (Node's, or the acceptor's). */
+  /** A pair's far end: its transports, which listen for links instead of clients. */
+  get #farPair(): PairTransports | undefined {
+    const t = this.#transports
+    return t instanceof PairTransports && this.#options.pair?.role === 'far' ? t : undefined
+  }
+
+  /** Whether the listening socket is open (Node's, the acceptor's, or a far end's pair address). */
   get #bound(): boolean {
-    return this.#acceptor !== undefined || this.#server.listening
+    return this.#acceptor !== undefined || this.#server.listening || this.#farPair?.listenFd !== undefined
   }
 
   /** Closes the listening socket, whoever holds it; resolves once it is closed. */
   #closeListening(): Promise<void> {
+    this.#farPair?.stopListening()
     if (this.#acceptor !== undefined) {
       clearTimeout(this.#resumeTimer)
       this.#acceptor.close()
@@ -252,11 +259,16 @@ export class ProxyListener {
 
   /** Listens again after `unbind` (a reload was rejected). */
   async rebind(): Promise<void> {
-    if (this.state === 'running' && !this.#bound) await this.#listen()
+    if (this.state !== 'running' || this.#bound) return
+    const far = this.#farPair
+    if (far !== undefined) await this.#listenPair(far)
+    else await this.#listen()
   }
 
-  /** The listening socket's descriptor (for the upgrade hand-over); undefined when not listening. */
+  /** The listening socket's descriptor (for the upgrade hand-over; a far end's: its pair address); undefined when not listening. */
   get listenFd(): number | undefined {
+    const far = this.#farPair
+    if (far !== undefined) return far.listenFd
     if (this.#acceptor !== undefined) return this.#acceptor.fd
     return this.#server.listening ? handleFd(this.#server) : undefined
   }
@@ -431,8 +443,10 @@ export class ProxyListener {
    * (Session.handOver) with no log line and no event; the others (connecting, ending) stay and
    * finish here.
    */
-  handOverSessions(limit = Infinity, skip?: ReadonlySet<number>): MovedSession[] {
+  handOverSessions(limit = Infinity, skip?: ReadonlySet<number>, paired = true): MovedSession[] {
     const out: MovedSession[] = []
+    // A release that predates format 6 cannot carry a paired session on: they stay here.
+    if (!paired && this.#options.pair !== undefined) return out
     for (const session of this.sessions) {
       if (out.length >= limit) break
       if (skip?.has(session.id)) continue
@@ -445,6 +459,21 @@ export class ProxyListener {
     return out
   }
 
+  /** Upgrade: sessions that cannot move yet but will shortly (Transport.settling). */
+  get settlingSessions(): number {
+    let n = 0
+    for (const session of this.sessions) if (session.settling) n++
+    return n
+  }
+
+  /**
+   * After an upgrade that moved a far end's paired sessions: its pair links close (see
+   * PairTransports.closeLinks); how many sessions that stayed here ended with them. 0 elsewhere.
+   */
+  closePairLinks(): number {
+    return this.#farPair?.closeLinks() ?? 0
+  }
+
   /**
    * Upgrade: carries on a session handed over (or taken back after a failed upgrade). Its target
    * is the pool's target of that address when there is one (health checks and on-down cover it).
@@ -452,7 +481,7 @@ export class ProxyListener {
    * `fds` themselves (received for it); else duplicates, and the caller keeps its own. Either way
    * a throw leaves the caller's descriptors as they were.
    */
-  adoptSession(identity: SessionIdentity, target: { host: string; port: number }, fds: [number, number], state: TransportState, tuned = false, own = false): AdoptedSession {
+  adoptSession(identity: SessionIdentity, target: { host: string; port: number }, fds: readonly number[], state: TransportState, tuned = false, own = false): AdoptedSession {
     const transports = this.#transports
     if (transports.adopt === undefined) throw new Error(`the ${transports.kind} transport cannot adopt a session`)
     const key = formatEndpoint(target.host, target.port)

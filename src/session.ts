@@ -203,6 +203,11 @@ export class Session implements TransportEvents {
     return { identity, transport }
   }
 
+  /** Not movable by an upgrade now, but shortly (see Transport.settling). */
+  get settling(): boolean {
+    return this.#targetUp && !this.#finished && this.#flushDeadline === undefined && this.#transport.settling?.() === true
+  }
+
   /**
    * Carries on a session handed over by an upgrade (built with its identity and an adopted
    * transport): both legs are up; the route's keepalive is applied to both (`clientKeepalive`

@@ -22,6 +22,9 @@
 //   old -> new  {v, type: 'held' | 'sessions', ...}              as in v2, at most WINDOW messages unanswered
 //   new -> old  {v, type: 'took', refused, free}                 one per `sessions` message: they relay there now
 //   old -> new  {v, type: 'done', sessions}                      nothing more moves
+// v6 adds paired sessions: a `sessions` entry may carry `pair` (its channel: token, id, offsets,
+// FIN flags, resumes, lostMs) and travels with one descriptor, its plain leg's; and a far end's
+// pair address is handed over as its route's listener.
 // The old process picks the highest version both know; a new process that knows none of the
 // old one's (or gets a message of a version it does not know) refuses, binds nothing and exits.
 // Failure is safe: until 'go' (v2: 'ready') the old process changed nothing. If the new process exits, or
@@ -63,18 +66,34 @@
 // here, those of the messages it did not answer are reset at both ends (it may have relayed some
 // of their bytes: carrying them on here could lose or repeat them silently), and this process
 // listens again.
+//
+// Paired sessions (v6): to the other end of the pair an upgrade is a lost link followed by a
+// resume, the mechanism a pair already has for a NAT that forgot it (src/pair/). A paired session
+// moves with its plain leg's socket and its channel: the offsets of both directions and the bytes
+// sent and not yet acknowledged (as the channel leg's held bytes). The old process forgets the
+// channel without a word to the peer; what the peer sends it meanwhile is never acknowledged, so
+// it comes again. The new process resumes each one on a link of its own: a near end dials its
+// far end (already dialing since it started) and sends RESUME; a far end listens on the pair
+// address handed over and waits, and the old far end closes its links once the sessions are sent
+// ('done'), so the near end connects again at once (not after 3 heartbeats) and resumes there.
+// Nothing is lost, repeated or reordered: RESUME tells each side what the other received. A
+// session moves only while Node's write queue to its socket is empty (those bytes are counted as
+// received, maybe acknowledged, and no descriptor carries them); the old process tries again
+// every SETTLE_POLL_MS for up to SETTLE_BOUND_MS, then leaves the rest where they are. Why not a
+// new frame telling the peer to move: the peer needs nothing new (old releases at the other end
+// work as they are), and a link lost in the middle of an upgrade is the same case.
 
 import { spawn, type ChildProcess } from 'node:child_process'
 import type { Logger } from 'pino'
 import type { NativeAddon } from './native.ts'
 import { KaError } from './errors.ts'
 import type { MovedSession } from './listener.ts'
-import { NOTHING_HELD, type Leg, type LegState, type TransportState } from './transport/transport.ts'
+import { NOTHING_HELD, type Leg, type LegState, type PairChannelState, type TransportState } from './transport/transport.ts'
 import { sessionIdsAfter, type SessionIdentity } from './session.ts'
 import { freeDescriptors } from './refusals.ts'
 
 /** Versions of the hand-over format this release speaks (the highest is offered first). */
-export const HANDOVER_VERSIONS: readonly number[] = [5, 4, 3, 2, 1]
+export const HANDOVER_VERSIONS: readonly number[] = [6, 5, 4, 3, 2, 1]
 /** The first version that moves established sessions. */
 const SESSIONS_VERSION = 2
 /** The first version in which the new process waits for 'go' after 'ready'. */
@@ -83,6 +102,11 @@ const COMMIT_VERSION = 3
 const REMOVED_ROUTES_VERSION = 4
 /** The first version that moves the sessions after the commit, in answered messages. */
 const BATCHED_VERSION = 5
+/** The first version that moves paired sessions (a channel and one socket) and a far end's pair address. */
+const PAIR_VERSION = 6
+/** v6: how long the old process waits for paired sessions whose bytes are still on their way into their socket. */
+const SETTLE_BOUND_MS = 3000
+const SETTLE_POLL_MS = 5
 /** v5: `sessions` messages sent and not yet answered ('took'), at most. */
 const WINDOW = 2
 /** v5: how long the new process may take to answer a `sessions` message. */
@@ -171,7 +195,7 @@ interface Hello {
   routes?: string[]
 }
 
-/** A session as the hand-over carries it; its two descriptors (client, target) ride with the message. */
+/** A session as the hand-over carries it; its descriptors (client, target; a paired session's plain leg) ride with the message. */
 export interface HandedSession {
   route: string
   identity: SessionIdentity
@@ -187,6 +211,9 @@ interface WireLeg {
   endReceived: boolean
 }
 
+/** v6: a paired session's channel (PairChannelState, the token in hex); its unacknowledged bytes are the channel leg's `queued`. */
+type WirePair = Omit<PairChannelState, 'token'> & { token: string }
+
 interface WireSession {
   route: string
   id: number
@@ -198,6 +225,8 @@ interface WireSession {
   bytesToTarget: number
   bytesToClient: number
   legs: Record<Leg, WireLeg>
+  /** v6: a paired session, whose one descriptor is its plain leg's. */
+  pair?: WirePair
 }
 
 interface Sessions {
@@ -310,7 +339,9 @@ export interface UpgradeSource {
   keepaliveStates(): Record<string, unknown>
   sessionCount: number
   /** The sessions that can move (established, not ending) leave their routes: those named, or (undefined) all; at most `limit`, none of the ids in `skip`. */
-  handOverSessions(routes: ReadonlySet<string> | undefined, limit?: number, skip?: ReadonlySet<number>): Array<MovedSession & { route: string }>
+  handOverSessions(routes: ReadonlySet<string> | undefined, limit?: number, skip?: ReadonlySet<number>, paired?: boolean): Array<MovedSession & { route: string }>
+  /** v6: sessions that cannot move yet but will shortly (a paired session's bytes on their way into its socket). */
+  readonly settlingSessions: number
   /** Per running route not named, its settings as its config would write them (RawOptions). */
   removedRoutes(kept: ReadonlySet<string>): Record<string, unknown>
   /** Sessions handed over that the new process did not take: carried on here again. */
@@ -346,7 +377,19 @@ function wireSession(m: MovedSession & { route: string }, inline: boolean): Wire
     bytesToTarget: state.bytesToTarget,
     bytesToClient: state.bytesToClient,
     legs: { client: leg(state.legs.client), target: leg(state.legs.target) },
+    ...(state.pair !== undefined && { pair: { ...state.pair, token: state.pair.token.toString('hex') } }),
   }
+}
+
+/** Descriptors a session travels with: its two sockets, or a paired session's one. */
+function descriptorsOf(w: WireSession): number {
+  return w.pair === undefined ? 2 : 1
+}
+
+function pairFromWire(p: WirePair, num: (v: unknown) => number): PairChannelState {
+  if (p === null || typeof p !== 'object' || typeof p.token !== 'string' || !/^[0-9a-f]{32}$/.test(p.token)) throw new HandoverError('a paired session that is not understood')
+  const lostMs = p.lostMs === null ? null : num(p.lostMs)
+  return { id: num(p.id), token: Buffer.from(p.token, 'hex'), sent: num(p.sent), acked: num(p.acked), received: num(p.received), finSent: p.finSent === true, finReceived: p.finReceived === true, finAcked: p.finAcked === true, resumes: num(p.resumes), lostMs }
 }
 
 function fromWire(w: WireSession, held: Map<string, Buffer[]>): HandedSession {
@@ -376,6 +419,7 @@ function fromWire(w: WireSession, held: Map<string, Buffer[]>): HandedSession {
       bytesToClient: num(w.bytesToClient),
       clientAddress: w.clientAddress,
       targetAddress: typeof w.targetAddress === 'string' ? w.targetAddress : undefined,
+      ...(w.pair !== undefined && { pair: pairFromWire(w.pair, num) }),
     },
   }
 }
@@ -605,9 +649,13 @@ export class Upgrader {
     // Refused by the new process (out of descriptors...): carried on here, and never sent again.
     const refusedIds = new Set<number>()
     let noRoom = false
+    const paired = version >= PAIR_VERSION
+    const settleUntil = performance.now() + SETTLE_BOUND_MS
     for (;;) {
       const bound = performance.now() + TOOK_BOUND_MS
       const left = (): number => Math.max(1, Math.ceil(bound - performance.now()))
+      // v6: none can move now, but paired sessions will once their bytes are in their socket.
+      let settling = false
       while (more && unanswered.length < WINDOW) {
         // Its room as last told, less what the unanswered messages will take: two per session.
         const inFlight = unanswered.reduce((n, b) => n + b.length, 0)
@@ -619,9 +667,10 @@ export class Upgrader {
           }
           break
         }
-        const taken = source.handOverSessions(undefined, Math.min(SESSIONS_PER_MESSAGE, room), refusedIds)
+        const taken = source.handOverSessions(undefined, Math.min(SESSIONS_PER_MESSAGE, room), refusedIds, paired)
         if (taken.length === 0) {
-          more = false
+          settling = paired && source.settlingSessions > 0 && performance.now() < settleUntil
+          more = settling
           break
         }
         this.#moved.push(...taken)
@@ -631,7 +680,11 @@ export class Upgrader {
           return { ok: false, reason: `stopped reading the sessions (${(err as Error).message})` }
         }
       }
-      if (unanswered.length === 0) break
+      if (unanswered.length === 0) {
+        if (!settling) break
+        await new Promise((r) => setTimeout(r, SETTLE_POLL_MS))
+        continue
+      }
       let answer: Message | string
       try {
         answer = await this.#receive(sock, bound, exited, 'answered')
@@ -715,7 +768,7 @@ export class InheritedListeners {
   /** Per route name: its targets as the old process knew them (checked by TargetPool.importState). */
   readonly targets: Record<string, unknown>
   /** Established sessions handed over, each with its two descriptors (client, target). */
-  readonly sessions: Array<HandedSession & { fds: [number, number] }>
+  readonly sessions: Array<HandedSession & { fds: number[] }>
   /** v4: routes this config lacks whose sessions came too: their settings, unchecked (RawOptions). */
   readonly removed: Record<string, unknown>
   /** v5: per route, the keepalive settings the sessions' sockets have in the old process. */
@@ -723,7 +776,7 @@ export class InheritedListeners {
   readonly #fds: Map<string, number>
   readonly #native: NativeAddon
 
-  constructor(from: number, fds: Map<string, number>, targets: Record<string, unknown>, sessions: Array<HandedSession & { fds: [number, number] }>, native: NativeAddon, removed: Record<string, unknown> = {}, keepalive: Record<string, unknown> = {}) {
+  constructor(from: number, fds: Map<string, number>, targets: Record<string, unknown>, sessions: Array<HandedSession & { fds: number[] }>, native: NativeAddon, removed: Record<string, unknown> = {}, keepalive: Record<string, unknown> = {}) {
     this.from = from
     this.keepalive = keepalive
     this.#fds = fds
@@ -810,10 +863,10 @@ export class Handover {
   }
 
   /** The `sessions` messages that follow the listeners (v2 to v4), all of them, or HandoverError. */
-  #receiveSessions(message: Listeners): Array<HandedSession & { fds: [number, number] }> {
+  #receiveSessions(message: Listeners): Array<HandedSession & { fds: number[] }> {
     const expected = message.v >= SESSIONS_VERSION && message.v < BATCHED_VERSION && typeof message.sessions === 'number' ? message.sessions : 0
     if (typeof message.nextSession === 'number') sessionIdsAfter(message.nextSession - 1)
-    const out: Array<HandedSession & { fds: [number, number] }> = []
+    const out: Array<HandedSession & { fds: number[] }> = []
     const held = new Map<string, Buffer[]>()
     try {
       while (out.length < expected) {
@@ -835,7 +888,7 @@ export class Handover {
    * `sessions` message gives its sessions, each with its two descriptors, v5's `done` says so;
    * anything else throws HandoverError with the message's descriptors closed.
    */
-  #sessionsOf(got: { payload: Buffer; fds: number[] }, held: Map<string, Buffer[]>): Array<HandedSession & { fds: [number, number] }> | 'done' | undefined {
+  #sessionsOf(got: { payload: Buffer; fds: number[] }, held: Map<string, Buffer[]>): Array<HandedSession & { fds: number[] }> | 'done' | undefined {
     let batch: HandedSession[]
     try {
       const m = decode(got.payload)
@@ -845,8 +898,8 @@ export class Handover {
         held.set(key, [...(held.get(key) ?? []), Buffer.from(m.data, 'base64')])
         return undefined
       }
-      if (m.type !== 'sessions' || !Array.isArray(m.sessions) || got.fds.length !== 2 * m.sessions.length) {
-        throw new HandoverError(`expected sessions and two descriptors each, got '${m.type}' with ${got.fds.length} descriptors`)
+      if (m.type !== 'sessions' || !Array.isArray(m.sessions) || m.sessions.some((w) => w === null || typeof w !== 'object') || got.fds.length !== m.sessions.reduce((n, w) => n + descriptorsOf(w), 0)) {
+        throw new HandoverError(`expected sessions and their descriptors (two each, one a paired session), got '${m.type}' with ${got.fds.length} descriptors`)
       }
       batch = m.sessions.map((w) => fromWire(w, held))
     } catch (err) {
@@ -858,7 +911,12 @@ export class Handover {
       held.delete(`${s.identity.id} target`)
       sessionIdsAfter(s.identity.id)
     }
-    return batch.map((s, i) => ({ ...s, fds: [got.fds[2 * i]!, got.fds[2 * i + 1]!] }))
+    let at = 0
+    return batch.map((s) => {
+      const n = s.state.pair === undefined ? 2 : 1
+      at += n
+      return { ...s, fds: got.fds.slice(at - n, at) }
+    })
   }
 
   /**
@@ -867,7 +925,7 @@ export class Handover {
    * blocking the event loop (the sessions already here relay meanwhile). Resolves with what
    * moved; `gone`: the old process closed or went silent before 'done' (what came is kept).
    */
-  async receiveBatches(adopt: (sessions: Array<HandedSession & { fds: [number, number] }>) => number[]): Promise<{ sessions: number; refused: number; gone?: string }> {
+  async receiveBatches(adopt: (sessions: Array<HandedSession & { fds: number[] }>) => number[]): Promise<{ sessions: number; refused: number; gone?: string }> {
     const held = new Map<string, Buffer[]>()
     let sessions = 0
     let refused = 0

@@ -6,6 +6,7 @@
 
 import { FRAME, frameHeader, MAX_DATA, offsetFrame, TOKEN_BYTES, WINDOW } from './protocol.ts'
 import type { PairLink } from './link.ts'
+import type { PairChannelState } from '../transport/transport.ts'
 
 export class Channel {
   readonly id: number
@@ -44,6 +45,51 @@ export class Channel {
     this.id = id
     this.token = token
     this.link = link
+  }
+
+  /**
+   * A channel handed over by an upgrade (or taken back): its numbering as it was, and `unacked`,
+   * the bytes from `acked` to `sent`, kept until the peer acknowledges them (a resume replays
+   * what it lacks). It waits for a link; the RESUME on it says the rest. Throws on a state that
+   * does not add up.
+   */
+  static restore(state: PairChannelState, unacked: Buffer): Channel {
+    const c = new Channel(state.id, state.token, undefined)
+    if (state.acked > state.sent || unacked.length !== state.sent - state.acked) throw new Error('a paired session whose unacknowledged bytes do not match its offsets')
+    c.sent = state.sent
+    c.acked = state.acked
+    c.received = state.received
+    // What the peer was told before the hand-over; the RESUME tells it again.
+    c.ackedToPeer = state.received
+    c.finSent = state.finSent
+    c.finReceived = state.finReceived
+    c.finAcked = state.finAcked
+    c.opened = true
+    c.resumes = state.resumes
+    if (unacked.length > 0) c.#unacked.push(unacked)
+    return c
+  }
+
+  /** What an upgrade hands over (with `unackedBytes`): see restore. */
+  exportState(): PairChannelState {
+    const now = performance.now()
+    return {
+      id: this.id,
+      token: this.token,
+      sent: this.sent,
+      acked: this.acked,
+      received: this.received,
+      finSent: this.finSent,
+      finReceived: this.finReceived,
+      finAcked: this.finAcked,
+      resumes: this.resumes,
+      lostMs: this.lostAt === undefined ? null : Math.round(now - this.lostAt),
+    }
+  }
+
+  /** The bytes sent and not acknowledged, in one buffer. */
+  unackedBytes(): Buffer {
+    return Buffer.concat(this.#unacked)
   }
 
   /** Bytes sent that the peer has not acknowledged. */

@@ -17,6 +17,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import { formatEndpoint, formatPeer } from '../config/endpoint.ts'
 import type { RefusalLog } from '../refusals.ts'
+import { handleFd } from '../node-internals.ts'
 import type { PairKeys } from './secret.ts'
 import { FRAME, FrameReader, frameHeader, HEADER_BYTES, PROTOCOL_VERSION, ROLE, type FrameSink, type FrameType, type Role } from './protocol.ts'
 
@@ -265,17 +266,33 @@ export class PairLinkServer {
     })
   }
 
-  /** Listens; rejects with the listen error (the caller names the setting). */
-  async listen(host: string | undefined, port: number): Promise<AddressInfo> {
+  /**
+   * Listens (`fd`: on a listening socket handed over by an upgrade, as it is); rejects with the
+   * listen error (the caller names the setting).
+   */
+  async listen(host: string | undefined, port: number, fd?: number): Promise<AddressInfo> {
     await new Promise<void>((resolve, reject) => {
       this.#server.once('error', reject)
-      this.#server.listen({ host, port }, () => {
+      const listening = (): void => {
         this.#server.off('error', reject)
         resolve()
-      })
+      }
+      if (fd === undefined) this.#server.listen({ host, port }, listening)
+      else this.#server.listen({ fd }, listening)
     })
+    this.#server.removeAllListeners('error')
     this.#server.on('error', (err) => this.#options.logger.error({ err }, 'pair listener error'))
     return this.#server.address() as AddressInfo
+  }
+
+  /** The listening descriptor (an upgrade hands it over); undefined when not listening. */
+  get fd(): number | undefined {
+    return this.#server.listening ? handleFd(this.#server) : undefined
+  }
+
+  /** Stops accepting at once (the links stay); `listen` may follow. */
+  stopListening(): void {
+    if (this.#server.listening) this.#server.close()
   }
 
   /** Stops accepting links; those open stay (their owner closes them). */

@@ -10,8 +10,10 @@
 //   channel is acknowledged once the socket took it (write() without backpressure, or 'drain').
 // - PairTransports: a route's links and the channels on them. Near end: one LinkDialer, new
 //   sessions OPEN channels on it. Far end: a PairLinkServer, whose OPEN frames become sessions
-//   of the listener (through `openSession`). A link that dies takes its sessions with it, reason
-//   pair_lost (resumption is to come).
+//   of the listener (through `openSession`). A link that dies leaves its sessions waiting for a
+//   RESUME on another, up to the resume window (then pair_lost).
+// - An upgrade (src/upgrade.ts, format 6) moves a session as its socket and its channel's state
+//   (PairTransport.detach); the new process resumes it on a link of its own (PairTransports.adopt).
 //
 // Every event a channel brings comes from a link's socket event; what the session's own calls
 // cause (a reset, a close) is told on the next tick, so the session is never re-entered.
@@ -25,11 +27,16 @@ import { peerOf, socketOf, type Accepted } from '../accept.ts'
 import { noDelay, type SocketControl } from '../socket-control.ts'
 import type { RefusalLog } from '../refusals.ts'
 import type { KeepaliveSettings } from '../keepalive/settings.ts'
-import { socketDeadReason, socketUnacknowledged, type Leg, type LegHandle, type PairState, type TargetEndpoint, type Transport, type TransportEvents, type Transports } from '../transport/transport.ts'
+import { NOTHING_HELD, socketDeadReason, socketUnacknowledged, type DetachedTransport, type Leg, type LegHandle, type LegState, type PairState, type TargetEndpoint, type Transport, type TransportEvents, type TransportState, type Transports } from '../transport/transport.ts'
+import { handleFd } from '../node-internals.ts'
+import { loadNative } from '../native.ts'
 import { Channel } from './channel.ts'
 import { LinkDialer, PairLinkServer, type LinkEvents, type LinkOptions, type PairLink } from './link.ts'
 import { FRAME, frameHeader, readOffset, TOKEN_BYTES, type FrameType } from './protocol.ts'
 import { pairKeys } from './secret.ts'
+
+/** Sessions an upgrade hands over within this share one resume-window check. */
+const ADOPTED_CHECK_MS = 100
 
 /** The error a channel leg reports when its link is lost (classified as pair_lost by the session). */
 export const PAIR_LOST = 'pair_lost'
@@ -53,20 +60,35 @@ export class PairTransport implements Transport {
   /** Near end: the far end has not yet said the target is connected. */
   #channelConnecting: boolean
   #relaying = false
+  /**
+   * Adopted half-closed (an upgrade): the socket's peer had sent its FIN (its end was read and
+   * relayed; reading again would tell it twice), or our FIN had gone out through the old process.
+   */
+  #socketReadEnded = false
+  #socketFinSent = false
 
-  constructor(deps: PairTransportDeps, events: TransportEvents, channel: Channel, socketLeg: Leg, client: { socket: Socket } | { address: string }, farAddress?: string) {
+  /** `adopted`: handed over by an upgrade, its plain leg's socket connected (and paused) and both legs up. */
+  constructor(deps: PairTransportDeps, events: TransportEvents, channel: Channel, socketLeg: Leg, client: { socket: Socket } | { address: string }, farAddress?: string, adopted?: { socket: Socket; state: TransportState }) {
     this.#deps = deps
     this.events = events
     this.channel = channel
     this.socketLeg = socketLeg
     this.channelLeg = socketLeg === 'client' ? 'target' : 'client'
-    this.#channelConnecting = this.channelLeg === 'target'
+    this.#channelConnecting = this.channelLeg === 'target' && adopted === undefined
     this.#farAddress = farAddress
     if ('socket' in client) {
       this.clientAddress = peerOf(client.socket)
       this.#adopt(client.socket)
     } else {
       this.clientAddress = client.address
+    }
+    if (adopted !== undefined) {
+      const { state } = adopted
+      this.bytesToTarget = state.bytesToTarget
+      this.bytesToClient = state.bytesToClient
+      this.#socketReadEnded = state.legs[socketLeg].endReceived
+      this.#socketFinSent = state.legs[socketLeg].finSent
+      this.#adopt(adopted.socket)
     }
   }
 
@@ -104,7 +126,7 @@ export class PairTransport implements Transport {
 
   deadReason(leg: Leg): 'reset' | 'timeout' | undefined {
     if (leg === this.channelLeg) return undefined
-    return socketDeadReason(this.#deps.sockets, this.handle(leg), this.socket?.writableEnded === true)
+    return socketDeadReason(this.#deps.sockets, this.handle(leg), this.socket?.writableEnded === true || this.#socketFinSent)
   }
 
   /** Near end: the target leg is a channel: OPEN (now, or once the link is up). Far end: a socket. */
@@ -132,9 +154,10 @@ export class PairTransport implements Transport {
   relay(): void {
     this.#relaying = true
     const s = this.socket!
+    s.on('drain', pairSocketOnDrain)
+    if (this.#socketReadEnded) return
     s.on('data', pairSocketOnData)
     s.on('end', pairSocketOnEnd)
-    s.on('drain', pairSocketOnDrain)
     if (!this.channel.full) s.resume()
   }
 
@@ -142,8 +165,12 @@ export class PairTransport implements Transport {
     if (leg === this.channelLeg) {
       this.channel.fin()
       this.#closeChannelIfDone()
-    } else {
-      this.socket?.end()
+    } else if (!this.#socketFinSent) {
+      const s = this.socket
+      s?.end()
+      // Adopted with its peer's FIN read by the old process: Node, not reading it again, would
+      // never see both directions done and close the socket; it is closed once our FIN is out.
+      if (this.#socketReadEnded) s?.once('finish', destroySocket)
     }
   }
 
@@ -156,7 +183,7 @@ export class PairTransport implements Transport {
       const s = this.socket
       // libuv cannot reset a socket whose FIN is out (UV_EINVAL, and no 'close' would ever come):
       // that one is closed instead; its peer already had the FIN.
-      if (s?.writableEnded === true) s.destroy()
+      if (s?.writableEnded === true || this.#socketFinSent) s?.destroy()
       else s?.resetAndDestroy()
     }
   }
@@ -186,6 +213,71 @@ export class PairTransport implements Transport {
     this.#deps.forget(this)
   }
 
+  /**
+   * An upgrade takes the session (format 6): its plain leg's socket goes as a duplicate (Node's
+   * copy closes: no FIN, no RST), its channel as its offsets and the bytes sent and not yet
+   * acknowledged, and this process forgets the channel without a word to the peer: the new
+   * process resumes it on a link of its own, and what the peer sent here meanwhile, never
+   * acknowledged, comes again. Only while nothing is on its way into the socket (Node's write
+   * queue is empty, and a FIN asked for is out: those bytes are acknowledged or about to be, and
+   * no descriptor carries them); see `settling`. Half-closed, the FINs read and sent go along.
+   */
+  detach(): DetachedTransport | undefined {
+    const s = this.socket
+    const c = this.channel
+    if (!this.#movable() || this.#settlingNow()) return undefined
+    const native = loadNative()
+    const fd = handleFd(s!)
+    if (!native.ok || fd === undefined) return undefined
+    let copy: number
+    try {
+      copy = native.binding.dupFd(fd)
+    } catch {
+      return undefined
+    }
+    const clientAddress = this.clientAddress
+    const targetAddress = this.targetAddress
+    const readEnded = s!.readableEnded
+    // What Node read ahead of the plain leg goes into the channel like any read: sent, and kept
+    // until acknowledged, so it travels with the rest. Nothing more is read before the close.
+    s!.removeListener('data', pairSocketOnData)
+    s!.removeListener('end', pairSocketOnEnd)
+    s!.pause()
+    for (let chunk: Buffer | null; (chunk = s!.read() as Buffer | null) !== null; ) this.onSocketData(chunk)
+    s!.removeAllListeners()
+    s!.on('error', ignoreError)
+    s!.destroy()
+    this.socket = undefined
+    this.#channelOpen = false
+    this.#deps.forget(this)
+    const socketLeg: LegState = { queued: NOTHING_HELD, endRequested: this.#socketFinSent || s!.writableEnded, finSent: this.#socketFinSent || s!.writableEnded, endReceived: this.#socketReadEnded || readEnded, connecting: false }
+    const channelLeg: LegState = { queued: c.unackedBytes(), endRequested: c.finSent, finSent: c.finSent, endReceived: c.finReceived, connecting: false }
+    const legs = { [this.socketLeg]: socketLeg, [this.channelLeg]: channelLeg } as Record<Leg, LegState>
+    return { fds: [copy], state: { legs, bytesToTarget: this.bytesToTarget, bytesToClient: this.bytesToClient, clientAddress, targetAddress, pair: c.exportState() } }
+  }
+
+  settling(): boolean {
+    return this.#movable() && this.#settlingNow()
+  }
+
+  /** Bytes (or a FIN) still on their way into the socket. */
+  #settlingNow(): boolean {
+    const s = this.socket!
+    return s.writableLength > 0 || (s.writableEnded && !s.writableFinished)
+  }
+
+  /**
+   * Established, relaying, not in the middle of a resume, and each direction's ending relayed
+   * across (a FIN read from the socket was sent on as the channel's, and the channel's as the
+   * socket's): the state is then whole in the channel's flags and the socket's.
+   */
+  #movable(): boolean {
+    const s = this.socket
+    const c = this.channel
+    if (!this.#channelOpen || this.#channelConnecting || !this.#relaying || s === undefined || s.destroyed || s.connecting || c.resuming) return false
+    return (this.#socketReadEnded || s.readableEnded) === c.finSent && (this.#socketFinSent || s.writableEnded) === c.finReceived
+  }
+
   pair(): PairState {
     const link = this.channel.link
     return { link: link === undefined || this.channel.resuming ? null : link.peer, resumes: this.channel.resumes }
@@ -205,6 +297,13 @@ export class PairTransport implements Transport {
     if (!this.#channelOpen) return
     this.channel.write(chunk)
     if (this.channel.full) this.socket!.pause()
+  }
+
+  onSocketEnd(): void {
+    this.events.onEnd(this.socketLeg)
+    // Adopted with our FIN sent by the old process: Node never ended this socket, so it would
+    // wait for that before closing it; both directions are done now.
+    if (this.#socketFinSent) this.socket?.destroy()
   }
 
   onSocketDrain(): void {
@@ -304,12 +403,12 @@ export class PairTransport implements Transport {
    */
   #readAgain(): void {
     const s = this.socket
-    if (this.#relaying && s !== undefined && !this.channel.full && s.isPaused()) s.resume()
+    if (this.#relaying && !this.#socketReadEnded && s !== undefined && !this.channel.full && s.isPaused()) s.resume()
   }
 
-  /** The link under the channel is gone and no other came within the resume window. */
-  onLinkLost(): void {
-    this.#lost('the pair link did not come back within the resume window')
+  /** The link under the channel is gone and no other came within the resume window (or none will). */
+  onLinkLost(detail = 'the pair link did not come back within the resume window'): void {
+    this.#lost(detail)
   }
 
   #lost(detail: string): void {
@@ -369,7 +468,11 @@ function pairSocketOnData(this: PairSocket, chunk: Buffer): void {
 }
 
 function pairSocketOnEnd(this: PairSocket): void {
-  onSocket(this, (t) => t.events.onEnd(t.socketLeg))
+  onSocket(this, (t) => t.onSocketEnd())
+}
+
+function destroySocket(this: Socket): void {
+  this.destroy()
 }
 
 function pairSocketOnDrain(this: PairSocket): void {
@@ -430,8 +533,10 @@ export class PairTransports implements Transports, LinkEvents {
   readonly #detached = new Set<PairTransport>()
   /** Near end: channels reset while they had no link; told on the next (their peer forgets them past the window anyway). */
   readonly #resetLater = new Set<Channel>()
-  /** Resume-window checks pending, one per lost link. */
+  /** Resume-window checks pending, one per lost link (and per burst of adopted sessions). */
   readonly #expiries = new Set<NodeJS.Timeout>()
+  /** Sessions adopted before this (performance.now()) are covered by a check already pending. */
+  #adoptedCheckUntil = 0
 
   constructor(pair: PairOptions, deps: PairTransportsDeps) {
     this.#pair = pair
@@ -463,10 +568,96 @@ export class PairTransports implements Transports, LinkEvents {
     }
   }
 
-  /** Far end: accepts links on the route's pair address; OPEN frames become sessions through `openSession`. */
-  async listen(host: string | undefined, port: number, openSession: OpenSession): Promise<AddressInfo> {
+  /**
+   * Far end: accepts links on the route's pair address (`fd`: a listening socket an upgrade handed
+   * over, listened on as it is); OPEN frames become sessions through `openSession`.
+   */
+  async listen(host: string | undefined, port: number, openSession: OpenSession, fd?: number): Promise<AddressInfo> {
     this.#openSession = openSession
-    return this.#server!.listen(host, port)
+    return this.#server!.listen(host, port, fd)
+  }
+
+  /** Far end: the pair address's listening descriptor (for an upgrade); undefined when not listening. */
+  get listenFd(): number | undefined {
+    return this.#server?.fd
+  }
+
+  /** Far end: stops accepting links (an upgrade's commit, a reload's unbind); the links stay. */
+  stopListening(): void {
+    this.#server?.stopListening()
+  }
+
+  /**
+   * Carries on a paired session handed over by an upgrade (or taken back when the new process
+   * refused it): its socket is `fds[0]` (`own`: received for it) or a duplicate of it, its channel
+   * as it was; a throw leaves `fds` the caller's. Near end: resumed
+   * on the link now if one is up, else on the next. Far end: it waits for the near end's RESUME
+   * (which comes once the process that had it closed its links). Either way the resume window
+   * counts from when it was lost, or from now.
+   */
+  adopt(fds: readonly number[], state: TransportState, events: TransportEvents, own = false): Transport {
+    const pair = state.pair
+    const near = this.#pair.role === 'near'
+    const socketLeg: Leg = near ? 'client' : 'target'
+    if (pair === undefined || fds.length !== 1) throw new Error('not a paired session (a channel and one socket)')
+    const hex = pair.token.toString('hex')
+    if (this.#byToken.has(hex)) throw new Error('a paired session of this token is here already')
+    const channel = Channel.restore(pair, state.legs[near ? 'target' : 'client'].queued)
+    const native = loadNative()
+    if (!native.ok) throw new Error('adopting a paired session needs the native helper')
+    const fd = own ? fds[0]! : native.binding.dupFd(fds[0]!)
+    let socket: Socket
+    try {
+      socket = new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true })
+    } catch (err) {
+      if (!own) native.binding.closeFd(fd)
+      throw err
+    }
+    // Read only once relay() says so (what arrives meanwhile waits in the kernel or Node's buffer).
+    socket.pause()
+    const t = new PairTransport(this.#deps, events, channel, socketLeg, { address: state.clientAddress }, near ? state.targetAddress : undefined, { socket, state })
+    channel.lostAt = performance.now() - (pair.lostMs ?? 0)
+    this.#byToken.set(hex, t)
+    if (near) {
+      // New sessions here are numbered after it: ids are unique per link at the far end.
+      if (pair.id >= this.#nextId) this.#nextId = pair.id >= 0xffffffff ? 1 : pair.id + 1
+      const link = this.#dialer!.link
+      channel.link = link
+      this.#channelsOf(link).set(channel.id, t)
+      if (link !== undefined) {
+        channel.resuming = true
+        link.send(channel.resumeFrame())
+      }
+    } else {
+      this.#detached.add(t)
+    }
+    // One check for the sessions adopted within ADOPTED_CHECK_MS (thousands come in a burst).
+    const now = performance.now()
+    if (now >= this.#adoptedCheckUntil) {
+      this.#adoptedCheckUntil = now + ADOPTED_CHECK_MS
+      this.#expireAfterWindow(ADOPTED_CHECK_MS)
+    }
+    return t
+  }
+
+  /**
+   * After an upgrade that moved this far end's sessions: its links close, so the near ends
+   * connect again (to the new process, on the listening socket handed over) and resume them
+   * there at once rather than after a heartbeat timeout. A session that stayed here (still
+   * connecting, ending, or refused by the new process) cannot resume anywhere: it ends now
+   * (pair_lost). How many did.
+   */
+  closeLinks(): number {
+    const left = [...this.#channels.values()].flatMap((m) => [...m.values()]).concat([...this.#detached])
+    for (const link of this.#server?.links ?? []) link.close()
+    for (const t of left) {
+      try {
+        t.onLinkLost('the pair links were closed after an upgrade')
+      } catch (err) {
+        t.events.fail(err)
+      }
+    }
+    return left.length
   }
 
   /** Near end: a client accepted on the route's listener; its target leg will be a channel. */
@@ -587,10 +778,15 @@ export class PairTransports implements Transports, LinkEvents {
       if (link.role === 'near') this.#channelsOf(undefined).set(t.channel.id, t)
       else this.#detached.add(t)
     }
+    this.#expireAfterWindow()
+  }
+
+  /** A check for sessions past the resume window, one window (and `laterMs`) from now. */
+  #expireAfterWindow(laterMs = 0): void {
     const timer = setTimeout(() => {
       this.#expiries.delete(timer)
       this.#expire()
-    }, this.#pair.resumeWindow * 1000)
+    }, this.#pair.resumeWindow * 1000 + laterMs)
     this.#expiries.add(timer)
   }
 

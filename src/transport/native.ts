@@ -66,8 +66,10 @@ export class NativeTransports implements Transports {
     return new NativeTransport(this.#Relay, client, events, this.#deps)
   }
 
-  adopt(fds: [number, number], state: TransportState, events: TransportEvents, own = false): Transport {
-    return new NativeTransport(this.#Relay, { fds, state, own }, events, this.#deps)
+  adopt(fds: readonly number[], state: TransportState, events: TransportEvents, own = false): Transport {
+    // A paired session (one descriptor and a channel) is its route's pair transport's to adopt.
+    if (fds.length !== 2 || state.pair !== undefined) throw new Error('not a session of two sockets')
+    return new NativeTransport(this.#Relay, { fds: [fds[0]!, fds[1]!], state, own }, events, this.#deps)
   }
 
   acceptOn(listenFd: number, take: (client: Accepted) => void, onError: (code: string) => void): TransportAcceptor {

@@ -121,6 +121,11 @@ export interface Transport {
    * transport without descriptors, a leg connecting, closed or failed. No event follows.
    */
   detach?(): DetachedTransport | undefined
+  /**
+   * Whether `detach` would succeed shortly though it cannot now (a paired session's bytes still
+   * on their way into its socket): an upgrade asks again a moment later.
+   */
+  settling?(): boolean
   /** Paired mode: the link the session's channel travels on (null: none, waiting to resume) and how often it resumed. */
   pair?(): PairState
 }
@@ -132,11 +137,11 @@ export interface PairState {
   resumes: number
 }
 
-/** A session's transport as an upgrade hands it over: its state and its two connected sockets. */
+/** A session's transport as an upgrade hands it over: its state and its connected sockets. */
 export interface DetachedTransport {
   state: TransportState
-  /** client, target: owned by the caller. */
-  fds: [number, number]
+  /** client, target (a paired session: its plain leg's alone): owned by the caller. */
+  fds: number[]
 }
 
 /**
@@ -150,6 +155,28 @@ export interface TransportState {
   bytesToClient: number
   clientAddress: string
   targetAddress: string | undefined
+  /** A paired session (format 6): its channel; its one descriptor is the plain leg's. */
+  pair?: PairChannelState
+}
+
+/**
+ * A paired session's channel as an upgrade hands it over (src/pair/channel.ts): the bytes of each
+ * direction numbered as before, so a resume on the new process's link carries on where the old
+ * one stopped. The bytes sent and not acknowledged travel as the channel leg's `queued`.
+ */
+export interface PairChannelState {
+  id: number
+  /** 128 bits naming the session to both ends. */
+  token: Buffer
+  sent: number
+  acked: number
+  received: number
+  finSent: boolean
+  finReceived: boolean
+  finAcked: boolean
+  resumes: number
+  /** Milliseconds since its link was lost (the resume window counts on); null while it had one. */
+  lostMs: number | null
 }
 
 /** The bytes held for a leg that holds none: shared by all such legs, never written. */
@@ -190,7 +217,7 @@ export interface Transports {
    * process for it); else duplicates, and the caller closes its own. Absent on a transport that
    * cannot. Throws (EMFILE...) when it cannot take the descriptors: they are the caller's then.
    */
-  adopt?(fds: [number, number], state: TransportState, events: TransportEvents, own?: boolean): Transport
+  adopt?(fds: readonly number[], state: TransportState, events: TransportEvents, own?: boolean): Transport
   /**
    * Accepts the clients of a listening socket itself, in one batch per loop turn, calling `take`
    * for each, and `onError` with the errno name when
