@@ -4,44 +4,19 @@
 // the old process exits; the far end logs each session's resume. A far end's upgrade takes its
 // pair address along (it used to fail: the new process could not bind it).
 
-import t, { type Test } from 'tap'
+import t from 'tap'
 import type { Socket } from 'node:net'
 import { request } from 'undici'
 import { once } from 'node:events'
-import { collect, connect, freePort, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
+import { collect, connect, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
-import { spawnProxy, type RunningProxy } from './helpers/cli.ts'
-import type { LogLine } from './helpers/proxy.ts'
-import { pairSecretFile } from './helpers/pair.ts'
+import type { RunningProxy } from './helpers/cli.ts'
 import { breakablePath, type BreakablePath } from './helpers/path.ts'
-import { alive, entryFile, killAllAtEnd, roundTrip, upgradeTestSetup } from './helpers/upgrade.ts'
+import { roundTrip, startPairProcesses, upgradeProcess, upgradeTestSetup } from './helpers/upgrade.ts'
 
 const { dir } = upgradeTestSetup(t, 'upgrade-pair')
 
 const IDLE = 20
-
-interface Pair {
-  near: RunningProxy
-  far: RunningProxy
-  nearPort: number
-  nearAdmin: number
-  farAdmin: number
-}
-
-/** A far end (pair address, admin API) relaying to `targetPort`, and a near end (listener, admin API) joined to it. */
-async function startPair(t: Test, targetPort: number, name: string, through?: (farPort: number) => Promise<number>): Promise<Pair> {
-  const [farPort, nearPort, nearAdmin, farAdmin] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
-  const secret = pairSecretFile()
-  const common = ['--pair-secret-file', secret, '--pair-heartbeat', '1', '--idle', '45', '--interval', '6', '--count', '4']
-  const far = spawnProxy(['--pair-listen', `127.0.0.1:${farPort}`, '--target', `127.0.0.1:${targetPort}`, '--admin', `127.0.0.1:${farAdmin}`, ...common], {}, entryFile(t, dir, `${name}-far`))
-  killAllAtEnd(t, far)
-  await far.line((l) => l.msg === 'listening', 30_000)
-  const via = through === undefined ? farPort : await through(farPort)
-  const near = spawnProxy(['--listen', `127.0.0.1:${nearPort}`, '--pair-connect', `127.0.0.1:${via}`, '--admin', `127.0.0.1:${nearAdmin}`, ...common], {}, entryFile(t, dir, `${name}-near`))
-  killAllAtEnd(t, near)
-  await near.line((l) => l.msg === 'pair link up', 30_000)
-  return { near, far, nearPort, nearAdmin, farAdmin }
-}
 
 /**
  * Random bytes written both ways through a session, 16 KiB every 2 ms in each direction (about
@@ -103,18 +78,6 @@ async function halfClosed(port: number, target: { next(): Promise<Socket> }): Pr
   }
 }
 
-/** SIGUSR2 to `end`'s process; its `upgrade done` line once it has exited and the new one took over. */
-async function upgrade(end: RunningProxy, pid: number): Promise<LogLine> {
-  const mark = end.logs.length
-  const after = (l: LogLine): boolean => end.logs.indexOf(l) >= mark
-  process.kill(pid, 'SIGUSR2')
-  const done = await end.line((l) => after(l) && l.pid === pid && l.msg.startsWith('upgrade '), 30_000)
-  if (!done.msg.startsWith('upgrade done')) throw new Error(`upgrade of ${pid} failed: ${String(done.reason ?? done.msg)}`)
-  await end.line((l) => after(l) && l.pid === Number(done.newPid) && l.msg.startsWith('upgrade: took over'), 10_000)
-  if (!(await waitFor(() => !alive(pid), 10_000))) throw new Error(`the old process ${pid} did not exit`)
-  return done
-}
-
 /** Each session's plain legs' keepalive as /sessions reads it back. */
 async function keepalives(admin: number): Promise<Array<[number, number, number] | null>> {
   const res = await request(`http://127.0.0.1:${admin}/sessions`)
@@ -135,7 +98,7 @@ for (const { upgraded, hole } of cases) {
     const target = await manualTarget(t)
     let path: BreakablePath | undefined
     const through = hole ? async (farPort: number) => (path = await breakablePath(farPort)).port : undefined
-    const pair = await startPair(t, target.port, `${upgraded}${hole ? '-hole' : ''}`, through)
+    const pair = await startPairProcesses(t, dir, target.port, `${upgraded}${hole ? '-hole' : ''}`, through)
     if (path !== undefined) t.teardown(() => path!.close())
     const idle: Socket[] = []
     for (let i = 0; i < IDLE; i++) {
@@ -170,7 +133,7 @@ for (const { upgraded, hole } of cases) {
     const farPid = pair.far.proc.pid!
     // The old link passes nothing from here on, and nobody is told: what is sent into it is lost.
     path?.blackhole()
-    const done = await upgrade(end, oldPid)
+    const done = await upgradeProcess(end, oldPid)
     const newPid = Number(done.newPid)
     t.equal(done.sessions, IDLE + 4, 'every session moved, the half-closed ones too')
     t.ok(Number(done.heldBytes) >= 65_536, `the bytes sent and not acknowledged went along: ${String(done.heldBytes)}`)

@@ -15,6 +15,7 @@ import { payload, writeChunked } from './payload.ts'
 import { spawnProxy, type Entry, type RunningProxy } from './cli.ts'
 import type { LogLine } from './proxy.ts'
 import { loadNative, type NativeAddon } from '../../src/native.ts'
+import { pairSecretFile } from './pair.ts'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 export const MAIN = join(ROOT, 'src/main.ts')
@@ -151,4 +152,43 @@ export function twoWayStreams(client: Socket, server: Socket): { whole(): Promis
       return { arrived, up: atServer.data().equals(up), down: atClient.data().equals(down) }
     },
   }
+}
+
+export interface PairProcesses {
+  near: RunningProxy
+  far: RunningProxy
+  nearPort: number
+  nearAdmin: number
+  farAdmin: number
+}
+
+/**
+ * Paired mode in real processes, each started through an entry point of its own in `dir`: a far
+ * end (pair address, admin API) relaying to `targetPort`, and a near end (listener, admin API)
+ * joined to it, directly or through `through(farPort)`; heartbeat 1 s, keepalive 45/6/4.
+ */
+export async function startPairProcesses(t: Test, dir: string, targetPort: number, name: string, through?: (farPort: number) => Promise<number>): Promise<PairProcesses> {
+  const [farPort, nearPort, nearAdmin, farAdmin] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
+  const secret = pairSecretFile()
+  const common = ['--pair-secret-file', secret, '--pair-heartbeat', '1', '--idle', '45', '--interval', '6', '--count', '4']
+  const far = spawnProxy(['--pair-listen', `127.0.0.1:${farPort}`, '--target', `127.0.0.1:${targetPort}`, '--admin', `127.0.0.1:${farAdmin}`, ...common], {}, entryFile(t, dir, `${name}-far`))
+  killAllAtEnd(t, far)
+  await far.line((l) => l.msg === 'listening', 30_000)
+  const via = through === undefined ? farPort : await through(farPort)
+  const near = spawnProxy(['--listen', `127.0.0.1:${nearPort}`, '--pair-connect', `127.0.0.1:${via}`, '--admin', `127.0.0.1:${nearAdmin}`, ...common], {}, entryFile(t, dir, `${name}-near`))
+  killAllAtEnd(t, near)
+  await near.line((l) => l.msg === 'pair link up', 30_000)
+  return { near, far, nearPort, nearAdmin, farAdmin }
+}
+
+/** SIGUSR2 to `end`'s process `pid`; its `upgrade done` line once it has exited and the new one took over. */
+export async function upgradeProcess(end: RunningProxy, pid: number): Promise<LogLine> {
+  const mark = end.logs.length
+  const after = (l: LogLine): boolean => end.logs.indexOf(l) >= mark
+  process.kill(pid, 'SIGUSR2')
+  const done = await end.line((l) => after(l) && l.pid === pid && l.msg.startsWith('upgrade '), 30_000)
+  if (!done.msg.startsWith('upgrade done')) throw new Error(`upgrade of ${pid} failed: ${String(done.reason ?? done.msg)}`)
+  await end.line((l) => after(l) && l.pid === Number(done.newPid) && l.msg.startsWith('upgrade: took over'), 10_000)
+  if (!(await waitFor(() => !alive(pid), 10_000))) throw new Error(`the old process ${pid} did not exit`)
+  return done
 }
