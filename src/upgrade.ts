@@ -572,7 +572,10 @@ export class Upgrader {
             await new Promise((r) => child.once('exit', r))
           }
           const lost = this.#moved.length
-          for (const m of this.#moved) for (const fd of m.transport.fds) this.#native.closeReset(fd)
+          for (const m of this.#moved) {
+            for (const fd of m.transport.fds) this.#native.closeReset(fd)
+            m.transport.reset?.()
+          }
           this.#moved = []
           await source.resumeAccepting()
           const first = stderr.line()

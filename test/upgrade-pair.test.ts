@@ -8,11 +8,11 @@ import t from 'tap'
 import type { Socket } from 'node:net'
 import { request } from 'undici'
 import { once } from 'node:events'
-import { collect, connect, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
+import { collect, connect, endOf, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import type { RunningProxy } from './helpers/cli.ts'
 import { breakablePath, type BreakablePath } from './helpers/path.ts'
-import { roundTrip, startPairProcesses, upgradeProcess, upgradeTestSetup } from './helpers/upgrade.ts'
+import { MAIN, NATIVE, roundTrip, startPairProcesses, upgradeProcess, upgradeTestSetup } from './helpers/upgrade.ts'
 
 const { dir } = upgradeTestSetup(t, 'upgrade-pair')
 
@@ -177,3 +177,44 @@ for (const { upgraded, hole } of cases) {
     t.ok(closedBy(pair.near).some((l) => Number(l.bytesToTarget) + Number(l.bytesToClient) === bytes), 'whole counts for the stream at the near end')
   })
 }
+
+t.test('a new near end that dies holding the sessions: each is reset at both ends (the far end told by an RST), and the old process serves on', async (t) => {
+  const target = await manualTarget(t)
+  const pair = await startPairProcesses(t, dir, target.port, 'dies')
+  const ends: Array<{ client: Promise<string>; server: Promise<string> }> = []
+  for (let i = 0; i < 3; i++) {
+    const client = await connect(pair.nearPort)
+    t.teardown(() => client.destroy())
+    const server = await target.next()
+    server.pipe(server)
+    t.equal(await roundTrip(client, `before ${i}`), `before ${i}`)
+    ends.push({ client: endOf(client), server: endOf(server) })
+  }
+  // The new release adopts the sessions and resumes them on its own link (the far end moves them
+  // there), then dies instead of answering for them.
+  pair.entries.near.install(
+    `const { loadNative } = await import(${JSON.stringify(NATIVE)})\n` +
+      `const n = loadNative().binding\nconst send = n.sendFds\n` +
+      `n.sendFds = (sock, payload, fds, ms) => {\n` +
+      `  if (!payload.includes('"type":"took"')) return send(sock, payload, fds, ms)\n` +
+      `  setTimeout(() => process.kill(process.pid, 'SIGKILL'), 300)\n}\n` +
+      `await import(${JSON.stringify(MAIN)})\n`,
+  )
+  pair.near.proc.kill('SIGUSR2')
+  const failed = await pair.near.line((l) => l.msg.startsWith('upgrade failed'), 30_000)
+  t.match(String(failed.reason), /3 sessions it was handed reset/, `one line says why: ${String(failed.reason)}`)
+  const resumed = pair.far.logs.filter((l) => l.msg === 'pair session resumed')
+  t.ok(resumed.length >= 3, `the far end had moved them to the new process's link (then back, to be reset): ${resumed.length} resumes`)
+  const failedAt = performance.now()
+  for (const [i, end] of ends.entries()) {
+    t.equal(await end.client, 'ECONNRESET', `session ${i}: the client gets an RST`)
+    const server = await Promise.race([end.server, sleep(5000).then(() => 'nothing within 5 s')])
+    t.equal(server, 'ECONNRESET', `session ${i}: so does the server, through the far end, at once (not at the resume window's end)`)
+  }
+  t.ok(performance.now() - failedAt < 5000)
+  const fresh = await connect(pair.nearPort)
+  t.teardown(() => fresh.destroy())
+  const server = await target.next()
+  server.pipe(server)
+  t.equal(await roundTrip(fresh, 'fresh'), 'fresh', 'the old process serves on, over the pair')
+})

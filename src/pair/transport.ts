@@ -253,7 +253,18 @@ export class PairTransport implements Transport {
     const socketLeg: LegState = { queued: NOTHING_HELD, endRequested: this.#socketFinSent || s!.writableEnded, finSent: this.#socketFinSent || s!.writableEnded, endReceived: this.#socketReadEnded || readEnded, connecting: false }
     const channelLeg: LegState = { queued: c.unackedBytes(), endRequested: c.finSent, finSent: c.finSent, endReceived: c.finReceived, connecting: false }
     const legs = { [this.socketLeg]: socketLeg, [this.channelLeg]: channelLeg } as Record<Leg, LegState>
-    return { fds: [copy], state: { legs, bytesToTarget: this.bytesToTarget, bytesToClient: this.bytesToClient, clientAddress, targetAddress, pair: c.exportState() } }
+    return { fds: [copy], state: { legs, bytesToTarget: this.bytesToTarget, bytesToClient: this.bytesToClient, clientAddress, targetAddress, pair: c.exportState() }, reset: () => this.#resetDetached() }
+  }
+
+  /**
+   * Detached, then lost (the new process died holding it): the other end of the pair is told by
+   * an RST. A far end may have moved the session to the dead process's link at its RESUME: named
+   * by its token again, it comes back to this link first.
+   */
+  #resetDetached(): void {
+    const c = this.channel
+    if (this.channelLeg === 'target') c.link?.send(c.resumeFrame())
+    c.rst()
   }
 
   settling(): boolean {

@@ -142,6 +142,11 @@ export interface DetachedTransport {
   state: TransportState
   /** client, target (a paired session: its plain leg's alone): owned by the caller. */
   fds: number[]
+  /**
+   * The session is lost after all (the new process died holding it): a peer the descriptors do not
+   * reach is told (a paired session's channel: an RST to the other end of the pair).
+   */
+  reset?(): void
 }
 
 /**

@@ -160,6 +160,8 @@ export interface PairProcesses {
   nearPort: number
   nearAdmin: number
   farAdmin: number
+  /** Their entry points, for a test to put another release on disk. */
+  entries: { near: TestEntry; far: TestEntry }
 }
 
 /**
@@ -171,14 +173,15 @@ export async function startPairProcesses(t: Test, dir: string, targetPort: numbe
   const [farPort, nearPort, nearAdmin, farAdmin] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
   const secret = pairSecretFile()
   const common = ['--pair-secret-file', secret, '--pair-heartbeat', '1', '--idle', '45', '--interval', '6', '--count', '4']
-  const far = spawnProxy(['--pair-listen', `127.0.0.1:${farPort}`, '--target', `127.0.0.1:${targetPort}`, '--admin', `127.0.0.1:${farAdmin}`, ...common], {}, entryFile(t, dir, `${name}-far`))
+  const entries = { near: entryFile(t, dir, `${name}-near`), far: entryFile(t, dir, `${name}-far`) }
+  const far = spawnProxy(['--pair-listen', `127.0.0.1:${farPort}`, '--target', `127.0.0.1:${targetPort}`, '--admin', `127.0.0.1:${farAdmin}`, ...common], {}, entries.far)
   killAllAtEnd(t, far)
   await far.line((l) => l.msg === 'listening', 30_000)
   const via = through === undefined ? farPort : await through(farPort)
-  const near = spawnProxy(['--listen', `127.0.0.1:${nearPort}`, '--pair-connect', `127.0.0.1:${via}`, '--admin', `127.0.0.1:${nearAdmin}`, ...common], {}, entryFile(t, dir, `${name}-near`))
+  const near = spawnProxy(['--listen', `127.0.0.1:${nearPort}`, '--pair-connect', `127.0.0.1:${via}`, '--admin', `127.0.0.1:${nearAdmin}`, ...common], {}, entries.near)
   killAllAtEnd(t, near)
   await near.line((l) => l.msg === 'pair link up', 30_000)
-  return { near, far, nearPort, nearAdmin, farAdmin }
+  return { near, far, nearPort, nearAdmin, farAdmin, entries }
 }
 
 /** SIGUSR2 to `end`'s process `pid`; its `upgrade done` line once it has exited and the new one took over. */
