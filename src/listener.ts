@@ -443,7 +443,7 @@ export class ProxyListener {
    * (Session.handOver) with no log line and no event; the others (connecting, ending) stay and
    * finish here.
    */
-  handOverSessions(limit = Infinity, skip?: ReadonlySet<number>, paired = true): MovedSession[] {
+  handOverSessions(limit = Infinity, skip?: ReadonlySet<number>, paired = false): MovedSession[] {
     const out: MovedSession[] = []
     // A release that predates format 6 cannot carry a paired session on: they stay here.
     if (!paired && this.#options.pair !== undefined) return out
