@@ -640,19 +640,22 @@ static int trace(const struct sockaddr_in *sa, size_t size) {
   close(fd);
   // Before: round trips that ended before FROM. During: those overlapping FROM..TO.
   struct samples before = { 0 };
-  uint64_t longest = 0;
+  uint64_t longest = 0, longest_start = from;
   size_t during = 0, after = 0;
   for (size_t i = 0; i < len; i++) {
     uint64_t rtt = trips[i].end - trips[i].start;
     if (trips[i].end < from) record(&before, rtt);
-    else if (trips[i].start <= to) { during++; if (rtt > longest) longest = rtt; }
+    else if (trips[i].start <= to) {
+      during++;
+      if (rtt > longest) { longest = rtt; longest_start = trips[i].start; }
+    }
     else after++;
   }
   qsort(before.ns, before.len, sizeof *before.ns, cmp_u32);
   printf("{\"mode\":\"trace\",\"size\":%zu,\"roundTrips\":%zu,\"before\":%zu,\"during\":%zu,\"after\":%zu,"
-         "\"p50BeforeUs\":%.2f,\"maxBeforeUs\":%.2f,\"longestDuringUs\":%.2f,\"unanswered\":%d,\"errors\":%d}\n",
+         "\"p50BeforeUs\":%.2f,\"maxBeforeUs\":%.2f,\"longestDuringUs\":%.2f,\"longestFromMs\":%.3f,\"unanswered\":%d,\"errors\":%d}\n",
          size, len, before.len, during, after, percentile_us(&before, 0.5), percentile_us(&before, 1.0),
-         longest / 1000.0, unanswered, errors);
+         longest / 1000.0, ((double)longest_start - (double)from) / 1e6, unanswered, errors);
   return 0;
 }
 

@@ -28,6 +28,8 @@ export interface TraceResult {
    * then counts as unanswered, to then.
    */
   longestDuringUs: number,
+  /** When that round trip started, from the span's start (negative: before it). */
+  longestFromMs: number,
   unanswered: number, errors: number
 }
 /** Busy sessions to the echo: bytes sent, bytes back (each checked against what was sent). */

@@ -31,6 +31,7 @@ function upgradeMeasures(c: 'upgrade-idle' | 'upgrade-busy', what: string): Meas
     m('≈ hand-over beyond the start, ms', 'handoverMs'),
     m('new process adopting the sessions, ms', 'adoptMs'),
     m('longest ping-pong round trip, ms', 'stallMs', 'lower', { atMost: 100, unit: 'ms' }),
+    m('  which started, ms after SIGUSR2', 'stallFromMs'),
     m('ping-pong p50 before, µs', 'p50BeforeUs')
   ]
 }

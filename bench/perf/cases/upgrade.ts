@@ -95,6 +95,7 @@ function metricsOf(upgradeMs: number, relay: RelayProcess, log: UpgradeLog, rtt:
     handoverMs: Math.max(0, log.readyMs - relay.startMs),
     sessionsMoved: log.sessions,
     stallMs: rtt.longestDuringUs / 1000,
+    stallFromMs: rtt.longestFromMs,
     p50BeforeUs: rtt.p50BeforeUs,
     roundTripsDuring: rtt.during
   }
