@@ -710,6 +710,9 @@ export class Upgrader {
       sessions += batch.length - back.length
       kept += back.length
       held += heldBytes(batch)
+      // An answer that came within the read's wait returns without the event loop running: the
+      // sessions still here would wait for the whole hand-over. They run between messages.
+      await new Promise((r) => setImmediate(r))
     }
     try {
       this.#native.sendFds(sock, encode({ v: version, type: 'done', sessions }), [], TOOK_BOUND_MS)
@@ -957,6 +960,9 @@ export class Handover {
         free -= 2 * (batch.length - no.length)
         if (free < FREE_RECOUNT) free = freeDescriptors()
         this.#send({ v: this.#version, type: 'took', refused: no, free })
+        // The sessions taken so far move bytes only when the loop runs: it runs between messages
+        // (the next one is often waiting already), so no session waits for the whole hand-over.
+        await new Promise((r) => setImmediate(r))
       }
     } catch (err) {
       return { sessions, refused, gone: (err as Error).message }
