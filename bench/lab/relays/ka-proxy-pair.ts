@@ -9,10 +9,9 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { Relay, RelayStart, RunningRelay } from './relay.ts'
 import { across } from './relay.ts'
-import { DEFAULT_ENTRY, kaProxySettingArgs, kaProxyUnavailable, parseJson, sessionLines, startKaProxy } from './ka-proxy.ts'
+import { DEFAULT_ENTRY, KaProxyGenerations, kaProxySettingArgs, kaProxyUnavailable, parseJson, sessionLines, startKaProxy } from './ka-proxy.ts'
 import type { LabProcess } from '../process.ts'
 import type { Endpoint } from '../ss.ts'
-import { processTree } from '../pids.ts'
 
 /** The far end's pair port is the target's port plus this, on the server's address. */
 const PAIR_PORT_OFFSET = 1000
@@ -46,18 +45,26 @@ export async function startPair(ctx: RelayStart, entry = DEFAULT_ENTRY): Promise
     await far.stop()
     throw err
   }
+  const nearGenerations = new KaProxyGenerations(ctx.lab, near)
+  const farGenerations = new KaProxyGenerations(ctx.lab, far)
   return {
     address: ctx.listen,
     ends: { near, far, pairListen },
     // The near end's processes: the workbench counts sockets in the client namespace.
-    async pids() { return near.running ? processTree(near.pid) : [] },
+    async pids() { return nearGenerations.pids() },
     sessionLog() {
       return [...sessionLines(near).map(l => ({ ...l, end: 'near' })), ...sessionLines(far).map(l => ({ ...l, end: 'far' }))]
     },
     linkDowns: () => near.lines.map(parseJson).filter(l => l?.msg === 'pair link down').length,
+    // As an operator upgrades the two hosts: one end, then the other.
+    async upgrade() {
+      await nearGenerations.upgrade()
+      await farGenerations.upgrade()
+    },
+    oldGenerationRunning: () => nearGenerations.oldRunning() || farGenerations.oldRunning(),
     async stop() {
-      const codes = await Promise.all([near.stop(5000), far.stop(5000)])
-      if (codes.some(c => c !== 0)) throw new Error(`ka-proxy pair did not stop cleanly on SIGTERM (near ${codes[0]}, far ${codes[1]}): ${near.stderr.trim().slice(-300)} ${far.stderr.trim().slice(-300)}`)
+      const clean = await Promise.all([nearGenerations.stop(), farGenerations.stop()])
+      if (clean.some(c => !c)) throw new Error(`ka-proxy pair did not stop cleanly on SIGTERM (near ${clean[0] ? 'clean' : 'not clean'}, far ${clean[1] ? 'clean' : 'not clean'}): ${near.stderr.trim().slice(-300)} ${far.stderr.trim().slice(-300)}`)
     }
   }
 }
@@ -67,6 +74,7 @@ export function kaProxyPair(entry = DEFAULT_ENTRY): Relay {
     name: 'ka-proxy-pair',
     proxies: true,
     unavailable: async () => kaProxyUnavailable(entry),
-    start: ctx => startPair(ctx, entry)
+    start: ctx => startPair(ctx, entry),
+    upgradeHow: () => 'SIGUSR2 to the near end, then to the far end: listeners, sessions and pair links handed over'
   }
 }

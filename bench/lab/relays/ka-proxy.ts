@@ -88,6 +88,44 @@ export function parseJson(line: string): Record<string, unknown> | null {
 /** The entry point the lab runs unless told: the sources, or dist/ with KA_PROXY_ENTRY=dist. */
 export const DEFAULT_ENTRY: KaProxyEntry = process.env.KA_PROXY_ENTRY === 'dist' ? 'dist' : 'src'
 
+/**
+ * One ka-proxy process and those its upgrades started (they write to its stdout); the last one
+ * serves. `upgrade` is SIGUSR2 to the serving one, done once the old one has gone.
+ */
+export class KaProxyGenerations {
+  readonly #lab: Lab
+  readonly #proc: LabProcess
+  readonly #generations: Generations
+
+  constructor(lab: Lab, proc: LabProcess) {
+    this.#lab = lab
+    this.#proc = proc
+    this.#generations = new Generations(labGeneration(proc))
+  }
+
+  pids(): number[] {
+    return this.#generations.pids()
+  }
+
+  async upgrade(): Promise<void> {
+    const old = this.#generations.current
+    this.#generations.add(strayGeneration(this.#lab, await upgrade(this.#proc)))
+    // Done when the old process has gone: at once once every session moved (still running
+    // after the bound: it kept sessions, which oldRunning then says).
+    const deadline = Date.now() + OLD_EXIT_BOUND_MS
+    while (old.running() && Date.now() < deadline) await sleep(50)
+  }
+
+  oldRunning(): boolean {
+    return this.#generations.oldRunning()
+  }
+
+  /** SIGTERM to every generation; true when each stopped cleanly (exit 0). */
+  stop(): Promise<boolean> {
+    return this.#generations.stop()
+  }
+}
+
 export function kaProxy(entry = DEFAULT_ENTRY): Relay {
   return {
     name: 'ka-proxy',
@@ -96,21 +134,14 @@ export function kaProxy(entry = DEFAULT_ENTRY): Relay {
     async start(start) {
       const ctx = await targetAcross(start)
       const proc = await startKaProxy(ctx.lab, 'client', kaProxyArgs(ctx), entry)
-      const generations = new Generations(labGeneration(proc))
+      const generations = new KaProxyGenerations(ctx.lab, proc)
       const baseline = socketDescriptors(processTree(proc.pid))
       return {
         address: ctx.listen,
         async pids() { return generations.pids() },
         async descriptorsLeft() { return socketDescriptors(generations.pids()) - baseline },
         sessionLog: () => sessionLines(proc),
-        async upgrade() {
-          const old = generations.current
-          generations.add(strayGeneration(ctx.lab, await upgrade(proc)))
-          // Done when the old process has gone: at once once every session moved (still running
-          // after the bound: it kept sessions, which oldGenerationRunning then says).
-          const deadline = Date.now() + OLD_EXIT_BOUND_MS
-          while (old.running() && Date.now() < deadline) await sleep(50)
-        },
+        upgrade: () => generations.upgrade(),
         oldGenerationRunning: () => generations.oldRunning(),
         async stop() {
           // SIGTERM is a graceful stop that exits 0; anything else is a failure of the run.

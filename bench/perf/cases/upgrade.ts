@@ -106,7 +106,7 @@ function metricsOf(upgradeMs: number, relay: RelayProcess, log: UpgradeLog, rtt:
   return metrics
 }
 
-/** ka-proxy's own relays; not the pair, whose routes do not upgrade yet (nor is its process ka-proxy). */
+/** ka-proxy's own relays; not the pair, whose process is its launcher (its upgrade: the survival lab's). */
 const isKaProxy = (name: string): boolean => name.startsWith('ka-proxy') && name !== 'ka-proxy-pair'
 
 export function upgradeCase(name: CaseName, busy: boolean): PerfCase {
