@@ -10,15 +10,18 @@ import { alive, MAIN, NATIVE, oneSession, twoWayStreams, upgradeTestSetup } from
 
 const { dir } = upgradeTestSetup(t, 'upgrade-signals')
 
-/** The real entry point, with `hook` (JavaScript) run just before it sends 'ready', after a marker line. */
-const hookedEntry = (hook: string): string =>
+/**
+ * The real entry point, with `hook` (JavaScript) run just before it sends 'ready', after a marker
+ * line (`markAfter`: after the hook, for a hook the test must see done, not begun).
+ */
+const hookedEntry = (hook: string, markAfter = false): string =>
   `const { loadNative } = await import(${JSON.stringify(NATIVE)})\n` +
   `const n = loadNative().binding\nconst send = n.sendFds\n` +
   // Says when it starts accepting on a listening socket (the pump's acceptor).
   `const Acceptor = n.Acceptor\n` +
   `n.Acceptor = class extends Acceptor { constructor(...a) { process.stdout.write('HOOK accepting\\n'); super(...a) } }\n` +
   `n.sendFds = (sock, payload, fds, ms) => {\n` +
-  `  if (payload.includes('"type":"ready"')) { process.stdout.write('HOOK ready\\n'); ${hook} }\n` +
+  `  if (payload.includes('"type":"ready"')) { ${markAfter ? `${hook}; process.stdout.write('HOOK ready\\n')` : `process.stdout.write('HOOK ready\\n'); ${hook}`} }\n` +
   `  return send(sock, payload, fds, ms)\n}\n` +
   `await import(${JSON.stringify(MAIN)})\n`
 
@@ -61,7 +64,9 @@ t.test("a 'ready' the old process reads after its 10 s bound is refused; the new
   })
   const atServer = collect(server)
   // The new release stops the old process just before its 'ready': the old one reads it late.
-  entry.install(hookedEntry('process.kill(process.ppid, "SIGSTOP")'))
+  // The marker comes after the stop: before it, the old process could still relay what the
+  // client writes next (CI once saw those 37 bytes arrive).
+  entry.install(hookedEntry('process.kill(process.ppid, "SIGSTOP")', true))
   proxy.proc.kill('SIGUSR2')
   const starting = await proxy.line((l) => l.msg === 'upgrade: starting a new process', 30_000)
   await proxy.line((l) => l.msg === 'HOOK ready', 30_000)
