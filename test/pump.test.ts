@@ -11,7 +11,6 @@ import net, { type Socket } from 'node:net'
 import { Session } from '../src/session.ts'
 import { connect, endOf, listen, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload } from './helpers/payload.ts'
-import { fillPath } from './helpers/fill.ts'
 import { startProxy } from './helpers/proxy.ts'
 import { TRANSPORTS } from './helpers/transports.ts'
 
@@ -226,48 +225,41 @@ for (const relay of TRANSPORTS) {
       target.server.close()
     })
     t.equal(proxy.listener.relay, relay)
-    // First, how much a path to a client that does not read holds, and how much of that waits
-    // in the proxy's receive queue from the target.
-    const probe = await connect(proxy.port)
-    probe.pause()
+    // A session whose target sends until the proxy stops reading (the path to the client, which
+    // does not read, is full, and bytes wait unread in the proxy's kernel), then its FIN: all of
+    // it is in the proxy's kernel, the FIN unread behind what waits there (CLOSE_WAIT), the leg
+    // paused. Sent in small steps, each acknowledged before the next, and measured on this very
+    // connection: how much a path holds varies from one connection to the next (the kernel grows
+    // the proxy's send buffer as it likes), so no size measured beforehand can be relied on.
+    const client = await connect(proxy.port)
+    client.pause()
     await waitFor(() => servers.length === 1, 2000)
-    const { acked } = await fillPath(servers[0]!, proxy.sockets)
-    const relayed = [...proxy.listener.sessions][0]!.bytesToClient
-    probe.destroy()
-    await proxy.closed()
-    // Then a session whose target sends less than that, and its FIN: all of it is in the
-    // proxy's kernel, the FIN unread behind what waits there (CLOSE_WAIT), the leg paused.
-    // A path's size varies a little from one connection to the next: less each try.
-    let client: Socket | undefined
-    let server: Socket | undefined
-    let data: Buffer = Buffer.alloc(0)
-    let discarded = 0
-    for (let share = 4; share <= 64 && client === undefined; share *= 4) {
-      const c = await connect(proxy.port)
-      c.pause()
-      await waitFor(() => servers.length === 2, 2000)
-      const s = servers.pop()!
-      data = payload(relayed + Math.floor((acked - relayed) / share))
-      s.end(data)
-      if (await waitFor(() => proxy.sockets.sendQueueBytes(s) === 0, 3000)) [client, server] = [c, s]
-      else {
-        c.destroy()
-        discarded++
-      }
+    const server = servers[0]!
+    const [session] = [...proxy.listener.sessions]
+    const step = 16 * 1024
+    const source = payload(64 << 20)
+    let sent = 0
+    let held = false
+    while (!held && sent < source.length) {
+      await new Promise<void>((resolve) => server.write(source.subarray(sent, sent + step), () => resolve()))
+      sent += step
+      if (!(await waitFor(() => proxy.sockets.sendQueueBytes(server) === 0, 3000, 2))) break
+      // Unread in the proxy's kernel, and still so a moment later: the proxy stopped reading.
+      held = session!.bytesToClient < sent && (await waitFor(() => session!.bytesToClient >= sent, 200, 10)) === false
     }
-    t.ok(client !== undefined && server !== undefined, 'all the target sent, FIN included, is in the proxy')
-    if (client === undefined) return
+    const data = source.subarray(0, sent)
+    server.end()
+    t.ok(held && (await waitFor(() => proxy.sockets.sendQueueBytes(server) === 0, 3000)), `all the target sent, FIN included, is in the proxy (${sent} B, ${session!.bytesToClient} of them read)`)
     // The client's FIN goes to the target, which acknowledges it: LAST_ACK -> CLOSE, an orderly end.
     client.end()
     await sleep(2500) // two rounds of the paused-leg check
-    const [session] = [...proxy.listener.sessions]
     const queued = session?.queuedBytes('client')
     t.ok(session !== undefined && session.bytesToClient < data.length, `the proxy did not read past backpressure (${session?.bytesToClient} of ${data.length} B read)`)
     t.ok(queued !== undefined && queued <= 256 << 10, `backpressure holds: ${queued} B queued for the client`)
     const got = readAll(client)
     client.resume()
     t.ok((await got).equals(data), 'then the client reads on: every byte, in order, then the FIN')
-    const line = (await proxy.closed(discarded + 1)).at(-1)
+    const line = (await proxy.closed(1)).at(-1)
     t.match(line, { clientClose: 'fin', targetClose: 'fin', bytesToClient: data.length })
   })
 }
