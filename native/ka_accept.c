@@ -212,6 +212,18 @@ static napi_value acceptor_resume(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// pause(): stops watching until resume() (--workers: another event loop takes the clients
+// meanwhile; they wait in the backlog if none does). No-op when not watching or closed.
+static napi_value acceptor_pause(napi_env env, napi_callback_info info) {
+  ka_acceptor_t* a = unwrap_acceptor(env, info);
+  if (a == NULL) return NULL;
+  if (a->fd >= 0 && a->watched) {
+    ka_pump_unwatch_listener(a->pump, a->fd);
+    a->watched = 0;
+  }
+  return NULL;
+}
+
 // fd() -> the acceptor's listening descriptor, -1 once closed (for the upgrade hand-over).
 static napi_value acceptor_fd(napi_env env, napi_callback_info info) {
   ka_acceptor_t* a = unwrap_acceptor(env, info);
@@ -235,7 +247,7 @@ static napi_value close_reset_fn(napi_env env, napi_callback_info info) {
 
 int ka_accept_init(napi_env env, napi_value exports) {
   static const napi_property_descriptor methods[] = {KA_METHOD("close", acceptor_close), KA_METHOD("resume", acceptor_resume),
-                                                     KA_METHOD("fd", acceptor_fd)};
+                                                     KA_METHOD("pause", acceptor_pause), KA_METHOD("fd", acceptor_fd)};
   napi_value fn;
   return ka_define_class(env, exports, "Acceptor", acceptor_new, methods, sizeof methods / sizeof methods[0]) &&
          napi_create_function(env, "closeReset", NAPI_AUTO_LENGTH, close_reset_fn, NULL, &fn) == napi_ok &&

@@ -20,6 +20,8 @@ import type { PoolState } from './targets.ts'
 import { adminListenerKey, routeListenerKey, type HandedListener, type HandedSession, type InheritedListeners } from './upgrade.ts'
 import type { AdoptedSession, ListenerInfo, MovedSession } from './listener.ts'
 import { nextSessionIdValue } from './session.ts'
+import type { FollowedChange } from './listener.ts'
+import { LoopBalance, type WorkerGroup } from './workers.ts'
 
 const sameListen = (a: ProxyOptions, b: ProxyOptions): boolean =>
   a.listen.host === b.listen.host && a.listen.port === b.listen.port && a.native === b.native && a.backlog === b.backlog
@@ -45,12 +47,63 @@ export class ProxyApp implements AdminSource {
   readonly metrics: ProxyMetrics
   #admin: AdminServer | undefined
   #config: AppConfig | undefined
+  /** A worker thread's app (src/workers.ts): targets followed, not checked; no process-wide metrics. */
+  readonly #follower: boolean
+  /** The main thread's worker threads with --workers (src/workers.ts); none by default. */
+  #workers: WorkerGroup | undefined
+  /** --workers: this loop's part in spreading sessions over the loops (src/workers.ts). */
+  #balance: LoopBalance | undefined
 
-  constructor(sockets: SocketControl, logger: Logger, relay: TransportKind = defaultRelay(sockets)) {
+  constructor(sockets: SocketControl, logger: Logger, relay: TransportKind = defaultRelay(sockets), { follower = false }: { follower?: boolean } = {}) {
     this.#sockets = sockets
     this.#logger = logger
     this.#relay = relay
-    this.metrics = new ProxyMetrics(this)
+    this.#follower = follower
+    this.metrics = new ProxyMetrics(this, { processWide: !follower })
+  }
+
+  /**
+   * --workers: the worker threads this app (the main thread's) speaks for: their sessions are in
+   * /sessions, /metrics and the session count; stop, terminate and failback reach them; its
+   * targets' changes go to them.
+   */
+  attachWorkers(workers: WorkerGroup): void {
+    this.#workers = workers
+  }
+
+  get workers(): WorkerGroup | undefined {
+    return this.#workers
+  }
+
+  /** --workers: this app is event loop `index` of those sharing `shared` (see LoopBalance). */
+  balanceLoops(shared: SharedArrayBuffer, index: number): void {
+    this.#balance = new LoopBalance(shared, index, () => this.#ownSessions(), (paused) => {
+      for (const listener of this.#routes.values()) listener.balanceAccepting(paused)
+    })
+  }
+
+  /** This loop's sessions (the workers' not counted). */
+  #ownSessions(): number {
+    let n = 0
+    for (const l of this.#routes.values()) n += l.sessions.size
+    for (const l of this.#draining.keys()) n += l.sessions.size
+    return n
+  }
+
+  /** The listening socket of each route worker threads accept on too (not a pair's: see src/workers.ts). */
+  workerListeners(): Map<string, number> {
+    const out = new Map<string, number>()
+    for (const [name, listener] of this.#routes) {
+      const fd = listener.listenFd
+      const { host, port } = listener.options.listen
+      if (fd !== undefined && listener.options.pair === undefined) out.set(routeListenerKey(name, host, port), fd)
+    }
+    return out
+  }
+
+  /** A worker thread's app: the main thread's view of a route's targets (ProxyListener.followTargets). */
+  followTargets(route: string, state: PoolState, change?: FollowedChange): void {
+    this.#routes.get(route)?.followTargets(state, change)
   }
 
   /** Whether the native helper is in use (for ka_proxy_build_info). */
@@ -67,7 +120,7 @@ export class ProxyApp implements AdminSource {
    * `inherited`: listening sockets handed over by an upgrade; a route (or the admin API) whose
    * address matches one listens on it instead of binding.
    */
-  async start(config: AppConfig, inherited?: InheritedListeners, deferHandedOver = false): Promise<void> {
+  async start(config: AppConfig, inherited?: Pick<InheritedListeners, 'take' | 'targets'>, deferHandedOver = false): Promise<void> {
     try {
       for (const options of config.routes) {
         const fd = inherited?.take(routeListenerKey(options.name, options.listen.host, options.listen.port))
@@ -95,7 +148,7 @@ export class ProxyApp implements AdminSource {
    * drain, the others are re-tuned in place, live sessions included. If any bind fails,
    * what was bound is closed and the running config stays exactly as it was.
    */
-  async reload(config: AppConfig): Promise<{ started: string[]; removed: string[]; retuned: string[] }> {
+  async reload(config: AppConfig, listening?: Pick<InheritedListeners, 'take'>): Promise<{ started: string[]; removed: string[]; retuned: string[] }> {
     const wanted = new Map(config.routes.map((r) => [r.name, r]))
     const stays = (name: string, listener: ProxyListener): boolean => {
       const next = wanted.get(name)
@@ -118,7 +171,8 @@ export class ProxyApp implements AdminSource {
     try {
       for (const l of handOver) l.unbind()
       if (adminHandOver) await this.#admin!.stop()
-      for (const options of fresh) bound.set(options.name, await this.#bindRoute(options))
+      // A worker thread's routes listen on the main thread's sockets (`listening`), never bind.
+      for (const options of fresh) bound.set(options.name, await this.#bindRoute(options, listening?.take(routeListenerKey(options.name, options.listen.host, options.listen.port))))
       if (adminMoved && config.admin) newAdmin = await this.#bindAdmin(config.admin)
     } catch (err) {
       await Promise.all([...bound.values()].map((l) => l.stop(0)))
@@ -159,7 +213,10 @@ export class ProxyApp implements AdminSource {
         )
       }
     }
-    for (const [name, listener] of bound) this.#routes.set(name, listener)
+    for (const [name, listener] of bound) {
+      this.#routes.set(name, listener)
+      if (this.#balance?.paused === true) listener.balanceAccepting(true)
+    }
     if (adminMoved) {
       if (!adminHandOver) await this.#admin?.stop()
       this.#admin = newAdmin
@@ -246,13 +303,20 @@ export class ProxyApp implements AdminSource {
   #newListener(options: ProxyOptions, targets?: unknown): ProxyListener {
     const metrics = this.metrics
     const route = options.name
-    const listener = new ProxyListener(options, this.#sockets, this.#logger.child({ route }), {
-      sessionOpened: () => metrics.sessionOpened(route),
-      sessionClosed: (summary) => metrics.sessionClosed(route, summary),
+    const listener: ProxyListener = new ProxyListener(options, this.#sockets, this.#logger.child({ route }), {
+      sessionOpened: () => {
+        metrics.sessionOpened(route)
+        this.#balance?.changed()
+      },
+      sessionClosed: (summary) => {
+        metrics.sessionClosed(route, summary)
+        this.#balance?.changed()
+      },
       targetConnected: (seconds) => metrics.targetConnected(route, seconds),
       refused: (reason) => metrics.refused(route, reason),
       pairResumed: () => metrics.pairResumed(route),
-    }, this.#relay)
+      targetChanged: (change) => this.#workers?.targetChanged(route, listener.pool.exportState(), change),
+    }, this.#relay, this.#follower)
     if (targets !== undefined) listener.pool.importState(targets)
     return listener
   }
@@ -277,9 +341,10 @@ export class ProxyApp implements AdminSource {
 
   /** Stops accepting everywhere, lets sessions finish for `graceMs`, then closes the rest. */
   async stop(graceMs: number): Promise<void> {
+    this.#balance?.leave()
     for (const listener of this.#routes.values()) this.#stopInBackground(listener, graceMs)
     this.#routes.clear()
-    await Promise.all(this.#draining.values())
+    await Promise.all([...this.#draining.values(), this.#workers?.stop(graceMs)])
     await this.#admin?.stop()
     this.#admin = undefined
   }
@@ -298,6 +363,7 @@ export class ProxyApp implements AdminSource {
 
   /** Second signal: every session closed at once, in running and draining routes alike. */
   terminate(): void {
+    this.#workers?.terminate()
     for (const listener of [...this.#routes.values(), ...this.#draining.keys()]) listener.terminate()
   }
 
@@ -447,8 +513,9 @@ export class ProxyApp implements AdminSource {
     this.#adoptedRemoved.clear()
   }
 
+  /** This thread's sessions and, with --workers, the worker threads' (as they last said). */
   get sessionCount(): number {
-    let n = 0
+    let n = this.#workers?.sessionCount ?? 0
     for (const l of [...this.#routes.values(), ...this.#draining.keys()]) n += l.sessions.size
     return n
   }
@@ -475,6 +542,18 @@ export class ProxyApp implements AdminSource {
     }
   }
 
+  get loop(): number | undefined {
+    return this.#workers === undefined ? undefined : 0
+  }
+
+  workerSessions(): Promise<string[]> {
+    return this.#workers?.sessions() ?? Promise.resolve([])
+  }
+
+  workerMetrics(): Promise<unknown[]> {
+    return this.#workers?.metrics() ?? Promise.resolve([])
+  }
+
   *sessions(): Generator<{ route: string; session: Session }> {
     for (const [route, listener] of this.#routes) {
       for (const session of listener.sessions) yield { route, session }
@@ -497,6 +576,7 @@ export class ProxyApp implements AdminSource {
     for (const [name, listener] of this.#routes) {
       if (route !== undefined && name !== route) continue
       const move = listener.pool.failback()
+      this.#workers?.failback(name)
       routes.push({ route: name, moved: move !== undefined, to: listener.pool.targets[0]!.name, ...(move && { from: move.from }) })
     }
     return routes

@@ -7,7 +7,8 @@ import type { Logger } from 'pino'
 import { DEFAULTS } from './config/options.ts'
 import { ignoredByFallback, resolveAppConfig, type AppConfig, type CliInput } from './config/resolve.ts'
 import { flagOf, KEEPALIVE_FIELDS, KEEPALIVE_SCOPES, LEGS, type Leg } from './config/keys.ts'
-import { loadConfigFileOffLoop } from './config/file.ts'
+import { loadConfigFile, loadConfigFileOffLoop } from './config/file.ts'
+import { WorkerGroup } from './workers.ts'
 import { ProxyApp } from './app.ts'
 import { formatEndpoint } from './config/endpoint.ts'
 import { PROFILE_NAMES, profilesTable } from './keepalive/profiles.ts'
@@ -102,6 +103,7 @@ function buildParser(argv: string[]): Argv {
     .option('log-level', { type: 'string', requiresArg: true, choices: LOG_LEVELS as unknown as string[], describe: `[default: ${LOG_DEFAULTS.level}]` })
     .option('log-format', { type: 'string', requiresArg: true, choices: LOG_FORMATS as unknown as string[], describe: `auto: pretty (one line per event) on a terminal, JSON otherwise [default: ${LOG_DEFAULTS.format}]` })
     .option('log-file', { type: 'string', requiresArg: true, describe: 'append log lines to this file instead of stdout; SIGHUP reopens it (for logrotate)' })
+    .option('workers', { type: 'string', requiresArg: true, describe: 'event loops (threads) that accept and relay, each with its own pump, behind the same listen addresses; auto: one per core [default: 1]' })
     .option('pid-file', { type: 'string', requiresArg: true, describe: 'write the serving process\'s pid to this file (atomically); removed on a clean exit' })
     .option('version', { type: 'boolean', describe: 'show the version and whether the native helper is in use' })
     .help('help')
@@ -139,6 +141,7 @@ function cliInput(args: Record<string, unknown>): CliInput {
     adminToken: str('adminToken'),
     log: { level: args.logLevel as LogLevel | undefined, format: args.logFormat as LogFormat | undefined, file: str('logFile') },
     pidFile: str('pidFile'),
+    workers: str('workers'),
     maxConnections: n('maxConnections'),
     backlog: n('backlog'),
     listen: args.listen,
@@ -214,14 +217,16 @@ export async function run(argv: string[]): Promise<number> {
   if (command === 'pair-key') return runPairKey(args, write)
   if (command !== undefined && command !== 'check') throw new ConfigError(String(command), 'unknown command (see ka-proxy --help)')
   const input = cliInput(args)
-  const config = resolveAppConfig(input)
+  // Read once: worker threads (--workers) resolve the same file, not a copy read later.
+  const file = input.config === undefined ? undefined : loadConfigFile(input.config)
+  const config = resolveAppConfig(input, file)
   const log = config.log
   if (log.file !== undefined) checkLogFile(log.file, input.log?.file !== undefined ? '--log-file' : `${input.config}: log.file`, command !== 'check')
   if (command === 'check') {
     write(checkReport(config, input.config))
     return 0
   }
-  const { logger, reopen } = await createLogger(log)
+  const { logger, reopen, write: writeLines, pretty } = await createLogger(log)
   const sockets = new SocketControl({ native: input.native })
   if (!sockets.native) {
     const ignored = ignoredByFallback(input)
@@ -230,6 +235,10 @@ export async function run(argv: string[]): Promise<number> {
   }
   const addon = sockets.native ? loadNative() : undefined
   const binding = addon?.ok ? addon.binding : undefined
+  if (config.workers > 1 && binding === undefined) {
+    const key = input.workers !== undefined ? '--workers' : `${input.config}: workers`
+    throw new ConfigError(key, `${config.workers} workers need the native helper (each accepts on a duplicate of the listening sockets), which is not in use (${sockets.fallbackReason ?? 'disabled'}); use 1`)
+  }
   // Started by an upgrade: the old process's listening sockets are taken over, not bound anew.
   const handover = Handover.fromEnv(binding)
   const inherited = handover?.receive(config.routes.map((r) => r.name))
@@ -254,6 +263,21 @@ export async function run(argv: string[]): Promise<number> {
     logger.info(`${route.name}: ${describeLegs((leg) => sockets.effective(route.keepalive[leg]))}`)
   }
   const notifier = new ServiceNotifier(logger)
+  // --workers: the worker threads accept on this thread's listening sockets, so they start once
+  // those listen (after an upgrade's hand-over, once it is done).
+  const startWorkers = async (): Promise<void> => {
+    if (config.workers <= 1) return
+    const workers = new WorkerGroup({ input, file, logger, write: writeLines, pretty, native: binding! }, () => ({ listeners: app.workerListeners(), targets: app.targetStates() }))
+    const started = performance.now()
+    await workers.start(config.workers - 1)
+    app.attachWorkers(workers)
+    app.balanceLoops(workers.shared, 0)
+    logger.info({ workers: config.workers, threads: workers.size, ms: Math.round(performance.now() - started) }, 'workers started')
+  }
+  // After an upgrade the sessions are here already: this thread serves on alone rather than drop them.
+  const workersNotStarted = (err: unknown): void => {
+    logger.error({ workers: config.workers, error: (err as Error).message }, 'upgrade: the worker threads cannot start; this process serves on one loop')
+  }
   // Sessions handed over take the descriptors received for them; a refused one's close here.
   const closeRefused = (s: { fds: number[] }): void => s.fds.forEach((fd) => binding!.closeFd(fd))
   if (handover !== undefined && inherited !== undefined && handover.batched) {
@@ -277,6 +301,7 @@ export async function run(argv: string[]): Promise<number> {
       const fields = { from: inherited.from, listeners: app.listeners().length, notTaken: unused, sessions, refused, ms: Math.round(performance.now() - started) }
       if (gone === undefined) logger.info(fields, 'upgrade: took over the listeners and sessions')
       else logger.error({ ...fields, reason: gone }, `upgrade: the hand-over ended early (${gone}); the sessions not sent stay with the old process`)
+      return startWorkers().catch(workersNotStarted)
     })
   } else if (handover !== undefined && inherited !== undefined) {
     // The sessions handed over are built now and move bytes only once the old process knows
@@ -298,7 +323,15 @@ export async function run(argv: string[]): Promise<number> {
       { from: inherited.from, listeners: app.listeners().length, notTaken: unused, sessions: adopted.length, refused: refused.length, ms: Math.round(performance.now() - started) },
       'upgrade: took over the listeners and sessions',
     )
+    await startWorkers().catch(workersNotStarted)
   } else {
+    try {
+      await startWorkers()
+    } catch (err) {
+      await app.stop(0)
+      config.pidFile?.remove()
+      throw new ConfigError(input.workers !== undefined ? '--workers' : `${input.config}: workers`, `cannot start the worker threads: ${(err as Error).message}`)
+    }
     notifier.ready(servingStatus(app))
   }
   const upgrader = binding === undefined ? undefined : new Upgrader(binding, logger)
@@ -335,8 +368,9 @@ function checkReport(config: AppConfig, file: string | undefined): string {
     return `  ${r.name}: ${formatEndpoint(r.listen.host, r.listen.port)} -> ${targets}${pair}; ${describeLegs((leg) => r.keepalive[leg])}`
   })
   const admin = config.admin ? `; admin API on ${formatEndpoint(config.admin.listen.host, config.admin.listen.port)}` : ''
+  const workers = config.workers > 1 ? `; ${config.workers} workers` : ''
   const n = config.routes.length
-  return `${file ?? 'flags'}: valid, ${n} route${n === 1 ? '' : 's'}${admin}\n${lines.join('\n')}\n`
+  return `${file ?? 'flags'}: valid, ${n} route${n === 1 ? '' : 's'}${admin}${workers}\n${lines.join('\n')}\n`
 }
 
 /** After an upgrade, sessions left in the old process end by themselves (the longest timer Node has). */
@@ -391,11 +425,16 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
         }
         notifier.reloading(`reloading ${input.config}`)
         try {
-          const config = resolveAppConfig(input, await loadConfigFileOffLoop(input.config))
+          const file = await loadConfigFileOffLoop(input.config)
+          const config = resolveAppConfig(input, file)
           const changes = await app.reload(config)
           // The level applies at once; a new format or file needs a restart.
           logger.level = config.log.level
-          logger.info({ config: input.config, ...changes }, 'config reloaded')
+          const workers = app.workers
+          const rejected = workers === undefined ? [] : (await workers.reload(input, file)).filter((w) => w.error !== undefined)
+          const running = (workers?.size ?? 0) + 1
+          if (config.workers !== running) logger.warn({ workers: config.workers, running }, 'workers: a new count takes effect at a restart or an upgrade')
+          logger.info({ config: input.config, ...changes, ...(workers !== undefined && { workers: running }), ...(rejected.length > 0 && { rejectedBy: rejected }) }, 'config reloaded')
           notifier.ready(servingStatus(app))
         } catch (err) {
           const message = err instanceof KaError ? err.message : String(err)
@@ -412,6 +451,7 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
       }
       if (stopping) return refuse('shutting down')
       if (upgrader === undefined) return refuse('the upgrade needs the native helper (descriptor passing); nothing changed')
+      if (app.workers !== undefined) return refuse('the upgrade cannot yet hand over the sessions of worker threads (--workers); nothing changed')
       if (upgrader.running) {
         logger.warn('SIGUSR2 ignored: an upgrade is already under way')
         return

@@ -15,7 +15,7 @@ import { defaultRelay, openTransports } from './transport/registry.ts'
 import type { DetachedTransport, TargetEndpoint, Transport, TransportAcceptor, TransportEvents, TransportKind, TransportState, Transports } from './transport/transport.ts'
 import { PairTransports } from './pair/transport.ts'
 import { handleFd } from './node-internals.ts'
-import { TargetPool, type Target, type TargetChange } from './targets.ts'
+import { TargetPool, type PoolState, type Target, type TargetChange } from './targets.ts'
 import { LOCAL_RESOURCE_ERRORS, RefusalLog, withinDescriptorReserve, type RefusalReason } from './refusals.ts'
 
 /** How often legs paused by backpressure are checked for a dead peer. */
@@ -46,6 +46,16 @@ export interface ListenerHooks {
   refused?(reason: RefusalReason): void
   /** Paired mode: a session resumed on a new link. */
   pairResumed?(): void
+  /** A target's checks changed its state (before this listener's sessions hear of it). */
+  targetChanged?(change: TargetChange): void
+}
+
+/** A target's change as a worker hears it from the main thread (src/workers.ts): plain data. */
+export interface FollowedChange {
+  target: string
+  from: TargetChange['from']
+  to: TargetChange['to']
+  outcome: TargetChange['outcome']
 }
 
 /** A session an upgrade moves: who it is, where it goes, and its transport's state and sockets. */
@@ -85,12 +95,18 @@ export class ProxyListener {
   /** The pump's hold of the listening socket, where it accepts (Node's server is then closed). */
   #acceptor: TransportAcceptor | undefined
   #resumeTimer: NodeJS.Timeout | undefined
+  readonly #follows: boolean
 
   /**
    * `relay`: the transport that moves the bytes of this listener's sessions (chosen at the top:
    * see transport/registry.ts); by default the native pump when the native helper is in use.
    */
-  constructor(options: ProxyOptions, sockets: SocketControl, logger: Logger, hooks: ListenerHooks = {}, relay: TransportKind = defaultRelay(sockets)) {
+  /**
+   * `follows`: a worker's listener (src/workers.ts), whose targets' health is the main thread's
+   * (followTargets), with no checks of its own.
+   */
+  constructor(options: ProxyOptions, sockets: SocketControl, logger: Logger, hooks: ListenerHooks = {}, relay: TransportKind = defaultRelay(sockets), follows = false) {
+    this.#follows = follows
     this.#options = options
     this.#logger = logger
     this.#sockets = sockets
@@ -98,7 +114,7 @@ export class ProxyListener {
     this.#refusals = new RefusalLog(logger, hooks.refused)
     // pauseOnConnect: nothing is read from a client before its target leg is up.
     this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true })
-    this.#pool = new TargetPool(options.targets, { balance: options.balance, failback: options.failback, heartbeat: options.heartbeat, logger })
+    this.#pool = new TargetPool(options.targets, { balance: options.balance, failback: options.failback, heartbeat: options.heartbeat, logger, follows })
     this.#ctx = {
       targetKeepalive: options.keepalive.target,
       sockets,
@@ -352,6 +368,16 @@ export class ProxyListener {
     this.#resumeTimer = setTimeout(resumeAcceptor, resource ? ACCEPT_RETRY_MS : PAUSED_CHECK_MS, this).unref()
   }
 
+  /**
+   * --workers: this event loop stops taking clients while others have fewer sessions (see
+   * LoopBalance), or takes them again. Only where the pump accepts: Node's accepts go on.
+   */
+  balanceAccepting(paused: boolean): void {
+    if (this.#acceptor === undefined || this.state !== 'running') return
+    if (paused) this.#acceptor.pause()
+    else this.resumeAccepting()
+  }
+
   /** Called by the timer #onAcceptorError sets. */
   resumeAccepting(): void {
     try {
@@ -384,7 +410,7 @@ export class ProxyListener {
     ctx.flushTimeoutMs = options.flushTimeout * 1000
     if (targetsChanged) {
       void this.#pool.stop()
-      this.#pool = new TargetPool(options.targets, { balance: options.balance, failback: options.failback, heartbeat: options.heartbeat, logger: this.#logger })
+      this.#pool = new TargetPool(options.targets, { balance: options.balance, failback: options.failback, heartbeat: options.heartbeat, logger: this.#logger, follows: this.#follows })
       // Open sessions follow their target into the new pool, so its checks cover them too.
       const byName = new Map(this.#pool.targets.map((t) => [t.name, t]))
       for (const session of this.sessions) session.upstream = byName.get(formatEndpoint(session.upstream.host, session.upstream.port)) ?? session.upstream
@@ -422,6 +448,7 @@ export class ProxyListener {
    * One line per change, with the number of sessions it concerned.
    */
   #onTargetChange(change: TargetChange): void {
+    this.#hooks.targetChanged?.(change)
     const { target, from, to, outcome } = change
     const { onDown } = this.#options.heartbeat!
     const fields = { target: target.name, from, to, reason: outcome.reason, detail: outcome.detail, latencyMs: outcome.latencyMs }
@@ -436,6 +463,18 @@ export class ProxyListener {
       if (onDown === 'kill') session.kill('target_down')
     }
     this.#logger.warn({ ...fields, onDown, [onDown === 'kill' ? 'closed' : 'kept']: sessions }, 'target down')
+  }
+
+  /**
+   * A worker: the main thread's view of the targets (src/workers.ts), taken as it is; `change`,
+   * when its checks changed a target's state, applies to this worker's sessions as a check here
+   * would (on-down), with this worker's own line.
+   */
+  followTargets(state: PoolState, change?: FollowedChange): void {
+    this.#pool.importState(state)
+    if (change === undefined) return
+    const target = this.#pool.targets.find((t) => t.name === change.target)
+    if (target !== undefined) this.#onTargetChange({ ...change, target })
   }
 
   /**

@@ -9,14 +9,24 @@ export interface AppLogger {
   logger: Logger
   /** Reopens the log file (after logrotate moved it) and returns its path; undefined on stdout. */
   reopen(): string | undefined
+  /** Lines formatted elsewhere (a worker thread's: src/workers.ts), written as they are. */
+  write(text: string): void
+  /** Whether lines are the readable form (a worker thread formats its lines the same way). */
+  pretty: boolean
 }
 
-export async function createLogger(options: LogOptions): Promise<AppLogger> {
+/**
+ * `sink`: a worker thread's stream to the main thread, which writes its lines (`pretty` then
+ * says the form: the main thread's).
+ */
+export async function createLogger(options: LogOptions, sink?: { stream: DestinationStream; pretty: boolean }): Promise<AppLogger> {
   // Asynchronous writes keep logging off the relay's hot path; pino flushes them at exit.
-  const destination = pino.destination({ dest: options.file ?? 1, sync: false, minLength: 0 })
+  const file = sink === undefined ? pino.destination({ dest: options.file ?? 1, sync: false, minLength: 0 }) : undefined
+  const destination: DestinationStream = sink?.stream ?? file!
   const terminal = options.file === undefined && process.stdout.isTTY === true
+  const readable = sink?.pretty ?? (options.format === 'pretty' || (options.format === 'auto' && terminal))
   let stream: DestinationStream = destination
-  if (options.format === 'pretty' || (options.format === 'auto' && terminal)) {
+  if (readable) {
     const { default: pretty } = await import('pino-pretty')
     // One line per event: a session's line carries its fields inline, not one per line.
     stream = pretty({ destination, ...(terminal ? {} : { colorize: false }), singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' })
@@ -25,8 +35,10 @@ export async function createLogger(options: LogOptions): Promise<AppLogger> {
   return {
     logger,
     reopen: () => {
-      if (options.file !== undefined) destination.reopen()
+      if (options.file !== undefined) file?.reopen()
       return options.file
     },
+    write: (text) => void destination.write(text),
+    pretty: readable,
   }
 }

@@ -99,8 +99,10 @@ export type NativeRelayClass = new (
 export interface NativeAcceptor {
   /** Stops accepting and closes the acceptor's copy of the listening descriptor. */
   close(): void
-  /** Watches again after an error stopped it. */
+  /** Watches again after an error (or pause) stopped it. */
   resume(): void
+  /** Stops watching until resume(), the descriptor kept (--workers: another loop accepts). */
+  pause(): void
   /** The acceptor's listening descriptor; -1 once closed. */
   fd(): number
 }

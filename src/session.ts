@@ -104,10 +104,18 @@ export interface SessionSummary {
 }
 
 let nextSessionId = 1
+/** With --workers N each loop numbers its sessions N apart, from its own start (numberSessions). */
+let sessionIdStep = 1
 
 /** The id the next session gets. */
 export function nextSessionIdValue(): number {
   return nextSessionId
+}
+
+/** --workers: this loop's sessions are numbered first, first + step, ...: no two loops give the same id. */
+export function numberSessions(first: number, step: number): void {
+  nextSessionId = first
+  sessionIdStep = step
 }
 
 /** Sessions adopted by an upgrade keep their ids: new ones are numbered after the highest. */
@@ -170,7 +178,8 @@ export class Session implements TransportEvents {
     this.#ctx = ctx
     this.upstream = upstream
     if (adopted === undefined) {
-      this.id = nextSessionId++
+      this.id = nextSessionId
+      nextSessionId += sessionIdStep
       this.startedAt = performance.now()
     } else {
       this.id = adopted.id

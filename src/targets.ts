@@ -71,12 +71,15 @@ export class TargetPool {
   #checker: Checker | undefined
   #stops: Array<() => void> = []
   #next = 0
+  /** A worker's pool (src/workers.ts): the main thread's checks decide, none run here. */
+  readonly #follows: boolean
 
   constructor(
     endpoints: ReadonlyArray<Endpoint & { host: string }>,
-    options: { balance: Balance; failback?: Failback; heartbeat: HeartbeatSettings | undefined; logger: Logger; scheduler?: HeartbeatScheduler },
+    options: { balance: Balance; failback?: Failback; heartbeat: HeartbeatSettings | undefined; logger: Logger; scheduler?: HeartbeatScheduler; follows?: boolean },
   ) {
     this.#heartbeat = options.heartbeat
+    this.#follows = options.follows === true
     this.targets = endpoints.map((e) => new Target(e, options.heartbeat))
     this.#balance = options.balance
     this.#failback = options.failback ?? 'manual'
@@ -229,7 +232,7 @@ export class TargetPool {
       if (this.#lookups === undefined) this.#watchNames()
       return
     }
-    if (this.#checker) return
+    if (this.#checker || this.#follows) return
     const checker = createChecker(hb.check)
     this.#checker = checker
     for (const target of this.targets) {

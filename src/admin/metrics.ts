@@ -32,6 +32,11 @@ export interface MetricsSource {
     /** Paired mode: links up now; undefined for a plain route. */
     pairLinksUp?: number | undefined
   }>
+  /**
+   * --workers: each worker thread's metrics (getMetricsAsJSON of its ProxyMetrics), summed into
+   * the main thread's at scrape time.
+   */
+  workerMetrics?(): Promise<unknown[]>
 }
 
 export class ProxyMetrics {
@@ -46,15 +51,24 @@ export class ProxyMetrics {
   /** Bytes of closed sessions; open sessions' bytes are added at scrape time. */
   readonly #closedBytes = new Map<string, { toTarget: number; toClient: number }>()
 
-  constructor(source: MetricsSource) {
+  readonly #source: MetricsSource
+
+  /**
+   * `processWide`: false for a worker thread's (src/workers.ts), whose counts the main thread's
+   * sums: then only what each worker counts for itself (sessions, bytes, refusals, connects), not
+   * the process's figures, the build, nor the targets' health (the main thread's view).
+   */
+  constructor(source: MetricsSource, { processWide = true }: { processWide?: boolean } = {}) {
+    this.#source = source
     const registers = [this.registry]
     // process_resident_memory_bytes, process_open_fds, nodejs_eventloop_lag_seconds, ...
-    collectDefaultMetrics({ register: this.registry })
+    if (processWide) collectDefaultMetrics({ register: this.registry })
+    const processRegisters = processWide ? registers : []
     new Gauge({
       name: 'ka_proxy_build_info',
       help: 'Always 1; the labels say which ka-proxy runs, on which Node, and whether the native helper is in use',
       labelNames: ['version', 'node', 'native'],
-      registers,
+      registers: processRegisters,
       collect() {
         this.reset()
         this.set({ version: VERSION, node: process.version, native: String(source.native ?? false) }, 1)
@@ -90,7 +104,7 @@ export class ProxyMetrics {
       name: 'ka_proxy_pair_links_up',
       help: 'Paired mode: links up now (the near end has at most one per route)',
       labelNames: ['route'],
-      registers,
+      registers: processRegisters,
       collect() {
         this.reset()
         for (const r of source.routes()) if (r.pairLinksUp !== undefined) this.set({ route: r.name }, r.pairLinksUp)
@@ -133,7 +147,7 @@ export class ProxyMetrics {
       name: 'ka_proxy_target_up',
       help: 'Whether a target is considered up (1) or down (0) by its health checks',
       labelNames: ['route', 'target'],
-      registers,
+      registers: processRegisters,
       collect() {
         this.reset()
         for (const r of source.routes()) {
@@ -169,8 +183,21 @@ export class ProxyMetrics {
     this.#closedBytes.set(route, bytes)
   }
 
-  text(): Promise<string> {
-    return this.registry.metrics()
+  /** The Prometheus text: this registry's, with --workers every worker's summed in. */
+  async text(): Promise<string> {
+    const workers = (await this.#source.workerMetrics?.()) ?? []
+    if (workers.length === 0) return this.registry.metrics()
+    type Metrics = PromClient.MetricObjectWithValues<PromClient.MetricValue<string>>[]
+    const theirs = workers as Metrics[]
+    const mine = await this.registry.getMetricsAsJSON()
+    // Summed: what the workers count too. The rest is this thread's alone (the process's figures,
+    // the targets' health), as it is: the aggregator would drop some (process_start_time_seconds).
+    const summed = new Set(theirs.flat().map((m) => m.name))
+    // Loaded at the first scrape with workers: it also loads node:cluster, for nothing else.
+    const AggregatorRegistry = promFile('prom-client/lib/cluster') as typeof PromClient.AggregatorRegistry
+    const parts = [(await AggregatorRegistry.aggregate([mine.filter((m) => summed.has(m.name)), ...theirs]).metrics()).trimEnd()]
+    for (const m of mine) if (!summed.has(m.name)) parts.push((await this.registry.getSingleMetricAsString(m.name)).trimEnd())
+    return `${parts.join('\n')}\n`
   }
 
   get contentType(): string {

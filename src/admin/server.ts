@@ -20,6 +20,10 @@ import { handleFd } from '../node-internals.ts'
 export interface AdminSource extends MetricsSource {
   /** Open sessions with the name of their route. */
   sessions(): Iterable<{ route: string; session: Session }>
+  /** --workers: the worker threads' open sessions, each as /sessions shows it (sessionReport), as JSON. */
+  workerSessions?(): Promise<string[]>
+  /** --workers: this thread's number among the event loops (0), shown on its sessions as `worker`. */
+  readonly loop?: number | undefined
   /** Per route: is it accepting, and how many of its targets are up. */
   health(): Array<{ route: string; listening: boolean; targetsUp: number; targets: number }>
   /** POST /failback: undefined when `route` names no route. */
@@ -131,8 +135,14 @@ async function streamSessions(res: ServerResponse, source: AdminSource, sockets:
     await laterTurn()
     return !res.destroyed
   }
+  const loop = source.loop
   for (const { route, session } of source.sessions()) {
-    batch.push(JSON.stringify(sessionReport(route, session, sockets, performance.now())))
+    const row = sessionReport(route, session, sockets, performance.now())
+    batch.push(JSON.stringify(loop === undefined ? row : { ...row, worker: loop }))
+    if (batch.length >= SESSIONS_PER_TURN && !(await flush())) return
+  }
+  for (const row of (await source.workerSessions?.()) ?? []) {
+    batch.push(row)
     if (batch.length >= SESSIONS_PER_TURN && !(await flush())) return
   }
   const rest = batch.join(',')

@@ -12,6 +12,7 @@ import { toSeconds } from './duration.ts'
 import type { ConfigFile, RouteConfig } from './schema.ts'
 import { resolveLog, type LogOptions } from './log.ts'
 import { PidFile } from '../pid-file.ts'
+import { availableParallelism } from 'node:os'
 
 /** Everything the proxy runs: its routes, the admin API, and process-wide settings. */
 export interface AppConfig {
@@ -23,6 +24,8 @@ export interface AppConfig {
   log: LogOptions
   /** --pid-file / `pidFile:`: written once every route listens (a reload does not move it). */
   pidFile?: PidFile | undefined
+  /** --workers / `workers:`: event loops that accept and relay, each with its own pump (src/workers.ts). */
+  workers: number
 }
 
 export interface CliInput extends RawOptions {
@@ -33,6 +36,8 @@ export interface CliInput extends RawOptions {
   log?: Partial<LogOptions>
   /** --pid-file: beats the file's `pidFile:`. */
   pidFile?: string
+  /** --workers: beats the file's `workers:`; a count or 'auto'. */
+  workers?: string | number
 }
 
 /** A route from a file, in the same shape the flags arrive in. */
@@ -81,7 +86,7 @@ export function ignoredByFallback(cli: CliInput): string[] {
 
 /** Route-level values as flags give them (process-wide ones such as --native do not count). */
 function routeFlags(cli: CliInput): RawOptions {
-  const { config: _c, admin: _a, adminToken: _t, native: _n, shutdownGrace: _g, log: _l, pidFile: _p, ...route } = cli
+  const { config: _c, admin: _a, adminToken: _t, native: _n, shutdownGrace: _g, log: _l, pidFile: _p, workers: _w, ...route } = cli
   return route
 }
 
@@ -110,6 +115,19 @@ function pidFileFrom(cli: CliInput, file: string | undefined, keyPrefix: string)
   return file === undefined ? undefined : new PidFile(file, `${keyPrefix}pidFile`)
 }
 
+/** The most workers: far past any core count a proxy host has, short of a typo's thousands of threads. */
+export const MAX_WORKERS = 64
+
+/** --workers, else the file's `workers:`, else 1; 'auto': one per core this process may use. */
+function workersFrom(cli: CliInput, file: string | number | undefined, keyPrefix: string): number {
+  const [value, key] = cli.workers !== undefined ? [cli.workers, '--workers'] : [file, `${keyPrefix}workers`]
+  if (value === undefined) return 1
+  if (value === 'auto') return Math.min(availableParallelism(), MAX_WORKERS)
+  const n = typeof value === 'number' ? value : /^\d+$/.test(value.trim()) ? Number(value) : NaN
+  if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS) throw new ConfigError(key, `must be a whole number from 1 to ${MAX_WORKERS}, or auto (one per core) (got ${JSON.stringify(value)})`)
+  return n
+}
+
 const WILDCARD = new Set([undefined, '0.0.0.0', '::'])
 
 /**
@@ -134,7 +152,7 @@ type AppConfigFileAdmin = string | { listen: string; token?: string | undefined 
 export function resolveAppConfig(cli: CliInput, loaded?: ConfigFile): AppConfig {
   if (cli.config === undefined) {
     const options = resolveOptions(cli)
-    return { routes: [options], admin: adminFrom(cli, undefined, ''), shutdownGrace: options.shutdownGrace, log: resolveLog(cli.log ?? {}, undefined), pidFile: pidFileFrom(cli, undefined, '') }
+    return { routes: [options], admin: adminFrom(cli, undefined, ''), shutdownGrace: options.shutdownGrace, log: resolveLog(cli.log ?? {}, undefined), pidFile: pidFileFrom(cli, undefined, ''), workers: workersFrom(cli, undefined, '') }
   }
   const path = cli.config
   const file = loaded ?? loadConfigFile(path)
@@ -154,5 +172,5 @@ export function resolveAppConfig(cli: CliInput, loaded?: ConfigFile): AppConfig 
   const twice = names.findIndex((n, i) => names.indexOf(n) !== i)
   if (twice >= 0) throw new ConfigError(`${path}: routes[${twice}].name`, `"${names[twice]}" names two routes; route names must be unique`)
   checkListenClashes(routes)
-  return { routes, admin: adminFrom(cli, file.admin, `${path}: `), shutdownGrace: routes[0]!.shutdownGrace, log: resolveLog(cli.log ?? {}, file.log), pidFile: pidFileFrom(cli, file.pidFile, `${path}: `) }
+  return { routes, admin: adminFrom(cli, file.admin, `${path}: `), shutdownGrace: routes[0]!.shutdownGrace, log: resolveLog(cli.log ?? {}, file.log), pidFile: pidFileFrom(cli, file.pidFile, `${path}: `), workers: workersFrom(cli, file.workers, `${path}: `) }
 }

@@ -53,6 +53,7 @@ export const configSchema = z.strictObject({
   admin: adminSchema.optional(),
   shutdownGrace: seconds(0).optional(),
   pidFile: z.string().min(1).optional(),
+  workers: z.union([z.literal('auto'), z.number().int()]).optional(),
   log: z.strictObject({ level: z.enum(LOG_LEVELS).optional(), format: z.enum(LOG_FORMATS).optional(), file: z.string().min(1).optional() }).optional(),
   routes: z.array(routeSchema).min(1),
 })

@@ -82,6 +82,7 @@ export class NativeTransports implements Transports {
         return fd >= 0 ? fd : undefined
       },
       resume: () => acceptor.resume(),
+      pause: () => acceptor.pause(),
       close: () => acceptor.close(),
     }
   }

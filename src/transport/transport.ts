@@ -244,8 +244,10 @@ export interface Transports {
 export interface TransportAcceptor {
   /** The listening descriptor it holds (for the upgrade hand-over); undefined once closed. */
   readonly fd: number | undefined
-  /** Accepts again after an error stopped it. */
+  /** Accepts again after an error (or pause) stopped it. */
   resume(): void
+  /** Stops accepting until resume(), the socket kept open (--workers: another event loop accepts). */
+  pause(): void
   /** Stops accepting and closes its descriptor (the socket closes with the last copy). */
   close(): void
 }

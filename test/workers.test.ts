@@ -1,0 +1,212 @@
+// --workers 2: two event loops (the main thread and one worker thread), each with its own pump,
+// behind the same listening socket, seen from outside as one proxy. Sessions land on both loops
+// and spread evenly when opened one at a time; /sessions and /metrics list every one; a target
+// marked down by the main thread's heartbeat resets the sessions of both loops and is refused by
+// both; SIGHUP re-tunes the sessions of both (read back); SIGTERM drains both; the session ids
+// are the process's, not a loop's. Bad values of --workers are refused with one line.
+
+import t, { type Test } from 'tap'
+import { once } from 'node:events'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import net, { type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { runCli, spawnProxy, type RunningProxy } from './helpers/cli.ts'
+import { connect, endOf, freePort, listen, waitFor } from './helpers/net.ts'
+
+interface SessionRow {
+  session: number
+  worker?: number
+  client: string
+  legs: { client: { keepalive: { idle: number } } | null; target: { keepalive: { idle: number } } | null }
+}
+
+async function admin(port: number, path: string): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`)
+  return res.text()
+}
+
+async function sessions(port: number): Promise<SessionRow[]> {
+  return (JSON.parse(await admin(port, '/sessions')) as { sessions: SessionRow[] }).sessions
+}
+
+/** A metric's value in Prometheus text (the first series whose line starts with `series`). */
+function metric(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(series))
+  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1))
+}
+
+/** A client whose session is up: one echo came back through it. */
+async function echoing(port: number): Promise<Socket> {
+  const c = await connect(port)
+  c.on('error', () => {})
+  const got = once(c, 'data')
+  c.write('ping')
+  await got
+  return c
+}
+
+/** ka-proxy --workers 2 with an admin API, once both loops accept. */
+async function startWorkers(t: Test, args: string[]): Promise<{ proxy: RunningProxy; port: number; adminPort: number }> {
+  const adminPort = await freePort()
+  const proxy = spawnProxy(['--workers', '2', '--admin', `127.0.0.1:${adminPort}`, ...args])
+  t.teardown(() => proxy.stop('SIGKILL'))
+  const listening = await proxy.line((l) => l.msg === 'listening' && l.worker === undefined, 30_000)
+  await proxy.line((l) => l.msg === 'workers started', 30_000)
+  return { proxy, port: Number(String(listening.address).split(':').pop()), adminPort }
+}
+
+/** The server side: echoes, and keeps its sockets so a test can see them reset. */
+async function echoTarget(t: Test): Promise<{ port: number; server: net.Server; sockets: Set<Socket> }> {
+  const sockets = new Set<Socket>()
+  const { server, port } = await listen((s) => {
+    sockets.add(s)
+    s.on('error', () => {})
+    s.on('close', () => sockets.delete(s))
+    s.pipe(s)
+  })
+  t.teardown(() => server.close())
+  return { port, server, sockets }
+}
+
+const perLoop = (rows: SessionRow[]): Map<number, number> => {
+  const out = new Map<number, number>()
+  for (const r of rows) out.set(r.worker ?? -1, (out.get(r.worker ?? -1) ?? 0) + 1)
+  return out
+}
+
+t.test('--workers 2: sessions opened one at a time spread over both loops; /sessions and /metrics list all; ids are unique', async (t) => {
+  const target = await echoTarget(t)
+  const { proxy, port, adminPort } = await startWorkers(t, ['--listen', '127.0.0.1:0', '--target', `127.0.0.1:${target.port}`])
+  t.equal(proxy.logs.filter((l) => l.msg === 'listening').length, 2, 'each loop says it listens (the worker with its number)')
+  const clients: Socket[] = []
+  for (let i = 0; i < 20; i++) clients.push(await echoing(port))
+  const rows = await sessions(adminPort)
+  t.equal(rows.length, 20, '/sessions lists every session, both loops')
+  const loops = perLoop(rows)
+  t.same([...loops.keys()].sort(), [0, 1], `every row says its loop: ${JSON.stringify([...loops])}`)
+  t.ok(Math.abs((loops.get(0) ?? 0) - (loops.get(1) ?? 0)) <= 2, `opened one at a time, they spread evenly: ${JSON.stringify([...loops])}`)
+  t.equal(new Set(rows.map((r) => r.session)).size, 20, 'no two sessions share an id')
+  t.ok(rows.every((r) => r.legs.client !== null && r.legs.target !== null), 'both legs of every session are read, on either loop')
+  const text = await admin(adminPort, '/metrics')
+  t.equal(metric(text, 'ka_proxy_sessions_active{'), 20, 'ka_proxy_sessions_active sums both loops')
+  t.equal(metric(text, 'ka_proxy_sessions_total{'), 20, 'ka_proxy_sessions_total sums both loops')
+  t.equal(text.split('\n').filter((l) => l.startsWith('ka_proxy_build_info{')).length, 1, 'process-wide metrics once, not per loop')
+  t.ok(metric(text, 'process_start_time_seconds') !== undefined, 'the process metrics are there')
+  t.equal(metric(text, 'ka_proxy_target_up{'), 1, 'a target is up once, in the main thread\'s view')
+  // The least busy loop takes the next sessions: close every session of one loop, and those
+  // opened next go there (the other loop may take one more before it sees it is ahead), for
+  // each loop in turn.
+  let open = clients
+  for (const loop of [1, 0]) {
+    const onLoop = new Set((await sessions(adminPort)).filter((r) => (r.worker ?? 0) === loop).map((r) => r.client))
+    const [leaving, staying] = [open.filter((c) => onLoop.has(`127.0.0.1:${c.localPort}`)), open.filter((c) => !onLoop.has(`127.0.0.1:${c.localPort}`))]
+    const closedBefore = proxy.logs.filter((l) => l.msg === 'session closed').length
+    for (const c of leaving) c.end()
+    await waitFor(() => proxy.logs.filter((l) => l.msg === 'session closed').length === closedBefore + leaving.length, 5000)
+    const before = new Set((await sessions(adminPort)).map((r) => r.session))
+    const fresh: Socket[] = []
+    for (let i = 0; i < 8; i++) fresh.push(await echoing(port))
+    const went = (await sessions(adminPort)).filter((r) => !before.has(r.session)).map((r) => r.worker ?? 0)
+    t.ok(went.filter((w) => w === loop).length >= 7, `loop ${loop}'s sessions closed (${leaving.length}): the next go there: ${JSON.stringify(went)}`)
+    open = [...staying, ...fresh]
+  }
+  const all = open.length
+  for (const c of open) c.end()
+  await waitFor(() => proxy.logs.filter((l) => l.msg === 'session closed').length === 20 + 16, 10_000)
+  const closed = proxy.logs.filter((l) => l.msg === 'session closed')
+  t.equal(closed.length, 20 + 16, `one line per session, from the loop that held it (${all} open at the end)`)
+  t.same(new Set(closed.map((l) => l.worker ?? 0)), new Set([0, 1]), 'lines from both loops, a worker\'s with its number')
+})
+
+t.test('--workers 2: a target the main thread\'s heartbeat marks down resets the sessions of both loops, and both refuse new clients', async (t) => {
+  const target = await echoTarget(t)
+  const { proxy, port, adminPort } = await startWorkers(t, ['--listen', '127.0.0.1:0', '--target', `127.0.0.1:${target.port}`, '--heartbeat', 'tcp', '--heartbeat-interval', '0.2', '--heartbeat-timeout', '0.2', '--heartbeat-fall', '1', '--on-down', 'kill'])
+  await proxy.line((l) => l.msg === 'target up' && l.worker === undefined)
+  const clients: Socket[] = []
+  for (let i = 0; i < 8; i++) clients.push(await echoing(port))
+  t.same([...perLoop(await sessions(adminPort)).keys()].sort(), [0, 1], 'sessions on both loops')
+  t.equal(proxy.logs.filter((l) => l.msg === 'check passed' && l.worker !== undefined).length, 0, 'the worker checks nothing itself')
+  const ends = clients.map((c) => endOf(c))
+  target.server.close() // the sessions' sockets stay open: only the checks fail
+  await proxy.line((l) => l.msg === 'target down' && l.worker === undefined, 5000)
+  const bounded = ends.map((e) => Promise.race([e, new Promise<string>((r) => setTimeout(r, 5000, 'still open after 5 s'))]))
+  t.same(await Promise.all(bounded), Array(8).fill('ECONNRESET'), 'every client is reset, on both loops (on-down kill)')
+  await waitFor(() => proxy.logs.filter((l) => l.msg === 'session closed').length === 8, 5000)
+  const killed = proxy.logs.filter((l) => l.msg === 'session closed')
+  t.ok(killed.every((l) => l.reason === 'target_down'), 'each ends target_down')
+  t.same(new Set(killed.map((l) => l.worker ?? 0)), new Set([0, 1]), 'on both loops')
+  // Refusals do not move the balance: bursts of clients until both loops turned one away.
+  const refusedBy = (): Set<number> => new Set(proxy.logs.filter((l) => l.reason === 'no_healthy_target' && String(l.msg).startsWith('connection refused')).map((l) => (l.worker as number | undefined) ?? 0))
+  let turnedAway = 0
+  for (let burst = 0; burst < 20 && refusedBy().size < 2; burst++) {
+    const outcomes = await Promise.all(Array.from({ length: 20 }, async () => {
+      const c = net.connect({ port, host: '127.0.0.1' })
+      c.on('error', () => {})
+      return endOf(c)
+    }))
+    turnedAway += outcomes.filter((o) => o === 'ECONNRESET').length
+    await new Promise((r) => setTimeout(r, 1100)) // a refusal line per second per loop at most
+  }
+  t.ok(turnedAway > 0, `clients are reset at once (${turnedAway})`)
+  t.same([...refusedBy()].sort(), [0, 1], 'both loops refuse: the worker follows the main thread\'s view')
+  const text = await admin(adminPort, '/metrics')
+  t.equal(metric(text, 'ka_proxy_connections_refused_total{'), turnedAway, 'every refusal is counted, summed over the loops')
+})
+
+t.test('--workers 2: SIGHUP re-tunes the sessions of both loops (read back); SIGTERM drains both', async (t) => {
+  const target = await echoTarget(t)
+  const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-workers-'))
+  const path = join(dir, 'workers.yaml')
+  const write = (idle: number): void => writeFileSync(path, `shutdownGrace: 30\nroutes:\n  - name: db\n    listen: 127.0.0.1:0\n    target: 127.0.0.1:${target.port}\n    keepalive:\n      idle: ${idle}\n`)
+  write(60)
+  const { proxy, port, adminPort } = await startWorkers(t, ['--config', path])
+  const clients: Socket[] = []
+  for (let i = 0; i < 6; i++) clients.push(await echoing(port))
+  const loops = perLoop(await sessions(adminPort))
+  t.same([...loops.keys()].sort(), [0, 1], 'sessions on both loops')
+  write(45)
+  const from = proxy.logs.length
+  proxy.proc.kill('SIGHUP')
+  await proxy.line((l) => l.msg === 'config reloaded' && proxy.logs.indexOf(l) >= from)
+  const retuned = await Promise.all([0, 1].map((w) => proxy.line((l) => l.msg === 'route re-tuned' && (l.worker ?? 0) === w && proxy.logs.indexOf(l) >= from)))
+  for (const [w, line] of retuned.entries()) {
+    const n = loops.get(w)!
+    t.match(line, { sessions: n, readBack: { legs: 2 * n, matching: 2 * n } }, `loop ${w}: its ${n} sessions re-tuned, every leg read back`)
+  }
+  const rows = await sessions(adminPort)
+  t.ok(rows.length === 6 && rows.every((r) => r.legs.client?.keepalive.idle === 45 && r.legs.target?.keepalive.idle === 45), 'every leg of every session reads idle 45 s')
+  t.ok((await echoing(port)) instanceof net.Socket, 'a new session after the reload')
+  // SIGTERM: both loops stop accepting; their sessions finish by themselves within the grace.
+  const before = proxy.logs.length
+  proxy.proc.kill('SIGTERM')
+  await proxy.line((l) => l.msg === 'shutting down' && proxy.logs.indexOf(l) >= before)
+  await waitFor(() => proxy.logs.some((l) => l.msg === 'draining sessions' && l.worker === 1), 5000)
+  t.ok(proxy.logs.some((l) => l.msg === 'draining sessions' && l.worker === 1), 'the worker drains too')
+  const refused = net.connect({ port, host: '127.0.0.1' })
+  t.equal(await endOf(refused.on('error', () => {})), 'ECONNREFUSED', 'no loop accepts any more')
+  for (const c of clients) c.end()
+  t.equal(await proxy.exited, 0, 'exit 0 once every session of both loops ended')
+  t.equal(proxy.logs.filter((l) => l.msg === 'session closed' && l.reason === 'client_end').length, 6, 'the sessions ended as their clients ended them, none cut')
+})
+
+t.test('--workers: bad values are refused with one line naming the flag or key', async (t) => {
+  for (const value of ['0', 'x', '65', '1.5']) {
+    const r = runCli(['check', '--listen', '1', '--target', '127.0.0.1:2', '--workers', value])
+    t.not(r.status, 0, `--workers ${value}: non-zero exit`)
+    t.match(r.stderr, /--workers/, `--workers ${value}: named`)
+    t.equal(r.stderr.trim().split('\n').length, 1, `--workers ${value}: one line`)
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-workers-'))
+  const path = join(dir, 'bad.yaml')
+  writeFileSync(path, 'workers: 100\nroutes:\n  - listen: 1\n    target: 127.0.0.1:2\n')
+  const r = runCli(['check', '--config', path])
+  t.not(r.status, 0)
+  t.match(r.stderr, `${path}: workers`, 'the key named')
+  const ok = runCli(['check', '--listen', '1', '--target', '127.0.0.1:2', '--workers', 'auto'])
+  t.equal(ok.status, 0, 'auto is valid')
+  const noNative = runCli(['--listen', '127.0.0.1:0', '--target', '127.0.0.1:2', '--workers', '2', '--no-native'])
+  t.not(noNative.status, 0, 'without the native helper: refused')
+  t.match(noNative.stderr, /--workers: 2 workers need the native helper/)
+})
+
