@@ -35,6 +35,7 @@ struct ka_acceptor {
   ka_pump_t* pump;  // its environment's; referenced until the acceptor is finalized
   int fd;        // the acceptor's duplicate of the listening socket; -1 once closed
   int watched;   // in the epoll set
+  int per_turn;  // accepts per readiness event, 1..ACCEPTS_PER_TURN (batch())
   ka_js_t js;    // held while open
 };
 
@@ -85,7 +86,7 @@ void ka_accept_ready(ka_acceptor_t* a) {
   struct sockaddr_storage addrs[ACCEPTS_PER_TURN];
   int n = 0;
   int err = 0;
-  while (n < ACCEPTS_PER_TURN) {
+  while (n < a->per_turn) {
     socklen_t len = sizeof addrs[n];
     int fd = accept4(a->fd, (struct sockaddr*)&addrs[n], &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
@@ -156,6 +157,7 @@ static napi_value acceptor_new(napi_env env, napi_callback_info info) {
   if (a == NULL) return ka_throw_errno(env, ENOMEM, "calloc", "acceptor");
   a->env = env;
   a->pump = pump;
+  a->per_turn = ACCEPTS_PER_TURN;
   a->fd = fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
   if (a->fd < 0) {
     int err = errno;
@@ -224,6 +226,22 @@ static napi_value acceptor_pause(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// batch(n): accepts at most n (1..64) per readiness event. --workers: a loop takes a few
+// clients of a burst and leaves the rest to the other loops, which are woken too.
+static napi_value acceptor_batch(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg;
+  ka_acceptor_t* a = ka_unwrap(env, info, &argc, &arg, "not an Acceptor");
+  if (a == NULL) return NULL;
+  int32_t n = 0;
+  if (argc < 1 || napi_get_value_int32(env, arg, &n) != napi_ok || n < 1 || n > ACCEPTS_PER_TURN) {
+    napi_throw_range_error(env, "KA_NATIVE_ARG", "batch: n must be 1..64");
+    return NULL;
+  }
+  a->per_turn = n;
+  return NULL;
+}
+
 // fd() -> the acceptor's listening descriptor, -1 once closed (for the upgrade hand-over).
 static napi_value acceptor_fd(napi_env env, napi_callback_info info) {
   ka_acceptor_t* a = unwrap_acceptor(env, info);
@@ -247,7 +265,8 @@ static napi_value close_reset_fn(napi_env env, napi_callback_info info) {
 
 int ka_accept_init(napi_env env, napi_value exports) {
   static const napi_property_descriptor methods[] = {KA_METHOD("close", acceptor_close), KA_METHOD("resume", acceptor_resume),
-                                                     KA_METHOD("pause", acceptor_pause), KA_METHOD("fd", acceptor_fd)};
+                                                     KA_METHOD("pause", acceptor_pause), KA_METHOD("batch", acceptor_batch),
+                                                     KA_METHOD("fd", acceptor_fd)};
   napi_value fn;
   return ka_define_class(env, exports, "Acceptor", acceptor_new, methods, sizeof methods / sizeof methods[0]) &&
          napi_create_function(env, "closeReset", NAPI_AUTO_LENGTH, close_reset_fn, NULL, &fn) == napi_ok &&

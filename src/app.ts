@@ -77,6 +77,7 @@ export class ProxyApp implements AdminSource {
 
   /** --workers: this app is event loop `index` of those sharing `shared` (see LoopBalance). */
   balanceLoops(shared: SharedArrayBuffer, index: number): void {
+    for (const listener of this.#routes.values()) listener.shareAccepts()
     this.#balance = new LoopBalance(shared, index, () => this.#ownSessions(), (paused) => {
       for (const listener of this.#routes.values()) listener.balanceAccepting(paused)
     })
@@ -215,7 +216,9 @@ export class ProxyApp implements AdminSource {
     }
     for (const [name, listener] of bound) {
       this.#routes.set(name, listener)
-      if (this.#balance?.paused === true) listener.balanceAccepting(true)
+      if (this.#balance === undefined) continue
+      listener.shareAccepts()
+      if (this.#balance.paused) listener.balanceAccepting(true)
     }
     if (adminMoved) {
       if (!adminHandOver) await this.#admin?.stop()

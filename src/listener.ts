@@ -20,6 +20,8 @@ import { LOCAL_RESOURCE_ERRORS, RefusalLog, withinDescriptorReserve, type Refusa
 
 /** How often legs paused by backpressure are checked for a dead peer. */
 const PAUSED_CHECK_MS = 1000
+/** --workers: clients a loop accepts per wake-up, so the other loops take the rest of a burst. */
+const BALANCED_ACCEPTS = 2
 /** Out of descriptors, the pump accepts again this much later (clients wait in the backlog meanwhile). */
 const ACCEPT_RETRY_MS = 100
 
@@ -96,6 +98,8 @@ export class ProxyListener {
   #acceptor: TransportAcceptor | undefined
   #resumeTimer: NodeJS.Timeout | undefined
   readonly #follows: boolean
+  /** --workers: clients its acceptor takes per wake-up (shareAccepts); the pump's default when undefined. */
+  #acceptBatch: number | undefined
 
   /**
    * `relay`: the transport that moves the bytes of this listener's sessions (chosen at the top:
@@ -234,6 +238,7 @@ export class ProxyListener {
     const acceptOn = this.#transports.acceptOn
     if (acceptOn !== undefined && inherited && inheritsNoDelay) {
       this.#acceptor = acceptOn.call(this.#transports, handleFd(this.#server)!, (client) => this.#onConnection(client), (code) => this.#onAcceptorError(code))
+      if (this.#acceptBatch !== undefined) this.#acceptor.batch(this.#acceptBatch)
       this.#server.close()
       return { inherited, addr }
     }
@@ -366,6 +371,15 @@ export class ProxyListener {
     else this.#logger.error({ error: code }, 'listener error')
     clearTimeout(this.#resumeTimer)
     this.#resumeTimer = setTimeout(resumeAcceptor, resource ? ACCEPT_RETRY_MS : PAUSED_CHECK_MS, this).unref()
+  }
+
+  /**
+   * --workers: a burst of clients is shared out too: this loop takes a few per wake-up, and the
+   * other loops, woken by the same burst, the rest.
+   */
+  shareAccepts(): void {
+    this.#acceptBatch = BALANCED_ACCEPTS
+    this.#acceptor?.batch(BALANCED_ACCEPTS)
   }
 
   /**

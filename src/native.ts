@@ -103,6 +103,8 @@ export interface NativeAcceptor {
   resume(): void
   /** Stops watching until resume(), the descriptor kept (--workers: another loop accepts). */
   pause(): void
+  /** Accepts at most `n` (1..64) per readiness event (64 by default). */
+  batch(n: number): void
   /** The acceptor's listening descriptor; -1 once closed. */
   fd(): number
 }

@@ -83,6 +83,7 @@ export class NativeTransports implements Transports {
       },
       resume: () => acceptor.resume(),
       pause: () => acceptor.pause(),
+      batch: (n) => acceptor.batch(n),
       close: () => acceptor.close(),
     }
   }

@@ -248,6 +248,8 @@ export interface TransportAcceptor {
   resume(): void
   /** Stops accepting until resume(), the socket kept open (--workers: another event loop accepts). */
   pause(): void
+  /** Takes at most `n` clients per wake-up (--workers: the other loops take the rest of a burst). */
+  batch(n: number): void
   /** Stops accepting and closes its descriptor (the socket closes with the last copy). */
   close(): void
 }
