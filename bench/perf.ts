@@ -5,7 +5,7 @@
 // against its aims. Prints tables and writes JSON to bench/results/.
 // See bench/README.md and --help.
 
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { sleep } from './lab/exec.ts'
@@ -17,7 +17,7 @@ import { describePinning, pinningUnavailable, pinSelf } from './perf/cpus.ts'
 import { compilerUnavailable, LoadGenerator } from './perf/loadgen.ts'
 import { baselineName, parseOptions, type PerfSettings } from './perf/options.ts'
 import { pgbenchUnavailable, startBenchPostgres } from './perf/postgres.ts'
-import { startRelayProcess } from './perf/relay-process.ts'
+import { relayLogPath, startRelayProcess } from './perf/relay-process.ts'
 import { KEEPALIVE, perfRelay, type PerfRelay } from './perf/relays.ts'
 import { cpuBusy } from './perf/procfs.ts'
 import { describeLoad, finishReport, newReport, type RelayReport, type Report } from './perf/report.ts'
@@ -42,12 +42,19 @@ async function measureOnce(relay: PerfRelay, c: PerfCase, env: CaseEnv, dir: str
   const relayDir = join(dir, relay.name.replace(/[^\w.-]/g, '_'))
   mkdirSync(relayDir, { recursive: true })
   const command = relay.command({ listen, target, options: KEEPALIVE }, relayDir, c.sessions(env))
+  const logPath = relayLogPath(relay.name, relayDir)
+  const started = existsSync(logPath) ? statSync(logPath).size : 0
   const proc = await startRelayProcess(relay.name, command, env.settings.pin?.relay ?? null, listen.port, relayDir)
+  let metrics: Metrics
+  let logFrom = 0
   try {
-    return await c.measure(env, listen, proc.pid, proc)
+    await relay.ready?.(proc.logPath, started)
+    logFrom = statSync(proc.logPath).size
+    metrics = await c.measure(env, listen, proc.pid, proc)
   } finally {
     await proc.stop()
   }
+  return relay.fromLog === undefined ? metrics : { ...metrics, ...relay.fromLog(readFileSync(proc.logPath).subarray(logFrom).toString()) }
 }
 
 /** Relay order for repetition `rep`: rotated, so no relay always runs first or right after another. */

@@ -46,9 +46,14 @@ function killGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
   }
 }
 
+/** Where a relay's output goes: one file per relay, each run appended. */
+export function relayLogPath(name: string, dir: string): string {
+  return join(dir, `${name.replace(/[^\w.-]/g, '_')}.log`)
+}
+
 /** Starts `command` on `cpu` and resolves once something listens on `port`. */
 export async function startRelayProcess(name: string, command: RelayCommand, cpu: number | null, port: number, dir: string): Promise<RelayProcess> {
-  const logPath = join(dir, `${name.replace(/[^\w.-]/g, '_')}.log`)
+  const logPath = relayLogPath(name, dir)
   const log = openSync(logPath, 'a')
   const env = { ...process.env }
   delete env.NODE_OPTIONS

@@ -3,7 +3,8 @@
 // lab already writes (HAProxy, nginx stream, socat), and a naive Node pipe() relay as the floor.
 // Every relay gets the same keepalive on both legs: ka-proxy's defaults.
 
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { sleep } from '../lab/exec.ts'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { DEFAULT_KEEPALIVE } from '../../src/keepalive/settings.ts'
@@ -22,6 +23,10 @@ export interface PerfRelay {
   unavailable(): Promise<string | null>
   /** How to start it; `sessions` is the most it must hold at once; `dir` is for its files. */
   command(cfg: RelayConfig, dir: string, sessions: number): RelayCommand
+  /** Ready beyond listening (its log, `logPath`, from byte `from` on, says when); listening is enough when absent. */
+  ready?(logPath: string, from: number): Promise<void>
+  /** Figures from its log of one measurement (how its sessions spread over its event loops). */
+  fromLog?(log: string): Record<string, number>
 }
 
 export const KEEPALIVE: RelayOptions = { client: { ...DEFAULT_KEEPALIVE }, target: { ...DEFAULT_KEEPALIVE } }
@@ -61,6 +66,64 @@ const kaProxyWithChecks: PerfRelay = {
   command(cfg, dir, sessions) {
     const base = kaProxyRelay().command(cfg, dir, sessions)
     return { ...base, args: [...base.args, '--heartbeat', 'tcp', '--heartbeat-interval', '1', '--admin', '127.0.0.1:0'] }
+  }
+}
+
+/** How long a relay may take to become ready beyond listening. */
+const READY_TIMEOUT_MS = 30_000
+
+/** Resolves once `text` is in the file at `path`, from byte `from` on (earlier runs' lines come before). */
+async function lineInLog(path: string, from: number, text: string): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS
+  while (!readFileSync(path).subarray(from).toString().includes(text)) {
+    if (Date.now() > deadline) throw new Error(`no "${text}" in ${path} within ${READY_TIMEOUT_MS / 1000} s`)
+    await sleep(20)
+  }
+}
+
+/**
+ * How a measurement's sessions spread over ka-proxy's event loops, from their 'session closed'
+ * lines (a worker thread's carry `worker`; the main thread's none): the busiest loop's share, %,
+ * and how many loops had any.
+ */
+export function loopSpread(log: string): Record<string, number> {
+  const perLoop = new Map<number, number>()
+  for (const line of log.split('\n')) {
+    if (!line.includes('"session closed"')) continue
+    const worker = (JSON.parse(line) as { worker?: number }).worker ?? 0
+    perLoop.set(worker, (perLoop.get(worker) ?? 0) + 1)
+  }
+  const total = [...perLoop.values()].reduce((a, b) => a + b, 0)
+  if (total === 0) return {}
+  return { busiestLoopPct: (100 * Math.max(...perLoop.values())) / total, loopsUsed: perLoop.size }
+}
+
+/** ka-proxy with `--workers n`: ready once its worker threads accept too. */
+function kaProxyWorkers(n: number): PerfRelay {
+  const base = kaProxyRelay()
+  return {
+    ...base,
+    name: `ka-proxy-w${n}`,
+    command(cfg, dir, sessions) {
+      const c = base.command(cfg, dir, sessions)
+      return { ...c, args: [...c.args, '--workers', String(n)] }
+    },
+    ready: (logPath, from) => lineInLog(logPath, from, '"workers started"'),
+    fromLog: loopSpread
+  }
+}
+
+/** HAProxy with `nbthread n`, next to ka-proxy-w<n> (unpinned: with the relay pinned to one CPU, threads only share it). */
+function haproxyThreads(n: number): PerfRelay {
+  return {
+    name: `haproxy-t${n}`,
+    proxies: true,
+    unavailable: () => haproxy.unavailable(),
+    command(cfg, dir, sessions) {
+      const file = join(dir, 'haproxy.cfg')
+      writeFileSync(file, haproxyConfig(cfg, sessions + SPARE, [`nbthread ${n}`]))
+      return { cmd: 'haproxy', args: ['-db', '-f', file] }
+    }
   }
 }
 
@@ -123,7 +186,13 @@ const nodePipe: PerfRelay = {
 /** Not in the default set: next to `ka-proxy` it shows what starting from TypeScript costs (the upgrade cases). */
 const kaProxyDist = kaProxyRelay('ka-proxy-dist', REPO_ROOT, 'dist')
 
-export const PERF_RELAYS: readonly PerfRelay[] = [direct, kaProxyRelay(), kaProxyWithChecks, kaProxyDist, kaProxyPair, haproxyRelay, nginxRelay, socatRelay, nodePipe]
+/**
+ * Not in the default set: ka-proxy --workers 2 and HAProxy nbthread 2, for the workers comparison
+ * (bench/README.md), run unpinned (--no-pin).
+ */
+const WORKER_RELAYS = [kaProxyWorkers(2), haproxyThreads(2)]
+
+export const PERF_RELAYS: readonly PerfRelay[] = [direct, kaProxyRelay(), kaProxyWithChecks, kaProxyDist, kaProxyPair, haproxyRelay, nginxRelay, socatRelay, nodePipe, ...WORKER_RELAYS]
 
 /** A relay by name; `ka-proxy@<rev>` needs the root of that revision's checkout. */
 export function perfRelay(name: string, baselineRoots: ReadonlyMap<string, string>): PerfRelay {

@@ -59,6 +59,9 @@ function measures(report: Report): Measure[] {
     { label: `relay CPU: µs/RT, ${s.rrConns} conns`, case: 'rr32', metric: 'relayCpuUsPerRoundTrip', better: 'lower' },
     { label: 'relay CPU: µs/pgbench transaction', case: 'pgbench', metric: 'relayCpuUsPerTransaction', better: 'lower' },
     { label: 'relay CPU: µs/session opened', case: 'idle', metric: 'relayCpuUsPerOpen', better: 'lower' },
+    // --workers (ka-proxy-w2): the busiest event loop's share of the sessions.
+    { label: `workers: sessions on the busiest, %, up, ${s.streams} streams`, case: 'bulk8', metric: 'busiestLoopPct', better: 'lower' },
+    { label: `workers: sessions on the busiest, %, ${s.rrConns} conns`, case: 'rr32', metric: 'busiestLoopPct', better: 'lower' },
     ...upgradeMeasures('upgrade-idle', 'idle sessions'),
     ...upgradeMeasures('upgrade-busy', `${s.upgradeBusy} busy`),
     { label: `upgrade, ${s.upgradeBusy} busy: MB echoed and checked`, case: 'upgrade-busy', metric: 'verifiedMB', better: 'higher' },
