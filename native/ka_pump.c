@@ -187,12 +187,10 @@ static int register_leg(leg_t* leg, int oob, const char** syscall) {
 
 int ka_pump_watch_listener(ka_pump_t* p, ka_acceptor_t* a, int fd) {
   struct epoll_event ev;
+  // With --workers every loop's pump watches the same listening socket and each is woken by a
+  // new client (EPOLLEXCLUSIVE would not change that: this epoll set is itself watched by
+  // libuv's, and the kernel wakes every nested set); src/workers.ts shares the clients out.
   ev.events = EPOLLIN;
-#ifdef EPOLLEXCLUSIVE
-  // With --workers every worker's pump watches the same listening socket: a new client wakes
-  // one of them, not all (the others would only find EAGAIN).
-  ev.events |= EPOLLEXCLUSIVE;
-#endif
   ev.data.u64 = (uint64_t)(uintptr_t)a | LISTENER_TAG;
   if (p->epfd < 0) return EBADF;
   return epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 ? errno : 0;

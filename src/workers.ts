@@ -2,8 +2,7 @@
 // thread is the first: it runs all that one loop runs (its routes, the admin API, the targets'
 // checks, signals, the pid file, the upgrade) and starts N - 1 worker threads. Each is a ProxyApp
 // of its own, without the admin API, that accepts on duplicates of the main thread's listening
-// sockets: every pump watches the same socket (EPOLLEXCLUSIVE: a client wakes one), so a client
-// goes to a loop that is waiting, and a loop that is busy takes none.
+// sockets: every loop's pump watches the same socket, and LoopBalance shares the clients out.
 //
 // One view of the process: the main thread's checks decide every target's health (a worker runs
 // none: heartbeats are not multiplied) and each change reaches every worker, which applies it to
