@@ -53,6 +53,8 @@ export class ProxyApp implements AdminSource {
   #workers: WorkerGroup | undefined
   /** --workers: this loop's part in spreading sessions over the loops (src/workers.ts). */
   #balance: LoopBalance | undefined
+  /** --workers: the shared counts and this loop's number in them, to rejoin after an upgrade that failed. */
+  #loopSlot: { shared: SharedArrayBuffer; index: number } | undefined
 
   constructor(sockets: SocketControl, logger: Logger, relay: TransportKind = defaultRelay(sockets), { follower = false }: { follower?: boolean } = {}) {
     this.#sockets = sockets
@@ -77,10 +79,42 @@ export class ProxyApp implements AdminSource {
 
   /** --workers: this app is event loop `index` of those sharing `shared` (see LoopBalance). */
   balanceLoops(shared: SharedArrayBuffer, index: number): void {
+    this.#loopSlot = { shared, index }
     for (const listener of this.#routes.values()) listener.shareAccepts()
     this.#balance = new LoopBalance(shared, index, () => this.#ownSessions(), (paused) => {
       for (const listener of this.#routes.values()) listener.balanceAccepting(paused)
     })
+  }
+
+  /**
+   * --workers, a worker in an upgrade: it stops accepting (out of the balance: the other loops
+   * take every client) and, if the upgrade fails, accepts again and rejoins the balance.
+   */
+  holdAccepting(held: boolean): void {
+    const slot = this.#loopSlot
+    if (held) {
+      this.#balance?.leave()
+      this.#balance = undefined
+      for (const listener of this.#routes.values()) listener.balanceAccepting(true)
+      return
+    }
+    for (const listener of this.#routes.values()) listener.balanceAccepting(false)
+    if (slot !== undefined && this.#balance === undefined) this.balanceLoops(slot.shared, slot.index)
+  }
+
+  /**
+   * --workers, the upgrade's first step: the sessions of every worker that can move come here and
+   * carry on on this loop, so the hand-over moves them with this loop's own. A session that cannot
+   * be carried on here (out of descriptors) is reset, both peers, with one line.
+   */
+  async gatherFromWorkers(closeReset: (fd: number) => void): Promise<{ sessions: number; refused: number }> {
+    const workers = this.#workers
+    if (workers === undefined) return { sessions: 0, refused: 0 }
+    const handed = await workers.handOver()
+    const { adopted, refused } = this.adoptSessions(handed, undefined, { own: true, release: (s) => s.fds.forEach(closeReset) })
+    for (const a of adopted) a.start()
+    if (refused.length > 0) this.#logger.error({ sessions: refused, reason: 'descriptor_limit' }, 'upgrade: sessions of the worker threads that this thread could not carry on are reset')
+    return { sessions: adopted.length, refused: refused.length }
   }
 
   /** This loop's sessions (the workers' not counted). */

@@ -340,6 +340,12 @@ export async function run(argv: string[]): Promise<number> {
   return code
 }
 
+/** Closes a descriptor with an RST (the upgrade is only offered where the native helper is in use). */
+function closeResetFd(fd: number): void {
+  const load = loadNative()
+  if (load.ok) load.binding.closeReset(fd)
+}
+
 /** `ka-proxy pair-key FILE [--force]`: a new secret for both ends of a pair. */
 function runPairKey(args: Record<string, unknown>, write: (text: string) => void): number {
   const file = args.file
@@ -388,6 +394,8 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
   return new Promise((resolve) => {
     let stopping = false
     let reloading = Promise.resolve()
+    /** --workers: an upgrade gathering the worker threads' sessions, before the Upgrader runs. */
+    let gathering = false
     const stopThenResolve = (graceMs: number): void => {
       app.stop(graceMs).then(() => {
         logger.info('stopped')
@@ -451,15 +459,21 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
       }
       if (stopping) return refuse('shutting down')
       if (upgrader === undefined) return refuse('the upgrade needs the native helper (descriptor passing); nothing changed')
-      if (app.workers !== undefined) return refuse('the upgrade cannot yet hand over the sessions of worker threads (--workers); nothing changed')
-      if (upgrader.running) {
+      if (upgrader.running || gathering) {
         logger.warn('SIGUSR2 ignored: an upgrade is already under way')
         return
       }
       logger.info('upgrade: starting a new process')
       notifier.reloading('upgrading: starting a new ka-proxy')
-      void upgrader.start(app).then((outcome) => {
+      // --workers: the worker threads' sessions come to this thread first, and go with its own.
+      gathering = app.workers !== undefined
+      const gathered = app.gatherFromWorkers(closeResetFd).then((g) => {
+        gathering = false
+        if (g.sessions + g.refused > 0) logger.info({ sessions: g.sessions, refused: g.refused }, 'upgrade: the worker threads handed their sessions to the main thread')
+      })
+      void gathered.then(() => upgrader.start(app)).then((outcome) => {
         if (!outcome.ok) {
+          app.workers?.resumeAccepting()
           logger.error({ reason: outcome.reason }, `upgrade failed, still serving: ${outcome.reason}`)
           // A new process that wrote the pid file and then did not take over removed it.
           try {

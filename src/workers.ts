@@ -28,6 +28,7 @@ import type { ConfigFile } from './config/schema.ts'
 import type { FollowedChange } from './listener.ts'
 import type { NativeAddon } from './native.ts'
 import type { PoolState, TargetChange } from './targets.ts'
+import type { HandedSession } from './upgrade.ts'
 import { nextSessionIdValue, numberSessions } from './session.ts'
 
 /** What a worker thread starts from: the same input the main thread resolved its config from. */
@@ -54,6 +55,8 @@ type ToWorker =
   | { t: 'failback'; route: string }
   | { t: 'stop'; graceMs: number }
   | { t: 'terminate' }
+  | { t: 'handOver'; id: number }
+  | { t: 'resume' }
 
 type FromWorker =
   | { t: 'log'; text: string }
@@ -430,6 +433,26 @@ export class WorkerGroup {
     }))
   }
 
+  /**
+   * The upgrade (SIGUSR2), first step: every worker stops accepting and hands the sessions that
+   * can move to the main thread, which carries them on (ProxyApp.gatherFromWorkers) and hands
+   * them over with its own. The others (connecting, ending) finish in their worker.
+   */
+  async handOver(): Promise<Array<HandedSession & { fds: number[] }>> {
+    const answers = await Promise.all(this.#threads.map((t) => t.ask<Array<HandedSession & { fds: number[] }>>({ t: 'handOver', id: this.#nextId++ })))
+    const out = answers.flatMap((sessions) => sessions ?? [])
+    // Buffers arrive as Uint8Arrays (structured clone): the pump takes Buffers.
+    for (const s of out) {
+      for (const leg of Object.values(s.state.legs)) leg.queued = Buffer.from(leg.queued.buffer, leg.queued.byteOffset, leg.queued.byteLength)
+    }
+    return out
+  }
+
+  /** A failed upgrade: every worker accepts again (the sessions it handed over stay on the main thread). */
+  resumeAccepting(): void {
+    for (const t of this.#threads) t.post({ t: 'resume' })
+  }
+
   /** Every worker stops accepting, lets its sessions finish for `graceMs`, then exits. */
   async stop(graceMs: number): Promise<void> {
     this.#stopping = true
@@ -575,6 +598,15 @@ async function runWorker(start: WorkerStart): Promise<void> {
         break
       case 'terminate':
         app.terminate()
+        break
+      case 'handOver': {
+        app.holdAccepting(true)
+        const moved = app.handOverSessions(undefined)
+        post({ t: 'answer', id: m.id, value: moved.map((s) => ({ route: s.route, identity: s.identity, target: s.target, state: s.transport.state, fds: s.transport.fds })) })
+        break
+      }
+      case 'resume':
+        app.holdAccepting(false)
         break
       default:
     }
