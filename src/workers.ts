@@ -104,6 +104,7 @@ export class LoopBalance {
   readonly #apply: (paused: boolean) => void
   #paused = false
   #waiting = false
+  #retrying = false
   #left = false
 
   /** `count`: this loop's sessions; `apply`: its acceptors stop (true) or go on (false). */
@@ -145,9 +146,13 @@ export class LoopBalance {
     const cells = this.#cells
     Atomics.store(cells, FIRST + this.#loops + this.#index, this.#count())
     this.#decide()
-    // A loop that stopped accepting may be the least busy now.
+    // A loop that stopped accepting and is no longer ahead is woken to take clients again; only
+    // then (a wake-up costs the other thread a turn of its event loop).
+    const sessions = FIRST + this.#loops
+    let least = Infinity
+    for (let j = 0; j < this.#loops; j++) least = Math.min(least, Atomics.load(cells, sessions + j))
     for (let j = 0; j < this.#loops; j++) {
-      if (j !== this.#index && Atomics.load(cells, FIRST + j) === 0) {
+      if (j !== this.#index && Atomics.load(cells, FIRST + j) === 0 && Atomics.load(cells, sessions + j) <= least + BALANCE_SLACK) {
         LoopBalance.#wake(cells)
         break
       }
@@ -164,8 +169,18 @@ export class LoopBalance {
     if (this.#left) return
     const cells = this.#cells
     const woken = Atomics.load(cells, WAKE)
-    // Another loop is deciding: this one looks again when woken.
-    if (Atomics.compareExchange(cells, LOCK, 0, 1) === 0) {
+    if (Atomics.compareExchange(cells, LOCK, 0, 1) !== 0) {
+      // Another loop is deciding, for a few microseconds: this one decides on its next turn.
+      if (!this.#retrying) {
+        this.#retrying = true
+        setImmediate(() => {
+          this.#retrying = false
+          this.#decide()
+        })
+      }
+      return
+    }
+    {
       try {
         const sessions = FIRST + this.#loops
         const mine = Atomics.load(cells, sessions + this.#index)
