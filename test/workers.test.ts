@@ -177,7 +177,8 @@ t.test('--workers 2: SIGHUP re-tunes the sessions of both loops (read back); SIG
   }
   const rows = await sessions(adminPort)
   t.ok(rows.length === 6 && rows.every((r) => r.legs.client?.keepalive.idle === 45 && r.legs.target?.keepalive.idle === 45), 'every leg of every session reads idle 45 s')
-  t.ok((await echoing(port)) instanceof net.Socket, 'a new session after the reload')
+  clients.push(await echoing(port))
+  t.pass('a new session after the reload')
   // SIGTERM: both loops stop accepting; their sessions finish by themselves within the grace.
   const before = proxy.logs.length
   proxy.proc.kill('SIGTERM')
@@ -188,7 +189,7 @@ t.test('--workers 2: SIGHUP re-tunes the sessions of both loops (read back); SIG
   t.equal(await endOf(refused.on('error', () => {})), 'ECONNREFUSED', 'no loop accepts any more')
   for (const c of clients) c.end()
   t.equal(await proxy.exited, 0, 'exit 0 once every session of both loops ended')
-  t.equal(proxy.logs.filter((l) => l.msg === 'session closed' && l.reason === 'client_end').length, 6, 'the sessions ended as their clients ended them, none cut')
+  t.equal(proxy.logs.filter((l) => l.msg === 'session closed' && l.reason === 'client_end').length, 7, 'the sessions ended as their clients ended them, none cut')
 })
 
 t.test('--workers 2: SIGUSR2 moves the sessions of both loops; the new process starts its workers, which take the new sessions', async (t) => {
