@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { runCli, spawnProxy, type RunningProxy } from './helpers/cli.ts'
 import { connect, endOf, freePort, listen, waitFor } from './helpers/net.ts'
-import { entryFile, start, upgradeTestSetup } from './helpers/upgrade.ts'
+import { entryFile, start, twoWayStreams, upgradeTestSetup } from './helpers/upgrade.ts'
 
 interface SessionRow {
   session: number
@@ -192,8 +192,22 @@ t.test('--workers 2: SIGHUP re-tunes the sessions of both loops (read back); SIG
   t.equal(proxy.logs.filter((l) => l.msg === 'session closed' && l.reason === 'client_end').length, 7, 'the sessions ended as their clients ended them, none cut')
 })
 
-t.test('--workers 2: SIGUSR2 moves the sessions of both loops; the new process starts its workers, which take the new sessions', async (t) => {
-  const target = await echoTarget(t)
+t.test('--workers 2: SIGUSR2 moves the sessions of both loops, streams both ways byte-exact; the new process starts its workers, which take the new sessions', async (t) => {
+  // An echo target, except for a connection whose first bytes are "hold": that one is left to the
+  // test, for a stream both ways through the upgrade.
+  const held: Socket[] = []
+  const { server: targetServer, port: targetPort } = await listen((s) => {
+    s.on('error', () => {})
+    s.once('data', (first: Buffer) => {
+      if (first.toString() === 'hold') held.push(s)
+      else {
+        s.write(first)
+        s.pipe(s)
+      }
+    })
+  })
+  t.teardown(() => targetServer.close())
+  const target = { port: targetPort }
   const { dir } = upgradeTestSetup(t, 'workers-upgrade')
   const adminPort = await freePort()
   const { proxy, port } = await start(t, entryFile(t, dir, 'workers'), ['--target', `127.0.0.1:${target.port}`, '--workers', '2', '--admin', `127.0.0.1:${adminPort}`])
@@ -201,6 +215,16 @@ t.test('--workers 2: SIGUSR2 moves the sessions of both loops; the new process s
   const oldPid = proxy.proc.pid!
   const clients: Socket[] = []
   for (let i = 0; i < 10; i++) clients.push(await echoing(port))
+  // 4 more, each with 8 MiB in flight both ways through the upgrade (held bytes included).
+  const streaming: Socket[] = []
+  for (let i = 0; i < 4; i++) {
+    const c = await connect(port)
+    c.on('error', () => {})
+    c.write('hold')
+    await waitFor(() => held.length === i + 1, 5000)
+    streaming.push(c)
+  }
+  const streams = streaming.map((c, i) => twoWayStreams(c, held[i]!))
   const before = perLoop(await sessions(adminPort))
   t.same([...before.keys()].sort(), [0, 1], `sessions on both loops: ${JSON.stringify([...before])}`)
   const mark = proxy.logs.length
@@ -208,7 +232,7 @@ t.test('--workers 2: SIGUSR2 moves the sessions of both loops; the new process s
   const done = await proxy.line((l) => proxy.logs.indexOf(l) >= mark && String(l.msg).startsWith('upgrade done'), 60_000)
   const gathered = proxy.logs.slice(mark).find((l) => l.msg === 'upgrade: the worker threads handed their sessions to the main thread')
   t.equal(gathered?.sessions, before.get(1), 'the worker handed its sessions to the main thread')
-  t.equal(done.sessions, 10, 'all 10 moved to the new process')
+  t.equal(done.sessions, 14, 'all 14 moved to the new process')
   t.equal(await proxy.exited, 0, 'the old process exits cleanly')
   const newPid = Number(done.newPid)
   await proxy.line((l) => l.msg === 'workers started' && l.pid === newPid, 30_000)
@@ -218,14 +242,15 @@ t.test('--workers 2: SIGUSR2 moves the sessions of both loops; the new process s
     return String(((await got) as [Buffer])[0])
   }))
   t.same(echoes, clients.map((_, i) => `after ${i}`), 'every session echoes through the new process')
+  t.same(await Promise.all(streams.map((st) => st.whole())), Array(4).fill({ arrived: true, up: true, down: true }), 'every byte of each stream arrived, in order, once, both ways')
   const moved = await sessions(adminPort)
-  t.equal(moved.length, 10, 'the new process lists them')
+  t.equal(moved.length, 14, 'the new process lists them')
   t.ok(moved.every((r) => (r.worker ?? 0) === 0), 'on its main thread')
   const known = new Set(moved.map((r) => r.session))
   for (let i = 0; i < 4; i++) clients.push(await echoing(port))
   const fresh = (await sessions(adminPort)).filter((r) => !known.has(r.session)).map((r) => r.worker ?? 0)
   t.ok(fresh.filter((w) => w === 1).length >= 3, `new sessions go to its worker, the least busy loop: ${JSON.stringify(fresh)}`)
-  for (const c of clients) c.destroy()
+  for (const c of [...clients, ...streaming, ...held]) c.destroy()
   process.kill(newPid, 'SIGTERM')
   t.ok(await waitFor(() => proxy.logs.some((l) => l.pid === newPid && l.msg === 'stopped'), 10_000), 'the new process stops on SIGTERM')
   t.not(newPid, oldPid)
