@@ -235,9 +235,10 @@ export async function run(argv: string[]): Promise<number> {
   }
   const addon = sockets.native ? loadNative() : undefined
   const binding = addon?.ok ? addon.binding : undefined
+  // Where --workers came from, for an error about it.
+  const workersKey = input.workers !== undefined ? '--workers' : `${input.config}: workers`
   if (config.workers > 1 && binding === undefined) {
-    const key = input.workers !== undefined ? '--workers' : `${input.config}: workers`
-    throw new ConfigError(key, `${config.workers} workers need the native helper (each accepts on a duplicate of the listening sockets), which is not in use (${sockets.fallbackReason ?? 'disabled'}); use 1`)
+    throw new ConfigError(workersKey, `${config.workers} workers need the native helper (each accepts on a duplicate of the listening sockets), which is not in use (${sockets.fallbackReason ?? 'disabled'}); use 1`)
   }
   // Started by an upgrade: the old process's listening sockets are taken over, not bound anew.
   const handover = Handover.fromEnv(binding)
@@ -330,7 +331,7 @@ export async function run(argv: string[]): Promise<number> {
     } catch (err) {
       await app.stop(0)
       config.pidFile?.remove()
-      throw new ConfigError(input.workers !== undefined ? '--workers' : `${input.config}: workers`, `cannot start the worker threads: ${(err as Error).message}`)
+      throw new ConfigError(workersKey, `cannot start the worker threads: ${(err as Error).message}`)
     }
     notifier.ready(servingStatus(app))
   }
