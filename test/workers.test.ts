@@ -12,6 +12,7 @@ import net, { type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { runCli, spawnProxy, type RunningProxy } from './helpers/cli.ts'
+import type { LogLine } from './helpers/proxy.ts'
 import { connect, endOf, freePort, listen, waitFor } from './helpers/net.ts'
 import { entryFile, start, twoWayStreams, upgradeTestSetup } from './helpers/upgrade.ts'
 
@@ -47,14 +48,18 @@ async function echoing(port: number): Promise<Socket> {
   return c
 }
 
-/** ka-proxy --workers 2 with an admin API, once both loops accept. */
+/**
+ * ka-proxy --workers 2 with an admin API, once both loops accept. Every port is the kernel's
+ * choice, read from the log (a port found free beforehand can be taken by another test meanwhile).
+ */
 async function startWorkers(t: Test, args: string[]): Promise<{ proxy: RunningProxy; port: number; adminPort: number }> {
-  const adminPort = await freePort()
-  const proxy = spawnProxy(['--workers', '2', '--admin', `127.0.0.1:${adminPort}`, ...args])
+  const proxy = spawnProxy(['--workers', '2', '--admin', '127.0.0.1:0', ...args])
   t.teardown(() => proxy.stop('SIGKILL'))
   const listening = await proxy.line((l) => l.msg === 'listening' && l.worker === undefined, 30_000)
+  const admin = await proxy.line((l) => l.msg === 'admin listening', 30_000)
   await proxy.line((l) => l.msg === 'workers started', 30_000)
-  return { proxy, port: Number(String(listening.address).split(':').pop()), adminPort }
+  const portOf = (line: LogLine): number => Number(String(line.address).split(':').pop())
+  return { proxy, port: portOf(listening), adminPort: portOf(admin) }
 }
 
 /** The server side: echoes, and keeps its sockets so a test can see them reset. */

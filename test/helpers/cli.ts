@@ -72,12 +72,19 @@ export function spawnProxy(args: string[], env: NodeJS.ProcessEnv = {}, entry?: 
   })
   const logs: LogLine[] = []
   const waiters = new Set<() => void>()
-  createInterface({ input: proc.stdout! }).on('line', (text) => {
+  /** Its output ended (it exited): no line will come any more. */
+  let ended = false
+  const lines = createInterface({ input: proc.stdout! })
+  lines.on('line', (text) => {
     try {
       logs.push(JSON.parse(text) as LogLine)
     } catch {
       logs.push({ msg: text, level: 0 })
     }
+    for (const w of waiters) w()
+  })
+  lines.on('close', () => {
+    ended = true
     for (const w of waiters) w()
   })
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
@@ -89,10 +96,12 @@ export function spawnProxy(args: string[], env: NodeJS.ProcessEnv = {}, entry?: 
       return new Promise((resolve, reject) => {
         const check = (): void => {
           const found = logs.find(match)
-          if (found) {
+          if (found || ended) {
             waiters.delete(check)
             clearTimeout(timer)
-            resolve(found)
+            // Gone without it: said at once, not after the timeout (its stderr says why).
+            if (found) resolve(found)
+            else reject(new Error(`no matching log line: the proxy's output ended (it exited); got: ${logs.map((l) => l.msg).join(' | ')}`))
           }
         }
         const timer = setTimeout(() => {
