@@ -42,6 +42,23 @@ const INDEX_LEG: readonly Leg[] = ['client', 'target']
 /** A target given by address: nothing left to try after it (shared, never written). */
 const NO_ADDRESSES: readonly dns.LookupAddress[] = Object.freeze([])
 
+/**
+ * Whether each target host is an IPv4 or IPv6 address, or a name (0): worked out once per host,
+ * not at every connect (net.isIP runs a regular expression). A route has a few targets; the cap
+ * only guards against hosts that change without end.
+ */
+const hostFamilies = new Map<string, number>()
+const HOST_FAMILIES_KEPT = 1024
+
+function ipFamily(host: string): number {
+  let family = hostFamilies.get(host)
+  if (family === undefined) {
+    family = net.isIP(host)
+    if (hostFamilies.size < HOST_FAMILIES_KEPT) hostFamilies.set(host, family)
+  }
+  return family
+}
+
 /** The pump's class, or why it cannot be used. */
 export function nativeRelayClass(): NativeRelayClass | undefined {
   const load = loadNative()
@@ -197,7 +214,7 @@ export class NativeTransport implements Transport {
     const { host, port } = target
     this.#port = port
     this.#targetHost = undefined
-    const family = net.isIP(host)
+    const family = ipFamily(host)
     if (family !== 0) {
       this.#connectTo({ address: host, family })
       return
