@@ -419,7 +419,10 @@ static void on_event(leg_t* leg, uint32_t events) {
   if (events & EPOLLPRI) leg->urgent = 1;
   if (leg->connecting) {
     if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-    int err = socket_error(leg->fd);
+    // A connect that failed (refused, reset, timed out) leaves the socket closed with its error
+    // set, which Linux reports as EPOLLERR and EPOLLHUP; writable alone is a connect that
+    // succeeded, and SO_ERROR (one system call per session) is read only when it can say more.
+    int err = (events & (EPOLLERR | EPOLLHUP)) ? socket_error(leg->fd) : 0;
     leg->connecting = 0;
     if (err != 0) {
       fail_leg(leg, err);
