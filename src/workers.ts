@@ -79,11 +79,14 @@ const BALANCE_SLACK = 1
 /** While it lets others take the clients, a loop looks again at least this often (see LoopBalance). */
 const BALANCE_RECHECK_MS = 50
 
-// LoopBalance's shared cells: a lock, a wake-up counter, then per loop whether it accepts and
-// how many sessions it has.
+// LoopBalance's shared cells: a lock, a wake-up counter, then per loop whether it accepts
+// (ACCEPTS, STOPPED, or GONE: a worker that exited, a loop that drains) and how many sessions it has.
 const LOCK = 0
 const WAKE = 1
 const FIRST = 2
+const ACCEPTS = 1
+const STOPPED = 0
+const GONE = -1
 
 /**
  * Least sessions across the event loops. Every loop's acceptor watches the same listening socket,
@@ -114,7 +117,7 @@ export class LoopBalance {
     this.#index = index
     this.#count = count
     this.#apply = apply
-    Atomics.store(this.#cells, FIRST + index, 1)
+    Atomics.store(this.#cells, FIRST + index, ACCEPTS)
     this.changed()
   }
 
@@ -126,7 +129,7 @@ export class LoopBalance {
   static forget(shared: SharedArrayBuffer, index: number): void {
     const cells = new Int32Array(shared)
     const loops = (cells.length - FIRST) / 2
-    Atomics.store(cells, FIRST + index, 0)
+    Atomics.store(cells, FIRST + index, GONE)
     Atomics.store(cells, FIRST + loops + index, 0)
     LoopBalance.#wake(cells)
   }
@@ -149,14 +152,24 @@ export class LoopBalance {
     // A loop that stopped accepting and is no longer ahead is woken to take clients again; only
     // then (a wake-up costs the other thread a turn of its event loop).
     const sessions = FIRST + this.#loops
-    let least = Infinity
-    for (let j = 0; j < this.#loops; j++) least = Math.min(least, Atomics.load(cells, sessions + j))
+    const least = this.#least()
     for (let j = 0; j < this.#loops; j++) {
-      if (j !== this.#index && Atomics.load(cells, FIRST + j) === 0 && Atomics.load(cells, sessions + j) <= least + BALANCE_SLACK) {
+      if (j !== this.#index && Atomics.load(cells, FIRST + j) === STOPPED && Atomics.load(cells, sessions + j) <= least + BALANCE_SLACK) {
         LoopBalance.#wake(cells)
         break
       }
     }
+  }
+
+  /** The fewest sessions of the loops still here (this one included; gone ones count for nothing). */
+  #least(): number {
+    const cells = this.#cells
+    const sessions = FIRST + this.#loops
+    let least = Atomics.load(cells, sessions + this.#index)
+    for (let j = 0; j < this.#loops; j++) {
+      if (Atomics.load(cells, FIRST + j) !== GONE) least = Math.min(least, Atomics.load(cells, sessions + j))
+    }
+    return least
   }
 
   /** This loop stops (it drains): the others take every client. */
@@ -180,27 +193,21 @@ export class LoopBalance {
       }
       return
     }
-    {
-      try {
-        const sessions = FIRST + this.#loops
-        const mine = Atomics.load(cells, sessions + this.#index)
-        let least = mine
-        let lessBusyAccepts = false
-        for (let j = 0; j < this.#loops; j++) {
-          if (j === this.#index) continue
-          const theirs = Atomics.load(cells, sessions + j)
-          if (theirs < least) least = theirs
-          if (theirs < mine && Atomics.load(cells, FIRST + j) === 1) lessBusyAccepts = true
-        }
-        const pause = mine > least + BALANCE_SLACK && lessBusyAccepts
-        if (pause !== this.#paused) {
-          this.#paused = pause
-          Atomics.store(cells, FIRST + this.#index, pause ? 0 : 1)
-          this.#apply(pause)
-        }
-      } finally {
-        Atomics.store(cells, LOCK, 0)
+    try {
+      const sessions = FIRST + this.#loops
+      const mine = Atomics.load(cells, sessions + this.#index)
+      let lessBusyAccepts = false
+      for (let j = 0; j < this.#loops; j++) {
+        if (j !== this.#index && Atomics.load(cells, FIRST + j) === ACCEPTS && Atomics.load(cells, sessions + j) < mine) lessBusyAccepts = true
       }
+      const pause = mine > this.#least() + BALANCE_SLACK && lessBusyAccepts
+      if (pause !== this.#paused) {
+        this.#paused = pause
+        Atomics.store(cells, FIRST + this.#index, pause ? STOPPED : ACCEPTS)
+        this.#apply(pause)
+      }
+    } finally {
+      Atomics.store(cells, LOCK, 0)
     }
     if (this.#paused) this.#waitForChange(woken)
   }
