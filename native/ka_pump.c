@@ -756,9 +756,11 @@ int ka_pump_adopt(relay_t* r, int target_fd, const char* queued_bytes[2], const 
 
 void ka_pump_forget(relay_t* r) {
   // Reached once both legs are closed (the relay holds its owner until then), or when its
-  // environment is torn down (a worker exits) with the session open: its legs close here.
-  ka_pump_close_leg(&r->legs[0], 0);
-  ka_pump_close_leg(&r->legs[1], 0);
+  // environment is torn down with the session open: a worker thread that failed (one that stops
+  // as asked ends its sessions first). Its legs close here with an RST: the session was cut, and
+  // a FIN would tell each peer that the other had finished normally.
+  ka_pump_close_leg(&r->legs[0], 1);
+  ka_pump_close_leg(&r->legs[1], 1);
   ka_pump_t* p = r->pump;
   ka_pump_ref(p);  // held across: the last relay of a torn-down pump frees it
   r->js_alive = 0;

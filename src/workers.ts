@@ -14,7 +14,7 @@
 // passing to accept on the main thread's sockets; there is one pid to signal, to write in the pid
 // file and for systemd, and the native helper's state is per N-API environment (one pump per
 // thread). A crash of the native code would take a process of workers down just the same; a worker
-// that exits otherwise is replaced (its sessions end with it).
+// that exits otherwise is replaced (its sessions end with it: its pump resets both legs of each).
 //
 // Routes of a pair stay on the main thread: a resumed link must reach the loop that holds its
 // sessions.

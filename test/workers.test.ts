@@ -3,7 +3,8 @@
 // and spread evenly when opened one at a time; /sessions and /metrics list every one; a target
 // marked down by the main thread's heartbeat resets the sessions of both loops and is refused by
 // both; SIGHUP re-tunes the sessions of both (read back); SIGTERM drains both; the session ids
-// are the process's, not a loop's. Bad values of --workers are refused with one line.
+// are the process's, not a loop's; a worker that fails is replaced, its sessions reset on both
+// sides and nothing of it left, the main thread's sessions untouched. Bad values of --workers are refused with one line.
 
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
@@ -13,7 +14,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { runCli, spawnProxy, type RunningProxy } from './helpers/cli.ts'
 import type { LogLine } from './helpers/proxy.ts'
-import { connect, endOf, freePort, listen, waitFor } from './helpers/net.ts'
+import { openDescriptors } from './helpers/fds.ts'
+import { connect, endOf, freePort, listen, sleep, waitFor } from './helpers/net.ts'
 import { entryFile, start, twoWayStreams, upgradeTestSetup } from './helpers/upgrade.ts'
 
 interface SessionRow {
@@ -52,8 +54,8 @@ async function echoing(port: number): Promise<Socket> {
  * ka-proxy --workers 2 with an admin API, once both loops accept. Every port is the kernel's
  * choice, read from the log (a port found free beforehand can be taken by another test meanwhile).
  */
-async function startWorkers(t: Test, args: string[]): Promise<{ proxy: RunningProxy; port: number; adminPort: number }> {
-  const proxy = spawnProxy(['--workers', '2', '--admin', '127.0.0.1:0', ...args])
+async function startWorkers(t: Test, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ proxy: RunningProxy; port: number; adminPort: number }> {
+  const proxy = spawnProxy(['--workers', '2', '--admin', '127.0.0.1:0', ...args], env)
   t.teardown(() => proxy.stop('SIGKILL'))
   const listening = await proxy.line((l) => l.msg === 'listening' && l.worker === undefined, 30_000)
   const admin = await proxy.line((l) => l.msg === 'admin listening', 30_000)
@@ -259,6 +261,77 @@ t.test('--workers 2: SIGUSR2 moves the sessions of both loops, streams both ways
   process.kill(newPid, 'SIGTERM')
   t.ok(await waitFor(() => proxy.logs.some((l) => l.pid === newPid && l.msg === 'stopped'), 10_000), 'the new process stops on SIGTERM')
   t.not(newPid, oldPid)
+})
+
+/**
+ * Makes a worker thread of a running ka-proxy fail as a bug would: through the inspector Node
+ * opens for `--inspect` (the process's own, as an operator could use it), an exception is thrown
+ * on the worker's event loop that nothing in it catches. Only ka-proxy's first worker thread
+ * (module workers.ts or .js) is touched, not a loader's.
+ */
+async function throwInWorker(t: Test, inspectPort: number): Promise<WebSocket> {
+  const [target] = (await (await fetch(`http://127.0.0.1:${inspectPort}/json/list`)).json()) as { webSocketDebuggerUrl: string }[]
+  const ws = new WebSocket(target!.webSocketDebuggerUrl)
+  t.teardown(() => ws.close())
+  await once(ws, 'open')
+  let id = 0
+  const send = (method: string, params: object): void => ws.send(JSON.stringify({ id: ++id, method, params }))
+  const thrown = new Promise<void>((resolve) => {
+    ws.addEventListener('message', (e: MessageEvent) => {
+      const m = JSON.parse(String(e.data)) as { method?: string; params?: { sessionId: string; workerInfo: { url: string } } }
+      if (m.method !== 'NodeWorker.attachedToWorker' || !/\/workers\.[jt]s$/.test(m.params!.workerInfo.url) || id > 1) return
+      const expression = "setImmediate(() => { throw new Error('injected by the test') }); 'thrown'"
+      send('NodeWorker.sendMessageToWorker', { sessionId: m.params!.sessionId, message: JSON.stringify({ id: 1, method: 'Runtime.evaluate', params: { expression } }) })
+      resolve()
+    })
+  })
+  send('NodeWorker.enable', { waitForDebuggerOnStart: false })
+  await thrown
+  return ws
+}
+
+t.test('--workers 2: a worker that fails is logged and replaced; its sessions are reset on both sides, nothing leaks; the other loop\'s sessions go on', async (t) => {
+  const target = await echoTarget(t)
+  const inspectPort = await freePort()
+  const { proxy, port, adminPort } = await startWorkers(t, ['--listen', '127.0.0.1:0', '--target', `127.0.0.1:${target.port}`], { NODE_OPTIONS: `--inspect=127.0.0.1:${inspectPort}` })
+  const fdsAtStart = openDescriptors(proxy.proc.pid!)
+  const clients: Socket[] = []
+  for (let i = 0; i < 8; i++) clients.push(await echoing(port))
+  const rows = await sessions(adminPort)
+  const onWorker = new Set(rows.filter((r) => r.worker === 1).map((r) => r.client))
+  const [lost, kept] = [clients.filter((c) => onWorker.has(`127.0.0.1:${c.localPort}`)), clients.filter((c) => !onWorker.has(`127.0.0.1:${c.localPort}`))]
+  t.ok(lost.length > 0 && kept.length > 0, `sessions on both loops: ${kept.length} on the main thread, ${lost.length} on the worker`)
+  const ends = lost.map((c) => endOf(c))
+  const targetsBefore = new Set(target.sockets)
+  const targetEnds = new Map([...target.sockets].map((s) => [s, endOf(s)]))
+  await sleep(400) // the worker tells the main thread its session count every 250 ms
+  const inspector = await throwInWorker(t, inspectPort)
+  const exited = await proxy.line((l) => String(l.msg).startsWith('worker exited unexpectedly'), 10_000)
+  t.match(exited, { worker: 1, code: 1, level: 50, sessions: lost.length }, 'noticed and logged, with the worker, its exit code and the sessions that ended with it')
+  t.ok(proxy.logs.some((l) => l.msg === 'worker failed' && l.worker === 1 && (l.err as { message?: string } | undefined)?.message === 'injected by the test'), 'with the exception that ended it')
+  const bounded = ends.map((e) => Promise.race([e, new Promise<string>((r) => setTimeout(r, 5000, 'still open after 5 s'))]))
+  t.same(await Promise.all(bounded), Array(lost.length).fill('ECONNRESET'), "the failed worker's clients are reset, not ended as if their sessions were done")
+  await waitFor(() => target.sockets.size === kept.length, 5000)
+  const closedTargets = [...targetsBefore].filter((s) => !target.sockets.has(s))
+  t.same(await Promise.all(closedTargets.map((s) => targetEnds.get(s)!)), Array(lost.length).fill('ECONNRESET'), "the failed worker's target legs are reset too")
+  await proxy.line((l) => l.msg === 'worker started again' && l.worker === 1, 30_000)
+  t.equal(proxy.proc.exitCode, null, 'the process runs on')
+  for (const c of kept) {
+    const got = once(c, 'data')
+    c.write('still here')
+    t.equal(String((await got)[0]), 'still here', `a main-thread session relays on (port ${c.localPort})`)
+  }
+  t.ok([...targetsBefore].filter((s) => target.sockets.has(s)).length === kept.length, 'the same target connections: the main thread\'s sessions were not touched')
+  const after = await sessions(adminPort)
+  t.equal(after.length, kept.length, '/sessions lists the survivors only')
+  inspector.close()
+  await once(inspector, 'close')
+  t.ok(await waitFor(() => openDescriptors(proxy.proc.pid!) === fdsAtStart + 2 * kept.length, 5000), `no descriptor left of the failed worker (${openDescriptors(proxy.proc.pid!)} open, ${fdsAtStart} at the start + 2 per surviving session)`)
+  const fresh: Socket[] = []
+  for (let i = 0; i < 6; i++) fresh.push(await echoing(port))
+  const went = (await sessions(adminPort)).filter((r) => !after.some((a) => a.session === r.session)).map((r) => r.worker ?? 0)
+  t.ok(went.filter((w) => w === 1).length >= 3, `the new worker takes new sessions: ${JSON.stringify(went)}`)
+  for (const c of [...kept, ...fresh]) c.end()
 })
 
 t.test('--workers: bad values are refused with one line naming the flag or key', async (t) => {
