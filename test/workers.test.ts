@@ -15,7 +15,9 @@ import { join } from 'node:path'
 import { runCli, spawnProxy, type RunningProxy } from './helpers/cli.ts'
 import type { LogLine } from './helpers/proxy.ts'
 import { openDescriptors } from './helpers/fds.ts'
-import { connect, endOf, freePort, listen, sleep, waitFor } from './helpers/net.ts'
+import { connect, endOf, freePort, listen, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
+import { payload } from './helpers/payload.ts'
+import { relaySockets } from '../bench/lab/ss.ts'
 import { entryFile, start, twoWayStreams, upgradeTestSetup } from './helpers/upgrade.ts'
 
 interface SessionRow {
@@ -332,6 +334,77 @@ t.test('--workers 2: a worker that fails is logged and replaced; its sessions ar
   const went = (await sessions(adminPort)).filter((r) => !after.some((a) => a.session === r.session)).map((r) => r.worker ?? 0)
   t.ok(went.filter((w) => w === 1).length >= 3, `the new worker takes new sessions: ${JSON.stringify(went)}`)
   for (const c of [...kept, ...fresh]) c.end()
+})
+
+t.test('--workers 2: peers reset while the upgrade carries the worker\'s sessions, bytes held for them, to the main thread and on: each ends once, with its reason; the survivor gets an RST; nothing leaks; the worker\'s other session and the main thread\'s arrive whole', async (t) => {
+  const target = await manualTarget(t)
+  const { dir } = upgradeTestSetup(t, 'workers-upgrade-reset')
+  const adminPort = await freePort()
+  const { proxy, port } = await start(t, entryFile(t, dir, 'workers-reset'), ['--target', `127.0.0.1:${target.port}`, '--workers', '2', '--admin', `127.0.0.1:${adminPort}`, '--flush-timeout', '1'])
+  await proxy.line((l) => l.msg === 'workers started', 30_000)
+  const oldPid = proxy.proc.pid!
+  /** A session whose client does not read while its target sends more than the buffers hold. */
+  type Slow = { client: Socket; server: Socket; sent: Buffer }
+  const slow = async (): Promise<Slow> => {
+    const client = await connect(port)
+    client.on('error', () => {})
+    const server = await target.next()
+    server.on('error', () => {})
+    client.pause()
+    const sent = payload(8 << 20)
+    server.write(sent)
+    return { client, server, sent }
+  }
+  // Slow sessions until three are on the worker (the loops take turns; the main thread's are left as they are).
+  const onWorker: Slow[] = []
+  const others: Slow[] = []
+  for (let i = 0; i < 14 && onWorker.length < 3; i++) {
+    const s = await slow()
+    const address = `127.0.0.1:${s.client.localPort}`
+    await waitFor(async () => (await sessions(adminPort)).some((r) => r.client === address), 5000)
+    const row = (await sessions(adminPort)).find((r) => r.client === address)
+    ;(row?.worker === 1 ? onWorker : others).push(s)
+  }
+  t.equal(onWorker.length, 3, 'three slow sessions on the worker')
+  // a: its client resets; c: its target resets; b: nobody resets, its held bytes must arrive whole.
+  const [a, b, c] = onWorker as [Slow, Slow, Slow]
+  const legs = [a, c].flatMap((s) => [`127.0.0.1:${s.client.localPort}`, `127.0.0.1:${s.server.remotePort}`])
+  await sleep(300) // the buffers fill and the worker's pump holds the rest
+  // Addresses taken now: a socket destroyed has none.
+  const [aAddress, cAddress] = [a, c].map((s) => `127.0.0.1:${s.client.localPort}`) as [string, string]
+  const closed = (address: string): Promise<LogLine> => proxy.line((l) => l.msg === 'session closed' && l.client === address, 15_000)
+  const aClosed = closed(aAddress)
+  const cClosed = closed(cAddress)
+  const aServerEnd = endOf(a.server)
+  const cClientEnd = endOf(c.client)
+  const mark = proxy.logs.length
+  proxy.proc.kill('SIGUSR2')
+  // As soon as the worker has let go of its sessions (their descriptors and held bytes on their
+  // way to the main thread, then to the new process): one client resets, one target resets.
+  await proxy.line((l) => proxy.logs.indexOf(l) >= mark && l.msg === 'upgrade: the worker threads handed their sessions to the main thread', 30_000)
+  a.client.resetAndDestroy()
+  c.server.resetAndDestroy()
+  const done = await proxy.line((l) => proxy.logs.indexOf(l) >= mark && String(l.msg).startsWith('upgrade done'), 60_000)
+  const newPid = Number(done.newPid)
+  t.equal(await proxy.exited, 0, 'the old process exits')
+  t.match(await aServerEnd, /^(ECONNRESET|EPIPE)$/, 'the client reset: the target, the survivor, gets an RST')
+  t.match(await aClosed, { reason: 'client_reset', leg: 'client', clientClose: 'failed', targetClose: 'rst' }, 'its one line says client_reset')
+  t.equal(await cClientEnd, 'ECONNRESET', 'the target reset: the client, which did not read, gets an RST')
+  t.match(await cClosed, { reason: 'target_reset', leg: 'target', targetClose: 'failed', clientClose: 'rst' }, 'its one line says target_reset')
+  for (const address of [aAddress, cAddress]) {
+    t.equal(proxy.logs.filter((l) => l.msg === 'session closed' && l.client === address).length, 1, `one line for ${address}, from one process`)
+  }
+  // The worker's unharmed session and the main thread's moved with their held bytes: every byte arrives once read.
+  for (const s of [b, ...others]) {
+    const got = readAll(s.client)
+    s.client.resume()
+    s.server.end()
+    t.ok((await got).equals(s.sent), `${s === b ? 'the worker' : 'a main-thread'} session's 8 MiB arrive whole (port ${s.client.localPort})`)
+  }
+  const left = (await relaySockets(port, target.port)).filter((s) => s.state !== 'TIME-WAIT')
+  t.same(left.filter((s) => legs.includes(`${s.local.host}:${s.local.port}`) || legs.includes(`${s.peer.host}:${s.peer.port}`)).map((s) => s.state), [], 'ss: nothing left of the sessions reset, in either process')
+  t.notOk(proxy.logs.some((l) => l.pid === oldPid && l.msg === 'session closed' && l.reason !== 'client_reset' && l.reason !== 'target_reset'), 'the old process ended nothing else')
+  process.kill(newPid, 'SIGTERM')
 })
 
 t.test('--workers: bad values are refused with one line naming the flag or key', async (t) => {
