@@ -182,8 +182,27 @@ static napi_value set_urgent_inline(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// getSocketFlags(fd) -> {noDelay, urgentInline}: TCP_NODELAY and SO_OOBINLINE as the kernel has
-// them, so that tests and `doctor` can check the other options ka-proxy sets on every leg.
+// setNotSentLowat(fd, bytes): TCP_NOTSENT_LOWAT, so that the kernel takes no more than `bytes`
+// not yet sent on this socket; what is written beyond waits in the writer's queue, where it can
+// still be ordered (a pair link serves its sessions in turn from there: src/pair/link.ts).
+static napi_value set_not_sent_lowat(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, args, NULL, NULL));
+  int32_t fd, bytes;
+  if (!ka_get_int_arg(env, args, argc, 0, &fd) || !ka_get_int_arg(env, args, argc, 1, &bytes)) return NULL;
+#ifdef TCP_NOTSENT_LOWAT
+  if (setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &bytes, sizeof bytes) != 0)
+    return ka_throw_errno(env, errno, "setsockopt", "TCP_NOTSENT_LOWAT");
+  return NULL;
+#else
+  return ka_throw_errno(env, ENOPROTOOPT, "setsockopt", "TCP_NOTSENT_LOWAT");
+#endif
+}
+
+// getSocketFlags(fd) -> {noDelay, urgentInline, notSentLowat}: TCP_NODELAY and SO_OOBINLINE as
+// the kernel has them, so that tests and `doctor` can check the other options ka-proxy sets on
+// every leg; and TCP_NOTSENT_LOWAT in bytes (-1 where the platform lacks it).
 static napi_value get_socket_flags(napi_env env, napi_callback_info info) {
   int32_t fd;
   if (!ka_get_fd_arg(env, info, &fd)) return NULL;
@@ -203,6 +222,16 @@ static napi_value get_socket_flags(napi_env env, napi_callback_info info) {
     napi_value b;
     CHECK_NAPI(env, napi_get_boolean(env, value != 0, &b));
     CHECK_NAPI(env, napi_set_named_property(env, result, flags[i].key, b));
+  }
+  int lowat = -1;
+#ifdef TCP_NOTSENT_LOWAT
+  socklen_t len = sizeof lowat;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, &len) != 0)
+    return ka_throw_errno(env, errno, "getsockopt", "TCP_NOTSENT_LOWAT");
+#endif
+  if (!set_int_property(env, result, "notSentLowat", lowat)) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot build result");
+    return NULL;
   }
   return result;
 }
@@ -251,6 +280,7 @@ int ka_sockopt_init(napi_env env, napi_value exports) {
       {"tcpInfo", NULL, tcp_info, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendQueueBytes", NULL, send_queue_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setUrgentInline", NULL, set_urgent_inline, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setNotSentLowat", NULL, set_not_sent_lowat, NULL, NULL, NULL, napi_enumerable, NULL},
       {"getSocketFlags", NULL, get_socket_flags, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketAddresses", NULL, socket_addresses, NULL, NULL, NULL, napi_enumerable, NULL},
   };

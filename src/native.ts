@@ -14,6 +14,13 @@ import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import { missingNodeInternals } from './node-internals.ts'
 
+/** Options read back from the kernel besides keepalive (getSocketFlags). */
+export interface SocketFlags {
+  noDelay: boolean
+  urgentInline: boolean
+  notSentLowat: number
+}
+
 export interface NativeKeepalive {
   enabled: boolean
   idle: number
@@ -128,8 +135,10 @@ export interface NativeAddon {
   sendQueueBytes(fd: number): number
   /** SO_OOBINLINE: urgent data stays in the stream. */
   setUrgentInline(fd: number): void
-  /** TCP_NODELAY and SO_OOBINLINE as the kernel has them. */
-  getSocketFlags(fd: number): { noDelay: boolean; urgentInline: boolean }
+  /** TCP_NOTSENT_LOWAT: the kernel takes at most this many bytes not yet sent. */
+  setNotSentLowat(fd: number, bytes: number): void
+  /** TCP_NODELAY and SO_OOBINLINE as the kernel has them; TCP_NOTSENT_LOWAT in bytes (-1: none on this platform). */
+  getSocketFlags(fd: number): SocketFlags
   /** [localHost, localPort, remoteHost, remotePort] */
   socketAddresses(fd: number): [string, number, string, number]
   Relay: NativeRelayClass

@@ -23,6 +23,12 @@
 //          (applyToListener); stream target legs (transport/stream.ts). In C: the pump's target
 //          legs, and client legs Node accepted (ka_pump.c register_leg); a client the pump
 //          accepted (ka_accept.c) has it from the listening socket. Needs the native helper.
+// TCP_NOTSENT_LOWAT
+//   why    a pair link's kernel send queue holds at most LINK_NOTSENT_LOWAT bytes not yet sent,
+//          so what waits beyond is in the link's own queue, where its sessions take turns: a
+//          bulk session's bytes do not pile up in the kernel ahead of an interactive one's.
+//   where  notSentLowat(): every pair link's socket, both ends (pair/transport.ts, the link's
+//          tune). Needs the native helper.
 // SO_LINGER, on with timeout 0
 //   why    the close sends an RST, not a FIN: the peer learns at once that the session failed
 //          (a kill, on-down, a failed leg, a refused client, a probe connection found dead).
@@ -35,7 +41,7 @@
 // HTTP heartbeats, pg for probe-pg) get what that library sets.
 //
 // Read, never set: SO_KEEPALIVE and TCP_KEEP* back with getsockopt (read, check: reload and
-// doctor confirm what was set), TCP_NODELAY and SO_OOBINLINE back (flags), TCP_INFO (tcpInfo,
+// doctor confirm what was set), TCP_NODELAY, SO_OOBINLINE and TCP_NOTSENT_LOWAT back (flags), TCP_INFO (tcpInfo,
 // deadReason: the kernel's verdict on a leg), SIOCOUTQ (sendQueueBytes: bytes not yet
 // acknowledged), getsockname/getpeername (addresses of the pump's legs), SO_ERROR (in the pump:
 // a connect's result, a failed leg's errno), SO_ACCEPTCONN (ka_accept.c: the descriptor given to
@@ -50,7 +56,7 @@ import net, { type Server, type Socket } from 'node:net'
 import { formatEndpoint } from './config/endpoint.ts'
 import { SocketOptionError } from './errors.ts'
 import { handleFd, listenHandleNoDelay } from './node-internals.ts'
-import { loadNative, type NativeAddon, type NativeTcpInfo } from './native.ts'
+import { loadNative, type NativeAddon, type NativeTcpInfo, type SocketFlags } from './native.ts'
 import type { KeepaliveSettings } from './keepalive/settings.ts'
 
 /** Settings in force on a socket, and whether the native helper set them. */
@@ -174,6 +180,15 @@ export class SocketControl {
     return true
   }
 
+  /** TCP_NOTSENT_LOWAT on a socket; false without the native helper. */
+  notSentLowat(socket: SocketRef, bytes: number): boolean {
+    if (!this.#binding) return false
+    const binding = this.#binding
+    const fd = fdOf(socket)
+    callNative(() => binding.setNotSentLowat(fd, bytes))
+    return true
+  }
+
   read(socket: SocketRef): KeepaliveReadback {
     const binding = this.#requireBinding('read keepalive options')
     const fd = fdOf(socket)
@@ -187,8 +202,8 @@ export class SocketControl {
     }
   }
 
-  /** TCP_NODELAY and SO_OOBINLINE as the kernel has them on this socket. */
-  flags(socket: SocketRef): { noDelay: boolean; urgentInline: boolean } {
+  /** TCP_NODELAY, SO_OOBINLINE and TCP_NOTSENT_LOWAT as the kernel has them on this socket. */
+  flags(socket: SocketRef): SocketFlags {
     const binding = this.#requireBinding('read socket flags')
     const fd = fdOf(socket)
     return callNative(() => binding.getSocketFlags(fd))

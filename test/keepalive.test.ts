@@ -69,11 +69,11 @@ for (const c of CASES) {
 // The other options every leg gets (src/socket-control.ts lists them): set on the listening
 // socket and inherited by the client leg, set by each transport on the target leg it opens.
 for (const relay of TRANSPORTS) {
-  t.test(`TCP_NODELAY and SO_OOBINLINE read back on both legs: ${relay} relay`, async (t) => {
+  t.test(`TCP_NODELAY and SO_OOBINLINE read back on both legs, TCP_NOTSENT_LOWAT left to the system: ${relay} relay`, async (t) => {
     const live = await liveSession(t, {}, true, relay)
     t.equal(live.proxy.listener.relay, relay)
-    t.same(reader.flags(live.session.legHandle('client')!), { noDelay: true, urgentInline: true }, 'client leg (inherited from the listener)')
-    t.same(reader.flags(live.session.legHandle('target')!), { noDelay: true, urgentInline: true }, 'target leg')
+    t.same(reader.flags(live.session.legHandle('client')!), { noDelay: true, urgentInline: true, notSentLowat: 0 }, 'client leg (inherited from the listener)')
+    t.same(reader.flags(live.session.legHandle('target')!), { noDelay: true, urgentInline: true, notSentLowat: 0 }, 'target leg')
   })
 }
 
@@ -91,8 +91,8 @@ t.test('fallback: both legs get what setKeepAlive can do, per socket', async (t)
   t.same(reader.read(session.legHandle('client')!), fallback, 'client leg')
   t.same(reader.read(session.legHandle('target')!), fallback, 'target leg')
   // TCP_NODELAY needs no helper; SO_OOBINLINE does (Node has no call for it).
-  t.same(reader.flags(session.legHandle('client')!), { noDelay: true, urgentInline: false }, 'client leg: TCP_NODELAY')
-  t.same(reader.flags(session.legHandle('target')!), { noDelay: true, urgentInline: false }, 'target leg: TCP_NODELAY')
+  t.same(reader.flags(session.legHandle('client')!), { noDelay: true, urgentInline: false, notSentLowat: 0 }, 'client leg: TCP_NODELAY')
+  t.same(reader.flags(session.legHandle('target')!), { noDelay: true, urgentInline: false, notSentLowat: 0 }, 'target leg: TCP_NODELAY')
 })
 
 t.test('keepalive probes really go out on an idle session', async (t) => {
