@@ -14,7 +14,8 @@ import { resolveOptions } from '../src/config/options.ts'
 import type { TLSSocket } from 'node:tls'
 import { Recorder } from './helpers/pair.ts'
 import { pairKeys } from '../src/pair/secret.ts'
-import { FRAME, FrameReader, frameHeader, offsetFrame, readOffset, type FrameType } from '../src/pair/protocol.ts'
+import { FRAME, FrameReader, frameHeader, LINK_QUEUE_BYTES, MAX_DATA, offsetFrame, readOffset, WINDOW, type FrameType } from '../src/pair/protocol.ts'
+import { Channel } from '../src/pair/channel.ts'
 import { RefusalLog } from '../src/refusals.ts'
 
 const SECRET = Buffer.from('0123456789abcdef0123456789abcdef')
@@ -62,6 +63,29 @@ t.test('an authenticated link carries control and data frames both ways, byte-ex
   t.equal(readOffset(far.events.control[0]!.payload), bulk.length, 'the FIN after it, with its offset')
   t.equal(near.events.control[0]!.type, FRAME.ACK)
   t.equal(readOffset(near.events.control[0]!.payload), 12345, 'and frames the other way')
+})
+
+t.test('sessions take turns on a link: a small write waits behind a frame or two of a bulk session, not behind all its credit', async (t) => {
+  const far = await farEnd(t)
+  const near = nearEnd(t, far.port)
+  t.ok(await waitFor(() => near.events.up.length === 1 && far.events.up.length === 1, 5000), 'up at both ends')
+  const link = near.dialer.link!
+  const bulk = new Channel(1, randomBytes(16), link)
+  const chat = new Channel(2, randomBytes(16), link)
+  // All the credit a bulk session has, written at once (as a plain leg's reads would), then a query.
+  const data = randomBytes(WINDOW)
+  for (let at = 0; at < data.length; at += 65536) bulk.write(data.subarray(at, at + 65536))
+  const query = Buffer.from('SELECT 1;')
+  chat.write(query)
+  bulk.fin()
+  t.ok(await waitFor(() => far.events.bytes(1).length === data.length && far.events.bytes(2).length === query.length, 10_000), 'both arrive')
+  t.ok(far.events.bytes(1).equals(data), `the bulk session's ${WINDOW} B arrive byte-exact, in order`)
+  t.ok(far.events.bytes(2).equals(query), 'the query arrives whole')
+  const first = far.events.arrivals.findIndex(([channel]) => channel === 2)
+  const ahead = far.events.arrivals.slice(0, first).reduce((n, [, bytes]) => n + bytes, 0)
+  t.ok(ahead <= LINK_QUEUE_BYTES + MAX_DATA, `bulk bytes that crossed before the query: ${ahead} of ${WINDOW} (at most the link's queue and a frame, ${LINK_QUEUE_BYTES + MAX_DATA}, not the bulk session's credit)`)
+  t.ok(await waitFor(() => far.events.control.some((c) => c.type === FRAME.FIN && c.channel === 1), 5000), 'the bulk session\'s FIN comes after its bytes')
+  t.equal(readOffset(far.events.control.find((c) => c.type === FRAME.FIN)!.payload), data.length, 'at its offset')
 })
 
 t.test('heartbeats keep an idle link alive; a silent one is dead after 3 heartbeats and comes back on a new port', async (t) => {

@@ -4,10 +4,36 @@
 
 import t from 'tap'
 import type { Socket } from 'node:net'
-import { connect, endOf, listen, readAll, waitFor } from './helpers/net.ts'
+import { readdirSync, readlinkSync } from 'node:fs'
+import { connect, endOf, listen, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { startPair } from './helpers/pair.ts'
 import { tcpSockets } from '../bench/lab/ss.ts'
+import { loadNative, type NativeAddon } from '../src/native.ts'
+import { LINK_NOTSENT_LOWAT } from '../src/pair/protocol.ts'
+import { fdOf } from '../src/socket-control.ts'
+
+/** This process's TCP sockets with `port` at either end, by descriptor (both ends run in this process). */
+function socketsOnPort(native: NativeAddon, port: number): Array<{ fd: number; local: number; remote: number }> {
+  const out: Array<{ fd: number; local: number; remote: number }> = []
+  for (const name of readdirSync('/proc/self/fd')) {
+    const fd = Number(name)
+    let link: string
+    try {
+      link = readlinkSync(`/proc/self/fd/${name}`)
+    } catch {
+      continue
+    }
+    if (!link.startsWith('socket:')) continue
+    try {
+      const [, local, , remote] = native.socketAddresses(fd)
+      if (local === port || remote === port) out.push({ fd, local, remote })
+    } catch {
+      // Not a connected TCP socket (a listener, a pipe's peer, a Unix socket).
+    }
+  }
+  return out
+}
 
 /** Echoes what it reads; after the client's FIN, writes "bye" and ends (a response after a half-close). */
 function echoThenBye(s: Socket): void {
@@ -88,5 +114,61 @@ t.test('the plain legs and the link have their keepalive: the far end\'s target 
     }, 3000, 100)
     t.ok(on, `the link's ${end} end has TCP keepalive on (timers seen: ${[...new Set(seen)].join(' | ')})`)
   }
+  // What the link's kernel send queue may hold unsent, read back at both ends; a plain leg keeps the system's default.
+  const native = loadNative()
+  if (native.ok) {
+    const link = socketsOnPort(native.binding, far.port)
+    t.equal(link.length, 2, 'the link\'s two sockets, found by descriptor')
+    t.same(link.map((s) => native.binding.getSocketFlags(s.fd).notSentLowat), [LINK_NOTSENT_LOWAT, LINK_NOTSENT_LOWAT], `TCP_NOTSENT_LOWAT ${LINK_NOTSENT_LOWAT} at both ends of the link`)
+    t.equal(native.binding.getSocketFlags(fdOf(target)).notSentLowat, 0, 'the target leg: not set')
+  } else {
+    t.ok(far.sockets.native === false, 'native helper not in use: TCP_NOTSENT_LOWAT not set')
+  }
   client.destroy()
+})
+
+t.test('a session whose server stops reading does not stall another on the same link: each has its own credit, the link is never paused for one', async (t) => {
+  // The server echoes a session that starts with PING; it never reads any other.
+  let stuckServerFound: (s: Socket) => void = () => {}
+  const stuckServer = new Promise<Socket>((resolve) => (stuckServerFound = resolve))
+  const { server, port } = await listen((s) => {
+    s.on('error', () => {})
+    s.once('data', (first) => {
+      if (first.subarray(0, 4).toString() !== 'PING') {
+        s.pause()
+        stuckServerFound(s)
+        return
+      }
+      s.write(first)
+      s.on('data', (d) => s.write(d))
+    })
+  })
+  t.teardown(() => server.close())
+  const { near, far } = await startPair(t, port)
+  const stuck = await connect(near.port)
+  stuck.on('error', () => {})
+  // Far more than its credit, the server's and every buffer on the way can take.
+  const big = payload(64 << 20)
+  for (let at = 0; at < big.length; at += 1 << 20) stuck.write(big.subarray(at, at + (1 << 20)))
+  await sleep(1000)
+  t.ok(stuck.writableLength > 0, `the stuck session's client is held back (${(stuck.writableLength / 2 ** 20).toFixed(0)} of 64 MiB not taken)`)
+  const chat = await connect(near.port)
+  chat.on('error', () => {})
+  const times: number[] = []
+  for (let i = 0; i < 20; i++) {
+    const ping = Buffer.from(`PING ${String(i).padStart(4, '0')}`)
+    const started = performance.now()
+    chat.write(ping)
+    const got = await new Promise<Buffer>((resolve) => chat.once('data', resolve))
+    times.push(performance.now() - started)
+    if (!got.equals(ping)) t.fail(`round trip ${i}: got ${got.toString()}`)
+  }
+  t.ok(Math.max(...times) < 1000, `20 round trips beside it, each well within a second (slowest ${Math.max(...times).toFixed(1)} ms)`)
+  // A reset of the stuck client does not wait behind the bytes its session could not send: it
+  // reaches the server at once, as a reset.
+  const stuckServerEnd = endOf(await stuckServer)
+  stuck.resetAndDestroy()
+  t.match(await stuckServerEnd, /^(ECONNRESET|EPIPE)$/, 'the stuck session\'s server gets the reset')
+  t.ok(await waitFor(() => far.closed().some((l) => l.reason === 'client_reset'), 5000), 'and the far end closes it: client_reset')
+  chat.resetAndDestroy()
 })

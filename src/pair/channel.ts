@@ -12,8 +12,8 @@ export class Channel {
   readonly id: number
   /** 128 random bits naming the session to both ends (OPEN, and RESUME on a new link). */
   readonly token: Buffer
-  /** The link it travels on; undefined while there is none. */
-  link: PairLink | undefined
+  /** The link whose turn list holds it (PairLink.schedule); stale once it moved to another link. */
+  scheduledOn: PairLink | undefined
   /** Bytes sent so far, and how many of them the peer acknowledged. */
   sent = 0
   acked = 0
@@ -38,13 +38,36 @@ export class Channel {
   lostAt: number | undefined
   /** Sent and not acknowledged, in order: the bytes from `acked` to `sent`. */
   readonly #unacked: Buffer[] = []
+  /**
+   * The tail of those not yet framed onto the link, in order, then a FIN or an RST: the link
+   * takes one frame at a time from each channel in turn (PairLink.schedule), so a bulk channel's
+   * bytes wait here, not ahead of every other channel's in the link's socket.
+   */
+  readonly #pending: Buffer[] = []
+  #finPending = false
+  #rstPending = false
+  #link: PairLink | undefined
   #ackQueued = false
 
   constructor(id: number, token: Buffer, link: PairLink | undefined) {
     if (token.length !== TOKEN_BYTES) throw new Error(`a channel token is ${TOKEN_BYTES} bytes`)
     this.id = id
     this.token = token
-    this.link = link
+    this.#link = link
+  }
+
+  /** The link it travels on; undefined while there is none. */
+  get link(): PairLink | undefined {
+    return this.#link
+  }
+
+  /** On another link what was waiting for the old one goes only as the resume's replay says. */
+  set link(link: PairLink | undefined) {
+    if (link === this.#link) return
+    this.#link = link
+    this.#pending.length = 0
+    this.#finPending = false
+    this.#rstPending = false
   }
 
   /**
@@ -102,22 +125,45 @@ export class Channel {
     return this.unacknowledged >= WINDOW
   }
 
-  /** Sends `data` (in frames of at most MAX_DATA) and keeps it until acknowledged. */
+  /** Sends `data` (in frames of at most MAX_DATA, in turn with other channels) and keeps it until acknowledged. */
   write(data: Buffer): void {
     this.#unacked.push(data)
     this.sent += data.length
-    this.#send(data)
-  }
-
-  #send(data: Buffer): void {
-    const link = this.link
+    const link = this.#link
     // While a RESUME waits for its answer the bytes wait too: the peer takes them as following
     // what it had, so they go after the replay of what it lacks (replay sends every byte kept).
     if (link === undefined || this.resuming) return
-    for (let at = 0; at < data.length; at += MAX_DATA) {
-      const piece = at === 0 && data.length <= MAX_DATA ? data : data.subarray(at, at + MAX_DATA)
-      link.send(frameHeader(FRAME.DATA, this.id, piece.length), piece)
+    this.#pending.push(data)
+    link.schedule(this)
+  }
+
+  /** Whether a frame waits for this channel's turn on its link. */
+  get hasFrames(): boolean {
+    return this.#pending.length > 0 || this.#finPending || this.#rstPending
+  }
+
+  /** The next frame for the link, as its header and DATA payload: bytes first, then the FIN or RST after them. */
+  takeFrame(): [Buffer, Buffer | undefined] | undefined {
+    const first = this.#pending[0]
+    if (first !== undefined) {
+      let piece = first
+      if (first.length > MAX_DATA) {
+        piece = first.subarray(0, MAX_DATA)
+        this.#pending[0] = first.subarray(MAX_DATA)
+      } else {
+        this.#pending.shift()
+      }
+      return [frameHeader(FRAME.DATA, this.id, piece.length), piece]
     }
+    if (this.#finPending) {
+      this.#finPending = false
+      return [offsetFrame(FRAME.FIN, this.id, this.sent), undefined]
+    }
+    if (this.#rstPending) {
+      this.#rstPending = false
+      return [frameHeader(FRAME.RST, this.id, 0), undefined]
+    }
+    return undefined
   }
 
   /**
@@ -127,8 +173,12 @@ export class Channel {
    */
   replay(peerReceived: number): boolean {
     if (!this.onAck(peerReceived)) return false
-    for (const data of this.#unacked) this.#send(data)
-    if (this.finSent && !this.finAcked) this.link?.send(offsetFrame(FRAME.FIN, this.id, this.sent))
+    const link = this.#link
+    if (link === undefined) return true
+    this.#pending.length = 0
+    this.#pending.push(...this.#unacked)
+    this.#finPending = this.finSent && !this.finAcked
+    if (this.hasFrames) link.schedule(this)
     return true
   }
 
@@ -154,11 +204,20 @@ export class Channel {
     if (this.finSent) return
     this.finSent = true
     // Resuming: the replay sends it, after the bytes before it.
-    if (!this.resuming) this.link?.send(offsetFrame(FRAME.FIN, this.id, this.sent))
+    const link = this.#link
+    if (this.resuming || link === undefined) return
+    this.#finPending = true
+    link.schedule(this)
   }
 
+  /** The channel is reset: as a TCP reset, it drops what waits to be sent and goes next in the channel's turn. */
   rst(): void {
-    this.link?.send(frameHeader(FRAME.RST, this.id, 0))
+    const link = this.#link
+    if (link === undefined) return
+    this.#pending.length = 0
+    this.#finPending = false
+    this.#rstPending = true
+    link.schedule(this)
   }
 
   /** The peer acknowledged every byte before `offset`: credit returns and the kept bytes go. */
@@ -206,7 +265,7 @@ export class Channel {
 
   sendAck(): void {
     this.#ackQueued = false
-    const link = this.link
+    const link = this.#link
     const upTo = this.#receivedUpTo
     // Without a link the RESUME on the next one says it all.
     if (link === undefined || (upTo === this.ackedToPeer && upTo !== 0)) return

@@ -19,7 +19,8 @@ import { formatEndpoint, formatPeer } from '../config/endpoint.ts'
 import type { RefusalLog } from '../refusals.ts'
 import { handleFd } from '../node-internals.ts'
 import type { PairKeys } from './secret.ts'
-import { FRAME, FrameReader, frameHeader, HEADER_BYTES, PROTOCOL_VERSION, ROLE, type FrameSink, type FrameType, type Role } from './protocol.ts'
+import type { Channel } from './channel.ts'
+import { FRAME, FrameReader, frameHeader, HEADER_BYTES, LINK_QUEUE_BYTES, PROTOCOL_VERSION, ROLE, type FrameSink, type FrameType, type Role } from './protocol.ts'
 
 /** The TLS identity offered with the pre-shared key: one secret per pair, so a constant. */
 const PSK_IDENTITY = 'ka-proxy-pair'
@@ -84,6 +85,8 @@ export class PairLink implements FrameSink {
   #lastSent = performance.now()
   #lastReceived = performance.now()
   #corked = false
+  /** Channels with frames waiting, served one frame each in turn while the socket takes more (schedule). */
+  readonly #turns: Channel[] = []
   readonly #startedAt = performance.now()
 
   /** `socket` has finished its TLS handshake (with the pre-shared key). */
@@ -101,6 +104,7 @@ export class PairLink implements FrameSink {
       options.logger.warn({ peer: this.peer, err }, 'cannot set the pair link\'s socket options')
     }
     socket.on('data', (chunk: Buffer) => this.#onRead(chunk))
+    socket.on('drain', () => this.#flush())
     socket.on('error', (err: NodeJS.ErrnoException) => this.#down('error', err.code ?? err.message))
     socket.on('close', () => this.#down('closed'))
     // Checked four times per heartbeat: a heartbeat leaves within 1.25 of them, death is seen within 3.25.
@@ -133,6 +137,37 @@ export class PairLink implements FrameSink {
     socket.write(frame)
     if (data !== undefined) socket.write(data)
     this.#lastSent = performance.now()
+  }
+
+  /**
+   * `channel` has frames to send: they go in turn with every other channel's, one frame (at most
+   * MAX_DATA) each, and only while the socket holds less than LINK_QUEUE_BYTES. So what waits in
+   * front of a frame is that, one frame per busy channel and the kernel's unsent bytes (at most
+   * LINK_NOTSENT_LOWAT), not every byte that bulk channels' credit lets them send: a bulk session
+   * does not stall an interactive one.
+   */
+  schedule(channel: Channel): void {
+    if (channel.scheduledOn !== this) {
+      channel.scheduledOn = this
+      this.#turns.push(channel)
+    }
+    this.#flush()
+  }
+
+  #flush(): void {
+    const socket = this.#socket
+    const turns = this.#turns
+    // Past LINK_QUEUE_BYTES (above the socket's high-water mark) a write returned false: 'drain' calls again.
+    while (turns.length > 0 && this.state !== 'down' && socket.writableLength < LINK_QUEUE_BYTES) {
+      const channel = turns.shift()!
+      const frame = channel.link === this ? channel.takeFrame() : undefined
+      if (frame !== undefined && channel.hasFrames) {
+        turns.push(channel)
+      } else if (channel.scheduledOn === this) {
+        channel.scheduledOn = undefined
+      }
+      if (frame !== undefined) this.send(frame[0], frame[1])
+    }
   }
 
   uncork(): void {

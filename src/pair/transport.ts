@@ -32,7 +32,7 @@ import { handleFd } from '../node-internals.ts'
 import { loadNative } from '../native.ts'
 import { Channel } from './channel.ts'
 import { LinkDialer, PairLinkServer, type LinkEvents, type LinkOptions, type PairLink } from './link.ts'
-import { FRAME, frameHeader, readOffset, TOKEN_BYTES, type FrameType } from './protocol.ts'
+import { FRAME, frameHeader, LINK_NOTSENT_LOWAT, readOffset, TOKEN_BYTES, type FrameType } from './protocol.ts'
 import { pairKeys } from './secret.ts'
 
 /** Sessions an upgrade hands over within this share one resume-window check. */
@@ -568,7 +568,10 @@ export class PairTransports implements Transports, LinkEvents {
       keys: pairKeys(pair.secret),
       heartbeatMs: pair.heartbeat * 1000,
       logger: deps.logger,
-      tune: (socket) => deps.sockets.set(socket, deps.linkKeepalive),
+      tune: (socket) => {
+        deps.sockets.set(socket, deps.linkKeepalive)
+        deps.sockets.notSentLowat(socket, LINK_NOTSENT_LOWAT)
+      },
     }
     if (pair.role === 'near') {
       const { host, port } = pair.endpoint

@@ -70,6 +70,8 @@ export class Recorder implements LinkEvents {
   down: Array<{ link: PairLink; reason: string }> = []
   control: Array<{ type: FrameType; channel: number; payload: Buffer }> = []
   data = new Map<number, Buffer[]>()
+  /** Every DATA piece as it came: its channel and length, in order. */
+  arrivals: Array<[channel: number, bytes: number]> = []
   onLinkUp(link: PairLink): void {
     this.up.push(link)
   }
@@ -80,6 +82,7 @@ export class Recorder implements LinkEvents {
     const pieces = this.data.get(channel) ?? []
     pieces.push(piece)
     this.data.set(channel, pieces)
+    this.arrivals.push([channel, piece.length])
   }
   onLinkDown(link: PairLink, reason: string): void {
     this.down.push({ link, reason })
