@@ -65,7 +65,7 @@ t.test('an authenticated link carries control and data frames both ways, byte-ex
   t.equal(readOffset(near.events.control[0]!.payload), 12345, 'and frames the other way')
 })
 
-t.test('sessions take turns on a link: a small write waits behind a frame or two of a bulk session, not behind all its credit', async (t) => {
+t.test('sessions take turns on a link: a small write waits behind the link\'s short queue and a frame of a bulk session, not behind all its credit', async (t) => {
   const far = await farEnd(t)
   const near = nearEnd(t, far.port)
   t.ok(await waitFor(() => near.events.up.length === 1 && far.events.up.length === 1, 5000), 'up at both ends')
