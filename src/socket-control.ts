@@ -173,19 +173,20 @@ export class SocketControl {
 
   /** SO_OOBINLINE on a socket (or a listening socket, for those it accepts); false without the native helper. */
   urgentInline(socket: SocketRef): boolean {
-    if (!this.#binding) return false
-    const binding = this.#binding
-    const fd = fdOf(socket)
-    callNative(() => binding.setUrgentInline(fd))
-    return true
+    return this.#setNative(socket, (binding, fd) => binding.setUrgentInline(fd))
   }
 
   /** TCP_NOTSENT_LOWAT on a socket; false without the native helper. */
   notSentLowat(socket: SocketRef, bytes: number): boolean {
-    if (!this.#binding) return false
+    return this.#setNative(socket, (binding, fd) => binding.setNotSentLowat(fd, bytes))
+  }
+
+  /** An option only the native helper sets: false without it (nothing set), else set or thrown. */
+  #setNative(socket: SocketRef, set: (binding: NativeAddon, fd: number) => void): boolean {
     const binding = this.#binding
+    if (!binding) return false
     const fd = fdOf(socket)
-    callNative(() => binding.setNotSentLowat(fd, bytes))
+    callNative(() => set(binding, fd))
     return true
   }
 

@@ -176,7 +176,8 @@ export class Channel {
     const link = this.#link
     if (link === undefined) return true
     this.#pending.length = 0
-    this.#pending.push(...this.#unacked)
+    // One by one: a resume after many small reads can keep more pieces than a call takes arguments.
+    for (const data of this.#unacked) this.#pending.push(data)
     this.#finPending = this.finSent && !this.finAcked
     if (this.hasFrames) link.schedule(this)
     return true
