@@ -4,36 +4,14 @@
 
 import t from 'tap'
 import type { Socket } from 'node:net'
-import { readdirSync, readlinkSync } from 'node:fs'
 import { connect, endOf, listen, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { startPair } from './helpers/pair.ts'
 import { tcpSockets } from '../bench/lab/ss.ts'
-import { loadNative, type NativeAddon } from '../src/native.ts'
+import { loadNative } from '../src/native.ts'
+import { connectedOnPort } from './helpers/fds.ts'
 import { LINK_NOTSENT_LOWAT } from '../src/pair/protocol.ts'
 import { fdOf } from '../src/socket-control.ts'
-
-/** This process's TCP sockets with `port` at either end, by descriptor (both ends run in this process). */
-function socketsOnPort(native: NativeAddon, port: number): Array<{ fd: number; local: number; remote: number }> {
-  const out: Array<{ fd: number; local: number; remote: number }> = []
-  for (const name of readdirSync('/proc/self/fd')) {
-    const fd = Number(name)
-    let link: string
-    try {
-      link = readlinkSync(`/proc/self/fd/${name}`)
-    } catch {
-      continue
-    }
-    if (!link.startsWith('socket:')) continue
-    try {
-      const [, local, , remote] = native.socketAddresses(fd)
-      if (local === port || remote === port) out.push({ fd, local, remote })
-    } catch {
-      // Not a connected TCP socket (a listener, a pipe's peer, a Unix socket).
-    }
-  }
-  return out
-}
 
 /** Echoes what it reads; after the client's FIN, writes "bye" and ends (a response after a half-close). */
 function echoThenBye(s: Socket): void {
@@ -117,9 +95,9 @@ t.test('the plain legs and the link have their keepalive: the far end\'s target 
   // What the link's kernel send queue may hold unsent, read back at both ends; a plain leg keeps the system's default.
   const native = loadNative()
   if (native.ok) {
-    const link = socketsOnPort(native.binding, far.port)
+    const link = connectedOnPort(native.binding, far.port)
     t.equal(link.length, 2, 'the link\'s two sockets, found by descriptor')
-    t.same(link.map((s) => native.binding.getSocketFlags(s.fd).notSentLowat), [LINK_NOTSENT_LOWAT, LINK_NOTSENT_LOWAT], `TCP_NOTSENT_LOWAT ${LINK_NOTSENT_LOWAT} at both ends of the link`)
+    t.same(link.map((fd) => native.binding.getSocketFlags(fd).notSentLowat), [LINK_NOTSENT_LOWAT, LINK_NOTSENT_LOWAT], `TCP_NOTSENT_LOWAT ${LINK_NOTSENT_LOWAT} at both ends of the link`)
     t.equal(native.binding.getSocketFlags(fdOf(target)).notSentLowat, 0, 'the target leg: not set')
   } else {
     t.ok(far.sockets.native === false, 'native helper not in use: TCP_NOTSENT_LOWAT not set')
