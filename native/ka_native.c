@@ -180,6 +180,10 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register descriptor passing");
     return NULL;
   }
+  if (!ka_aead_init(env, exports)) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register Aead");
+    return NULL;
+  }
   return exports;
 }
 

@@ -127,6 +127,14 @@ export type NativeAcceptorClass = new (
   callback: (this: never, accepted: Array<number | string>, errno: number) => void,
 ) => NativeAcceptor
 
+/** One direction's AES-256-GCM key (native/ka_aead.c), for the pair link's records (src/pair/records.ts). */
+export interface NativeAead {
+  /** The whole record: [length u32 BE][ciphertext][tag]; the length authenticated. */
+  seal(nonce: Buffer, pieces: readonly Buffer[]): Buffer
+  /** The plaintext, or null when the tag does not verify. */
+  open(nonce: Buffer, header: Buffer, pieces: readonly Buffer[], tag: Buffer): Buffer | null
+}
+
 /** What the addon exports; for setKeepalive a negative number leaves that option as it is. */
 export interface NativeAddon {
   setKeepalive(fd: number, enable: number, idle: number, interval: number, count: number, userTimeoutMs: number): void
@@ -158,6 +166,8 @@ export interface NativeAddon {
   moveFd(from: number, to: number): void
   /** A close-on-exec duplicate of `fd` (fcntl F_DUPFD_CLOEXEC). */
   dupFd(fd: number): number
+  /** `new Aead(key, seal)`: a 32-byte key that seals (true) or opens (false). */
+  Aead: new (key: Buffer, seal: boolean) => NativeAead
 }
 
 export type NativeLoad = { ok: true; binding: NativeAddon } | { ok: false; reason: string }

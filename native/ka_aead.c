@@ -1,0 +1,224 @@
+// The pair link's sealed records (src/pair/records.ts): AES-256-GCM, one call per record. It uses
+// the OpenSSL that Node itself carries (Node exports its symbols to addons, and ships its headers),
+// so there is nothing to link and the same library TLS uses. JavaScript's node:crypto costs one
+// object and four calls into C++ per record, several microseconds for a small one: a link's
+// ping-pong paid more in crypto calls than it saved by leaving TLS.
+//
+//   new Aead(key, seal)                a direction's key (32 bytes); seal: true to seal, false to open
+//   aead.seal(nonce, pieces) -> Buffer [length u32 BE][ciphertext][tag 16]: one whole record,
+//                                      the length (of the pieces together, 1 to 16 MiB)
+//                                      authenticated as additional data
+//   aead.open(nonce, header, pieces, tag) -> Buffer | null
+//                                      the plaintext of a record whose ciphertext arrived in
+//                                      pieces; null when the tag does not verify
+//
+// The key schedule is computed once per Aead; each record sets only its nonce (12 bytes, the
+// caller's: records.ts makes them unique). Bad arguments throw TypeError{code: KA_NATIVE_ARG};
+// OpenSSL failing throws Error{code: KA_NATIVE_CRYPTO}. Nothing is kept between calls but the key.
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <node_api.h>
+#include <openssl/evp.h>
+
+#include "ka_native.h"
+
+#define AEAD_KEY_BYTES 32
+#define AEAD_NONCE_BYTES 12
+#define AEAD_TAG_BYTES 16
+#define AEAD_HEADER_BYTES 4
+// Far above records.ts MAX_RECORD; a bound so that lengths never overflow.
+#define AEAD_MAX_RECORD (16u << 20)
+// Pieces of one record: a turn of the event loop's frames (records.ts seals at 1 MiB).
+#define AEAD_MAX_PIECES 4096
+
+typedef struct {
+  EVP_CIPHER_CTX* ctx;
+  bool seal;
+} aead_t;
+
+static napi_value throw_arg(napi_env env, const char* message) {
+  napi_throw_type_error(env, "KA_NATIVE_ARG", message);
+  return NULL;
+}
+
+static napi_value throw_crypto(napi_env env, const char* what) {
+  napi_throw_error(env, "KA_NATIVE_CRYPTO", what);
+  return NULL;
+}
+
+static void aead_finalize(napi_env env, void* data, void* hint) {
+  (void)env;
+  (void)hint;
+  aead_t* aead = data;
+  EVP_CIPHER_CTX_free(aead->ctx);
+  free(aead);
+}
+
+// A Buffer argument of exactly `want` bytes (want 0: any length); 0 with an error thrown.
+static int get_bytes(napi_env env, napi_value value, size_t want, const uint8_t** data, size_t* length, const char* what) {
+  bool is_buffer = false;
+  void* p = NULL;
+  if (napi_is_buffer(env, value, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, value, &p, length) != napi_ok ||
+      (want != 0 && *length != want)) {
+    throw_arg(env, what);
+    return 0;
+  }
+  *data = p;
+  return 1;
+}
+
+static napi_value aead_new(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2], self, target;
+  if (napi_get_cb_info(env, info, &argc, args, &self, NULL) != napi_ok) return NULL;
+  if (napi_get_new_target(env, info, &target) != napi_ok || target == NULL) return throw_arg(env, "Aead: call it with new");
+  const uint8_t* key;
+  size_t key_length;
+  bool seal = false;
+  if (argc < 2 || !get_bytes(env, args[0], AEAD_KEY_BYTES, &key, &key_length, "Aead: the key is a Buffer of 32 bytes")) {
+    if (argc < 2) return throw_arg(env, "Aead: new Aead(key, seal)");
+    return NULL;
+  }
+  if (napi_get_value_bool(env, args[1], &seal) != napi_ok) return throw_arg(env, "Aead: seal is a boolean");
+  aead_t* aead = calloc(1, sizeof *aead);
+  if (aead == NULL) return throw_crypto(env, "Aead: out of memory");
+  aead->seal = seal;
+  aead->ctx = EVP_CIPHER_CTX_new();
+  if (aead->ctx == NULL || EVP_CipherInit_ex(aead->ctx, EVP_aes_256_gcm(), NULL, key, NULL, seal ? 1 : 0) != 1) {
+    EVP_CIPHER_CTX_free(aead->ctx);
+    free(aead);
+    return throw_crypto(env, "Aead: cannot set up AES-256-GCM");
+  }
+  if (napi_wrap(env, self, aead, aead_finalize, NULL, NULL) != napi_ok) {
+    aead_finalize(env, aead, NULL);
+    return throw_crypto(env, "Aead: napi_wrap failed");
+  }
+  return self;
+}
+
+// The pieces of an array argument: their count and total length, checked; 0 with an error thrown.
+static int get_pieces(napi_env env, napi_value array, uint32_t* count, size_t* total) {
+  bool is_array = false;
+  if (napi_is_array(env, array, &is_array) != napi_ok || !is_array || napi_get_array_length(env, array, count) != napi_ok) {
+    throw_arg(env, "Aead: pieces is an array of Buffers");
+    return 0;
+  }
+  if (*count > AEAD_MAX_PIECES) {
+    throw_arg(env, "Aead: more than 4096 pieces");
+    return 0;
+  }
+  *total = 0;
+  for (uint32_t i = 0; i < *count; i++) {
+    napi_value element;
+    const uint8_t* data;
+    size_t length;
+    if (napi_get_element(env, array, i, &element) != napi_ok ||
+        !get_bytes(env, element, 0, &data, &length, "Aead: pieces is an array of Buffers"))
+      return 0;
+    *total += length;
+    if (*total > AEAD_MAX_RECORD) {
+      throw_arg(env, "Aead: a record is at most 16 MiB");
+      return 0;
+    }
+  }
+  if (*total == 0) {
+    throw_arg(env, "Aead: a record has at least one byte");
+    return 0;
+  }
+  return 1;
+}
+
+// Runs every piece through the cipher into out (GCM: as many bytes out as in); 0 on failure.
+static int update_pieces(napi_env env, EVP_CIPHER_CTX* ctx, napi_value array, uint32_t count, uint8_t* out) {
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value element;
+    void* data;
+    size_t length;
+    int written = 0;
+    if (napi_get_element(env, array, i, &element) != napi_ok || napi_get_buffer_info(env, element, &data, &length) != napi_ok) return 0;
+    if (length == 0) continue;
+    if (EVP_CipherUpdate(ctx, out, &written, data, (int)length) != 1 || (size_t)written != length) return 0;
+    out += written;
+  }
+  return 1;
+}
+
+static napi_value aead_seal(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  aead_t* aead = ka_unwrap(env, info, &argc, args, "not an Aead");
+  if (aead == NULL) return NULL;
+  if (!aead->seal) return throw_arg(env, "Aead: this one opens");
+  const uint8_t* nonce;
+  size_t nonce_length;
+  uint32_t count;
+  size_t total;
+  if (argc < 2) return throw_arg(env, "Aead: seal(nonce, pieces)");
+  if (!get_bytes(env, args[0], AEAD_NONCE_BYTES, &nonce, &nonce_length, "Aead: the nonce is a Buffer of 12 bytes") ||
+      !get_pieces(env, args[1], &count, &total))
+    return NULL;
+  napi_value result;
+  void* out_data;
+  if (napi_create_buffer(env, AEAD_HEADER_BYTES + total + AEAD_TAG_BYTES, &out_data, &result) != napi_ok) return NULL;
+  uint8_t* out = out_data;
+  out[0] = (uint8_t)(total >> 24);
+  out[1] = (uint8_t)(total >> 16);
+  out[2] = (uint8_t)(total >> 8);
+  out[3] = (uint8_t)total;
+  int written = 0;
+  EVP_CIPHER_CTX* ctx = aead->ctx;
+  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1) != 1 || EVP_CipherUpdate(ctx, NULL, &written, out, AEAD_HEADER_BYTES) != 1 ||
+      !update_pieces(env, ctx, args[1], count, out + AEAD_HEADER_BYTES) ||
+      EVP_CipherFinal_ex(ctx, out + AEAD_HEADER_BYTES + total, &written) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, AEAD_TAG_BYTES, out + AEAD_HEADER_BYTES + total) != 1)
+    return throw_crypto(env, "Aead: sealing failed");
+  return result;
+}
+
+static napi_value aead_open(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value args[4];
+  aead_t* aead = ka_unwrap(env, info, &argc, args, "not an Aead");
+  if (aead == NULL) return NULL;
+  if (aead->seal) return throw_arg(env, "Aead: this one seals");
+  const uint8_t *nonce, *header, *tag;
+  size_t nonce_length, header_length, tag_length;
+  uint32_t count;
+  size_t total;
+  if (argc < 4) return throw_arg(env, "Aead: open(nonce, header, pieces, tag)");
+  if (!get_bytes(env, args[0], AEAD_NONCE_BYTES, &nonce, &nonce_length, "Aead: the nonce is a Buffer of 12 bytes") ||
+      !get_bytes(env, args[1], AEAD_HEADER_BYTES, &header, &header_length, "Aead: the header is a Buffer of 4 bytes") ||
+      !get_pieces(env, args[2], &count, &total) ||
+      !get_bytes(env, args[3], AEAD_TAG_BYTES, &tag, &tag_length, "Aead: the tag is a Buffer of 16 bytes"))
+    return NULL;
+  napi_value result;
+  void* out;
+  if (napi_create_buffer(env, total, &out, &result) != napi_ok) return NULL;
+  int written = 0;
+  uint8_t end[AEAD_TAG_BYTES];
+  uint8_t tag_copy[AEAD_TAG_BYTES];
+  memcpy(tag_copy, tag, AEAD_TAG_BYTES);
+  EVP_CIPHER_CTX* ctx = aead->ctx;
+  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 0) != 1 || EVP_CipherUpdate(ctx, NULL, &written, header, AEAD_HEADER_BYTES) != 1 ||
+      !update_pieces(env, ctx, args[2], count, out) || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, AEAD_TAG_BYTES, tag_copy) != 1)
+    return throw_crypto(env, "Aead: opening failed");
+  if (EVP_CipherFinal_ex(ctx, end, &written) != 1) {
+    // The tag does not verify: whatever was decrypted is not handed out.
+    memset(out, 0, total);
+    napi_value null_value;
+    napi_get_null(env, &null_value);
+    return null_value;
+  }
+  return result;
+}
+
+int ka_aead_init(napi_env env, napi_value exports) {
+  static const napi_property_descriptor methods[] = {
+      KA_METHOD("seal", aead_seal),
+      KA_METHOD("open", aead_open),
+  };
+  return ka_define_class(env, exports, "Aead", aead_new, methods, sizeof methods / sizeof methods[0]);
+}

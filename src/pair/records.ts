@@ -1,0 +1,184 @@
+// The link's sealed records. TLS authenticates a link and agrees its keys; the frames then travel
+// outside it, on the same TCP connection, in records sealed with AES-256-GCM under keys exported
+// from that TLS session (link.ts has the switch). Why: Node's TLS socket hands on 16 KiB pieces,
+// each through its own stream layer and its own ArrayBuffer, and made the pair's bulk rate half a
+// plain TLS relay's and its full garbage collections every ~100 ms (the pair's tail latency); a
+// record here is a whole batch of frames (all a turn of the event loop sent, up to MAX_RECORD),
+// sealed in one call and written in one system call, and read from a plain socket.
+//
+// A record: [length u32 BE][ciphertext][tag, 16 bytes]; the length is the plaintext's (1 to
+// MAX_RECORD) and is authenticated as the additional data. The nonce is the direction's IV with
+// the record's sequence number XORed into its last 8 bytes, as in TLS 1.3 (RFC 8446 5.3): each
+// direction has its own key and IV, so no nonce repeats under a key, and a record replayed,
+// dropped, reordered or altered fails the tag of the record it stands in for. A failed tag ends
+// the link (its sessions resume on a new one, like after any link death). Past KEY_UPDATE_BYTES
+// under one key (AES-GCM's safe volume, RFC 8446 5.5: about 2^38 bytes; this is 2^35) both ends
+// move that direction to the next key, HKDF of the last, at the same record: no message needed.
+// The sealing is the native helper's (native/ka_aead.c: one call per record, with OpenSSL's
+// AES-256-GCM); records are only used where the helper is, since leaving TLS needs it too.
+
+import { hkdfSync } from 'node:crypto'
+import { loadNative, type NativeAead } from '../native.ts'
+
+export const KEY_BYTES = 32
+export const IV_BYTES = 12
+export const TAG_BYTES = 16
+export const RECORD_HEADER = 4
+/** The largest plaintext a record carries: a sender seals what it has before it would pass this. */
+export const MAX_RECORD = 1024 * 1024
+export const KEY_UPDATE_BYTES = 2 ** 35
+/** A record's ciphertext is gathered into one buffer when its reads reach this many pieces. */
+const MAX_PIECES = 1024
+const KEY_UPDATE_INFO = 'ka-proxy pair key update'
+
+/** One direction's key schedule: key, IV, the next record's number and the bytes under this key. */
+export class RecordKeys {
+  #key: Buffer
+  #aead: NativeAead
+  readonly #seal: boolean
+  readonly #iv: Buffer
+  readonly #nonce = Buffer.alloc(IV_BYTES)
+  #seq = 0
+  #bytesUnderKey = 0
+  readonly #updateBytes: number
+
+  /**
+   * `seal`: this end seals with it (else opens); `updateBytes`: the key changes after this many
+   * plaintext bytes (tests make it small). Throws without the native helper.
+   */
+  constructor(key: Buffer, iv: Buffer, seal: boolean, updateBytes = KEY_UPDATE_BYTES) {
+    if (key.length !== KEY_BYTES || iv.length !== IV_BYTES) throw new Error('a record key is 32 bytes and its IV 12')
+    this.#key = Buffer.from(key)
+    this.#iv = Buffer.from(iv)
+    this.#seal = seal
+    this.#aead = newAead(this.#key, seal)
+    this.#updateBytes = updateBytes
+  }
+
+  /** The cipher and nonce of the next record of `length` plaintext bytes; the schedule moves past it. */
+  next(length: number): [aead: NativeAead, nonce: Buffer] {
+    const aead = this.#aead
+    const nonce = this.#nonce
+    this.#iv.copy(nonce)
+    const seq = this.#seq++
+    // The sequence number is below 2^53 (a number): high and low 32 bits, XORed into bytes 4..11.
+    nonce.writeUInt32BE((nonce.readUInt32BE(4) ^ Math.floor(seq / 2 ** 32)) >>> 0, 4)
+    nonce.writeUInt32BE((nonce.readUInt32BE(8) ^ seq) >>> 0, 8)
+    this.#bytesUnderKey += length
+    if (this.#bytesUnderKey >= this.#updateBytes) {
+      this.#key = Buffer.from(hkdfSync('sha256', this.#key, Buffer.alloc(0), KEY_UPDATE_INFO, KEY_BYTES))
+      this.#aead = newAead(this.#key, this.#seal)
+      this.#bytesUnderKey = 0
+    }
+    return [aead, nonce]
+  }
+}
+
+function newAead(key: Buffer, seal: boolean): NativeAead {
+  const native = loadNative()
+  if (!native.ok) throw new Error(`sealed records need the native helper: ${native.reason}`)
+  return new native.binding.Aead(key, seal)
+}
+
+/** Seals `pieces` (their lengths add up to `length`, 1 to MAX_RECORD) into one record, to write as it is. */
+export function sealRecord(keys: RecordKeys, pieces: readonly Buffer[], length: number): Buffer {
+  const [aead, nonce] = keys.next(length)
+  return aead.seal(nonce, pieces)
+}
+
+/** What a RecordReader hands on. */
+export interface RecordSink {
+  /** A record's plaintext, once its tag verified. */
+  onRecord(plain: Buffer): void
+  /** A record's length is out of range or its tag fails; nothing more is read. */
+  onRecordError(detail: string): void
+}
+
+/**
+ * Opens the records of a byte stream: a record's ciphertext is kept as the views of the reads it
+ * came in (no copy to gather it) and opened in one call once its tag is in; nothing is handed on
+ * before the tag verifies.
+ */
+export class RecordReader {
+  readonly #keys: RecordKeys
+  readonly #sink: RecordSink
+  /** Header or tag bytes gathered across reads (each is split at most a few ways). */
+  readonly #small = Buffer.allocUnsafe(TAG_BYTES)
+  #smallHave = 0
+  /** -1: reading a header; else the ciphertext bytes of the current record still to come. */
+  #left = -1
+  #header = Buffer.alloc(0)
+  #length = 0
+  #cipher: Buffer[] = []
+  #broken = false
+
+  constructor(keys: RecordKeys, sink: RecordSink) {
+    this.#keys = keys
+    this.#sink = sink
+  }
+
+  push(chunk: Buffer): void {
+    let at = 0
+    while (at < chunk.length && !this.#broken) {
+      if (this.#left < 0) {
+        at = this.#gather(chunk, at, RECORD_HEADER)
+        if (this.#smallHave < RECORD_HEADER) return
+        this.#smallHave = 0
+        const header = Buffer.from(this.#small.subarray(0, RECORD_HEADER))
+        const length = header.readUInt32BE(0)
+        if (length === 0 || length > MAX_RECORD) {
+          this.#fail(`a record of ${length} bytes`)
+          return
+        }
+        this.#header = header
+        this.#length = length
+        this.#left = length
+        continue
+      }
+      if (this.#left > 0) {
+        const take = Math.min(this.#left, chunk.length - at)
+        // A view: a read's chunk is not reused (Node allocates each), so it may be kept. Reads
+        // are usually 64 KiB; tiny ones (a path that cuts the stream small) are gathered, so a
+        // record stays a few pieces for the helper (at most 4096).
+        this.#cipher.push(chunk.subarray(at, at + take))
+        if (this.#cipher.length >= MAX_PIECES) this.#cipher = [Buffer.concat(this.#cipher)]
+        this.#left -= take
+        at += take
+        continue
+      }
+      at = this.#gather(chunk, at, TAG_BYTES)
+      if (this.#smallHave < TAG_BYTES) return
+      this.#smallHave = 0
+      this.#left = -1
+      const [aead, nonce] = this.#keys.next(this.#length)
+      let plain: Buffer | null
+      try {
+        plain = aead.open(nonce, this.#header, this.#cipher, this.#small)
+      } catch (err) {
+        // Not expected (the arguments are checked here); a link error all the same, never a crash.
+        this.#fail(`a record cannot be opened: ${(err as Error).message}`)
+        return
+      }
+      this.#cipher = []
+      if (plain === null) {
+        this.#fail('a record\'s tag does not verify')
+        return
+      }
+      this.#sink.onRecord(plain)
+    }
+  }
+
+  /** Copies up to `want` bytes of header or tag from `chunk` at `at`; returns where it stopped. */
+  #gather(chunk: Buffer, at: number, want: number): number {
+    const take = Math.min(want - this.#smallHave, chunk.length - at)
+    chunk.copy(this.#small, this.#smallHave, at, at + take)
+    this.#smallHave += take
+    return at + take
+  }
+
+  #fail(detail: string): void {
+    this.#broken = true
+    this.#cipher = []
+    this.#sink.onRecordError(detail)
+  }
+}
