@@ -6,7 +6,9 @@
 //      connections arrive as bare TCP handles and no net.Socket is built per session;
 //   3. on such an accepted handle: `fd`, `getpeername(out)` and `close()`; on the listening
 //      handle: `setNoDelay(on)`;
-//   4. `new net.Socket({ handle })`: a net.Socket around an accepted handle.
+//   4. `new net.Socket({ handle })`: a net.Socket around an accepted handle;
+//   5. `_handle.readStop()` of a socket (a TLS one: the pair link leaving TLS), with `_read`
+//      replaced so that Node does not start reading again (pause() alone keeps reading).
 //
 // None of this is public API, and a new Node major may change it. `checkNodeInternals()` runs
 // once at start-up on a real loopback connection; if anything is missing or behaves otherwise
@@ -27,6 +29,8 @@ interface ListenHandle {
   fd?: unknown
   onconnection?: unknown
   setNoDelay?: (on: boolean) => number
+  readStop?: () => number
+  reading?: boolean
 }
 
 function handleOf(socket: Socket | Server): ListenHandle | null | undefined {
@@ -56,6 +60,24 @@ export function listenHandleNoDelay(server: Server): boolean {
   if (handle == null || typeof handle.setNoDelay !== 'function') return false
   return handle.setNoDelay(true) === 0
 }
+
+/**
+ * Stops a socket reading from the kernel for good: what arrives stays in the kernel for whoever
+ * reads the descriptor next (a duplicate). pause() stops only the 'data' events: Node keeps
+ * reading into its buffer. False where the handle has no readStop.
+ */
+export function stopReading(socket: Socket): boolean {
+  const handle = handleOf(socket)
+  if (handle == null || typeof handle.readStop !== 'function') return false
+  socket.pause()
+  handle.readStop()
+  handle.reading = false
+  // Node starts reading again from _read (on the next read(), which a paused stream still makes).
+  ;(socket as unknown as { _read: () => void })._read = readNothing
+  return true
+}
+
+function readNothing(): void {}
 
 /** A net.Socket around an accepted handle. */
 export function socketFromHandle(handle: AcceptedHandle, options: { allowHalfOpen?: boolean } = {}): Socket {
@@ -120,6 +142,7 @@ async function probe(): Promise<string[]> {
     client.connect((server.address() as net.AddressInfo).port, '127.0.0.1')
     await once(client, 'connect')
     if (handleFd(client) === undefined) out.push('net.Socket._handle.fd')
+    if (typeof handleOf(client)?.readStop !== 'function') out.push('net.Socket._handle.readStop')
     const handle = await withTimeout(accepted, 2000)
     out.push(...missingFromAcceptedHandle(handle, client.localPort ?? -1))
     if (handle !== undefined && out.length === 0) {

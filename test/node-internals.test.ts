@@ -13,8 +13,10 @@ import {
   missingFromListenHandle,
   missingNodeInternals,
   socketFromHandle,
+  stopReading,
   type AcceptedHandle,
 } from '../src/node-internals.ts'
+import tls from 'node:tls'
 import { loadNative } from '../src/native.ts'
 
 const load = loadNative()
@@ -95,6 +97,41 @@ t.test('new net.Socket({ handle }) carries bytes both ways', async (t) => {
   client.end()
   await once(socket, 'end')
   t.ok(socket.writable, 'allowHalfOpen honoured: still writable after the peer FIN')
+})
+
+t.test('stopReading: a TLS socket reads no more, and what comes next is read on a duplicate of its descriptor', async (t) => {
+  const psk = Buffer.alloc(32, 7)
+  const options = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const
+  const server = tls.createServer({ ...options, pskCallback: () => psk })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => void server.close())
+  const accepted = once(server, 'secureConnection') as Promise<[tls.TLSSocket]>
+  const client = tls.connect({ ...options, port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', checkServerIdentity: () => undefined, pskCallback: () => ({ psk, identity: 'x' }) })
+  await once(client, 'secureConnect')
+  const [far] = await accepted
+  // Stopped from within its 'data' event, as the pair link does (Node reads on after a 'data').
+  const stopped = new Promise<[Buffer, boolean]>((resolve) => far.once('data', (chunk: Buffer) => resolve([chunk, stopReading(far)])))
+  client.write('in TLS')
+  const [first, ok] = await stopped
+  t.equal(String(first), 'in TLS')
+  t.ok(ok, 'stopped')
+  const read = far.bytesRead
+  // Written past TLS, on the client's own descriptor, as the pair link's records are; the TLS
+  // socket stays open meanwhile (the far end of a link writes its last TLS bytes then).
+  const plain = new net.Socket({ fd: binding.dupFd(handleFd(client)!), readable: true, writable: true })
+  t.teardown(() => {
+    plain.destroy()
+    client.destroy()
+    far.destroy()
+  })
+  plain.write('plain bytes')
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  t.equal(far.bytesRead, read, 'the TLS socket read none of them')
+  const copy = new net.Socket({ fd: binding.dupFd(handleFd(far)!), readable: true, writable: true })
+  t.teardown(() => copy.destroy())
+  const [next] = (await once(copy, 'data', { signal: AbortSignal.timeout(2000) })) as [Buffer]
+  t.equal(String(next), 'plain bytes', 'a duplicate of its descriptor reads them, whole')
 })
 
 t.test('a missing piece is named', async (t) => {
