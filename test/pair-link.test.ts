@@ -11,7 +11,6 @@ import { sleep, waitFor } from './helpers/net.ts'
 import { LinkDialer, PairLinkServer, type LinkOptions } from '../src/pair/link.ts'
 import { SocketControl } from '../src/socket-control.ts'
 import { resolveOptions } from '../src/config/options.ts'
-import type { TLSSocket } from 'node:tls'
 import { Recorder } from './helpers/pair.ts'
 import { pairKeys } from '../src/pair/secret.ts'
 import { FRAME, FrameReader, frameHeader, LINK_QUEUE_BYTES, MAX_DATA, offsetFrame, readOffset, WINDOW, type FrameType } from '../src/pair/protocol.ts'
@@ -21,10 +20,12 @@ import { RefusalLog } from '../src/refusals.ts'
 const SECRET = Buffer.from('0123456789abcdef0123456789abcdef')
 const HB = 100
 
-async function farEnd(t: Test, secret = SECRET, tune?: LinkOptions['tune']) {
+type Extra = Pick<LinkOptions, 'records' | 'keyUpdateBytes'>
+
+async function farEnd(t: Test, secret = SECRET, tune?: LinkOptions['tune'], extra: Extra = {}) {
   const { logger, logs } = capturedLogger()
   const events = new Recorder()
-  const server = new PairLinkServer({ keys: pairKeys(secret), heartbeatMs: HB, logger, tune }, new RefusalLog(logger), events)
+  const server = new PairLinkServer({ keys: pairKeys(secret), heartbeatMs: HB, logger, tune, ...extra }, new RefusalLog(logger), events)
   const { port } = await server.listen('127.0.0.1', 0)
   t.teardown(async () => {
     for (const link of server.links) link.close()
@@ -33,10 +34,10 @@ async function farEnd(t: Test, secret = SECRET, tune?: LinkOptions['tune']) {
   return { server, port, logs, events }
 }
 
-function nearEnd(t: Test, port: number, secret = SECRET, keys = pairKeys(secret), tune?: LinkOptions['tune']) {
+function nearEnd(t: Test, port: number, secret = SECRET, keys = pairKeys(secret), tune?: LinkOptions['tune'], extra: Extra = {}) {
   const { logger, logs } = capturedLogger()
   const events = new Recorder()
-  const dialer = new LinkDialer({ host: '127.0.0.1', port }, { keys, heartbeatMs: HB, logger, tune }, events)
+  const dialer = new LinkDialer({ host: '127.0.0.1', port }, { keys, heartbeatMs: HB, logger, tune, ...extra }, events)
   dialer.start()
   t.teardown(() => dialer.stop())
   return { dialer, logs, events }
@@ -63,6 +64,81 @@ t.test('an authenticated link carries control and data frames both ways, byte-ex
   t.equal(readOffset(far.events.control[0]!.payload), bulk.length, 'the FIN after it, with its offset')
   t.equal(near.events.control[0]!.type, FRAME.ACK)
   t.equal(readOffset(near.events.control[0]!.payload), 12345, 'and frames the other way')
+})
+
+t.test('frames leave TLS for sealed records when both ends can, and stay in TLS when either cannot; both carry frames', async (t) => {
+  for (const [name, nearRecords, farRecords] of [
+    ['both ends (a key update every 100 kB)', true, true],
+    ['the near end without', false, true],
+    ['the far end without', true, false],
+  ] as const) {
+    const far = await farEnd(t, SECRET, undefined, { records: farRecords, keyUpdateBytes: 100_000 })
+    const near = nearEnd(t, far.port, SECRET, pairKeys(SECRET), undefined, { records: nearRecords, keyUpdateBytes: 100_000 })
+    t.ok(await waitFor(() => near.events.up.length === 1 && far.events.up.length === 1, 5000), `${name}: up at both ends`)
+    const records = nearRecords && farRecords
+    const [nearLink, farLink] = [near.dialer.link!, far.events.up[0]!]
+    t.equal(nearLink.records, records, `${name}: near end ${records ? 'in records' : 'in TLS'}`)
+    t.equal(farLink.records, records, `${name}: far end ${records ? 'in records' : 'in TLS'}`)
+    t.match(lines(far.logs, 'pair link up'), [{ records }], `${name}: the far end's 'pair link up' says which`)
+    const up = randomBytes(1_000_000)
+    const down = randomBytes(300_000)
+    for (let at = 0; at < up.length; at += MAX_DATA) nearLink.send(frameHeader(FRAME.DATA, 1, Math.min(MAX_DATA, up.length - at)), up.subarray(at, at + MAX_DATA))
+    for (let at = 0; at < down.length; at += MAX_DATA) farLink.send(frameHeader(FRAME.DATA, 2, Math.min(MAX_DATA, down.length - at)), down.subarray(at, at + MAX_DATA))
+    t.ok(await waitFor(() => far.events.bytes(1).length === up.length && near.events.bytes(2).length === down.length, 5000), `${name}: both directions arrive`)
+    t.ok(far.events.bytes(1).equals(up) && near.events.bytes(2).equals(down), `${name}: byte-exact (${records ? 'past 9 key updates near to far' : 'TLS'})`)
+    t.equal(near.events.down.length + far.events.down.length, 0, `${name}: no link went down`)
+    near.dialer.stop()
+  }
+})
+
+/**
+ * A path that, when armed, spoils the next piece the near end sends: `flip` flips one bit (at
+ * byte 10: inside a record's sealed bytes), `replay` sends the piece twice.
+ */
+async function spoilingPath(t: Test, port: number) {
+  let armed: 'flip' | 'replay' | undefined
+  const server = net.createServer((client) => {
+    const upstream = net.connect({ port, host: '127.0.0.1' })
+    for (const s of [client, upstream]) s.on('error', () => {})
+    client.on('close', () => upstream.destroy())
+    upstream.on('close', () => client.destroy())
+    upstream.pipe(client)
+    client.on('data', (chunk: Buffer) => {
+      const mode = chunk.length > 10 ? armed : undefined
+      armed = mode === undefined ? armed : undefined
+      if (mode === 'flip') {
+        const bad = Buffer.from(chunk)
+        bad[10]! ^= 1
+        upstream.write(bad)
+      } else {
+        upstream.write(chunk)
+        if (mode === 'replay') upstream.write(chunk)
+      }
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => server.close())
+  return { port: (server.address() as net.AddressInfo).port, arm: (mode: 'flip' | 'replay') => (armed = mode) }
+}
+
+t.test('a record altered or replayed on the path ends the link at the end that reads it; a new link comes up', async (t) => {
+  const far = await farEnd(t)
+  const path = await spoilingPath(t, far.port)
+  const near = nearEnd(t, path.port)
+  t.ok(await waitFor(() => near.events.up.length === 1 && far.events.up.length === 1, 5000), 'up')
+  t.ok(near.dialer.link!.records, 'in records')
+  for (const [n, mode] of [[1, 'flip'], [2, 'replay']] as const) {
+    path.arm(mode)
+    near.dialer.link!.send(frameHeader(FRAME.DATA, n, 5), Buffer.from(`bad-${n}`))
+    t.ok(await waitFor(() => far.events.down.length === n, 2000), `${mode}: the far end's link goes down`)
+    t.match(far.events.down[n - 1], { reason: 'protocol' }, `${mode}: as a protocol error`)
+    t.match(lines(far.logs, 'pair link down')[n - 1], { reason: 'protocol', detail: "a record's tag does not verify" }, `${mode}: one line says why`)
+    t.ok(await waitFor(() => near.events.up.length === n + 1 && far.events.up.length === n + 1, 5000), `${mode}: the near end connects again`)
+  }
+  t.equal(far.events.bytes(1).length, 0, 'the altered frame never reached a session')
+  t.ok(far.events.bytes(2).length <= 5, 'the replayed one reached it once at most (the original)')
+  near.dialer.link!.send(frameHeader(FRAME.DATA, 3, 4), Buffer.from('good'))
+  t.ok(await waitFor(() => far.events.bytes(3).toString() === 'good', 2000), 'the new link carries frames')
 })
 
 t.test('sessions take turns on a link: a small write waits behind the link\'s short queue and a frame of a bulk session, not behind all its credit', async (t) => {
@@ -115,8 +191,8 @@ t.test('heartbeats keep an idle link alive; a silent one is dead after 3 heartbe
 t.test('each link\'s socket gets its TCP keepalive at both ends, read back from the kernel', async (t) => {
   const sockets = new SocketControl({ native: true })
   const settings = resolveOptions({ listen: 0, target: '127.0.0.1:1', keepalive: { shared: { idle: 7, interval: 3, count: 4 } } }).keepalive.target
-  const tuned: TLSSocket[] = []
-  const tune = (socket: TLSSocket): void => {
+  const tuned: net.Socket[] = []
+  const tune = (socket: net.Socket): void => {
     sockets.set(socket, settings)
     tuned.push(socket)
   }
@@ -124,9 +200,10 @@ t.test('each link\'s socket gets its TCP keepalive at both ends, read back from 
   const near = nearEnd(t, far.port, SECRET, pairKeys(SECRET), tune)
   t.ok(await waitFor(() => near.events.up.length === 1 && far.events.up.length === 1, 5000))
   t.equal(tuned.length, 2, 'one socket at each end')
-  for (const socket of tuned) {
-    if (sockets.native) t.same(sockets.check(socket, settings).differs, [], 'as set')
-    else t.ok(socket.remotePort !== undefined, 'native helper not in use: set through Node')
+  // Set on the TLS socket; the socket the link then uses (records: a plain one on a duplicate) keeps them.
+  for (const link of [near.dialer.link!, far.events.up[0]!]) {
+    if (sockets.native) t.same(sockets.check(link.socket, settings).differs, [], `as set (${link.role} end, records: ${link.records})`)
+    else t.ok(link.socket.remotePort !== undefined, 'native helper not in use: set through Node')
   }
 })
 

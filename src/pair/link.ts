@@ -2,9 +2,11 @@
 // the frames of many sessions (design and frame format: protocol.ts). This module knows sockets,
 // authentication, framing and liveness; what the frames mean to sessions is its owner's business
 // (LinkEvents). Three pieces:
-// - PairLink: an established TLS socket; sends its HELLO, accepts nothing else until the peer's
-//   HELLO verifies, then passes frames on; sends a heartbeat when it has sent nothing for the
-//   pair heartbeat, and is dead when nothing came from its peer for 3 x that.
+// - PairLink: an established TLS socket; the near end sends its HELLO, the far end answers once
+//   it verified, and nothing else is accepted before the peer's HELLO verifies; then it passes
+//   frames on. It sends a heartbeat when it has sent nothing for the pair heartbeat, and is dead
+//   when nothing came from its peer for 3 x that. When both ends can, the frames then leave TLS
+//   for sealed records (records.ts) on the same connection; see PairLink's switch below.
 // - PairLinkServer (far end): accepts links; a peer without the secret, or one that does not
 //   speak TLS, is refused with one line (at most one a second per reason: refusals.ts).
 // - LinkDialer (near end): keeps one link to the far end up, connecting again with backoff
@@ -12,19 +14,22 @@
 //   lost its mapping makes a new one); one line per failed attempt.
 
 import tls, { type TLSSocket } from 'node:tls'
-import type { AddressInfo } from 'node:net'
+import net, { type AddressInfo } from 'node:net'
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { Logger } from 'pino'
 import { formatEndpoint, formatPeer } from '../config/endpoint.ts'
 import type { RefusalLog } from '../refusals.ts'
-import { handleFd } from '../node-internals.ts'
+import { handleFd, stopReading } from '../node-internals.ts'
+import { loadNative } from '../native.ts'
 import type { PairKeys } from './secret.ts'
 import type { Channel } from './channel.ts'
-import { FRAME, FrameReader, frameHeader, HEADER_BYTES, LINK_QUEUE_BYTES, PROTOCOL_VERSION, ROLE, type FrameSink, type FrameType, type Role } from './protocol.ts'
+import { FRAME, FrameReader, frameHeader, HEADER_BYTES, HELLO_FLAGS, LINK_QUEUE_BYTES, PROTOCOL_VERSION, ROLE, type FrameSink, type FrameType, type Role } from './protocol.ts'
+import { IV_BYTES, KEY_BYTES, MAX_RECORD, RecordKeys, RecordReader, sealRecord, type RecordSink } from './records.ts'
 
 /** The TLS identity offered with the pre-shared key: one secret per pair, so a constant. */
 const PSK_IDENTITY = 'ka-proxy-pair'
 const EXPORTER_LABEL = 'EXPORTER-ka-proxy-pair-hello'
+const RECORDS_LABEL = 'EXPORTER-ka-proxy-pair-records'
 const NO_CONTEXT = Buffer.alloc(0)
 const TLS_OPTIONS = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const
 
@@ -53,7 +58,14 @@ export interface LinkOptions {
    * Socket options for every link's socket, once its handshake is done (TCP keepalive: the
    * link's own, under the heartbeats); a throw is logged, the link goes on.
    */
-  tune?: (socket: TLSSocket) => void
+  tune?: (socket: net.Socket) => void
+  /**
+   * False: the link's frames stay in TLS (to test that path); else they move to sealed records
+   * when both ends have the native helper (the socket's descriptor is taken back from TLS).
+   */
+  records?: boolean
+  /** Records: bytes sealed under one key before the next (records.ts KEY_UPDATE_BYTES; tests make it small). */
+  keyUpdateBytes?: number
 }
 
 /** What a link tells its owner. Frames come only once the peer is authenticated. */
@@ -66,25 +78,58 @@ export interface LinkEvents {
   onLinkDown(link: PairLink, reason: LinkDownReason): void
 }
 
-/** The proof a side sends: HMAC over this link's exported keying material and the sender's role. */
-function helloProof(socket: TLSSocket, keys: PairKeys, role: Role): Buffer {
+/** The proof a side sends: HMAC over this link's exported keying material, the sender's role and flags. */
+function helloProof(socket: TLSSocket, keys: PairKeys, role: Role, flags: number): Buffer {
   const material = socket.exportKeyingMaterial(32, EXPORTER_LABEL, NO_CONTEXT)
-  return createHmac('sha256', keys.hello).update(material).update(Buffer.of(ROLE[role])).digest()
+  return createHmac('sha256', keys.hello).update(material).update(Buffer.of(ROLE[role], flags)).digest()
 }
 
-export class PairLink implements FrameSink {
+/** This process can take a socket back from TLS (a duplicate of its descriptor: the native helper). */
+function canLeaveTls(): boolean {
+  return loadNative().ok
+}
+
+/**
+ * A plain socket on a duplicate of `socket`'s descriptor; the TLS socket reads no more (what
+ * arrives next is the plain socket's) and is to be destroyed after its last write: closing its
+ * descriptor leaves the connection to the duplicate, with no FIN and no TLS alert.
+ */
+function leaveTls(socket: TLSSocket): net.Socket {
+  const native = loadNative()
+  const fd = handleFd(socket)
+  if (!native.ok || fd === undefined || !stopReading(socket)) throw new Error('the link\'s socket cannot leave TLS')
+  const dup = native.binding.dupFd(fd)
+  try {
+    return new net.Socket({ fd: dup, readable: true, writable: true })
+  } catch (err) {
+    native.binding.closeFd(dup)
+    throw err
+  }
+}
+
+export class PairLink implements FrameSink, RecordSink {
   readonly role: Role
   /** The peer's address, as host:port. */
   readonly peer: string
-  state: 'hello' | 'up' | 'down' = 'hello'
-  readonly #socket: TLSSocket
+  /** switching: the far end answered for records, and waits for the near end's first. */
+  state: 'hello' | 'switching' | 'up' | 'down' = 'hello'
+  /** The socket frames go on: the TLS socket, or after the switch the plain one. */
+  #socket: net.Socket
+  /** The TLS socket until it is destroyed (at the switch, or with the link). */
+  #tls: TLSSocket | undefined
   readonly #options: LinkOptions
   readonly #events: LinkEvents
-  readonly #reader: FrameReader
+  /** What reads the socket: frames from TLS, or records (whose plaintext goes to #frames). */
+  #reader: { push(chunk: Buffer): void }
+  #frames: FrameReader
   readonly #timer: NodeJS.Timeout
   #lastSent = performance.now()
   #lastReceived = performance.now()
   #corked = false
+  /** Records: the keys of what this end sends, and the frames of this turn of the event loop. */
+  #sendKeys: RecordKeys | undefined
+  #out: Buffer[] = []
+  #outBytes = 0
   /** Channels with frames waiting, served one frame each in turn while the socket takes more (schedule). */
   readonly #turns: Channel[] = []
   readonly #startedAt = performance.now()
@@ -92,28 +137,51 @@ export class PairLink implements FrameSink {
   /** `socket` has finished its TLS handshake (with the pre-shared key). */
   constructor(socket: TLSSocket, role: Role, options: LinkOptions, events: LinkEvents) {
     this.#socket = socket
+    this.#tls = socket
     this.role = role
     this.#options = options
     this.#events = events
     this.peer = formatPeer(socket.remoteAddress, socket.remotePort)
-    this.#reader = new FrameReader(this)
+    this.#frames = new FrameReader(this)
+    this.#reader = this.#frames
     socket.setNoDelay(true)
     try {
       options.tune?.(socket)
     } catch (err) {
       options.logger.warn({ peer: this.peer, err }, 'cannot set the pair link\'s socket options')
     }
+    this.#listen(socket)
+    // Checked four times per heartbeat: a heartbeat leaves within 1.25 of them, death is seen within 3.25.
+    this.#timer = setInterval(linkOnTick, options.heartbeatMs / 4, this)
+    if (role === 'near') this.#sendHello(options.records !== false && canLeaveTls() ? HELLO_FLAGS.records : 0)
+  }
+
+  #listen(socket: net.Socket): void {
     socket.on('data', (chunk: Buffer) => this.#onRead(chunk))
     socket.on('drain', () => this.#flush())
     socket.on('error', (err: NodeJS.ErrnoException) => this.#down('error', err.code ?? err.message))
     socket.on('close', () => this.#down('closed'))
-    // Checked four times per heartbeat: a heartbeat leaves within 1.25 of them, death is seen within 3.25.
-    this.#timer = setInterval(linkOnTick, options.heartbeatMs / 4, this)
-    const hello = frameHeader(FRAME.HELLO, 0, 34, 34)
+  }
+
+  /** Written at once (not corked), in TLS; `written` once it left. */
+  #sendHello(flags: number, written?: () => void): void {
+    const hello = frameHeader(FRAME.HELLO, 0, 35, 35)
     hello[HEADER_BYTES] = PROTOCOL_VERSION
-    hello[HEADER_BYTES + 1] = ROLE[role]
-    helloProof(socket, options.keys, role).copy(hello, HEADER_BYTES + 2)
-    this.send(hello)
+    hello[HEADER_BYTES + 1] = ROLE[this.role]
+    hello[HEADER_BYTES + 2] = flags
+    helloProof(this.#tls!, this.#options.keys, this.role, flags).copy(hello, HEADER_BYTES + 3)
+    this.#tls!.write(hello, written)
+    this.#lastSent = performance.now()
+  }
+
+  /** The socket the frames go on: the TLS socket, or the plain one once they left TLS. */
+  get socket(): net.Socket {
+    return this.#socket
+  }
+
+  /** Whether the frames travel in sealed records (records.ts), not in TLS. */
+  get records(): boolean {
+    return this.#sendKeys !== undefined
   }
 
   /** The local port (the near end's changes with every new link). */
@@ -128,6 +196,10 @@ export class PairLink implements FrameSink {
    */
   send(frame: Buffer, data?: Buffer): void {
     if (this.state === 'down') return
+    if (this.#sendKeys !== undefined) {
+      this.#queue(frame, data)
+      return
+    }
     const socket = this.#socket
     if (!this.#corked) {
       this.#corked = true
@@ -154,11 +226,37 @@ export class PairLink implements FrameSink {
     this.#flush()
   }
 
+  /**
+   * Records: the frames of one turn of the event loop go in one record (sealed at the turn's end,
+   * or sooner at MAX_RECORD), written in one system call.
+   */
+  #queue(frame: Buffer, data: Buffer | undefined): void {
+    const length = frame.length + (data?.length ?? 0)
+    if (this.#outBytes + length > MAX_RECORD) this.#seal()
+    this.#out.push(frame)
+    if (data !== undefined) this.#out.push(data)
+    if (this.#outBytes === 0 && !this.#corked) {
+      this.#corked = true
+      process.nextTick(linkUncork, this)
+    }
+    this.#outBytes += length
+    this.#lastSent = performance.now()
+  }
+
+  #seal(): void {
+    // Switching (far end): nothing is written before the near end's first record says it left TLS.
+    if (this.#outBytes === 0 || this.state !== 'up') return
+    const record = sealRecord(this.#sendKeys!, this.#out, this.#outBytes)
+    this.#out = []
+    this.#outBytes = 0
+    this.#socket.write(record)
+  }
+
   #flush(): void {
     const socket = this.#socket
     const turns = this.#turns
     // Past LINK_QUEUE_BYTES (above the socket's high-water mark) a write returned false: 'drain' calls again.
-    while (turns.length > 0 && this.state !== 'down' && socket.writableLength < LINK_QUEUE_BYTES) {
+    while (turns.length > 0 && this.state !== 'down' && socket.writableLength + this.#outBytes < LINK_QUEUE_BYTES) {
       const channel = turns.shift()!
       const frame = channel.link === this ? channel.takeFrame() : undefined
       if (frame !== undefined && channel.hasFrames) {
@@ -172,7 +270,13 @@ export class PairLink implements FrameSink {
 
   uncork(): void {
     this.#corked = false
-    this.#socket.uncork()
+    if (this.#sendKeys === undefined) {
+      this.#socket.uncork()
+      return
+    }
+    this.#seal()
+    // The kernel may have taken the record at once, and then no 'drain' comes: more turns now.
+    if (this.#turns.length > 0 && !this.#socket.writableNeedDrain) this.#flush()
   }
 
   /** Closes the link from this side; no onLinkDown follows. */
@@ -196,10 +300,28 @@ export class PairLink implements FrameSink {
     this.#reader.push(chunk)
   }
 
+  onRecord(plain: Buffer): void {
+    if (this.state === 'down') return
+    if (this.state === 'switching') {
+      // The near end's first record: it left TLS, so this end may write records too.
+      this.#up()
+      this.#seal()
+    }
+    this.#frames.push(plain)
+  }
+
+  onRecordError(detail: string): void {
+    this.#down('protocol', detail)
+  }
+
   onControl(type: FrameType, channel: number, payload: Buffer): void {
     if (this.state === 'down') return
     if (this.state === 'hello') {
       this.#onHello(type, payload)
+      return
+    }
+    if (this.state === 'switching') {
+      this.onProtocolError('a frame in TLS after the hello')
       return
     }
     if (type === FRAME.HEARTBEAT) return
@@ -213,7 +335,7 @@ export class PairLink implements FrameSink {
   onData(channel: number, piece: Buffer): void {
     if (this.state === 'down') return
     if (this.state !== 'up') {
-      this.onProtocolError('DATA before HELLO')
+      this.onProtocolError(this.state === 'hello' ? 'DATA before HELLO' : 'a frame in TLS after the hello')
       return
     }
     this.#events.onLinkData(this, channel, piece)
@@ -223,24 +345,95 @@ export class PairLink implements FrameSink {
     this.#down(this.state === 'hello' ? 'bad_hello' : 'protocol', detail)
   }
 
-  /** The peer's HELLO: the other role, and proof of the secret bound to this link. */
+  /**
+   * The peer's HELLO: the other role, and proof of the secret bound to this link. The far end
+   * answers with its own; then, if both asked for records, the link leaves TLS (#leaveTls).
+   */
   #onHello(type: FrameType, payload: Buffer): void {
     const peerRole: Role = this.role === 'near' ? 'far' : 'near'
     if (type !== FRAME.HELLO) {
       this.onProtocolError(`frame type ${type} before HELLO`)
       return
     }
-    if (payload[0] !== PROTOCOL_VERSION || payload[1] !== ROLE[peerRole]) {
-      this.onProtocolError(`HELLO of version ${payload[0]}, role ${payload[1]}`)
+    const flags = payload[2]!
+    if (payload[0] !== PROTOCOL_VERSION || payload[1] !== ROLE[peerRole] || (flags & ~HELLO_FLAGS.records) !== 0) {
+      this.onProtocolError(`HELLO of version ${payload[0]}, role ${payload[1]}, flags ${flags}`)
       return
     }
-    const proof = helloProof(this.#socket, this.#options.keys, peerRole)
-    if (!timingSafeEqual(proof, payload.subarray(2))) {
+    const proof = helloProof(this.#tls!, this.#options.keys, peerRole, flags)
+    if (!timingSafeEqual(proof, payload.subarray(3))) {
       this.onProtocolError('HELLO proof does not verify')
       return
     }
+    const records = (flags & HELLO_FLAGS.records) !== 0
+    if (this.role === 'far') {
+      if (records && this.#options.records !== false && canLeaveTls()) {
+        this.#leaveTls('switching')
+      } else {
+        this.#sendHello(0)
+        this.#up()
+      }
+    } else if (records) {
+      this.#leaveTls('up')
+    } else {
+      this.#up()
+    }
+  }
+
+  /**
+   * The switch from TLS to sealed records. TLS reads ahead, so neither end may write a record
+   * while the other's TLS could still be reading: the near end's HELLO is the last thing it
+   * writes in TLS, and the far end reads no more TLS once it verified it; the far end's HELLO is
+   * the last thing it writes in TLS, and the near end reads no more TLS once it verified that.
+   * The near end then writes its first record, and the far end writes none before it read it
+   * (state 'switching'). Each end's socket becomes a plain one on a duplicate of its descriptor
+   * (its options, keepalive included, are the socket's: they stay).
+   */
+  #leaveTls(state: 'switching' | 'up'): void {
+    const tls = this.#tls!
+    let plain: net.Socket
+    try {
+      plain = leaveTls(tls)
+    } catch (err) {
+      this.#down('error', `cannot leave TLS: ${(err as Error).message}`)
+      return
+    }
+    const material = tls.exportKeyingMaterial(2 * (KEY_BYTES + IV_BYTES), RECORDS_LABEL, NO_CONTEXT)
+    const keys = (at: number, seal: boolean): RecordKeys =>
+      new RecordKeys(material.subarray(at, at + KEY_BYTES), material.subarray(at + KEY_BYTES, at + KEY_BYTES + IV_BYTES), seal, this.#options.keyUpdateBytes)
+    const near = this.role === 'near'
+    const nearToFar = keys(0, near)
+    const farToNear = keys(KEY_BYTES + IV_BYTES, !near)
+    this.#sendKeys = near ? nearToFar : farToNear
+    // The frames reader of TLS is done (anything after the peer's HELLO is not read); a new one
+    // reads the records' plaintext.
+    this.#frames.stop()
+    this.#frames = new FrameReader(this)
+    this.#reader = new RecordReader(this.role === 'near' ? farToNear : nearToFar, this)
+    tls.removeAllListeners()
+    tls.on('error', ignoreError)
+    // The far end's HELLO is the last thing its TLS socket writes; the near end's left long ago.
+    if (this.role === 'far') this.#sendHello(HELLO_FLAGS.records, () => this.#dropTls())
+    else this.#dropTls()
+    this.#socket = plain
+    plain.setNoDelay(true)
+    this.#listen(plain)
+    this.state = state
+    if (state === 'up') {
+      // The first record: the far end may write records once it read it.
+      this.send(frameHeader(FRAME.HEARTBEAT, 0, 0))
+      this.#up()
+    }
+  }
+
+  #dropTls(): void {
+    this.#tls?.destroy()
+    this.#tls = undefined
+  }
+
+  #up(): void {
     this.state = 'up'
-    this.#options.logger.info({ peer: this.peer, role: this.role, localPort: this.localPort }, 'pair link up')
+    this.#options.logger.info({ peer: this.peer, role: this.role, localPort: this.localPort, records: this.records }, 'pair link up')
     this.#events.onLinkUp(this)
   }
 
@@ -251,6 +444,7 @@ export class PairLink implements FrameSink {
     this.state = 'down'
     clearInterval(this.#timer)
     this.#socket.destroy()
+    this.#dropTls()
     if (reason === 'local') return
     const fields = { peer: this.peer, role: this.role, reason, detail, upMs: Math.round(performance.now() - this.#startedAt) }
     if (wasUp) this.#options.logger.warn(fields, 'pair link down')
@@ -267,6 +461,8 @@ function linkOnTick(link: PairLink): void {
 function linkUncork(link: PairLink): void {
   link.uncork()
 }
+
+function ignoreError(): void {}
 
 /** The far end's listening side: every connection that completes the handshake becomes a PairLink. */
 export class PairLinkServer {

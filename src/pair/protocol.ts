@@ -39,7 +39,8 @@
 // secrecy. Then each side sends a HELLO whose HMAC (a key derived from the secret) covers the TLS
 // session's exported keying material and the sender's role: the proof is bound to this link and
 // a reflected hello fails. No frame but HELLO is accepted before the peer's HELLO verified.
-// Resume tokens are 128 random bits, known only to the two ends, and accepted only on an
+// After the hellos the frames leave TLS for records sealed under keys exported from it, when
+// both ends can (records.ts; the switch: link.ts); else they stay in TLS. Resume tokens are 128 random bits, known only to the two ends, and accepted only on an
 // authenticated link.
 //
 // Liveness: a HEARTBEAT frame is sent whenever the link has sent nothing for the pair heartbeat,
@@ -55,7 +56,11 @@
 
 /** Frame types. */
 export const FRAME = {
-  /** payload: version u8, role u8 (ROLE), HMAC-SHA256 over the link's keying material and role. */
+  /**
+   * payload: version u8, role u8 (ROLE), flags u8 (HELLO_FLAGS), HMAC-SHA256 over the link's
+   * keying material, role and flags. The near end sends it first; the far end answers once the
+   * near end's verified.
+   */
   HELLO: 0,
   /** payload: the session's next bytes in that direction. */
   DATA: 1,
@@ -95,14 +100,24 @@ export const WINDOW = 4 * 1024 * 1024
 export const LINK_QUEUE_BYTES = 256 * 1024
 export const LINK_NOTSENT_LOWAT = 128 * 1024
 export const TOKEN_BYTES = 16
-export const PROTOCOL_VERSION = 1
+/** 2: HELLO has flags, and the link may leave TLS for sealed records (records.ts). */
+export const PROTOCOL_VERSION = 2
+
+/** HELLO's flags. */
+export const HELLO_FLAGS = {
+  /**
+   * Near end: it can carry the link's frames in sealed records (it has the native helper, which
+   * takes the socket back from TLS); far end: they will, from the near end's first record on.
+   */
+  records: 1,
+} as const
 
 export const ROLE = { near: 1, far: 2 } as const
 export type Role = keyof typeof ROLE
 
 /** The payload each type carries: DATA up to this, every other type exactly this; else a protocol error. */
 export const MAX_PAYLOAD: Record<FrameType, number> = {
-  [FRAME.HELLO]: 2 + 32,
+  [FRAME.HELLO]: 3 + 32,
   [FRAME.DATA]: MAX_DATA,
   [FRAME.ACK]: 6,
   [FRAME.HEARTBEAT]: 0,
@@ -218,6 +233,11 @@ export class FrameReader {
       return
     }
     this.#sink.onControl(this.#type, this.#channel, payload)
+  }
+
+  /** Reads nothing more (the link left the stream this reader was reading). */
+  stop(): void {
+    this.#broken = true
   }
 
   #fail(detail: string): false {
