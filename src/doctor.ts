@@ -10,7 +10,7 @@ import { VERSION, nodeSupport } from './version.ts'
 
 export function nativeStatusLine(applier: SocketControl): string {
   return applier.native
-    ? 'native socket helper: in use (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT; bytes move through its pump)'
+    ? 'native socket helper: in use (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT; bytes move through its pump; pair links seal their records with it)'
     : `native socket helper: NOT in use (${applier.fallbackReason}); ` +
         'falling back to setKeepAlive: interval 1 s, count 10, no TCP_USER_TIMEOUT'
 }

@@ -2,7 +2,7 @@
 // directory holds no build and no prebuilt binary, so the loader finds nothing. ka-proxy still
 // runs, says once why and how to build it, moves bytes with Node streams, and says so: in
 // --version, in the one warning, in the `listening` line ("relay":"stream"), and in doctor's
-// exit code.
+// exit code. A pair link with such an end keeps its frames in TLS.
 
 import t from 'tap'
 import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createHash } from 'node:crypto'
-import { runCli, startCliProxy, type Entry } from './helpers/cli.ts'
+import { runCli, spawnProxy, startCliProxy, type Entry } from './helpers/cli.ts'
+import { pairSecretFile } from './helpers/pair.ts'
 import { connect, listen, readAll } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 
@@ -62,4 +63,22 @@ t.test('the proxy runs on the fallback: one warning, "relay":"stream" in the lis
   t.equal(digest(await echoed), digest(data), '1 MiB relayed both ways, exact')
   t.match(await proxy.line((l) => l.msg === 'session closed'), { reason: 'client_end', bytesToTarget: 1 << 20, bytesToClient: 1 << 20 })
   t.equal(await proxy.stop('SIGTERM'), 0)
+})
+
+t.test('a pair whose far end has no helper keeps its link in TLS, and sessions cross it byte-exact', async (t) => {
+  const { server, port } = await listen((s) => s.pipe(s))
+  t.teardown(() => server.close())
+  const secret = pairSecretFile()
+  const far = spawnProxy(['--pair-listen', '127.0.0.1:0', '--target', `127.0.0.1:${port}`, '--pair-secret-file', secret], {}, entry)
+  t.teardown(() => far.stop('SIGKILL'))
+  const listening = await far.line((l) => l.msg === 'listening', 30_000)
+  const near = await startCliProxy(['--pair-connect', `127.0.0.1:${String(listening.address).split(':').pop()}`, '--pair-secret-file', secret])
+  t.teardown(() => near.stop('SIGKILL'))
+  t.match(await near.line((l) => l.msg === 'pair link up'), { records: false }, 'the near end (with the helper): frames in TLS')
+  t.match(await far.line((l) => l.msg === 'pair link up'), { records: false }, 'the far end (without): frames in TLS')
+  const data = payload(1 << 20)
+  const client = await connect(near.port)
+  const echoed = readAll(client)
+  await writeChunked(client, data, { end: true })
+  t.ok((await echoed).equals(data), '1 MiB through the pair both ways, exact')
 })

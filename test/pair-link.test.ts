@@ -4,6 +4,8 @@
 
 import t, { type Test } from 'tap'
 import net from 'node:net'
+import tls from 'node:tls'
+import { once } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import { capturedLogger, type LogLine } from './helpers/proxy.ts'
 import { breakablePath } from './helpers/path.ts'
@@ -232,6 +234,25 @@ t.test('the hello proves the secret over this link: the right TLS key with a wro
   }
   t.ok([...far.logs, ...near.logs].some((l) => l.reason === 'bad_hello' && l.detail === 'HELLO proof does not verify'), 'the proof failed')
   t.equal(near.events.up.length + far.events.up.length, 0, 'no link up at either end')
+})
+
+t.test('a peer of another protocol version is refused with a line that names both versions', async (t) => {
+  const far = await farEnd(t)
+  const peer = tls.connect({
+    port: far.port,
+    host: '127.0.0.1',
+    minVersion: 'TLSv1.3',
+    checkServerIdentity: () => undefined,
+    pskCallback: () => ({ psk: pairKeys(SECRET).psk, identity: 'ka-proxy-pair' }),
+  })
+  peer.on('error', () => {})
+  t.teardown(() => peer.destroy())
+  await once(peer, 'secureConnect')
+  // Version 1's HELLO: version, role (near) and a 32-byte proof, no flags.
+  peer.write(Buffer.concat([frameHeader(FRAME.HELLO, 0, 34), Buffer.of(1, 1), Buffer.alloc(32)]))
+  t.ok(await waitFor(() => lines(far.logs, 'pair link refused').length === 1, 2000), 'refused')
+  t.match(lines(far.logs, 'pair link refused')[0], { reason: 'bad_hello', detail: 'the peer speaks pair protocol 1, this end 2: both ends need the same ka-proxy version' }, 'one line names both')
+  t.equal(far.events.up.length, 0)
 })
 
 t.test('garbage on the pair port is refused; a link already up is not harmed', async (t) => {

@@ -568,6 +568,8 @@ export class PairTransports implements Transports, LinkEvents {
       keys: pairKeys(pair.secret),
       heartbeatMs: pair.heartbeat * 1000,
       logger: deps.logger,
+      // Sealed records need the native helper; --no-native keeps the links' frames in TLS.
+      records: deps.sockets.native,
       tune: (socket) => {
         deps.sockets.set(socket, deps.linkKeepalive)
         deps.sockets.notSentLowat(socket, LINK_NOTSENT_LOWAT)
