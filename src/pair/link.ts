@@ -156,11 +156,19 @@ export class PairLink implements FrameSink, RecordSink {
     if (role === 'near') this.#sendHello(options.records !== false && canLeaveTls() ? HELLO_FLAGS.records : 0)
   }
 
-  #listen(socket: net.Socket): void {
-    socket.on('data', (chunk: Buffer) => this.#onRead(chunk))
-    socket.on('drain', () => this.#flush())
-    socket.on('error', (err: NodeJS.ErrnoException) => this.#down('error', err.code ?? err.message))
-    socket.on('close', () => this.#down('closed'))
+  /** The link's handlers on its socket (the TLS one, then the plain one), removed at the switch. */
+  readonly #handlers = {
+    data: (chunk: Buffer): void => this.#onRead(chunk),
+    drain: (): void => this.#flush(),
+    error: (err: NodeJS.ErrnoException): void => this.#down('error', err.code ?? err.message),
+    close: (): void => this.#down('closed'),
+  }
+
+  #listen(socket: net.Socket, on = true): void {
+    for (const [event, handler] of Object.entries(this.#handlers)) {
+      if (on) socket.on(event, handler)
+      else socket.off(event, handler)
+    }
   }
 
   /** Written at once (not corked), in TLS; `written` once it left. */
@@ -417,7 +425,7 @@ export class PairLink implements FrameSink, RecordSink {
     this.#frames.stop()
     this.#frames = new FrameReader(this)
     this.#reader = new RecordReader(this.role === 'near' ? farToNear : nearToFar, this)
-    tls.removeAllListeners()
+    this.#listen(tls, false)
     tls.on('error', ignoreError)
     // The far end's HELLO is the last thing its TLS socket writes; the near end's left long ago.
     if (this.role === 'far') this.#sendHello(HELLO_FLAGS.records, () => this.#dropTls())
