@@ -134,6 +134,14 @@ export class PairLink implements FrameSink, RecordSink {
   readonly #turns: Channel[] = []
   readonly #startedAt = performance.now()
 
+  /** The link's handlers on its socket (the TLS one, then the plain one), removed at the switch. */
+  readonly #handlers = {
+    data: (chunk: Buffer): void => this.#onRead(chunk),
+    drain: (): void => this.#flush(),
+    error: (err: NodeJS.ErrnoException): void => this.#down('error', err.code ?? err.message),
+    close: (): void => this.#down('closed'),
+  }
+
   /** `socket` has finished its TLS handshake (with the pre-shared key). */
   constructor(socket: TLSSocket, role: Role, options: LinkOptions, events: LinkEvents) {
     this.#socket = socket
@@ -154,14 +162,6 @@ export class PairLink implements FrameSink, RecordSink {
     // Checked four times per heartbeat: a heartbeat leaves within 1.25 of them, death is seen within 3.25.
     this.#timer = setInterval(linkOnTick, options.heartbeatMs / 4, this)
     if (role === 'near') this.#sendHello(options.records !== false && canLeaveTls() ? HELLO_FLAGS.records : 0)
-  }
-
-  /** The link's handlers on its socket (the TLS one, then the plain one), removed at the switch. */
-  readonly #handlers = {
-    data: (chunk: Buffer): void => this.#onRead(chunk),
-    drain: (): void => this.#flush(),
-    error: (err: NodeJS.ErrnoException): void => this.#down('error', err.code ?? err.message),
-    close: (): void => this.#down('closed'),
   }
 
   #listen(socket: net.Socket, on = true): void {
