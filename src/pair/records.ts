@@ -1,9 +1,10 @@
 // The link's sealed records. TLS authenticates a link and agrees its keys; the frames then travel
 // outside it, on the same TCP connection, in records sealed with AES-256-GCM under keys exported
 // from that TLS session (link.ts has the switch). Why: Node's TLS socket hands on 16 KiB pieces,
-// each through its own stream layer and its own ArrayBuffer, and made the pair's bulk rate half a
-// plain TLS relay's and its full garbage collections every ~100 ms (the pair's tail latency); a
-// record here is a whole batch of frames (all a turn of the event loop sent, up to MAX_RECORD),
+// each through its own stream layer and its own ArrayBuffer: a relay of two Node processes over
+// TLS moved 130-170 MB/s where one sealing each read in an AES-GCM record moved 370 (same run),
+// and that churn made the full garbage collections every ~100 ms behind the pair's tail latency.
+// A record here is a whole batch of frames (all a turn of the event loop sent, up to MAX_RECORD),
 // sealed in one call and written in one system call, and read from a plain socket.
 //
 // A record: [length u32 BE][ciphertext][tag, 16 bytes]; the length is the plaintext's (1 to
