@@ -331,10 +331,6 @@ export class PairLink implements FrameSink, RecordSink {
       this.#onHello(type, payload)
       return
     }
-    if (this.state === 'switching') {
-      this.onProtocolError('a frame in TLS after the hello')
-      return
-    }
     if (type === FRAME.HEARTBEAT) return
     if (type === FRAME.HELLO) {
       this.onProtocolError('a second HELLO')
@@ -346,7 +342,7 @@ export class PairLink implements FrameSink, RecordSink {
   onData(channel: number, piece: Buffer): void {
     if (this.state === 'down') return
     if (this.state !== 'up') {
-      this.onProtocolError(this.state === 'hello' ? 'DATA before HELLO' : 'a frame in TLS after the hello')
+      this.onProtocolError('DATA before HELLO')
       return
     }
     this.#events.onLinkData(this, channel, piece)
