@@ -5,16 +5,22 @@
 // ping-pong paid more in crypto calls than it saved by leaving TLS.
 //
 //   new Aead(key, seal)                a direction's key (32 bytes); seal: true to seal, false to open
-//   aead.seal(nonce, pieces) -> Buffer [length u32 BE][ciphertext][tag 16]: one whole record,
-//                                      the length (of the pieces together, 1 to 16 MiB)
-//                                      authenticated as additional data
-//   aead.open(nonce, header, pieces, tag) -> Buffer | null
-//                                      the plaintext of a record whose ciphertext arrived in
-//                                      pieces; null when the tag does not verify
+//   aead.seal(nonce, pieces, out, offset) -> number
+//                                      writes one whole record into out at offset: [length u32 BE]
+//                                      [ciphertext][tag 16], the length (of the pieces together,
+//                                      1 to 16 MiB) authenticated as additional data; returns its
+//                                      size (the caller's buffer: records.ts reuses its memory)
+//   aead.begin(nonce, header)          opening a record, in steps as its ciphertext arrives (a
+//   aead.update(piece, out, offset)    read's buffer is reused for the next read): begin with its
+//   aead.final(tag) -> boolean         header, update deciphers each piece into out at offset,
+//                                      final says whether the tag verifies (false: what update
+//                                      wrote is not to be used); update past the record's length,
+//                                      or final before all of it, throws
 //
 // The key schedule is computed once per Aead; each record sets only its nonce (12 bytes, the
 // caller's: records.ts makes them unique). Bad arguments throw TypeError{code: KA_NATIVE_ARG};
-// OpenSSL failing throws Error{code: KA_NATIVE_CRYPTO}. Nothing is kept between calls but the key.
+// OpenSSL failing throws Error{code: KA_NATIVE_CRYPTO}. Nothing is kept between calls but the key
+// and, while opening, how much of the record is still to come.
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -37,6 +43,9 @@
 typedef struct {
   EVP_CIPHER_CTX* ctx;
   bool seal;
+  /** Opening: begin came, final not yet; `left` ciphertext bytes of the record still to come. */
+  bool opening;
+  size_t left;
 } aead_t;
 
 static napi_value throw_arg(napi_env env, const char* message) {
@@ -146,9 +155,38 @@ static int update_pieces(napi_env env, EVP_CIPHER_CTX* ctx, napi_value array, ui
   return 1;
 }
 
+// An unsigned integer argument no larger than `max`; 0 with an error thrown.
+static int get_size(napi_env env, napi_value value, size_t max, size_t* out, const char* what) {
+  double d = -1;
+  if (napi_get_value_double(env, value, &d) != napi_ok || !(d >= 0 && d <= (double)max) || d != (double)(size_t)d) {
+    throw_arg(env, what);
+    return 0;
+  }
+  *out = (size_t)d;
+  return 1;
+}
+
+// A writable Buffer argument and an offset into it with room for `need` bytes; 0 with an error thrown.
+static int get_out(napi_env env, napi_value buffer, napi_value offset, size_t need, uint8_t** out, const char* what) {
+  bool is_buffer = false;
+  void* p = NULL;
+  size_t length = 0, at = 0;
+  if (napi_is_buffer(env, buffer, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, buffer, &p, &length) != napi_ok) {
+    throw_arg(env, what);
+    return 0;
+  }
+  if (!get_size(env, offset, length, &at, what)) return 0;
+  if (length - at < need) {
+    throw_arg(env, what);
+    return 0;
+  }
+  *out = (uint8_t*)p + at;
+  return 1;
+}
+
 static napi_value aead_seal(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value args[2];
+  size_t argc = 4;
+  napi_value args[4];
   aead_t* aead = ka_unwrap(env, info, &argc, args, "not an Aead");
   if (aead == NULL) return NULL;
   if (!aead->seal) return throw_arg(env, "Aead: this one opens");
@@ -156,14 +194,12 @@ static napi_value aead_seal(napi_env env, napi_callback_info info) {
   size_t nonce_length;
   uint32_t count;
   size_t total;
-  if (argc < 2) return throw_arg(env, "Aead: seal(nonce, pieces)");
+  uint8_t* out;
+  if (argc < 4) return throw_arg(env, "Aead: seal(nonce, pieces, out, offset)");
   if (!get_bytes(env, args[0], AEAD_NONCE_BYTES, &nonce, &nonce_length, "Aead: the nonce is a Buffer of 12 bytes") ||
-      !get_pieces(env, args[1], &count, &total))
+      !get_pieces(env, args[1], &count, &total) ||
+      !get_out(env, args[2], args[3], AEAD_HEADER_BYTES + total + AEAD_TAG_BYTES, &out, "Aead: out is a Buffer with room for the record at offset"))
     return NULL;
-  napi_value result;
-  void* out_data;
-  if (napi_create_buffer(env, AEAD_HEADER_BYTES + total + AEAD_TAG_BYTES, &out_data, &result) != napi_ok) return NULL;
-  uint8_t* out = out_data;
   out[0] = (uint8_t)(total >> 24);
   out[1] = (uint8_t)(total >> 16);
   out[2] = (uint8_t)(total >> 8);
@@ -175,50 +211,96 @@ static napi_value aead_seal(napi_env env, napi_callback_info info) {
       EVP_CipherFinal_ex(ctx, out + AEAD_HEADER_BYTES + total, &written) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, AEAD_TAG_BYTES, out + AEAD_HEADER_BYTES + total) != 1)
     return throw_crypto(env, "Aead: sealing failed");
+  napi_value result;
+  napi_create_uint32(env, (uint32_t)(AEAD_HEADER_BYTES + total + AEAD_TAG_BYTES), &result);
   return result;
 }
 
-static napi_value aead_open(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value args[4];
-  aead_t* aead = ka_unwrap(env, info, &argc, args, "not an Aead");
+// Opening, in three steps, so that a record's ciphertext is deciphered as its reads arrive
+// (a read's buffer is reused for the next): begin, update for each piece, final with the tag.
+static aead_t* opener(napi_env env, napi_callback_info info, size_t* argc, napi_value* args) {
+  aead_t* aead = ka_unwrap(env, info, argc, args, "not an Aead");
   if (aead == NULL) return NULL;
-  if (aead->seal) return throw_arg(env, "Aead: this one seals");
-  const uint8_t *nonce, *header, *tag;
-  size_t nonce_length, header_length, tag_length;
-  uint32_t count;
-  size_t total;
-  if (argc < 4) return throw_arg(env, "Aead: open(nonce, header, pieces, tag)");
-  if (!get_bytes(env, args[0], AEAD_NONCE_BYTES, &nonce, &nonce_length, "Aead: the nonce is a Buffer of 12 bytes") ||
-      !get_bytes(env, args[1], AEAD_HEADER_BYTES, &header, &header_length, "Aead: the header is a Buffer of 4 bytes") ||
-      !get_pieces(env, args[2], &count, &total) ||
-      !get_bytes(env, args[3], AEAD_TAG_BYTES, &tag, &tag_length, "Aead: the tag is a Buffer of 16 bytes"))
+  if (aead->seal) {
+    throw_arg(env, "Aead: this one seals");
     return NULL;
-  napi_value result;
-  void* out;
-  if (napi_create_buffer(env, total, &out, &result) != napi_ok) return NULL;
-  int written = 0;
-  uint8_t end[AEAD_TAG_BYTES];
-  uint8_t tag_copy[AEAD_TAG_BYTES];
-  memcpy(tag_copy, tag, AEAD_TAG_BYTES);
-  EVP_CIPHER_CTX* ctx = aead->ctx;
-  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 0) != 1 || EVP_CipherUpdate(ctx, NULL, &written, header, AEAD_HEADER_BYTES) != 1 ||
-      !update_pieces(env, ctx, args[2], count, out) || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, AEAD_TAG_BYTES, tag_copy) != 1)
-    return throw_crypto(env, "Aead: opening failed");
-  if (EVP_CipherFinal_ex(ctx, end, &written) != 1) {
-    // The tag does not verify: whatever was decrypted is not handed out.
-    memset(out, 0, total);
-    napi_value null_value;
-    napi_get_null(env, &null_value);
-    return null_value;
   }
+  return aead;
+}
+
+static napi_value aead_begin(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value args[2];
+  aead_t* aead = opener(env, info, &argc, args);
+  if (aead == NULL) return NULL;
+  const uint8_t *nonce, *header;
+  size_t nonce_length, header_length;
+  if (argc < 2) return throw_arg(env, "Aead: begin(nonce, header)");
+  if (!get_bytes(env, args[0], AEAD_NONCE_BYTES, &nonce, &nonce_length, "Aead: the nonce is a Buffer of 12 bytes") ||
+      !get_bytes(env, args[1], AEAD_HEADER_BYTES, &header, &header_length, "Aead: the header is a Buffer of 4 bytes"))
+    return NULL;
+  size_t length = (size_t)header[0] << 24 | (size_t)header[1] << 16 | (size_t)header[2] << 8 | header[3];
+  if (length == 0 || length > AEAD_MAX_RECORD) return throw_arg(env, "Aead: a record is 1 byte to 16 MiB");
+  int written = 0;
+  aead->opening = false;
+  if (EVP_CipherInit_ex(aead->ctx, NULL, NULL, NULL, nonce, 0) != 1 || EVP_CipherUpdate(aead->ctx, NULL, &written, header, AEAD_HEADER_BYTES) != 1)
+    return throw_crypto(env, "Aead: opening failed");
+  aead->opening = true;
+  aead->left = length;
+  return NULL;
+}
+
+static napi_value aead_update(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value args[3];
+  aead_t* aead = opener(env, info, &argc, args);
+  if (aead == NULL) return NULL;
+  const uint8_t* in;
+  size_t in_length;
+  uint8_t* out;
+  if (argc < 3) return throw_arg(env, "Aead: update(piece, out, offset)");
+  if (!aead->opening) return throw_arg(env, "Aead: update before begin");
+  if (!get_bytes(env, args[0], 0, &in, &in_length, "Aead: the piece is a Buffer")) return NULL;
+  if (in_length > aead->left) return throw_arg(env, "Aead: more ciphertext than the record's length");
+  if (!get_out(env, args[1], args[2], in_length, &out, "Aead: out is a Buffer with room for the piece at offset")) return NULL;
+  if (in_length == 0) return NULL;
+  int written = 0;
+  if (EVP_CipherUpdate(aead->ctx, out, &written, in, (int)in_length) != 1 || (size_t)written != in_length) {
+    aead->opening = false;
+    return throw_crypto(env, "Aead: opening failed");
+  }
+  aead->left -= in_length;
+  return NULL;
+}
+
+static napi_value aead_final(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value args[1];
+  aead_t* aead = opener(env, info, &argc, args);
+  if (aead == NULL) return NULL;
+  const uint8_t* tag;
+  size_t tag_length;
+  if (argc < 1) return throw_arg(env, "Aead: final(tag)");
+  if (!aead->opening || aead->left != 0) return throw_arg(env, "Aead: final before the record's whole ciphertext");
+  if (!get_bytes(env, args[0], AEAD_TAG_BYTES, &tag, &tag_length, "Aead: the tag is a Buffer of 16 bytes")) return NULL;
+  aead->opening = false;
+  uint8_t tag_copy[AEAD_TAG_BYTES];
+  uint8_t end[AEAD_TAG_BYTES];
+  int written = 0;
+  memcpy(tag_copy, tag, AEAD_TAG_BYTES);
+  if (EVP_CIPHER_CTX_ctrl(aead->ctx, EVP_CTRL_GCM_SET_TAG, AEAD_TAG_BYTES, tag_copy) != 1) return throw_crypto(env, "Aead: opening failed");
+  napi_value result;
+  // false: the tag does not verify, and the caller hands on none of what update deciphered.
+  napi_get_boolean(env, EVP_CipherFinal_ex(aead->ctx, end, &written) == 1, &result);
   return result;
 }
 
 int ka_aead_init(napi_env env, napi_value exports) {
   static const napi_property_descriptor methods[] = {
       KA_METHOD("seal", aead_seal),
-      KA_METHOD("open", aead_open),
+      KA_METHOD("begin", aead_begin),
+      KA_METHOD("update", aead_update),
+      KA_METHOD("final", aead_final),
   };
   return ka_define_class(env, exports, "Aead", aead_new, methods, sizeof methods / sizeof methods[0]);
 }

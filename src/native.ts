@@ -129,10 +129,14 @@ export type NativeAcceptorClass = new (
 
 /** One direction's AES-256-GCM key (native/ka_aead.c), for the pair link's records (src/pair/records.ts). */
 export interface NativeAead {
-  /** The whole record: [length u32 BE][ciphertext][tag]; the length authenticated. */
-  seal(nonce: Buffer, pieces: readonly Buffer[]): Buffer
-  /** The plaintext, or null when the tag does not verify. */
-  open(nonce: Buffer, header: Buffer, pieces: readonly Buffer[], tag: Buffer): Buffer | null
+  /** Writes the whole record into `out` at `offset`: [length u32 BE][ciphertext][tag], the length authenticated; returns its size. */
+  seal(nonce: Buffer, pieces: readonly Buffer[], out: Buffer, offset: number): number
+  /** Opening a record in steps: its header (the length) first. */
+  begin(nonce: Buffer, header: Buffer): void
+  /** Deciphers the next piece of its ciphertext into `out` at `offset`. */
+  update(piece: Buffer, out: Buffer, offset: number): void
+  /** Whether the tag verifies (false: nothing update wrote is to be used). */
+  final(tag: Buffer): boolean
 }
 
 /** What the addon exports; for setKeepalive a negative number leaves that option as it is. */

@@ -7,7 +7,7 @@
 import t from 'tap'
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
 import { loadNative } from '../src/native.ts'
-import { MAX_RECORD, RECORD_HEADER, RecordKeys, RecordReader, sealRecord, TAG_BYTES } from '../src/pair/records.ts'
+import { MAX_RECORD, RECORD_HEADER, RecordKeys, RecordReader, SealRing, sealRecord, TAG_BYTES } from '../src/pair/records.ts'
 
 const load = loadNative()
 if (!load.ok) throw new Error(`native helper must be built for these tests: ${load.reason}`)
@@ -23,9 +23,25 @@ function opener(keys = new RecordKeys(KEY, IV, false)) {
   return { reader, got, errors }
 }
 
-/** Records of these plaintexts, sealed in order by one sender. */
+/** Records of these plaintexts, sealed in order by one sender (each copied out of the ring, whose room is then released). */
 function sealAll(plains: Buffer[], keys = new RecordKeys(KEY, IV, true)): Buffer[] {
-  return plains.map((p) => sealRecord(keys, [p.subarray(0, p.length >> 1), p.subarray(p.length >> 1)], p.length))
+  const ring = new SealRing()
+  return plains.map((p) => {
+    const [record, held] = sealRecord(keys, [p.subarray(0, p.length >> 1), p.subarray(p.length >> 1)], p.length, ring)
+    const copy = Buffer.from(record)
+    if (held) ring.release()
+    return copy
+  })
+}
+
+/** Pushes `stream` to `reader` in reads of `size`, each through one buffer reused read after read (as a link reads). */
+function pushThroughOneBuffer(reader: RecordReader, stream: Buffer, size: number): void {
+  const scratch = Buffer.alloc(size)
+  for (let at = 0; at < stream.length; at += size) {
+    const n = stream.copy(scratch, 0, at, at + size)
+    reader.push(scratch.subarray(0, n))
+    scratch.fill(0xee)
+  }
 }
 
 /** The nonce of record `seq` (below 2^32): the IV with the number XORed into its last bytes. */
@@ -41,10 +57,83 @@ t.test('what is sealed opens, whatever the split of the stream', async (t) => {
   t.equal(stream.length, plains.reduce((n, p) => n + RECORD_HEADER + p.length + TAG_BYTES, 0), 'each record: its header, its bytes and a tag')
   for (const size of [1, 3, 5, 17, 4096, 65536, stream.length]) {
     const { reader, got, errors } = opener()
-    for (let at = 0; at < stream.length; at += size) reader.push(stream.subarray(at, at + size))
-    t.same(errors, [], `reads of ${size}: no error`)
+    pushThroughOneBuffer(reader, stream, size)
+    t.same(errors, [], `reads of ${size}, one buffer reused for all: no error`)
     t.ok(got.length === plains.length && got.every((g, i) => g.equals(plains[i]!)), `reads of ${size}: every record, byte-exact, in order`)
   }
+})
+
+t.test('records open into one buffer, reused unless the receiver keeps a piece', async (t) => {
+  const plains = [randomBytes(1000), randomBytes(2000), randomBytes(3000), randomBytes(100_000)]
+  const stream = Buffer.concat(sealAll(plains))
+  const views: Buffer[] = []
+  const copies: Buffer[] = []
+  let reader: RecordReader
+  reader = new RecordReader(new RecordKeys(KEY, IV, false), {
+    onRecord: (plain) => {
+      views.push(plain)
+      copies.push(Buffer.from(plain))
+      // The second record's receiver keeps it.
+      if (views.length === 2) reader.keep()
+    },
+    onRecordError: (detail) => t.fail(detail),
+  })
+  pushThroughOneBuffer(reader, stream, 4096)
+  t.ok(copies.every((c, i) => c.equals(plains[i]!)), 'each record arrives byte-exact')
+  const [v0, v1, v2, v3] = views as [Buffer, Buffer, Buffer, Buffer]
+  t.equal(v1.buffer, v0.buffer, 'a record nobody kept: the next opens into the same buffer')
+  t.not(v2.buffer, v1.buffer, 'a record kept: the next opens into another')
+  t.ok(v1.equals(plains[1]!), 'and the kept one still holds its bytes after the records after it')
+  t.not(v3.buffer, v2.buffer, 'a record larger than the buffer gets a larger one')
+})
+
+t.test('a sealing ring holds each record until its write is done, and lends its room again after', async (t) => {
+  const keys = new RecordKeys(KEY, IV, true)
+  const ring = new SealRing()
+  const held: Array<[Buffer, Buffer]> = []
+  const plain = randomBytes(MAX_RECORD)
+  let own = 0
+  // More than the ring holds, none released: each record keeps its bytes (a later one goes elsewhere).
+  for (let i = 0; i < 6; i++) {
+    const [record, inRing] = sealRecord(keys, [plain.subarray(0, MAX_RECORD - i)], MAX_RECORD - i, ring)
+    if (inRing) held.push([record, Buffer.from(record)])
+    else own++
+  }
+  t.ok(own > 0 && held.length > 0, `a full ring: ${held.length} records in it, ${own} in buffers of their own`)
+  t.ok(held.every(([record, copy]) => record.equals(copy)), 'no record held in the ring was written over')
+  t.equal(ring.held, held.length, 'the ring counts what it holds')
+  for (let i = 0; i < held.length; i++) ring.release()
+  const [after, inRing] = sealRecord(keys, [Buffer.from('x')], 1, ring)
+  t.ok(inRing && after.buffer === held[0]![0].buffer && after.byteOffset === 0, 'once released, the ring lends its room from the start again')
+  // Wrapping round to the oldest record held: a record that would reach it goes elsewhere, and
+  // the ring never takes a full ring for an empty one.
+  ring.release()
+  const big = (n: number): [Buffer, Buffer, boolean] => {
+    const [record, inRing] = sealRecord(keys, [plain.subarray(0, n)], n, ring)
+    return [record, Buffer.from(record), inRing]
+  }
+  const first = big(MAX_RECORD)
+  const second = big(MAX_RECORD)
+  ring.release()
+  const third = big(MAX_RECORD)
+  const fourth = big(100)
+  t.ok(first[2] && second[2] && fourth[2], 'the ring takes the first two and a small one')
+  t.ok(second[0].equals(second[1]) && third[0].equals(third[1]) && fourth[0].equals(fourth[1]), 'a record as large as the room before the oldest held, and one after it: nothing written over')
+  while (ring.held > 0) ring.release()
+  // Small records, released in order: the ring wraps and never overlaps one still held.
+  const window: Array<[Buffer, Buffer]> = []
+  for (let i = 0; i < 2000; i++) {
+    const p = randomBytes(1 + ((i * 7919) % 200_000))
+    const [record, kept] = sealRecord(keys, [p], p.length, ring)
+    if (!kept) t.fail(`record ${i} does not fit in the ring`)
+    window.push([record, Buffer.from(record)])
+    if (window.length > 8) {
+      const [oldest, copy] = window.shift()!
+      if (!oldest.equals(copy)) t.fail(`record ${i - 8} was written over while held`)
+      ring.release()
+    }
+  }
+  t.ok(window.every(([record, copy]) => record.equals(copy)), 'the records still held are intact')
 })
 
 t.test('a record altered, replayed, dropped or reordered fails, and nothing after it is handed on', async (t) => {
@@ -118,24 +207,54 @@ t.test('the helper refuses bad arguments with a TypeError, and never crashes', a
   const sealer = new Aead(KEY, true)
   const openerAead = new Aead(KEY, false)
   const nonce = Buffer.alloc(12)
+  const out = Buffer.alloc(64)
+  const header10 = Buffer.from([0, 0, 0, 10])
   for (const [name, call] of [
     ['a short key', () => new Aead(Buffer.alloc(16), true)],
     ['a key that is not a Buffer', () => new Aead('k'.repeat(32) as unknown as Buffer, true)],
     ['without new', () => (Aead as unknown as (k: Buffer, s: boolean) => unknown)(KEY, true)],
-    ['a short nonce', () => sealer.seal(Buffer.alloc(8), [Buffer.alloc(1)])],
-    ['no bytes', () => sealer.seal(nonce, [])],
-    ['an empty piece only', () => sealer.seal(nonce, [Buffer.alloc(0)])],
-    ['a piece that is not a Buffer', () => sealer.seal(nonce, ['x' as unknown as Buffer])],
-    ['pieces not in an array', () => sealer.seal(nonce, Buffer.alloc(4) as unknown as Buffer[])],
-    ['sealing with an opener', () => openerAead.seal(nonce, [Buffer.alloc(1)])],
-    ['opening with a sealer', () => sealer.open(nonce, Buffer.alloc(4), [Buffer.alloc(1)], Buffer.alloc(16))],
-    ['a short tag', () => openerAead.open(nonce, Buffer.alloc(4), [Buffer.alloc(1)], Buffer.alloc(8))],
-    ['a long header', () => openerAead.open(nonce, Buffer.alloc(5), [Buffer.alloc(1)], Buffer.alloc(16))],
-    ['more than 16 MiB', () => sealer.seal(nonce, Array.from({ length: 17 }, () => Buffer.alloc(1 << 20)))],
+    ['a short nonce', () => sealer.seal(Buffer.alloc(8), [Buffer.alloc(1)], out, 0)],
+    ['no bytes', () => sealer.seal(nonce, [], out, 0)],
+    ['an empty piece only', () => sealer.seal(nonce, [Buffer.alloc(0)], out, 0)],
+    ['a piece that is not a Buffer', () => sealer.seal(nonce, ['x' as unknown as Buffer], out, 0)],
+    ['pieces not in an array', () => sealer.seal(nonce, Buffer.alloc(4) as unknown as Buffer[], out, 0)],
+    ['more than 16 MiB', () => sealer.seal(nonce, Array.from({ length: 17 }, () => Buffer.alloc(1 << 20)), out, 0)],
+    ['no out buffer', () => sealer.seal(nonce, [Buffer.alloc(1)], 'x' as unknown as Buffer, 0)],
+    ['no room in out', () => sealer.seal(nonce, [Buffer.alloc(45)], out, 0)],
+    ['no room after the offset', () => sealer.seal(nonce, [Buffer.alloc(1)], out, 44)],
+    ['an offset past the end', () => sealer.seal(nonce, [Buffer.alloc(1)], out, 65)],
+    ['a negative offset', () => sealer.seal(nonce, [Buffer.alloc(1)], out, -1)],
+    ['an offset that is not an integer', () => sealer.seal(nonce, [Buffer.alloc(1)], out, 1.5)],
+    ['an offset that is not a number', () => sealer.seal(nonce, [Buffer.alloc(1)], out, '0' as unknown as number)],
+    ['sealing with an opener', () => openerAead.seal(nonce, [Buffer.alloc(1)], out, 0)],
+    ['opening with a sealer', () => sealer.begin(nonce, header10)],
+    ['a long header', () => openerAead.begin(nonce, Buffer.alloc(5))],
+    ['a header of length 0', () => openerAead.begin(nonce, Buffer.alloc(4))],
+    ['a header over 16 MiB', () => openerAead.begin(nonce, Buffer.from([1, 0, 0, 1]))],
+    ['update before begin', () => openerAead.update(Buffer.alloc(1), out, 0)],
+    ['final before begin', () => openerAead.final(Buffer.alloc(16))],
   ] as const) {
     t.throws(call, { name: 'TypeError', code: 'KA_NATIVE_ARG' }, name)
   }
-  t.equal(openerAead.open(nonce, Buffer.alloc(4), [Buffer.alloc(10)], Buffer.alloc(16)), null, 'a tag that does not verify: null')
-  const record = sealer.seal(nonce, [Buffer.from('still works')])
-  t.equal(String(openerAead.open(nonce, record.subarray(0, 4), [record.subarray(4, 15)], record.subarray(15))), 'still works', 'both still work after every refusal')
+  openerAead.begin(nonce, header10)
+  for (const [name, call] of [
+    ['more ciphertext than the record', () => openerAead.update(Buffer.alloc(11), out, 0)],
+    ['no room in out for the piece', () => openerAead.update(Buffer.alloc(5), out, 60)],
+    ['final before the whole ciphertext', () => openerAead.final(Buffer.alloc(16))],
+  ] as const) {
+    t.throws(call, { name: 'TypeError', code: 'KA_NATIVE_ARG' }, name)
+  }
+  openerAead.update(Buffer.alloc(10), out, 0)
+  t.throws(() => openerAead.final(Buffer.alloc(8)), { code: 'KA_NATIVE_ARG' }, 'a short tag')
+  t.equal(openerAead.final(Buffer.alloc(16)), false, 'a tag that does not verify: false')
+  t.throws(() => openerAead.final(Buffer.alloc(16)), { code: 'KA_NATIVE_ARG' }, 'final twice')
+  const size = sealer.seal(nonce, [Buffer.from('still '), Buffer.from('works')], out, 3)
+  t.equal(size, 4 + 11 + 16, 'seal says the size of the record it wrote')
+  const record = out.subarray(3, 3 + size)
+  const plain = Buffer.alloc(11)
+  openerAead.begin(nonce, record.subarray(0, 4))
+  openerAead.update(record.subarray(4, 9), plain, 0)
+  openerAead.update(record.subarray(9, 15), plain, 5)
+  t.equal(openerAead.final(record.subarray(15)), true, 'a record opened in two pieces verifies')
+  t.equal(String(plain), 'still works', 'both still work after every refusal')
 })

@@ -150,3 +150,43 @@ t.test('a session whose server stops reading does not stall another on the same 
   t.ok(await waitFor(() => far.closed().some((l) => l.reason === 'client_reset'), 5000), 'and the far end closes it: client_reset')
   chat.resetAndDestroy()
 })
+
+t.test('a server that reads in fits and starts gets every byte in order, while another session streams beside it', async (t) => {
+  // The far end opens the link's records into one buffer it reuses; what the slow server's
+  // socket still queues (its kernel buffers full) must not be written over by the next records,
+  // which the other session keeps coming.
+  const received = new Map<string, Buffer[]>()
+  const { server, port } = await listen((s) => {
+    s.on('error', () => {})
+    const pieces: Buffer[] = []
+    s.once('data', (first) => received.set(first.subarray(0, 4).toString(), pieces))
+    s.on('data', (d) => {
+      pieces.push(d)
+      if (received.get('SLOW') !== pieces) return
+      // SLOW: a read, then nothing for 20 ms.
+      s.pause()
+      setTimeout(() => s.resume(), 20)
+    })
+    s.on('end', () => s.end())
+  })
+  t.teardown(() => server.close())
+  const { near } = await startPair(t, port)
+  const streams = [
+    { name: 'SLOW', bytes: 6 << 20 },
+    { name: 'FAST', bytes: 128 << 20 },
+  ].map(({ name, bytes }) => ({ name, data: Buffer.concat([Buffer.from(name), payload(bytes)]) }))
+  const ended = await Promise.all(streams.map(async ({ data }) => {
+    const client = await connect(near.port)
+    client.on('error', () => {})
+    const end = new Promise<void>((resolve) => client.once('end', resolve))
+    client.resume()
+    void writeChunked(client, data, { end: true })
+    return end
+  }))
+  await Promise.all(ended)
+  for (const { name, data } of streams) {
+    const got = Buffer.concat(received.get(name) ?? [])
+    t.equal(got.length, data.length, `${name}: every byte`)
+    t.ok(got.equals(data), `${name}: byte-exact, in order`)
+  }
+})

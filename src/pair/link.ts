@@ -24,7 +24,7 @@ import { loadNative } from '../native.ts'
 import type { PairKeys } from './secret.ts'
 import type { Channel } from './channel.ts'
 import { FRAME, FrameReader, frameHeader, HEADER_BYTES, HELLO_BYTES, HELLO_FLAGS, LINK_QUEUE_BYTES, PROTOCOL_VERSION, ROLE, type FrameSink, type FrameType, type Role } from './protocol.ts'
-import { IV_BYTES, KEY_BYTES, MAX_RECORD, RecordKeys, RecordReader, sealRecord, type RecordSink } from './records.ts'
+import { IV_BYTES, KEY_BYTES, MAX_RECORD, RecordKeys, RecordReader, SealRing, sealRecord, type RecordSink } from './records.ts'
 
 /** The TLS identity offered with the pre-shared key: one secret per pair, so a constant. */
 const PSK_IDENTITY = 'ka-proxy-pair'
@@ -72,7 +72,10 @@ export interface LinkOptions {
 export interface LinkEvents {
   onLinkUp(link: PairLink): void
   onLinkControl(link: PairLink, type: FrameType, channel: number, payload: Buffer): void
-  /** A piece of a DATA frame's payload (see FrameReader). */
+  /**
+   * A piece of a DATA frame's payload (see FrameReader). With records it views a buffer the next
+   * record reuses: a receiver that keeps it past this call says so (PairLink.keepPiece).
+   */
   onLinkData(link: PairLink, channel: number, piece: Buffer): void
   /** The link is gone (not told for a link its owner closed). Once, after onLinkUp if it came. */
   onLinkDown(link: PairLink, reason: LinkDownReason): void
@@ -89,18 +92,31 @@ function canLeaveTls(): boolean {
   return loadNative().ok
 }
 
+/** What a link reads its records with, reused read after read (Node's `onread`): one buffer per link. */
+const LINK_READ_BYTES = 256 * 1024
+
 /**
  * A plain socket on a duplicate of `socket`'s descriptor; the TLS socket reads no more (what
  * arrives next is the plain socket's) and is to be destroyed after its last write: closing its
- * descriptor leaves the connection to the duplicate, with no FIN and no TLS alert.
+ * descriptor leaves the connection to the duplicate, with no FIN and no TLS alert. Its reads go
+ * to `onRead` as views of one buffer, valid until it returns (no 'data' events).
  */
-function leaveTls(socket: TLSSocket): net.Socket {
+function leaveTls(socket: TLSSocket, onRead: (chunk: Buffer) => void): net.Socket {
   const native = loadNative()
   const fd = handleFd(socket)
   if (!native.ok || fd === undefined || !stopReading(socket)) throw new Error('the link\'s socket cannot leave TLS')
   const dup = native.binding.dupFd(fd)
+  const buffer = Buffer.allocUnsafeSlow(LINK_READ_BYTES)
+  const onread = {
+    buffer,
+    callback: (n: number): boolean => {
+      onRead(buffer.subarray(0, n))
+      return true
+    },
+  }
   try {
-    return new net.Socket({ fd: dup, readable: true, writable: true })
+    // onread: Node's option of new net.Socket (documented there since 2024; older types have it on connect only).
+    return new net.Socket({ fd: dup, readable: true, writable: true, onread } as net.SocketConstructorOpts)
   } catch (err) {
     native.binding.closeFd(dup)
     throw err
@@ -128,6 +144,11 @@ export class PairLink implements FrameSink, RecordSink {
   #corked = false
   /** Records: the keys of what this end sends, and the frames of this turn of the event loop. */
   #sendKeys: RecordKeys | undefined
+  /** Where records are sealed, held until written (records.ts). */
+  readonly #ring = new SealRing()
+  readonly #written = (): void => this.#ring.release()
+  /** Records: what opens the peer's (`keepPiece` tells it a piece was kept). */
+  #records: RecordReader | undefined
   #out: Buffer[] = []
   #outBytes = 0
   /** Channels with frames waiting, served one frame each in turn while the socket takes more (schedule). */
@@ -257,10 +278,10 @@ export class PairLink implements FrameSink, RecordSink {
   #seal(): void {
     // Switching (far end): nothing is written before the near end's first record says it left TLS.
     if (this.#outBytes === 0 || this.state !== 'up') return
-    const record = sealRecord(this.#sendKeys!, this.#out, this.#outBytes)
+    const [record, held] = sealRecord(this.#sendKeys!, this.#out, this.#outBytes, this.#ring)
     this.#out = []
     this.#outBytes = 0
-    this.#socket.write(record)
+    this.#socket.write(record, held ? this.#written : undefined)
   }
 
   #flush(): void {
@@ -309,6 +330,14 @@ export class PairLink implements FrameSink, RecordSink {
   #onRead(chunk: Buffer): void {
     this.#lastReceived = performance.now()
     this.#reader.push(chunk)
+  }
+
+  /**
+   * The receiver of the DATA piece being handed on (onLinkData) keeps it past the call (it waits
+   * in a socket's queue): with records, the buffer it views is then not reused.
+   */
+  keepPiece(): void {
+    this.#records?.keep()
   }
 
   onRecord(plain: Buffer): void {
@@ -404,7 +433,7 @@ export class PairLink implements FrameSink, RecordSink {
     const tls = this.#tls!
     let plain: net.Socket
     try {
-      plain = leaveTls(tls)
+      plain = leaveTls(tls, (chunk) => this.#onRead(chunk))
     } catch (err) {
       this.#down('error', `cannot leave TLS: ${(err as Error).message}`)
       return
@@ -420,7 +449,8 @@ export class PairLink implements FrameSink, RecordSink {
     // reads the records' plaintext.
     this.#frames.stop()
     this.#frames = new FrameReader(this)
-    this.#reader = new RecordReader(this.role === 'near' ? farToNear : nearToFar, this)
+    this.#records = new RecordReader(this.role === 'near' ? farToNear : nearToFar, this)
+    this.#reader = this.#records
     this.#listen(tls, false)
     tls.on('error', ignoreError)
     // The far end's HELLO is the last thing its TLS socket writes; the near end's left long ago.

@@ -28,8 +28,6 @@ export const RECORD_HEADER = 4
 /** The largest plaintext a record carries: a sender seals what it has before it would pass this. */
 export const MAX_RECORD = 1024 * 1024
 export const KEY_UPDATE_BYTES = 2 ** 35
-/** A record's ciphertext is gathered into one buffer when its reads reach this many pieces. */
-const MAX_PIECES = 1024
 const KEY_UPDATE_INFO = 'ka-proxy pair key update'
 
 /** One direction's key schedule: key, IV, the next record's number and the bytes under this key. */
@@ -81,24 +79,86 @@ function newAead(key: Buffer, seal: boolean): NativeAead {
   return new native.binding.Aead(key, seal)
 }
 
-/** Seals `pieces` (their lengths add up to `length`, 1 to MAX_RECORD) into one record, to write as it is. */
-export function sealRecord(keys: RecordKeys, pieces: readonly Buffer[], length: number): Buffer {
+/**
+ * Where a link seals its records: one buffer used as a ring, each record's bytes held from its
+ * seal until its write completed (the socket's write callbacks come in order, so the oldest
+ * record is the one released). A buffer allocated per record made a link's bulk spend a quarter
+ * of its CPU in V8's full collections (its external memory) and more in page faults. A record
+ * that does not fit (the socket holds more than the ring: a slow path) gets a buffer of its own.
+ * One per link: when the link dies, its ring goes with it, whatever its writes' callbacks do.
+ */
+export class SealRing {
+  #ring: Buffer | undefined
+  /** The records held, oldest first: where each starts and ends in the ring. */
+  readonly #starts: number[] = []
+  readonly #ends: number[] = []
+  /** Where the next record goes. */
+  #head = 0
+
+  /** Room for `size` bytes: the buffer and the offset; `held` false when it is not the ring's (nothing to release). */
+  take(size: number): [buffer: Buffer, at: number, held: boolean] {
+    const ring = (this.#ring ??= Buffer.allocUnsafeSlow(SEAL_RING_BYTES))
+    if (this.#starts.length === 0) this.#head = 0
+    const tail = this.#starts[0] ?? 0
+    let at = -1
+    if (this.#head >= tail) {
+      // Not wrapped: after the newest record, else from the ring's start up to the oldest.
+      if (this.#head + size <= ring.length) at = this.#head
+      else if (size < tail) at = 0
+    } else if (this.#head + size < tail) {
+      at = this.#head
+    }
+    if (at < 0) return [Buffer.allocUnsafe(size), 0, false]
+    this.#starts.push(at)
+    this.#ends.push(at + size)
+    this.#head = at + size
+    return [ring, at, true]
+  }
+
+  /** The oldest record held was written: its room is free. */
+  release(): void {
+    this.#starts.shift()
+    this.#ends.shift()
+  }
+
+  /** Records held (tests). */
+  get held(): number {
+    return this.#starts.length
+  }
+}
+
+/** A ring holds two of the largest records and what a link queues besides (protocol.ts LINK_QUEUE_BYTES). */
+const SEAL_RING_BYTES = 2 * (MAX_RECORD + RECORD_HEADER + TAG_BYTES) + 512 * 1024
+
+/**
+ * Seals `pieces` (their lengths add up to `length`, 1 to MAX_RECORD) into one record in `ring`,
+ * to write as it is; `held`: release the ring's room once it is written.
+ */
+export function sealRecord(keys: RecordKeys, pieces: readonly Buffer[], length: number, ring: SealRing): [record: Buffer, held: boolean] {
   const [aead, nonce] = keys.next(length)
-  return aead.seal(nonce, pieces)
+  const [buffer, at, held] = ring.take(RECORD_HEADER + length + TAG_BYTES)
+  const size = aead.seal(nonce, pieces, buffer, at)
+  return [buffer.subarray(at, at + size), held]
 }
 
 /** What a RecordReader hands on. */
 export interface RecordSink {
-  /** A record's plaintext, once its tag verified. */
+  /**
+   * A record's plaintext, once its tag verified: a view of a buffer the next record reuses,
+   * unless `RecordReader.keep` was called during this call (a receiver kept a piece of it).
+   */
   onRecord(plain: Buffer): void
   /** A record's length is out of range or its tag fails; nothing more is read. */
   onRecordError(detail: string): void
 }
 
+/** The smallest buffer records are opened into: most records of a busy link fit. */
+const MIN_PLAIN_BYTES = 64 * 1024
+
 /**
- * Opens the records of a byte stream: a record's ciphertext is kept as the views of the reads it
- * came in (no copy to gather it) and opened in one call once its tag is in; nothing is handed on
- * before the tag verifies.
+ * Opens the records of a byte stream, deciphering each read's ciphertext as it comes (a read's
+ * buffer is reused for the next) into one buffer, reused record after record while nothing keeps
+ * a view of it; nothing is handed on before the tag verifies.
  */
 export class RecordReader {
   readonly #keys: RecordKeys
@@ -108,14 +168,25 @@ export class RecordReader {
   #smallHave = 0
   /** -1: reading a header; else the ciphertext bytes of the current record still to come. */
   #left = -1
-  #header = Buffer.alloc(0)
   #length = 0
-  #cipher: Buffer[] = []
+  #aead: NativeAead | undefined
+  /** Where records are opened; `#kept`: a receiver holds a view of it, so the next gets another. */
+  #plain: Buffer | undefined
+  #kept = false
+  #have = 0
   #broken = false
 
   constructor(keys: RecordKeys, sink: RecordSink) {
     this.#keys = keys
     this.#sink = sink
+  }
+
+  /**
+   * The record being handed on is kept (a piece of it waits in a socket's queue): the next
+   * record is opened into a new buffer, and this one is left to whoever holds it.
+   */
+  keep(): void {
+    this.#kept = true
   }
 
   push(chunk: Buffer): void {
@@ -125,24 +196,37 @@ export class RecordReader {
         at = this.#gather(chunk, at, RECORD_HEADER)
         if (this.#smallHave < RECORD_HEADER) return
         this.#smallHave = 0
-        const header = Buffer.from(this.#small.subarray(0, RECORD_HEADER))
-        const length = header.readUInt32BE(0)
+        const length = this.#small.readUInt32BE(0)
         if (length === 0 || length > MAX_RECORD) {
           this.#fail(`a record of ${length} bytes`)
           return
         }
-        this.#header = header
+        const [aead, nonce] = this.#keys.next(length)
+        try {
+          aead.begin(nonce, this.#small.subarray(0, RECORD_HEADER))
+        } catch (err) {
+          this.#cannotOpen(err)
+          return
+        }
+        this.#aead = aead
         this.#length = length
         this.#left = length
+        this.#have = 0
+        if (this.#plain === undefined || this.#kept || this.#plain.length < length) {
+          this.#plain = Buffer.allocUnsafeSlow(Math.max(length, MIN_PLAIN_BYTES))
+          this.#kept = false
+        }
         continue
       }
       if (this.#left > 0) {
         const take = Math.min(this.#left, chunk.length - at)
-        // A view: a read's chunk is not reused (Node allocates each), so it may be kept. Reads
-        // are usually 64 KiB; tiny ones (a path that cuts the stream small) are gathered, so a
-        // record stays a few pieces for the helper (at most 4096).
-        this.#cipher.push(chunk.subarray(at, at + take))
-        if (this.#cipher.length >= MAX_PIECES) this.#cipher = [Buffer.concat(this.#cipher)]
+        try {
+          this.#aead!.update(chunk.subarray(at, at + take), this.#plain!, this.#have)
+        } catch (err) {
+          this.#cannotOpen(err)
+          return
+        }
+        this.#have += take
         this.#left -= take
         at += take
         continue
@@ -151,22 +235,24 @@ export class RecordReader {
       if (this.#smallHave < TAG_BYTES) return
       this.#smallHave = 0
       this.#left = -1
-      const [aead, nonce] = this.#keys.next(this.#length)
-      let plain: Buffer | null
+      let verified: boolean
       try {
-        plain = aead.open(nonce, this.#header, this.#cipher, this.#small)
+        verified = this.#aead!.final(this.#small)
       } catch (err) {
-        // Not expected (the arguments are checked here); a link error all the same, never a crash.
-        this.#fail(`a record cannot be opened: ${(err as Error).message}`)
+        this.#cannotOpen(err)
         return
       }
-      this.#cipher = []
-      if (plain === null) {
+      if (!verified) {
         this.#fail('a record\'s tag does not verify')
         return
       }
-      this.#sink.onRecord(plain)
+      this.#sink.onRecord(this.#plain!.subarray(0, this.#length))
     }
+  }
+
+  /** The helper threw (not expected: the arguments are checked here): a link error all the same, never a crash. */
+  #cannotOpen(err: unknown): void {
+    this.#fail(`a record cannot be opened: ${(err as Error).message}`)
   }
 
   /** Copies up to `want` bytes of header or tag from `chunk` at `at`; returns where it stopped. */
@@ -179,7 +265,6 @@ export class RecordReader {
 
   #fail(detail: string): void {
     this.#broken = true
-    this.#cipher = []
     this.#sink.onRecordError(detail)
   }
 }

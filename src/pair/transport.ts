@@ -367,15 +367,18 @@ export class PairTransport implements Transport {
     }
   }
 
-  onChannelData(piece: Buffer): void {
+  onChannelData(piece: Buffer, link: PairLink): void {
     if (!this.#channelOpen || this.channel.finReceived) return
     if (this.channelLeg === 'client') this.bytesToTarget += piece.length
     else this.bytesToClient += piece.length
     this.channel.onReceived(piece.length)
     const s = this.socket
     if (s === undefined || s.destroyed) return
-    // The piece is a view of the link's read: the socket keeps it until written, nothing reuses it.
-    if (s.write(piece)) this.channel.acknowledge()
+    const taken = s.write(piece)
+    // The piece is a view of the link's buffer, reused for the next record unless the socket
+    // keeps it: queued (not all taken by the kernel at once, or the socket still connecting).
+    if (s.writableLength > 0) link.keepPiece()
+    if (taken) this.channel.acknowledge()
   }
 
   /** Near end: the far end answered the RESUME with what it received; what it lacks goes again. */
@@ -774,7 +777,7 @@ export class PairTransports implements Transports, LinkEvents {
   }
 
   onLinkData(link: PairLink, channel: number, piece: Buffer): void {
-    this.#channels.get(link)?.get(channel)?.onChannelData(piece)
+    this.#channels.get(link)?.get(channel)?.onChannelData(piece, link)
   }
 
   /**

@@ -78,8 +78,10 @@ export class Recorder implements LinkEvents {
   onLinkControl(_link: PairLink, type: FrameType, channel: number, payload: Buffer): void {
     this.control.push({ type, channel, payload: Buffer.from(payload) })
   }
-  onLinkData(_link: PairLink, channel: number, piece: Buffer): void {
+  onLinkData(link: PairLink, channel: number, piece: Buffer): void {
     const pieces = this.data.get(channel) ?? []
+    // Kept, not copied: a receiver that keeps a piece says so, and the link's next record then opens elsewhere.
+    link.keepPiece()
     pieces.push(piece)
     this.data.set(channel, pieces)
     this.arrivals.push([channel, piece.length])
