@@ -9,7 +9,7 @@
 import net, { type Server, type Socket } from 'node:net'
 import { formatPeer } from './config/endpoint.ts'
 import { errnoName } from './errors.ts'
-import { interceptAccept, socketFromHandle, type AcceptedHandle } from './node-internals.ts'
+import { interceptAccept, socketFromHandle, type AcceptedHandle, type SocketOptions } from './node-internals.ts'
 import { loadNative } from './native.ts'
 
 export type { AcceptedHandle }
@@ -51,11 +51,12 @@ export function onAccepted(server: Server, raw: boolean, take: (client: Accepted
 
 /**
  * A net.Socket for a client Node accepted, wrapping a bare handle (for the paths that need one:
- * transports without acceptOn, which only ever get such clients).
+ * transports without acceptOn, which only ever get such clients); `options` apply to such a
+ * handle's socket, not to a client that came as a socket already.
  */
-export function socketOf(client: Accepted): Socket {
+export function socketOf(client: Accepted, options: SocketOptions = {}): Socket {
   if (isPumpAccepted(client)) throw new Error('a client the pump accepted has no Node socket')
-  return isSocket(client) ? client : socketFromHandle(client, { allowHalfOpen: true })
+  return isSocket(client) ? client : socketFromHandle(client, { allowHalfOpen: true, ...options })
 }
 
 /** Turns a client away with an RST, so it fails fast instead of waiting. */

@@ -6,6 +6,7 @@
 
 import { FRAME, frameHeader, MAX_DATA, offsetFrame, TOKEN_BYTES, WINDOW } from './protocol.ts'
 import type { PairLink } from './link.ts'
+import { readPool } from './read-pool.ts'
 import type { PairChannelState } from '../transport/transport.ts'
 
 export class Channel {
@@ -235,6 +236,8 @@ export class Channel {
       const first = kept[0]!
       if (first.length <= drop) {
         kept.shift()
+        // Acknowledged, so sent: its room in the read pool (if it was read through it) is free.
+        readPool.release(first)
         drop -= first.length
       } else {
         kept[0] = first.subarray(drop)

@@ -31,6 +31,7 @@ import { NOTHING_HELD, socketDeadReason, socketUnacknowledged, type DetachedTran
 import { handleFd } from '../node-internals.ts'
 import { loadNative } from '../native.ts'
 import { Channel } from './channel.ts'
+import { readPool } from './read-pool.ts'
 import { LinkDialer, PairLinkServer, type LinkEvents, type LinkOptions, type PairLink } from './link.ts'
 import { FRAME, frameHeader, LINK_NOTSENT_LOWAT, readOffset, TOKEN_BYTES, type FrameType } from './protocol.ts'
 import { pairKeys } from './secret.ts'
@@ -66,6 +67,8 @@ export class PairTransport implements Transport {
    */
   #socketReadEnded = false
   #socketFinSent = false
+  /** Read (onread) before the session relays: sent once it does. */
+  readonly #early: Buffer[] = []
 
   /** `adopted`: handed over by an upgrade, its plain leg's socket connected (and paused) and both legs up. */
   constructor(deps: PairTransportDeps, events: TransportEvents, channel: Channel, socketLeg: Leg, client: { socket: Socket } | { address: string }, farAddress?: string, adopted?: { socket: Socket; state: TransportState }) {
@@ -135,7 +138,7 @@ export class PairTransport implements Transport {
       this.#deps.open(this)
       return
     }
-    const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true })
+    const socket: Socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, onread: plainLegOnread(() => socket) })
     noDelay(socket)
     this.#adopt(socket)
     socket.on('connect', pairSocketOnConnect)
@@ -155,6 +158,7 @@ export class PairTransport implements Transport {
     this.#relaying = true
     const s = this.socket!
     s.on('drain', pairSocketOnDrain)
+    for (const piece of this.#early.splice(0)) this.onSocketData(piece)
     if (this.#socketReadEnded) return
     s.on('data', pairSocketOnData)
     s.on('end', pairSocketOnEnd)
@@ -300,6 +304,16 @@ export class PairTransport implements Transport {
     // Far end: the target is up; the near end learns it from the first acknowledgement.
     this.channel.sendAck()
     this.events.onTargetConnect()
+  }
+
+  /** A read through the read pool (onread): before the session relays it waits, and reading stops (false). */
+  onSocketRead(piece: Buffer): boolean {
+    if (this.#relaying) {
+      this.onSocketData(piece)
+      return true
+    }
+    this.#early.push(piece)
+    return false
   }
 
   onSocketData(chunk: Buffer): void {
@@ -477,6 +491,23 @@ function pairSocketOnConnect(this: PairSocket): void {
   onSocket(this, (t) => t.onSocketConnect())
 }
 
+/**
+ * Node's onread for a plain leg: its reads go through the read pool (read-pool.ts) to its
+ * transport (`socket`: the socket, once made). What Node read of a socket without it (one
+ * adopted, or accepted as a socket) comes as 'data'.
+ */
+function plainLegOnread(socket: () => Socket): { buffer: Buffer; callback: (n: number) => boolean } {
+  return readPool.onread((piece) => {
+    const t = (socket() as PairSocket)[kPair]
+    try {
+      return t.onSocketRead(piece)
+    } catch (err) {
+      t.events.fail(err)
+      return false
+    }
+  })
+}
+
 function pairSocketOnData(this: PairSocket, chunk: Buffer): void {
   onSocket(this, (t) => t.onSocketData(chunk))
 }
@@ -531,7 +562,8 @@ export interface PairTransportsDeps {
 /** A route's pair links and the channels on them (see the header). */
 export class PairTransports implements Transports, LinkEvents {
   readonly kind = 'pair'
-  readonly takesHandles = false
+  /** Handles: the near end builds each client's socket itself, reading through the read pool. */
+  readonly takesHandles = true
   readonly #pair: PairOptions
   readonly #deps: PairTransportDeps
   readonly #logger: Logger
@@ -685,7 +717,8 @@ export class PairTransports implements Transports, LinkEvents {
     this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1
     const channel = new Channel(id, randomBytes(TOKEN_BYTES), undefined)
     const { host, port } = this.#pair.endpoint
-    return new PairTransport(this.#deps, events, channel, 'client', { socket: socketOf(client) }, formatEndpoint(host, port))
+    const socket: Socket = socketOf(client, { onread: plainLegOnread(() => socket) })
+    return new PairTransport(this.#deps, events, channel, 'client', { socket }, formatEndpoint(host, port))
   }
 
   /** Links up now: the near end's one (0 or 1), or the far end's accepted ones. */
