@@ -1,4 +1,4 @@
-// The pair link's sealed records (src/pair/records.ts): AES-256-GCM, one call per record. It uses
+// The pair link's sealed records (src/pair/records.ts): AES-256-GCM, one call per record sealed. It uses
 // the OpenSSL that Node itself carries (Node exports its symbols to addons, and ships its headers),
 // so there is nothing to link and the same library TLS uses. JavaScript's node:crypto costs one
 // object and four calls into C++ per record, several microseconds for a small one: a link's

@@ -5,7 +5,11 @@
 // TLS moved 130-170 MB/s where one sealing each read in an AES-GCM record moved 370 (same run),
 // and that churn made the full garbage collections every ~100 ms behind the pair's tail latency.
 // A record here is a whole batch of frames (all a turn of the event loop sent, up to MAX_RECORD),
-// sealed in one call and written in one system call, and read from a plain socket.
+// sealed in one call into a ring the link reuses (SealRing) and written in one system call; read
+// from a plain socket into one reused buffer, and deciphered as its reads arrive into a buffer
+// reused record after record (RecordReader). Buffers allocated per read and per record had V8's
+// full collections take a quarter of each end's CPU; reused, bulk through a pair went from about
+// 190 to 450 MB/s.
 //
 // A record: [length u32 BE][ciphertext][tag, 16 bytes]; the length is the plaintext's (1 to
 // MAX_RECORD) and is authenticated as the additional data. The nonce is the direction's IV with
@@ -15,8 +19,9 @@
 // the link (its sessions resume on a new one, like after any link death). Past KEY_UPDATE_BYTES
 // under one key (AES-GCM's safe volume, RFC 8446 5.5: about 2^38 bytes; this is 2^35) both ends
 // move that direction to the next key, HKDF of the last, at the same record: no message needed.
-// The sealing is the native helper's (native/ka_aead.c: one call per record, with OpenSSL's
-// AES-256-GCM); records are only used where the helper is, since leaving TLS needs it too.
+// The sealing is the native helper's (native/ka_aead.c: one call per record sealed, a few per
+// record opened, with OpenSSL's AES-256-GCM); records are only used where the helper is, since
+// leaving TLS needs it too.
 
 import { hkdfSync } from 'node:crypto'
 import { loadNative, type NativeAead } from '../native.ts'
