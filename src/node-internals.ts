@@ -79,13 +79,13 @@ export function stopReading(socket: Socket): boolean {
 
 function readNothing(): void {}
 
-/** A net.Socket around an accepted handle. */
 /** new net.Socket's options used here: `onread` is documented there since 2024, not in these types yet. */
 export interface SocketOptions {
   allowHalfOpen?: boolean
   onread?: { buffer: Buffer; callback: (n: number) => boolean }
 }
 
+/** A net.Socket around an accepted handle. */
 export function socketFromHandle(handle: AcceptedHandle, options: SocketOptions = {}): Socket {
   return new net.Socket({ handle, ...options } as net.SocketConstructorOpts)
 }

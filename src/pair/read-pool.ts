@@ -4,16 +4,22 @@
 // Node reads each socket into a buffer of its own, allocated per read: through a pair, V8 then
 // counted every byte read as new external memory, and its full collections took a quarter of the
 // near end's CPU in bulk. Here every plain leg reads (Node's `onread`) into one buffer, reused
-// read after read, and each read is copied at once into a shared slab; a slab whose bytes were
-// all acknowledged is reused. A slab still holding bytes of a session that ended is left to the
+// read after read, and each read is copied at once: a large one into a slab of that socket's
+// own, a small one into a buffer of its exact size (as Node would have). A slab whose bytes were
+// all released (acknowledged by the peer) goes to a few spares, lent to whichever socket reads a
+// large piece next. A slab holds one socket's bytes only, and a session's bytes are acknowledged
+// in order: a stuck session holds its own unacknowledged bytes and one slab's slack, never
+// another session's slabs. A slab still holding bytes of a session that ended is left to the
 // garbage collector, never reused: a piece released too early would be written over, one never
 // released only costs its slab.
 
 /** Every plain leg of this thread reads into this, one read at a time (the event loop's). */
 const READ_BYTES = 64 * 1024
-const SLAB_BYTES = 1024 * 1024
-/** Empty slabs kept for reuse beyond the one in use: what a burst leaves behind is bounded. */
-const SPARE_SLABS = 4
+/** Reads smaller than this get a buffer of their own: small reads are not the bulk that churns. */
+const SMALL_READ = 16 * 1024
+const SLAB_BYTES = 256 * 1024
+/** Empty slabs kept for reuse: what a burst leaves behind is bounded (8 MiB). */
+const SPARE_SLABS = 32
 
 interface Slab {
   readonly buffer: Buffer
@@ -21,6 +27,12 @@ interface Slab {
   live: number
   /** Where the next piece goes. */
   used: number
+  /** The socket reading into it, while it does. */
+  reader: Reader | undefined
+}
+
+interface Reader {
+  slab: Slab | undefined
 }
 
 export class ReadPool {
@@ -28,23 +40,31 @@ export class ReadPool {
   /** Weak: a slab nothing views any more (its session ended with bytes unacknowledged) goes with its buffer. */
   readonly #slabs = new WeakMap<ArrayBufferLike, Slab>()
   readonly #spare: Slab[] = []
-  #current: Slab | undefined
 
   /**
-   * Node's `onread` option for a socket whose reads go to `take`, each a piece of a slab that is
-   * the taker's until it is released (not a view of the read buffer: that is the next read's);
+   * Node's `onread` option for one socket, whose reads go to `take`: each a buffer that is the
+   * taker's until it is released (not a view of the read buffer: that is the next read's);
    * `take` returns false to stop reading (until the socket's resume()).
    */
   onread(take: (piece: Buffer) => boolean): { buffer: Buffer; callback: (n: number) => boolean } {
     const read = this.#read
-    return { buffer: read, callback: (n: number): boolean => take(this.#copy(read, n)) }
+    const reader: Reader = { slab: undefined }
+    return { buffer: read, callback: (n: number): boolean => take(this.#copy(reader, read, n)) }
   }
 
-  #copy(read: Buffer, n: number): Buffer {
-    let slab = this.#current
+  #copy(reader: Reader, read: Buffer, n: number): Buffer {
+    if (n < SMALL_READ) {
+      const own = Buffer.allocUnsafeSlow(n)
+      read.copy(own, 0, 0, n)
+      return own
+    }
+    let slab = reader.slab
     if (slab === undefined || slab.used + n > SLAB_BYTES) {
+      // The full one stays with its pieces until they are released.
+      if (slab !== undefined) slab.reader = undefined
       slab = this.#spare.pop() ?? this.#newSlab()
-      this.#current = slab
+      slab.reader = reader
+      reader.slab = slab
     }
     const at = slab.used
     read.copy(slab.buffer, at, 0, n)
@@ -54,20 +74,23 @@ export class ReadPool {
   }
 
   #newSlab(): Slab {
-    const slab = { buffer: Buffer.allocUnsafeSlow(SLAB_BYTES), live: 0, used: 0 }
+    const slab: Slab = { buffer: Buffer.allocUnsafeSlow(SLAB_BYTES), live: 0, used: 0, reader: undefined }
     this.#slabs.set(slab.buffer.buffer, slab)
     return slab
   }
 
   /**
    * `piece` (one `onread` handed out, or a view of one) is not needed any more: acknowledged by
-   * the peer, so written and sent. Once per piece handed out; a buffer not of this pool is ignored.
+   * the peer, so written and sent. Once per piece handed out; a buffer not of a slab is ignored.
    */
   release(piece: Buffer): void {
     const slab = this.#slabs.get(piece.buffer)
     if (slab === undefined || slab.live === 0 || --slab.live > 0) return
+    // Empty: off its socket (an idle session holds none) and to the spares.
     slab.used = 0
-    if (slab !== this.#current && this.#spare.length < SPARE_SLABS) this.#spare.push(slab)
+    if (slab.reader !== undefined) slab.reader.slab = undefined
+    slab.reader = undefined
+    if (this.#spare.length < SPARE_SLABS) this.#spare.push(slab)
   }
 
   /** Empty slabs kept for reuse (tests). */
