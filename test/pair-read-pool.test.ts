@@ -5,7 +5,7 @@
 
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
-import { ReadPool } from '../src/pair/read-pool.ts'
+import { ReadPool, SLAB_BYTES, SPARE_SLABS } from '../src/pair/read-pool.ts'
 
 const LARGE = 20 * 1024
 
@@ -61,23 +61,26 @@ t.test('a slab is one socket\'s, and lent again only once every piece of it is r
   t.equal(y.byteOffset, 0, 'from its start')
 })
 
-t.test('full slabs: the next read goes to another; emptied ones are kept as spares, 32 at most', async (t) => {
+t.test('full slabs: the next read goes to another; emptied ones are kept as spares, a few at most', async (t) => {
   const p = new ReadPool()
   const s = socketOf(p)
   const size = 64 * 1024
+  const perSlab = SLAB_BYTES / size
+  const slabCount = SPARE_SLABS + 8
   const pieces: Buffer[] = []
-  // 40 slabs' worth (4 reads of 64 KiB each), none released.
-  for (let i = 0; i < 4 * 40; i++) pieces.push(s.read(randomBytes(size)))
+  // More slabs' worth than the spares, none released.
+  for (let i = 0; i < perSlab * slabCount; i++) pieces.push(s.read(randomBytes(size)))
   const slabs = new Set(pieces.map((piece) => piece.buffer))
-  t.equal(slabs.size, 40, 'a new slab each time one is full')
+  t.equal(slabs.size, slabCount, 'a new slab each time one is full')
   const copies = pieces.map((piece) => Buffer.from(piece))
-  // Release all but the last 2 slabs' pieces: 38 slabs empty, 32 kept.
-  for (const piece of pieces.slice(0, 4 * 38)) p.release(piece)
-  t.equal(p.spare, 32, 'at most 32 spare slabs')
+  // Release all but the last 2 slabs' pieces: more slabs empty than are kept.
+  const kept = perSlab * (slabCount - 2)
+  for (const piece of pieces.slice(0, kept)) p.release(piece)
+  t.equal(p.spare, SPARE_SLABS, `at most ${SPARE_SLABS} spare slabs`)
   const next: Buffer[] = []
-  for (let i = 0; i < 4 * 30; i++) next.push(s.read(randomBytes(size)))
+  for (let i = 0; i < perSlab * (SPARE_SLABS - 1); i++) next.push(s.read(randomBytes(size)))
   t.ok(next.every((piece) => slabs.has(piece.buffer)), 'the next reads use the spares, no new slab')
-  t.ok(pieces.slice(4 * 38).every((piece, i) => piece.equals(copies[4 * 38 + i]!)), 'the pieces still held are intact')
+  t.ok(pieces.slice(kept).every((piece, i) => piece.equals(copies[kept + i]!)), 'the pieces still held are intact')
 })
 
 t.test('a buffer that is not a slab\'s is ignored', async (t) => {

@@ -13,13 +13,16 @@
 // garbage collector, never reused: a piece released too early would be written over, one never
 // released only costs its slab.
 
-/** Every plain leg of this thread reads into this, one read at a time (the event loop's). */
-const READ_BYTES = 64 * 1024
+/**
+ * Every plain leg of this thread reads into this, one read at a time (the event loop's). 256 KiB
+ * rather than Node's 64: bulk through a pair moved about 15 % more (reads of 2 GB, in turn).
+ */
+const READ_BYTES = 256 * 1024
 /** Reads smaller than this get a buffer of their own: small reads are not the bulk that churns. */
 const SMALL_READ = 16 * 1024
-const SLAB_BYTES = 256 * 1024
+export const SLAB_BYTES = 1024 * 1024
 /** Empty slabs kept for reuse: what a burst leaves behind is bounded (8 MiB). */
-const SPARE_SLABS = 32
+export const SPARE_SLABS = 8
 
 interface Slab {
   readonly buffer: Buffer
