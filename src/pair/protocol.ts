@@ -24,7 +24,7 @@
 //   the full garbage collections behind the pair's tail latency. So after the hellos the frames
 //   leave TLS for records sealed natively (records.ts): a plain relay sealing that way moved
 //   370 MB/s where the TLS one moved 150, in the same run; with the records' buffers and the
-//   plain legs' reads reused too (records.ts, read-pool.ts), a pair moves 450-530 MB/s.
+//   plain legs' reads reused too (records.ts, read-pool.ts), a pair moves 580-700 MB/s.
 // The price of multiplexing is head-of-line blocking: a bulk session must not stall an
 // interactive one. So the receiver never stops reading the link for one session's sake, and
 // each session has credit: a sender has at most WINDOW bytes unacknowledged per direction, and
