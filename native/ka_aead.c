@@ -108,32 +108,65 @@ static napi_value aead_new(napi_env env, napi_callback_info info) {
   return self;
 }
 
-// The pieces of an array argument: their count and total length, checked; 0 with an error thrown.
-static int get_pieces(napi_env env, napi_value array, uint32_t* count, size_t* total) {
+// The pieces of a record to seal, read from the array argument once: a turn's frames are a few
+// pieces as a rule (inline), up to AEAD_MAX_PIECES (on the heap).
+#define AEAD_INLINE_PIECES 32
+
+typedef struct {
+  const uint8_t* data;
+  size_t length;
+} piece_t;
+
+typedef struct {
+  piece_t inline_pieces[AEAD_INLINE_PIECES];
+  piece_t* at;
+  uint32_t count;
+  size_t total;
+} pieces_t;
+
+static void pieces_free(pieces_t* p) {
+  if (p->at != p->inline_pieces) free(p->at);
+  p->at = p->inline_pieces;
+}
+
+// The pieces of an array argument, their count and total length, checked; 0 with an error thrown
+// (nothing to free then). Else the caller frees them (pieces_free).
+static int get_pieces(napi_env env, napi_value array, pieces_t* p) {
   bool is_array = false;
-  if (napi_is_array(env, array, &is_array) != napi_ok || !is_array || napi_get_array_length(env, array, count) != napi_ok) {
+  p->at = p->inline_pieces;
+  p->total = 0;
+  if (napi_is_array(env, array, &is_array) != napi_ok || !is_array || napi_get_array_length(env, array, &p->count) != napi_ok) {
     throw_arg(env, "Aead: pieces is an array of Buffers");
     return 0;
   }
-  if (*count > AEAD_MAX_PIECES) {
+  if (p->count > AEAD_MAX_PIECES) {
     throw_arg(env, "Aead: more than 4096 pieces");
     return 0;
   }
-  *total = 0;
-  for (uint32_t i = 0; i < *count; i++) {
-    napi_value element;
-    const uint8_t* data;
-    size_t length;
-    if (napi_get_element(env, array, i, &element) != napi_ok ||
-        !get_bytes(env, element, 0, &data, &length, "Aead: pieces is an array of Buffers"))
+  if (p->count > AEAD_INLINE_PIECES) {
+    p->at = malloc(p->count * sizeof *p->at);
+    if (p->at == NULL) {
+      p->at = p->inline_pieces;
+      throw_crypto(env, "Aead: out of memory");
       return 0;
-    *total += length;
-    if (*total > AEAD_MAX_RECORD) {
+    }
+  }
+  for (uint32_t i = 0; i < p->count; i++) {
+    napi_value element;
+    if (napi_get_element(env, array, i, &element) != napi_ok ||
+        !get_bytes(env, element, 0, &p->at[i].data, &p->at[i].length, "Aead: pieces is an array of Buffers")) {
+      pieces_free(p);
+      return 0;
+    }
+    p->total += p->at[i].length;
+    if (p->total > AEAD_MAX_RECORD) {
+      pieces_free(p);
       throw_arg(env, "Aead: a record is at most 16 MiB");
       return 0;
     }
   }
-  if (*total == 0) {
+  if (p->total == 0) {
+    pieces_free(p);
     throw_arg(env, "Aead: a record has at least one byte");
     return 0;
   }
@@ -141,15 +174,12 @@ static int get_pieces(napi_env env, napi_value array, uint32_t* count, size_t* t
 }
 
 // Runs every piece through the cipher into out (GCM: as many bytes out as in); 0 on failure.
-static int update_pieces(napi_env env, EVP_CIPHER_CTX* ctx, napi_value array, uint32_t count, uint8_t* out) {
-  for (uint32_t i = 0; i < count; i++) {
-    napi_value element;
-    void* data;
-    size_t length;
+static int update_pieces(EVP_CIPHER_CTX* ctx, const pieces_t* p, uint8_t* out) {
+  for (uint32_t i = 0; i < p->count; i++) {
     int written = 0;
-    if (napi_get_element(env, array, i, &element) != napi_ok || napi_get_buffer_info(env, element, &data, &length) != napi_ok) return 0;
+    size_t length = p->at[i].length;
     if (length == 0) continue;
-    if (EVP_CipherUpdate(ctx, out, &written, data, (int)length) != 1 || (size_t)written != length) return 0;
+    if (EVP_CipherUpdate(ctx, out, &written, p->at[i].data, (int)length) != 1 || (size_t)written != length) return 0;
     out += written;
   }
   return 1;
@@ -192,25 +222,28 @@ static napi_value aead_seal(napi_env env, napi_callback_info info) {
   if (!aead->seal) return throw_arg(env, "Aead: this one opens");
   const uint8_t* nonce;
   size_t nonce_length;
-  uint32_t count;
-  size_t total;
+  pieces_t pieces;
   uint8_t* out;
   if (argc < 4) return throw_arg(env, "Aead: seal(nonce, pieces, out, offset)");
   if (!get_bytes(env, args[0], AEAD_NONCE_BYTES, &nonce, &nonce_length, "Aead: the nonce is a Buffer of 12 bytes") ||
-      !get_pieces(env, args[1], &count, &total) ||
-      !get_out(env, args[2], args[3], AEAD_HEADER_BYTES + total + AEAD_TAG_BYTES, &out, "Aead: out is a Buffer with room for the record at offset"))
+      !get_pieces(env, args[1], &pieces))
     return NULL;
+  size_t total = pieces.total;
+  if (!get_out(env, args[2], args[3], AEAD_HEADER_BYTES + total + AEAD_TAG_BYTES, &out, "Aead: out is a Buffer with room for the record at offset")) {
+    pieces_free(&pieces);
+    return NULL;
+  }
   out[0] = (uint8_t)(total >> 24);
   out[1] = (uint8_t)(total >> 16);
   out[2] = (uint8_t)(total >> 8);
   out[3] = (uint8_t)total;
   int written = 0;
   EVP_CIPHER_CTX* ctx = aead->ctx;
-  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1) != 1 || EVP_CipherUpdate(ctx, NULL, &written, out, AEAD_HEADER_BYTES) != 1 ||
-      !update_pieces(env, ctx, args[1], count, out + AEAD_HEADER_BYTES) ||
-      EVP_CipherFinal_ex(ctx, out + AEAD_HEADER_BYTES + total, &written) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, AEAD_TAG_BYTES, out + AEAD_HEADER_BYTES + total) != 1)
-    return throw_crypto(env, "Aead: sealing failed");
+  int ok = EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1) == 1 && EVP_CipherUpdate(ctx, NULL, &written, out, AEAD_HEADER_BYTES) == 1 &&
+           update_pieces(ctx, &pieces, out + AEAD_HEADER_BYTES) && EVP_CipherFinal_ex(ctx, out + AEAD_HEADER_BYTES + total, &written) == 1 &&
+           EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, AEAD_TAG_BYTES, out + AEAD_HEADER_BYTES + total) == 1;
+  pieces_free(&pieces);
+  if (!ok) return throw_crypto(env, "Aead: sealing failed");
   napi_value result;
   napi_create_uint32(env, (uint32_t)(AEAD_HEADER_BYTES + total + AEAD_TAG_BYTES), &result);
   return result;

@@ -179,6 +179,18 @@ t.test('both ends move to the next key at the same record, and it is another key
   t.equal(stale.errors.length, 1, 'and fails the third')
 })
 
+t.test('a record of many pieces (more than the helper holds inline, up to its 4096) is the record of their bytes together', async (t) => {
+  for (const count of [1, 32, 33, 100, 4096]) {
+    const pieces = Array.from({ length: count }, (_, i) => randomBytes(i % 7))
+    pieces[0] = randomBytes(3)
+    const whole = Buffer.concat(pieces)
+    const [one] = sealAll([whole])
+    const ring = new SealRing()
+    const [record] = sealRecord(new RecordKeys(KEY, IV, true), pieces, whole.length, ring)
+    t.ok(record.equals(one!), `${count} pieces (some empty): the same record as their bytes in one piece`)
+  }
+})
+
 t.test('a record is AES-256-GCM: the length as additional data, the nonce the IV XOR the record number', async (t) => {
   const plains = [randomBytes(5000), randomBytes(17)]
   const records = sealAll(plains)
@@ -230,6 +242,8 @@ t.test('the helper refuses bad arguments with a TypeError, and never crashes', a
     ['opening with a sealer', () => sealer.begin(nonce, header10)],
     ['a long header', () => openerAead.begin(nonce, Buffer.alloc(5))],
     ['a header of length 0', () => openerAead.begin(nonce, Buffer.alloc(4))],
+    ['more than 4096 pieces', () => sealer.seal(nonce, Array.from({ length: 4097 }, () => Buffer.alloc(1)), Buffer.alloc(8192), 0)],
+    ['a bad piece after the 32 held inline', () => sealer.seal(nonce, [...Array.from({ length: 40 }, () => Buffer.alloc(1)), 'x' as unknown as Buffer], Buffer.alloc(100), 0)],
     ['a header over 16 MiB', () => openerAead.begin(nonce, Buffer.from([1, 0, 0, 1]))],
     ['update before begin', () => openerAead.update(Buffer.alloc(1), out, 0)],
     ['final before begin', () => openerAead.final(Buffer.alloc(16))],

@@ -94,9 +94,8 @@ function newAead(key: Buffer, seal: boolean): NativeAead {
  */
 export class SealRing {
   #ring: Buffer | undefined
-  /** The records held, oldest first: where each starts and ends in the ring. */
+  /** The records held, oldest first: where each starts in the ring (the oldest's start bounds the room). */
   readonly #starts: number[] = []
-  readonly #ends: number[] = []
   /** Where the next record goes. */
   #head = 0
 
@@ -115,7 +114,6 @@ export class SealRing {
     }
     if (at < 0) return [Buffer.allocUnsafe(size), 0, false]
     this.#starts.push(at)
-    this.#ends.push(at + size)
     this.#head = at + size
     return [ring, at, true]
   }
@@ -123,7 +121,6 @@ export class SealRing {
   /** The oldest record held was written: its room is free. */
   release(): void {
     this.#starts.shift()
-    this.#ends.shift()
   }
 
   /** Records held (tests). */
