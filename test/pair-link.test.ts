@@ -68,6 +68,20 @@ t.test('an authenticated link carries control and data frames both ways, byte-ex
   t.equal(readOffset(near.events.control[0]!.payload), 12345, 'and frames the other way')
 })
 
+t.test('many small frames in one turn (every session acknowledging at once) cross in records of a bounded number of pieces', async (t) => {
+  const far = await farEnd(t)
+  const near = nearEnd(t, far.port)
+  t.ok(await waitFor(() => near.events.up.length === 1 && far.events.up.length === 1, 5000), 'up at both ends')
+  const nearLink = near.dialer.link!
+  // 10,000 sessions' ACKs and 1,000 sessions' 1-byte DATA, all in one turn of the event loop.
+  for (let channel = 1; channel <= 10_000; channel++) nearLink.send(offsetFrame(FRAME.ACK, channel, channel))
+  for (let channel = 1; channel <= 1000; channel++) nearLink.send(frameHeader(FRAME.DATA, channel, 1), Buffer.of(channel & 0xff))
+  t.ok(await waitFor(() => far.events.control.length === 10_000 && far.events.arrivals.length === 1000, 10_000), 'every frame arrives')
+  t.ok(far.events.control.every((c, i) => c.type === FRAME.ACK && c.channel === i + 1 && readOffset(c.payload) === i + 1), 'the ACKs in order, each its own')
+  t.ok(far.events.arrivals.every(([channel], i) => channel === i + 1 && far.events.bytes(channel)[0] === (channel & 0xff)), 'the DATA in order, each its own byte')
+  t.equal(near.events.down.length + far.events.down.length, 0, 'the link stays up')
+})
+
 t.test('frames leave TLS for sealed records when both ends can, and stay in TLS when either cannot; both carry frames', async (t) => {
   for (const [name, nearRecords, farRecords] of [
     ['both ends (a key update every 100 kB)', true, true],

@@ -24,7 +24,7 @@ import { loadNative } from '../native.ts'
 import type { PairKeys } from './secret.ts'
 import type { Channel } from './channel.ts'
 import { FRAME, FrameReader, frameHeader, HEADER_BYTES, HELLO_BYTES, HELLO_FLAGS, LINK_QUEUE_BYTES, PROTOCOL_VERSION, ROLE, type FrameSink, type FrameType, type Role } from './protocol.ts'
-import { IV_BYTES, KEY_BYTES, MAX_RECORD, RecordKeys, RecordReader, SealRing, sealRecord, type RecordSink } from './records.ts'
+import { IV_BYTES, KEY_BYTES, MAX_RECORD, MAX_RECORD_PIECES, RecordKeys, RecordReader, SealRing, sealRecord, type RecordSink } from './records.ts'
 
 /** The TLS identity offered with the pre-shared key: one secret per pair, so a constant. */
 const PSK_IDENTITY = 'ka-proxy-pair'
@@ -260,11 +260,11 @@ export class PairLink implements FrameSink, RecordSink {
    * reads are all done (setImmediate: what every session's read made, as Node's TLS socket
    * batches its writes; a nextTick sealed one record per read, 1.5 link writes a round trip at
    * 32 connections where TLS made 0.3, and cost 60 % more CPU a round trip), or sooner at
-   * MAX_RECORD; written in one system call.
+   * MAX_RECORD bytes or MAX_RECORD_PIECES pieces; written in one system call.
    */
   #queue(frame: Buffer, data: Buffer | undefined): void {
     const length = frame.length + (data?.length ?? 0)
-    if (this.#outBytes + length > MAX_RECORD) this.#seal()
+    if (this.#outBytes + length > MAX_RECORD || this.#out.length + 2 > MAX_RECORD_PIECES) this.#seal()
     this.#out.push(frame)
     if (data !== undefined) this.#out.push(data)
     if (this.#outBytes === 0 && !this.#corked) {
@@ -278,10 +278,17 @@ export class PairLink implements FrameSink, RecordSink {
   #seal(): void {
     // Switching (far end): nothing is written before the near end's first record says it left TLS.
     if (this.#outBytes === 0 || this.state !== 'up') return
-    const [record, held] = sealRecord(this.#sendKeys!, this.#out, this.#outBytes, this.#ring)
+    let sealed: [Buffer, boolean]
+    try {
+      sealed = sealRecord(this.#sendKeys!, this.#out, this.#outBytes, this.#ring)
+    } catch (err) {
+      // Not expected (what is sealed is checked here); the link ends, its sessions resume, nothing crashes.
+      this.#down('error', `cannot seal a record: ${(err as Error).message}`)
+      return
+    }
     this.#out = []
     this.#outBytes = 0
-    this.#socket.write(record, held ? this.#written : undefined)
+    this.#socket.write(sealed[0], sealed[1] ? this.#written : undefined)
   }
 
   #flush(): void {

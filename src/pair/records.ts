@@ -32,6 +32,11 @@ export const TAG_BYTES = 16
 export const RECORD_HEADER = 4
 /** The largest plaintext a record carries: a sender seals what it has before it would pass this. */
 export const MAX_RECORD = 1024 * 1024
+/**
+ * The most pieces a record is sealed from (a frame is one or two): a turn in which thousands of
+ * sessions each acknowledge makes several records, within the helper's bound of 4096 a call.
+ */
+export const MAX_RECORD_PIECES = 1024
 export const KEY_UPDATE_BYTES = 2 ** 35
 const KEY_UPDATE_INFO = 'ka-proxy pair key update'
 
