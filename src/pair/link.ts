@@ -135,8 +135,6 @@ export class PairLink implements FrameSink, RecordSink {
   #tls: TLSSocket | undefined
   readonly #options: LinkOptions
   readonly #events: LinkEvents
-  /** What reads the socket: frames from TLS, or records (whose plaintext goes to #frames). */
-  #reader: { push(chunk: Buffer): void }
   #frames: FrameReader
   readonly #timer: NodeJS.Timeout
   #lastSent = performance.now()
@@ -147,7 +145,7 @@ export class PairLink implements FrameSink, RecordSink {
   /** Where records are sealed, held until written (records.ts). */
   readonly #ring = new SealRing()
   readonly #written = (): void => this.#ring.release()
-  /** Records: what opens the peer's (`keepPiece` tells it a piece was kept). */
+  /** Records: what opens the peer's (`keepPiece` tells it a piece was kept); undefined while in TLS. */
   #records: RecordReader | undefined
   #out: Buffer[] = []
   #outBytes = 0
@@ -172,7 +170,6 @@ export class PairLink implements FrameSink, RecordSink {
     this.#events = events
     this.peer = formatPeer(socket.remoteAddress, socket.remotePort)
     this.#frames = new FrameReader(this)
-    this.#reader = this.#frames
     socket.setNoDelay(true)
     try {
       options.tune?.(socket)
@@ -278,9 +275,9 @@ export class PairLink implements FrameSink, RecordSink {
   #seal(): void {
     // Switching (far end): nothing is written before the near end's first record says it left TLS.
     if (this.#outBytes === 0 || this.state !== 'up') return
-    let sealed: [Buffer, boolean]
+    let record: Buffer
     try {
-      sealed = sealRecord(this.#sendKeys!, this.#out, this.#outBytes, this.#ring)
+      record = sealRecord(this.#sendKeys!, this.#out, this.#outBytes, this.#ring)
     } catch (err) {
       // Not expected (what is sealed is checked here); the link ends, its sessions resume, nothing crashes.
       this.#down('error', `cannot seal a record: ${(err as Error).message}`)
@@ -288,7 +285,7 @@ export class PairLink implements FrameSink, RecordSink {
     }
     this.#out = []
     this.#outBytes = 0
-    this.#socket.write(sealed[0], sealed[1] ? this.#written : undefined)
+    this.#socket.write(record, this.#ring.holds(record) ? this.#written : undefined)
   }
 
   #flush(): void {
@@ -336,7 +333,8 @@ export class PairLink implements FrameSink, RecordSink {
 
   #onRead(chunk: Buffer): void {
     this.#lastReceived = performance.now()
-    this.#reader.push(chunk)
+    // Records once the link left TLS (their plaintext goes to #frames), else frames straight from TLS.
+    ;(this.#records ?? this.#frames).push(chunk)
   }
 
   /**
@@ -440,7 +438,7 @@ export class PairLink implements FrameSink, RecordSink {
     const tls = this.#tls!
     let plain: net.Socket
     try {
-      plain = leaveTls(tls, (chunk) => this.#onRead(chunk))
+      plain = leaveTls(tls, this.#handlers.data)
     } catch (err) {
       this.#down('error', `cannot leave TLS: ${(err as Error).message}`)
       return
@@ -457,7 +455,6 @@ export class PairLink implements FrameSink, RecordSink {
     this.#frames.stop()
     this.#frames = new FrameReader(this)
     this.#records = new RecordReader(this.role === 'near' ? farToNear : nearToFar, this)
-    this.#reader = this.#records
     this.#listen(tls, false)
     tls.on('error', ignoreError)
     // The far end's HELLO is the last thing its TLS socket writes; the near end's left long ago.

@@ -104,8 +104,8 @@ export class SealRing {
   /** Where the next record goes. */
   #head = 0
 
-  /** Room for `size` bytes: the buffer and the offset; `held` false when it is not the ring's (nothing to release). */
-  take(size: number): [buffer: Buffer, at: number, held: boolean] {
+  /** Room for `size` bytes: a view of the ring, or a buffer of its own when the ring has none (`holds` tells which). */
+  take(size: number): Buffer {
     const ring = (this.#ring ??= Buffer.allocUnsafeSlow(SEAL_RING_BYTES))
     if (this.#starts.length === 0) this.#head = 0
     const tail = this.#starts[0] ?? 0
@@ -117,10 +117,15 @@ export class SealRing {
     } else if (this.#head + size < tail) {
       at = this.#head
     }
-    if (at < 0) return [Buffer.allocUnsafe(size), 0, false]
+    if (at < 0) return Buffer.allocUnsafe(size)
     this.#starts.push(at)
     this.#head = at + size
-    return [ring, at, true]
+    return ring.subarray(at, at + size)
+  }
+
+  /** Whether `record` (one `take` gave) is in the ring: its room is released once it is written. */
+  holds(record: Buffer): boolean {
+    return record.buffer === this.#ring?.buffer
   }
 
   /** The oldest record held was written: its room is free. */
@@ -139,13 +144,13 @@ const SEAL_RING_BYTES = 2 * (MAX_RECORD + RECORD_HEADER + TAG_BYTES) + 512 * 102
 
 /**
  * Seals `pieces` (their lengths add up to `length`, 1 to MAX_RECORD) into one record in `ring`,
- * to write as it is; `held`: release the ring's room once it is written.
+ * to write as it is (if `ring.holds` it, its room is released once it is written).
  */
-export function sealRecord(keys: RecordKeys, pieces: readonly Buffer[], length: number, ring: SealRing): [record: Buffer, held: boolean] {
+export function sealRecord(keys: RecordKeys, pieces: readonly Buffer[], length: number, ring: SealRing): Buffer {
   const [aead, nonce] = keys.next(length)
-  const [buffer, at, held] = ring.take(RECORD_HEADER + length + TAG_BYTES)
-  const size = aead.seal(nonce, pieces, buffer, at)
-  return [buffer.subarray(at, at + size), held]
+  const record = ring.take(RECORD_HEADER + length + TAG_BYTES)
+  aead.seal(nonce, pieces, record, 0)
+  return record
 }
 
 /** What a RecordReader hands on. */
