@@ -26,6 +26,8 @@ export interface PerfSettings {
   idleSessions: number
   /** Sessions being opened at once in the idle case. */
   openWindow: number
+  /** Idle case: the open rate from a second round of as many sessions (idle.ts). */
+  reopen: boolean
   /** Seconds the idle sessions are left alone before the relay's memory is read. */
   idleSettle: number
   /** Busy sessions of the upgrade-busy case (the upgrade-idle case holds `idleSessions`). */
@@ -86,6 +88,7 @@ export function parseOptions(argv = hideBin(process.argv)): PerfSettings {
     .option('pgbench-seconds', { type: 'number', default: 15, describe: 'pgbench -T' })
     .option('idle-sessions', { type: 'number', default: 10_000, describe: 'idle sessions held through each relay' })
     .option('open-window', { type: 'number', default: 100, describe: 'sessions being opened at once' })
+    .option('reopen', { type: 'boolean', default: true, describe: 'idle: reset the sessions and open as many again, for the open rate of a relay that has run (--no-reopen: a new process\'s first sessions)' })
     .option('idle-settle', { type: 'number', default: 1, describe: 'seconds before reading the memory of idle sessions' })
     .option('upgrade-busy', { type: 'number', default: 100, describe: 'busy sessions through the upgrade (upgrade-busy; upgrade-idle holds --idle-sessions)' })
     .option('upgrade-rate', { type: 'string', default: '1MB', describe: 'bytes per second each busy session sends, and gets back' })
@@ -126,6 +129,7 @@ export function parseOptions(argv = hideBin(process.argv)): PerfSettings {
     pgbenchSeconds: Math.floor(positive('pgbench-seconds', quick('pgbench-seconds', args.pgbenchSeconds, 3))),
     idleSessions: Math.floor(positive('idle-sessions', quick('idle-sessions', args.idleSessions, 1000))),
     openWindow: Math.floor(positive('open-window', args.openWindow)),
+    reopen: args.reopen,
     idleSettle: quick('idle-settle', args.idleSettle, 0.5),
     upgradeBusy: Math.floor(positive('upgrade-busy', args.upgradeBusy)),
     upgradeRate: parseSize(args.upgradeRate, 'upgrade-rate'),
