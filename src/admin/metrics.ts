@@ -2,7 +2,9 @@
 // counters move when a session opens, connects or closes, and live values (active
 // sessions, bytes of open sessions) are read at scrape time. The process metrics are
 // prom-client's default collectors (RSS, CPU, open fds, event-loop lag, GC), as every Node
-// exporter has them, plus ka_proxy_build_info.
+// exporter has them, plus ka_proxy_build_info. Those collectors start with the admin API, the
+// only reader of /metrics: their event-loop lag monitor is a 10 ms timer, which woke an idle
+// proxy without an admin API 100 times a second for figures nobody could read.
 
 import { createRequire } from 'node:module'
 import type * as PromClient from 'prom-client'
@@ -52,6 +54,8 @@ export class ProxyMetrics {
   readonly #closedBytes = new Map<string, { toTarget: number; toClient: number }>()
 
   readonly #source: MetricsSource
+  /** The process collectors: not yet started, started, or never (a worker thread's metrics). */
+  #processCollectors: 'idle' | 'started' | 'none'
 
   /**
    * `processWide`: false for a worker thread's (src/workers.ts), whose counts the main thread's
@@ -61,8 +65,7 @@ export class ProxyMetrics {
   constructor(source: MetricsSource, { processWide = true }: { processWide?: boolean } = {}) {
     this.#source = source
     const registers = [this.registry]
-    // process_resident_memory_bytes, process_open_fds, nodejs_eventloop_lag_seconds, ...
-    if (processWide) collectDefaultMetrics({ register: this.registry })
+    this.#processCollectors = processWide ? 'idle' : 'none'
     const processRegisters = processWide ? registers : []
     new Gauge({
       name: 'ka_proxy_build_info',
@@ -155,6 +158,17 @@ export class ProxyMetrics {
         }
       },
     })
+  }
+
+  /**
+   * Starts prom-client's process collectors (process_resident_memory_bytes, process_open_fds,
+   * nodejs_eventloop_lag_seconds, ...) once, where these metrics are the process's: called when
+   * an admin API, which serves /metrics, is made.
+   */
+  collectProcessMetrics(): void {
+    if (this.#processCollectors !== 'idle') return
+    this.#processCollectors = 'started'
+    collectDefaultMetrics({ register: this.registry })
   }
 
   sessionOpened(route: string): void {

@@ -171,6 +171,7 @@ export class AdminServer {
   constructor(options: AdminOptions, source: AdminSource, metrics: ProxyMetrics, sockets: SocketControl, logger: Logger) {
     this.#options = options
     this.token = options.token
+    metrics.collectProcessMetrics()
     this.#server = http.createServer(LIMITS, (req, res) => {
       handle(req, res).catch((err: unknown) => {
         logger.error({ err }, 'admin request failed')
