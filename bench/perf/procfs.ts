@@ -1,7 +1,7 @@
 // What a relay's processes cost, read from /proc: CPU time and memory, summed over the process
 // and everything it forked (socat forks a child per session).
 
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { processTree, statFields } from '../lab/pids.ts'
 
 /** USER_HZ, the unit of the times in /proc/PID/stat: 100 on every Linux ABI. */
@@ -49,6 +49,19 @@ export function treeMemory(root: number): TreeMemory {
     sum.pss += m.pss
   }
   return sum
+}
+
+/** Descriptors `root` and its descendants hold open (a process gone meanwhile counts none). */
+export function treeDescriptors(root: number): number {
+  let n = 0
+  for (const pid of processTree(root)) {
+    try {
+      n += readdirSync(`/proc/${pid}/fd`).length
+    } catch {
+      // exited between the listing and the read
+    }
+  }
+  return n
 }
 
 /** True when something listens on TCP `port` of 127.0.0.1 (or any address), from /proc/net/tcp. */

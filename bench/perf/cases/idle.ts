@@ -16,7 +16,7 @@
 
 import { run, sleep } from '../../lab/exec.ts'
 import type { HeldSessions } from '../loadgen.ts'
-import { treeMemory, type TreeMemory } from '../procfs.ts'
+import { treeDescriptors, treeMemory, type TreeMemory } from '../procfs.ts'
 import { chargedCpu, type PerfCase } from './case.ts'
 
 /** Descriptors a single-process relay needs besides two per session. */
@@ -49,6 +49,7 @@ export const idleCase: PerfCase = {
     const halves = [Math.floor(count / 2), count - Math.floor(count / 2)]
     const memory = relayPid === null ? null : (): TreeMemory => treeMemory(relayPid)
     const before = memory?.()
+    const descriptors = relayPid === null ? undefined : treeDescriptors(relayPid)
     const held: HeldSessions[] = []
     let mid: TreeMemory | undefined
     const metrics: Record<string, number> = { sessions: count }
@@ -81,8 +82,7 @@ export const idleCase: PerfCase = {
       if (metrics.coldCpuUsPerOpen !== undefined) metrics.relayCpuUsPerOpen = metrics.coldCpuUsPerOpen
       return metrics
     }
-    // The relay closes the sessions just reset before as many open again.
-    await sleep(env.settings.idleSettle * 1000)
+    await released(relayPid, descriptors, env.settings.idleSettle)
     const { result: h, cpuSeconds } = await chargedCpu(relayPid, () => env.loadgen.open(address, count, env.settings.openWindow))
     await h.close()
     if (h.result.failed > 0) throw new Error(`idle: ${h.result.failed} of ${count} sessions failed to open again`)
@@ -90,4 +90,25 @@ export const idleCase: PerfCase = {
     if (relayPid !== null) metrics.relayCpuUsPerOpen = (cpuSeconds * 1e6) / count
     return metrics
   }
+}
+
+/** How long a relay may take to close the sessions just reset (socat: thousands of processes exiting). */
+const RELEASE_TIMEOUT_MS = 60_000
+
+/**
+ * Waits until the relay has closed the sessions just reset, so that as many can open again
+ * within its descriptor limit: its processes hold no more descriptors than before they opened
+ * (give or take SPARE_FDS), then `settle` seconds more. Throws, naming the count, past a minute.
+ */
+async function released(relayPid: number | null, before: number | undefined, settle: number): Promise<void> {
+  if (relayPid !== null && before !== undefined) {
+    const deadline = Date.now() + RELEASE_TIMEOUT_MS
+    let held = treeDescriptors(relayPid)
+    while (held > before + SPARE_FDS) {
+      if (Date.now() > deadline) throw new Error(`idle: the relay still holds ${held} descriptors ${RELEASE_TIMEOUT_MS / 1000} s after its sessions were reset (${before} before they opened)`)
+      await sleep(100)
+      held = treeDescriptors(relayPid)
+    }
+  }
+  await sleep(settle * 1000)
 }
