@@ -11,7 +11,7 @@ import { resolveAppConfig } from '../src/config/resolve.ts'
 import { SocketControl } from '../src/socket-control.ts'
 import { VERSION } from '../src/version.ts'
 import { startCliProxy } from './helpers/cli.ts'
-import { freePort, sleep } from './helpers/net.ts'
+import { freePort, listen, sleep } from './helpers/net.ts'
 
 for (const native of [true, false]) {
   t.test(`process metrics and build info (native ${native})`, async (t) => {
@@ -53,6 +53,12 @@ t.test('an admin API added by a reload serves the process metrics', async (t) =>
   const names = (await app.metrics.registry.getMetricsAsJSON()).map((m) => m.name)
   t.notOk(names.includes('nodejs_eventloop_lag_seconds'), 'no process collectors without an admin API')
   t.ok(names.includes('ka_proxy_sessions_total'), 'the proxy\'s own metrics are kept all the same')
+  // An admin API that cannot listen (its port taken) serves nothing: the collectors stay off.
+  const taken = await listen((s) => s.destroy())
+  t.teardown(() => taken.server.close())
+  await t.rejects(app.reload(resolveAppConfig({ ...config, admin: `127.0.0.1:${taken.port}` })))
+  const afterRejected = (await app.metrics.registry.getMetricsAsJSON()).map((m) => m.name)
+  t.notOk(afterRejected.includes('nodejs_eventloop_lag_seconds'), 'none after a reload whose admin API could not listen')
   await app.reload(resolveAppConfig({ ...config, admin: `127.0.0.1:${adminPort}` }))
   const text = await (await request(`http://127.0.0.1:${adminPort}/metrics`)).body.text()
   t.match(text, /^nodejs_eventloop_lag_seconds \S+$/m)

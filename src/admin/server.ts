@@ -165,13 +165,14 @@ function send(res: ServerResponse, status: number, type: string, body: string): 
 export class AdminServer {
   readonly #server: http.Server
   readonly #options: AdminOptions
+  readonly #metrics: ProxyMetrics
   /** Replaced by a reload that changes only the token. */
   token: string | undefined
 
   constructor(options: AdminOptions, source: AdminSource, metrics: ProxyMetrics, sockets: SocketControl, logger: Logger) {
     this.#options = options
     this.token = options.token
-    metrics.collectProcessMetrics()
+    this.#metrics = metrics
     this.#server = http.createServer(LIMITS, (req, res) => {
       handle(req, res).catch((err: unknown) => {
         logger.error({ err }, 'admin request failed')
@@ -230,6 +231,8 @@ export class AdminServer {
     } catch (err) {
       throw new ListenError(shown, err as NodeJS.ErrnoException, this.#options.listenKey)
     }
+    // Serving /metrics from now on: the process's own figures start (not for an API that failed to listen).
+    this.#metrics.collectProcessMetrics()
     const addr = this.#server.address() as import('node:net').AddressInfo
     return formatEndpoint(addr.address, addr.port)
   }
