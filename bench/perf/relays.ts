@@ -113,6 +113,12 @@ function kaProxyWorkers(n: number): PerfRelay {
   }
 }
 
+/**
+ * HAProxy logs one line per session to its standard output (its log file here), as ka-proxy
+ * writes its `session closed` line: what a session costs includes its line for both.
+ */
+const HAPROXY_LOG = { global: ['log stdout format raw local0'], defaults: ['log global', 'option tcplog'] }
+
 /** HAProxy with `nbthread n`, next to ka-proxy-w<n> (unpinned: with the relay pinned to one CPU, threads only share it). */
 function haproxyThreads(n: number): PerfRelay {
   return {
@@ -121,7 +127,7 @@ function haproxyThreads(n: number): PerfRelay {
     unavailable: () => haproxy.unavailable(),
     command(cfg, dir, sessions) {
       const file = join(dir, 'haproxy.cfg')
-      writeFileSync(file, haproxyConfig(cfg, sessions + SPARE, [`nbthread ${n}`]))
+      writeFileSync(file, haproxyConfig(cfg, sessions + SPARE, [`nbthread ${n}`, ...HAPROXY_LOG.global], HAPROXY_LOG.defaults))
       return { cmd: 'haproxy', args: ['-db', '-f', file] }
     }
   }
@@ -133,7 +139,7 @@ const haproxyRelay: PerfRelay = {
   unavailable: () => haproxy.unavailable(),
   command(cfg, dir, sessions) {
     const file = join(dir, 'haproxy.cfg')
-    writeFileSync(file, haproxyConfig(cfg, sessions + SPARE))
+    writeFileSync(file, haproxyConfig(cfg, sessions + SPARE, HAPROXY_LOG.global, HAPROXY_LOG.defaults))
     return { cmd: 'haproxy', args: ['-db', '-f', file] }
   }
 }

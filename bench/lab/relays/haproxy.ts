@@ -12,16 +12,16 @@ import { waitForListening } from '../ss.ts'
 
 /**
  * `maxconn`: sessions HAProxy accepts at once (the performance bench holds thousands);
- * `global`: more lines for its global section.
+ * `global`: more lines for its global section; `defaults`: more lines for its defaults.
  */
-export function haproxyConfig({ listen, target, options }: RelayConfig, maxconn = 4000, global: readonly string[] = []): string {
+export function haproxyConfig({ listen, target, options }: RelayConfig, maxconn = 4000, global: readonly string[] = [], defaults: readonly string[] = []): string {
   const { client: c, target: t, userTimeout } = options
   const ut = userTimeout !== undefined && userTimeout > 0 ? ` tcp-ut ${userTimeout}s` : ''
   return `global
   maxconn ${maxconn}
 ${global.map(line => `  ${line}\n`).join('')}defaults
   mode tcp
-  timeout connect 5s
+${defaults.map(line => `  ${line}\n`).join('')}  timeout connect 5s
   timeout client 24h
   timeout server 24h
 frontend relay
