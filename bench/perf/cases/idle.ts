@@ -13,6 +13,9 @@
 // for compiling the open path (ka-proxy's JavaScript) and for the kernel's first socket
 // allocations (HAProxy's first round is slower too). The first round's rate and CPU are kept as
 // rows of their own (`cold*`); `--no-reopen` measures that round only.
+//
+// Each round ends in a close storm: every session is reset at once, and the relay's CPU until it
+// has closed them all is the CPU per session closed (a failover, a fleet stopping).
 
 import { run, sleep } from '../../lab/exec.ts'
 import type { HeldSessions } from '../loadgen.ts'
@@ -74,22 +77,40 @@ export const idleCase: PerfCase = {
         metrics.relayProcesses = after.processes
         metrics.coldCpuUsPerOpen = (cpu * 1e6) / count
       }
+      const closing = await closeStorm(relayPid, descriptors, held.splice(0))
+      if (!env.settings.reopen) {
+        metrics.opensPerSec = metrics.coldOpensPerSec!
+        if (metrics.coldCpuUsPerOpen !== undefined) metrics.relayCpuUsPerOpen = metrics.coldCpuUsPerOpen
+        if (relayPid !== null) metrics.relayCpuUsPerClose = (closing * 1e6) / count
+        return metrics
+      }
     } finally {
       for (const h of held.splice(0)) await h.close()
     }
-    if (!env.settings.reopen) {
-      metrics.opensPerSec = metrics.coldOpensPerSec!
-      if (metrics.coldCpuUsPerOpen !== undefined) metrics.relayCpuUsPerOpen = metrics.coldCpuUsPerOpen
-      return metrics
-    }
-    await released(relayPid, descriptors, env.settings.idleSettle)
+    await sleep(env.settings.idleSettle * 1000)
     const { result: h, cpuSeconds } = await chargedCpu(relayPid, () => env.loadgen.open(address, count, env.settings.openWindow))
-    await h.close()
+    const closing = await closeStorm(relayPid, descriptors, [h])
     if (h.result.failed > 0) throw new Error(`idle: ${h.result.failed} of ${count} sessions failed to open again`)
     metrics.opensPerSec = count / h.result.seconds
-    if (relayPid !== null) metrics.relayCpuUsPerOpen = (cpuSeconds * 1e6) / count
+    if (relayPid !== null) {
+      metrics.relayCpuUsPerOpen = (cpuSeconds * 1e6) / count
+      metrics.relayCpuUsPerClose = (closing * 1e6) / count
+    }
     return metrics
   }
+}
+
+/**
+ * Resets every session held at once (as a target's failover does to a pool's connections) and
+ * returns the relay's CPU seconds from then until it has closed them all (see `released`): what
+ * tearing a session down costs, both legs closed and, for ka-proxy, its one log line written.
+ */
+async function closeStorm(relayPid: number | null, before: number | undefined, held: HeldSessions[]): Promise<number> {
+  const { cpuSeconds } = await chargedCpu(relayPid, async () => {
+    for (const h of held) await h.close()
+    await released(relayPid, before, 0)
+  })
+  return cpuSeconds
 }
 
 /** How long a relay may take to close the sessions just reset (socat: thousands of processes exiting). */
