@@ -108,7 +108,7 @@ export const idleCase: PerfCase = {
 async function closeStorm(relayPid: number | null, before: number | undefined, held: HeldSessions[]): Promise<number> {
   const { cpuSeconds } = await chargedCpu(relayPid, async () => {
     for (const h of held) await h.close()
-    await released(relayPid, before, 0)
+    await released(relayPid, before)
   })
   return cpuSeconds
 }
@@ -119,9 +119,9 @@ const RELEASE_TIMEOUT_MS = 60_000
 /**
  * Waits until the relay has closed the sessions just reset, so that as many can open again
  * within its descriptor limit: its processes hold no more descriptors than before they opened
- * (give or take SPARE_FDS), then `settle` seconds more. Throws, naming the count, past a minute.
+ * (give or take SPARE_FDS). Throws, naming the count, past a minute.
  */
-async function released(relayPid: number | null, before: number | undefined, settle: number): Promise<void> {
+async function released(relayPid: number | null, before: number | undefined): Promise<void> {
   if (relayPid !== null && before !== undefined) {
     const deadline = Date.now() + RELEASE_TIMEOUT_MS
     let held = treeDescriptors(relayPid)
@@ -131,5 +131,4 @@ async function released(relayPid: number | null, before: number | undefined, set
       held = treeDescriptors(relayPid)
     }
   }
-  await sleep(settle * 1000)
 }
