@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap'
 import type { Socket } from 'node:net'
 import { SocketControl } from '../src/socket-control.ts'
-import { connect, listen, waitFor } from './helpers/net.ts'
+import { connect, listen, loopback, waitFor } from './helpers/net.ts'
 import { startProxy } from './helpers/proxy.ts'
 import { relaySockets } from '../bench/lab/ss.ts'
 import type { RawOptions } from '../src/config/options.ts'
@@ -56,7 +56,7 @@ for (const c of CASES) {
     const { proxy, session, targetPort } = await liveSession(t, c.flags)
     t.same(reader.read(session.legHandle('client')!), { enabled: true, ...c.client }, 'client leg (inherited from the listener)')
     t.same(reader.read(session.legHandle('target')!), { enabled: true, ...c.target }, 'target leg')
-    const legs = await relaySockets(proxy.port, targetPort)
+    const legs = await relaySockets(loopback(proxy.port), loopback(targetPort))
     const clientLeg = legs.filter((s) => s.local.port === proxy.port)
     const targetLeg = legs.filter((s) => s.peer.port === targetPort)
     t.equal(clientLeg.length, 1)

@@ -15,7 +15,7 @@ import net, { type AddressInfo, type Socket } from 'node:net'
 import { keepaliveBound } from '../bench/lab/index.ts'
 import { relaySockets } from '../bench/lab/ss.ts'
 import { drain, fillPath } from './helpers/fill.ts'
-import { waitFor } from './helpers/net.ts'
+import { loopback, waitFor } from './helpers/net.ts'
 import { missingPrerequisite } from './helpers/prerequisite.ts'
 import { startProxy } from './helpers/proxy.ts'
 import { TRANSPORTS } from './helpers/transports.ts'
@@ -106,6 +106,6 @@ for (const [n, { relay, dying }] of cases.entries()) {
       [dying === 'target' ? 'bytesToClient' : 'bytesToTarget']: received.length,
     })
     t.equal(proxy.logs.filter((l) => l.msg === 'session closed').length, 1, 'one session closed line')
-    t.same(await relaySockets(proxy.port, targetPort), [], 'no proxy socket left')
+    t.same(await relaySockets(loopback(proxy.port), { host: targetHost, port: targetPort }), [], 'no proxy socket left')
   })
 }

@@ -6,7 +6,7 @@ import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import type { Socket } from 'node:net'
-import { connect, endOf, listen, manualTarget, sleep, waitFor } from './helpers/net.ts'
+import { connect, endOf, listen, loopback, manualTarget, sleep, waitFor } from './helpers/net.ts'
 import { drain, endSeen, fillPath } from './helpers/fill.ts'
 import { payload } from './helpers/payload.ts'
 import { startProxy, type TestProxy } from './helpers/proxy.ts'
@@ -34,7 +34,7 @@ eachTransport((t, relay) => {
     t.equal(await clientEnd, 'ECONNRESET', 'client sees a reset, not a normal end')
     const [line] = await proxy.closed()
     t.match(line, { reason: 'target_reset', leg: 'target', clientClose: 'rst', targetClose: 'failed', error: 'ECONNRESET' })
-    t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
+    t.same(await relaySockets(loopback(proxy.port), loopback(target.port)), [], 'no proxy socket left')
   })
 
   t.test('client reset: the target is told with an RST, and the log says client_reset', async (t) => {
@@ -49,7 +49,7 @@ eachTransport((t, relay) => {
     t.equal(await serverEnd, 'ECONNRESET')
     const [line] = await proxy.closed()
     t.match(line, { reason: 'client_reset', leg: 'client', targetClose: 'rst', clientClose: 'failed' })
-    t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
+    t.same(await relaySockets(loopback(proxy.port), loopback(target.port)), [], 'no proxy socket left')
   })
 
   t.test('target resets while data is still being flushed to a slow client: flush, then RST', async (t) => {
@@ -145,7 +145,7 @@ eachTransport((t, relay) => {
     t.match(line, { reason: 'half_close_timeout', bytesToTarget: 3, clientClose: 'rst', targetClose: 'rst' })
     t.ok((line!.durationMs as number) >= 450 && (line!.durationMs as number) < 2000, `after about 0.5 s (${line!.durationMs} ms)`)
     t.equal(await clientEnd, 'ECONNRESET', 'the client learns the session was cut, not finished')
-    t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
+    t.same(await relaySockets(loopback(proxy.port), loopback(target.port)), [], 'no proxy socket left')
   })
 
   t.test('one session failing leaves the others alone', async (t) => {
@@ -221,7 +221,7 @@ eachTransport((t, relay) => {
         [`${dying}Close`]: 'failed',
         [dying === 'target' ? 'bytesToClient' : 'bytesToTarget']: received.length,
       })
-      t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
+      t.same(await relaySockets(loopback(proxy.port), loopback(target.port)), [], 'no proxy socket left')
     })
   }
 
@@ -241,6 +241,6 @@ eachTransport((t, relay) => {
     // Found at once (EPOLLERR) or by the one-second paused-leg check, then 0.4 s of flushing.
     t.ok(afterReset >= 380 && afterReset < 2000, `closed about 0.4 s after the reset was found (${afterReset.toFixed(0)} ms after it)`)
     t.equal(await endSeen(client, proxy.sockets), 'ECONNRESET', 'the client is told the session was cut')
-    t.same(await relaySockets(proxy.port, target.port), [], 'no proxy socket left')
+    t.same(await relaySockets(loopback(proxy.port), loopback(target.port)), [], 'no proxy socket left')
   })
 })

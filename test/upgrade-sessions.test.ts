@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import type { Socket } from 'node:net'
 import { once } from 'node:events'
 import { request } from 'undici'
-import { collect, connect, endOf, freePort, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
+import { collect, connect, endOf, freePort, loopback, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { spawnProxy } from './helpers/cli.ts'
 import { entryFile, killAllAtEnd, NATIVE, oneSession, twoWayStreams, upgradeTestSetup } from './helpers/upgrade.ts'
@@ -267,7 +267,7 @@ t.test('a peer resets while an adopted session still holds bytes for a client th
   // Nothing leaks: the new process holds the listening socket and the other session's two legs,
   // and the kernel holds no socket of the two sessions reset.
   t.ok(await waitFor(() => socketDescriptors([newPid]) === 3, 5000), `the new process holds 3 network sockets (${socketDescriptors([newPid])})`)
-  const left = (await relaySockets(port, target.port)).filter((s) => s.state !== 'TIME-WAIT')
+  const left = (await relaySockets(loopback(port), loopback(target.port))).filter((s) => s.state !== 'TIME-WAIT')
   t.same(left.filter((s) => s.pids.includes(newPid)).length, 2, "ss: only the other session's two legs are the new process's")
   t.same(left.filter((s) => legs.includes(`${s.local.host}:${s.local.port}`) || legs.includes(`${s.peer.host}:${s.peer.port}`)).map((s) => s.state), [], 'ss: nothing left of the sessions reset')
   t.notOk(proxy.logs.some((l) => l.pid === oldPid && l.msg === 'session closed'), 'the old process ended nothing')

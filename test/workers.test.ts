@@ -15,7 +15,7 @@ import { join } from 'node:path'
 import { runCli, spawnProxy, type RunningProxy } from './helpers/cli.ts'
 import type { LogLine } from './helpers/proxy.ts'
 import { openDescriptors } from './helpers/fds.ts'
-import { connect, endOf, freePort, listen, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
+import { connect, endOf, freePort, listen, loopback, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload } from './helpers/payload.ts'
 import { relaySockets } from '../bench/lab/ss.ts'
 import { entryFile, start, twoWayStreams, upgradeTestSetup } from './helpers/upgrade.ts'
@@ -401,7 +401,7 @@ t.test('--workers 2: peers reset while the upgrade carries the worker\'s session
     s.server.end()
     t.ok((await got).equals(s.sent), `${s === b ? 'the worker' : 'a main-thread'} session's 8 MiB arrive whole (port ${s.client.localPort})`)
   }
-  const left = (await relaySockets(port, target.port)).filter((s) => s.state !== 'TIME-WAIT')
+  const left = (await relaySockets(loopback(port), loopback(target.port))).filter((s) => s.state !== 'TIME-WAIT')
   t.same(left.filter((s) => legs.includes(`${s.local.host}:${s.local.port}`) || legs.includes(`${s.peer.host}:${s.peer.port}`)).map((s) => s.state), [], 'ss: nothing left of the sessions reset, in either process')
   t.notOk(proxy.logs.some((l) => l.pid === oldPid && l.msg === 'session closed' && l.reason !== 'client_reset' && l.reason !== 'target_reset'), 'the old process ended nothing else')
   process.kill(newPid, 'SIGTERM')

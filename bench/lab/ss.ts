@@ -58,14 +58,15 @@ export async function tcpSockets(ns: string | null, filter: readonly string[] = 
 }
 
 /**
- * A relay's sockets in this namespace, seen by its ports: client legs (local port `listenPort`)
- * and target legs (peer port `targetPort`). Neither listening sockets nor TIME-WAIT ones, which
- * no process holds any more.
+ * A relay's sockets in this namespace, seen by their addresses: client legs (local address
+ * `listen`) and target legs (peer address `target`). Neither listening sockets nor TIME-WAIT
+ * ones, which no process holds any more. Hosts count, not only ports: Linux routes all of
+ * 127.0.0.0/8 to lo, so another relay's listener may have the same port on another address.
  */
-export async function relaySockets(listenPort: number, targetPort: number): Promise<SocketInfo[]> {
-  const sockets = await tcpSockets(null, [`( sport = :${listenPort} or dport = :${targetPort} )`])
-  return sockets.filter(s => s.state !== 'LISTEN' && s.state !== 'TIME-WAIT' &&
-    (s.local.port === listenPort || s.peer.port === targetPort))
+export async function relaySockets(listen: Endpoint, target: Endpoint): Promise<SocketInfo[]> {
+  const sockets = await tcpSockets(null, [`( sport = :${listen.port} or dport = :${target.port} )`])
+  const is = (e: Endpoint, { host, port }: Endpoint): boolean => e.host === host && e.port === port
+  return sockets.filter(s => s.state !== 'LISTEN' && s.state !== 'TIME-WAIT' && (is(s.local, listen) || is(s.peer, target)))
 }
 
 /**

@@ -3,6 +3,7 @@
 import net, { type Server, type Socket } from 'node:net'
 import type { Test } from 'tap'
 import { once } from 'node:events'
+import type { Endpoint } from '../../bench/lab/ss.ts'
 
 export async function listen(onSocket: (s: Socket) => void, options: net.ServerOpts = {}): Promise<{ server: Server; port: number }> {
   const server = net.createServer({ allowHalfOpen: true, ...options }, onSocket)
@@ -114,3 +115,6 @@ export function collect(s: Socket): { length(): number; data(): Buffer } {
   })
   return { length: () => n, data: () => Buffer.concat(chunks) }
 }
+
+/** `port` on 127.0.0.1, where `listen` and the test proxies listen. */
+export const loopback = (port: number): Endpoint => ({ host: '127.0.0.1', port })
