@@ -4,13 +4,13 @@
 
 import net from 'node:net'
 import t from 'tap'
-import { tcpSockets } from '../bench/lab/index.ts'
-import { echoServer, readAll } from './helpers/net.ts'
+import { socketsAt } from '../bench/lab/index.ts'
+import { echoServer, loopback, readAll } from './helpers/net.ts'
 import { startProxy } from './helpers/proxy.ts'
 
 /** The descriptors of this process that hold the listening socket on `port` (ss lists one pid per descriptor). */
 async function listeningHolders(port: number): Promise<number> {
-  const listening = (await tcpSockets(null, [`( sport = :${port} )`])).filter((s) => s.state === 'LISTEN' && s.local.port === port)
+  const listening = (await socketsAt(loopback(port))).filter((s) => s.state === 'LISTEN')
   return listening.flatMap((s) => s.pids).filter((pid) => pid === process.pid).length
 }
 

@@ -7,16 +7,17 @@ import net, { type AddressInfo } from 'node:net'
 import { once } from 'node:events'
 import { pino } from 'pino'
 import t from 'tap'
-import { tcpSockets } from '../bench/lab/index.ts'
+import { socketsAt } from '../bench/lab/index.ts'
 import { resolveOptions } from '../src/config/options.ts'
 import { ProxyListener } from '../src/listener.ts'
 import { SocketControl } from '../src/socket-control.ts'
 import { handleFd } from '../src/node-internals.ts'
 import { loadNative } from '../src/native.ts'
+import { loopback } from './helpers/net.ts'
 import { startProxy } from './helpers/proxy.ts'
 
 async function listenBacklog(port: number): Promise<number | undefined> {
-  const listening = (await tcpSockets(null, [`( sport = :${port} )`])).filter((s) => s.state === 'LISTEN' && s.local.port === port)
+  const listening = (await socketsAt(loopback(port))).filter((s) => s.state === 'LISTEN')
   return listening[0]?.sendQueue
 }
 

@@ -4,10 +4,10 @@
 
 import t from 'tap'
 import type { Socket } from 'node:net'
-import { connect, endOf, listen, readAll, sleep, waitFor } from './helpers/net.ts'
+import { connect, endOf, listen, loopback, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload, writeChunked } from './helpers/payload.ts'
 import { startPair } from './helpers/pair.ts'
-import { tcpSockets } from '../bench/lab/ss.ts'
+import { socketsAt } from '../bench/lab/ss.ts'
 import { loadNative } from '../src/native.ts'
 import { connectedOnPort } from './helpers/fds.ts'
 import { LINK_NOTSENT_LOWAT } from '../src/pair/protocol.ts'
@@ -81,7 +81,7 @@ t.test('the plain legs and the link have their keepalive: the far end\'s target 
   // The link's own sockets, both ends (far: local port the pair port; near: peer port it).
   // ss shows one timer per socket: right after a frame (a heartbeat, an ACK) it may be the
   // retransmit timer, so each end is read until its keepalive timer shows (never, without it).
-  const linkEnds = async () => (await tcpSockets(null, [`( sport = :${far.port} or dport = :${far.port} )`])).filter((s) => s.state === 'ESTAB')
+  const linkEnds = async () => (await socketsAt(loopback(far.port))).filter((s) => s.state === 'ESTAB')
   t.equal((await linkEnds()).length, 2, 'the link, seen from both ends')
   for (const end of ['far', 'near'] as const) {
     const seen: string[] = []

@@ -57,16 +57,26 @@ export async function tcpSockets(ns: string | null, filter: readonly string[] = 
   return parseSs(stdout)
 }
 
+const at = (e: Endpoint, { host, port }: Endpoint): boolean => e.host === host && e.port === port
+
+/**
+ * This namespace's sockets (any state) with `endpoint` as their local or peer address. The
+ * host counts, not only the port: Linux routes all of 127.0.0.0/8 to lo, so the same port may
+ * be in use on another loopback address.
+ */
+export async function socketsAt(endpoint: Endpoint): Promise<SocketInfo[]> {
+  const sockets = await tcpSockets(null, [`( sport = :${endpoint.port} or dport = :${endpoint.port} )`])
+  return sockets.filter(s => at(s.local, endpoint) || at(s.peer, endpoint))
+}
+
 /**
  * A relay's sockets in this namespace, seen by their addresses: client legs (local address
  * `listen`) and target legs (peer address `target`). Neither listening sockets nor TIME-WAIT
- * ones, which no process holds any more. Hosts count, not only ports: Linux routes all of
- * 127.0.0.0/8 to lo, so another relay's listener may have the same port on another address.
+ * ones, which no process holds any more. Hosts count, as for `socketsAt`.
  */
 export async function relaySockets(listen: Endpoint, target: Endpoint): Promise<SocketInfo[]> {
   const sockets = await tcpSockets(null, [`( sport = :${listen.port} or dport = :${target.port} )`])
-  const is = (e: Endpoint, { host, port }: Endpoint): boolean => e.host === host && e.port === port
-  return sockets.filter(s => s.state !== 'LISTEN' && s.state !== 'TIME-WAIT' && (is(s.local, listen) || is(s.peer, target)))
+  return sockets.filter(s => s.state !== 'LISTEN' && s.state !== 'TIME-WAIT' && (at(s.local, listen) || at(s.peer, target)))
 }
 
 /**
