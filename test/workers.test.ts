@@ -11,8 +11,8 @@ import { once } from 'node:events'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import net, { type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
-import { request } from 'undici'
 import { join } from 'node:path'
+import { request } from 'undici'
 import { runCli, spawnProxy, type RunningProxy } from './helpers/cli.ts'
 import type { LogLine } from './helpers/proxy.ts'
 import { connect, endOf, freePort, listen, loopback, manualTarget, readAll, sleep, waitFor } from './helpers/net.ts'
@@ -298,7 +298,7 @@ t.test('--workers 2: a worker that fails is logged and replaced; its sessions ar
   const target = await echoTarget(t)
   const inspectPort = await freePort()
   const { proxy, port, adminPort } = await startWorkers(t, ['--listen', '127.0.0.1:0', '--target', `127.0.0.1:${target.port}`], { NODE_OPTIONS: `--inspect=127.0.0.1:${inspectPort}` })
-  // Sockets, not all descriptors: the TypeScript loader's own pipes come and go with the worker.
+  // Sockets, which a session's legs are, not all descriptors: pipes and event descriptors vary with a worker's start-up.
   const socketsAtStart = socketDescriptors([proxy.proc.pid!])
   const clients: Socket[] = []
   for (let i = 0; i < 8; i++) clients.push(await echoing(port))

@@ -6,7 +6,7 @@ import { readdirSync, readlinkSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import type { NativeAddon } from '../../src/native.ts'
 
-export function openDescriptors(pid: number): number {
+function openDescriptors(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length
 }
 
