@@ -7,18 +7,27 @@ import { processTree, statFields } from '../lab/pids.ts'
 /** USER_HZ, the unit of the times in /proc/PID/stat: 100 on every Linux ABI. */
 const CLOCK_TICKS = 100
 
+/** CPU seconds, split: in the process's own code (user) and in the kernel on its behalf (system). */
+export interface CpuSeconds {
+  user: number
+  system: number
+}
+
 /**
- * CPU seconds used so far by `root` and its descendants: each live process's utime + stime,
- * plus cutime + cstime, the time of children it has already reaped (socat's ended sessions).
+ * CPU seconds used so far by `root` and its descendants: each live process's utime and stime,
+ * plus cutime and cstime, the time of children it has already reaped (socat's ended sessions).
  */
-export function treeCpuSeconds(root: number): number {
-  let ticks = 0
+export function treeCpu(root: number): CpuSeconds {
+  let user = 0
+  let system = 0
   for (const pid of processTree(root)) {
     const f = statFields(pid)
     // utime, stime, cutime, cstime are fields 14-17 of stat; f starts at field 3.
-    if (f !== null) ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])
+    if (f === null) continue
+    user += Number(f[11]) + Number(f[13])
+    system += Number(f[12]) + Number(f[14])
   }
-  return ticks / CLOCK_TICKS
+  return { user: user / CLOCK_TICKS, system: system / CLOCK_TICKS }
 }
 
 export interface TreeMemory {

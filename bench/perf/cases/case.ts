@@ -7,7 +7,7 @@ import type { LoadGenerator, Servers } from '../loadgen.ts'
 import type { RelayProcess } from '../relay-process.ts'
 import type { CaseName, PerfSettings } from '../options.ts'
 import { sleep } from '../../lab/exec.ts'
-import { treeCpuSeconds } from '../procfs.ts'
+import { treeCpu, type CpuSeconds } from '../procfs.ts'
 
 /** One measurement: named figures, e.g. { MBps: 1320, relayCpuMsPerGiB: 700 }. */
 export type Metrics = Record<string, number>
@@ -47,11 +47,18 @@ export interface PerfCase {
  */
 const REAP_MS = 100
 
-/** CPU seconds the relay's processes use while `work` runs; 0 for the direct connection. */
-export async function chargedCpu<T>(relayPid: number | null, work: () => Promise<T>): Promise<{ result: T, cpuSeconds: number }> {
-  const before = relayPid === null ? 0 : treeCpuSeconds(relayPid)
+/**
+ * CPU seconds the relay's processes use while `work` runs, and of them those in user space (the
+ * rest is the kernel's work on their behalf: system calls, and on loopback the peer's side of
+ * what they send); 0 for the direct connection.
+ */
+export async function chargedCpu<T>(relayPid: number | null, work: () => Promise<T>): Promise<{ result: T, cpuSeconds: number, userSeconds: number }> {
+  const before = relayPid === null ? NO_CPU : treeCpu(relayPid)
   const result = await work()
   if (relayPid !== null) await sleep(REAP_MS)
-  const cpuSeconds = relayPid === null ? 0 : treeCpuSeconds(relayPid) - before
-  return { result, cpuSeconds }
+  const after = relayPid === null ? NO_CPU : treeCpu(relayPid)
+  const userSeconds = after.user - before.user
+  return { result, cpuSeconds: userSeconds + after.system - before.system, userSeconds }
 }
+
+const NO_CPU: CpuSeconds = { user: 0, system: 0 }

@@ -59,13 +59,15 @@ export const idleCase: PerfCase = {
     try {
       let seconds = 0
       let cpu = 0
+      let coldUser = 0
       for (const half of halves) {
         mid = memory?.()
-        const { result: h, cpuSeconds } = await chargedCpu(relayPid, () => env.loadgen.open(address, half, env.settings.openWindow))
+        const { result: h, cpuSeconds, userSeconds } = await chargedCpu(relayPid, () => env.loadgen.open(address, half, env.settings.openWindow))
         held.push(h)
         if (h.result.failed > 0) throw new Error(`idle: ${h.result.failed} of ${half} sessions failed to open`)
         seconds += h.result.seconds
         cpu += cpuSeconds
+        coldUser += userSeconds
         await sleep(env.settings.idleSettle * 1000)
       }
       metrics.coldOpensPerSec = count / seconds
@@ -80,21 +82,25 @@ export const idleCase: PerfCase = {
       const closing = await closeStorm(relayPid, descriptors, held.splice(0))
       if (!env.settings.reopen) {
         metrics.opensPerSec = metrics.coldOpensPerSec!
-        if (metrics.coldCpuUsPerOpen !== undefined) metrics.relayCpuUsPerOpen = metrics.coldCpuUsPerOpen
-        if (relayPid !== null) metrics.relayCpuUsPerClose = (closing * 1e6) / count
+        if (metrics.coldCpuUsPerOpen !== undefined) {
+          metrics.relayCpuUsPerOpen = metrics.coldCpuUsPerOpen
+          metrics.relayUserUsPerOpen = (coldUser * 1e6) / count
+        }
+        if (relayPid !== null) Object.assign(metrics, closeMetrics(closing, count))
         return metrics
       }
     } finally {
       for (const h of held.splice(0)) await h.close()
     }
     await sleep(env.settings.idleSettle * 1000)
-    const { result: h, cpuSeconds } = await chargedCpu(relayPid, () => env.loadgen.open(address, count, env.settings.openWindow))
+    const { result: h, cpuSeconds, userSeconds } = await chargedCpu(relayPid, () => env.loadgen.open(address, count, env.settings.openWindow))
     const closing = await closeStorm(relayPid, descriptors, [h])
     if (h.result.failed > 0) throw new Error(`idle: ${h.result.failed} of ${count} sessions failed to open again`)
     metrics.opensPerSec = count / h.result.seconds
     if (relayPid !== null) {
       metrics.relayCpuUsPerOpen = (cpuSeconds * 1e6) / count
-      metrics.relayCpuUsPerClose = (closing * 1e6) / count
+      metrics.relayUserUsPerOpen = (userSeconds * 1e6) / count
+      Object.assign(metrics, closeMetrics(closing, count))
     }
     return metrics
   }
@@ -102,15 +108,19 @@ export const idleCase: PerfCase = {
 
 /**
  * Resets every session held at once (as a target's failover does to a pool's connections) and
- * returns the relay's CPU seconds from then until it has closed them all (see `released`): what
- * tearing a session down costs, both legs closed and, for ka-proxy, its one log line written.
+ * returns the relay's CPU seconds, and of them those in user space, from then until it has closed
+ * them all (see `released`): what tearing a session down costs, both legs closed and, for
+ * ka-proxy, its one log line written.
  */
-async function closeStorm(relayPid: number | null, before: number | undefined, held: HeldSessions[]): Promise<number> {
-  const { cpuSeconds } = await chargedCpu(relayPid, async () => {
+async function closeStorm(relayPid: number | null, before: number | undefined, held: HeldSessions[]): Promise<{ cpuSeconds: number, userSeconds: number }> {
+  return await chargedCpu(relayPid, async () => {
     for (const h of held) await h.close()
     await released(relayPid, before)
   })
-  return cpuSeconds
+}
+
+function closeMetrics(closing: { cpuSeconds: number, userSeconds: number }, count: number): Record<string, number> {
+  return { relayCpuUsPerClose: (closing.cpuSeconds * 1e6) / count, relayUserUsPerClose: (closing.userSeconds * 1e6) / count }
 }
 
 /** How long a relay may take to close the sessions just reset (socat: thousands of processes exiting). */
