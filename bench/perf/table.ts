@@ -62,7 +62,7 @@ function measures(report: Report): Measure[] {
     { label: 'relay CPU: µs/session opened', case: 'idle', metric: 'relayCpuUsPerOpen', better: 'lower', target: { ratio: 1 } },
     { label: 'relay CPU: µs/session opened, first sessions of a new process', case: 'idle', metric: 'coldCpuUsPerOpen', better: 'lower' },
     { label: 'relay CPU: µs/session closed, all reset at once', case: 'idle', metric: 'relayCpuUsPerClose', better: 'lower' },
-    // Of the two above, the relay's own code's share; the rest is the kernel's, much the same for every relay.
+    // Of the CPU per session opened and closed, the relay's own code's share; the rest is the kernel's (system calls, page faults).
     { label: 'relay CPU in user space: µs/session opened', case: 'idle', metric: 'relayUserUsPerOpen', better: 'lower' },
     { label: 'relay CPU in user space: µs/session closed', case: 'idle', metric: 'relayUserUsPerClose', better: 'lower' },
     // --workers (ka-proxy-w2): the busiest event loop's share of the sessions.
