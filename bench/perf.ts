@@ -20,7 +20,7 @@ import { pgbenchUnavailable, startBenchPostgres } from './perf/postgres.ts'
 import { relayLogPath, startRelayProcess } from './perf/relay-process.ts'
 import { KEEPALIVE, perfRelay, type PerfRelay } from './perf/relays.ts'
 import { cpuBusy } from './perf/procfs.ts'
-import { describeLoad, finishReport, newReport, type RelayReport, type Report } from './perf/report.ts'
+import { describeLoad, describeRuntime, finishReport, newReport, type RelayReport, type Report } from './perf/report.ts'
 import { summarizeMetrics } from './perf/stats.ts'
 import { writeResultFiles } from './results.ts'
 import { num, renderAims, renderRatios, renderTable } from './perf/table.ts'
@@ -155,7 +155,7 @@ async function run(): Promise<number> {
     const servers = await loadgen.startServers()
     stopServers = () => servers.stop()
     const env: CaseEnv = { settings: s, loadgen, servers, postgres: postgres?.endpoint ?? null, idleSessions: limit.sessions, upgradeIdleSessions: upgradeLimit.sessions }
-    console.log(`${report.pinning}\n${describeLoad(report)}`)
+    console.log(`${describeRuntime(report)}\n${report.pinning}\n${describeLoad(report)}`)
     for (const note of report.notes) console.log(note)
     await runCases(report, relays, env, dir)
   } finally {
@@ -175,6 +175,7 @@ async function run(): Promise<number> {
   }
   const aims = renderAims(report)
   if (aims !== null) console.log(`The upgrade against its aims (met: every measurement; median: the median only):\n${aims}\n`)
+  console.log(describeRuntime(report))
   console.log(`${report.pinning}; ${report.settings.repeat} measurement(s) per cell: median (min–max)`)
   console.log(describeLoad(report))
   for (const note of report.notes) console.log(note)

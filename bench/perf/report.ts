@@ -63,6 +63,15 @@ export function describeLoad(report: Report): string {
   return `busy in the second before the start: ${busy}; load average at start ${avg(report.load.start)}${end}`
 }
 
+/**
+ * What the figures were measured on: ka-proxy's relays run on this bench's own Node, and its
+ * lines differ (ka-proxy opens and closes sessions for less CPU on 22 than on 24 and 26: README).
+ */
+export function describeRuntime(report: Report): string {
+  const { node, kernel, cpus, cpuModel } = report.machine
+  return `ka-proxy on Node ${node} (the bench's own: run it with another node for another line); Linux ${kernel}, ${cpus} × ${cpuModel}`
+}
+
 export function finishReport(report: Report): void {
   report.finishedAt = new Date().toISOString()
   report.load.end = loadavg()
