@@ -114,7 +114,14 @@ async function startPostgresIfNeeded(s: PerfSettings, report: Report): Promise<A
 }
 
 async function run(): Promise<number> {
-  const s = parseOptions()
+  let s: PerfSettings
+  try {
+    s = parseOptions()
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err
+    console.error(`bench: ${err.message}`) // a bad flag: one line naming it
+    return 2
+  }
   const noCompiler = await compilerUnavailable()
   if (noCompiler !== null) {
     console.error(`bench: ${noCompiler}`)

@@ -87,6 +87,19 @@ t.test('status with a wrong token names the flag that sets it', async (t) => {
   t.equal(r.stderr, `ka-proxy: --admin-token: the admin API at http://127.0.0.1:${adminPort} refused the token\n`)
 })
 
+t.test('bench refuses a bad flag with one line naming it; the open rate is measured after warm-up rounds', async (t) => {
+  const { spawnSync } = await import('node:child_process')
+  for (const value of ['-1', '1.5']) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'bench/perf.ts', '--warm-rounds', value], { encoding: 'utf8', timeout: 30_000 })
+    t.equal(r.status, 2, `--warm-rounds ${value}`)
+    t.equal(r.stderr, `bench: --warm-rounds must be a whole number, 0 or more (got ${value})\n`)
+  }
+  const { parseOptions } = await import('../bench/perf/options.ts')
+  t.equal(parseOptions([]).warmRounds, 3)
+  t.equal(parseOptions(['--quick']).warmRounds, 0, 'a smoke run measures the round after the first')
+  t.equal(parseOptions(['--quick', '--warm-rounds', '2']).warmRounds, 2, '--quick never overrides a value given')
+})
+
 t.test('bench:survival refuses keepalive times the NAT timeout makes meaningless', async (t) => {
   const { spawnSync } = await import('node:child_process')
   // --scenarios bogus: should the check be missing, the run still stops before the lab starts.

@@ -28,6 +28,8 @@ export interface PerfSettings {
   openWindow: number
   /** Idle case: the open rate from a second round of as many sessions (idle.ts). */
   reopen: boolean
+  /** Idle case, with `reopen`: rounds opened and reset in between, not measured (idle.ts). */
+  warmRounds: number
   /** Seconds the idle sessions are left alone before the relay's memory is read. */
   idleSettle: number
   /** Busy sessions of the upgrade-busy case (the upgrade-idle case holds `idleSessions`). */
@@ -66,6 +68,11 @@ function positive(flag: string, value: number): number {
   return value
 }
 
+function count(flag: string, value: number): number {
+  if (!Number.isInteger(value) || value < 0) throw new RangeError(`--${flag} must be a whole number, 0 or more (got ${value})`)
+  return value
+}
+
 export function parseOptions(argv = hideBin(process.argv)): PerfSettings {
   const args = yargs(argv)
     .scriptName('bench')
@@ -89,6 +96,7 @@ export function parseOptions(argv = hideBin(process.argv)): PerfSettings {
     .option('idle-sessions', { type: 'number', default: 10_000, describe: 'idle sessions held through each relay' })
     .option('open-window', { type: 'number', default: 100, describe: 'sessions being opened at once' })
     .option('reopen', { type: 'boolean', default: true, describe: 'idle: reset the sessions and open as many again, for the open rate of a relay that has run (--no-reopen: a new process\'s first sessions)' })
+    .option('warm-rounds', { type: 'number', default: 3, describe: 'idle: rounds of as many sessions opened and reset before the measured one, so that a JIT has compiled the open and close path (0: the second round is measured)' })
     .option('idle-settle', { type: 'number', default: 1, describe: 'seconds before reading the memory of idle sessions' })
     .option('upgrade-busy', { type: 'number', default: 100, describe: 'busy sessions through the upgrade (upgrade-busy; upgrade-idle holds --idle-sessions)' })
     .option('upgrade-rate', { type: 'string', default: '1MB', describe: 'bytes per second each busy session sends, and gets back' })
@@ -130,6 +138,7 @@ export function parseOptions(argv = hideBin(process.argv)): PerfSettings {
     idleSessions: Math.floor(positive('idle-sessions', quick('idle-sessions', args.idleSessions, 1000))),
     openWindow: Math.floor(positive('open-window', args.openWindow)),
     reopen: args.reopen,
+    warmRounds: count('warm-rounds', quick('warm-rounds', args.warmRounds, 0)),
     idleSettle: quick('idle-settle', args.idleSettle, 0.5),
     upgradeBusy: Math.floor(positive('upgrade-busy', args.upgradeBusy)),
     upgradeRate: parseSize(args.upgradeRate, 'upgrade-rate'),

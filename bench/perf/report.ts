@@ -65,7 +65,8 @@ export function describeLoad(report: Report): string {
 
 /**
  * What the figures were measured on: ka-proxy's relays run on this bench's own Node, and its
- * lines differ (ka-proxy opens and closes sessions for less CPU on 22 than on 24 and 26: README).
+ * lines differ (V8 takes longer to optimize ka-proxy's open path on 24 and 26 than on 22: see
+ * bench/README, "Open rate").
  */
 export function describeRuntime(report: Report): string {
   const { node, kernel, cpus, cpuModel } = report.machine

@@ -7,11 +7,14 @@
 // The growth over all sessions is kept too.
 //
 // The open rate and CPU per open are those of a relay that has run, as the ping-pong is measured
-// after a warm-up: once the memory is read, the sessions are reset and as many are opened again
-// through the same process. A connection storm (a fleet restarting, a pool refilling after a
-// failover) meets a proxy that has been running; the first sessions of a new process also pay
-// for compiling the open path (ka-proxy's JavaScript) and for the kernel's first socket
-// allocations (HAProxy's first round is slower too). The first round's rate and CPU are kept as
+// after a warm-up: once the memory is read, the sessions are reset, `--warm-rounds` rounds (3) of
+// as many are opened and reset unmeasured, and the next round is measured, all through the same
+// process. V8 needs those rounds: on Node 24 and 26 ka-proxy's second round cost 3-4 µs more in
+// user space than on 22, and after three more the lines are level (bench/README, "Open rate").
+// A connection storm (a fleet restarting, a pool refilling after a failover) meets a proxy that
+// has been running; the first sessions of a new process also pay for compiling the open path
+// (ka-proxy's JavaScript) and for the kernel's first socket allocations (HAProxy's first round
+// is slower too). The first round's rate and CPU are kept as
 // rows of their own (`cold*`); `--no-reopen` measures that round only.
 //
 // Each round ends in a close storm: every session is reset at once, and the relay's CPU until it
@@ -93,6 +96,12 @@ export const idleCase: PerfCase = {
       for (const h of held.splice(0)) await h.close()
     }
     await sleep(env.settings.idleSettle * 1000)
+    for (let round = 0; round < env.settings.warmRounds; round++) {
+      const h = await env.loadgen.open(address, count, env.settings.openWindow)
+      await closeStorm(relayPid, descriptors, [h])
+      if (h.result.failed > 0) throw new Error(`idle: ${h.result.failed} of ${count} sessions failed to open in warm-up round ${round + 1}`)
+      await sleep(env.settings.idleSettle * 1000)
+    }
     const { result: h, cpuSeconds, userSeconds } = await chargedCpu(relayPid, () => env.loadgen.open(address, count, env.settings.openWindow))
     const closing = await closeStorm(relayPid, descriptors, [h])
     if (h.result.failed > 0) throw new Error(`idle: ${h.result.failed} of ${count} sessions failed to open again`)
