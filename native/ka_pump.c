@@ -25,8 +25,9 @@
 //   bytes were acknowledged to the peer. A leg paused by backpressure needs no check of its
 //   own: its registration never changes (reading or not is the pump's decision, not epoll's),
 //   and the kernel raises EPOLLERR on every death (reset, keepalive or user timeout, abort),
-//   which SO_ERROR then names; a leg is never left unwatched the way a stream whose reading has
-//   stopped leaves epoll (test/paused-leg.test.ts).
+//   which the read that empties the leg then returns (or SO_ERROR, when the peer's FIN came
+//   first and that read says end of stream); a leg is never left unwatched the way a stream
+//   whose reading has stopped leaves epoll (test/paused-leg.test.ts).
 // - A socket is read until the kernel says EAGAIN or end of stream, not until a short read:
 //   a read stops short at the urgent mark, and more may be waiting behind it. The urgent byte
 //   itself is relayed inline (SO_OOBINLINE), in its place in the stream.
@@ -344,6 +345,13 @@ static void forward(leg_t* to, const char* data, size_t len) {
   if (!queue_append(to, data + sent, len - (size_t)sent)) fail_leg(to, ENOMEM);
 }
 
+static int socket_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno;
+  return err;
+}
+
 static void read_leg(leg_t* leg) {
   relay_t* r = leg->relay;
   for (int i = 0; i < READS_PER_TURN; i++) {
@@ -367,15 +375,22 @@ static void read_leg(leg_t* leg) {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       leg->readable = 0;
       leg->urgent = 0;
+      // A closed connection never says EAGAIN (empty, it returns its error or end of stream):
+      // the EPOLLERR that started the drain named no failure, and the leg is read as before.
+      if (leg->dead_drain && leg->dead_err == 0) leg->dead_drain = 0;
       return;
     }
     if (n < 0) {
+      // A dead connection's error comes once what it had received has been read.
       fail_leg(leg, errno);
       return;
     }
-    if (leg->dead_err != 0) {
+    // End of stream on a dead connection whose error the read did not return: it had received
+    // the peer's FIN first (then a read reports the end, and the error stays in SO_ERROR).
+    int err = leg->dead_drain && leg->dead_err == 0 ? socket_error(leg->fd) : leg->dead_err;
+    if (err != 0) {
       // Everything the dead connection had received is delivered: now its failure.
-      fail_leg(leg, leg->dead_err);
+      fail_leg(leg, err);
       return;
     }
     leg->read_eof = 1;
@@ -395,15 +410,9 @@ static void service(leg_t* leg) {
   if (leg->fd >= 0 && leg->readable && wants_read(leg)) read_leg(leg);
 }
 
-static int socket_error(int fd) {
-  int err = 0;
-  socklen_t len = sizeof err;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno;
-  return err;
-}
-
 // The kernel closed this leg's connection (err from SO_ERROR, which reading it cleared; 0 when
-// not known): what it had received is read to its end and delivered, then err is reported.
+// not known yet: then the read that finds nothing more returns it, or SO_ERROR is asked at the
+// end of stream): what it had received is read to its end and delivered, then err is reported.
 static void start_dead_drain(leg_t* leg, int err) {
   leg->dead_drain = 1;
   leg->dead_err = err;
@@ -435,16 +444,18 @@ static void on_event(leg_t* leg, uint32_t events) {
     return;
   }
   if ((events & EPOLLERR) && !leg->dead_drain) {
-    int err = socket_error(leg->fd);
-    if (err != 0) {
-      if (!r->started || leg->read_eof) {
-        // Nothing of it can still be relayed: not relaying yet, or its stream already ended.
+    if (r->started && !leg->read_eof) {
+      // What was received before the error is still readable and goes first, paused or not:
+      // those bytes were acknowledged to the peer. The read that finds nothing more returns the
+      // error itself, so SO_ERROR is not asked (a system call per reset session saved).
+      start_dead_drain(leg, 0);
+    } else {
+      // Nothing of it can still be relayed: not relaying yet, or its stream already ended.
+      int err = socket_error(leg->fd);
+      if (err != 0) {
         fail_leg(leg, err);
         return;
       }
-      // What was received before the error is still readable and goes first, paused or not:
-      // those bytes were acknowledged to the peer.
-      start_dead_drain(leg, err);
     }
   }
   service(leg);

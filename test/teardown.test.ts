@@ -10,6 +10,7 @@ import { connect, endOf, listen, loopback, manualTarget, sleep, waitFor } from '
 import { drain, endSeen, fillPath } from './helpers/fill.ts'
 import { payload } from './helpers/payload.ts'
 import { startProxy, type TestProxy } from './helpers/proxy.ts'
+import { startCliProxy } from './helpers/cli.ts'
 import { relaySockets } from '../bench/lab/ss.ts'
 import { eachTransport } from './helpers/transports.ts'
 
@@ -243,4 +244,38 @@ eachTransport((t, relay) => {
     t.equal(await endSeen(client, proxy.sockets), 'ECONNRESET', 'the client is told the session was cut')
     t.same(await relaySockets(loopback(proxy.port), loopback(target.port)), [], 'no proxy socket left')
   })
+})
+
+// The native pump only, in a proxy process of its own that is frozen while the client ends:
+// its FIN and its reset are both in the proxy's kernel before the pump looks. A read then
+// returns the bytes, then the end of stream (the FIN came first), and the reset is only in
+// SO_ERROR: taken for a half-close, the server would get a FIN for a session that was cut.
+// Two layers catch it: the pump asks SO_ERROR at that end of stream (native/ka_pump.c,
+// read_leg), and the session checks a leg's TCP state at every end of stream (deadReason).
+t.test('native: a FIN then a reset from the client, seen in one turn: the bytes, then the reset reaches the server', async (t) => {
+  const target = await manualTarget(t)
+  const proxy = await startCliProxy(['--target', `127.0.0.1:${target.port}`])
+  t.teardown(() => proxy.stop('SIGKILL'))
+  t.match(await proxy.line((l) => l.msg === 'listening'), { relay: 'native' }, 'bytes move through the native pump')
+  const client = await connect(proxy.port)
+  const server = await target.next()
+  client.write('x')
+  await once(server, 'data')
+  const serverEnd = endOf(server)
+  const received: Buffer[] = []
+  server.on('data', (chunk: Buffer) => received.push(chunk))
+  proxy.proc.kill('SIGSTOP')
+  try {
+    client.end('abc')
+    // The FIN is sent once Node has run the shutdown; the frozen proxy's kernel acknowledges it.
+    await sleep(200)
+    client.resetAndDestroy()
+    await sleep(200)
+  } finally {
+    proxy.proc.kill('SIGCONT')
+  }
+  t.equal(await serverEnd, 'ECONNRESET', 'the server sees a reset, not a normal end')
+  t.equal(Buffer.concat(received).toString(), 'abc', 'what the client sent before its FIN arrived first')
+  const line = await proxy.line((l) => l.msg === 'session closed')
+  t.match(line, { leg: 'client', targetClose: 'rst', clientClose: 'failed', bytesToTarget: 4 })
 })
