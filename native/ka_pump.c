@@ -31,8 +31,9 @@
 // - A socket is read until the kernel says EAGAIN or end of stream, not until a short read:
 //   a read stops short at the urgent mark, and more may be waiting behind it. The urgent byte
 //   itself is relayed inline (SO_OOBINLINE), in its place in the stream.
-// - A socket leaves the epoll set before its descriptor is closed: another descriptor of the
-//   same socket would keep the registration (and a pointer to a freed leg) alive.
+// - epoll names a leg by a slot and its generation, never by its address: a registration
+//   that outlives its leg (another descriptor of the socket left somewhere) names a freed
+//   slot, and its events are dropped. So a close needs no EPOLL_CTL_DEL (register_leg).
 // - An exception thrown by the JavaScript callback fails that relay (both legs reset).
 // - Nothing here frees a relay while JavaScript holds it or an event may still name it.
 //
@@ -77,6 +78,16 @@
 #define READS_PER_TURN 4
 // Events taken from the kernel per epoll_wait.
 #define EVENTS_PER_WAIT 128
+// A leg's entry in its pump's slot table. A freed slot's generation moves on, so an event that
+// names the slot with an older one (its socket closed, the slot perhaps taken again) is dropped.
+typedef struct {
+  leg_t* leg;          // NULL while free
+  uint32_t gen;
+  uint32_t next_free;
+} leg_slot_t;
+
+#define NO_SLOT UINT32_MAX
+
 // Drained queues kept for reuse: a bulk transfer fills and drains one at every stall, and a
 // fresh allocation of this size is an mmap and a page fault per 4 KiB.
 #define QUEUE_POOL_MAX 16
@@ -98,6 +109,11 @@ struct ka_pump {
   relay_t* graveyard;
   int queue_pool_len;
   char* queue_pool[QUEUE_POOL_MAX];
+  // What epoll hands back for a leg: a slot of this table and its generation, not the leg's
+  // address (see register_leg); freed slots are chained from free_slot.
+  leg_slot_t* slots;
+  uint32_t slots_len;
+  uint32_t free_slot;  // NO_SLOT when none
   char read_buffer[READ_SIZE];
 };
 
@@ -165,25 +181,83 @@ static void release_loop(ka_pump_t* p) {
   if (--p->open_legs == 0 && !p->closing && p->epfd >= 0) uv_unref((uv_handle_t*)&p->epoll_watch);
 }
 
+// A free slot for `leg` (the table grows by doubling), or NO_SLOT out of memory.
+static uint32_t slot_take(ka_pump_t* p, leg_t* leg) {
+  if (p->free_slot == NO_SLOT) {
+    uint32_t len = p->slots_len == 0 ? 64 : p->slots_len * 2;
+    if (len <= p->slots_len || len > (NO_SLOT >> 2)) return NO_SLOT;
+    leg_slot_t* grown = realloc(p->slots, (size_t)len * sizeof *grown);
+    if (grown == NULL) return NO_SLOT;
+    for (uint32_t i = p->slots_len; i < len; i++) {
+      grown[i].leg = NULL;
+      grown[i].gen = 0;
+      grown[i].next_free = i + 1 < len ? i + 1 : NO_SLOT;
+    }
+    p->slots = grown;
+    p->free_slot = p->slots_len;
+    p->slots_len = len;
+  }
+  uint32_t i = p->free_slot;
+  p->free_slot = p->slots[i].next_free;
+  p->slots[i].leg = leg;
+  return i;
+}
+
+static void slot_free(ka_pump_t* p, uint32_t i) {
+  p->slots[i].leg = NULL;
+  p->slots[i].gen++;
+  p->slots[i].next_free = p->free_slot;
+  p->free_slot = i;
+}
+
+// A leg's epoll data: generation and slot, the low bit clear (LISTENER_TAG marks the others).
+static uint64_t slot_data(const ka_pump_t* p, uint32_t i) {
+  return ((uint64_t)p->slots[i].gen << 32) | ((uint64_t)i << 1);
+}
+
+// The leg an event names, or NULL when its slot has been freed since.
+static leg_t* slot_leg(const ka_pump_t* p, uint64_t data) {
+  uint32_t i = (uint32_t)(data & 0xffffffffu) >> 1;
+  if (i >= p->slots_len || p->slots[i].gen != (uint32_t)(data >> 32)) return NULL;
+  return p->slots[i].leg;
+}
+
 // 0, or the errno of the call named in *syscall. oob: SO_OOBINLINE is to be set (not inherited).
+//
+// epoll hands back a slot and its generation rather than the leg's address: a registration can
+// outlive the leg when another descriptor of its socket is left somewhere (Node's copy of a
+// client the pump duplicated, a construction that failed, a child process between fork and
+// exec), since a close takes a socket out of every epoll set only with its last descriptor.
+// Such a stale registration then names a freed slot and its events are dropped. That is why a
+// close needs no EPOLL_CTL_DEL first (two system calls per session saved); a leg that lets go
+// of a descriptor that lives on (ka_pump_release_leg) still leaves the set.
 static int register_leg(leg_t* leg, int oob, const char** syscall) {
   // Urgent data is read in its place in the stream, as a byte like any other (see
   // src/socket-control.ts for every option set).
   int one = 1;
   *syscall = "setsockopt(SO_OOBINLINE)";
   if (oob && setsockopt(leg->fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof one) != 0) return errno;
+  ka_pump_t* p = leg->relay->pump;
+  *syscall = "malloc";
+  uint32_t slot = slot_take(p, leg);
+  if (slot == NO_SLOT) return ENOMEM;
   struct epoll_event ev;
   ev.events = EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-  ev.data.ptr = leg;
+  ev.data.u64 = slot_data(p, slot);
   *syscall = "epoll_ctl";
-  if (epoll_ctl(leg->relay->pump->epfd, EPOLL_CTL_ADD, leg->fd, &ev) != 0) return errno;
+  if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, leg->fd, &ev) != 0) {
+    int err = errno;
+    slot_free(p, slot);
+    return err;
+  }
+  leg->slot = slot;
   leg->registered = 1;
-  hold_loop(leg->relay->pump);
+  hold_loop(p);
   return 0;
 }
 
-// Listening sockets are told from legs by the low bit of their epoll data (both are pointers to
-// structures aligned to at least 8 bytes).
+// Listening sockets are told from legs by the low bit of their epoll data (an acceptor's is its
+// address, aligned to at least 8 bytes, with this bit set; a leg's is a slot, shifted left).
 #define LISTENER_TAG 1u
 
 int ka_pump_watch_listener(ka_pump_t* p, ka_acceptor_t* a, int fd) {
@@ -223,6 +297,7 @@ static void make_ready(leg_t* leg) {
 static void pump_unref(ka_pump_t* p) {
   if (--p->refs > 0) return;
   for (int i = 0; i < p->queue_pool_len; i++) free(p->queue_pool[i]);
+  free(p->slots);
   free(p);
 }
 
@@ -254,13 +329,12 @@ void ka_pump_close_leg(leg_t* leg, int reset) {
     struct linger lg = {1, 0};
     setsockopt(leg->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
-  // Out of the epoll set first: a close takes a socket out only when no other descriptor of it
-  // is left (Node's copy of an accepted client, a failed construction, a fork), and a stale
-  // registration would hand back this leg after the relay is freed. Events already taken for
-  // it are skipped (fd < 0).
+  // The close takes the socket out of the epoll set (when no other descriptor of it is left;
+  // else its registration names a freed slot: register_leg). Events already taken for it are
+  // skipped (fd < 0).
   if (leg->registered) {
     ka_pump_t* p = leg->relay->pump;
-    if (p->epfd >= 0) epoll_ctl(p->epfd, EPOLL_CTL_DEL, leg->fd, NULL);
+    slot_free(p, leg->slot);
     leg->registered = 0;
     release_loop(p);
   }
@@ -470,8 +544,12 @@ static void on_epoll(uv_poll_t* handle, int status, int events) {
   p->dispatching++;
   for (int i = 0; i < n; i++) {
     uint64_t data = batch[i].data.u64;
-    if (data & LISTENER_TAG) ka_accept_ready((ka_acceptor_t*)(uintptr_t)(data & ~(uint64_t)LISTENER_TAG));
-    else on_event((leg_t*)batch[i].data.ptr, batch[i].events);
+    if (data & LISTENER_TAG) {
+      ka_accept_ready((ka_acceptor_t*)(uintptr_t)(data & ~(uint64_t)LISTENER_TAG));
+      continue;
+    }
+    leg_t* leg = slot_leg(p, data);
+    if (leg != NULL) on_event(leg, batch[i].events);
   }
   p->dispatching--;
   bury(p);
@@ -551,6 +629,7 @@ ka_pump_t* ka_pump_init(napi_env env) {
     return NULL;
   }
   memset(p, 0, offsetof(ka_pump_t, read_buffer));
+  p->free_slot = NO_SLOT;
   p->env = env;
   p->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (p->epfd < 0) {
@@ -689,6 +768,7 @@ int ka_pump_release_leg(leg_t* leg) {
   if (leg->registered) {
     ka_pump_t* p = leg->relay->pump;
     if (p->epfd >= 0) epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);
+    slot_free(p, leg->slot);
     leg->registered = 0;
     release_loop(p);
   }

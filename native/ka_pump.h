@@ -5,6 +5,7 @@
 #define KA_PUMP_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <node_api.h>
 
@@ -29,6 +30,7 @@ struct leg {
   size_t queue_len;
   double bytes_read;
   leg_t* ready_next;
+  uint32_t slot;  // its entry in the pump's slot table while registered (what epoll hands back)
   unsigned registered : 1;  // in the epoll set (counts in open_legs)
   unsigned readable : 1;    // edge seen, no EAGAIN since
   unsigned writable : 1;

@@ -1,11 +1,11 @@
 // The native addon on real sockets: what is set is what getsockopt reads back, accepted
 // sockets inherit from the listener, bad fds or values are errors, not crashes; the pump's
-// class checks its arguments, leaves no stale epoll registration, runs its callbacks in their
+// class checks its arguments, drops the events of a registration its leg outlived, runs its callbacks in their
 // async context, survives a throwing callback and is one pump per thread.
 
 import t, { type Test } from 'tap'
 import { AsyncLocalStorage } from 'node:async_hooks'
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { openSync, closeSync, fstatSync, readdirSync, readFileSync, readlinkSync, writeSync } from 'node:fs'
 import net, { type AddressInfo, type Socket } from 'node:net'
 import { once } from 'node:events'
@@ -133,8 +133,9 @@ t.test('fallback reports what Node can really do', async (t) => {
 
 const ADDON = load.ok ? nativeBinaryPath() : ''
 
-/** Whether any epoll set of this process still lists descriptor `fd` (/proc/self/fdinfo). */
-function inAnEpollSet(fd: number): boolean {
+/** The registrations ('tfd:' lines) of every epoll set of this process (/proc/self/fdinfo). */
+function epollRegistrations(): string[] {
+  const lines: string[] = []
   for (const entry of readdirSync('/proc/self/fd')) {
     let link: string
     try {
@@ -143,10 +144,25 @@ function inAnEpollSet(fd: number): boolean {
       continue
     }
     if (link !== 'anon_inode:[eventpoll]') continue
-    const info = readFileSync(`/proc/self/fdinfo/${entry}`, 'utf8')
-    if (info.split('\n').some((line) => new RegExp(`^tfd:\\s+${fd}\\s`).test(line))) return true
+    lines.push(...readFileSync(`/proc/self/fdinfo/${entry}`, 'utf8').split('\n').filter((line) => line.startsWith('tfd:')))
   }
-  return false
+  return lines
+}
+
+/** Whether any epoll set of this process still lists descriptor `fd`. */
+function inAnEpollSet(fd: number): boolean {
+  return epollRegistrations().some((line) => new RegExp(`^tfd:\\s+${fd}\\s`).test(line))
+}
+
+/** The inode of the socket descriptor `fd` names. */
+function socketInode(fd: number): number {
+  return Number(/^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`))![1])
+}
+
+/** Whether any epoll set of this process watches the socket with inode `inode`, by whatever descriptor number (or none left). */
+function inodeInAnEpollSet(inode: number): boolean {
+  const ino = new RegExp(`\\sino:${inode.toString(16)}(\\s|$)`)
+  return epollRegistrations().some((line) => ino.test(line))
 }
 
 const collectGarbage = (): void => {
@@ -154,25 +170,62 @@ const collectGarbage = (): void => {
   ;(runInNewContext('gc') as () => void)()
 }
 
-t.test('a closed leg leaves the epoll set, even while another descriptor of its socket is open', async (t) => {
-  const socket = await connectedSocket(t)
-  // Node's copy stays open: closing the pump's duplicate alone would not end the registration.
-  let relay: NativeRelay | undefined = new binding.Relay(fdOf(socket), {}, () => {})
+t.test('a closed leg whose socket lives on elsewhere: the close costs no epoll_ctl, and its late events name no leg', async (t) => {
+  // A relay that is connecting, made first: its target leg will take the slot freed below.
+  const front = await connectedSocket(t)
+  const events: number[][] = []
+  const connecting = new binding.Relay(fdOf(front), {}, (kind: number, leg: number, errno: number) => events.push([kind, leg, errno]))
+  t.teardown(() => {
+    connecting.destroy(1)
+    connecting.destroy(0)
+  })
+  // A target whose accept queue is full (a listener with backlog 0 that never accepts, and one
+  // connection waiting) drops a new connection's SYN: that connect hangs.
+  const full = spawn('python3', ['-c', 'import socket, sys\ns = socket.socket()\ns.bind(("127.0.0.1", 0))\ns.listen(0)\nprint(s.getsockname()[1], flush=True)\nsys.stdin.read()'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  t.teardown(() => full.kill())
+  const fullPort = Number((await once(full.stdout!, 'data'))[0].toString().trim())
+  const fillers: Socket[] = []
+  t.teardown(() => {
+    for (const f of fillers) f.destroy()
+  })
+
+  // Node's copy of this client stays open: closing the pump's duplicate leaves the socket alive,
+  // and its registration with it.
+  const served: Socket[] = []
+  const { server, port } = await listen((s) => served.push(s))
+  t.teardown(() => server.close())
+  const client = await connect(port)
+  client.on('error', () => {})  // reset below, by its peer
+  t.teardown(() => client.destroy())
+  await waitFor(() => served.length === 1, 2000)
+  let relay: NativeRelay | undefined = new binding.Relay(fdOf(client), {}, () => {})
   const dup = relay.fd(0)
+  const inode = socketInode(dup)
   t.ok(inAnEpollSet(dup), 'registered while open')
   relay.destroy(0)
   t.equal(relay.fd(0), -1)
-  t.notOk(inAnEpollSet(dup), 'no longer registered once closed')
-  // The relay is freed; an event on a stale registration would hand back its freed leg
-  // (AddressSanitizer: heap-use-after-free). The peer makes the socket readable.
+  t.ok(inodeInAnEpollSet(inode), 'the registration outlives the closed leg: the close made no epoll_ctl')
+  // The relay is freed: under the old rule (epoll data = the leg's address) an event on the stale
+  // registration handed back freed memory (AddressSanitizer: heap-use-after-free).
   relay = undefined
   collectGarbage()
   await sleep(20)
-  const { port } = socket.address() as AddressInfo
-  t.ok(port > 0)
-  socket.write('wake the stale registration, if any')
-  await sleep(50)
-  t.pass('no event named a freed relay')
+
+  server.close()
+  // Fill the accept queue (nobody accepts), then the connecting relay's target takes the slot.
+  for (let i = 0; i < 2; i++) fillers.push(net.connect(fullPort, '127.0.0.1').on('error', () => {}))
+  await sleep(100)
+  t.equal(connecting.connect('127.0.0.1', fullPort, 4), null, 'the target connect is under way')
+  await sleep(100)
+  t.same(events, [], 'still connecting: no event yet')
+  // The stale registration's socket is reset by its peer: EPOLLERR and EPOLLHUP. Dispatched to
+  // the leg now in its slot, they would end that connect as a success (EPOLLERR with SO_ERROR 0).
+  served[0]!.resetAndDestroy()
+  await sleep(100)
+  t.same(events, [], 'no leg got the stale registration\'s events')
+  t.ok(connecting.fd(1) >= 0, 'the connecting leg is untouched')
+  client.destroy()
+  t.ok(await waitFor(() => !inodeInAnEpollSet(inode), 2000), 'gone with the last descriptor of its socket')
 })
 
 t.test('Relay arguments: descriptors, ports and families are checked, not wrapped', async (t) => {
