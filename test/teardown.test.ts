@@ -5,6 +5,7 @@
 import t, { type Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 import type { Socket } from 'node:net'
 import { connect, endOf, listen, loopback, manualTarget, sleep, waitFor } from './helpers/net.ts'
 import { drain, endSeen, fillPath } from './helpers/fill.ts'
@@ -265,6 +266,9 @@ t.test('native: a FIN then a reset from the client, seen in one turn: the bytes,
   const received: Buffer[] = []
   server.on('data', (chunk: Buffer) => received.push(chunk))
   proxy.proc.kill('SIGSTOP')
+  // Stopped for certain (state T) before the client acts: else it may still take the FIN alone.
+  const stopped = (): boolean => readFileSync(`/proc/${proxy.proc.pid}/stat`, 'utf8').split(') ')[1]!.startsWith('T')
+  t.ok(await waitFor(stopped, 2000), 'the proxy process is stopped')
   try {
     client.end('abc')
     // The FIN is sent once Node has run the shutdown; the frozen proxy's kernel acknowledges it.
