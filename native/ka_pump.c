@@ -256,6 +256,17 @@ static int register_leg(leg_t* leg, int oob, const char** syscall) {
   return 0;
 }
 
+// Frees the leg's slot; `leave`: its descriptor lives on (released, not closed), so it leaves the
+// epoll set too.
+static void unregister_leg(leg_t* leg, int leave) {
+  if (!leg->registered) return;
+  ka_pump_t* p = leg->relay->pump;
+  if (leave && p->epfd >= 0) epoll_ctl(p->epfd, EPOLL_CTL_DEL, leg->fd, NULL);
+  slot_free(p, leg->slot);
+  leg->registered = 0;
+  release_loop(p);
+}
+
 // Listening sockets are told from legs by the low bit of their epoll data (an acceptor's is its
 // address, aligned to at least 8 bytes, with this bit set; a leg's is a slot, shifted left).
 #define LISTENER_TAG 1u
@@ -332,12 +343,7 @@ void ka_pump_close_leg(leg_t* leg, int reset) {
   // The close takes the socket out of the epoll set (when no other descriptor of it is left;
   // else its registration names a freed slot: register_leg). Events already taken for it are
   // skipped (fd < 0).
-  if (leg->registered) {
-    ka_pump_t* p = leg->relay->pump;
-    slot_free(p, leg->slot);
-    leg->registered = 0;
-    release_loop(p);
-  }
+  unregister_leg(leg, 0);
   close(leg->fd);
   leg->fd = -1;
   // The other leg may have been waiting for this one's queue: it reads (and drops) again.
@@ -451,7 +457,7 @@ static void read_leg(leg_t* leg) {
       leg->urgent = 0;
       // A closed connection never says EAGAIN (empty, it returns its error or end of stream):
       // the EPOLLERR that started the drain named no failure, and the leg is read as before.
-      if (leg->dead_drain && leg->dead_err == 0) leg->dead_drain = 0;
+      leg->dead_drain = 0;
       return;
     }
     if (n < 0) {
@@ -459,9 +465,9 @@ static void read_leg(leg_t* leg) {
       fail_leg(leg, errno);
       return;
     }
-    // End of stream on a dead connection whose error the read did not return: it had received
-    // the peer's FIN first (then a read reports the end, and the error stays in SO_ERROR).
-    int err = leg->dead_drain && leg->dead_err == 0 ? socket_error(leg->fd) : leg->dead_err;
+    // End of stream on a dead connection: it had received the peer's FIN before its failure
+    // (then a read reports the end, and the error stays in SO_ERROR).
+    int err = leg->dead_drain ? socket_error(leg->fd) : 0;
     if (err != 0) {
       // Everything the dead connection had received is delivered: now its failure.
       fail_leg(leg, err);
@@ -484,12 +490,11 @@ static void service(leg_t* leg) {
   if (leg->fd >= 0 && leg->readable && wants_read(leg)) read_leg(leg);
 }
 
-// The kernel closed this leg's connection (err from SO_ERROR, which reading it cleared; 0 when
-// not known yet: then the read that finds nothing more returns it, or SO_ERROR is asked at the
-// end of stream): what it had received is read to its end and delivered, then err is reported.
-static void start_dead_drain(leg_t* leg, int err) {
+// The kernel closed this leg's connection (EPOLLERR): what it had received is read to its end
+// and delivered, and the read that finds nothing more returns the error (SO_ERROR is asked only
+// when that read says end of stream instead).
+static void start_dead_drain(leg_t* leg) {
   leg->dead_drain = 1;
-  leg->dead_err = err;
   leg->readable = 1;
 }
 
@@ -522,7 +527,7 @@ static void on_event(leg_t* leg, uint32_t events) {
       // What was received before the error is still readable and goes first, paused or not:
       // those bytes were acknowledged to the peer. The read that finds nothing more returns the
       // error itself, so SO_ERROR is not asked (a system call per reset session saved).
-      start_dead_drain(leg, 0);
+      start_dead_drain(leg);
     } else {
       // Nothing of it can still be relayed: not relaying yet, or its stream already ended.
       int err = socket_error(leg->fd);
@@ -765,13 +770,7 @@ int ka_pump_end(leg_t* leg) {
 // Out of the epoll set without a close: the descriptor goes to the caller.
 int ka_pump_release_leg(leg_t* leg) {
   int fd = leg->fd;
-  if (leg->registered) {
-    ka_pump_t* p = leg->relay->pump;
-    if (p->epfd >= 0) epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);
-    slot_free(p, leg->slot);
-    leg->registered = 0;
-    release_loop(p);
-  }
+  unregister_leg(leg, 1);
   leg->fd = -1;
   return fd;
 }

@@ -43,7 +43,6 @@ struct leg {
   unsigned failed : 1;
   unsigned dead_drain : 1;  // the kernel closed it: read it to its end regardless
   unsigned urgent : 1;      // EPOLLPRI seen: a read may stop short at the urgent mark
-  int dead_err;             // why the kernel closed it, reported after the drain; 0: not known yet (read_leg)
 };
 
 struct relay {
