@@ -65,7 +65,8 @@ static void emit(ka_acceptor_t* a, const int* fds, const struct sockaddr_storage
   napi_env env = a->env;
   napi_handle_scope scope;
   int called = 0;
-  if (napi_open_handle_scope(env, &scope) == napi_ok) {
+  // The dispatch's scope first: it outlives this handle scope.
+  if (ka_pump_js_scope(a->pump) && napi_open_handle_scope(env, &scope) == napi_ok) {
     napi_value argv[2];
     argv[0] = batch_array(env, fds, addrs, n);
     // Once called, the descriptors are JavaScript's, whatever the callback does. JavaScript
@@ -166,7 +167,7 @@ static napi_value acceptor_new(napi_env env, napi_callback_info info) {
   }
   int fl = fcntl(a->fd, F_GETFL);
   if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(a->fd, F_SETFL, fl | O_NONBLOCK);
-  if (!ka_js_init(env, &a->js, args[1], args[2], "ka-proxy:acceptor")) {
+  if (!ka_js_init(env, &a->js, args[1], args[2])) {
     close(a->fd);
     free(a);
     napi_throw_error(env, "KA_NATIVE_NAPI", "cannot create Acceptor");

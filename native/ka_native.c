@@ -123,11 +123,8 @@ int ka_define_class(napi_env env, napi_value exports, const char* name, napi_cal
          napi_set_named_property(env, exports, name, cls) == napi_ok;
 }
 
-int ka_js_init(napi_env env, ka_js_t* js, napi_value owner, napi_value callback, const char* name) {
-  napi_value resource_name;
-  if (napi_create_reference(env, owner, 1, &js->owner) == napi_ok && napi_create_reference(env, callback, 1, &js->callback) == napi_ok &&
-      napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name) == napi_ok &&
-      napi_async_init(env, owner, resource_name, &js->async_context) == napi_ok) {
+int ka_js_init(napi_env env, ka_js_t* js, napi_value owner, napi_value callback) {
+  if (napi_create_reference(env, owner, 1, &js->owner) == napi_ok && napi_create_reference(env, callback, 1, &js->callback) == napi_ok) {
     return 1;
   }
   ka_js_release(env, js);
@@ -137,9 +134,7 @@ int ka_js_init(napi_env env, ka_js_t* js, napi_value owner, napi_value callback,
 void ka_js_release(napi_env env, ka_js_t* js) {
   if (js->owner) napi_delete_reference(env, js->owner);
   if (js->callback) napi_delete_reference(env, js->callback);
-  if (js->async_context) napi_async_destroy(env, js->async_context);
   js->owner = js->callback = NULL;
-  js->async_context = NULL;
 }
 
 int ka_js_call(napi_env env, ka_js_t* js, size_t argc, napi_value* argv) {
@@ -148,7 +143,9 @@ int ka_js_call(napi_env env, ka_js_t* js, size_t argc, napi_value* argv) {
       napi_get_reference_value(env, js->callback, &callback) != napi_ok) {
     return 0;
   }
-  return napi_make_callback(env, js->async_context, owner, callback, argc, argv, &result) == napi_ok ? 1 : -1;
+  // A plain call: the callback scope around it (the pump's dispatch) is what runs the microtasks
+  // and next ticks it queues, once the dispatch is done.
+  return napi_call_function(env, owner, callback, argc, argv, &result) == napi_ok ? 1 : -1;
 }
 
 void ka_surface_exception(napi_env env) {

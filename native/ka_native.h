@@ -29,19 +29,18 @@ int ka_get_fd_arg(napi_env env, napi_callback_info info, int32_t* fd);
 int ka_define_class(napi_env env, napi_value exports, const char* name, napi_callback ctor, const napi_property_descriptor* methods,
                     size_t count);
 
-// How a native object calls JavaScript: callback.call(owner, ...) in the async context it was
-// created in. Both references are strong until ka_js_release.
+// How a native object calls JavaScript: callback.call(owner, ...), inside the callback scope its
+// pump opens once per dispatch (ka_pump_js_scope). Both references are strong until ka_js_release.
 typedef struct {
   napi_ref owner;
   napi_ref callback;
-  napi_async_context async_context;
 } ka_js_t;
 // 0 when it cannot be set up (nothing is held then).
-int ka_js_init(napi_env env, ka_js_t* js, napi_value owner, napi_value callback, const char* name);
+int ka_js_init(napi_env env, ka_js_t* js, napi_value owner, napi_value callback);
 void ka_js_release(napi_env env, ka_js_t* js);
-// Calls it (the caller holds a handle scope): 1 done, 0 not called (released, or N-API failed),
-// -1 the callback threw, the exception left pending for ka_surface_exception once the caller has
-// cleaned up.
+// Calls it (the caller holds a handle scope, inside its pump's callback scope): 1 done, 0 not
+// called (released, or N-API failed), -1 the callback threw, the exception left pending for
+// ka_surface_exception once the caller has cleaned up.
 int ka_js_call(napi_env env, ka_js_t* js, size_t argc, napi_value* argv);
 // A callback into JavaScript failed with an exception its own guards missed (a bug): it is
 // surfaced like any other uncaught one.

@@ -62,6 +62,13 @@ struct relay {
 // The pump of env (the environment's instance data), set up by the first Relay or Acceptor
 // made there; NULL with an exception thrown when it cannot serve it.
 ka_pump_t* ka_pump_init(napi_env env);
+// JavaScript is called only while the pump dispatches what epoll reported (or its ready queue),
+// inside one handle scope and one callback scope for the whole dispatch, opened at the first
+// call (this) and closed when the dispatch ends: a call into JavaScript costs one function call,
+// and the microtasks and next ticks the callbacks queue run once, when the dispatch is done.
+// Every callback runs in the pump's async context. 0 when the scope cannot be opened (or outside
+// a dispatch).
+int ka_pump_js_scope(ka_pump_t* p);
 // An acceptor holds its pump: a reference taken when it is made, dropped when it is finalized.
 void ka_pump_ref(ka_pump_t* p);
 void ka_pump_unref(ka_pump_t* p);

@@ -32,7 +32,8 @@ void ka_relay_emit(relay_t* r, int kind, int leg, int err) {
   if (r->js.owner == NULL || r->faulted) return;
   napi_env env = r->env;
   napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) {
+  // The dispatch's scope first: it outlives this handle scope.
+  if (!ka_pump_js_scope(r->pump) || napi_open_handle_scope(env, &scope) != napi_ok) {
     fault(r);
     return;
   }
@@ -113,7 +114,7 @@ static int int_in_range(napi_env env, napi_value* args, size_t argc, size_t inde
 
 // new Relay(clientFd, owner, callback[, flags]): takes a duplicate of the accepted socket's
 // descriptor (the caller then closes its own) and will call callback.call(owner, kind, leg,
-// errno), in the async context the relay was created in. flags 1 (RELAY_OWN_FD): the descriptor
+// errno), in the pump's async context (ka_pump_js_scope). flags 1 (RELAY_OWN_FD): the descriptor
 // was accepted by the pump's Acceptor and is taken as it is (the caller keeps it only if this
 // throws).
 static napi_value relay_new(napi_env env, napi_callback_info info) {
@@ -131,7 +132,7 @@ static napi_value relay_new(napi_env env, napi_callback_info info) {
   relay_t* r = ka_pump_relay_new(pump, env, client_fd, flags, &err, &syscall, &what);
   if (r == NULL) return ka_throw_errno(env, err, syscall, what);
   leg_t* client = &r->legs[LEG_CLIENT];
-  if (!ka_js_init(env, &r->js, args[1], args[2], "ka-proxy:relay") || napi_wrap(env, self, r, finalize, NULL, NULL) != napi_ok) {
+  if (!ka_js_init(env, &r->js, args[1], args[2]) || napi_wrap(env, self, r, finalize, NULL, NULL) != napi_ok) {
     // Nothing in JavaScript knows this relay: it goes at once (no event can name it yet). A
     // descriptor of its own goes back to the caller, who is told by the exception.
     if (flags & RELAY_OWN_FD) ka_pump_release_leg(client);
