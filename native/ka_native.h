@@ -48,6 +48,10 @@ void ka_surface_exception(napi_env env);
 struct sockaddr_storage;
 // array[at] = the address's host, array[at + 1] = its port (ka_sockopt.c); 0 when it cannot.
 int ka_push_address(napi_env env, napi_value array, uint32_t at, const struct sockaddr_storage* sa);
+// SO_KEEPALIVE (values[0]: 0 off, else on), TCP_KEEPIDLE and TCP_KEEPINTVL (s), TCP_KEEPCNT and
+// TCP_USER_TIMEOUT (ms) on fd, in that order; a negative value leaves that option as it is.
+// 0, or the errno of the first that failed, named in *label (ka_sockopt.c).
+int ka_set_keepalive(int fd, const int32_t values[5], const char** label);
 int ka_sockopt_init(napi_env env, napi_value exports);
 int ka_relay_init(napi_env env, napi_value exports);
 int ka_accept_init(napi_env env, napi_value exports);

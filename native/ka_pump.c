@@ -529,8 +529,13 @@ static void on_event(leg_t* leg, uint32_t events) {
       fail_leg(leg, err);
       return;
     }
-    // start() is normally called from this event.
-    ka_relay_emit(r, EV_CONNECT, leg->index, 0);
+    // The options the session asked for with its connect (CONNECT_KEEPALIVE): no call back into
+    // the addon for them. A failure is reported with CONNECT, for the session to log.
+    const char* label;
+    int keepalive_err = (r->connect_flags & CONNECT_KEEPALIVE) ? ka_set_keepalive(leg->fd, r->target_keepalive, &label) : 0;
+    if (r->connect_flags & CONNECT_START) r->started = 1;
+    // Else start() is normally called from this event.
+    ka_relay_emit(r, EV_CONNECT, leg->index, keepalive_err);
     service(&r->legs[LEG_CLIENT]);
     service(leg);
     return;

@@ -54,6 +54,8 @@ struct relay {
   int js_alive;       // the JavaScript wrapper has not been finalised
   int faulted;                     // the callback threw: both legs were reset
   int own_fds;        // made with RELAY_OWN_FD: adopt() takes the target's descriptor as it is too
+  int connect_flags;  // CONNECT_KEEPALIVE, CONNECT_START: what the pump does once the target connects
+  int32_t target_keepalive[5];  // for CONNECT_KEEPALIVE, as ka_set_keepalive takes them
   relay_t* grave_next;
 };
 
@@ -84,6 +86,11 @@ enum { RELAY_OWN_FD = 1 };
 void ka_pump_relay_free(relay_t* r);
 // A new attempt after a failed one (the next address of the target's name) starts clean.
 void ka_pump_reset_target(relay_t* r);
+// What the pump does itself once the target leg connects, before it reports CONNECT (whose
+// errno is then that of a keepalive option that could not be set, else 0):
+// CONNECT_KEEPALIVE sets r->target_keepalive on the leg, CONNECT_START starts relaying (as
+// start() would; nothing JavaScript does at CONNECT can hold the bytes back then).
+enum { CONNECT_KEEPALIVE = 1, CONNECT_START = 2 };
 // Opens the target leg, non-blocking; CONNECT or ERROR follows. 0, or the errno of a failure now.
 int ka_pump_connect(relay_t* r, const struct sockaddr_storage* sa, socklen_t sa_len);
 // Both legs begin relaying (after CONNECT).

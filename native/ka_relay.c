@@ -180,12 +180,15 @@ static int socket_address(const char* address, int family, int port, struct sock
   return 0;
 }
 
-// connect(address, port, family): opens the target leg, non-blocking; CONNECT or ERROR follows.
-// Returns null, or the errno name when it failed at once (an address this host cannot use:
-// ENXIO for an IPv6 zone that names no interface).
+// connect(address, port, family[, flags, idleS, intervalS, count, userTimeoutMs]): opens the
+// target leg, non-blocking; CONNECT or ERROR follows. flags (ka_pump.h): CONNECT_KEEPALIVE (1)
+// sets these keepalive options on the leg once it connects, CONNECT_START (2) starts relaying
+// then; what the session would otherwise ask for in two more calls at CONNECT. Returns null, or
+// the errno name when it failed at once (an address this host cannot use: ENXIO for an IPv6 zone
+// that names no interface).
 static napi_value relay_connect(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value args[3];
+  size_t argc = 8;
+  napi_value args[8];
   relay_t* r = unwrap(env, info, &argc, args);
   if (r == NULL) return NULL;
   // An IPv6 address with a zone id, and room to tell a longer one from it.
@@ -210,6 +213,19 @@ static napi_value relay_connect(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "KA_NATIVE_ARG", "connect: family must be 4 or 6");
     return NULL;
   }
+  int32_t flags = 0;
+  int32_t keepalive[5] = {1, 0, 0, 0, 0};
+  if (argc > 3 && !int_in_range(env, args, argc, 3, 0, CONNECT_KEEPALIVE | CONNECT_START, "connect: flags must be 0 to 3", &flags)) {
+    return NULL;
+  }
+  // The kernel's own limits (TCP_KEEPIDLE and TCP_KEEPINTVL 1..32767 s, TCP_KEEPCNT 1..127).
+  if ((flags & CONNECT_KEEPALIVE) &&
+      (!int_in_range(env, args, argc, 4, 1, 32767, "connect: idle must be 1 to 32767 s", &keepalive[1]) ||
+       !int_in_range(env, args, argc, 5, 1, 32767, "connect: interval must be 1 to 32767 s", &keepalive[2]) ||
+       !int_in_range(env, args, argc, 6, 1, 127, "connect: count must be 1 to 127", &keepalive[3]) ||
+       !int_in_range(env, args, argc, 7, 0, INT32_MAX, "connect: user timeout must be 0 or more ms", &keepalive[4]))) {
+    return NULL;
+  }
   leg_t* target = &r->legs[LEG_TARGET];
   if (target->fd >= 0 || r->legs[LEG_CLIENT].fd < 0 || r->started) {
     napi_throw_error(env, "KA_NATIVE_STATE", "connect: target leg already open, or relay closed or started");
@@ -217,6 +233,8 @@ static napi_value relay_connect(napi_env env, napi_callback_info info) {
   }
   // A new attempt after a failed one (the next address of the target's name) starts clean.
   ka_pump_reset_target(r);
+  r->connect_flags = flags;
+  memcpy(r->target_keepalive, keepalive, sizeof keepalive);
   struct sockaddr_storage sa;
   socklen_t sa_len = 0;
   int err = socket_address(address, family, port, &sa, &sa_len);

@@ -64,6 +64,18 @@ static const sockopt_t OPTIONS[OPT_COUNT_ALL] = {
     TCP_OPT(TCP_USER_TIMEOUT),
 };
 
+int ka_set_keepalive(int fd, const int32_t values[5], const char** label) {
+  for (int opt = 0; opt < OPT_COUNT_ALL; opt++) {
+    int value = values[opt];
+    if (opt != OPT_KEEPALIVE && value < 0) continue;
+    if (opt == OPT_KEEPALIVE) value = value ? 1 : 0;
+    *label = OPTIONS[opt].label;
+    if (OPTIONS[opt].name < 0) return ENOPROTOOPT;
+    if (setsockopt(fd, OPTIONS[opt].level, OPTIONS[opt].name, &value, sizeof value) != 0) return errno;
+  }
+  return 0;
+}
+
 // setKeepalive(fd, enable, idleS, intervalS, count, userTimeoutMs)
 // A negative value for idle/interval/count/userTimeout leaves that option untouched.
 static napi_value set_keepalive(napi_env env, napi_callback_info info) {
@@ -74,16 +86,9 @@ static napi_value set_keepalive(napi_env env, napi_callback_info info) {
   for (size_t i = 0; i < 6; i++) {
     if (!ka_get_int_arg(env, args, argc, i, &values[i])) return NULL;
   }
-  int fd = values[0];
-  for (int opt = 0; opt < OPT_COUNT_ALL; opt++) {
-    int value = values[opt + 1];
-    if (opt != OPT_KEEPALIVE && value < 0) continue;
-    if (opt == OPT_KEEPALIVE) value = value ? 1 : 0;
-    if (OPTIONS[opt].name < 0) return ka_throw_errno(env, ENOPROTOOPT, "setsockopt", OPTIONS[opt].label);
-    if (setsockopt(fd, OPTIONS[opt].level, OPTIONS[opt].name, &value, sizeof value) != 0)
-      return ka_throw_errno(env, errno, "setsockopt", OPTIONS[opt].label);
-  }
-  return NULL;
+  const char* label;
+  int err = ka_set_keepalive(values[0], values + 1, &label);
+  return err != 0 ? ka_throw_errno(env, err, "setsockopt", label) : NULL;
 }
 
 static int set_int_property(napi_env env, napi_value obj, const char* key, double value) {

@@ -47,8 +47,12 @@ export interface NativeTcpInfo {
 
 /** The byte pump of one session (native/ka_relay.c, over native/ka_pump.c); legs are 0 (client) and 1 (target). */
 export interface NativeRelay {
-  /** null, or the errno name when the connect failed at once. */
-  connect(address: string, port: number, family: number): string | null
+  /**
+   * null, or the errno name when the connect failed at once. `flags` (CONNECT_*): what the pump
+   * does itself once the leg connects, before CONNECT: set these keepalive options (a failure's
+   * errno comes with CONNECT), start relaying.
+   */
+  connect(address: string, port: number, family: number, flags?: number, idleS?: number, intervalS?: number, count?: number, userTimeoutMs?: number): string | null
   start(): void
   /** True when the leg closed at once. */
   end(leg: 0 | 1): boolean
@@ -94,6 +98,9 @@ export const ADOPT_END_RECEIVED = 4
  * received by an upgrade (adopt() then takes the target's as it is too).
  */
 export const RELAY_OWN_FD = 1
+/** Relay.connect's flags: set the keepalive options given once connected; start relaying then. */
+export const CONNECT_KEEPALIVE = 1
+export const CONNECT_START = 2
 
 export type NativeRelayClass = new (
   clientFd: number,

@@ -22,6 +22,7 @@ import type { Logger } from 'pino'
 import { formatEndpoint } from './config/endpoint.ts'
 import type { SocketControl } from './socket-control.ts'
 import type { KeepaliveSettings } from './keepalive/settings.ts'
+import { SocketOptionError } from './errors.ts'
 import { PAIR_LOST } from './pair/transport.ts'
 import { LEGS, type PairState, type DetachedTransport, type Leg, type LegHandle, type TargetEndpoint, type Transport, type TransportEvents } from './transport/transport.ts'
 
@@ -169,6 +170,8 @@ export class Session implements TransportEvents {
   #finished = false
   #stack: string | undefined
   #targetUp = false
+  /** The target keepalive the transport sets as the leg connects (setsTargetKeepalive). */
+  #keepaliveAtConnect: KeepaliveSettings | undefined
 
   /**
    * `open` builds the session's transport, which reports to the session (e.g. takes over an
@@ -293,7 +296,13 @@ export class Session implements TransportEvents {
     }
     this.#closed.target = false
     this.#phaseTimer = setTimeout(sessionOnConnectTimeout, ctx.connectTimeoutMs, this)
-    this.#transport.connect(this.upstream)
+    this.#connect(this.upstream)
+  }
+
+  #connect(target: TargetEndpoint): void {
+    const keepalive = this.#ctx.targetKeepalive
+    this.#keepaliveAtConnect = this.#transport.setsTargetKeepalive === true ? keepalive : undefined
+    this.#transport.connect(target, keepalive)
   }
 
   /** Ends the session from outside (shutdown): both legs get a FIN. */
@@ -331,15 +340,21 @@ export class Session implements TransportEvents {
     }
   }
 
-  onTargetConnect(): void {
+  onTargetConnect(keepaliveError?: string): void {
     clearTimeout(this.#phaseTimer)
     this.#phaseTimer = undefined
     this.#targetUp = true
-    const target = this.legHandle('target')
-    try {
-      if (target !== undefined) this.#ctx.sockets.set(target, this.#ctx.targetKeepalive)
-    } catch (err) {
-      this.#ctx.logger.warn({ session: this.id, err }, 'cannot set target keepalive')
+    const ctx = this.#ctx
+    // Set by the transport as the leg connected, unless a reload changed them since.
+    if (this.#keepaliveAtConnect !== ctx.targetKeepalive) {
+      const target = this.legHandle('target')
+      try {
+        if (target !== undefined) ctx.sockets.set(target, ctx.targetKeepalive)
+      } catch (err) {
+        ctx.logger.warn({ session: this.id, err }, 'cannot set target keepalive')
+      }
+    } else if (keepaliveError !== undefined) {
+      ctx.logger.warn({ session: this.id, err: new SocketOptionError('keepalive', keepaliveError, `cannot set the target leg's keepalive options as it connected: ${keepaliveError}`) }, 'cannot set target keepalive')
     }
     this.#ctx.onTargetConnected?.(this)
     this.#transport.relay()
@@ -474,7 +489,7 @@ export class Session implements TransportEvents {
     this.upstream = next
     clearTimeout(this.#phaseTimer)
     this.#phaseTimer = setTimeout(sessionOnConnectTimeout, this.#ctx.connectTimeoutMs, this)
-    this.#transport.connect(next)
+    this.#connect(next)
     return true
   }
 

@@ -8,7 +8,9 @@
 //   where  the listening socket, inherited by every client leg (applyToListener, from
 //          listener.ts); each client leg where not inherited and each target leg once connected
 //          (apply, from session.ts); live legs on reload (listener.ts retune); probe connections
-//          (probe/runner.ts); doctor's loopback socket. In C: ka_sockopt.c setKeepalive.
+//          (probe/runner.ts); doctor's loopback socket. In C: ka_sockopt.c setKeepalive, and
+//          the target legs the pump opens, once connected (ka_pump.c on_event, from the options
+//          the session gave Relay.connect: CONNECT_KEEPALIVE).
 // TCP_NODELAY
 //   why    small writes (a query, a handshake, a heartbeat) go out at once, not held back by
 //          Nagle's algorithm waiting for an ACK.
@@ -280,7 +282,7 @@ export class SocketControl {
   }
 }
 
-/** Called once per session (the target leg): no closure, unlike `callNative`. */
+/** Called once per session (a target leg the pump does not set itself): no closure, unlike `callNative`. */
 function setOnFd(binding: NativeAddon, fd: number, s: KeepaliveSettings): void {
   try {
     binding.setKeepalive(fd, 1, s.idle, s.interval, s.count, Math.round(s.userTimeout * 1000))

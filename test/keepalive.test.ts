@@ -2,12 +2,15 @@
 // proxy's own sockets, and the keepalive timer `ss -tnoi` shows.
 
 import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import type { Socket } from 'node:net'
+import { createInterface } from 'node:readline'
 import { SocketControl } from '../src/socket-control.ts'
 import { connect, listen, loopback, waitFor } from './helpers/net.ts'
 import { startProxy } from './helpers/proxy.ts'
 import { relaySockets } from '../bench/lab/ss.ts'
-import type { RawOptions } from '../src/config/options.ts'
+import { resolveOptions, type RawOptions } from '../src/config/options.ts'
 import type { TransportKind } from '../src/transport/transport.ts'
 import { TRANSPORTS } from './helpers/transports.ts'
 
@@ -76,6 +79,33 @@ for (const relay of TRANSPORTS) {
     t.same(reader.flags(live.session.legHandle('target')!), { noDelay: true, urgentInline: true, notSentLowat: 0 }, 'target leg')
   })
 }
+
+t.test('a reload while the target leg connects: the leg gets the new settings, not those it set out with', async (t) => {
+  // The pump sets the target leg's options as it connects, from what the session gave it then.
+  // A target whose accept queue is full (backlog 0, one connection waiting) drops the SYN, so
+  // the connect hangs until the queue is emptied and the SYN is sent again (about 1 s later).
+  const target = spawn('python3', ['-c', 'import socket, sys\ns = socket.socket()\ns.bind(("127.0.0.1", 0))\ns.listen(0)\nprint(s.getsockname()[1], flush=True)\nheld = []\nfor line in sys.stdin:\n    held.append(s.accept())'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  t.teardown(() => target.kill())
+  const [line] = (await once(createInterface({ input: target.stdout! }), 'line')) as [string]
+  const targetPort = Number(line)
+  const filler = await connect(targetPort)
+  const before = { target: { idle: 20, interval: 5, count: 3 } }
+  const after = { target: { idle: 40, interval: 7, count: 4 } }
+  const proxy = await startProxy({ target: `127.0.0.1:${targetPort}`, keepalive: before })
+  const client = await connect(proxy.port)
+  t.teardown(async () => {
+    client.destroy()
+    filler.destroy()
+    await proxy.stop()
+  })
+  await waitFor(() => proxy.listener.sessions.size === 1, 2000)
+  const session = [...proxy.listener.sessions][0]!
+  t.equal(session.legHandle('target'), undefined, 'the target leg is still connecting')
+  proxy.listener.retune(resolveOptions({ listen: '127.0.0.1:0', target: `127.0.0.1:${targetPort}`, keepalive: after }), false)
+  target.stdin!.write('accept\n')
+  t.ok(await waitFor(() => session.legHandle('target') !== undefined, 5000), 'then it connects')
+  t.same(reader.read(session.legHandle('target')!), { enabled: true, idle: 40, interval: 7, count: 4, userTimeout: 40 + 7 * 4 }, 'the settings of the reload')
+})
 
 t.test('check(): the one read-back comparison (reload, doctor) names each option not as wanted', async (t) => {
   const { session } = await liveSession(t, {})

@@ -10,7 +10,7 @@ import net, { type AddressInfo, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { loadNative, nativeBinaryPath, RELAY_OWN_FD, type NativeRelay } from '../src/native.ts'
+import { CONNECT_KEEPALIVE, CONNECT_START, loadNative, nativeBinaryPath, RELAY_OWN_FD, type NativeRelay } from '../src/native.ts'
 import { SocketControl, fdOf } from '../src/socket-control.ts'
 import { resolveKeepalive, validateKeepalive, LIMITS } from '../src/keepalive/settings.ts'
 import { ConfigError, SocketOptionError } from '../src/errors.ts'
@@ -242,12 +242,46 @@ t.test('Relay arguments: descriptors, ports and families are checked, not wrappe
   for (const [port, family] of [[70000, 4], [0, 4], [-1, 4], [5432.5, 4], [NaN, 4], [5432, 5], [5432, 0]] as const) {
     t.throws(() => relay.connect('127.0.0.1', port, family), { code: 'KA_NATIVE_ARG', name: 'RangeError' }, `connect(port ${port}, family ${family}) is refused`)
   }
+  const keepalive = CONNECT_KEEPALIVE
+  for (const [flags, idle, interval, count, userTimeoutMs, what] of [[4, 1, 1, 1, 0, 'flags'], [keepalive, 0, 1, 1, 0, 'idle'], [keepalive, 1, 32768, 1, 0, 'interval'], [keepalive, 1, 1, 128, 0, 'count'], [keepalive, 1, 1, 1, -1, 'user timeout'], [keepalive, 1.5, 1, 1, 0, 'idle']] as const) {
+    t.throws(() => relay.connect('127.0.0.1', 5432, 4, flags, idle, interval, count, userTimeoutMs), { code: 'KA_NATIVE_ARG', name: 'RangeError', message: new RegExp(what) }, `connect's ${what} out of range is refused`)
+  }
+  t.throws(() => relay.connect('127.0.0.1', 5432, 4, keepalive), { code: 'KA_NATIVE_ARG', message: /idle/ }, 'CONNECT_KEEPALIVE without the options')
   t.equal(relay.connect('not-an-address', 5432, 4), 'EINVAL', 'a name where a numeric address belongs fails the connect, not the caller')
   t.equal(relay.connect('fe80::1%ka-no-such-if', 5432, 6), 'ENXIO', 'an IPv6 zone that names no interface')
   relay.destroy(1)
   const file = openSync(new URL(import.meta.url), 'r')
   t.teardown(() => closeSync(file))
   t.throws(() => new Relay(file, {}, () => {}), { code: 'ENOTSOCK', syscall: 'setsockopt(SO_OOBINLINE)' }, 'the failing call is named')
+})
+
+t.test('connect with CONNECT_KEEPALIVE and CONNECT_START: the leg has the options at CONNECT, and bytes flow without start()', async (t) => {
+  const targets: Socket[] = []
+  const target = await listen((s) => void targets.push(s))
+  // Node does not read the accepted client: the relay's duplicate is its only reader.
+  const clients: Socket[] = []
+  const front = net.createServer({ pauseOnConnect: true }, (s) => void clients.push(s))
+  await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve))
+  const app = await connect((front.address() as AddressInfo).port)
+  await waitFor(() => clients.length === 1, 2000)
+  let atConnect: unknown
+  const relay = new binding.Relay(fdOf(clients[0]!), {}, (kind: number, _leg: number, errno: number) => {
+    if (kind === 1) atConnect = { errno, ...binding.getKeepalive(relay.fd(1)) }
+  })
+  t.teardown(() => {
+    relay.destroy(0)
+    relay.destroy(1)
+    for (const s of [app, ...clients, ...targets]) s.destroy()
+    front.close()
+    target.server.close()
+  })
+  app.write('sent before the connect')
+  t.equal(relay.connect('127.0.0.1', target.port, 4, CONNECT_KEEPALIVE | CONNECT_START, 33, 4, 5, 53_000), null)
+  t.ok(await waitFor(() => atConnect !== undefined && targets.length === 1, 2000), 'connected')
+  t.same(atConnect, { errno: 0, enabled: true, idle: 33, interval: 4, count: 5, userTimeoutMs: 53_000 }, 'the options are on the leg as CONNECT is reported')
+  const atTarget = collect(targets[0]!)
+  t.ok(await waitFor(() => atTarget.length() === 23, 2000), 'what the client sent before the connect reaches the target, with no start()')
+  t.equal(atTarget.data().toString(), 'sent before the connect')
 })
 
 /** Two sockets connected to a target the test drives, and their peers there. */

@@ -15,7 +15,8 @@ import { formatEndpoint, formatPeer } from '../config/endpoint.ts'
 import { errnoName } from '../errors.ts'
 import { closeAccepted, isPumpAccepted, readPeer, type Accepted, type PumpAccepted } from '../accept.ts'
 import { fdOf } from '../socket-control.ts'
-import { ADOPT_END_RECEIVED, ADOPT_END_REQUESTED, ADOPT_FIN_SENT, loadNative, RELAY_OWN_FD, type NativeRelay, type NativeRelayClass } from '../native.ts'
+import { ADOPT_END_RECEIVED, ADOPT_END_REQUESTED, ADOPT_FIN_SENT, CONNECT_KEEPALIVE, CONNECT_START, loadNative, RELAY_OWN_FD, type NativeRelay, type NativeRelayClass } from '../native.ts'
+import type { KeepaliveSettings } from '../keepalive/settings.ts'
 import {
   NOTHING_HELD,
   socketDeadReason,
@@ -129,6 +130,8 @@ export class NativeTransport implements Transport {
   #port = 0
   #open: [boolean, boolean] = [true, false]
   #connecting = false
+  /** The target leg's keepalive, set by the pump as it connects; it starts relaying then too. */
+  #keepalive: KeepaliveSettings | undefined
   /** Addresses of the target's name not tried yet. */
   #untried: readonly dns.LookupAddress[] = NO_ADDRESSES
 
@@ -208,9 +211,15 @@ export class NativeTransport implements Transport {
     return socketDeadReason(this.#deps.sockets, this.handle(leg), this.#relay.state(LEG_INDEX[leg])[1])
   }
 
-  connect(target: TargetEndpoint): void {
+  /** The pump sets the keepalive given to `connect` itself (no call back into it at CONNECT). */
+  get setsTargetKeepalive(): boolean {
+    return true
+  }
+
+  connect(target: TargetEndpoint, keepalive: KeepaliveSettings): void {
     this.#open[1] = true
     this.#connecting = true
+    this.#keepalive = keepalive
     const { host, port } = target
     this.#port = port
     this.#targetHost = undefined
@@ -240,7 +249,10 @@ export class NativeTransport implements Transport {
 
   #connectTo({ address, family }: dns.LookupAddress): void {
     this.#targetHost = address
-    const failed = this.#relay.connect(address, this.#port, family)
+    const k = this.#keepalive
+    const failed = k === undefined
+      ? this.#relay.connect(address, this.#port, family)
+      : this.#relay.connect(address, this.#port, family, CONNECT_KEEPALIVE | CONNECT_START, k.idle, k.interval, k.count, Math.round(k.userTimeout * 1000))
     // Reported like an asynchronous failure, after the caller is done.
     if (failed !== null) queueMicrotask(() => this.#open[1] && this.#onConnectError(failed))
   }
@@ -260,7 +272,8 @@ export class NativeTransport implements Transport {
   }
 
   relay(): void {
-    this.#relay.start()
+    // Connected by connect(): relaying since (CONNECT_START).
+    if (this.#keepalive === undefined) this.#relay.start()
   }
 
   onRelayEvent(kind: number, index: 0 | 1, errno: number): void {
@@ -268,7 +281,8 @@ export class NativeTransport implements Transport {
     switch (kind) {
       case EV_CONNECT:
         this.#connecting = false
-        this.#events.onTargetConnect()
+        // errno: a keepalive option the pump could not set on the connected leg (CONNECT_KEEPALIVE).
+        this.#events.onTargetConnect(errno === 0 ? undefined : errnoName(errno))
         break
       case EV_EOF:
         this.#events.onEnd(leg)

@@ -35,6 +35,7 @@ import type { SocketControl } from '../socket-control.ts'
 import type { Logger } from 'pino'
 import type { Accepted } from '../accept.ts'
 import type { Leg } from '../config/keys.ts'
+import type { KeepaliveSettings } from '../keepalive/settings.ts'
 
 /** The two legs of a session: one list for the config, the sessions and their transports. */
 export { LEGS, type Leg } from '../config/keys.ts'
@@ -56,8 +57,11 @@ export type TargetEndpoint = Endpoint & { host: string }
 export interface TransportEvents {
   /** The session's id, for the transport's own log lines. */
   readonly id: number
-  /** The target leg is connected (after `connect`). */
-  onTargetConnect(): void
+  /**
+   * The target leg is connected (after `connect`). `keepaliveError`: the errno name of the
+   * keepalive option a transport that sets them itself (`setsTargetKeepalive`) could not set.
+   */
+  onTargetConnect(keepaliveError?: string): void
   /** The leg's peer sent its FIN (or what looks like one: see `deadReason`). */
   onEnd(leg: Leg): void
   /** `code` is the errno name (ECONNRESET...), or a message when there is none. */
@@ -100,8 +104,14 @@ export interface Transport {
    */
   deadReason(leg: Leg): 'reset' | 'timeout' | undefined
 
-  /** Starts connecting the target leg; `onTargetConnect` or `onError('target')` follows. */
-  connect(target: TargetEndpoint): void
+  /**
+   * Starts connecting the target leg; `onTargetConnect` or `onError('target')` follows.
+   * `keepalive` is the target leg's: a transport that `setsTargetKeepalive` sets it on the leg
+   * as it connects, before `onTargetConnect`; the others leave it to the session.
+   */
+  connect(target: TargetEndpoint, keepalive: KeepaliveSettings): void
+  /** `connect` sets the target leg's keepalive itself (the pump: no call back for it per session). */
+  readonly setsTargetKeepalive?: boolean
   /** Abandons a failed or timed-out connect quietly (no further events), to connect elsewhere. */
   abandonConnect(): void
   /** The target is up: bytes start to flow both ways. */
