@@ -59,7 +59,7 @@ import { formatEndpoint } from './config/endpoint.ts'
 import { SocketOptionError } from './errors.ts'
 import { handleFd, listenHandleNoDelay } from './node-internals.ts'
 import { loadNative, type NativeAddon, type NativeTcpInfo, type SocketFlags } from './native.ts'
-import type { KeepaliveSettings } from './keepalive/settings.ts'
+import { userTimeoutMs, type KeepaliveSettings } from './keepalive/settings.ts'
 
 /** Settings in force on a socket, and whether the native helper set them. */
 export interface AppliedKeepalive extends KeepaliveSettings {
@@ -285,7 +285,7 @@ export class SocketControl {
 /** Called once per session (a target leg the pump does not set itself): no closure, unlike `callNative`. */
 function setOnFd(binding: NativeAddon, fd: number, s: KeepaliveSettings): void {
   try {
-    binding.setKeepalive(fd, 1, s.idle, s.interval, s.count, Math.round(s.userTimeout * 1000))
+    binding.setKeepalive(fd, 1, s.idle, s.interval, s.count, userTimeoutMs(s))
   } catch (err) {
     throw wrapNativeError(err)
   }

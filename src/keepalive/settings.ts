@@ -45,6 +45,11 @@ export function detectionBound(s: Pick<KeepaliveSettings, 'idle' | 'interval' | 
  * but never acknowledged (keepalive does not probe then), so by default it equals the
  * keepalive detection bound: both cases are detected in the same time.
  */
+/** TCP_USER_TIMEOUT as the kernel takes it (ms; 0 = the kernel's own rule), for the native helper's calls. */
+export function userTimeoutMs(s: Pick<KeepaliveSettings, 'userTimeout'>): number {
+  return Math.round(s.userTimeout * 1000)
+}
+
 export function resolveKeepalive(input: KeepaliveInput, base: KeepaliveInput = {}): KeepaliveSettings {
   const idle = input.idle ?? base.idle ?? DEFAULT_KEEPALIVE.idle
   const interval = input.interval ?? base.interval ?? DEFAULT_KEEPALIVE.interval

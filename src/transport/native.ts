@@ -16,7 +16,7 @@ import { errnoName } from '../errors.ts'
 import { closeAccepted, isPumpAccepted, readPeer, type Accepted, type PumpAccepted } from '../accept.ts'
 import { fdOf } from '../socket-control.ts'
 import { ADOPT_END_RECEIVED, ADOPT_END_REQUESTED, ADOPT_FIN_SENT, CONNECT_KEEPALIVE, CONNECT_START, loadNative, RELAY_OWN_FD, type NativeRelay, type NativeRelayClass } from '../native.ts'
-import type { KeepaliveSettings } from '../keepalive/settings.ts'
+import { userTimeoutMs, type KeepaliveSettings } from '../keepalive/settings.ts'
 import {
   NOTHING_HELD,
   socketDeadReason,
@@ -249,10 +249,9 @@ export class NativeTransport implements Transport {
 
   #connectTo({ address, family }: dns.LookupAddress): void {
     this.#targetHost = address
-    const k = this.#keepalive
-    const failed = k === undefined
-      ? this.#relay.connect(address, this.#port, family)
-      : this.#relay.connect(address, this.#port, family, CONNECT_KEEPALIVE | CONNECT_START, k.idle, k.interval, k.count, Math.round(k.userTimeout * 1000))
+    // Only after connect(), which gave the keepalive.
+    const k = this.#keepalive!
+    const failed = this.#relay.connect(address, this.#port, family, CONNECT_KEEPALIVE | CONNECT_START, k.idle, k.interval, k.count, userTimeoutMs(k))
     // Reported like an asynchronous failure, after the caller is done.
     if (failed !== null) queueMicrotask(() => this.#open[1] && this.#onConnectError(failed))
   }
