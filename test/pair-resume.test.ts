@@ -32,20 +32,28 @@ async function writeWith(socket: Socket, data: Buffer, at: (sent: number) => voi
   socket.end()
 }
 
-/** One session held open through a breakable path: the pair, the path, both plain ends. */
+/**
+ * One session held open through a breakable path: the pair, the path, both plain ends. Relaying
+ * at both ends, nothing unacknowledged: the server answered the client's first bytes, and the
+ * answer reached the client (the far end acknowledges bytes as its socket takes them, before
+ * the server can answer them; the near end learns the target is up from the acknowledgement
+ * that goes before those).
+ */
 async function heldSession(t: Test, resumeWindow: number) {
   let serverSide: Socket | undefined
   const { server, port } = await listen((s) => {
     serverSide = s
     s.on('error', () => {})
+    s.once('data', () => s.write('ready'))
   })
   t.teardown(() => server.close())
   let path: BreakablePath | undefined
   const { near, far } = await startPair(t, port, { resumeWindow, through: async (p) => (path = await breakablePath(p)).port })
   t.teardown(() => path!.close())
   const client = await connect(near.port)
+  const ready = new Promise((resolve) => client.once('data', resolve))
   client.write('hello')
-  t.ok(await waitFor(() => serverSide !== undefined, 5000))
+  t.equal(String(await ready), 'ready', 'the session relays')
   return { near, far, path: path!, client, serverSide: serverSide! }
 }
 
@@ -139,6 +147,36 @@ t.test('a client reset while the link is down reaches the server as a reset once
   t.equal(await serverEnd, 'ECONNRESET', 'the server gets its RST once a link is back (the window is 60 s)')
   t.ok(await waitFor(() => far.closed().length === 1, 2000))
   t.match(far.closed()[0], { reason: 'client_reset', targetClose: 'rst' })
+})
+
+t.test('a client that sent its first bytes and reset while its session waits for a link is let go at once; the target never sees it', async (t) => {
+  let accepted = 0
+  const { server, port } = await listen((s) => {
+    accepted++
+    s.on('error', () => {})
+  })
+  t.teardown(() => server.close())
+  let path: BreakablePath | undefined
+  const { near } = await startPair(t, port, { through: async (p) => (path = await breakablePath(p)).port })
+  t.teardown(() => path!.close())
+  t.ok(await waitFor(() => near.listener.pairLinksUp === 1, 5000), 'a link')
+  path!.refuse(true)
+  path!.cut()
+  t.ok(await waitFor(() => near.listener.pairLinksUp === 0, 2000), 'no link')
+  // Its first bytes are read and held for the far end: the socket is then not read until the
+  // session relays, which is when a link comes back (the window is 60 s).
+  const client = await connect(near.port)
+  client.write('startup')
+  t.ok(await waitFor(() => near.listener.sessions.size === 1, 2000), 'its session')
+  await sleep(100)
+  client.resetAndDestroy()
+  t.ok(await waitFor(() => near.closed().length === 1, 2500), 'the session is over within the check of legs not read (1 s)')
+  t.match(near.closed(), [{ reason: 'client_reset', clientClose: 'failed' }])
+  t.equal(near.listener.sessions.size, 0)
+  path!.refuse(false)
+  t.ok(await waitFor(() => near.listener.pairLinksUp === 1, 5000), 'the link is back')
+  await sleep(300)
+  t.equal(accepted, 0, 'no OPEN went for it: the target never saw it')
 })
 
 t.test('past the resume window both plain legs are reset, one line each end, reason pair_lost', async (t) => {

@@ -69,6 +69,8 @@ export class PairTransport implements Transport {
   #socketFinSent = false
   /** Read (onread) before the session relays: sent once it does. */
   readonly #early: Buffer[] = []
+  /** The socket leg's connection is known dead (checkUnread): it is read to its end whatever the channel's credit. */
+  #readToEnd = false
 
   /** `adopted`: handed over by an upgrade, its plain leg's socket connected (and paused) and both legs up. */
   constructor(deps: PairTransportDeps, events: TransportEvents, channel: Channel, socketLeg: Leg, client: { socket: Socket } | { address: string }, farAddress?: string, adopted?: { socket: Socket; state: TransportState }) {
@@ -158,11 +160,13 @@ export class PairTransport implements Transport {
     this.#relaying = true
     const s = this.socket!
     s.on('drain', pairSocketOnDrain)
+    this.#deps.unread.delete(this)
     for (const piece of this.#early.splice(0)) this.onSocketData(piece)
     if (this.#socketReadEnded) return
     s.on('data', pairSocketOnData)
     s.on('end', pairSocketOnEnd)
-    if (!this.channel.full) s.resume()
+    if (!this.channel.full || this.#readToEnd) this.#readSocket(s)
+    else this.#unread()
   }
 
   end(leg: Leg): void {
@@ -215,6 +219,28 @@ export class PairTransport implements Transport {
 
   release(): void {
     this.#deps.forget(this)
+  }
+
+  /** The socket leg is not read (the session not relaying yet, or the channel out of credit): its death is looked for. */
+  #unread(): void {
+    this.#deps.unread.add(this)
+  }
+
+  #readSocket(s: Socket): void {
+    this.#deps.unread.delete(this)
+    s.resume()
+  }
+
+  /**
+   * The kernel closed the socket leg while it was not read (reset, keepalive or user timeout):
+   * a client that gave up while its session waits for a link, or while the channel is out of
+   * credit, is not kept until then. What it still holds is read (bounded by its receive
+   * buffer), then its error arrives as any read's would.
+   */
+  onUnreadLegDead(): void {
+    this.#readToEnd = true
+    const s = this.socket
+    if (s !== undefined && !s.destroyed) this.#readSocket(s)
   }
 
   /**
@@ -313,6 +339,8 @@ export class PairTransport implements Transport {
       return true
     }
     this.#early.push(piece)
+    if (this.#readToEnd) return true
+    this.#unread()
     return false
   }
 
@@ -321,7 +349,10 @@ export class PairTransport implements Transport {
     else this.bytesToClient += chunk.length
     if (!this.#channelOpen) return
     this.channel.write(chunk)
-    if (this.channel.full) this.socket!.pause()
+    if (this.channel.full && !this.#readToEnd) {
+      this.socket!.pause()
+      this.#unread()
+    }
   }
 
   onSocketEnd(): void {
@@ -431,7 +462,7 @@ export class PairTransport implements Transport {
    */
   #readAgain(): void {
     const s = this.socket
-    if (this.#relaying && !this.#socketReadEnded && s !== undefined && !this.channel.full && s.isPaused()) s.resume()
+    if (this.#relaying && !this.#socketReadEnded && s !== undefined && !this.channel.full && s.isPaused()) this.#readSocket(s)
   }
 
   /** The link under the channel is gone and no other came within the resume window (or none will). */
@@ -544,6 +575,8 @@ interface PairTransportDeps {
   resumed(): void
   /** Near end: a session reset while it had no link: its RESUME and RST go on the next one. */
   resetLater(channel: Channel): void
+  /** Sessions whose socket leg is not read (see checkPaused). */
+  unread: Set<PairTransport>
 }
 
 /** What a far end's route does with an OPEN: a session of its listener, or undefined if refused. */
@@ -583,6 +616,8 @@ export class PairTransports implements Transports, LinkEvents {
   readonly #expiries = new Set<NodeJS.Timeout>()
   /** Sessions adopted before this (performance.now()) are covered by a check already pending. */
   #adoptedCheckUntil = 0
+  /** Sessions whose socket leg is not read: waiting for the far end (or the link), or for credit. */
+  readonly #unread = new Set<PairTransport>()
 
   constructor(pair: PairOptions, deps: PairTransportsDeps) {
     this.#pair = pair
@@ -592,12 +627,14 @@ export class PairTransports implements Transports, LinkEvents {
       logger: deps.logger,
       open: (t) => this.#open(t),
       forget: (t) => {
+        this.#unread.delete(t)
         this.#channels.get(t.channel.link)?.delete(t.channel.id)
         this.#detached.delete(t)
         this.#byToken.delete(t.channel.token.toString('hex'))
       },
       resumed: () => deps.resumed?.(),
       resetLater: (channel) => this.#resetLater.add(channel),
+      unread: this.#unread,
     }
     const linkOptions: LinkOptions = {
       keys: pairKeys(pair.secret),
@@ -669,6 +706,7 @@ export class PairTransports implements Transports, LinkEvents {
     const t = new PairTransport(this.#deps, events, channel, socketLeg, { address: state.clientAddress }, near ? state.targetAddress : undefined, { socket, state })
     channel.lostAt = performance.now() - (pair.lostMs ?? 0)
     this.#byToken.set(hex, t)
+    this.#unread.add(t)
     if (near) {
       // New sessions here are numbered after it: ids are unique per link at the far end.
       if (pair.id >= this.#nextId) this.#nextId = pair.id >= 0xffffffff ? 1 : pair.id + 1
@@ -729,9 +767,22 @@ export class PairTransports implements Transports, LinkEvents {
     return n
   }
 
+  /**
+   * A socket leg is not read while its session waits for the far end (the link may be down for
+   * the whole resume window) or while its channel has no credit; the kernel reports a reset or a
+   * keepalive timeout only to a reader, so those legs are checked for death.
+   */
   checkPaused(): void {
-    // The socket legs are paused only while their channel has no credit: the link's liveness
-    // (heartbeats) covers the wait, and a socket leg's own death surfaces when it is read again.
+    for (const t of this.#unread) {
+      try {
+        if (t.deadReason(t.socketLeg) !== undefined) {
+          this.#unread.delete(t)
+          t.onUnreadLegDead()
+        }
+      } catch (err) {
+        t.events.fail(err)
+      }
+    }
   }
 
   /** Stops dialing and accepting, and closes the links (their sessions are lost). */
