@@ -3,7 +3,7 @@
 // pino-pretty left unloaded unless asked for.
 
 import t from 'tap'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -13,6 +13,7 @@ import { runCli, spawnProxy } from './helpers/cli.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'ka-proxy-logs-'))
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url))
+const LOG = fileURLToPath(new URL('../src/log.ts', import.meta.url))
 
 /** The JSON lines of a log file so far. */
 function linesOf(path: string): Array<Record<string, unknown>> {
@@ -110,4 +111,22 @@ t.test('without the native helper, keepalive settings it cannot apply are named 
   const ignored = ['--interval', `${config}: routes[0].keepalive.count`, `${config}: routes[0].targetKeepalive.userTimeout`]
   t.same(warnings[0]!.ignored, ignored)
   t.match(warnings[0]!.msg, `falling back to setKeepAlive: interval 1 s, count 10, no TCP_USER_TIMEOUT; these settings are NOT applied: ${ignored.join(', ')}`)
+})
+
+t.test('lines written in one turn go out together, in order, and none is lost when the process exits in that turn or after logger.flush', async (t) => {
+  for (const ending of ['process.exit(0)', 'logger.flush(() => process.exit(0))', 'setImmediate(() => process.exit(0))']) {
+    const file = join(dir, `turn-${Math.random().toString(36).slice(2)}.log`)
+    // 2,000 lines of one turn (a close storm's worth), then the ending, in the same turn.
+    const script = `import { createLogger } from ${JSON.stringify(LOG)}
+const { logger } = await createLogger({ level: 'info', format: 'json', file: ${JSON.stringify(file)} })
+// The file is opened asynchronously: a proxy logs its sessions' lines long after.
+await new Promise((resolve) => setTimeout(resolve, 300))
+for (let i = 0; i < 2000; i++) logger.info({ n: i }, 'session closed')
+${ending}`
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 })
+    t.equal(r.status, 0, `${ending}: exit 0 ${r.stderr}`)
+    const ns = linesOf(file).map((l) => l.n)
+    t.equal(ns.length, 2000, `${ending}: every line is in the file`)
+    t.ok(ns.every((n, i) => n === i), `${ending}: in order`)
+  }
 })
