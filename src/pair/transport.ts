@@ -69,7 +69,7 @@ export class PairTransport implements Transport {
   #socketFinSent = false
   /** Read (onread) before the session relays: sent once it does. */
   readonly #early: Buffer[] = []
-  /** The socket leg's connection is known dead (checkUnread): it is read to its end whatever the channel's credit. */
+  /** The socket leg's connection is known dead (found by checkPaused): it is read to its end whatever the channel's credit. */
   #readToEnd = false
 
   /** `adopted`: handed over by an upgrade, its plain leg's socket connected (and paused) and both legs up. */
