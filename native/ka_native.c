@@ -181,6 +181,10 @@ static napi_value init(napi_env env, napi_value exports) {
     napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register Aead");
     return NULL;
   }
+  if (!ka_send_init(env, exports)) {
+    napi_throw_error(env, "KA_NATIVE_NAPI", "cannot register sendSome");
+    return NULL;
+  }
   return exports;
 }
 

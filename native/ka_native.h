@@ -1,7 +1,7 @@
 // What the addon's parts share: argument and errno helpers (ka_native.c, which registers the
 // rest), the socket options' registration (ka_sockopt.c), the byte pump's (ka_relay.c; its
 // event loop is ka_pump.c), sd_notify's (ka_notify.c), descriptor passing's (ka_fdpass.c) and the
-// pair link's sealed records' (ka_aead.c).
+// pair link's sealed records' (ka_aead.c) and a socket's direct send (ka_send.c).
 #ifndef KA_NATIVE_H
 #define KA_NATIVE_H
 
@@ -58,5 +58,6 @@ int ka_accept_init(napi_env env, napi_value exports);
 int ka_notify_init(napi_env env, napi_value exports);
 int ka_fdpass_init(napi_env env, napi_value exports);
 int ka_aead_init(napi_env env, napi_value exports);
+int ka_send_init(napi_env env, napi_value exports);
 
 #endif

@@ -177,6 +177,11 @@ export interface NativeAddon {
   moveFd(from: number, to: number): void
   /** A close-on-exec duplicate of `fd` (fcntl F_DUPFD_CLOEXEC). */
   dupFd(fd: number): number
+  /**
+   * One send(2) of `buffer` on a socket (MSG_NOSIGNAL, MSG_DONTWAIT): the bytes the kernel took,
+   * 0 when none (EAGAIN), -errno on any other failure (not thrown). See native/ka_send.c.
+   */
+  sendSome(fd: number, buffer: Buffer): number
   /** `new Aead(key, seal)`: a 32-byte key that seals (true) or opens (false). */
   Aead: new (key: Buffer, seal: boolean) => NativeAead
 }

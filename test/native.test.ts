@@ -1,7 +1,8 @@
 // The native addon on real sockets: what is set is what getsockopt reads back, accepted
 // sockets inherit from the listener, bad fds or values are errors, not crashes; the pump's
 // class checks its arguments, drops the events of a registration its leg outlived, runs what its callbacks
-// queue when its dispatch ends, survives a throwing callback and is one pump per thread.
+// queue when its dispatch ends, survives a throwing callback and is one pump per thread; sendSome
+// writes what the kernel takes and reports the rest.
 
 import t, { type Test } from 'tap'
 import { execFileSync, spawn } from 'node:child_process'
@@ -72,6 +73,57 @@ t.test('TCP_INFO and the send queue on a live connection', async (t) => {
     t.type((info as unknown as Record<string, unknown>)[key], 'number', `${key} is reported`)
   }
   t.equal(applier.sendQueueBytes(socket), 0, 'nothing queued on an idle socket')
+})
+
+t.test('sendSome: what the kernel took, 0 when full, -errno on a failure (not thrown); the peer reads exactly what it said', async (t) => {
+  let peer: Socket | undefined
+  const { server, port } = await listen((s) => {
+    peer = s
+    s.pause()
+  })
+  t.teardown(() => server.close())
+  const socket = await connect(port)
+  // The peer's reset below reaches this socket's own read too.
+  socket.on('error', () => {})
+  t.teardown(() => socket.destroy())
+  t.ok(await waitFor(() => peer !== undefined, 2000), 'accepted')
+  const fd = fdOf(socket)
+  const first = Buffer.from('through the kernel, not Node\'s stream')
+  t.equal(binding.sendSome(fd, first), first.length, 'a small piece is taken whole')
+  t.equal(binding.sendSome(fd, Buffer.alloc(0)), 0, 'an empty piece sends nothing')
+  // The peer does not read: the kernel takes pieces until its buffers are full, the last in part.
+  const big = Buffer.alloc(1024 * 1024)
+  for (let i = 0; i < big.length; i++) big[i] = i % 251
+  let sent = first.length
+  let partial = false
+  let full = false
+  for (let i = 0; i < 200 && !full; i++) {
+    const n = binding.sendSome(fd, big)
+    if (n < 0 || n > big.length) t.fail(`sendSome returned ${n}`)
+    if (n > 0 && n < big.length) partial = true
+    if (n === 0) full = true
+    sent += n
+  }
+  t.ok(full, 'a full socket takes nothing (EAGAIN is 0, not an error)')
+  t.ok(partial, 'the piece that filled it was taken in part')
+  const got = collect(peer!)
+  peer!.resume()
+  t.ok(await waitFor(() => got.length() >= sent, 10_000), `the peer reads all ${sent} bytes`)
+  const data = got.data()
+  t.equal(data.length, sent, 'no byte more')
+  t.ok(data.subarray(0, first.length).equals(first), 'the first piece first')
+  let same = true
+  for (let at = first.length; at < data.length && same; at++) same = data[at] === ((at - first.length) % big.length) % 251
+  t.ok(same, 'the rest byte for byte, in order')
+  // The peer resets: a failure comes back as -errno, never thrown, never a signal.
+  peer!.resetAndDestroy()
+  t.ok(await waitFor(() => binding.sendSome(fd, first) < 0, 2000), 'a send after the peer reset fails')
+  t.ok([-32, -104].includes(binding.sendSome(fd, first)), 'with -EPIPE or -ECONNRESET')
+  const closedFd = openSync(new URL(import.meta.url), 'r')
+  closeSync(closedFd)
+  t.equal(binding.sendSome(closedFd, first), -9, 'a closed descriptor: -EBADF')
+  t.throws(() => (binding.sendSome as (...a: unknown[]) => number)(fd, 'text'), { code: 'KA_NATIVE_ARG' }, 'a piece that is not a Buffer throws')
+  t.throws(() => (binding.sendSome as (...a: unknown[]) => number)('x', first), { code: 'KA_NATIVE_ARG' }, 'a descriptor that is not a number throws')
 })
 
 t.test('bad file descriptors become SocketOptionError, never a crash', async (t) => {
