@@ -147,6 +147,8 @@ export class PairLink implements FrameSink, RecordSink {
   readonly #written = (): void => this.#ring.release()
   /** Records: what opens the peer's (`keepPiece` tells it a piece was kept); undefined while in TLS. */
   #records: RecordReader | undefined
+  /** Records: the plain socket's descriptor (records are written to it directly: #write). */
+  #fd: number | undefined
   #out: Buffer[] = []
   #outBytes = 0
   /** Channels with frames waiting, served one frame each in turn while the socket takes more (schedule). */
@@ -285,7 +287,29 @@ export class PairLink implements FrameSink, RecordSink {
     }
     this.#out = []
     this.#outBytes = 0
-    this.#socket.write(record, this.#ring.holds(record) ? this.#written : undefined)
+    this.#write(record)
+  }
+
+  /**
+   * A record onto the socket: while Node queues nothing for it, straight to the kernel (one
+   * send(2): native/ka_send.c; Node's stream path cost more than the system call), its room in
+   * the ring free at once when the kernel took it all (the records before it left already: the
+   * ring frees them in order); what the kernel did not take goes through Node's socket, and its
+   * room is freed once that write completed.
+   */
+  #write(record: Buffer): void {
+    const socket = this.#socket
+    const held = this.#ring.holds(record)
+    if (socket.writableLength === 0 && this.#fd !== undefined) {
+      const n = loadedSendSome(this.#fd, record)
+      if (n === record.length) {
+        if (held) this.#ring.release()
+        return
+      }
+      // A failure (n < 0) is Node's to report: its own write meets it again.
+      if (n > 0) record = record.subarray(n)
+    }
+    socket.write(record, held ? this.#written : undefined)
   }
 
   #flush(): void {
@@ -461,6 +485,7 @@ export class PairLink implements FrameSink, RecordSink {
     if (this.role === 'far') this.#sendHello(HELLO_FLAGS.records, () => this.#dropTls())
     else this.#dropTls()
     this.#socket = plain
+    this.#fd = handleFd(plain)
     plain.setNoDelay(true)
     this.#listen(plain)
     this.state = state
@@ -497,6 +522,12 @@ export class PairLink implements FrameSink, RecordSink {
     else this.#options.logger.warn(fields, 'pair link refused during the hello')
     this.#events.onLinkDown(this, reason)
   }
+}
+
+/** The native helper's sendSome: records are only used where the helper is (canLeaveTls). */
+function loadedSendSome(fd: number, buffer: Buffer): number {
+  const native = loadNative()
+  return native.ok ? native.binding.sendSome(fd, buffer) : 0
 }
 
 function linkOnTick(link: PairLink): void {

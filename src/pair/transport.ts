@@ -419,11 +419,30 @@ export class PairTransport implements Transport {
     this.channel.onReceived(piece.length)
     const s = this.socket
     if (s === undefined || s.destroyed) return
+    if (this.#writeSocket(s, piece, link)) this.channel.acknowledge()
+  }
+
+  /**
+   * A piece from the channel into the socket: while Node queues nothing for it, straight to the
+   * kernel (one send(2), native/ka_send.c), which takes all of it unless the socket is full; what
+   * it did not take goes through Node's socket as any write (in order: nothing else is queued).
+   * Node's stream path cost a paired round trip more than the system call. Whether the socket
+   * took it all (no backpressure).
+   */
+  #writeSocket(s: Socket, piece: Buffer, link: PairLink): boolean {
+    const sendSome = this.#deps.sendSome
+    if (sendSome !== undefined && s.writableLength === 0 && !s.connecting && !s.writableEnded) {
+      const fd = handleFd(s)
+      const n = fd === undefined ? 0 : sendSome(fd, piece)
+      if (n === piece.length) return true
+      // A failure (n < 0) is Node's to report: its own write meets it again.
+      if (n > 0) piece = piece.subarray(n)
+    }
     const taken = s.write(piece)
     // The piece is a view of the link's buffer, reused for the next record unless the socket
     // keeps it: queued (not all taken by the kernel at once, or the socket still connecting).
     if (s.writableLength > 0) link.keepPiece()
-    if (taken) this.channel.acknowledge()
+    return taken
   }
 
   /** Near end: the far end answered the RESUME with what it received; what it lacks goes again. */
@@ -577,6 +596,14 @@ interface PairTransportDeps {
   resetLater(channel: Channel): void
   /** Sessions whose socket leg is not read (see checkPaused). */
   unread: Set<PairTransport>
+  /** The native helper's direct send (undefined without it, or with --no-native): see PairTransport's writeSocket. */
+  sendSome: ((fd: number, buffer: Buffer) => number) | undefined
+}
+
+/** The native helper's sendSome where sockets are set through it (not with --no-native). */
+function directSend(sockets: SocketControl): PairTransportDeps['sendSome'] {
+  const native = loadNative()
+  return sockets.native && native.ok ? native.binding.sendSome : undefined
 }
 
 /** What a far end's route does with an OPEN: a session of its listener, or undefined if refused. */
@@ -635,6 +662,7 @@ export class PairTransports implements Transports, LinkEvents {
       resumed: () => deps.resumed?.(),
       resetLater: (channel) => this.#resetLater.add(channel),
       unread: this.#unread,
+      sendSome: directSend(deps.sockets),
     }
     const linkOptions: LinkOptions = {
       keys: pairKeys(pair.secret),
