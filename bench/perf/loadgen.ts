@@ -88,7 +88,9 @@ class JsonLines {
       else this.#queue.push(value)
     })
     child.stderr!.on('data', (c: Buffer) => { this.#stderr += c.toString() })
-    this.#exit = new Promise(resolve => child.once('exit', code => resolve(code)))
+    // 'close', not 'exit': 'exit' may come before the last lines on stdout were read, and a
+    // loadgen that printed its result and exited was then taken for one that died silently.
+    this.#exit = new Promise(resolve => child.once('close', code => resolve(code)))
   }
 
   /**
