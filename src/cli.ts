@@ -475,7 +475,7 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
       void gathered.then(() => upgrader.start(app)).then((outcome) => {
         if (!outcome.ok) {
           app.workers?.resumeAccepting()
-          logger.error({ reason: outcome.reason }, `upgrade failed, still serving: ${outcome.reason}`)
+          logger.error({ reason: outcome.reason, newPid: outcome.pid }, `upgrade failed, still serving: ${outcome.reason}`)
           // A new process that wrote the pid file and then did not take over removed it.
           try {
             app.config?.pidFile?.write()
@@ -483,7 +483,7 @@ function waitForStop(app: ProxyApp, logger: Logger, input: CliInput, notifier: S
             logger.error({ error: (err as Error).message }, 'pid file not written again after the failed upgrade')
           }
           if (!stopping) notifier.ready(`${servingStatus(app)} (upgrade failed)`)
-          answerUpgrade(outcome)
+          answerUpgrade({ ok: false, reason: outcome.reason })
           return
         }
         // systemd first: the reload a waiting `ka-proxy upgrade` ends must find the new main pid.

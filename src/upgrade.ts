@@ -355,7 +355,8 @@ export interface UpgradeSource {
 }
 
 /** sessions: moved; kept: refused by the new process, carried on here; held: bytes the moved sessions' legs held. */
-export type UpgradeOutcome = { ok: true; pid: number; listeners: number; sessions: number; kept: number; held: number; ms: number; noRoom?: boolean } | { ok: false; reason: string }
+/** A failed upgrade names the new process (`pid`) once one was started. */
+export type UpgradeOutcome = { ok: true; pid: number; listeners: number; sessions: number; kept: number; held: number; ms: number; noRoom?: boolean } | { ok: false; reason: string; pid?: number }
 
 /** The bytes the moved sessions' legs held. */
 function heldBytes(moved: Array<MovedSession & { route: string }>): number {
@@ -525,7 +526,7 @@ export class Upgrader {
         setTimeout(() => child.kill('SIGKILL'), KILL_AFTER_MS).unref()
       }
       const first = stderr.line()
-      return { ok: false, reason: first === undefined ? why : `${why}: ${first}` }
+      return { ok: false, reason: first === undefined ? why : `${why}: ${first}`, pid: child.pid }
     }
     try {
       const hello = await this.#receive(mine, deadline, () => exited)
