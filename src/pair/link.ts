@@ -23,6 +23,7 @@ import { handleFd, stopReading } from '../node-internals.ts'
 import { loadNative } from '../native.ts'
 import type { PairKeys } from './secret.ts'
 import type { Channel } from './channel.ts'
+import { writeDirect } from './direct-write.ts'
 import { FRAME, FrameReader, frameHeader, HEADER_BYTES, HELLO_BYTES, HELLO_FLAGS, LINK_QUEUE_BYTES, PROTOCOL_VERSION, ROLE, type FrameSink, type FrameType, type Role } from './protocol.ts'
 import { IV_BYTES, KEY_BYTES, MAX_RECORD, MAX_RECORD_PIECES, RecordKeys, RecordReader, SealRing, sealRecord, type RecordSink } from './records.ts'
 
@@ -291,25 +292,13 @@ export class PairLink implements FrameSink, RecordSink {
   }
 
   /**
-   * A record onto the socket: while Node queues nothing for it, straight to the kernel (one
-   * send(2): native/ka_send.c; Node's stream path cost more than the system call), its room in
-   * the ring free at once when the kernel took it all (the records before it left already: the
-   * ring frees them in order); what the kernel did not take goes through Node's socket, and its
-   * room is freed once that write completed.
+   * A record onto the socket (writeDirect): its room in the ring is freed at once when the kernel
+   * took it all (the ring frees in order, and the records before it left already), else once
+   * Node's write of the rest completed.
    */
   #write(record: Buffer): void {
-    const socket = this.#socket
     const held = this.#ring.holds(record)
-    if (socket.writableLength === 0 && this.#fd !== undefined) {
-      const n = loadedSendSome(this.#fd, record)
-      if (n === record.length) {
-        if (held) this.#ring.release()
-        return
-      }
-      // A failure (n < 0) is Node's to report: its own write meets it again.
-      if (n > 0) record = record.subarray(n)
-    }
-    socket.write(record, held ? this.#written : undefined)
+    if (writeDirect(this.#socket, this.#fd, record, held ? this.#written : undefined) === 'kernel' && held) this.#ring.release()
   }
 
   #flush(): void {
@@ -522,12 +511,6 @@ export class PairLink implements FrameSink, RecordSink {
     else this.#options.logger.warn(fields, 'pair link refused during the hello')
     this.#events.onLinkDown(this, reason)
   }
-}
-
-/** The native helper's sendSome: records are only used where the helper is (canLeaveTls). */
-function loadedSendSome(fd: number, buffer: Buffer): number {
-  const native = loadNative()
-  return native.ok ? native.binding.sendSome(fd, buffer) : 0
 }
 
 function linkOnTick(link: PairLink): void {

@@ -32,6 +32,7 @@ import { handleFd } from '../node-internals.ts'
 import { loadNative } from '../native.ts'
 import { Channel } from './channel.ts'
 import { readPool } from './read-pool.ts'
+import { writeDirect } from './direct-write.ts'
 import { LinkDialer, PairLinkServer, type LinkEvents, type LinkOptions, type PairLink } from './link.ts'
 import { FRAME, frameHeader, LINK_NOTSENT_LOWAT, readOffset, TOKEN_BYTES, type FrameType } from './protocol.ts'
 import { pairKeys } from './secret.ts'
@@ -422,23 +423,10 @@ export class PairTransport implements Transport {
     if (this.#writeSocket(s, piece, link)) this.channel.acknowledge()
   }
 
-  /**
-   * A piece from the channel into the socket: while Node queues nothing for it, straight to the
-   * kernel (one send(2), native/ka_send.c), which takes all of it unless the socket is full; what
-   * it did not take goes through Node's socket as any write (in order: nothing else is queued).
-   * Node's stream path cost a paired round trip more than the system call. Whether the socket
-   * took it all (no backpressure).
-   */
+  /** A piece from the channel into the socket (writeDirect); whether the socket took it all (no backpressure). */
   #writeSocket(s: Socket, piece: Buffer, link: PairLink): boolean {
-    const sendSome = this.#deps.sendSome
-    if (sendSome !== undefined && s.writableLength === 0 && !s.connecting && !s.writableEnded) {
-      const fd = handleFd(s)
-      const n = fd === undefined ? 0 : sendSome(fd, piece)
-      if (n === piece.length) return true
-      // A failure (n < 0) is Node's to report: its own write meets it again.
-      if (n > 0) piece = piece.subarray(n)
-    }
-    const taken = s.write(piece)
+    const taken = writeDirect(s, this.#deps.direct ? handleFd(s) : undefined, piece)
+    if (taken === 'kernel') return true
     // The piece is a view of the link's buffer, reused for the next record unless the socket
     // keeps it: queued (not all taken by the kernel at once, or the socket still connecting).
     if (s.writableLength > 0) link.keepPiece()
@@ -596,14 +584,8 @@ interface PairTransportDeps {
   resetLater(channel: Channel): void
   /** Sessions whose socket leg is not read (see checkPaused). */
   unread: Set<PairTransport>
-  /** The native helper's direct send (undefined without it, or with --no-native): see PairTransport's writeSocket. */
-  sendSome: ((fd: number, buffer: Buffer) => number) | undefined
-}
-
-/** The native helper's sendSome where sockets are set through it (not with --no-native). */
-function directSend(sockets: SocketControl): PairTransportDeps['sendSome'] {
-  const native = loadNative()
-  return sockets.native && native.ok ? native.binding.sendSome : undefined
+  /** Plain legs are written straight to the kernel (writeDirect): not with --no-native. */
+  direct: boolean
 }
 
 /** What a far end's route does with an OPEN: a session of its listener, or undefined if refused. */
@@ -662,7 +644,7 @@ export class PairTransports implements Transports, LinkEvents {
       resumed: () => deps.resumed?.(),
       resetLater: (channel) => this.#resetLater.add(channel),
       unread: this.#unread,
-      sendSome: directSend(deps.sockets),
+      direct: deps.sockets.native,
     }
     const linkOptions: LinkOptions = {
       keys: pairKeys(pair.secret),
