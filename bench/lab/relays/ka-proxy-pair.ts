@@ -12,9 +12,21 @@ import { across } from './relay.ts'
 import { DEFAULT_ENTRY, KaProxyGenerations, kaProxySettingArgs, kaProxyUnavailable, parseJson, sessionLines, startKaProxy } from './ka-proxy.ts'
 import type { LabProcess } from '../process.ts'
 import type { Endpoint } from '../ss.ts'
+import { DEFAULTS } from '../../../src/config/options.ts'
 
 /** The far end's pair port is the target's port plus this, on the server's address. */
 const PAIR_PORT_OFFSET = 1000
+
+/**
+ * How long each end has to exit after SIGTERM: its whole drain and then some. Sessions whose link
+ * is down when a scenario ends (the server cut off, which cuts the link too) cannot finish early:
+ * the near end's client has gone, but its FIN or reset reaches the far end only over a link, and
+ * a far end that drains accepts none. So an end waits out --shutdown-grace, then sends its FINs,
+ * and what still has bytes on their way (data in flight when the link went) waits out
+ * --flush-timeout before its reset (both left at their defaults here); one ka-proxy's sessions
+ * end with their clients instead.
+ */
+const STOP_GRACE_MS = (DEFAULTS.shutdownGrace + DEFAULTS.flushTimeout + 5) * 1000
 
 export interface PairEnds {
   near: LabProcess
@@ -45,8 +57,8 @@ export async function startPair(ctx: RelayStart, entry = DEFAULT_ENTRY): Promise
     await far.stop()
     throw err
   }
-  const nearGenerations = new KaProxyGenerations(ctx.lab, near)
-  const farGenerations = new KaProxyGenerations(ctx.lab, far)
+  const nearGenerations = new KaProxyGenerations(ctx.lab, near, STOP_GRACE_MS)
+  const farGenerations = new KaProxyGenerations(ctx.lab, far, STOP_GRACE_MS)
   return {
     address: ctx.listen,
     ends: { near, far, pairListen },
@@ -64,7 +76,7 @@ export async function startPair(ctx: RelayStart, entry = DEFAULT_ENTRY): Promise
     oldGenerationRunning: () => nearGenerations.oldRunning() || farGenerations.oldRunning(),
     async stop() {
       const clean = await Promise.all([nearGenerations.stop(), farGenerations.stop()])
-      if (clean.some(c => !c)) throw new Error(`ka-proxy pair did not stop cleanly on SIGTERM (near ${clean[0] ? 'clean' : 'not clean'}, far ${clean[1] ? 'clean' : 'not clean'}): ${near.stderr.trim().slice(-300)} ${far.stderr.trim().slice(-300)}`)
+      if (clean.some(c => !c)) throw new Error(`ka-proxy pair did not stop cleanly on SIGTERM (near ${clean[0] ? 'clean' : 'not clean'}, far ${clean[1] ? 'clean' : 'not clean'}): ${near.stderr.trim().slice(-300)} ${far.stderr.trim().slice(-300)}\nnear: ${near.lines.slice(-6).join('\n')}\nfar: ${far.lines.slice(-6).join('\n')}`)
     }
   }
 }

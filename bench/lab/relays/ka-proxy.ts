@@ -96,11 +96,14 @@ export class KaProxyGenerations {
   readonly #lab: Lab
   readonly #proc: LabProcess
   readonly #generations: Generations
+  readonly #stopGraceMs: number | undefined
 
-  constructor(lab: Lab, proc: LabProcess) {
+  /** `stopGraceMs`: how long each process has to exit 0 after SIGTERM before it is killed. */
+  constructor(lab: Lab, proc: LabProcess, stopGraceMs?: number) {
     this.#lab = lab
     this.#proc = proc
-    this.#generations = new Generations(labGeneration(proc))
+    this.#stopGraceMs = stopGraceMs
+    this.#generations = new Generations(labGeneration(proc, stopGraceMs))
   }
 
   pids(): number[] {
@@ -109,7 +112,7 @@ export class KaProxyGenerations {
 
   async upgrade(): Promise<void> {
     const old = this.#generations.current
-    this.#generations.add(strayGeneration(this.#lab, await upgrade(this.#proc)))
+    this.#generations.add(strayGeneration(this.#lab, await upgrade(this.#proc), this.#stopGraceMs))
     // Done when the old process has gone: at once once every session moved (still running
     // after the bound: it kept sessions, which oldRunning then says).
     const deadline = Date.now() + OLD_EXIT_BOUND_MS
