@@ -560,7 +560,12 @@ export class ProxyListener {
   async stop(graceMs: number): Promise<void> {
     if (this.state === 'closed' || this.state === 'draining') return
     this.state = 'draining'
-    const serverClosed = this.#closeListening()
+    // A far end goes on accepting links while it drains (a new session's OPEN is refused, as on
+    // the links already up): a session whose link was down when the drain began can resume on a
+    // new one and end in order, its FINs crossing, instead of waiting for a link that cannot come
+    // (the near end then learns nothing before its resume window). Unless it was unbound already
+    // (an upgrade's commit, a reload): then another process or route has the address.
+    const serverClosed = this.#farPair === undefined ? this.#closeListening() : undefined
     if (this.sessions.size > 0) {
       this.#logger.info({ sessions: this.sessions.size, graceMs }, 'draining sessions')
       const drained = new Promise<void>((resolve) => (this.#drained = resolve))
@@ -573,7 +578,7 @@ export class ProxyListener {
         await drained
       }
     }
-    await serverClosed
+    await (serverClosed ?? this.#closeListening())
     await this.#transports.close?.()
     await this.#pool.stop()
     clearInterval(this.#deadCheck)

@@ -149,6 +149,30 @@ t.test('a client reset while the link is down reaches the server as a reset once
   t.match(far.closed()[0], { reason: 'client_reset', targetClose: 'rst' })
 })
 
+t.test('a far end that drains still takes links: a session whose link was down when the drain began resumes and ends in order, well within the grace', async (t) => {
+  const { near, far, path, client, serverSide } = await heldSession(t, 60)
+  const serverEnd = endOf(serverSide)
+  const clientEnd = endOf(client)
+  path.refuse(true)
+  path.cut()
+  t.ok(await waitFor(() => near.listener.pairLinksUp === 0 && far.listener.pairLinksUp === 0, 2000), 'no link')
+  const started = Date.now()
+  const stopped = far.listener.stop(10_000)
+  client.end()
+  await sleep(300)
+  path.refuse(false)
+  const within = (p: Promise<string>): Promise<string> => Promise.race([p, sleep(5000).then(() => 'nothing within 5 s')])
+  // Not the FIN the far end sends its target when the grace is over (10 s).
+  t.equal(await within(serverEnd), 'end', 'the client\'s FIN reaches the server over a link to the draining far end')
+  serverSide.end()
+  t.equal(await within(clientEnd), 'end', 'and the server\'s FIN the client')
+  await stopped
+  t.ok(Date.now() - started < 5000, `the far end stopped once its session ended, not at the grace (${Date.now() - started} ms)`)
+  t.match(far.closed(), [{ reason: 'client_end', clientClose: 'fin', targetClose: 'fin' }])
+  t.ok(await waitFor(() => near.closed().length === 1, 2000))
+  t.match(near.closed()[0], { reason: 'client_end', clientClose: 'fin', targetClose: 'fin' })
+})
+
 t.test('a client that sent its first bytes and reset while its session waits for a link is let go at once; the target never sees it', async (t) => {
   let accepted = 0
   const { server, port } = await listen((s) => {

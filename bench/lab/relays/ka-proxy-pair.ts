@@ -19,12 +19,12 @@ const PAIR_PORT_OFFSET = 1000
 
 /**
  * How long each end has to exit after SIGTERM: its whole drain and then some. Sessions whose link
- * is down when a scenario ends (the server cut off, which cuts the link too) cannot finish early:
- * the near end's client has gone, but its FIN or reset reaches the far end only over a link, and
- * a far end that drains accepts none. So an end waits out --shutdown-grace, then sends its FINs,
- * and what still has bytes on their way (data in flight when the link went) waits out
- * --flush-timeout before its reset (both left at their defaults here); one ka-proxy's sessions
- * end with their clients instead.
+ * is down when a scenario ends (the server cut off, which cuts the link too) cannot end before a
+ * link is back: the near end's client has gone, but its FIN or reset reaches the far end only over
+ * a link, and the near end, after a long cut, tries again only every few seconds (its backoff).
+ * What is still open then waits out --shutdown-grace, then gets its FINs, and what still has
+ * bytes on their way (data in flight when the link went) waits out --flush-timeout before its
+ * reset (both left at their defaults here); one ka-proxy's sessions end with their clients.
  */
 const STOP_GRACE_MS = (DEFAULTS.shutdownGrace + DEFAULTS.flushTimeout + 5) * 1000
 
