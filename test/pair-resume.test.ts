@@ -161,7 +161,7 @@ t.test('a far end that drains still takes links: a session whose link was down w
   client.end()
   await sleep(300)
   path.refuse(false)
-  const within = (p: Promise<string>): Promise<string> => Promise.race([p, sleep(5000).then(() => 'nothing within 5 s')])
+  const within = (p: Promise<string>): Promise<string> => Promise.race([p, new Promise<string>((resolve) => setTimeout(resolve, 5000, 'nothing within 5 s').unref())])
   // Not the FIN the far end sends its target when the grace is over (10 s).
   t.equal(await within(serverEnd), 'end', 'the client\'s FIN reaches the server over a link to the draining far end')
   serverSide.end()
