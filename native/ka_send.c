@@ -1,9 +1,9 @@
 // sendSome(fd, buffer) -> bytes written: one send(2) of a Node socket's bytes, for a caller that
 // writes a socket whose write queue is empty (src/pair/direct-write.ts: a paired session's plain
-// leg, a pair link's records): what the kernel takes at once goes without Node's stream machinery (its write request,
-// its completion callback, its bookkeeping), which cost a paired round trip more than the system
-// call itself. The caller hands the rest, if any, to Node's socket as usual, so what is queued is
-// still Node's and in order.
+// leg, a pair link's records): what the kernel takes at once goes without Node's stream machinery
+// (its write request, its completion callback, its bookkeeping), which cost a paired round trip
+// more than the system call itself. The caller hands the rest, if any, to Node's socket as usual,
+// so what is queued is still Node's and in order.
 //
 // Returns the bytes the kernel took (0 when it took none: EAGAIN), or -errno on any other
 // failure without throwing: the caller then writes through Node, whose own attempt reports the
