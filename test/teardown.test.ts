@@ -12,7 +12,7 @@ import { drain, endSeen, fillPath } from './helpers/fill.ts'
 import { payload } from './helpers/payload.ts'
 import { startProxy, type TestProxy } from './helpers/proxy.ts'
 import { startCliProxy } from './helpers/cli.ts'
-import { relaySockets } from '../bench/lab/ss.ts'
+import { relaySockets, socketsAt } from '../bench/lab/ss.ts'
 import { eachTransport } from './helpers/transports.ts'
 
 eachTransport((t, relay) => {
@@ -269,12 +269,18 @@ t.test('native: a FIN then a reset from the client, seen in one turn: the bytes,
   // Stopped for certain (state T) before the client acts: else it may still take the FIN alone.
   const stopped = (): boolean => readFileSync(`/proc/${proxy.proc.pid}/stat`, 'utf8').split(') ')[1]!.startsWith('T')
   t.ok(await waitFor(stopped, 2000), 'the proxy process is stopped')
+  // The proxy's client leg as its kernel shows it: each step waits until the kernel has taken
+  // the packet, not a fixed time (a loaded host may hold a loopback packet back for longer).
+  const clientPort = client.localPort!
+  const proxyLeg = async (): Promise<string | undefined> =>
+    (await socketsAt(loopback(proxy.port))).find((s) => s.local.port === proxy.port && s.peer.port === clientPort)?.state
   try {
     client.end('abc')
     // The FIN is sent once Node has run the shutdown; the frozen proxy's kernel acknowledges it.
-    await sleep(200)
+    t.ok(await waitFor(async () => (await proxyLeg()) === 'CLOSE-WAIT', 5000), 'the client\'s FIN is in the stopped proxy\'s kernel')
     client.resetAndDestroy()
-    await sleep(200)
+    // A reset connection leaves the kernel's table (TCP state CLOSE): the reset is in too.
+    t.ok(await waitFor(async () => (await proxyLeg()) === undefined, 5000), 'then its reset')
   } finally {
     proxy.proc.kill('SIGCONT')
   }
