@@ -75,7 +75,10 @@ t.test('a bulk session does not stall a ping-pong on another', async (t) => {
   const bulkBytes = proxy.listener.sessions.size > 0 ? [...proxy.listener.sessions][0]!.bytesToTarget : 0
   times.sort((a, b) => a - b)
   t.ok(bulkBytes > 8 << 20, `the bulk session moved ${(bulkBytes / 2 ** 20).toFixed(0)} MiB meanwhile`)
-  t.ok(times[times.length - 1]! < 250, `every ping answered within 250 ms (slowest ${times[times.length - 1]!.toFixed(1)} ms, median ${times[25]!.toFixed(2)} ms)`)
+  // An answer that waited for a timer (the paused-leg check runs every second) or for the bulk
+  // to pause would take up to a second; one the pump's turns serve takes milliseconds, and
+  // under 300 ms with both CPUs busy elsewhere (one of 30 runs took 286 ms).
+  t.ok(times[times.length - 1]! < 500, `every ping answered within 500 ms (slowest ${times[times.length - 1]!.toFixed(1)} ms, median ${times[25]!.toFixed(2)} ms)`)
   bulk.destroy()
   ping.destroy()
 })
