@@ -300,9 +300,9 @@ t.test('native: a FIN then a reset from the client, seen in one turn: the bytes,
   } finally {
     proxy.proc.kill('SIGCONT')
   }
-  // The bytes may come in one read or in several.
   const line = await proxy.line((l) => l.msg === 'session closed')
   t.ok(await waitFor(() => ['end', 'ECONNRESET'].includes(said.at(-1)!), 10_000), 'the server\'s reads end')
+  // The bytes may come in one read or in several.
   t.equal(said.slice(2, -1).map((l) => l.replace(/^data /, '')).join(''), 'abc', 'what the client sent before its FIN arrived first')
   t.equal(said.at(-1), 'ECONNRESET', 'then the server sees a reset, not a normal end')
   t.match(line, { leg: 'client', targetClose: 'rst', clientClose: 'failed', bytesToTarget: 4 })
