@@ -15,7 +15,7 @@ import { SocketControl } from '../src/socket-control.ts'
 import { resolveOptions } from '../src/config/options.ts'
 import { Recorder } from './helpers/pair.ts'
 import { pairKeys } from '../src/pair/secret.ts'
-import { FRAME, FrameReader, frameHeader, LINK_QUEUE_BYTES, MAX_DATA, offsetFrame, readOffset, WINDOW, type FrameType } from '../src/pair/protocol.ts'
+import { ACK_DELAY_MS, FRAME, FrameReader, frameHeader, LINK_QUEUE_BYTES, MAX_DATA, offsetFrame, readOffset, WINDOW, type FrameType } from '../src/pair/protocol.ts'
 import { Channel } from '../src/pair/channel.ts'
 import { RefusalLog } from '../src/refusals.ts'
 
@@ -178,6 +178,45 @@ t.test('sessions take turns on a link: a small write waits behind the link\'s sh
   t.ok(ahead <= LINK_QUEUE_BYTES + MAX_DATA, `bulk bytes that crossed before the query: ${ahead} of ${WINDOW} (at most the link's queue and a frame, ${LINK_QUEUE_BYTES + MAX_DATA}, not the bulk session's credit)`)
   t.ok(await waitFor(() => far.events.control.some((c) => c.type === FRAME.FIN && c.channel === 1), 5000), 'the bulk session\'s FIN comes after its bytes')
   t.equal(readOffset(far.events.control.find((c) => c.type === FRAME.FIN)!.payload), data.length, 'at its offset')
+})
+
+t.test('acknowledgements: a quiet channel acknowledges in the same turn, a busy one about once every ACK_DELAY_MS, and the last bytes within it', async (t) => {
+  const far = await farEnd(t)
+  const near = nearEnd(t, far.port)
+  t.ok(await waitFor(() => near.events.up.length === 1 && far.events.up.length === 1, 5000), 'up at both ends')
+  const c = new Channel(3, randomBytes(16), near.dialer.link!)
+  const acks = (): number[] => far.events.control.filter((f) => f.type === FRAME.ACK && f.channel === 3).map((f) => readOffset(f.payload))
+  const tick = (): Promise<void> => new Promise((resolve) => process.nextTick(resolve))
+  c.onReceived(64)
+  c.acknowledge()
+  await tick()
+  t.equal(c.ackedToPeer, 64, 'the first: at the end of the turn, not after a delay')
+  const first = performance.now()
+  c.onReceived(64)
+  c.acknowledge()
+  await tick()
+  // The next, right after: it waits (unless this process was held up past the delay meanwhile).
+  if (performance.now() - first < ACK_DELAY_MS) t.equal(c.ackedToPeer, 64, 'a second one right after waits')
+  t.ok(await waitFor(() => c.ackedToPeer === 128, 1000), 'and goes within the delay')
+  // A busy session: 64 bytes taken by the plain leg every millisecond for 300 ms (about 300 reads).
+  const start = performance.now()
+  let reads = 0
+  while (performance.now() - start < 300) {
+    c.onReceived(64)
+    c.acknowledge()
+    reads++
+    await sleep(1)
+  }
+  const end = performance.now()
+  const total = c.received
+  t.ok(await waitFor(() => acks().at(-1) === total, 2000), 'the last bytes are acknowledged')
+  const late = performance.now() - end
+  const busy = acks().filter((offset) => offset > 128).length
+  const bound = Math.ceil((end - start) / ACK_DELAY_MS) + 2
+  t.ok(busy <= bound, `${reads} reads over ${Math.round(end - start)} ms sent ${busy} ACKs (at most ${bound}: one per ${ACK_DELAY_MS} ms)`)
+  t.ok(busy >= 2, `and not a single one at the end (${busy})`)
+  t.ok(late < ACK_DELAY_MS + 500, `the last ACK arrived ${Math.round(late)} ms after the last read (the delay, ${ACK_DELAY_MS} ms, and a loaded machine's slack)`)
+  t.same(acks(), [...acks()].sort((a, b) => a - b), 'offsets only grow')
 })
 
 t.test('heartbeats keep an idle link alive; a silent one is dead after 3 heartbeats and comes back on a new port', async (t) => {

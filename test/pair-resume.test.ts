@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { connect, endOf, listen, readAll, sleep, waitFor } from './helpers/net.ts'
 import { payload } from './helpers/payload.ts'
-import { pairSecretFile, Recorder, startPair } from './helpers/pair.ts'
+import { pairSecretFile, Recorder, startPair, type PairEnd } from './helpers/pair.ts'
 import { breakablePath, type BreakablePath } from './helpers/path.ts'
 import { capturedLogger } from './helpers/proxy.ts'
 import { LinkDialer } from '../src/pair/link.ts'
@@ -17,6 +17,7 @@ import { pairKeys } from '../src/pair/secret.ts'
 import { FRAME, frameHeader, TOKEN_BYTES } from '../src/pair/protocol.ts'
 import net from 'node:net'
 import { sessionReport } from '../src/admin/server.ts'
+import type { Leg } from '../src/transport/transport.ts'
 
 function echo(s: Socket): void {
   s.on('error', () => {})
@@ -54,6 +55,9 @@ async function heldSession(t: Test, resumeWindow: number) {
   const ready = new Promise((resolve) => client.once('data', resolve))
   client.write('hello')
   t.equal(String(await ready), 'ready', 'the session relays')
+  // Acknowledged both ways (an ACK may wait ACK_DELAY_MS): a cut then leaves no byte in doubt.
+  const settled = (end: PairEnd, leg: Leg): boolean => [...end.listener.sessions].every((s) => s.queuedBytes(leg) === 0)
+  t.ok(await waitFor(() => settled(near, 'target') && settled(far, 'client'), 2000), 'and its bytes are acknowledged')
   return { near, far, path: path!, client, serverSide: serverSide! }
 }
 

@@ -4,7 +4,7 @@
 // comes after; RST ends the channel at once. The channel knows frames and offsets, not sockets
 // (transport.ts) nor links' lives (link.ts).
 
-import { FRAME, frameHeader, MAX_DATA, offsetFrame, TOKEN_BYTES, WINDOW } from './protocol.ts'
+import { ACK_DELAY_MS, FRAME, frameHeader, MAX_DATA, offsetFrame, TOKEN_BYTES, WINDOW } from './protocol.ts'
 import type { PairLink } from './link.ts'
 import { readPool } from './read-pool.ts'
 import type { PairChannelState } from '../transport/transport.ts'
@@ -49,6 +49,8 @@ export class Channel {
   #rstPending = false
   #link: PairLink | undefined
   #ackQueued = false
+  /** When this channel's last ACK went (performance.now()). */
+  #lastAckAt = -Infinity
 
   constructor(id: number, token: Buffer, link: PairLink | undefined) {
     if (token.length !== TOKEN_BYTES) throw new Error(`a channel token is ${TOKEN_BYTES} bytes`)
@@ -254,7 +256,9 @@ export class Channel {
 
   /**
    * The plain leg took everything received so far: acknowledged at the end of this turn of the
-   * event loop (one ACK for all the pieces one read brought), or at once past a quarter window.
+   * event loop (one ACK for all the pieces one read brought), or, when this channel's last ACK
+   * went less than ACK_DELAY_MS ago, within ACK_DELAY_MS (one ACK for all that came meanwhile);
+   * at once past a quarter window.
    */
   acknowledge(): void {
     if (this.received === this.ackedToPeer) return
@@ -264,7 +268,13 @@ export class Channel {
     }
     if (this.#ackQueued) return
     this.#ackQueued = true
-    process.nextTick(channelSendAck, this)
+    if (performance.now() - this.#lastAckAt >= ACK_DELAY_MS) process.nextTick(channelSendAck, this)
+    else delayedAcks.add(this)
+  }
+
+  /** An acknowledgement that waits (acknowledge) goes now; none when another went meanwhile. */
+  sendQueuedAck(): void {
+    if (this.#ackQueued) this.sendAck()
   }
 
   sendAck(): void {
@@ -274,6 +284,7 @@ export class Channel {
     // Without a link the RESUME on the next one says it all.
     if (link === undefined || (upTo === this.ackedToPeer && upTo !== 0)) return
     this.ackedToPeer = upTo
+    this.#lastAckAt = performance.now()
     link.send(offsetFrame(FRAME.ACK, this.id, upTo))
   }
 
@@ -284,5 +295,33 @@ export class Channel {
 }
 
 function channelSendAck(channel: Channel): void {
-  channel.sendAck()
+  channel.sendQueuedAck()
 }
+
+/**
+ * The acknowledgements that wait (Channel.acknowledge), sent together by one timer within
+ * ACK_DELAY_MS of the first. Unreferenced: a pending ACK never keeps a stopping process alive.
+ */
+class DelayedAcks {
+  #channels: Channel[] = []
+  #timer: NodeJS.Timeout | undefined
+
+  add(channel: Channel): void {
+    this.#channels.push(channel)
+    this.#timer ??= setTimeout(sendDelayedAcks, ACK_DELAY_MS, this).unref()
+  }
+
+  send(): void {
+    const channels = this.#channels
+    this.#channels = []
+    this.#timer = undefined
+    for (const channel of channels) channel.sendQueuedAck()
+  }
+}
+
+function sendDelayedAcks(acks: DelayedAcks): void {
+  acks.send()
+}
+
+/** This thread's (a worker thread has its own). */
+const delayedAcks = new DelayedAcks()

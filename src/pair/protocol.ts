@@ -29,7 +29,7 @@
 // interactive one. So the receiver never stops reading the link for one session's sake, and
 // each session has credit: a sender has at most WINDOW bytes unacknowledged per direction, and
 // the receiver acknowledges bytes once its plain leg's socket took them (write() without
-// backpressure, or its 'drain'). Acknowledgement, credit and the resume buffer are one
+// backpressure, or its 'drain'; a busy session's within ACK_DELAY_MS). Acknowledgement, credit and the resume buffer are one
 // mechanism: what is unacknowledged is what a resume replays, bounded per session by WINDOW,
 // and a sender at WINDOW stops reading its plain leg (backpressure to the reader). Credit keeps
 // a stuck session from stalling the others; turns keep a busy one from delaying them: the
@@ -95,6 +95,15 @@ export const MAX_DATA = 64 * 1024
  * TCP connection would (bandwidth x round trip: 100 Mbit/s over 50 ms is 625 KB in flight).
  */
 export const WINDOW = 4 * 1024 * 1024
+/**
+ * How long a receiver may hold an acknowledgement back (channel.ts acknowledge), so that a busy
+ * interactive session sends one ACK for many reads rather than one a read, as TCP's delayed ACK
+ * does (Linux waits up to 40 ms, QUIC's max_ack_delay is 25). A channel acknowledged less often
+ * than this still acknowledges at the end of the turn; a quarter window goes at once, and a FIN
+ * too. What it delays: a sender's credit (a tiny part of WINDOW) and a reset that waits for its
+ * bytes to be acknowledged first (session.ts), by at most this.
+ */
+export const ACK_DELAY_MS = 10
 /**
  * What a link queues ahead of a session's next frame: at most LINK_QUEUE_BYTES in its socket's
  * buffer (link.ts schedule: the sessions take turns for the rest), and LINK_NOTSENT_LOWAT not yet
