@@ -217,6 +217,17 @@ t.test('acknowledgements: a quiet channel acknowledges in the same turn, a busy 
   t.ok(busy >= 2, `and not a single one at the end (${busy})`)
   t.ok(late < ACK_DELAY_MS + 500, `the last ACK arrived ${Math.round(late)} ms after the last read (the delay, ${ACK_DELAY_MS} ms, and a loaded machine's slack)`)
   t.same(acks(), [...acks()].sort((a, b) => a - b), 'offsets only grow')
+  // Bulk: right after an ACK, a frame's worth goes at the end of the turn, not after the delay.
+  await sleep(2 * ACK_DELAY_MS)
+  c.onReceived(64)
+  c.acknowledge()
+  await tick()
+  const acked = performance.now()
+  t.equal(c.ackedToPeer, c.received, 'quiet again: at the end of the turn')
+  c.onReceived(MAX_DATA)
+  c.acknowledge()
+  await tick()
+  if (performance.now() - acked < ACK_DELAY_MS) t.equal(c.ackedToPeer, c.received, 'a frame\'s worth: at the end of the turn')
 })
 
 t.test('heartbeats keep an idle link alive; a silent one is dead after 3 heartbeats and comes back on a new port', async (t) => {

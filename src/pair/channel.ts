@@ -48,7 +48,8 @@ export class Channel {
   #finPending = false
   #rstPending = false
   #link: PairLink | undefined
-  #ackQueued = false
+  /** An ACK waits: for the end of this turn, or for the delayed ACKs' timer. */
+  #ackQueued: 'no' | 'turn' | 'timer' = 'no'
   /** When this channel's last ACK went (performance.now()). */
   #lastAckAt = -Infinity
 
@@ -256,29 +257,36 @@ export class Channel {
 
   /**
    * The plain leg took everything received so far: acknowledged at the end of this turn of the
-   * event loop (one ACK for all the pieces one read brought), or, when this channel's last ACK
-   * went less than ACK_DELAY_MS ago, within ACK_DELAY_MS (one ACK for all that came meanwhile);
-   * at once past a quarter window.
+   * event loop (one ACK for all the pieces one read brought); or, when this channel's last ACK
+   * went less than ACK_DELAY_MS ago and less than a frame (MAX_DATA) waits for one, within
+   * ACK_DELAY_MS (one ACK for the many small reads of a busy interactive session); at once past
+   * a quarter window. A bulk session acknowledges every turn, as before there was a delay.
    */
   acknowledge(): void {
-    if (this.received === this.ackedToPeer) return
-    if (this.received - this.ackedToPeer >= WINDOW / 4) {
+    const pending = this.received - this.ackedToPeer
+    if (pending === 0) return
+    if (pending >= WINDOW / 4) {
       this.sendAck()
       return
     }
-    if (this.#ackQueued) return
-    this.#ackQueued = true
-    if (performance.now() - this.#lastAckAt >= ACK_DELAY_MS) process.nextTick(channelSendAck, this)
-    else delayedAcks.add(this)
+    if (this.#ackQueued === 'turn') return
+    if (pending >= MAX_DATA || performance.now() - this.#lastAckAt >= ACK_DELAY_MS) {
+      // Also when the timer has it: whichever comes first sends it, the other finds nothing to send.
+      this.#ackQueued = 'turn'
+      process.nextTick(channelSendAck, this)
+    } else if (this.#ackQueued === 'no') {
+      this.#ackQueued = 'timer'
+      delayedAcks.add(this)
+    }
   }
 
   /** An acknowledgement that waits (acknowledge) goes now; none when another went meanwhile. */
   sendQueuedAck(): void {
-    if (this.#ackQueued) this.sendAck()
+    if (this.#ackQueued !== 'no') this.sendAck()
   }
 
   sendAck(): void {
-    this.#ackQueued = false
+    this.#ackQueued = 'no'
     const link = this.#link
     const upTo = this.#receivedUpTo
     // Without a link the RESUME on the next one says it all.

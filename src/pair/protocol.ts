@@ -99,9 +99,10 @@ export const WINDOW = 4 * 1024 * 1024
  * How long a receiver may hold an acknowledgement back (channel.ts acknowledge), so that a busy
  * interactive session sends one ACK for many reads rather than one a read, as TCP's delayed ACK
  * does (Linux waits up to 40 ms, QUIC's max_ack_delay is 25). A channel acknowledged less often
- * than this still acknowledges at the end of the turn; a quarter window goes at once, and a FIN
- * too. What it delays: a sender's credit (a tiny part of WINDOW) and a reset that waits for its
- * bytes to be acknowledged first (session.ts), by at most this.
+ * than this, or with a frame's worth (MAX_DATA) to acknowledge, still acknowledges at the end of
+ * the turn; a quarter window goes at once, and a FIN too. What it delays: a sender's credit (a
+ * few small reads of WINDOW) and a reset that waits for its bytes to be acknowledged first
+ * (session.ts), by at most this.
  */
 export const ACK_DELAY_MS = 10
 /**
