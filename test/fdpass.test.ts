@@ -18,10 +18,24 @@ const applier = new SocketControl()
 
 const openFds = (): number => readdirSync('/proc/self/fd').length
 
-/** Open descriptors once what earlier tests closed is closed (a socket's close is asynchronous). */
+/**
+ * Open descriptors once what earlier tests closed is closed (a socket's close is asynchronous):
+ * the count once it held still for 100 ms (a loaded machine can take longer than that to close).
+ */
 async function settledFds(): Promise<number> {
-  await sleep(100)
-  return openFds()
+  let count = openFds()
+  for (let i = 0; i < 50; i++) {
+    await sleep(100)
+    const now = openFds()
+    if (now === count) return now
+    count = now
+  }
+  return count
+}
+
+/** Resolves once the socket has closed (its descriptor with it). */
+function closed(s: net.Socket): Promise<unknown> {
+  return s.closed ? Promise.resolve() : once(s, 'close')
 }
 
 function pair(t: { teardown(fn: () => void): void }): [number, number] {
@@ -64,6 +78,10 @@ t.test('a live TCP connection and its payload cross; the received descriptor rel
   serverSide!.write('pong')
   const [atAdopted] = (await once(adopted, 'data')) as [Buffer]
   t.equal(atAdopted.toString(), 'pong', 'peer -> adopted')
+  // Every descriptor of this test closed before the next counts them.
+  adopted.destroy()
+  serverSide!.destroy()
+  await Promise.all([closed(adopted), closed(serverSide!), closed(client), new Promise((resolve) => server.close(resolve))])
 })
 
 t.test('several descriptors in one message, in order; 253 is the most', async (t) => {
