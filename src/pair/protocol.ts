@@ -25,17 +25,17 @@
 //   leave TLS for records sealed natively (records.ts): a plain relay sealing that way moved
 //   370 MB/s where the TLS one moved 150, in the same run; with the records' buffers and the
 //   plain legs' reads reused too (records.ts, read-pool.ts), a pair moves 580-700 MB/s.
-// The price of multiplexing is head-of-line blocking: a bulk session must not stall an
-// interactive one. So the receiver never stops reading the link for one session's sake, and
-// each session has credit: a sender has at most WINDOW bytes unacknowledged per direction, and
-// the receiver acknowledges bytes once its plain leg's socket took them (write() without
-// backpressure, or its 'drain'; a busy session's within ACK_DELAY_MS). Acknowledgement, credit and the resume buffer are one
-// mechanism: what is unacknowledged is what a resume replays, bounded per session by WINDOW,
-// and a sender at WINDOW stops reading its plain leg (backpressure to the reader). Credit keeps
-// a stuck session from stalling the others; turns keep a busy one from delaying them: the
+// The price of multiplexing is head-of-line blocking: a bulk session must not stall an interactive
+// one. So the receiver never stops reading the link for one session's sake, and each session has
+// credit: a sender has at most WINDOW bytes unacknowledged per direction, and the receiver
+// acknowledges bytes once its plain leg's socket took them (write() without backpressure, or its
+// 'drain'; a busy session's within ACK_DELAY_MS). Acknowledgement, credit and the resume buffer
+// are one mechanism: what is unacknowledged is what a resume replays, bounded per session by
+// WINDOW, and a sender at WINDOW stops reading its plain leg (backpressure to the reader). Credit
+// keeps a stuck session from stalling the others; turns keep a busy one from delaying them: the
 // sessions with bytes to send put one frame each on the link in turn, and only while the link
-// queues little (LINK_QUEUE_BYTES, LINK_NOTSENT_LOWAT), so a credit as large as a TCP send
-// buffer does not become a queue in front of every other session's frames (link.ts schedule).
+// queues little (LINK_QUEUE_BYTES, LINK_NOTSENT_LOWAT), so a credit as large as a TCP send buffer
+// does not become a queue in front of every other session's frames (link.ts schedule).
 //
 // Security: the link is node:tls, TLS 1.3 only, authenticated by a pre-shared key derived from
 // the pair secret (HKDF): no certificate at all, nothing to generate or pin, and a peer without
