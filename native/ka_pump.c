@@ -181,6 +181,8 @@ static int queue_append(leg_t* leg, const char* data, size_t len) {
 // ---- registration, readiness and lifetime ----------------------------------------------
 
 static int wants_read(const leg_t* leg) {
+  // A reader's reads go to JavaScript, which pauses it; a dead leg is read to its end regardless.
+  if (leg->relay->reader) return leg->fd >= 0 && !leg->read_eof && !leg->failed && (leg->dead_drain || !leg->relay->paused);
   const leg_t* to = &leg->relay->legs[1 - leg->index];
   if (leg->fd < 0 || !leg->relay->started || leg->read_eof || leg->failed || leg->connecting) return 0;
   return leg->dead_drain || to->fd < 0 || queued(to) == 0;
@@ -449,16 +451,20 @@ static void read_leg(leg_t* leg) {
   relay_t* r = leg->relay;
   for (int i = 0; i < READS_PER_TURN; i++) {
     if (!wants_read(leg)) return;  // stays readable: resumed when the other queue drains
-    ssize_t n = recv(leg->fd, r->pump->read_buffer, READ_SIZE, MSG_DONTWAIT);
+    // A reader reads into JavaScript's buffer, which copies what it keeps before the next read.
+    char* into = r->reader ? r->into : r->pump->read_buffer;
+    size_t into_len = r->reader ? r->into_len : READ_SIZE;
+    ssize_t n = recv(leg->fd, into, into_len, MSG_DONTWAIT);
     if (n > 0) {
       leg->bytes_read += (double)n;
-      forward(other_leg(leg), r->pump->read_buffer, (size_t)n);
+      if (r->reader) ka_relay_emit(r, EV_DATA, 0, (int)n);
+      else forward(other_leg(leg), into, (size_t)n);
       if (leg->fd < 0 || leg->failed) return;  // the callback ended it meanwhile
       // Edge-triggered, a short read means the socket is empty: bytes arriving later raise a
       // new edge. Not so once the peer's FIN is in (nothing would signal the end of stream),
       // nor with urgent data pending (the read stops at the mark, bytes wait behind it), nor
       // on a dead leg (read to its end).
-      if ((size_t)n < READ_SIZE && !leg->peer_fin && !leg->urgent && !leg->dead_drain) {
+      if ((size_t)n < into_len && !leg->peer_fin && !leg->urgent && !leg->dead_drain) {
         leg->readable = 0;
         return;
       }
@@ -817,8 +823,11 @@ int ka_pump_connect(relay_t* r, const struct sockaddr_storage* sa, socklen_t sa_
   return err;
 }
 
+void ka_pump_pause(relay_t* r) { r->paused = 1; }
+
 void ka_pump_start(relay_t* r) {
   r->started = 1;
+  r->paused = 0;
   // Bytes that arrived before now raised their edge already.
   for (int i = 0; i < 2; i++) {
     if (r->legs[i].readable || (r->legs[i].writable && queued(&r->legs[i]) > 0)) make_ready(&r->legs[i]);

@@ -12,7 +12,7 @@
 #include "ka_native.h"
 
 enum { LEG_CLIENT = 0, LEG_TARGET = 1 };
-enum { EV_CONNECT = 1, EV_EOF = 2, EV_ERROR = 3, EV_CLOSE = 4 };
+enum { EV_CONNECT = 1, EV_EOF = 2, EV_ERROR = 3, EV_CLOSE = 4, EV_DATA = 5 };
 
 typedef struct relay relay_t;
 typedef struct leg leg_t;
@@ -57,6 +57,15 @@ struct relay {
   int connect_flags;  // CONNECT_KEEPALIVE, CONNECT_START: what the pump does once the target connects
   int32_t target_keepalive[5];  // for CONNECT_KEEPALIVE, as ka_set_keepalive takes them
   relay_t* grave_next;
+  // A reader (RELAY_READER): one leg (the client's), whose reads are JavaScript's, each read
+  // into `into` (a Buffer of JavaScript's, held by into_ref) and told as EV_DATA with its length;
+  // `paused`: not read (JavaScript's backpressure) until start(), unless the leg died (read to
+  // its end all the same, as a relay's). Nothing is ever written to it here.
+  int reader;
+  int paused;
+  char* into;
+  size_t into_len;
+  napi_ref into_ref;
 };
 
 // ---- the event loop (ka_pump.c) ----------------------------------------------------------
@@ -81,7 +90,8 @@ relay_t* ka_pump_relay_new(ka_pump_t* p, napi_env env, int client_fd, int flags,
 // The relay takes the descriptor as it is, no duplicate: one accepted by the pump (ka_accept.c),
 // which inherited SO_OOBINLINE from the listening socket (no call to set it), or one received
 // by an upgrade, whose target leg ka_pump_adopt then takes as it is too (and sets it on both).
-enum { RELAY_OWN_FD = 1 };
+// RELAY_READER: a reader (see struct relay), made by ka_relay.c around a duplicate.
+enum { RELAY_OWN_FD = 1, RELAY_READER = 2 };
 // Frees a relay JavaScript never knew (its construction failed after ka_pump_relay_new).
 void ka_pump_relay_free(relay_t* r);
 // A new attempt after a failed one (the next address of the target's name) starts clean.
@@ -93,8 +103,10 @@ void ka_pump_reset_target(relay_t* r);
 enum { CONNECT_KEEPALIVE = 1, CONNECT_START = 2 };
 // Opens the target leg, non-blocking; CONNECT or ERROR follows. 0, or the errno of a failure now.
 int ka_pump_connect(relay_t* r, const struct sockaddr_storage* sa, socklen_t sa_len);
-// Both legs begin relaying (after CONNECT).
+// Both legs begin relaying (after CONNECT); a reader reads again.
 void ka_pump_start(relay_t* r);
+// A reader stops reading (what arrives waits in the kernel) until ka_pump_start.
+void ka_pump_pause(relay_t* r);
 // A FIN to the leg's peer once its queue has drained; 1 when the leg closed at once.
 int ka_pump_end(leg_t* leg);
 // Closes a leg (with an RST when reset), out of the epoll set first.

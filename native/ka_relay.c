@@ -1,5 +1,7 @@
 // The byte pump's JavaScript class: `new Relay(clientFd, owner, callback)` and its methods
-// (connect, start, end, reset, destroy, state, bytes, fd). This file checks arguments, turns
+// (connect, start, pause, end, reset, destroy, state, bytes, fd). A relay made as a reader
+// (RELAY_READER) has one leg, the socket given, whose reads go to JavaScript (paired sessions'
+// plain legs, src/pair/pump-reader.ts). This file checks arguments, turns
 // them into calls on the event loop (ka_pump.c, which says how bytes move and when legs close)
 // and calls back into JavaScript with what the sockets did. What the two files share is in
 // ka_pump.h.
@@ -8,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -16,6 +19,10 @@
 
 #include "ka_native.h"
 #include "ka_pump.h"
+
+// A reader's buffer: far above what src/pair/read-pool.ts gives (256 KiB); a bound so that a
+// read's length is an int32.
+#define READER_MAX_BUFFER (16u << 20)
 
 // ---- calling JavaScript ----------------------------------------------------------------
 
@@ -53,10 +60,13 @@ void ka_relay_emit(relay_t* r, int kind, int leg, int err) {
   napi_close_handle_scope(env, scope);
 }
 
-// Both legs closed: JavaScript will hear nothing more, so the relay stops holding it.
+// Both legs closed: JavaScript will hear nothing more, so the relay stops holding it (and a
+// reader's buffer).
 void ka_relay_release_if_done(relay_t* r) {
   if (r->legs[0].fd >= 0 || r->legs[1].fd >= 0) return;
   ka_js_release(r->env, &r->js);
+  if (r->into_ref != NULL) napi_delete_reference(r->env, r->into_ref);
+  r->into_ref = NULL;
 }
 
 // ---- the JavaScript class ----------------------------------------------------------------
@@ -90,6 +100,8 @@ static void finalize(napi_env env, void* data, void* hint) {
   (void)hint;
   relay_t* r = data;
   ka_js_release(env, &r->js);
+  if (r->into_ref != NULL) napi_delete_reference(env, r->into_ref);
+  r->into_ref = NULL;
   ka_pump_forget(r);
 }
 
@@ -116,23 +128,48 @@ static int int_in_range(napi_env env, napi_value* args, size_t argc, size_t inde
 // descriptor (the caller then closes its own) and will call callback.call(owner, kind, leg,
 // errno), in the pump's async context (ka_pump_js_scope). flags 1 (RELAY_OWN_FD): the descriptor
 // was accepted by the pump's Acceptor and is taken as it is (the caller keeps it only if this
-// throws).
+// throws). flags 2 (RELAY_READER), with a fifth argument, a Buffer (1 byte to 16 MiB): a reader
+// of a duplicate of the descriptor, paused until start(): each read goes into that buffer and
+// is told as callback.call(owner, 5 (data), 0, bytes read), to be copied before the call returns;
+// end of stream and errors as a relay's. Its duplicate is closed by destroy(0), never a FIN or
+// an RST of its own: the socket ends when its other descriptor (Node's) closes.
 static napi_value relay_new(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value args[4];
+  size_t argc = 5;
+  napi_value args[5];
   int32_t client_fd;
   napi_value self = ka_class_call(env, info, &argc, args, "Relay is a class: use new Relay(fd, owner, callback)", &client_fd);
   if (self == NULL) return NULL;
   int32_t flags = 0;
-  if (argc > 3 && !int_in_range(env, args, argc, 3, 0, RELAY_OWN_FD, "Relay: flags must be 0 or 1", &flags)) return NULL;
+  if (argc > 3 && !int_in_range(env, args, argc, 3, 0, RELAY_OWN_FD | RELAY_READER, "Relay: flags must be 0 to 3", &flags)) return NULL;
+  void* into = NULL;
+  size_t into_len = 0;
+  bool is_buffer = false;
+  if ((flags & RELAY_READER) && (argc < 5 || napi_is_buffer(env, args[4], &is_buffer) != napi_ok || !is_buffer ||
+                                 napi_get_buffer_info(env, args[4], &into, &into_len) != napi_ok || into_len == 0)) {
+    napi_throw_type_error(env, "KA_NATIVE_ARG", "Relay: a reader reads into a Buffer");
+    return NULL;
+  }
+  if (into_len > READER_MAX_BUFFER) {
+    napi_throw_range_error(env, "KA_NATIVE_ARG", "Relay: a reader's buffer is 1 byte to 16 MiB");
+    return NULL;
+  }
   ka_pump_t* pump = ka_pump_init(env);
   if (pump == NULL) return NULL;
   int err;
   const char *syscall, *what;
-  relay_t* r = ka_pump_relay_new(pump, env, client_fd, flags, &err, &syscall, &what);
+  relay_t* r = ka_pump_relay_new(pump, env, client_fd, flags & RELAY_OWN_FD, &err, &syscall, &what);
   if (r == NULL) return ka_throw_errno(env, err, syscall, what);
+  if (flags & RELAY_READER) {
+    // Relaying from the start (its dead leg is drained like a relay's), paused until start().
+    r->reader = 1;
+    r->started = 1;
+    r->paused = 1;
+    r->into = into;
+    r->into_len = into_len;
+  }
   leg_t* client = &r->legs[LEG_CLIENT];
-  if (!ka_js_init(env, &r->js, args[1], args[2]) || napi_wrap(env, self, r, finalize, NULL, NULL) != napi_ok) {
+  if (((flags & RELAY_READER) && napi_create_reference(env, args[4], 1, &r->into_ref) != napi_ok) ||
+      !ka_js_init(env, &r->js, args[1], args[2]) || napi_wrap(env, self, r, finalize, NULL, NULL) != napi_ok) {
     // Nothing in JavaScript knows this relay: it goes at once (no event can name it yet). A
     // descriptor of its own goes back to the caller, who is told by the exception.
     if (flags & RELAY_OWN_FD) ka_pump_release_leg(client);
@@ -248,12 +285,25 @@ static napi_value relay_connect(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// start(): both legs begin relaying (after CONNECT).
+// start(): both legs begin relaying (after CONNECT); a reader reads (again).
 static napi_value relay_start(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   relay_t* r = unwrap(env, info, &argc, NULL);
   if (r == NULL) return NULL;
   ka_pump_start(r);
+  return NULL;
+}
+
+// pause(): a reader stops reading until start() (what arrives waits in the kernel).
+static napi_value relay_pause(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  relay_t* r = unwrap(env, info, &argc, NULL);
+  if (r == NULL) return NULL;
+  if (!r->reader) {
+    napi_throw_error(env, "KA_NATIVE_STATE", "pause: only a reader pauses");
+    return NULL;
+  }
+  ka_pump_pause(r);
   return NULL;
 }
 
@@ -278,6 +328,15 @@ static napi_value relay_end(napi_env env, napi_callback_info info) {
 static napi_value close_with(napi_env env, napi_callback_info info, int reset) {
   leg_t* leg = leg_of_call(env, info);
   if (leg == NULL) return NULL;
+  if (leg->relay->reader && !reset) {
+    // A reader's socket lives on (Node's): its duplicate leaves the epoll set before the close,
+    // or the set would go on reporting the socket's events (for a freed slot, dropped) and keep
+    // the registration (a new duplicate given the same number could not be added).
+    int fd = ka_pump_release_leg(leg);
+    if (fd >= 0) close(fd);
+    ka_relay_release_if_done(leg->relay);
+    return NULL;
+  }
   ka_pump_close_leg(leg, reset && !leg->connecting);
   ka_relay_release_if_done(leg->relay);
   return NULL;
@@ -408,6 +467,7 @@ int ka_relay_init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
       KA_METHOD("connect", relay_connect),
       KA_METHOD("start", relay_start),
+      KA_METHOD("pause", relay_pause),
       KA_METHOD("end", relay_end),
       KA_METHOD("reset", relay_reset),
       KA_METHOD("destroy", relay_destroy),

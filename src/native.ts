@@ -54,6 +54,8 @@ export interface NativeRelay {
    */
   connect(address: string, port: number, family: number, flags?: number, idleS?: number, intervalS?: number, count?: number, userTimeoutMs?: number): string | null
   start(): void
+  /** A reader (RELAY_READER) stops reading until start(). */
+  pause(): void
   /** True when the leg closed at once. */
   end(leg: 0 | 1): boolean
   reset(leg: 0 | 1): void
@@ -98,15 +100,29 @@ export const ADOPT_END_RECEIVED = 4
  * received by an upgrade (adopt() then takes the target's as it is too).
  */
 export const RELAY_OWN_FD = 1
+/** Relay flag: a reader (native/ka_relay.c), whose reads go to JavaScript (src/pair/pump-reader.ts). */
+export const RELAY_READER = 2
+/** What a relay's callback is told (native/ka_pump.h): its first argument. */
+export const EV_CONNECT = 1
+export const EV_EOF = 2
+export const EV_ERROR = 3
+export const EV_CLOSE = 4
+/** A reader's read: the third argument is its length. */
+export const EV_DATA = 5
 /** Relay.connect's flags: set the keepalive options given once connected; start relaying then. */
 export const CONNECT_KEEPALIVE = 1
 export const CONNECT_START = 2
 
+/**
+ * `flags` RELAY_OWN_FD, or RELAY_READER with `into`: a reader of a duplicate of `clientFd` (see
+ * native/ka_relay.c), each read into `into` and told as (5, 0, bytes read).
+ */
 export type NativeRelayClass = new (
   clientFd: number,
   owner: object,
   callback: (this: never, kind: number, leg: 0 | 1, errno: number) => void,
   flags?: number,
+  into?: Buffer,
 ) => NativeRelay
 
 /** A listening socket watched in the pump's epoll set (native/ka_accept.c). */

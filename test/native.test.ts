@@ -1,7 +1,8 @@
 // The native addon on real sockets: what is set is what getsockopt reads back, accepted
 // sockets inherit from the listener, bad fds or values are errors, not crashes; the pump's
 // class checks its arguments, drops the events of a registration its leg outlived, runs what its callbacks
-// queue when its dispatch ends, survives a throwing callback and is one pump per thread; sendSome
+// queue when its dispatch ends, survives a throwing callback and is one pump per thread; a reader
+// hands its reads to JavaScript, paused when told, a dead socket read to its end; sendSome
 // writes what the kernel takes and reports the rest.
 
 import t, { type Test } from 'tap'
@@ -11,7 +12,7 @@ import net, { type AddressInfo, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import { CONNECT_KEEPALIVE, CONNECT_START, loadNative, nativeBinaryPath, RELAY_OWN_FD, type NativeRelay } from '../src/native.ts'
+import { CONNECT_KEEPALIVE, CONNECT_START, EV_DATA, EV_EOF, EV_ERROR, loadNative, nativeBinaryPath, RELAY_OWN_FD, RELAY_READER, type NativeRelay } from '../src/native.ts'
 import { SocketControl, fdOf } from '../src/socket-control.ts'
 import { resolveKeepalive, validateKeepalive, LIMITS } from '../src/keepalive/settings.ts'
 import { ConfigError, SocketOptionError } from '../src/errors.ts'
@@ -402,6 +403,60 @@ t.test('adopt, by a relay made with RELAY_OWN_FD: both descriptors are taken as 
   const words = Buffer.from('still the caller\'s')
   writeSync(client2!, words)
   t.ok(await waitFor(() => atPeer.length() === words.length, 2000), 'the client socket works as before: no FIN, no RST')
+})
+
+t.test('a reader (RELAY_READER): reads into the buffer given, held in the kernel while paused, then the end; a dead socket is read to its end paused or not', async (t) => {
+  const { sockets, peers } = await twoConnections(t)
+  for (const s of sockets) (s as unknown as { _handle: { readStop(): number } })._handle.readStop()
+  const into = Buffer.alloc(64 * 1024)
+  const events: Array<[number, number, string]> = []
+  const onEvent = (kind: number, _leg: number, n: number): void => void events.push([kind, n, kind === EV_DATA ? into.toString('latin1', 0, n) : ''])
+  const Relay = binding.Relay
+  t.throws(() => new Relay(fdOf(sockets[0]), {}, onEvent, RELAY_READER), { code: 'KA_NATIVE_ARG' }, 'a reader without a buffer')
+  t.throws(() => new Relay(fdOf(sockets[0]), {}, onEvent, RELAY_READER, Buffer.alloc(0)), { code: 'KA_NATIVE_ARG' }, 'an empty buffer')
+  t.throws(() => new Relay(fdOf(sockets[0]), {}, onEvent, RELAY_READER, Buffer.alloc(17 << 20)), { code: 'KA_NATIVE_ARG', name: 'RangeError' }, 'a buffer over 16 MiB')
+  const other = await twoConnections(t)
+  const plain = new Relay(fdOf(other.sockets[0]), {}, () => {})
+  t.throws(() => plain.pause(), { code: 'KA_NATIVE_STATE' }, 'a relay is no reader: it does not pause')
+  plain.destroy(0)
+
+  const reader = new Relay(fdOf(sockets[0]), {}, onEvent, RELAY_READER, into)
+  const duplicate = reader.fd(0)
+  const inode = socketInode(duplicate)
+  t.ok(duplicate !== fdOf(sockets[0]) && inode === socketInode(fdOf(sockets[0])), 'it reads a duplicate of the descriptor')
+  const watched = (): boolean => epollRegistrations().some((line) => new RegExp(`^tfd:\\s+${duplicate}\\s.*\\sino:${inode.toString(16)}(\\s|$)`).test(line))
+  t.ok(watched(), 'in the pump\'s epoll set')
+  peers[0].write('while paused')
+  await sleep(100)
+  t.same(events, [], 'made paused: nothing is read')
+  reader.start()
+  t.ok(await waitFor(() => events.length === 1, 2000), 'start() reads')
+  t.same(events.shift(), [EV_DATA, 12, 'while paused'], 'the read is told by its length, its bytes in the buffer given')
+  reader.pause()
+  peers[0].write('held')
+  await sleep(100)
+  t.same(events, [], 'paused again: held')
+  reader.start()
+  t.ok(await waitFor(() => events.length === 1, 2000))
+  t.same(events.shift(), [EV_DATA, 4, 'held'])
+  peers[0].end('last words')
+  t.ok(await waitFor(() => events.length === 2, 2000), 'the FIN is read')
+  t.same(events.splice(0), [[EV_DATA, 10, 'last words'], [EV_EOF, 0, '']], 'the last bytes, then the end of stream')
+  reader.destroy(0)
+  t.notOk(isOpen(duplicate), 'destroy(0) closed the duplicate')
+  t.notOk(watched(), 'and took it out of the epoll set first (the socket lives on: Node\'s, and a relay\'s close would leave it listed)')
+  const atPeer = collect(peers[0])
+  sockets[0].write('the socket is Node\'s still')
+  t.ok(await waitFor(() => atPeer.length() === 26, 2000), 'and the socket works as before: no FIN, no RST from the reader')
+
+  // A reset while paused: what had arrived is read all the same, then the error.
+  const dead = new Relay(fdOf(sockets[1]), {}, onEvent, RELAY_READER, into)
+  peers[1].write('before the reset')
+  await sleep(50)
+  peers[1].resetAndDestroy()
+  t.ok(await waitFor(() => events.length === 2, 2000), 'the dead socket is read though paused')
+  t.same(events.splice(0), [[EV_DATA, 16, 'before the reset'], [EV_ERROR, 104, '']], 'every byte it had received, then ECONNRESET')
+  dead.destroy(0)
 })
 
 t.test('pump callbacks run in an async context (the pump\'s), and what they queue runs when the dispatch ends', async (t) => {

@@ -3,11 +3,12 @@
 //
 // Node reads each socket into a buffer of its own, allocated per read: through a pair, V8 then
 // counted every byte read as new external memory, and its full collections took a quarter of the
-// near end's CPU in bulk. Here every plain leg reads (Node's `onread`) into one buffer, reused read
-// after read, and each read is copied at once: a large one into a slab of that socket's own, a
-// small one into Node's shared pool (Buffer.allocUnsafe: a view of a pool of Buffer.poolSize, 8 KiB
-// on Node 22 and 64 KiB from 24, for pieces below half of it; nothing of its own to allocate and
-// account: 4 % less CPU a paired round trip than a buffer of its own, December 2026). A piece kept
+// near end's CPU in bulk. Here every plain leg reads (Node's `onread`, or the pump's reader once
+// its session relays: pump-reader.ts) into one buffer, reused read after read, and each read is
+// copied at once: a large one into a slab of that socket's own, a small one into Node's shared
+// pool (Buffer.allocUnsafe: a view of a pool of Buffer.poolSize, 8 KiB on Node 22 and 64 KiB from
+// 24, for pieces below half of it; nothing of its own to allocate and account: 4 % less CPU a
+// paired round trip than a buffer of its own, December 2026). A piece kept
 // unacknowledged keeps its pool, as any pooled Buffer does; the pieces read in the same moments
 // share pools, and a session's unacknowledged bytes are bounded by its credit anyway (protocol.ts
 // WINDOW). A slab whose bytes were all released (acknowledged by the peer) goes to a few spares,
@@ -57,6 +58,16 @@ export class ReadPool {
     const read = this.#read
     const reader: Reader = { slab: undefined }
     return { buffer: read, callback: (n: number): boolean => take(this.#copy(reader, read, n)) }
+  }
+
+  /**
+   * For a socket read by something else into this pool's buffer (the pump: pump-reader.ts):
+   * `buffer` to read into, and `copy(n)` the piece read, as `onread` hands it on.
+   */
+  direct(): { buffer: Buffer; copy: (n: number) => Buffer } {
+    const read = this.#read
+    const reader: Reader = { slab: undefined }
+    return { buffer: read, copy: (n: number): Buffer => this.#copy(reader, read, n) }
   }
 
   #copy(reader: Reader, read: Buffer, n: number): Buffer {

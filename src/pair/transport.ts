@@ -8,6 +8,7 @@
 //   answers `unacknowledged` from the peer's acknowledgements, and is never "dead in disguise".
 //   Reading the socket leg stops while its channel has no credit, and what arrives from the
 //   channel is acknowledged once the socket took it (write() without backpressure, or 'drain').
+//   Once the session relays, the socket leg is read by the byte pump (pump-reader.ts), not Node.
 // - PairTransports: a route's links and the channels on them. Near end: one LinkDialer, new
 //   sessions OPEN channels on it. Far end: a PairLinkServer, whose OPEN frames become sessions
 //   of the listener (through `openSession`). A link that dies leaves its sessions waiting for a
@@ -32,6 +33,7 @@ import { handleFd } from '../node-internals.ts'
 import { loadNative } from '../native.ts'
 import { Channel } from './channel.ts'
 import { readPool } from './read-pool.ts'
+import { PumpReader, type PumpReadSink } from './pump-reader.ts'
 import { writeDirect } from './direct-write.ts'
 import { LinkDialer, PairLinkServer, type LinkEvents, type LinkOptions, type PairLink } from './link.ts'
 import { FRAME, frameHeader, LINK_NOTSENT_LOWAT, readOffset, TOKEN_BYTES, type FrameType } from './protocol.ts'
@@ -46,7 +48,7 @@ export const PAIR_LOST = 'pair_lost'
 const kPair = Symbol('ka.pair')
 type PairSocket = Socket & { [kPair]: PairTransport }
 
-export class PairTransport implements Transport {
+export class PairTransport implements Transport, PumpReadSink {
   readonly events: TransportEvents
   readonly channel: Channel
   readonly socketLeg: Leg
@@ -72,6 +74,10 @@ export class PairTransport implements Transport {
   readonly #early: Buffer[] = []
   /** The socket leg's connection is known dead (found by checkPaused): it is read to its end whatever the channel's credit. */
   #readToEnd = false
+  /** Made with the read pool's onread (not adopted): once relaying, the pump reads it (pump-reader.ts). */
+  #pumpReadable = false
+  /** The pump reading the socket leg, from relay() on; else Node does. */
+  #reader: PumpReader | undefined
 
   /** `adopted`: handed over by an upgrade, its plain leg's socket connected (and paused) and both legs up. */
   constructor(deps: PairTransportDeps, events: TransportEvents, channel: Channel, socketLeg: Leg, client: { socket: Socket } | { address: string }, farAddress?: string, adopted?: { socket: Socket; state: TransportState }) {
@@ -84,6 +90,7 @@ export class PairTransport implements Transport {
     this.#farAddress = farAddress
     if ('socket' in client) {
       this.clientAddress = peerOf(client.socket)
+      this.#pumpReadable = true
       this.#adopt(client.socket)
     } else {
       this.clientAddress = client.address
@@ -143,6 +150,7 @@ export class PairTransport implements Transport {
     }
     const socket: Socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, onread: plainLegOnread(() => socket) })
     noDelay(socket)
+    this.#pumpReadable = true
     this.#adopt(socket)
     socket.on('connect', pairSocketOnConnect)
   }
@@ -164,8 +172,11 @@ export class PairTransport implements Transport {
     this.#deps.unread.delete(this)
     for (const piece of this.#early.splice(0)) this.onSocketData(piece)
     if (this.#socketReadEnded) return
-    s.on('data', pairSocketOnData)
     s.on('end', pairSocketOnEnd)
+    // Read by the pump where it can (only a socket read through onread: Node holds none of its
+    // bytes); else (an adopted socket, or no native helper) by Node.
+    if (this.#pumpReadable && this.#deps.direct) this.#reader = PumpReader.open(s, this, handleFd(s))
+    if (this.#reader === undefined) s.on('data', pairSocketOnData)
     if (!this.channel.full || this.#readToEnd) this.#readSocket(s)
     else this.#unread()
   }
@@ -190,6 +201,8 @@ export class PairTransport implements Transport {
       this.#closeChannel()
     } else {
       const s = this.socket
+      // The pump's descriptor first: the socket ends with Node's close, not after it.
+      this.#reader?.close()
       // libuv cannot reset a socket whose FIN is out (UV_EINVAL, and no 'close' would ever come):
       // that one is closed instead; its peer already had the FIN.
       if (s?.writableEnded === true || this.#socketFinSent) s?.destroy()
@@ -199,6 +212,7 @@ export class PairTransport implements Transport {
 
   destroy(leg: Leg): void {
     if (leg !== this.channelLeg) {
+      this.#reader?.close()
       this.socket?.destroy()
       return
     }
@@ -229,7 +243,13 @@ export class PairTransport implements Transport {
 
   #readSocket(s: Socket): void {
     this.#deps.unread.delete(this)
-    s.resume()
+    if (this.#reader !== undefined) this.#reader.start()
+    else s.resume()
+  }
+
+  #pauseSocket(s: Socket): void {
+    if (this.#reader !== undefined) this.#reader.pause()
+    else s.pause()
   }
 
   /**
@@ -269,6 +289,8 @@ export class PairTransport implements Transport {
     const clientAddress = this.clientAddress
     const targetAddress = this.targetAddress
     const readEnded = s!.readableEnded
+    // The pump reads it no more (what it read was handed on as it came).
+    this.#reader?.close()
     // What Node read ahead of the plain leg goes into the channel like any read: sent, and kept
     // until acknowledged, so it travels with the rest. Nothing more is read before the close.
     s!.removeListener('data', pairSocketOnData)
@@ -351,9 +373,24 @@ export class PairTransport implements Transport {
     if (!this.#channelOpen) return
     this.channel.write(chunk)
     if (this.channel.full && !this.#readToEnd) {
-      this.socket!.pause()
+      this.#pauseSocket(this.socket!)
       this.#unread()
     }
+  }
+
+  /** A read by the pump (only once relaying). */
+  onPumpRead(piece: Buffer): void {
+    this.onSocketData(piece)
+  }
+
+  onPumpFault(err: unknown): void {
+    this.events.fail(err)
+  }
+
+  /** Node's socket closed: the pump's duplicate goes too (else the connection would live on). */
+  onSocketClose(): void {
+    this.#reader?.close()
+    this.events.onClose(this.socketLeg)
   }
 
   onSocketEnd(): void {
@@ -469,7 +506,8 @@ export class PairTransport implements Transport {
    */
   #readAgain(): void {
     const s = this.socket
-    if (this.#relaying && !this.#socketReadEnded && s !== undefined && !this.channel.full && s.isPaused()) this.#readSocket(s)
+    const paused = this.#reader !== undefined ? this.#reader.paused : s?.isPaused()
+    if (this.#relaying && !this.#socketReadEnded && s !== undefined && !this.channel.full && paused === true) this.#readSocket(s)
   }
 
   /** The link under the channel is gone and no other came within the resume window (or none will). */
@@ -567,7 +605,7 @@ function pairSocketOnError(this: PairSocket, err: NodeJS.ErrnoException): void {
 }
 
 function pairSocketOnClose(this: PairSocket): void {
-  onSocket(this, (t) => t.events.onClose(t.socketLeg))
+  onSocket(this, (t) => t.onSocketClose())
 }
 
 /** What a PairTransport needs from its route's PairTransports. */

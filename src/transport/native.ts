@@ -15,7 +15,7 @@ import { formatEndpoint, formatPeer } from '../config/endpoint.ts'
 import { errnoName } from '../errors.ts'
 import { closeAccepted, isPumpAccepted, readPeer, type Accepted, type PumpAccepted } from '../accept.ts'
 import { fdOf } from '../socket-control.ts'
-import { ADOPT_END_RECEIVED, ADOPT_END_REQUESTED, ADOPT_FIN_SENT, CONNECT_KEEPALIVE, CONNECT_START, loadNative, RELAY_OWN_FD, type NativeRelay, type NativeRelayClass } from '../native.ts'
+import { ADOPT_END_RECEIVED, ADOPT_END_REQUESTED, ADOPT_FIN_SENT, CONNECT_KEEPALIVE, CONNECT_START, EV_CLOSE, EV_CONNECT, EV_EOF, EV_ERROR, loadNative, RELAY_OWN_FD, type NativeRelay, type NativeRelayClass } from '../native.ts'
 import { userTimeoutMs, type KeepaliveSettings } from '../keepalive/settings.ts'
 import {
   NOTHING_HELD,
@@ -32,11 +32,6 @@ import {
   type TransportState,
   type Transports,
 } from './transport.ts'
-
-const EV_CONNECT = 1
-const EV_EOF = 2
-const EV_ERROR = 3
-const EV_CLOSE = 4
 
 const LEG_INDEX: Record<Leg, 0 | 1> = { client: 0, target: 1 }
 const INDEX_LEG: readonly Leg[] = ['client', 'target']
