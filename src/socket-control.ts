@@ -23,8 +23,9 @@
 //          stream instead of being pulled out of it and lost (RFC 6093).
 //   where  urgentInline(): the listening socket, inherited by every client leg
 //          (applyToListener); stream target legs (transport/stream.ts). In C: the pump's target
-//          legs, and client legs Node accepted (ka_pump.c register_leg); a client the pump
-//          accepted (ka_accept.c) has it from the listening socket. Needs the native helper.
+//          legs, client legs Node accepted and the paired sessions' plain legs it reads
+//          (pair/pump-reader.ts; ka_pump.c register_leg); a client the pump accepted
+//          (ka_accept.c) has it from the listening socket. Needs the native helper.
 // TCP_NOTSENT_LOWAT
 //   why    a pair link's kernel send queue holds at most LINK_NOTSENT_LOWAT bytes not yet sent,
 //          so what waits beyond is in the link's own queue, where its sessions take turns: a

@@ -15,7 +15,7 @@
 import type { Socket } from 'node:net'
 import { getSystemErrorName } from 'node:util'
 import { EV_DATA, EV_EOF, EV_ERROR, loadNative, RELAY_READER, type NativeRelay } from '../native.ts'
-import { readPool } from './read-pool.ts'
+import { readPool, type Reader } from './read-pool.ts'
 
 /** What a reader hands on. */
 export interface PumpReadSink {
@@ -25,24 +25,23 @@ export interface PumpReadSink {
   onPumpFault(err: unknown): void
 }
 
-export class PumpReader {
+export class PumpReader implements Reader {
   readonly #socket: Socket
   readonly #sink: PumpReadSink
   readonly #relay: NativeRelay
-  readonly #copy: (n: number) => Buffer
+  /** The read pool's slab of this socket (Reader). */
+  slab: Reader['slab'] = undefined
   #paused = true
   #closed = false
 
   private constructor(socket: Socket, sink: PumpReadSink, fd: number) {
     const native = loadNative()
     if (!native.ok) throw new Error(native.reason)
-    const { buffer, copy } = readPool.direct()
     this.#socket = socket
     this.#sink = sink
-    this.#copy = copy
     // Node reads no more: what arrives waits in the kernel for the pump.
     socket.pause()
-    this.#relay = new native.binding.Relay(fd, this, pumpReaderEvent, RELAY_READER, buffer)
+    this.#relay = new native.binding.Relay(fd, this, pumpReaderEvent, RELAY_READER, readPool.buffer)
   }
 
   /**
@@ -86,7 +85,7 @@ export class PumpReader {
     if (this.#closed) return
     try {
       if (kind === EV_DATA) {
-        this.#sink.onPumpRead(this.#copy(n))
+        this.#sink.onPumpRead(readPool.copy(this, n))
         return
       }
       const s = this.#socket

@@ -39,7 +39,8 @@ interface Slab {
   reader: Reader | undefined
 }
 
-interface Reader {
+/** A socket reading through the pool: the slab its large reads go to. */
+export interface Reader {
   slab: Slab | undefined
 }
 
@@ -60,14 +61,14 @@ export class ReadPool {
     return { buffer: read, callback: (n: number): boolean => take(this.#copy(reader, read, n)) }
   }
 
-  /**
-   * For a socket read by something else into this pool's buffer (the pump: pump-reader.ts):
-   * `buffer` to read into, and `copy(n)` the piece read, as `onread` hands it on.
-   */
-  direct(): { buffer: Buffer; copy: (n: number) => Buffer } {
-    const read = this.#read
-    const reader: Reader = { slab: undefined }
-    return { buffer: read, copy: (n: number): Buffer => this.#copy(reader, read, n) }
+  /** For a socket read by something else (the pump: pump-reader.ts): the buffer to read into. */
+  get buffer(): Buffer {
+    return this.#read
+  }
+
+  /** The `n` bytes just read into `buffer` for `reader`, as `onread` hands them on. */
+  copy(reader: Reader, n: number): Buffer {
+    return this.#copy(reader, this.#read, n)
   }
 
   #copy(reader: Reader, read: Buffer, n: number): Buffer {
