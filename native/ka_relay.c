@@ -60,13 +60,17 @@ void ka_relay_emit(relay_t* r, int kind, int leg, int err) {
   napi_close_handle_scope(env, scope);
 }
 
-// Both legs closed: JavaScript will hear nothing more, so the relay stops holding it (and a
-// reader's buffer).
+// What the relay holds of JavaScript goes: its owner and callback, and a reader's buffer.
+static void release_js(napi_env env, relay_t* r) {
+  ka_js_release(env, &r->js);
+  if (r->into_ref != NULL) napi_delete_reference(env, r->into_ref);
+  r->into_ref = NULL;
+}
+
+// Both legs closed: JavaScript will hear nothing more, so the relay stops holding it.
 void ka_relay_release_if_done(relay_t* r) {
   if (r->legs[0].fd >= 0 || r->legs[1].fd >= 0) return;
-  ka_js_release(r->env, &r->js);
-  if (r->into_ref != NULL) napi_delete_reference(r->env, r->into_ref);
-  r->into_ref = NULL;
+  release_js(r->env, r);
 }
 
 // ---- the JavaScript class ----------------------------------------------------------------
@@ -99,9 +103,7 @@ static leg_t* leg_of_call(napi_env env, napi_callback_info info) {
 static void finalize(napi_env env, void* data, void* hint) {
   (void)hint;
   relay_t* r = data;
-  ka_js_release(env, &r->js);
-  if (r->into_ref != NULL) napi_delete_reference(env, r->into_ref);
-  r->into_ref = NULL;
+  release_js(env, r);
   ka_pump_forget(r);
 }
 

@@ -13,7 +13,7 @@
 // reads would have: its readable side ends ('end'), or it is destroyed with the error.
 
 import type { Socket } from 'node:net'
-import { getSystemErrorName } from 'node:util'
+import { errnoName } from '../errors.ts'
 import { EV_DATA, EV_EOF, EV_ERROR, loadNative, RELAY_READER, type NativeRelay } from '../native.ts'
 import { readPool, type Reader } from './read-pool.ts'
 
@@ -97,7 +97,7 @@ export class PumpReader implements Reader {
         s.read(0)
       } else if (kind === EV_ERROR) {
         this.close()
-        const code = getSystemErrorName(-n)
+        const code = errnoName(n)
         s.destroy(Object.assign(new Error(`read ${code}`), { errno: -n, code, syscall: 'read' }))
       }
     } catch (err) {

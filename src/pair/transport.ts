@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { formatEndpoint } from '../config/endpoint.ts'
 import type { PairOptions } from '../config/options.ts'
-import { peerOf, socketOf, type Accepted } from '../accept.ts'
+import { isSocket, peerOf, socketOf, type Accepted } from '../accept.ts'
 import { noDelay, type SocketControl } from '../socket-control.ts'
 import type { RefusalLog } from '../refusals.ts'
 import type { KeepaliveSettings } from '../keepalive/settings.ts'
@@ -74,13 +74,18 @@ export class PairTransport implements Transport, PumpReadSink {
   readonly #early: Buffer[] = []
   /** The socket leg's connection is known dead (found by checkPaused): it is read to its end whatever the channel's credit. */
   #readToEnd = false
-  /** Made with the read pool's onread (not adopted): once relaying, the pump reads it (pump-reader.ts). */
-  #pumpReadable = false
+  /**
+   * Its socket was made with the read pool's onread (a client accepted as a handle, a target
+   * connected here), so Node holds none of its bytes and pause() stops its reads: once relaying,
+   * the pump reads it (pump-reader.ts). Not an adopted socket, nor a client accepted as a socket
+   * (Node has been reading it into its own buffer).
+   */
+  readonly #pumpReadable: boolean
   /** The pump reading the socket leg, from relay() on; else Node does. */
   #reader: PumpReader | undefined
 
   /** `adopted`: handed over by an upgrade, its plain leg's socket connected (and paused) and both legs up. */
-  constructor(deps: PairTransportDeps, events: TransportEvents, channel: Channel, socketLeg: Leg, client: { socket: Socket } | { address: string }, farAddress?: string, adopted?: { socket: Socket; state: TransportState }) {
+  constructor(deps: PairTransportDeps, events: TransportEvents, channel: Channel, socketLeg: Leg, client: { socket: Socket; onread: boolean } | { address: string }, farAddress?: string, adopted?: { socket: Socket; state: TransportState }) {
     this.#deps = deps
     this.events = events
     this.channel = channel
@@ -88,9 +93,9 @@ export class PairTransport implements Transport, PumpReadSink {
     this.channelLeg = socketLeg === 'client' ? 'target' : 'client'
     this.#channelConnecting = this.channelLeg === 'target' && adopted === undefined
     this.#farAddress = farAddress
+    this.#pumpReadable = 'socket' in client ? client.onread : adopted === undefined
     if ('socket' in client) {
       this.clientAddress = peerOf(client.socket)
-      this.#pumpReadable = true
       this.#adopt(client.socket)
     } else {
       this.clientAddress = client.address
@@ -150,7 +155,6 @@ export class PairTransport implements Transport, PumpReadSink {
     }
     const socket: Socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, onread: plainLegOnread(() => socket) })
     noDelay(socket)
-    this.#pumpReadable = true
     this.#adopt(socket)
     socket.on('connect', pairSocketOnConnect)
   }
@@ -174,7 +178,7 @@ export class PairTransport implements Transport, PumpReadSink {
     if (this.#socketReadEnded) return
     s.on('end', pairSocketOnEnd)
     // Read by the pump where it can (only a socket read through onread: Node holds none of its
-    // bytes); else (an adopted socket, or no native helper) by Node.
+    // bytes); else (adopted, a client accepted as a socket, or no native helper) by Node.
     if (this.#pumpReadable && this.#deps.direct) this.#reader = PumpReader.open(s, this, handleFd(s))
     if (this.#reader === undefined) s.on('data', pairSocketOnData)
     if (!this.channel.full || this.#readToEnd) this.#readSocket(s)
@@ -804,7 +808,7 @@ export class PairTransports implements Transports, LinkEvents {
     const channel = new Channel(id, randomBytes(TOKEN_BYTES), undefined)
     const { host, port } = this.#pair.endpoint
     const socket: Socket = socketOf(client, { onread: plainLegOnread(() => socket) })
-    return new PairTransport(this.#deps, events, channel, 'client', { socket }, formatEndpoint(host, port))
+    return new PairTransport(this.#deps, events, channel, 'client', { socket, onread: !isSocket(client) }, formatEndpoint(host, port))
   }
 
   /** Links up now: the near end's one (0 or 1), or the far end's accepted ones. */
